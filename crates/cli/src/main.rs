@@ -1,0 +1,3 @@
+//! The `latchkey` command-line interface (being written).
+
+fn main() {}

@@ -1,0 +1,760 @@
+//! Latchkey's configuration: the TOML file of PROTOCOL §5, parsed raw and then validated into
+//! typed values. Every refusal names the file, the line and a fix; secrets never live here.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use url::Url;
+
+use raw::{RawAccount, RawConfig, RawMapping, RawService};
+
+/// The configuration format this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+/// Default proxy address (PROTOCOL §3).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:47821";
+/// Default lifetime of gateway credentials in memory (PROTOCOL §2).
+pub const DEFAULT_TTL_SECONDS: u64 = 3600;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the proxy listens (always a loopback address).
+    pub proxy: ProxySettings,
+    /// Identity provider accounts, at least one.
+    pub accounts: Vec<Account>,
+    /// The organisation's Auth Gateway, required when any service uses it.
+    pub gateway: Option<GatewaySettings>,
+    /// Services whose credentials Latchkey injects.
+    pub services: Vec<Service>,
+    /// How long the audit log keeps rows.
+    pub audit: AuditSettings,
+}
+
+/// Proxy listener and rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// Loopback address and port.
+    pub listen: SocketAddr,
+    /// Sustained requests per second per client.
+    pub rate_limit_per_second: f64,
+    /// Burst size per client.
+    pub rate_limit_burst: u32,
+}
+
+/// Audit log retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditSettings {
+    /// Rows older than this are deleted.
+    pub retention: Duration,
+    /// At most this many rows are kept.
+    pub max_rows: u64,
+}
+
+/// An identity provider account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// Name used in the CLI, the tray and the keychain layout.
+    pub name: Name,
+    /// OIDC issuer (discovery base).
+    pub issuer: Url,
+    /// OAuth client id (a public client).
+    pub client_id: String,
+    /// Scopes requested at login.
+    pub scopes: Vec<String>,
+    /// Expected `aud` of access tokens; the client id when absent.
+    pub audience: Option<String>,
+    /// Allows an `http://` loopback issuer (the sandbox).
+    pub allow_insecure_http: bool,
+    /// Port of the loopback redirect listener; 0 picks a free one.
+    pub callback_port: u16,
+}
+
+/// The Auth Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Base URL; endpoints are appended.
+    pub url: Url,
+    /// Timeout of one gateway request.
+    pub timeout: Duration,
+}
+
+/// Where a service's credential comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum CredentialSource {
+    /// Fetched from the Auth Gateway at this endpoint.
+    Gateway {
+        /// Path appended to the gateway URL.
+        endpoint: String,
+    },
+    /// The account's own access token (services that speak OAuth themselves).
+    AccessToken,
+    /// A secret the user typed once, kept in the keychain.
+    Manual,
+}
+
+impl CredentialSource {
+    /// The stable name shown to people: `gateway`, `access_token` or `manual`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Gateway { .. } => "gateway",
+            Self::AccessToken => "access_token",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// A service Latchkey proxies to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// The first path segment of its proxy route.
+    pub name: Name,
+    /// The account whose session unlocks it.
+    pub account: Name,
+    /// Where its credentials come from.
+    pub source: CredentialSource,
+    /// Base URL requests are forwarded to.
+    pub upstream: Url,
+    /// How each credential is injected.
+    pub credentials: Vec<Mapping>,
+    /// Environment variable → credential name, for `latchkey exec`.
+    pub env: BTreeMap<String, String>,
+    /// How long fetched credentials are kept.
+    pub ttl: Duration,
+}
+
+impl Service {
+    /// The credential names this service needs.
+    pub fn required_credentials(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.credentials.iter().map(|m| m.name.clone()).collect();
+        for name in self.env.values() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+}
+
+/// How one credential is put on a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Name of the credential in the gateway answer.
+    pub name: String,
+    /// Where it goes.
+    pub target: InjectTarget,
+}
+
+/// Header or query parameter injection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectTarget {
+    /// `header: prefix + value`.
+    Header {
+        /// Header name, validated.
+        name: String,
+        /// Prepended to the value (e.g. `Bearer `).
+        prefix: String,
+    },
+    /// `?param=value`.
+    Query {
+        /// Query parameter name.
+        param: String,
+    },
+}
+
+/// An account or service name: 1–64 of `[A-Za-z0-9._-]`, safe in URLs, keychain keys and paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    /// Validates a name.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let ok_chars = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if value.is_empty() || value.len() > 64 || !ok_chars || value.starts_with('.') {
+            return Err(format!(
+                "`{}` is not a valid name: use 1-64 letters, digits, `.`, `_` or `-`",
+                value.escape_debug()
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a configuration was refused. The message says where and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error("no configuration at {path}: run `latchkey config init` or create it (see README, \"Configuration\")")]
+    NotFound {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}:{column}: {message}\n  fix: {fix}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    /// Stable code for IPC and JSON output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "config_not_found",
+            Self::Io { .. } => "config_unreadable",
+            Self::Invalid { .. } => "config_invalid",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::NotFound {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is used in messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let here = Locator { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let message = e.message().to_owned();
+            let fix = if message.contains("unknown field") {
+                "remove or rename the key; the accepted keys are listed in the message and in README \"Configuration\"".to_owned()
+            } else if message.contains("missing field") {
+                "add the missing key".to_owned()
+            } else {
+                "correct the value's type or TOML syntax".to_owned()
+            };
+            here.error(offset, message, fix)
+        })?;
+        validate(raw, &here)
+    }
+
+    /// The account with this name.
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name.as_str() == name)
+    }
+
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// The account used when none is named: the only one, or the first.
+    pub fn default_account(&self) -> Option<&Account> {
+        self.accounts.first()
+    }
+}
+
+/// Turns byte offsets into `file:line:column` errors.
+struct Locator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Locator<'_> {
+    fn error(&self, offset: usize, message: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
+    match &raw.version {
+        Some(v) if *v.get_ref() != CONFIG_VERSION => {
+            return Err(here.error(
+                v.span().start,
+                format!("configuration version {} is not supported", v.get_ref()),
+                format!("set `version = {CONFIG_VERSION}` or upgrade Latchkey"),
+            ));
+        }
+        _ => {}
+    }
+
+    let proxy = validate_proxy(raw.proxy.as_ref(), here)?;
+
+    if raw.accounts.is_empty() {
+        return Err(here.error(
+            0,
+            "no [[accounts]] table",
+            "add an [[accounts]] table with name, issuer and client_id",
+        ));
+    }
+    let mut accounts = Vec::new();
+    for raw_account in &raw.accounts {
+        let account = validate_account(raw_account, here)?;
+        if accounts.iter().any(|a: &Account| a.name == account.name) {
+            return Err(here.error(
+                raw_account.name.span().start,
+                format!("account `{}` is defined twice", account.name),
+                "give each [[accounts]] table its own name",
+            ));
+        }
+        accounts.push(account);
+    }
+
+    let gateway = match &raw.gateway {
+        None => None,
+        Some(g) => {
+            let url = parse_url(&g.url, here, g.allow_insecure_http, "gateway url")?;
+            let timeout = g.timeout_seconds.as_ref().map_or(10, |t| *t.get_ref());
+            if timeout == 0 {
+                return Err(here.error(
+                    g.timeout_seconds.as_ref().map_or(0, |t| t.span().start),
+                    "timeout_seconds must be at least 1",
+                    "use a timeout such as 10",
+                ));
+            }
+            Some(GatewaySettings {
+                url,
+                timeout: Duration::from_secs(timeout),
+            })
+        }
+    };
+
+    let mut services: Vec<Service> = Vec::new();
+    for raw_service in &raw.services {
+        let service = validate_service(raw_service, &accounts, gateway.is_some(), here)?;
+        if services.iter().any(|s| s.name == service.name) {
+            return Err(here.error(
+                raw_service.name.span().start,
+                format!("service `{}` is defined twice", service.name),
+                "give each [[services]] table its own name",
+            ));
+        }
+        services.push(service);
+    }
+
+    let audit = AuditSettings {
+        retention: Duration::from_secs(
+            u64::from(
+                raw.audit
+                    .as_ref()
+                    .and_then(|a| a.retention_days.as_ref())
+                    .map_or(30, |d| *d.get_ref()),
+            ) * 86_400,
+        ),
+        max_rows: raw
+            .audit
+            .as_ref()
+            .and_then(|a| a.max_rows.as_ref())
+            .map_or(100_000, |r| *r.get_ref()),
+    };
+
+    Ok(Config {
+        proxy,
+        accounts,
+        gateway,
+        services,
+        audit,
+    })
+}
+
+fn validate_proxy(
+    raw: Option<&raw::RawProxy>,
+    here: &Locator<'_>,
+) -> Result<ProxySettings, ConfigError> {
+    let listen_text = raw
+        .and_then(|p| p.listen.as_ref())
+        .map_or(DEFAULT_LISTEN, |l| l.get_ref().as_str());
+    let offset = raw.and_then(|p| p.listen.as_ref()).map_or(0, |l| l.span().start);
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        here.error(
+            offset,
+            format!("`{listen_text}` is not an address and port"),
+            format!("use an address such as \"{DEFAULT_LISTEN}\""),
+        )
+    })?;
+    if !listen.ip().is_loopback() {
+        return Err(here.error(
+            offset,
+            format!("the proxy must listen on loopback only, not {}", listen.ip()),
+            format!("use \"{DEFAULT_LISTEN}\" (any port)"),
+        ));
+    }
+    let rate = raw
+        .and_then(|p| p.rate_limit_per_second.as_ref())
+        .map_or(50.0, |r| *r.get_ref());
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(here.error(
+            raw.and_then(|p| p.rate_limit_per_second.as_ref())
+                .map_or(0, |r| r.span().start),
+            "rate_limit_per_second must be a positive number",
+            "use a rate such as 50",
+        ));
+    }
+    let burst = raw
+        .and_then(|p| p.rate_limit_burst.as_ref())
+        .map_or(100, |b| *b.get_ref());
+    if burst == 0 {
+        return Err(here.error(
+            raw.and_then(|p| p.rate_limit_burst.as_ref())
+                .map_or(0, |b| b.span().start),
+            "rate_limit_burst must be at least 1",
+            "use a burst such as 100",
+        ));
+    }
+    Ok(ProxySettings {
+        listen,
+        rate_limit_per_second: rate,
+        rate_limit_burst: burst,
+    })
+}
+
+fn validate_account(raw: &RawAccount, here: &Locator<'_>) -> Result<Account, ConfigError> {
+    let name = parse_name(&raw.name, here)?;
+    let issuer = parse_url(&raw.issuer, here, raw.allow_insecure_http, "issuer")?;
+    if raw.client_id.get_ref().trim().is_empty() {
+        return Err(here.error(
+            raw.client_id.span().start,
+            "client_id is empty",
+            "set the OAuth client id your identity provider registered for Latchkey",
+        ));
+    }
+    let scopes = raw.scopes.clone().unwrap_or_else(|| {
+        ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec()
+    });
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(here.error(
+            raw.name.span().start,
+            format!("account `{name}` does not request the `openid` scope"),
+            "add \"openid\" to scopes (Latchkey needs an id token)",
+        ));
+    }
+    Ok(Account {
+        name,
+        issuer,
+        client_id: raw.client_id.get_ref().clone(),
+        scopes,
+        audience: raw.audience.clone(),
+        allow_insecure_http: raw.allow_insecure_http,
+        callback_port: raw.callback_port.as_ref().map_or(0, |p| *p.get_ref()),
+    })
+}
+
+fn validate_service(
+    raw: &RawService,
+    accounts: &[Account],
+    has_gateway: bool,
+    here: &Locator<'_>,
+) -> Result<Service, ConfigError> {
+    let name = parse_name(&raw.name, here)?;
+    if matches!(name.as_str(), "v1" | "oauth") {
+        return Err(here.error(
+            raw.name.span().start,
+            format!("`{name}` is reserved for Latchkey's own endpoints"),
+            "choose another service name",
+        ));
+    }
+    let account = parse_name(&raw.account, here)?;
+    if !accounts.iter().any(|a| a.name == account) {
+        let known: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        return Err(here.error(
+            raw.account.span().start,
+            format!("service `{name}` names unknown account `{account}`"),
+            format!("use one of: {}", known.join(", ")),
+        ));
+    }
+
+    let source_text = raw.source.as_ref().map_or("gateway", |s| s.get_ref().as_str());
+    let source_offset = raw.source.as_ref().map_or(raw.name.span().start, |s| s.span().start);
+    let source = match source_text {
+        "gateway" => {
+            let Some(endpoint) = &raw.gateway_endpoint else {
+                return Err(here.error(
+                    raw.name.span().start,
+                    format!("service `{name}` has no gateway_endpoint"),
+                    "add gateway_endpoint = \"/api/v1/credentials/<service>\", or set source = \"access_token\" or \"manual\"",
+                ));
+            };
+            if !endpoint.get_ref().starts_with('/') {
+                return Err(here.error(
+                    endpoint.span().start,
+                    "gateway_endpoint must be a path starting with `/`",
+                    "write it like \"/api/v1/credentials/github\"",
+                ));
+            }
+            if !has_gateway {
+                return Err(here.error(
+                    source_offset,
+                    format!("service `{name}` uses the Auth Gateway but there is no [gateway] table"),
+                    "add [gateway] with url = \"https://...\"",
+                ));
+            }
+            CredentialSource::Gateway {
+                endpoint: endpoint.get_ref().clone(),
+            }
+        }
+        "access_token" => CredentialSource::AccessToken,
+        "manual" => CredentialSource::Manual,
+        other => {
+            return Err(here.error(
+                source_offset,
+                format!("unknown credential source `{other}`"),
+                "use \"gateway\", \"access_token\" or \"manual\"",
+            ));
+        }
+    };
+
+    let upstream = parse_url(&raw.upstream, here, false, "upstream").or_else(|e| {
+        // An http:// upstream is allowed only on loopback and only when the service says so.
+        let url = Url::parse(raw.upstream.get_ref()).map_err(|_| e)?;
+        if url.scheme() == "http" && is_loopback_host(&url) && raw.allow_loopback_http {
+            Ok(url)
+        } else if url.scheme() == "http" && is_loopback_host(&url) {
+            Err(here.error(
+                raw.upstream.span().start,
+                "a plain http:// upstream must be allowed explicitly",
+                "add allow_loopback_http = true to this service (loopback only), or use https://",
+            ))
+        } else {
+            Err(here.error(
+                raw.upstream.span().start,
+                format!("upstream `{}` is not https://", url),
+                "use an https:// upstream; plain http is only allowed for a loopback upstream with allow_loopback_http = true",
+            ))
+        }
+    })?;
+
+    let mappings: &[RawMapping] = raw.credentials.as_ref().map_or(&[], |c| c.get_ref());
+    let mut credentials = Vec::new();
+    for m in mappings {
+        credentials.push(validate_mapping(m, &name, here)?);
+    }
+    let env: BTreeMap<String, String> = raw
+        .env
+        .as_ref()
+        .map(|e| e.get_ref().clone())
+        .unwrap_or_default();
+    let env_offset = raw.env.as_ref().map_or(raw.name.span().start, |e| e.span().start);
+    for (var, cred) in &env {
+        let valid_var = !var.is_empty()
+            && !var.starts_with(|c: char| c.is_ascii_digit())
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_var {
+            return Err(here.error(
+                env_offset,
+                format!("`{}` is not a valid environment variable name", var.escape_debug()),
+                "use letters, digits and `_`, not starting with a digit",
+            ));
+        }
+        if cred.is_empty() {
+            return Err(here.error(
+                env_offset,
+                format!("environment variable `{var}` maps to no credential"),
+                "map it to a credential name, e.g. GITHUB_TOKEN = \"token\"",
+            ));
+        }
+    }
+    if credentials.is_empty() && env.is_empty() {
+        return Err(here.error(
+            raw.name.span().start,
+            format!("service `{name}` injects no credential"),
+            "add credentials = [{ name = \"token\", header = \"Authorization\", prefix = \"Bearer \" }] or an env table",
+        ));
+    }
+    if matches!(source, CredentialSource::AccessToken) {
+        for m in &credentials {
+            if m.name != "access_token" {
+                return Err(here.error(
+                    raw.name.span().start,
+                    format!("service `{name}` uses source = \"access_token\", whose only credential is `access_token`, not `{}`", m.name),
+                    "name the credential \"access_token\"",
+                ));
+            }
+        }
+    }
+
+    let ttl = raw.ttl_seconds.as_ref().map_or(DEFAULT_TTL_SECONDS, |t| *t.get_ref());
+    if ttl == 0 {
+        return Err(here.error(
+            raw.ttl_seconds.as_ref().map_or(0, |t| t.span().start),
+            "ttl_seconds must be at least 1",
+            format!("use the default {DEFAULT_TTL_SECONDS} or remove the key"),
+        ));
+    }
+
+    Ok(Service {
+        name,
+        account,
+        source,
+        upstream,
+        credentials,
+        env,
+        ttl: Duration::from_secs(ttl),
+    })
+}
+
+fn validate_mapping(raw: &RawMapping, service: &Name, here: &Locator<'_>) -> Result<Mapping, ConfigError> {
+    let name = raw.name.get_ref().trim();
+    if name.is_empty() {
+        return Err(here.error(
+            raw.name.span().start,
+            format!("a credential mapping of service `{service}` names no credential"),
+            "set name = \"<credential name from the gateway answer>\"",
+        ));
+    }
+    let target = match (&raw.header, &raw.query_param) {
+        (Some(header), None) => {
+            let valid = http::HeaderName::from_bytes(header.get_ref().as_bytes()).is_ok();
+            if !valid {
+                return Err(here.error(
+                    header.span().start,
+                    format!("`{}` is not a valid header name", header.get_ref().escape_debug()),
+                    "use a header name such as \"Authorization\" or \"X-API-Key\"",
+                ));
+            }
+            let prefix = raw.prefix.clone().unwrap_or_default();
+            if prefix.chars().any(|c| c.is_control()) {
+                return Err(here.error(
+                    header.span().start,
+                    "the prefix contains a control character",
+                    "use a plain prefix such as \"Bearer \"",
+                ));
+            }
+            InjectTarget::Header {
+                name: header.get_ref().clone(),
+                prefix,
+            }
+        }
+        (None, Some(param)) => {
+            if param.get_ref().is_empty() {
+                return Err(here.error(
+                    param.span().start,
+                    "query_param is empty",
+                    "name the query parameter, e.g. \"api_key\"",
+                ));
+            }
+            InjectTarget::Query {
+                param: param.get_ref().clone(),
+            }
+        }
+        _ => {
+            return Err(here.error(
+                raw.name.span().start,
+                format!("credential `{name}` of service `{service}` needs exactly one of header or query_param"),
+                "add header = \"...\" (with an optional prefix) or query_param = \"...\"",
+            ));
+        }
+    };
+    Ok(Mapping {
+        name: name.to_owned(),
+        target,
+    })
+}
+
+fn parse_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
+    Name::parse(raw.get_ref()).map_err(|message| {
+        here.error(raw.span().start, message, "rename it, e.g. \"work\" or \"github\"")
+    })
+}
+
+fn parse_url(
+    raw: &toml::Spanned<String>,
+    here: &Locator<'_>,
+    allow_loopback_http: bool,
+    what: &str,
+) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.get_ref()).map_err(|e| {
+        here.error(
+            raw.span().start,
+            format!("{what} `{}` is not a URL: {e}", raw.get_ref().escape_debug()),
+            "write a full URL such as \"https://idp.example.com\"",
+        )
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(here.error(
+            raw.span().start,
+            format!("{what} contains a user name or password"),
+            "remove the credentials from the URL; secrets never go in this file",
+        ));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_loopback_http && is_loopback_host(&url) => Ok(url),
+        "http" if is_loopback_host(&url) => Err(here.error(
+            raw.span().start,
+            format!("{what} uses plain http://"),
+            "use https://, or for a local test identity provider/gateway add allow_insecure_http = true",
+        )),
+        _ => Err(here.error(
+            raw.span().start,
+            format!("{what} `{url}` must use https://"),
+            "use an https:// URL",
+        )),
+    }
+}
+
+/// True when the URL's host is a loopback address or `localhost`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+use super::*;
+
+const SAMPLE: &str = r#"
+version = 1
+
+[proxy]
+listen = "127.0.0.1:47821"
+
+[[accounts]]
+name = "work"
+issuer = "https://idp.example.com"
+client_id = "latchkey"
+scopes = ["openid", "profile", "email", "offline_access"]
+audience = "https://gateway.example.com"
+
+[gateway]
+url = "https://auth-gateway.example.com"
+
+[[services]]
+name = "github"
+account = "work"
+gateway_endpoint = "/api/v1/credentials/github"
+upstream = "https://api.github.com"
+credentials = [{ name = "token", header = "Authorization", prefix = "Bearer " }]
+env = { GITHUB_TOKEN = "token" }
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/cfg/latchkey.toml"))
+}
+
+fn invalid(text: &str) -> (usize, String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid {
+            line, message, fix, ..
+        }) => (line, message, fix),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn protocol_sample_parses() {
+    let c = parse(SAMPLE).expect("the PROTOCOL §5 sample is valid");
+    assert_eq!(c.proxy.listen.port(), 47821);
+    let s = c.service("github").expect("github service");
+    assert_eq!(s.account.as_str(), "work");
+    assert_eq!(
+        s.credentials[0].target,
+        InjectTarget::Header {
+            name: "Authorization".into(),
+            prefix: "Bearer ".into()
+        }
+    );
+    assert_eq!(s.env.get("GITHUB_TOKEN").map(String::as_str), Some("token"));
+    assert_eq!(s.ttl, Duration::from_secs(3600));
+    assert_eq!(s.required_credentials(), vec!["token".to_owned()]);
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let text = SAMPLE.replace("client_id = \"latchkey\"", "client_id = \"latchkey\"\nclient_secret = \"x\"");
+    let (line, message, fix) = invalid(&text);
+    assert_eq!(line, 11, "points at the unknown key");
+    assert!(message.contains("client_secret"), "{message}");
+    assert!(fix.contains("remove"), "{fix}");
+}
+
+#[test]
+fn error_display_names_file_line_and_fix() {
+    let text = SAMPLE.replace("https://api.github.com", "ftp://x");
+    let err = parse(&text).expect_err("ftp upstream");
+    let shown = err.to_string();
+    assert!(shown.starts_with("/cfg/latchkey.toml:21:"), "{shown}");
+    assert!(shown.contains("fix:"), "{shown}");
+}
+
+#[test]
+fn service_naming_an_unknown_account_is_refused() {
+    let text = SAMPLE.replace("account = \"work\"", "account = \"home\"");
+    let (_, message, fix) = invalid(&text);
+    assert!(message.contains("unknown account `home`"), "{message}");
+    assert!(fix.contains("work"), "lists the known accounts: {fix}");
+}
+
+#[test]
+fn mapping_without_a_name_is_refused() {
+    let text = SAMPLE.replace("{ name = \"token\", header", "{ name = \"\", header");
+    let (_, message, _) = invalid(&text);
+    assert!(message.contains("names no credential"), "{message}");
+}
+
+#[test]
+fn mapping_with_both_header_and_query_is_refused() {
+    let text = SAMPLE.replace("prefix = \"Bearer \" }", "prefix = \"Bearer \", query_param = \"k\" }");
+    let (_, message, _) = invalid(&text);
+    assert!(message.contains("exactly one of header or query_param"), "{message}");
+}
+
+#[test]
+fn plain_http_upstream_is_refused_unless_loopback_and_allowed() {
+    let remote = SAMPLE.replace("https://api.github.com", "http://api.github.com");
+    let (line, message, _) = invalid(&remote);
+    assert_eq!(line, 21);
+    assert!(message.contains("not https"), "{message}");
+
+    let loopback = SAMPLE.replace("https://api.github.com", "http://127.0.0.1:9000");
+    let (_, message, fix) = invalid(&loopback);
+    assert!(message.contains("allowed explicitly"), "{message}");
+    assert!(fix.contains("allow_loopback_http"), "{fix}");
+
+    let allowed = loopback.replace(
+        "upstream = \"http://127.0.0.1:9000\"",
+        "upstream = \"http://127.0.0.1:9000\"\nallow_loopback_http = true",
+    );
+    let c = parse(&allowed).expect("loopback http allowed explicitly");
+    assert_eq!(c.services[0].upstream.as_str(), "http://127.0.0.1:9000/");
+
+    let remote_allowed = allowed.replace("127.0.0.1:9000", "10.0.0.1:9000");
+    invalid(&remote_allowed);
+}
+
+#[test]
+fn insecure_issuer_needs_opt_in_and_loopback() {
+    let text = SAMPLE.replace("https://idp.example.com", "http://127.0.0.1:47900");
+    let (_, _, fix) = invalid(&text);
+    assert!(fix.contains("allow_insecure_http"), "{fix}");
+    let ok = text.replace("client_id = \"latchkey\"", "client_id = \"latchkey\"\nallow_insecure_http = true");
+    parse(&ok).expect("loopback issuer with opt-in");
+    let remote = ok.replace("127.0.0.1:47900", "idp.example.com");
+    invalid(&remote);
+}
+
+#[test]
+fn proxy_must_listen_on_loopback() {
+    let text = SAMPLE.replace("127.0.0.1:47821", "0.0.0.0:47821");
+    let (line, message, _) = invalid(&text);
+    assert_eq!(line, 5);
+    assert!(message.contains("loopback"), "{message}");
+    let v6 = SAMPLE.replace("127.0.0.1:47821", "[::1]:47821");
+    parse(&v6).expect("[::1] is loopback");
+}
+
+#[test]
+fn credentials_in_urls_are_refused() {
+    let text = SAMPLE.replace("https://auth-gateway.example.com", "https://u:p@auth-gateway.example.com");
+    let (_, message, _) = invalid(&text);
+    assert!(message.contains("user name or password"), "{message}");
+    assert!(!message.contains("u:p"), "the secret is not echoed: {message}");
+}
+
+#[test]
+fn toml_syntax_error_points_at_the_line() {
+    let text = "version = 1\n[proxy\nlisten = 1\n";
+    let (line, _, _) = invalid(text);
+    assert_eq!(line, 2);
+}
+
+#[test]
+fn wrong_version_is_refused() {
+    let (_, message, fix) = invalid(&SAMPLE.replace("version = 1", "version = 7"));
+    assert!(message.contains("version 7"), "{message}");
+    assert!(fix.contains("version = 1"), "{fix}");
+}
+
+#[test]
+fn gateway_service_without_gateway_table_is_refused() {
+    let text = SAMPLE.replace("[gateway]\nurl = \"https://auth-gateway.example.com\"\n", "");
+    let (_, message, _) = invalid(&text);
+    assert!(message.contains("no [gateway] table"), "{message}");
+}
+
+#[test]
+fn access_token_and_manual_sources_parse() {
+    let text = format!(
+        "{SAMPLE}\n[[services]]\nname = \"api\"\naccount = \"work\"\nsource = \"access_token\"\nupstream = \"https://api.example.com\"\ncredentials = [{{ name = \"access_token\", header = \"Authorization\", prefix = \"Bearer \" }}]\n\n[[services]]\nname = \"pat\"\naccount = \"work\"\nsource = \"manual\"\nupstream = \"https://pat.example.com\"\ncredentials = [{{ name = \"token\", query_param = \"key\" }}]\n"
+    );
+    let c = parse(&text).expect("three services");
+    assert_eq!(c.service("api").map(|s| &s.source), Some(&CredentialSource::AccessToken));
+    assert_eq!(
+        c.service("pat").map(|s| s.credentials[0].target.clone()),
+        Some(InjectTarget::Query { param: "key".into() })
+    );
+}
+
+#[test]
+fn duplicate_and_reserved_names_are_refused() {
+    let dup = format!("{SAMPLE}\n[[services]]\nname = \"github\"\naccount = \"work\"\ngateway_endpoint = \"/x\"\nupstream = \"https://x.example.com\"\ncredentials = [{{ name = \"t\", header = \"X-T\" }}]\n");
+    let (_, message, _) = invalid(&dup);
+    assert!(message.contains("defined twice"), "{message}");
+    let reserved = SAMPLE.replace("name = \"github\"", "name = \"v1\"");
+    let (_, message, _) = invalid(&reserved);
+    assert!(message.contains("reserved"), "{message}");
+    let slash = SAMPLE.replace("name = \"github\"", "name = \"a/b\"");
+    invalid(&slash);
+}
+
+#[test]
+fn bad_header_name_and_env_var_are_refused() {
+    let (_, message, _) = invalid(&SAMPLE.replace("header = \"Authorization\"", "header = \"Bad Header\""));
+    assert!(message.contains("not a valid header name"), "{message}");
+    let (_, message, _) = invalid(&SAMPLE.replace("GITHUB_TOKEN", "\"1-X\""));
+    assert!(message.contains("environment variable"), "{message}");
+}
+
+#[test]
+fn missing_file_says_how_to_create_one() {
+    let err = Config::load_from(Path::new("/nonexistent/latchkey.toml")).expect_err("missing");
+    assert_eq!(err.code(), "config_not_found");
+    assert!(err.to_string().contains("latchkey config init"), "{err}");
+}

@@ -1,0 +1,10 @@
+//! Latchkey's core: everything the tray app, the CLI and the proxy share, with no GUI dependency.
+//!
+//! One module per concept: [`config`] (the TOML file), [`paths`] (where files live), [`secret`]
+//! (types that keep tokens out of logs), [`vault`] (the OS keychain), [`login`] (OIDC + PKCE and
+//! JWT validation), [`session`] (per-account state, refresh, logout) and [`gateway`] (per-service
+//! credentials from the Auth Gateway).
+
+pub mod secret;
+pub mod config;
+pub mod paths;

@@ -1,0 +1,1 @@
+//! Placeholder: the Tauri shell (being written).
