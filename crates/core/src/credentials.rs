@@ -90,6 +90,12 @@ pub enum CredentialsError {
         /// The service.
         service: String,
     },
+    /// `secret set` on a service whose credentials come from elsewhere.
+    #[error("`{service}` does not take a typed-in secret: its source is not \"manual\" in the configuration")]
+    NotManual {
+        /// The service.
+        service: String,
+    },
     /// The answer lacks names the service maps.
     #[error("credentials of `{service}` lack {}: add them in the Auth Gateway", names.join(", "))]
     Missing {
@@ -110,6 +116,7 @@ impl CredentialsError {
             Self::Vault(e) => e.code(),
             Self::ApiKeyMissing => "gateway_api_key_missing",
             Self::ManualMissing { .. } | Self::Missing { .. } => "credentials_missing",
+            Self::NotManual { .. } => "invalid_input",
         }
     }
 }
@@ -448,6 +455,33 @@ impl Credentials {
         Ok(values)
     }
 
+    /// Stores the secrets of a `source = "manual"` service in the keychain, checking first that
+    /// every credential the service maps is present.
+    pub async fn set_manual(
+        &self,
+        service_name: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), CredentialsError> {
+        let service = self.service(service_name)?;
+        if service.source != CredentialSource::Manual {
+            return Err(CredentialsError::NotManual {
+                service: service_name.to_owned(),
+            });
+        }
+        let secret = encode_manual(values);
+        let decoded = Arc::new(decode_manual(&secret, service)?);
+        let key = VaultKey::ManualSecret {
+            service: service.name.to_string(),
+        };
+        self.vault.put(&key, &secret).await?;
+        self.manual
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.name.to_string(), decoded);
+        self.set_status(service, |st| st.state = CredentialState::Fresh);
+        Ok(())
+    }
+
     /// Forgets everything held in memory for `account` (after logout).
     pub fn forget_account(&self, account: &str) {
         self.cache.clear_account(account);
@@ -458,7 +492,7 @@ impl Credentials {
 }
 
 /// Encodes the named values of a manual service for the keychain.
-pub fn encode_manual(values: &BTreeMap<String, String>) -> Secret {
+fn encode_manual(values: &BTreeMap<String, String>) -> Secret {
     // A map of strings always serialises.
     Secret::new(serde_json::to_string(values).unwrap_or_default())
 }

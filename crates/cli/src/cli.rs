@@ -1,0 +1,217 @@
+//! The command line, as clap parses it.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// One login for every MCP server on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More logging on stderr (-v, -vv); or set LATCHKEY_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in to an account (opens the system browser; prints the URL when it cannot).
+    Login {
+        /// Account name (default: the first configured).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only print the URL; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Log out: revoke the tokens and delete the account's keychain entries.
+    Logout {
+        /// Account name (default: the first configured).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Who is logged in, until when, each service's credential state, keychain health.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a valid access token for scripts (refreshed first if needed).
+    Token {
+        /// Account name (default: the first configured).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Check or locate the configuration file.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Store the Auth Gateway API key in the keychain (read from stdin).
+    Gateway {
+        /// What to do.
+        #[command(subcommand)]
+        action: GatewayAction,
+    },
+    /// Store the secret of a `source = "manual"` service in the keychain.
+    Secret {
+        /// What to do.
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// Run headless: the proxy, sessions and refresh, without the tray (WSL, servers, CI).
+    Serve {
+        /// Listen on this port instead of the configured one (0 = any free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Manage local clients (the tokens MCP hosts use to reach the proxy).
+    Client {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+    /// Run a command with services' credentials in its environment.
+    Exec(ExecArgs),
+    /// Show the audit log of proxied requests.
+    Log {
+        /// Keep printing new rows.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this client.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How many past rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Machine-readable output (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List open proxied connections and streams.
+    Connections {
+        /// Close this connection instead of listing.
+        #[arg(long)]
+        close: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the headers Claude Code's `headersHelper` expects, with a short-lived token.
+    Headers {
+        /// Client name.
+        client: String,
+    },
+    /// Print the MCP host configuration that reaches a service through Latchkey.
+    McpConfig {
+        /// Local client the host authenticates as.
+        #[arg(long)]
+        client: String,
+        /// Service to reach.
+        #[arg(long)]
+        service: String,
+        /// Which host's format.
+        #[arg(long, value_enum)]
+        host: HostKind,
+        /// Path of the MCP endpoint under the service's upstream.
+        #[arg(long, default_value = "mcp")]
+        path: String,
+    },
+    /// Speak MCP over stdio and forward to the proxy (for hosts that only run stdio servers).
+    McpStdio {
+        /// Service to reach.
+        service: String,
+        /// Local client to authenticate as.
+        #[arg(long)]
+        client: String,
+        /// Path of the MCP endpoint under the service's upstream.
+        #[arg(long, default_value = "mcp")]
+        path: String,
+    },
+}
+
+/// `latchkey exec` arguments.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A service whose `env` mapping to apply (repeatable).
+    #[arg(long = "service", required = true)]
+    pub services: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+/// `latchkey config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration file and report problems with line numbers.
+    Check {
+        /// A file other than the default.
+        #[arg(long)]
+        path: Option<std::path::PathBuf>,
+    },
+    /// Print where the configuration file is.
+    Path,
+}
+
+/// `latchkey gateway …`
+#[derive(Debug, Subcommand)]
+pub enum GatewayAction {
+    /// Read the API key from stdin and store it in the keychain.
+    SetKey,
+}
+
+/// `latchkey secret …`
+#[derive(Debug, Subcommand)]
+pub enum SecretAction {
+    /// Read `name=value` lines from stdin and store them for the service.
+    Set {
+        /// The service (with `source = "manual"`).
+        service: String,
+    },
+}
+
+/// `latchkey client …`
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Create a client and print its token once.
+    Add {
+        /// Client name.
+        name: String,
+        /// Services it may use (repeatable).
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+    },
+    /// List clients.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client and all its tokens.
+    Revoke {
+        /// Client name.
+        name: String,
+    },
+}
+
+/// MCP hosts `mcp-config` knows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HostKind {
+    /// Claude Code (`~/.claude.json` or `claude mcp add-json`).
+    ClaudeCode,
+    /// Cursor (`~/.cursor/mcp.json`).
+    Cursor,
+    /// VS Code (`mcp.json`).
+    Vscode,
+    /// Claude Desktop (`claude_desktop_config.json`, stdio only).
+    ClaudeDesktop,
+}

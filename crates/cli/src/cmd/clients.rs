@@ -1,0 +1,231 @@
+//! Local clients, the audit log and live connections.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use reqwest::Method;
+
+use latchkey_core::paths::Paths;
+use latchkey_runtime::view::ActivityFilter;
+
+use super::{Target, require_running};
+use crate::cli::ClientAction;
+use crate::exit::Coded;
+
+/// `latchkey client …`
+pub async fn run(paths: &Paths, action: ClientAction) -> anyhow::Result<ExitCode> {
+    let target = Target::open(paths).await?;
+    let result = client_action(&target, action).await;
+    target.close().await;
+    result
+}
+
+async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<ExitCode> {
+    match action {
+        ClientAction::Add { name, services } => {
+            let created: serde_json::Value = match target {
+                Target::Remote(r) => {
+                    r.post("/v1/control/clients", &serde_json::json!({ "name": name, "services": services }))
+                        .await?
+                }
+                Target::Local(lk) => {
+                    serde_json::to_value(lk.create_client(&name, &services).map_err(Coded::from)?)
+                        .context("client")?
+                }
+            };
+            eprintln!(
+                "Created client `{name}` for {}. Its token is shown once; store it in your MCP host's configuration:",
+                services.join(", ")
+            );
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        ClientAction::List { json } => {
+            let clients: serde_json::Value = match target {
+                Target::Remote(r) => r.get("/v1/control/clients").await?,
+                Target::Local(lk) => serde_json::to_value(lk.list_clients()).context("clients")?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&clients).context("json")?);
+            } else {
+                println!("{:<24} {:<30} {:<20} LAST USED", "NAME", "SERVICES", "CREATED");
+                for c in clients.as_array().into_iter().flatten() {
+                    let services: Vec<&str> = c["services"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str())
+                        .collect();
+                    println!(
+                        "{:<24} {:<30} {:<20} {}",
+                        c["name"].as_str().unwrap_or("?"),
+                        services.join(","),
+                        format_time(c["created_at"].as_i64()),
+                        format_time(c["last_used_at"].as_i64())
+                    );
+                }
+            }
+        }
+        ClientAction::Revoke { name } => {
+            match target {
+                Target::Remote(r) => {
+                    r.call::<serde_json::Value>(
+                        Method::DELETE,
+                        &format!("/v1/control/clients/{name}"),
+                        None::<&()>,
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await?;
+                }
+                Target::Local(lk) => lk.revoke_client(&name).map_err(Coded::from)?,
+            }
+            eprintln!("Revoked client `{name}`; its tokens no longer work.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `latchkey log`
+pub async fn log(
+    paths: &Paths,
+    follow: bool,
+    client: Option<String>,
+    service: Option<String>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = Target::open(paths).await?;
+    let page: anyhow::Result<serde_json::Value> = match &target {
+        Target::Remote(r) => {
+            let mut q = vec![format!("limit={limit}")];
+            if let Some(c) = &client {
+                q.push(format!("client={}", url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()));
+            }
+            if let Some(s) = &service {
+                q.push(format!("service={}", url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()));
+            }
+            r.get(&format!("/v1/control/activity?{}", q.join("&"))).await
+        }
+        Target::Local(lk) => lk
+            .query_activity(ActivityFilter {
+                client: client.clone(),
+                service: service.clone(),
+                status: None,
+                before_id: None,
+                limit,
+            })
+            .await
+            .map_err(|e| Coded::from(e).into())
+            .and_then(|p| serde_json::to_value(p).context("page")),
+    };
+    let follow_from = match (&target, follow) {
+        (Target::Remote(_), true) => true,
+        (Target::Local(_), true) => {
+            target.close().await;
+            return Err(require_running(paths).await.err().unwrap_or_else(|| anyhow::anyhow!("not running")));
+        }
+        _ => false,
+    };
+    let page = page?;
+    let mut rows: Vec<serde_json::Value> = page["rows"].as_array().cloned().unwrap_or_default();
+    rows.reverse();
+    if !json {
+        println!("{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  PATH", "TIME", "CLIENT", "SERVICE", "METHOD", "CODE", "BYTES", "MS");
+    }
+    for row in &rows {
+        print_row(row, json);
+    }
+    if follow_from {
+        if let Target::Remote(r) = &target {
+            let response = r
+                .request(Method::GET, "/v1/control/activity/stream")
+                .send()
+                .await
+                .context("following the audit log")?;
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(chunk) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk.context("audit stream")?));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                        if let Ok(row) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                            let matches = client.as_deref().is_none_or(|c| row["client"] == c)
+                                && service.as_deref().is_none_or(|s| row["service"] == s);
+                            if matches {
+                                print_row(&row, json);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    target.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_row(row: &serde_json::Value, json: bool) {
+    if json {
+        println!("{row}");
+        return;
+    }
+    let bytes = row["bytes_in"].as_u64().unwrap_or(0) + row["bytes_out"].as_u64().unwrap_or(0);
+    println!(
+        "{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  {}{}",
+        format_time(row["time"].as_i64().map(|ms| ms / 1000)),
+        row["client"].as_str().unwrap_or("-"),
+        row["service"].as_str().unwrap_or("-"),
+        row["method"].as_str().unwrap_or("?"),
+        row["status"].as_u64().unwrap_or(0),
+        bytes,
+        row["duration_ms"].as_u64().unwrap_or(0),
+        row["path"].as_str().unwrap_or(""),
+        row["error_code"].as_str().map(|c| format!("  [{c}]")).unwrap_or_default()
+    );
+}
+
+/// `latchkey connections`
+pub async fn connections(paths: &Paths, close: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let remote = require_running(paths).await?;
+    if let Some(id) = close {
+        remote
+            .call::<serde_json::Value>(
+                Method::DELETE,
+                &format!("/v1/control/connections/{id}"),
+                None::<&()>,
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
+        eprintln!("Closed connection {id}.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: serde_json::Value = remote.get("/v1/control/connections").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).context("json")?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}", "ID", "CLIENT", "SERVICE", "KIND", "STARTED", "IN", "OUT", "EVENTS");
+    for c in list.as_array().into_iter().flatten() {
+        println!(
+            "{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}",
+            c["id"].as_str().unwrap_or("?"),
+            c["client"].as_str().unwrap_or("?"),
+            c["service"].as_str().unwrap_or("?"),
+            c["kind"].as_str().unwrap_or("?"),
+            format_time(c["started_at"].as_i64()),
+            c["bytes_in"].as_u64().unwrap_or(0),
+            c["bytes_out"].as_u64().unwrap_or(0),
+            c["events"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_time(unix: Option<i64>) -> String {
+    let Some(t) = unix.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) else {
+        return "-".to_owned();
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.format(&format).unwrap_or_else(|_| "-".to_owned())
+}

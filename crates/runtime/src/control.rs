@@ -1,0 +1,275 @@
+//! The control API the `latchkey` CLI uses to reach the running instance: `/v1/control/*` on the
+//! proxy's port, behind the proxy's Host and Origin gates and accepted only with the instance's
+//! control token (kept in the keychain). The tray UI does not use it: it calls [`Latchkey`]
+//! in-process.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use latchkey_core::secret::{Secret, ct_eq_str};
+
+use crate::view::{ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview};
+use crate::{Latchkey, RuntimeError};
+
+/// Longest a `latchkey login` waits for the browser.
+const LOGIN_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+struct Control {
+    lk: Latchkey,
+    token: Secret,
+}
+
+/// The control routes, to be nested at `/v1/control` behind the proxy's gates.
+pub fn router(lk: Latchkey, token: Secret) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/login/{account}", post(login))
+        .route("/login/{account}/wait", post(login_wait))
+        .route("/logout/{account}", post(logout))
+        .route("/token/{account}", get(token))
+        .route("/gateway-key", post(gateway_key))
+        .route("/secret/{service}", post(manual_secret))
+        .route("/clients", get(list_clients).post(create_client))
+        .route("/clients/{name}", delete(revoke_client))
+        .route("/clients/{name}/tokens", post(issue_token))
+        .route("/ephemeral", post(ephemeral))
+        .route("/activity", get(activity))
+        .route("/activity/stream", get(activity_stream))
+        .route("/connections", get(connections))
+        .route("/connections/{id}", delete(close_connection))
+        .with_state(Control { lk, token })
+}
+
+/// `{ "error", "message" }` for the CLI.
+struct ApiError(RuntimeError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code.as_str() {
+            "control_unauthorized" | "login_required" | "invalid_grant" => StatusCode::UNAUTHORIZED,
+            "unknown_account" | "unknown_service" | "unknown_client" | "not_found" => StatusCode::NOT_FOUND,
+            "invalid_input" | "already_exists" | "client_exists" => StatusCode::BAD_REQUEST,
+            "keychain_unavailable" | "keychain_locked" | "keychain_timeout" | "gateway_unavailable"
+            | "gateway_timeout" | "idp_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
+            c if c.starts_with("credentials_") || c.starts_with("gateway_") => StatusCode::FAILED_DEPENDENCY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = serde_json::json!({ "error": self.0.code, "message": self.0.message });
+        (status, [("cache-control", "no-store")], Json(body)).into_response()
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        Self(e)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn authorize(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get("x-latchkey-client")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct_eq_str(presented, control.token.expose()) {
+        Ok(())
+    } else {
+        Err(ApiError(RuntimeError::new(
+            "control_unauthorized",
+            "this endpoint is for the latchkey command of the same user",
+        )))
+    }
+}
+
+/// Status plus clients, for `latchkey status`.
+#[derive(Serialize)]
+struct StatusReport {
+    #[serde(flatten)]
+    overview: Overview,
+    clients: Vec<ClientView>,
+}
+
+async fn status(State(c): State<Control>, h: HeaderMap) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    let report = StatusReport {
+        overview: c.lk.overview(),
+        clients: c.lk.list_clients(),
+    };
+    Ok(Json(serde_json::to_value(report).map_err(|e| RuntimeError::internal(e.to_string()))?))
+}
+
+async fn login(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    let url = c.lk.begin_login(&account).await?;
+    Ok(Json(serde_json::json!({ "authorize_url": url.as_str() })))
+}
+
+async fn login_wait(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    match tokio::time::timeout(LOGIN_WAIT, c.lk.wait_login(&account)).await {
+        Ok(result) => result?,
+        Err(_) => {
+            c.lk.cancel_login(&account);
+            return Err(RuntimeError::new("login_timeout", "the login was not completed within 10 minutes; try again").into());
+        }
+    }
+    Ok(Json(serde_json::to_value(c.lk.overview()).map_err(|e| RuntimeError::internal(e.to_string()))?))
+}
+
+async fn logout(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    c.lk.logout(&account).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+async fn token(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> Result<Response, ApiError> {
+    authorize(&c, &h)?;
+    let token = c.lk.access_token(&account).await?;
+    let body = serde_json::json!({ "access_token": token.expose() });
+    Ok((StatusCode::OK, [("cache-control", "no-store")], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct KeyBody {
+    key: String,
+}
+
+async fn gateway_key(State(c): State<Control>, h: HeaderMap, Json(body): Json<KeyBody>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    c.lk.set_gateway_api_key(Secret::new(body.key)).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct SecretBody {
+    values: std::collections::BTreeMap<String, String>,
+}
+
+async fn manual_secret(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(service): Path<String>,
+    Json(body): Json<SecretBody>,
+) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    c.lk.set_manual_secret(&service, &body.values).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+async fn list_clients(State(c): State<Control>, h: HeaderMap) -> ApiResult<Vec<ClientView>> {
+    authorize(&c, &h)?;
+    Ok(Json(c.lk.list_clients()))
+}
+
+#[derive(Deserialize)]
+struct NewClient {
+    name: String,
+    services: Vec<String>,
+}
+
+async fn create_client(State(c): State<Control>, h: HeaderMap, Json(body): Json<NewClient>) -> Result<Response, ApiError> {
+    authorize(&c, &h)?;
+    let created: CreatedClient = c.lk.create_client(&body.name, &body.services)?;
+    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(created)).into_response())
+}
+
+async fn revoke_client(State(c): State<Control>, h: HeaderMap, Path(name): Path<String>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    c.lk.revoke_client(&name)?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct TokenLabel {
+    label: String,
+}
+
+async fn issue_token(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<TokenLabel>,
+) -> Result<Response, ApiError> {
+    authorize(&c, &h)?;
+    let token = c.lk.issue_client_token(&name, &body.label)?;
+    let body = serde_json::json!({ "token": token.expose() });
+    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct EphemeralRequest {
+    client: String,
+    ttl_seconds: Option<u64>,
+}
+
+async fn ephemeral(State(c): State<Control>, h: HeaderMap, Json(body): Json<EphemeralRequest>) -> Result<Response, ApiError> {
+    authorize(&c, &h)?;
+    let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(60, 86_400));
+    let token = c.lk.issue_ephemeral_token(&body.client, ttl)?;
+    let body = serde_json::json!({ "token": token.expose(), "expires_in": ttl.as_secs() });
+    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ActivityQuery {
+    client: Option<String>,
+    service: Option<String>,
+    status: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn activity(State(c): State<Control>, h: HeaderMap, Query(q): Query<ActivityQuery>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    let page = c
+        .lk
+        .query_activity(ActivityFilter {
+            client: q.client,
+            service: q.service,
+            status: q.status,
+            before_id: q.before_id,
+            limit: q.limit.unwrap_or(50),
+        })
+        .await?;
+    Ok(Json(serde_json::to_value(page).map_err(|e| RuntimeError::internal(e.to_string()))?))
+}
+
+async fn activity_stream(
+    State(c): State<Control>,
+    h: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    use tokio::sync::broadcast::error::RecvError;
+    authorize(&c, &h)?;
+    let rows = c.lk.subscribe_activity();
+    // Lagging readers are told how many rows they missed, then carry on.
+    let stream = futures_util::stream::unfold(rows, |mut rows| async move {
+        let event = match rows.recv().await {
+            Ok(row) => Event::default().json_data(row).ok()?,
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rows))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn connections(State(c): State<Control>, h: HeaderMap) -> ApiResult<Vec<ConnectionView>> {
+    authorize(&c, &h)?;
+    Ok(Json(c.lk.list_connections()))
+}
+
+async fn close_connection(State(c): State<Control>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+    authorize(&c, &h)?;
+    c.lk.close_connection(&id)?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}

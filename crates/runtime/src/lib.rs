@@ -1,0 +1,618 @@
+//! The running Latchkey instance, shared by the tray app and `latchkey serve`: it claims the
+//! single-instance lock, checks the keychain, restores sessions without the network, keeps them
+//! fresh, serves the loopback proxy, and answers the UI's questions. The Tauri crate and the CLI
+//! only translate to and from this API.
+
+pub mod control;
+pub mod error;
+pub mod instance;
+pub mod tray;
+pub mod view;
+
+mod hosts;
+mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, instrument, warn};
+use url::Url;
+
+use latchkey_core::config::Config;
+use latchkey_core::credentials::Credentials;
+use latchkey_core::gateway::GatewayClient;
+use latchkey_core::paths::Paths;
+use latchkey_core::secret::Secret;
+use latchkey_core::session::{Clock, Session, system_clock};
+use latchkey_core::vault::{KeychainHealth, Vault, VaultKey};
+use latchkey_proxy::{ConnectionRegistry, ProxyState};
+use latchkey_store::{
+    AuditFilter, AuditLog, AuditPage, AuditRow, ClientName, ClientRegistry, ClientToken, Database,
+    StatusClass,
+};
+
+pub use error::RuntimeError;
+pub use instance::{InstanceInfo, InstanceLock};
+pub use tray::{TrayIcon, TrayStatus};
+use view::{
+    AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView, Overview,
+    ProxyView,
+};
+
+/// How to start.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Where files live.
+    pub paths: Paths,
+    /// Overrides the configured proxy port (the tray's setting).
+    pub proxy_port: Option<u16>,
+    /// The keychain; `None` uses the platform's.
+    pub vault: Option<Vault>,
+    /// Serve the loopback proxy (false for one-shot CLI commands that only need sessions).
+    pub serve_proxy: bool,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    paths: Paths,
+    vault: Vault,
+    clock: Clock,
+    sessions: BTreeMap<String, Arc<Session>>,
+    credentials: Arc<Credentials>,
+    clients: ClientRegistry,
+    audit: AuditLog,
+    connections: ConnectionRegistry,
+    keychain: KeychainHealth,
+    proxy_addr: Option<SocketAddr>,
+    proxy_error: Mutex<Option<String>>,
+    changes: watch::Sender<u64>,
+    logins: Mutex<HashMap<String, JoinHandle<()>>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    lock: InstanceLock,
+}
+
+/// The running instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Latchkey {
+    inner: Arc<Inner>,
+}
+
+impl Latchkey {
+    /// Starts everything. Fails when another instance runs, the configuration is invalid, or
+    /// the proxy port is taken; a broken keychain is reported in the overview, not fatal, so the
+    /// person can see what to do.
+    #[instrument(skip_all, err)]
+    pub async fn start(options: StartOptions) -> Result<Self, RuntimeError> {
+        let config = Arc::new(Config::load_from(&options.paths.config_file())?);
+        let lock = InstanceLock::acquire(&options.paths)?;
+        let vault = match options.vault {
+            Some(v) => v,
+            None => Vault::platform()?,
+        };
+        let keychain = vault.self_test().await;
+        if !keychain.ok {
+            warn!(backend = %keychain.backend, "keychain self-test failed");
+        }
+        let clock = system_clock();
+        let http = http_client()?;
+
+        let mut sessions = BTreeMap::new();
+        for account in &config.accounts {
+            let session = Arc::new(Session::new(
+                account.clone(),
+                vault.clone(),
+                http.clone(),
+                clock.clone(),
+            ));
+            if let Err(e) = session.restore().await {
+                warn!(account = %account.name, code = e.code(), "session not restored");
+            }
+            sessions.insert(account.name.to_string(), session);
+        }
+        let gateway = config
+            .gateway
+            .as_ref()
+            .map(|g| GatewayClient::new(http.clone(), g.url.clone(), g.timeout));
+        let credentials = Arc::new(Credentials::new(
+            config.clone(),
+            sessions.clone(),
+            gateway,
+            vault.clone(),
+            clock.clone(),
+        ));
+        credentials.warm_from_keychain().await;
+
+        options.paths.ensure_data_dir().map_err(RuntimeError::io)?;
+        let db = Database::open(&options.paths.database_file())?;
+        let clients = ClientRegistry::open(&db)?;
+        let audit = AuditLog::open(&db, audit_retention(&config))?;
+        let connections = ConnectionRegistry::default();
+
+        let (changes, _) = watch::channel(0u64);
+        let (shutdown, _) = watch::channel(false);
+        let mut proxy = None;
+        let proxy_addr = if options.serve_proxy {
+            let port = options.proxy_port.unwrap_or(config.proxy.listen.port());
+            let listeners = latchkey_proxy::bind_loopback(port)
+                .await
+                .map_err(|e| RuntimeError::port_taken(port, &e))?;
+            let addr = listeners
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .ok_or_else(|| RuntimeError::port_taken(port, &std::io::Error::other("no listener")))?;
+            proxy = Some(listeners);
+            Some(addr)
+        } else {
+            None
+        };
+
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            paths: options.paths,
+            vault,
+            clock,
+            sessions,
+            credentials,
+            clients,
+            audit,
+            connections,
+            keychain,
+            proxy_addr,
+            proxy_error: Mutex::new(None),
+            changes,
+            logins: Mutex::new(HashMap::new()),
+            shutdown,
+            tasks: Mutex::new(Vec::new()),
+            lock,
+        });
+        let me = Self { inner };
+        if let Some(listeners) = proxy {
+            me.serve(listeners).await?;
+        }
+        for session in me.inner.sessions.values() {
+            let refresher = tokio::spawn(session.clone().run_refresher(me.shutdown_signal()));
+            me.track(refresher);
+            let watcher = {
+                let me = me.clone();
+                let mut rx = session.subscribe();
+                let mut stop = me.inner.shutdown.subscribe();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            changed = rx.changed() => if changed.is_err() { return },
+                            _ = stop.changed() => return,
+                        }
+                        me.changed();
+                    }
+                })
+            };
+            me.track(watcher);
+        }
+        info!(proxy = ?me.inner.proxy_addr, accounts = me.inner.sessions.len(), "latchkey ready");
+        Ok(me)
+    }
+
+    /// Publishes the control token and the port, then serves the proxy (with the control API
+    /// for the CLI) until shutdown.
+    async fn serve(&self, listeners: Vec<tokio::net::TcpListener>) -> Result<(), RuntimeError> {
+        let Some(addr) = self.inner.proxy_addr else {
+            return Ok(());
+        };
+        let control_token = instance::new_control_token();
+        self.inner
+            .vault
+            .put(&VaultKey::ControlToken, &control_token)
+            .await?;
+        self.inner.lock.publish(&InstanceInfo {
+            pid: std::process::id(),
+            port: addr.port(),
+            started_at: (self.inner.clock)(),
+        })?;
+        let state = ProxyState::new(
+            source::proxy_config(&self.inner.config, addr.port()),
+            Arc::new(source::SessionCredentials::new(self.clone())),
+            self.inner.clients.clone(),
+            self.inner.audit.clone(),
+            self.inner.connections.clone(),
+            Some(control_token.clone()),
+        )
+        .with_control(control::router(self.clone(), control_token));
+        let me = self.clone();
+        let shutdown = self.shutdown_signal();
+        let task = tokio::spawn(async move {
+            if let Err(e) = latchkey_proxy::serve(listeners, state, shutdown).await {
+                warn!(error = %e, "proxy stopped");
+                *me.inner.proxy_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                me.changed();
+            }
+        });
+        self.track(task);
+        Ok(())
+    }
+
+    fn track(&self, task: JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Bumps whenever anything in the overview may have changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Audit rows as they are committed.
+    pub fn subscribe_activity(&self) -> broadcast::Receiver<AuditRow> {
+        self.inner.audit.subscribe()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The proxy's address, when this instance serves it.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.inner.proxy_addr
+    }
+
+    /// The proxy's base URL for local clients (the configured one when not serving).
+    pub fn proxy_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.inner.proxy_addr.unwrap_or(self.inner.config.proxy.listen)
+        )
+    }
+
+    fn session(&self, account: &str) -> Result<&Arc<Session>, RuntimeError> {
+        self.inner
+            .sessions
+            .get(account)
+            .ok_or_else(|| RuntimeError::unknown_account(account))
+    }
+
+    /// The account used when none is named.
+    pub fn default_account(&self) -> Option<String> {
+        self.inner
+            .config
+            .default_account()
+            .map(|a| a.name.to_string())
+    }
+
+    /// Everything the window's first screen shows.
+    pub fn overview(&self) -> Overview {
+        let accounts = self
+            .inner
+            .config
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let session = self.inner.sessions.get(a.name.as_str())?;
+                Some(AccountView {
+                    name: a.name.to_string(),
+                    issuer: a.issuer.to_string(),
+                    state: session.state(),
+                })
+            })
+            .collect();
+        Overview {
+            accounts,
+            services: self.inner.credentials.statuses(),
+            proxy: ProxyView {
+                url: self.proxy_url(),
+                listening: self.inner.proxy_addr.is_some()
+                    && self
+                        .inner
+                        .proxy_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_none(),
+                error: self
+                    .inner
+                    .proxy_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            },
+            keychain: KeychainView {
+                ok: self.inner.keychain.ok,
+                backend: self.inner.keychain.backend.clone(),
+                message: self.inner.keychain.message.clone(),
+            },
+            now: (self.inner.clock)(),
+        }
+    }
+
+    /// Icon and status line for the tray, across all accounts.
+    pub fn tray_status(&self) -> TrayStatus {
+        let now = (self.inner.clock)();
+        let statuses: Vec<TrayStatus> = self
+            .inner
+            .sessions
+            .values()
+            .map(|s| tray::tray_status(&s.state(), now))
+            .collect();
+        tray::combine(&statuses)
+            .cloned()
+            .unwrap_or_else(|| tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now))
+    }
+
+    /// Starts a login and returns the authorization URL to open. The login completes in the
+    /// background when the identity provider redirects to the loopback callback; watch
+    /// [`Latchkey::subscribe`]. Starting again replaces a pending login.
+    pub async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
+        self.cancel_login(account);
+        let session = self.session(account)?.clone();
+        let pending = session.begin_login().await?;
+        let url = pending.authorize_url().clone();
+        let me = self.clone();
+        let name = account.to_owned();
+        let task = tokio::spawn(async move {
+            match session.complete_login(pending).await {
+                Ok(user) => info!(account = %name, subject = %user.subject, "login complete"),
+                Err(e) => warn!(account = %name, code = e.code(), "login failed"),
+            }
+            me.inner
+                .logins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            me.changed();
+        });
+        self.inner
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_owned(), task);
+        self.changed();
+        Ok(url)
+    }
+
+    /// Cancels a pending login (the person closed the login window); the session returns to
+    /// where it was.
+    pub fn cancel_login(&self, account: &str) {
+        let task = self
+            .inner
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
+        if let Some(task) = task {
+            task.abort();
+            self.changed();
+        }
+    }
+
+    /// Waits for a pending login to finish (the CLI uses this).
+    pub async fn wait_login(&self, account: &str) -> Result<(), RuntimeError> {
+        let task = self
+            .inner
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        match self.session(account)?.state() {
+            s if s.is_usable() => Ok(()),
+            _ => Err(RuntimeError::login_failed(account)),
+        }
+    }
+
+    /// Revokes and wipes the account's tokens and cached credentials.
+    pub async fn logout(&self, account: &str) -> Result<(), RuntimeError> {
+        self.cancel_login(account);
+        let report = self.session(account)?.logout().await?;
+        self.inner.credentials.forget_account(account);
+        if let Some(note) = report.revocation_note {
+            info!(account, note = %note, "logged out without revocation");
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// Refreshes the account's tokens now.
+    pub async fn refresh_now(&self, account: &str) -> Result<(), RuntimeError> {
+        self.session(account)?.refresh_now().await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Credentials of a service (used by the in-process CLI paths and tests).
+    pub async fn credentials(
+        &self,
+        service: &str,
+    ) -> Result<Arc<latchkey_core::credentials::CredentialValues>, RuntimeError> {
+        let values = self.inner.credentials.get(service).await;
+        self.changed();
+        Ok(values?)
+    }
+
+    /// Stores the Auth Gateway API key in the keychain.
+    pub async fn set_gateway_api_key(&self, key: Secret) -> Result<(), RuntimeError> {
+        self.inner.credentials.set_api_key(key).await?;
+        Ok(())
+    }
+
+    /// Local clients.
+    pub fn list_clients(&self) -> Vec<ClientView> {
+        self.inner.clients.list().into_iter().map(client_view).collect()
+    }
+
+    /// Creates a client and returns its token once.
+    pub fn create_client(&self, name: &str, services: &[String]) -> Result<CreatedClient, RuntimeError> {
+        for s in services {
+            if self.inner.config.service(s).is_none() {
+                return Err(RuntimeError::unknown_service(s));
+            }
+        }
+        let name = ClientName::parse(name).map_err(RuntimeError::invalid_input)?;
+        let (info, token) = self.inner.clients.add(&name, services)?;
+        Ok(CreatedClient {
+            client: client_view(info),
+            token: token.expose().to_owned(),
+        })
+    }
+
+    /// Revokes a client and all its tokens.
+    pub fn revoke_client(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = ClientName::parse(name).map_err(RuntimeError::invalid_input)?;
+        if self.inner.clients.revoke(&name)? {
+            Ok(())
+        } else {
+            Err(RuntimeError::unknown_client(name.as_str()))
+        }
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn query_activity(&self, filter: ActivityFilter) -> Result<AuditPage, RuntimeError> {
+        let status = match filter.status.as_deref() {
+            None | Some("") => None,
+            Some("ok") => Some(StatusClass::Ok),
+            Some("client_error") => Some(StatusClass::ClientError),
+            Some("server_error") => Some(StatusClass::ServerError),
+            Some(other) => return Err(RuntimeError::invalid_input(format!("unknown status filter `{other}`"))),
+        };
+        let filter = AuditFilter {
+            client: filter.client.filter(|c| !c.is_empty()),
+            service: filter.service.filter(|s| !s.is_empty()),
+            status,
+            before_id: filter.before_id,
+            limit: filter.limit.clamp(1, 500),
+        };
+        Ok(self.inner.audit.query(&filter).await?)
+    }
+
+    /// Open proxied connections and streams.
+    pub fn list_connections(&self) -> Vec<ConnectionView> {
+        self.inner
+            .connections
+            .list()
+            .into_iter()
+            .map(|c| ConnectionView {
+                id: c.id.to_string(),
+                client: c.client,
+                service: c.service,
+                kind: c.kind.as_str().to_owned(),
+                started_at: c.started_at,
+                last_activity_at: c.last_activity_at,
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                events: c.events,
+            })
+            .collect()
+    }
+
+    /// Closes one connection (and its upstream request).
+    pub fn close_connection(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.inner.connections.close(id) {
+            Ok(())
+        } else {
+            Err(RuntimeError::not_found("connection", id))
+        }
+    }
+
+    /// A valid access token for scripts (`latchkey token`), refreshed first when due.
+    pub async fn access_token(&self, account: &str) -> Result<Secret, RuntimeError> {
+        let token = self.session(account)?.access_token().await?;
+        self.changed();
+        Ok(token)
+    }
+
+    /// Stores the named secrets of a `source = "manual"` service in the keychain.
+    pub async fn set_manual_secret(
+        &self,
+        service: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.inner.credentials.set_manual(service, values).await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// An additional token for an existing client (e.g. written into a host's config file).
+    pub fn issue_client_token(&self, client: &str, label: &str) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client).map_err(RuntimeError::invalid_input)?;
+        Ok(self.inner.clients.issue_token(&name, label)?)
+    }
+
+    /// A short-lived, memory-only token for a client (`latchkey headers`, `latchkey mcp-stdio`).
+    pub fn issue_ephemeral_token(&self, client: &str, ttl: Duration) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client).map_err(RuntimeError::invalid_input)?;
+        Ok(self.inner.clients.issue_ephemeral(&name, ttl)?)
+    }
+
+    /// Stops the proxy and the background tasks, and waits for the audit log to be written.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(
+            &mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for task in tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                warn!("a background task did not stop in time");
+            }
+        }
+        self.inner.audit.flush().await;
+    }
+
+    /// The keychain this instance uses.
+    pub fn vault(&self) -> &Vault {
+        &self.inner.vault
+    }
+
+    /// Where files live.
+    pub fn paths(&self) -> &Paths {
+        &self.inner.paths
+    }
+}
+
+fn client_view(info: latchkey_store::ClientInfo) -> ClientView {
+    ClientView {
+        name: info.name.to_string(),
+        services: info.services,
+        created_at: info.created_at,
+        last_used_at: info.last_used_at,
+    }
+}
+
+fn audit_retention(config: &Config) -> latchkey_store::Retention {
+    latchkey_store::Retention {
+        max_age: config.audit.retention,
+        max_rows: config.audit.max_rows,
+    }
+}
+
+/// The HTTP client for the identity provider and the gateway: rustls, no redirects, timeouts.
+pub fn http_client() -> Result<reqwest::Client, RuntimeError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| RuntimeError::internal(format!("cannot build the HTTP client: {e}")))
+}

@@ -1,0 +1,97 @@
+//! The bridge from sessions and credentials to the proxy: the proxy's configuration built from
+//! the validated TOML, and its `CredentialSource` served from memory by [`Credentials`].
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use latchkey_core::config::{Config, InjectTarget};
+use latchkey_core::credentials::{CredentialValues, CredentialsError};
+use latchkey_core::gateway::GatewayError;
+use latchkey_core::session::SessionError;
+use latchkey_proxy::{CredentialError, CredentialSource, Injection, ProxyConfig, Route};
+
+use crate::Latchkey;
+
+/// Builds the proxy's routes from the configuration.
+pub(crate) fn proxy_config(config: &Config, port: u16) -> ProxyConfig {
+    let services = config
+        .services
+        .iter()
+        .map(|s| Route {
+            service: s.name.to_string(),
+            upstream: s.upstream.clone(),
+            injections: s
+                .credentials
+                .iter()
+                .map(|m| Injection {
+                    credential: m.name.clone(),
+                    target: match &m.target {
+                        InjectTarget::Header { name, prefix } => latchkey_proxy::InjectTarget::header(name, prefix),
+                        InjectTarget::Query { param } => latchkey_proxy::InjectTarget::Query { param: param.clone() },
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    ProxyConfig {
+        port,
+        services,
+        rate_limit: latchkey_proxy::RateLimit {
+            per_second: config.proxy.rate_limit_per_second,
+            burst: config.proxy.rate_limit_burst,
+        },
+        ..ProxyConfig::default()
+    }
+}
+
+/// Credentials for the proxy, from the running instance's memory.
+pub(crate) struct SessionCredentials {
+    lk: Latchkey,
+}
+
+impl SessionCredentials {
+    pub(crate) fn new(lk: Latchkey) -> Self {
+        Self { lk }
+    }
+}
+
+impl CredentialSource for SessionCredentials {
+    fn credentials(&self, service: &str) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
+        let service = service.to_owned();
+        Box::pin(async move {
+            let result = self.lk.inner.credentials.get(&service).await;
+            if result.is_err() {
+                self.lk.changed();
+            }
+            result.map_err(|e| to_proxy_error(&e))
+        })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let overview = self.lk.overview();
+        serde_json::json!({
+            "accounts": overview.accounts,
+            "services": overview.services,
+            "keychain": overview.keychain,
+            "now": overview.now,
+        })
+    }
+}
+
+/// Maps a credential failure to the proxy's error classes (PROTOCOL §3 codes).
+fn to_proxy_error(e: &CredentialsError) -> CredentialError {
+    match e {
+        CredentialsError::Session(SessionError::Vault(_)) | CredentialsError::Vault(_) => {
+            CredentialError::KeychainUnavailable
+        }
+        CredentialsError::Session(_) | CredentialsError::Gateway(GatewayError::Unauthorized) => {
+            CredentialError::LoginRequired
+        }
+        CredentialsError::Gateway(GatewayError::Forbidden { .. }) => CredentialError::Forbidden,
+        CredentialsError::Gateway(GatewayError::NotConfigured { .. }) => CredentialError::NotConfigured,
+        CredentialsError::Missing { names, .. } => CredentialError::Missing { names: names.clone() },
+        CredentialsError::ManualMissing { .. } | CredentialsError::ApiKeyMissing => CredentialError::NotConfigured,
+        _ => CredentialError::GatewayUnavailable,
+    }
+}

@@ -1,0 +1,243 @@
+//! What the tray shows for a session: which icon, which status line. Pure functions of the
+//! session state and the time, so every case is unit-tested without a GUI.
+
+use serde::Serialize;
+
+use latchkey_core::session::SessionState;
+
+/// The tray icon variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrayIcon {
+    /// Nobody logged in.
+    LoggedOut,
+    /// Logged in, plenty of time left.
+    Active,
+    /// In the last 10 % of the session or the last 10 minutes.
+    Expiring,
+    /// The session ended; log in again.
+    Expired,
+    /// Something needs attention (keychain, identity provider, gateway).
+    Error,
+}
+
+/// Icon and text for the tray.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrayStatus {
+    /// Which icon.
+    pub icon: TrayIcon,
+    /// The menu's first line, e.g. "Signed in as alice@example.test · expires in 42 min".
+    pub title: String,
+    /// Tooltip (same information).
+    pub tooltip: String,
+    /// True when the "expires soon" notification should be shown (once per session).
+    pub warn_expiry: bool,
+}
+
+/// Seconds before the end at which a session counts as expiring, whatever its length.
+pub const EXPIRING_SECONDS: i64 = 600;
+
+/// The session's end as the person sees it: the refresh token usually outlives the access token,
+/// so "expires" is the access token's expiry while refresh keeps it going.
+pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
+    let (icon, title) = match state {
+        SessionState::LoggedOut => (TrayIcon::LoggedOut, "Not signed in".to_owned()),
+        SessionState::LoggingIn => (TrayIcon::LoggedOut, "Signing in…".to_owned()),
+        SessionState::Active {
+            user,
+            expires_at,
+            issued_at,
+        } => {
+            let left = expires_at - now;
+            let lifetime = (expires_at - issued_at).max(1);
+            let who = display_name(user);
+            if left <= 0 {
+                (TrayIcon::Expiring, format!("Signed in as {who} · renewing"))
+            } else {
+                let expiring = left <= EXPIRING_SECONDS || left * 10 <= lifetime;
+                let icon = if expiring {
+                    TrayIcon::Expiring
+                } else {
+                    TrayIcon::Active
+                };
+                (
+                    icon,
+                    format!("Signed in as {who} · expires in {}", format_remaining(left)),
+                )
+            }
+        }
+        SessionState::Refreshing { user, .. } => (
+            TrayIcon::Active,
+            format!("Signed in as {} · renewing", display_name(user)),
+        ),
+        SessionState::Expired { .. } => (
+            TrayIcon::Expired,
+            "Session ended · log in again".to_owned(),
+        ),
+        SessionState::Error { message, .. } => (TrayIcon::Error, format!("Attention: {message}")),
+    };
+    TrayStatus {
+        warn_expiry: icon == TrayIcon::Expiring,
+        tooltip: format!("Latchkey — {title}"),
+        icon,
+        title,
+    }
+}
+
+/// The most telling of several accounts' statuses: errors first, then expired, expiring, active.
+pub fn combine(statuses: &[TrayStatus]) -> Option<&TrayStatus> {
+    let rank = |s: &TrayStatus| match s.icon {
+        TrayIcon::Error => 0,
+        TrayIcon::Expired => 1,
+        TrayIcon::Expiring => 2,
+        TrayIcon::Active => 3,
+        TrayIcon::LoggedOut => 4,
+    };
+    statuses.iter().min_by_key(|s| rank(s))
+}
+
+fn display_name(user: &latchkey_core::login::UserInfo) -> &str {
+    user.email
+        .as_deref()
+        .or(user.name.as_deref())
+        .unwrap_or(&user.subject)
+}
+
+/// "42 min", "1 h 05 min", "50 s".
+pub fn format_remaining(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::login::UserInfo;
+
+    fn alice() -> UserInfo {
+        UserInfo {
+            subject: "sub-1".into(),
+            name: Some("Alice Example".into()),
+            email: Some("alice@example.test".into()),
+        }
+    }
+
+    fn active(issued_at: i64, expires_at: i64) -> SessionState {
+        SessionState::Active {
+            user: alice(),
+            expires_at,
+            issued_at,
+        }
+    }
+
+    #[test]
+    fn active_session_shows_user_and_minutes_left() {
+        let s = tray_status(&active(0, 3600), 1080);
+        assert_eq!(s.icon, TrayIcon::Active);
+        assert_eq!(s.title, "Signed in as alice@example.test · expires in 42 min");
+        assert!(s.tooltip.contains(&s.title));
+        assert!(!s.warn_expiry);
+    }
+
+    #[test]
+    fn last_ten_minutes_is_expiring() {
+        let s = tray_status(&active(0, 36_000), 36_000 - 599);
+        assert_eq!(s.icon, TrayIcon::Expiring);
+        assert!(s.warn_expiry);
+        assert_eq!(tray_status(&active(0, 36_000), 36_000 - 601).icon, TrayIcon::Active);
+    }
+
+    #[test]
+    fn last_ten_percent_of_a_short_session_is_expiring() {
+        // 5-minute token: the 10-minute rule already covers it.
+        assert_eq!(tray_status(&active(0, 300), 10).icon, TrayIcon::Expiring);
+        // 10-hour token: 10 % is an hour.
+        assert_eq!(tray_status(&active(0, 36_000), 32_500).icon, TrayIcon::Expiring);
+        assert_eq!(tray_status(&active(0, 36_000), 32_300).icon, TrayIcon::Active);
+    }
+
+    #[test]
+    fn past_expiry_while_active_reads_renewing() {
+        let s = tray_status(&active(0, 100), 150);
+        assert_eq!(s.icon, TrayIcon::Expiring);
+        assert!(s.title.ends_with("renewing"), "{}", s.title);
+    }
+
+    #[test]
+    fn other_states_map_to_their_icons() {
+        assert_eq!(tray_status(&SessionState::LoggedOut, 0).icon, TrayIcon::LoggedOut);
+        assert_eq!(tray_status(&SessionState::LoggingIn, 0).title, "Signing in…");
+        let expired = SessionState::Expired {
+            user: Some(alice()),
+            reason: "x".into(),
+        };
+        assert_eq!(tray_status(&expired, 0).icon, TrayIcon::Expired);
+        let error = SessionState::Error {
+            code: "keychain_unavailable".into(),
+            message: "No keychain is available".into(),
+        };
+        let s = tray_status(&error, 0);
+        assert_eq!(s.icon, TrayIcon::Error);
+        assert!(s.title.contains("No keychain"), "{}", s.title);
+        let refreshing = SessionState::Refreshing {
+            user: alice(),
+            expires_at: 10,
+        };
+        assert_eq!(tray_status(&refreshing, 0).icon, TrayIcon::Active);
+    }
+
+    #[test]
+    fn user_without_email_shows_name_then_subject() {
+        let mut user = alice();
+        user.email = None;
+        let s = tray_status(
+            &SessionState::Active {
+                user: user.clone(),
+                expires_at: 7200,
+                issued_at: 0,
+            },
+            0,
+        );
+        assert!(s.title.contains("Alice Example"), "{}", s.title);
+        user.name = None;
+        let s = tray_status(
+            &SessionState::Active {
+                user,
+                expires_at: 7200,
+                issued_at: 0,
+            },
+            0,
+        );
+        assert!(s.title.contains("sub-1"), "{}", s.title);
+    }
+
+    #[test]
+    fn remaining_time_formats() {
+        assert_eq!(format_remaining(50), "50 s");
+        assert_eq!(format_remaining(42 * 60 + 5), "42 min");
+        assert_eq!(format_remaining(3600 + 5 * 60), "1 h 05 min");
+        assert_eq!(format_remaining(-5), "0 s");
+    }
+
+    #[test]
+    fn combine_prefers_what_needs_attention() {
+        let a = tray_status(&active(0, 36_000), 0);
+        let e = tray_status(&SessionState::LoggedOut, 0);
+        let x = tray_status(
+            &SessionState::Expired {
+                user: None,
+                reason: String::new(),
+            },
+            0,
+        );
+        assert_eq!(combine(&[a.clone(), e.clone()]).map(|s| s.icon), Some(TrayIcon::Active));
+        assert_eq!(combine(&[a, x, e]).map(|s| s.icon), Some(TrayIcon::Expired));
+        assert!(combine(&[]).is_none());
+    }
+}

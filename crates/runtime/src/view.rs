@@ -1,0 +1,173 @@
+//! The data the tray window shows, shaped for the UI (snake_case JSON, unix seconds). These are
+//! the only types that cross IPC; none holds a secret except [`CreatedClient::token`], shown once.
+
+use serde::{Deserialize, Serialize};
+
+use latchkey_core::credentials::ServiceStatus;
+use latchkey_core::session::SessionState;
+
+/// Everything the main window's first screen needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// Accounts with their session state.
+    pub accounts: Vec<AccountView>,
+    /// Services with their credential state (never values).
+    pub services: Vec<ServiceStatus>,
+    /// The proxy.
+    pub proxy: ProxyView,
+    /// The keychain's health at start.
+    pub keychain: KeychainView,
+    /// Server time, unix seconds, so the UI's countdown does not drift.
+    pub now: i64,
+}
+
+/// One account.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    /// Account name.
+    pub name: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// Session state.
+    pub state: SessionState,
+}
+
+/// The proxy listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyView {
+    /// Base URL local clients use.
+    pub url: String,
+    /// Whether it is serving.
+    pub listening: bool,
+    /// Why not, when it is not.
+    pub error: Option<String>,
+}
+
+/// Keychain self-test result.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeychainView {
+    /// The probe entry round-tripped.
+    pub ok: bool,
+    /// Which store (e.g. "secret-service").
+    pub backend: String,
+    /// What to do when not ok.
+    pub message: Option<String>,
+}
+
+/// A local client (no token).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    /// Name.
+    pub name: String,
+    /// Services it may use.
+    pub services: Vec<String>,
+    /// Created, unix seconds.
+    pub created_at: i64,
+    /// Last request, unix seconds.
+    pub last_used_at: Option<i64>,
+}
+
+/// A new client and its token, shown exactly once.
+#[derive(Serialize)]
+pub struct CreatedClient {
+    /// The client.
+    pub client: ClientView,
+    /// The token. This is the one secret that crosses IPC, once, so the person can copy it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for CreatedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedClient")
+            .field("client", &self.client)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Which audit rows to show.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ActivityFilter {
+    /// Only this client.
+    pub client: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// `ok`, `client_error` or `server_error`.
+    pub status: Option<String>,
+    /// Rows older than this id (paging).
+    pub before_id: Option<i64>,
+    /// Page size (capped at 500).
+    pub limit: u32,
+}
+
+/// A live proxied connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    /// Opaque id for closing it.
+    pub id: String,
+    /// Client name.
+    pub client: String,
+    /// Service name.
+    pub service: String,
+    /// `http`, `sse` or `websocket`.
+    pub kind: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds.
+    pub last_activity_at: i64,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// SSE events forwarded.
+    pub events: u64,
+}
+
+/// A detected MCP host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostView {
+    /// `claude-desktop`, `cursor`, `vscode` or `claude-code`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Its config file.
+    pub config_path: String,
+    /// Whether the host seems installed.
+    pub installed: bool,
+    /// `ok`, `missing` or `malformed`.
+    pub status: String,
+    /// What is wrong with a malformed file.
+    pub error: Option<String>,
+    /// Server names already configured.
+    pub servers: Vec<String>,
+    /// A backup exists to undo the last change.
+    pub can_undo: bool,
+}
+
+/// The entry Latchkey would add to a host's config (token never shown).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPreview {
+    /// Host id.
+    pub host: String,
+    /// Config file.
+    pub config_path: String,
+    /// Server name the entry gets.
+    pub server_name: String,
+    /// The entry, pretty JSON, with a placeholder where a token will go.
+    pub entry_json: String,
+    /// An entry of that name is already there and will be replaced.
+    pub replaces_existing: bool,
+}
+
+/// What adding an entry did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostApplied {
+    /// Host id.
+    pub host: String,
+    /// Config file written.
+    pub config_path: String,
+    /// Backup of the previous file.
+    pub backup_path: Option<String>,
+    /// Server name added.
+    pub server_name: String,
+}
