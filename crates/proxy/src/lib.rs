@@ -1,1 +1,64 @@
-//! Placeholder: being written.
+//! Latchkey's loopback credential proxy (PROTOCOL §3).
+//!
+//! Local MCP clients call `http://127.0.0.1:{port}/{service}/...` with a Latchkey client token;
+//! the proxy checks the request (in order: Host, Origin, token, scope, rate limit), takes the
+//! service's credentials from a [`CredentialSource`], injects them per the service's [`Route`],
+//! and streams the exchange to and from the upstream (SSE, MCP Streamable HTTP, chunked uploads,
+//! WebSocket tunnels). Every request leaves one audit event; live exchanges are listed in a
+//! [`ConnectionRegistry`] and can be closed.
+//!
+//! ```no_run
+//! # async fn run(state: latchkey_proxy::ProxyState) -> std::io::Result<()> {
+//! let listeners = latchkey_proxy::bind_loopback(47821).await?;
+//! latchkey_proxy::serve(listeners, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod audit;
+mod body;
+pub mod config;
+pub mod connections;
+pub mod credentials;
+pub mod error;
+mod forward;
+mod gate;
+mod handler;
+mod native;
+mod rate;
+mod server;
+mod state;
+mod tunnel;
+mod upstream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use http::{HeaderName, header};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+
+pub use config::{ConfigError, InjectTarget, Injection, Limits, ProxyConfig, RateLimit, Route};
+pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRegistry};
+pub use credentials::{CredentialError, CredentialSource, CredentialValues};
+pub use error::ProxyError;
+pub use server::{bind_loopback, serve};
+pub use state::ProxyState;
+
+/// The proxy as an axum router (every path goes through the same gates). Tests drive it with
+/// `oneshot`; [`serve`] runs it on real listeners.
+pub fn router(state: ProxyState) -> Router {
+    let request_secrets: Arc<[HeaderName]> = Arc::new([
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+        gate::CLIENT_HEADER.clone(),
+    ]);
+    Router::new()
+        .fallback(handler::handle)
+        .with_state(state)
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(
+            request_secrets,
+        ))
+}

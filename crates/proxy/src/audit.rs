@@ -1,0 +1,177 @@
+//! One audit event and one log line per request, written when the exchange is over (its body
+//! finished, failed, was closed or the client went away), with the bytes counted each way. This
+//! is the single place the request path logs: method, service, status, code and duration, never
+//! headers or query values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Method;
+use latchkey_store::{AuditEvent, AuditLog};
+use tracing::{debug, info, warn};
+
+use crate::connections::{ConnectionRegistry, Live};
+
+/// Status recorded when the client went away before an answer was ready (nginx's convention).
+const CLIENT_CLOSED: u16 = 499;
+
+/// A pending audit record; commits once, when told to or when dropped.
+pub(crate) struct Finish {
+    record: Option<Record>,
+}
+
+struct Record {
+    audit: AuditLog,
+    registry: Option<ConnectionRegistry>,
+    live: Option<Arc<Live>>,
+    started: Instant,
+    time_ms: i64,
+    method: Method,
+    path: String,
+    client: Option<String>,
+    service: Option<String>,
+    status: u16,
+    error: Option<&'static str>,
+    bytes_out: u64,
+}
+
+impl Finish {
+    /// Starts the record of a request that passed the `Host` gate.
+    pub(crate) fn start(audit: &AuditLog, started: Instant, method: &Method, path: &str) -> Self {
+        let time_ms =
+            i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX);
+        Self {
+            record: Some(Record {
+                audit: audit.clone(),
+                registry: None,
+                live: None,
+                started,
+                time_ms,
+                method: method.clone(),
+                path: path.to_owned(),
+                client: None,
+                service: None,
+                status: 0,
+                error: None,
+                bytes_out: 0,
+            }),
+        }
+    }
+
+    /// Moves the pending record out, leaving this one disarmed.
+    pub(crate) fn take(&mut self) -> Self {
+        Self {
+            record: self.record.take(),
+        }
+    }
+
+    pub(crate) fn is_armed(&self) -> bool {
+        self.record.is_some()
+    }
+
+    pub(crate) fn set_client(&mut self, client: &str) {
+        if let Some(r) = &mut self.record {
+            r.client = Some(client.to_owned());
+        }
+    }
+
+    pub(crate) fn set_service(&mut self, service: &str) {
+        if let Some(r) = &mut self.record {
+            r.service = Some(service.to_owned());
+        }
+    }
+
+    /// Ties the record to a live exchange: its counters are the ones recorded, and it leaves the
+    /// registry when the record commits.
+    pub(crate) fn track(&mut self, registry: &ConnectionRegistry, live: Arc<Live>) {
+        if let Some(r) = &mut self.record {
+            r.registry = Some(registry.clone());
+            r.live = Some(live);
+        }
+    }
+
+    pub(crate) fn set_status(&mut self, status: u16) {
+        if let Some(r) = &mut self.record {
+            r.status = status;
+        }
+    }
+
+    pub(crate) fn set_error(&mut self, code: &'static str) {
+        if let Some(r) = &mut self.record {
+            r.error = Some(code);
+        }
+    }
+
+    pub(crate) fn set_error_if_none(&mut self, code: &'static str) {
+        if let Some(r) = &mut self.record {
+            r.error.get_or_insert(code);
+        }
+    }
+
+    /// Bytes sent to the client, for exchanges without live counters.
+    pub(crate) fn add_out(&mut self, n: u64) {
+        if let Some(r) = &mut self.record {
+            r.bytes_out += n;
+        }
+    }
+
+    /// Writes the record now.
+    pub(crate) fn commit(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.commit();
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
+impl Record {
+    fn commit(self) {
+        let (status, error) = if self.status == 0 {
+            (CLIENT_CLOSED, Some(self.error.unwrap_or("client_closed")))
+        } else {
+            (self.status, self.error)
+        };
+        let (bytes_in, bytes_out) = match &self.live {
+            Some(live) => (live.bytes_in(), live.bytes_out()),
+            None => (0, self.bytes_out),
+        };
+        if let (Some(registry), Some(live)) = (&self.registry, &self.live) {
+            registry.remove(live.id);
+        }
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let service = self.service.as_deref().unwrap_or("-");
+        let code = error.unwrap_or("-");
+        let method = self.method.as_str();
+        if status >= 500 {
+            warn!(method, service, status, code, duration_ms, "request failed");
+        } else if status >= 400 {
+            info!(
+                method,
+                service, status, code, duration_ms, "request refused"
+            );
+        } else {
+            debug!(
+                method,
+                service, status, code, duration_ms, bytes_in, bytes_out, "request"
+            );
+        }
+        self.audit.record(AuditEvent {
+            time: self.time_ms,
+            client: self.client,
+            service: self.service,
+            method: self.method.as_str().to_owned(),
+            path: self.path,
+            status,
+            bytes_in,
+            bytes_out,
+            duration_ms,
+            error_code: error.map(str::to_owned),
+        });
+    }
+}

@@ -1,0 +1,559 @@
+//! What the proxy serves: one [`Route`] per service (upstream and credential injections), the
+//! per-client rate limit and the size and time limits. Everything is validated on construction so
+//! the request path never re-checks it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, header};
+use url::{Host, Url};
+
+/// The proxy's whole configuration, built by the caller from the validated TOML.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The port the proxy listens on; the `Host` gate accepts exactly this port.
+    pub port: u16,
+    /// One route per service.
+    pub services: Vec<Route>,
+    /// Per-client token bucket.
+    pub rate_limit: RateLimit,
+    /// Size and time limits.
+    pub limits: Limits,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            port: 47821,
+            services: Vec::new(),
+            rate_limit: RateLimit::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Checks every route, that service names are unique, and that the limits make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for route in &self.services {
+            route.validate()?;
+            if !seen.insert(route.service.as_str()) {
+                return Err(ConfigError::DuplicateService {
+                    service: route.service.clone(),
+                });
+            }
+        }
+        self.rate_limit.validate()?;
+        self.limits.validate()
+    }
+}
+
+/// Token bucket per local client: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+impl RateLimit {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.per_second.is_finite() && self.per_second > 0.0 && self.burst >= 1 {
+            Ok(())
+        } else {
+            Err(ConfigError::InvalidRateLimit)
+        }
+    }
+}
+
+/// Size and time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line and headers) accepted; larger gets `431`.
+    pub max_header_bytes: usize,
+    /// Largest request body forwarded; larger gets `413`. `None` streams any size.
+    pub max_body_bytes: Option<u64>,
+    /// How long connecting to an upstream and waiting for its response head may take.
+    pub upstream_timeout: Duration,
+    /// How long an idle keep-alive connection (client or upstream) is kept open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: Some(64 * 1024 * 1024),
+            upstream_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_header_bytes < 1024
+            || self.upstream_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+        {
+            Err(ConfigError::InvalidLimits)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A service: requests to `/{service}/...` go to `{upstream}/...` with its credentials injected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The first path segment (1–64 of `[A-Za-z0-9._-]`, not `v1`).
+    pub service: String,
+    /// Base URL: `https://`, or `http://` to a loopback host.
+    pub upstream: Url,
+    /// How each credential is put on the forwarded request.
+    pub injections: Vec<Injection>,
+}
+
+impl Route {
+    /// A validated route.
+    pub fn new(
+        service: impl Into<String>,
+        upstream: Url,
+        injections: Vec<Injection>,
+    ) -> Result<Self, ConfigError> {
+        let route = Self {
+            service: service.into(),
+            upstream,
+            injections,
+        };
+        route.validate()?;
+        Ok(route)
+    }
+
+    /// Checks the name, the upstream URL and the injections.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let service = &self.service;
+        let name_ok = !service.is_empty()
+            && service.len() <= 64
+            && service
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && service != "."
+            && service != "..";
+        if !name_ok {
+            return Err(ConfigError::InvalidServiceName {
+                service: service.clone(),
+            });
+        }
+        if service.eq_ignore_ascii_case("v1") {
+            return Err(ConfigError::ReservedServiceName {
+                service: service.clone(),
+            });
+        }
+        validate_upstream(service, &self.upstream)?;
+
+        let mut headers = HashSet::new();
+        let mut params = HashSet::new();
+        for injection in &self.injections {
+            if injection.credential.is_empty() {
+                return Err(ConfigError::EmptyCredentialName {
+                    service: service.clone(),
+                });
+            }
+            match &injection.target {
+                InjectTarget::Header { name, prefix } => {
+                    if RESERVED_HEADERS.contains(name)
+                        || name.as_str().starts_with("proxy-")
+                        || name.as_str() == "x-latchkey-client"
+                    {
+                        return Err(ConfigError::ReservedHeader {
+                            service: service.clone(),
+                            header: name.to_string(),
+                        });
+                    }
+                    if HeaderValue::from_str(prefix).is_err() {
+                        return Err(ConfigError::InvalidPrefix {
+                            service: service.clone(),
+                        });
+                    }
+                    if !headers.insert(name.clone()) {
+                        return Err(ConfigError::DuplicateInjection {
+                            service: service.clone(),
+                            target: name.to_string(),
+                        });
+                    }
+                }
+                InjectTarget::Query { param } => {
+                    if param.is_empty() {
+                        return Err(ConfigError::EmptyQueryParam {
+                            service: service.clone(),
+                        });
+                    }
+                    if !params.insert(param.to_ascii_lowercase()) {
+                        return Err(ConfigError::DuplicateInjection {
+                            service: service.clone(),
+                            target: param.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Headers that describe the connection or the message framing: never injectable.
+const RESERVED_HEADERS: [HeaderName; 8] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::EXPECT,
+];
+
+fn validate_upstream(service: &str, url: &Url) -> Result<(), ConfigError> {
+    let bad = |reason: &'static str| ConfigError::InvalidUpstream {
+        service: service.to_owned(),
+        reason,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(url) => {}
+        "http" => {
+            return Err(ConfigError::InsecureUpstream {
+                service: service.to_owned(),
+            });
+        }
+        _ => {
+            return Err(bad(
+                "only https:// (or http:// to a loopback host) upstreams are supported",
+            ));
+        }
+    }
+    if url.host().is_none() {
+        return Err(bad("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not carry a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not carry a query string or fragment"));
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// One credential put on a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injection {
+    /// Name of the credential in the service's credential set.
+    pub credential: String,
+    /// Where it goes.
+    pub target: InjectTarget,
+}
+
+/// Where an injected credential goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectTarget {
+    /// A header: `name: prefix + value`.
+    Header {
+        /// The header.
+        name: HeaderName,
+        /// Put before the value, e.g. `Bearer `.
+        prefix: String,
+    },
+    /// A query parameter appended to the upstream URL (percent-encoded).
+    Query {
+        /// The parameter's name.
+        param: String,
+    },
+}
+
+impl InjectTarget {
+    /// A header target from its textual name.
+    pub fn header(name: &str, prefix: &str) -> Result<Self, ConfigError> {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::InvalidHeaderName {
+                header: name.to_owned(),
+            }
+        })?;
+        Ok(Self::Header {
+            name,
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+/// A configuration the proxy refuses to serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The service name cannot be a path segment.
+    #[error(
+        "The service name `{service}` is invalid; use 1 to 64 letters, digits, dots, dashes or underscores."
+    )]
+    InvalidServiceName {
+        /// The name.
+        service: String,
+    },
+    /// `v1` is where the proxy's own endpoints live.
+    #[error(
+        "The service name `{service}` is reserved for Latchkey's own endpoints; choose another name."
+    )]
+    ReservedServiceName {
+        /// The name.
+        service: String,
+    },
+    /// Two services share a name.
+    #[error("The service `{service}` is defined twice; give each service its own name.")]
+    DuplicateService {
+        /// The name.
+        service: String,
+    },
+    /// A plain `http://` upstream that is not on this machine.
+    #[error(
+        "The service `{service}` has a plain http:// upstream that is not on this machine; use https://."
+    )]
+    InsecureUpstream {
+        /// The service.
+        service: String,
+    },
+    /// The upstream URL cannot serve as a base URL.
+    #[error("The upstream of `{service}` is not usable because {reason}; fix its URL.")]
+    InvalidUpstream {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Not a valid HTTP header name.
+    #[error("`{header}` is not a valid HTTP header name; use letters, digits and dashes.")]
+    InvalidHeaderName {
+        /// The name as written.
+        header: String,
+    },
+    /// A header that describes the connection itself cannot carry a credential.
+    #[error(
+        "The service `{service}` injects into `{header}`, which the proxy manages itself; use another header."
+    )]
+    ReservedHeader {
+        /// The service.
+        service: String,
+        /// The header.
+        header: String,
+    },
+    /// A prefix with characters not allowed in a header value.
+    #[error(
+        "The header prefix of `{service}` contains characters not allowed in a header; remove control characters."
+    )]
+    InvalidPrefix {
+        /// The service.
+        service: String,
+    },
+    /// An injection with no credential name.
+    #[error(
+        "A credential mapping of `{service}` names no credential; name the credential to inject."
+    )]
+    EmptyCredentialName {
+        /// The service.
+        service: String,
+    },
+    /// A query injection with no parameter name.
+    #[error(
+        "A query-parameter mapping of `{service}` has an empty parameter name; name the parameter."
+    )]
+    EmptyQueryParam {
+        /// The service.
+        service: String,
+    },
+    /// Two injections write the same header or parameter.
+    #[error(
+        "The service `{service}` injects `{target}` twice; inject each header or parameter once."
+    )]
+    DuplicateInjection {
+        /// The service.
+        service: String,
+        /// The header or parameter.
+        target: String,
+    },
+    /// The rate limit is not a positive rate with a burst of at least one.
+    #[error(
+        "The rate limit must be a positive number of requests per second with a burst of at least 1; fix the proxy settings."
+    )]
+    InvalidRateLimit,
+    /// A limit too small to serve anything.
+    #[error(
+        "The proxy limits are too small (headers need at least 1 KiB, timeouts must be positive); fix the proxy settings."
+    )]
+    InvalidLimits,
+    /// The TLS library could not be set up.
+    #[error("TLS could not be set up for upstream connections; reinstall Latchkey or report this.")]
+    TlsUnavailable,
+}
+
+impl ConfigError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidServiceName { .. } => "invalid_service_name",
+            Self::ReservedServiceName { .. } => "reserved_service_name",
+            Self::DuplicateService { .. } => "duplicate_service",
+            Self::InsecureUpstream { .. } => "insecure_upstream",
+            Self::InvalidUpstream { .. } => "invalid_upstream",
+            Self::InvalidHeaderName { .. } => "invalid_header_name",
+            Self::ReservedHeader { .. } => "reserved_header",
+            Self::InvalidPrefix { .. } => "invalid_prefix",
+            Self::EmptyCredentialName { .. } => "empty_credential_name",
+            Self::EmptyQueryParam { .. } => "empty_query_param",
+            Self::DuplicateInjection { .. } => "duplicate_injection",
+            Self::InvalidRateLimit => "invalid_rate_limit",
+            Self::InvalidLimits => "invalid_limits",
+            Self::TlsUnavailable => "tls_unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("test URL")
+    }
+
+    fn bearer() -> Injection {
+        Injection {
+            credential: "token".into(),
+            target: InjectTarget::header("Authorization", "Bearer ").expect("valid header"),
+        }
+    }
+
+    #[test]
+    fn https_and_loopback_http_upstreams_are_accepted() {
+        for ok in [
+            "https://api.example.com",
+            "http://127.0.0.1:9000/base",
+            "http://localhost:1",
+            "http://[::1]:8080/",
+        ] {
+            assert!(
+                Route::new("svc", url(ok), vec![bearer()]).is_ok(),
+                "{ok} must be accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_refused() {
+        let err = Route::new("svc", url("http://api.example.com"), vec![]).expect_err("refused");
+        assert_eq!(err.code(), "insecure_upstream");
+        let err = Route::new("svc", url("http://10.0.0.1"), vec![]).expect_err("refused");
+        assert_eq!(err.code(), "insecure_upstream");
+    }
+
+    #[test]
+    fn upstreams_with_userinfo_query_or_other_schemes_are_refused() {
+        for bad in [
+            "https://u:p@api.example.com",
+            "https://api.example.com/?k=v",
+            "ftp://example.com",
+        ] {
+            let err = Route::new("svc", url(bad), vec![]).expect_err("refused");
+            assert_eq!(err.code(), "invalid_upstream", "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_names_must_be_path_safe_and_not_reserved() {
+        let up = url("https://example.com");
+        assert_eq!(
+            Route::new("a/b", up.clone(), vec![])
+                .expect_err("bad")
+                .code(),
+            "invalid_service_name"
+        );
+        assert_eq!(
+            Route::new("", up.clone(), vec![]).expect_err("bad").code(),
+            "invalid_service_name"
+        );
+        assert_eq!(
+            Route::new("..", up.clone(), vec![])
+                .expect_err("bad")
+                .code(),
+            "invalid_service_name"
+        );
+        assert_eq!(
+            Route::new("v1", up, vec![]).expect_err("bad").code(),
+            "reserved_service_name"
+        );
+    }
+
+    #[test]
+    fn framing_headers_cannot_be_injected() {
+        let inj = Injection {
+            credential: "t".into(),
+            target: InjectTarget::header("Host", "").expect("valid name"),
+        };
+        let err = Route::new("svc", url("https://example.com"), vec![inj]).expect_err("refused");
+        assert_eq!(err.code(), "reserved_header");
+    }
+
+    #[test]
+    fn a_prefix_with_a_newline_is_refused() {
+        let inj = Injection {
+            credential: "t".into(),
+            target: InjectTarget::header("X-Key", "a\r\nb").expect("valid name"),
+        };
+        let err = Route::new("svc", url("https://example.com"), vec![inj]).expect_err("refused");
+        assert_eq!(err.code(), "invalid_prefix");
+    }
+
+    #[test]
+    fn duplicate_services_and_bad_limits_are_refused() {
+        let route = Route::new("svc", url("https://example.com"), vec![]).expect("valid");
+        let config = ProxyConfig {
+            services: vec![route.clone(), route],
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            config.validate().expect_err("dup").code(),
+            "duplicate_service"
+        );
+        let config = ProxyConfig {
+            rate_limit: RateLimit {
+                per_second: f64::NAN,
+                burst: 1,
+            },
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            config.validate().expect_err("nan").code(),
+            "invalid_rate_limit"
+        );
+        assert!(ProxyConfig::default().validate().is_ok());
+    }
+}

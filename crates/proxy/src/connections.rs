@@ -1,0 +1,297 @@
+//! Live proxied exchanges, so the tray and `latchkey connections` can show what is open (plain
+//! requests, SSE streams, WebSocket tunnels) with its traffic, and close one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+/// Opaque id of a live exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ConnectionId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
+impl serde::Serialize for ConnectionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What kind of exchange it is, from the response content type or the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ConnectionKind {
+    /// A request/response.
+    Http,
+    /// A `text/event-stream` response (SSE, MCP Streamable HTTP).
+    Sse,
+    /// A WebSocket tunnel.
+    #[serde(rename = "websocket")]
+    WebSocket,
+}
+
+impl ConnectionKind {
+    /// `http`, `sse` or `websocket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Sse => "sse",
+            Self::WebSocket => "websocket",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Sse,
+            2 => Self::WebSocket,
+            _ => Self::Http,
+        }
+    }
+}
+
+/// A snapshot of one live exchange.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    /// Id for [`ConnectionRegistry::close`].
+    pub id: ConnectionId,
+    /// The local client's name.
+    pub client: String,
+    /// The service.
+    pub service: String,
+    /// Plain, SSE or WebSocket.
+    pub kind: ConnectionKind,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds of the last byte either way.
+    pub last_activity_at: i64,
+    /// Bytes received from the client.
+    pub bytes_in: u64,
+    /// Bytes sent to the client.
+    pub bytes_out: u64,
+    /// SSE events forwarded.
+    pub events: u64,
+}
+
+/// The live exchanges. Cheap to clone; share one between the proxy and whoever displays it.
+#[derive(Clone, Default)]
+pub struct ConnectionRegistry {
+    inner: Arc<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<Live>>>,
+}
+
+impl fmt::Debug for ConnectionRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionRegistry")
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
+impl ConnectionRegistry {
+    /// A snapshot of every live exchange, oldest first.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        let live: Vec<Arc<Live>> = self.lock().values().cloned().collect();
+        let mut list: Vec<ConnectionInfo> = live.iter().map(|l| l.info()).collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    /// Aborts the exchange with this id (client response and upstream request). False when no
+    /// such exchange is live.
+    pub fn close(&self, id: &str) -> bool {
+        let Ok(id) = id.parse::<ConnectionId>() else {
+            return false;
+        };
+        let live = self.lock().get(&id.0).cloned();
+        match live {
+            Some(live) => {
+                live.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many exchanges are live.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Aborts every live exchange (shutdown).
+    pub(crate) fn close_all(&self) {
+        let live: Vec<Arc<Live>> = self.lock().values().cloned().collect();
+        for l in live {
+            l.cancel.cancel();
+        }
+    }
+
+    /// Registers a new exchange.
+    pub(crate) fn open(&self, client: &str, service: &str, now_unix: i64) -> Arc<Live> {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = Arc::new(Live {
+            id,
+            client: client.to_owned(),
+            service: service.to_owned(),
+            started_at: now_unix,
+            last_activity: AtomicI64::new(now_unix),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            kind: AtomicU8::new(0),
+            over_limit: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+        });
+        self.lock().insert(id, live.clone());
+        live
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Live>>> {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The counters of one exchange, shared by its request body, its response body (or tunnel) and
+/// the registry.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) id: u64,
+    client: String,
+    service: String,
+    started_at: i64,
+    last_activity: AtomicI64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    events: AtomicU64,
+    kind: AtomicU8,
+    over_limit: AtomicBool,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Live {
+    fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: ConnectionId(self.id),
+            client: self.client.clone(),
+            service: self.service.clone(),
+            kind: self.kind(),
+            started_at: self.started_at,
+            last_activity_at: self.last_activity.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in(),
+            bytes_out: self.bytes_out(),
+            events: self.events.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> ConnectionKind {
+        ConnectionKind::from_u8(self.kind.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_kind(&self, kind: ConnectionKind) {
+        let v = match kind {
+            ConnectionKind::Http => 0,
+            ConnectionKind::Sse => 1,
+            ConnectionKind::WebSocket => 2,
+        };
+        self.kind.store(v, Ordering::Relaxed);
+    }
+
+    /// Adds bytes received from the client; returns the new total.
+    pub(crate) fn add_in(&self, n: u64) -> u64 {
+        self.touch();
+        self.bytes_in.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Adds bytes sent to the client.
+    pub(crate) fn add_out(&self, n: u64) {
+        self.touch();
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_events(&self, n: u64) {
+        self.events.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_over_limit(&self) {
+        self.over_limit.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_over_limit(&self) -> bool {
+        self.over_limit.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        self.last_activity.store(unix_seconds(), Ordering::Relaxed);
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_exchanges_are_listed_and_closed_by_id() {
+        let registry = ConnectionRegistry::default();
+        let a = registry.open("cli", "github", 100);
+        let b = registry.open("cli", "jira", 101);
+        a.add_in(5);
+        a.add_out(7);
+        b.set_kind(ConnectionKind::Sse);
+        let list = registry.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].bytes_in, list[0].bytes_out), (5, 7));
+        assert_eq!(list[1].kind, ConnectionKind::Sse);
+
+        assert!(registry.close(&list[1].id.to_string()));
+        assert!(b.cancel.is_cancelled(), "close cancels the exchange");
+        assert!(!a.cancel.is_cancelled());
+        assert!(!registry.close("999"), "unknown id");
+        assert!(!registry.close("not-a-number"));
+
+        registry.remove(a.id);
+        assert_eq!(registry.len(), 1);
+    }
+}

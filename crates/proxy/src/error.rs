@@ -1,0 +1,224 @@
+//! The one error type of the request path. Every refusal and failure becomes the JSON body of
+//! PROTOCOL §3, `{"error": code, "message": sentence}`, through [`ProxyError`]'s `IntoResponse`;
+//! a 5xx says what to do, never what broke inside.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::credentials::CredentialError;
+
+/// Why the proxy did not (or could not) answer a request with the upstream's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// `Host` (or an absolute-form URI) names another host: DNS rebinding or a misdirected request.
+    #[error(
+        "This proxy only answers requests addressed to 127.0.0.1, localhost or [::1] on its own port."
+    )]
+    ForbiddenHost,
+    /// A browser page from another origin, or a CORS preflight.
+    #[error("Requests from web pages are not accepted; call the proxy from a local MCP client.")]
+    ForbiddenOrigin,
+    /// No client token, or one that is unknown, revoked or expired.
+    #[error(
+        "Present a valid Latchkey client token in `X-Latchkey-Client` or `Authorization: Bearer`; create one with `latchkey client add`."
+    )]
+    ClientUnauthorized,
+    /// The client's token does not list this service.
+    #[error("This client may not use this service; grant it with `latchkey client add --service`.")]
+    ForbiddenScope,
+    /// The client went over its request rate.
+    #[error("Too many requests from this client; retry after {retry_after} seconds.")]
+    RateLimited {
+        /// Whole seconds until a request will be accepted.
+        retry_after: u64,
+    },
+    /// No service of that name is configured.
+    #[error("No service of that name is configured in Latchkey; check the first path segment.")]
+    UnknownService,
+    /// A path under `/v1/` that does not exist.
+    #[error("There is no such Latchkey endpoint; see the documentation for the paths it serves.")]
+    NotFound,
+    /// The endpoint exists but not for this method.
+    #[error("This endpoint does not accept that method; use GET.")]
+    MethodNotAllowed,
+    /// The path contains `.` or `..` segments.
+    #[error("The request path contains `.` or `..` segments; send a normalised path.")]
+    InvalidPath,
+    /// The request head is larger than the configured limit.
+    #[error("The request headers are too large; send fewer or shorter headers.")]
+    HeadersTooLarge,
+    /// The request body is larger than the configured limit.
+    #[error("The request body is larger than the proxy accepts; send a smaller body.")]
+    BodyTooLarge,
+    /// The credential source could not supply the service's credentials.
+    #[error("{0}")]
+    Credentials(CredentialError),
+    /// A credential cannot be sent (a control character in a header value).
+    #[error(
+        "A credential of this service cannot be sent in a header; ask your administrator to check its value."
+    )]
+    CredentialsInvalid,
+    /// The exchange was closed from Latchkey (the connection list, or shutdown) before it was answered.
+    #[error(
+        "This request was closed from Latchkey before the service answered; send it again if you still need it."
+    )]
+    ConnectionClosed,
+    /// The upstream refused the connection, timed out or broke the exchange.
+    #[error(
+        "The service's upstream could not be reached; try again, or check the service's upstream URL."
+    )]
+    UpstreamUnreachable,
+}
+
+impl ProxyError {
+    /// Stable error code (PROTOCOL §3).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ForbiddenHost => "forbidden_host",
+            Self::ForbiddenOrigin => "forbidden_origin",
+            Self::ClientUnauthorized => "client_unauthorized",
+            Self::ForbiddenScope => "forbidden_scope",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UnknownService => "unknown_service",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InvalidPath => "invalid_path",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Credentials(e) => e.code(),
+            Self::CredentialsInvalid => "credentials_invalid",
+            Self::ConnectionClosed => "connection_closed",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ForbiddenHost | Self::ForbiddenOrigin | Self::ForbiddenScope => {
+                StatusCode::FORBIDDEN
+            }
+            Self::ClientUnauthorized => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnknownService | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidPath => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Credentials(e) => match e {
+                CredentialError::LoginRequired => StatusCode::UNAUTHORIZED,
+                CredentialError::Forbidden => StatusCode::FORBIDDEN,
+                CredentialError::Missing { .. } | CredentialError::NotConfigured => {
+                    StatusCode::FAILED_DEPENDENCY
+                }
+                CredentialError::GatewayUnavailable | CredentialError::KeychainUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+            Self::CredentialsInvalid | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::ConnectionClosed => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<CredentialError> for ProxyError {
+    fn from(e: CredentialError) -> Self {
+        Self::Credentials(e)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.code(),
+            message: &message,
+        })
+        .unwrap_or_else(|_| {
+            br#"{"error":"internal","message":"Latchkey could not answer."}"#.to_vec()
+        });
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Self::RateLimited { retry_after } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn json(e: ProxyError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let response = e.into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).expect("json body"),
+        )
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_code_and_message() {
+        let (status, headers, body) = json(ProxyError::ForbiddenHost).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"], "forbidden_host");
+        assert!(body["message"].as_str().is_some_and(|m| m.ends_with('.')));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_never_carries_www_authenticate() {
+        let (status, headers, _) = json(ProxyError::ClientUnauthorized).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers.get(header::WWW_AUTHENTICATE).is_none(),
+            "no browser auth prompt"
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limited_says_when_to_retry() {
+        let (status, headers, body) = json(ProxyError::RateLimited { retry_after: 3 }).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "3");
+        assert_eq!(body["error"], "rate_limited");
+    }
+
+    #[test]
+    fn credential_errors_map_to_protocol_statuses() {
+        let cases = [
+            (CredentialError::LoginRequired, 401),
+            (CredentialError::Forbidden, 403),
+            (CredentialError::NotConfigured, 424),
+            (CredentialError::GatewayUnavailable, 503),
+            (CredentialError::KeychainUnavailable, 503),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ProxyError::from(e).status().as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The single entry point of every request: the gates of PROTOCOL §3 in order (Host, head size,
+//! Origin, client token, scope, rate limit), then the route — a service, `/v1/status`,
+//! `/v1/credentials/{service}` or the control API — and the audit record of the outcome.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::Method;
+use http_body::Body as HttpBody;
+use latchkey_core::secret::ct_eq_str;
+use latchkey_store::ClientGrant;
+use tower::ServiceExt;
+use tracing::info;
+
+use crate::audit::Finish;
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::state::{Inner, ProxyState};
+use crate::{forward, gate, native};
+
+/// The name the control token's requests are recorded under.
+const CONTROL_CLIENT: &str = "latchkey";
+
+/// Who is calling.
+enum Caller {
+    /// The `latchkey` CLI of the same user (the instance's control token): every scope.
+    Control,
+    /// A registered local client.
+    Client(ClientGrant),
+}
+
+impl Caller {
+    fn name(&self) -> &str {
+        match self {
+            Self::Control => CONTROL_CLIENT,
+            Self::Client(grant) => grant.client.as_str(),
+        }
+    }
+
+    /// Gate 4.
+    fn check_scope(&self, service: &str) -> Result<(), ProxyError> {
+        match self {
+            Self::Control => Ok(()),
+            Self::Client(grant) if grant.allows(service) => Ok(()),
+            Self::Client(_) => Err(ProxyError::ForbiddenScope),
+        }
+    }
+
+    /// Gate 5 (the control token is not limited).
+    fn check_rate(&self, inner: &Inner) -> Result<(), ProxyError> {
+        match self {
+            Self::Control => Ok(()),
+            Self::Client(grant) => inner
+                .limiter
+                .acquire(grant.client.as_str(), Instant::now())
+                .map_err(|retry_after| ProxyError::RateLimited { retry_after }),
+        }
+    }
+}
+
+/// What the path asks for.
+enum Target<'a> {
+    Status,
+    Credentials(&'a str),
+    Control,
+    Service(&'a str),
+    Other,
+}
+
+impl<'a> Target<'a> {
+    fn parse(path: &'a str) -> Self {
+        let Some(path) = path.strip_prefix('/') else {
+            return Self::Other;
+        };
+        let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+        if first == "v1" {
+            return match rest.split_once('/').unwrap_or((rest, "")) {
+                ("status", "") => Self::Status,
+                ("credentials", service) if !service.is_empty() && !service.contains('/') => {
+                    Self::Credentials(service)
+                }
+                ("control", _) => Self::Control,
+                _ => Self::Other,
+            };
+        }
+        if first.is_empty() {
+            Self::Other
+        } else {
+            Self::Service(first)
+        }
+    }
+}
+
+/// Axum handler for every path.
+pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Response {
+    let started = Instant::now();
+    if let Err(e) = state.inner.hosts.check(req.uri(), req.headers()) {
+        // Not audited: a rebinding page must not be able to fill the audit log.
+        info!(method = %req.method(), status = e.status().as_u16(), code = e.code(), "request refused");
+        return e.into_response();
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut finish = Finish::start(&state.inner.audit, started, req.method(), path);
+    let response = match dispatch(&state, req, &mut finish).await {
+        Ok(response) => response,
+        Err(e) => {
+            finish.set_error(e.code());
+            e.into_response()
+        }
+    };
+    complete(response, finish)
+}
+
+/// Records the answer of a request whose record was not handed to a streamed body: at once when
+/// its length is known, when its body ends otherwise.
+fn complete(response: Response, mut finish: Finish) -> Response {
+    if !finish.is_armed() {
+        return response;
+    }
+    finish.set_status(response.status().as_u16());
+    match response.body().size_hint().exact() {
+        Some(len) => {
+            finish.add_out(len);
+            finish.commit();
+            response
+        }
+        None => response.map(|body| Body::new(ResponseBody::new(body, None, false, finish))),
+    }
+}
+
+async fn dispatch(
+    state: &ProxyState,
+    req: Request,
+    finish: &mut Finish,
+) -> Result<Response, ProxyError> {
+    let inner = &state.inner;
+    let (parts, body) = req.into_parts();
+    gate::check_head_size(&parts, inner.config.limits.max_header_bytes)?;
+    gate::check_origin(&parts.method, &parts.headers)?;
+    let caller = authenticate(inner, &parts.headers)?;
+    finish.set_client(caller.name());
+
+    match Target::parse(parts.uri.path()) {
+        Target::Service(service) => {
+            finish.set_service(service);
+            caller.check_scope(service)?;
+            caller.check_rate(inner)?;
+            let route = inner
+                .routes
+                .get(service)
+                .ok_or(ProxyError::UnknownService)?
+                .clone();
+            forward::forward(
+                state,
+                &route,
+                caller.name(),
+                Request::from_parts(parts, body),
+                finish,
+            )
+            .await
+        }
+        Target::Status => {
+            caller.check_rate(inner)?;
+            require_get(&parts.method)?;
+            Ok(native::status(state))
+        }
+        Target::Credentials(service) => {
+            finish.set_service(service);
+            caller.check_scope(service)?;
+            caller.check_rate(inner)?;
+            let route = inner
+                .routes
+                .get(service)
+                .ok_or(ProxyError::UnknownService)?;
+            require_get(&parts.method)?;
+            native::credentials(state, route).await
+        }
+        Target::Control => {
+            let Some(control) = &state.control else {
+                return Err(ProxyError::NotFound);
+            };
+            let req = Request::from_parts(parts, body);
+            Ok(control
+                .clone()
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|never| match never {}))
+        }
+        Target::Other => Err(ProxyError::NotFound),
+    }
+}
+
+fn require_get(method: &Method) -> Result<(), ProxyError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ProxyError::MethodNotAllowed)
+    }
+}
+
+/// Gate 3: the control token (constant-time) or a registered client token.
+fn authenticate(inner: &Inner, headers: &http::HeaderMap) -> Result<Caller, ProxyError> {
+    let token = gate::presented_token(headers).ok_or(ProxyError::ClientUnauthorized)?;
+    if let Some(control) = &inner.control_token
+        && ct_eq_str(token, control.expose())
+    {
+        return Ok(Caller::Control);
+    }
+    let grant = inner
+        .clients
+        .verify(token)
+        .ok_or(ProxyError::ClientUnauthorized)?;
+    inner.clients.touch(&grant.client);
+    Ok(Caller::Client(grant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_classified_by_their_first_segments() {
+        assert!(matches!(Target::parse("/v1/status"), Target::Status));
+        assert!(matches!(
+            Target::parse("/v1/credentials/github"),
+            Target::Credentials("github")
+        ));
+        assert!(matches!(
+            Target::parse("/v1/credentials/github/x"),
+            Target::Other
+        ));
+        assert!(matches!(Target::parse("/v1/credentials/"), Target::Other));
+        assert!(matches!(
+            Target::parse("/v1/control/status"),
+            Target::Control
+        ));
+        assert!(matches!(Target::parse("/v1/other"), Target::Other));
+        assert!(matches!(
+            Target::parse("/github/repos/x"),
+            Target::Service("github")
+        ));
+        assert!(matches!(
+            Target::parse("/github"),
+            Target::Service("github")
+        ));
+        assert!(matches!(Target::parse("/"), Target::Other));
+        assert!(matches!(Target::parse("*"), Target::Other));
+    }
+}

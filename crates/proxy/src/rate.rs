@@ -1,0 +1,107 @@
+//! Gate 5: a token bucket per local client, so one runaway client cannot hammer an upstream (or
+//! burn through a shared API quota) in the user's name.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::config::RateLimit;
+
+/// Buckets by client name. The lock is held for a few arithmetic operations, never across await.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<Box<str>, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        Self {
+            per_second: limit.per_second,
+            burst: f64::from(limit.burst),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token from `client`'s bucket, or says in how many whole seconds one will be there.
+    pub(crate) fn acquire(&self, client: &str, now: Instant) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = match buckets.get_mut(client) {
+            Some(b) => b,
+            None => buckets.entry(client.into()).or_insert(Bucket {
+                tokens: self.burst,
+                at: now,
+            }),
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.per_second;
+            // Saturating float-to-int conversion; at least one second.
+            Err((wait.ceil() as u64).max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_burst_passes_then_the_next_request_waits() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 2.0,
+            burst: 3,
+        });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.acquire("a", t0).is_ok());
+        }
+        assert_eq!(limiter.acquire("a", t0), Err(1), "ceil(0.5 s) = 1 s");
+    }
+
+    #[test]
+    fn tokens_refill_at_the_configured_rate() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 1,
+        });
+        let t0 = Instant::now();
+        assert!(limiter.acquire("a", t0).is_ok());
+        assert!(
+            limiter
+                .acquire("a", t0 + Duration::from_millis(500))
+                .is_err()
+        );
+        assert!(
+            limiter
+                .acquire("a", t0 + Duration::from_millis(1600))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn clients_have_separate_buckets() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 0.1,
+            burst: 1,
+        });
+        let t0 = Instant::now();
+        assert!(limiter.acquire("a", t0).is_ok());
+        assert_eq!(limiter.acquire("a", t0), Err(10));
+        assert!(limiter.acquire("b", t0).is_ok(), "b is not slowed by a");
+    }
+}

@@ -1,0 +1,222 @@
+//! Everything a request needs, built once: the validated configuration with each route's
+//! upstream pre-split into the parts a forwarded request uses, the credential source, the client
+//! registry, the audit log, the live connections, the rate limiter and the pooled upstream client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue};
+use latchkey_core::secret::Secret;
+use latchkey_store::{AuditLog, ClientRegistry};
+
+use crate::config::{ConfigError, InjectTarget, ProxyConfig, Route};
+use crate::connections::ConnectionRegistry;
+use crate::credentials::{CredentialError, CredentialSource, CredentialValues};
+use crate::error::ProxyError;
+use crate::gate::HostAllowlist;
+use crate::rate::RateLimiter;
+use crate::upstream::{self, UpstreamClient};
+
+/// The proxy's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) control: Option<Router>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ProxyConfig,
+    pub(crate) routes: HashMap<String, Arc<PreparedRoute>>,
+    pub(crate) credentials: Arc<dyn CredentialSource>,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) audit: AuditLog,
+    pub(crate) connections: ConnectionRegistry,
+    pub(crate) control_token: Option<Secret>,
+    pub(crate) hosts: HostAllowlist,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) upstream: UpstreamClient,
+}
+
+impl ProxyState {
+    /// Validates `config` and builds the state. `control_token`, when set, is accepted as a client
+    /// token with every scope (the `latchkey` CLI of the same user).
+    pub fn new(
+        config: ProxyConfig,
+        credentials: Arc<dyn CredentialSource>,
+        clients: ClientRegistry,
+        audit: AuditLog,
+        connections: ConnectionRegistry,
+        control_token: Option<Secret>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let routes = config
+            .services
+            .iter()
+            .map(|r| (r.service.clone(), Arc::new(PreparedRoute::new(r))))
+            .collect();
+        let inner = Inner {
+            hosts: HostAllowlist::new(config.port),
+            limiter: RateLimiter::new(config.rate_limit),
+            upstream: upstream::client(&config.limits).map_err(|_| ConfigError::TlsUnavailable)?,
+            config,
+            routes,
+            credentials,
+            clients,
+            audit,
+            connections,
+            control_token,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            control: None,
+        })
+    }
+
+    /// Serves `control` under `/v1/control/` behind the `Host` and `Origin` gates and the
+    /// client-token gate (the router checks for the control token itself).
+    #[must_use]
+    pub fn with_control(mut self, control: Router) -> Self {
+        self.control = Some(Router::new().nest("/v1/control", control));
+        self
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    /// The live exchanges.
+    pub fn connections(&self) -> &ConnectionRegistry {
+        &self.inner.connections
+    }
+}
+
+/// A route with its upstream split into the parts every forwarded request reuses.
+pub(crate) struct PreparedRoute {
+    pub(crate) service: String,
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+    pub(crate) host: HeaderValue,
+    /// The upstream's path without its trailing slash (`""` for the root).
+    pub(crate) base_path: String,
+    pub(crate) route: Route,
+    /// Header names the mapping injects (removed from the client's request first).
+    pub(crate) injected_headers: Vec<HeaderName>,
+    /// Query parameters the mapping injects (removed from the client's query first).
+    pub(crate) injected_params: Vec<String>,
+    cache: Mutex<Option<Arc<Prepared>>>,
+}
+
+/// Header values and the query suffix built from one version of a service's credentials.
+pub(crate) struct Prepared {
+    source: Arc<CredentialValues>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// `name=value&name=value`, percent-encoded; empty when nothing goes in the query.
+    pub(crate) query: Secret,
+}
+
+impl PreparedRoute {
+    fn new(route: &Route) -> Self {
+        let url = &route.upstream;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let host = url.host_str().unwrap_or_default();
+        let authority_text = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        // `validate` guaranteed a host; a URL host is always a valid authority.
+        let authority = Authority::try_from(authority_text.as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid.invalid"));
+        let host = HeaderValue::from_str(&authority_text)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"));
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        let mut injected_headers = Vec::new();
+        let mut injected_params = Vec::new();
+        for injection in &route.injections {
+            match &injection.target {
+                InjectTarget::Header { name, .. } => injected_headers.push(name.clone()),
+                InjectTarget::Query { param } => injected_params.push(param.clone()),
+            }
+        }
+        Self {
+            service: route.service.clone(),
+            scheme,
+            authority,
+            host,
+            base_path,
+            route: route.clone(),
+            injected_headers,
+            injected_params,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The injections built from `values`, reused while the source hands out the same `Arc`.
+    pub(crate) fn prepare(
+        &self,
+        values: Arc<CredentialValues>,
+    ) -> Result<Arc<Prepared>, ProxyError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(prepared) = cache.as_ref().filter(|p| Arc::ptr_eq(&p.source, &values)) {
+                return Ok(prepared.clone());
+            }
+        }
+        let prepared = Arc::new(self.build(values)?);
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared.clone());
+        Ok(prepared)
+    }
+
+    fn build(&self, values: Arc<CredentialValues>) -> Result<Prepared, ProxyError> {
+        let missing: Vec<String> = self
+            .route
+            .injections
+            .iter()
+            .filter(|i| !values.contains_key(&i.credential))
+            .map(|i| i.credential.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(CredentialError::Missing { names: missing }.into());
+        }
+        let mut headers = Vec::new();
+        let mut query = String::new();
+        for injection in &self.route.injections {
+            let Some(secret) = values.get(&injection.credential) else {
+                continue;
+            };
+            match &injection.target {
+                InjectTarget::Header { name, prefix } => {
+                    let mut bytes = Vec::with_capacity(prefix.len() + secret.len());
+                    bytes.extend_from_slice(prefix.as_bytes());
+                    bytes.extend_from_slice(secret.expose().as_bytes());
+                    // Refuses CR, LF, NUL and other control characters: never sent, never echoed.
+                    let mut value = HeaderValue::from_bytes(&bytes)
+                        .map_err(|_| ProxyError::CredentialsInvalid)?;
+                    value.set_sensitive(true);
+                    headers.push((name.clone(), value));
+                }
+                InjectTarget::Query { param } => {
+                    if !query.is_empty() {
+                        query.push('&');
+                    }
+                    query.extend(url::form_urlencoded::byte_serialize(param.as_bytes()));
+                    query.push('=');
+                    query.extend(url::form_urlencoded::byte_serialize(
+                        secret.expose().as_bytes(),
+                    ));
+                }
+            }
+        }
+        Ok(Prepared {
+            source: values,
+            headers,
+            query: Secret::new(query),
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! WebSocket tunnels: once the upstream accepted the handshake (101), the client's and the
+//! upstream's upgraded connections are spliced byte for byte until either side closes or the
+//! user closes the exchange. Frames are not parsed; bytes are counted as they pass.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::debug;
+
+use crate::audit::Finish;
+use crate::connections::{ConnectionKind, Live};
+use crate::forward::rewrite_response_headers;
+
+/// Answers the client with the upstream's 101 and splices both sides in a task of its own,
+/// which records the exchange when the tunnel ends.
+pub(crate) fn splice(
+    client_upgrade: OnUpgrade,
+    mut upstream: hyper::Response<Incoming>,
+    live: Arc<Live>,
+    mut finish: Finish,
+) -> Response {
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    let (mut parts, _) = upstream.into_parts();
+    rewrite_response_headers(&mut parts.headers, true);
+    live.set_kind(ConnectionKind::WebSocket);
+    finish.set_status(parts.status.as_u16());
+    tokio::spawn(async move {
+        let cancel = live.cancel.clone();
+        let upgraded = tokio::select! {
+            () = cancel.cancelled() => {
+                finish.set_error("closed");
+                return;
+            }
+            both = async { tokio::join!(client_upgrade, upstream_upgrade) } => both,
+        };
+        let (client, upstream) = match upgraded {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            _ => {
+                finish.set_error("upgrade_failed");
+                return;
+            }
+        };
+        let mut client = Counted {
+            inner: TokioIo::new(client),
+            live: live.clone(),
+        };
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            () = cancel.cancelled() => finish.set_error("closed"),
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = copied {
+                    debug!(kind = ?e.kind(), "tunnel ended with an error");
+                    finish.set_error("tunnel_reset");
+                }
+            }
+        }
+        drop(finish);
+    });
+    Response::from_parts(parts, Body::empty())
+}
+
+/// The client's side of a tunnel, counting bytes each way into the exchange's live counters.
+struct Counted<T> {
+    inner: T,
+    live: Arc<Live>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.live.add_in(read as u64);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.live.add_out(n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

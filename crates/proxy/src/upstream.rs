@@ -1,0 +1,66 @@
+//! The client the proxy forwards with: hyper's pooled HTTP/1 client (keep-alive, `TCP_NODELAY`,
+//! connect timeout) over rustls with the platform's trust store plus the Mozilla roots. It never
+//! follows redirects and never touches bodies, so streams and upgrades pass through as they are.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::debug;
+
+use crate::body::UploadBody;
+use crate::config::Limits;
+
+/// The pooled upstream client.
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UploadBody>;
+
+/// Idle upstream connections kept per host.
+const MAX_IDLE_PER_HOST: usize = 512;
+
+/// Builds the client. TLS roots are loaded once per process.
+pub(crate) fn client(limits: &Limits) -> Result<UpstreamClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(limits.upstream_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?.as_ref().clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(limits.idle_timeout)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .set_host(false)
+        .build(https))
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    if !native.errors.is_empty() {
+        debug!(
+            errors = native.errors.len(),
+            "some platform certificates could not be read"
+        );
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    debug!(added, ignored, "platform trust store loaded");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+}

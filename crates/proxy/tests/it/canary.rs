@@ -1,0 +1,120 @@
+//! A full mix of traffic with every log level of every crate captured: no credential and no
+//! client token appears in any log line.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{
+    CANARY_BEARER, CANARY_KEY, CANARY_QUERY, CLIENT_OWN_AUTH, Proxy, captured_logs, read_events,
+};
+
+#[tokio::test]
+async fn no_canary_credential_or_client_token_reaches_the_logs() {
+    let proxy = Proxy::start().await;
+    let client = proxy.client();
+
+    // Proxied with header + query injection, the client's own secrets stripped.
+    let ok = proxy
+        .get("/demo/echo?token=client-token&q=1")
+        .header("authorization", format!("Bearer {CLIENT_OWN_AUTH}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        proxy
+            .get("/bearer/echo")
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    // Streams, refusals, failures and the native endpoints.
+    let sse = proxy
+        .get("/demo/sse?n=3&interval_ms=5")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(read_events(sse, 3).await.len(), 3);
+    assert_eq!(
+        proxy
+            .get("/broken/echo")
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        502
+    );
+    assert_eq!(
+        proxy
+            .get("/other/echo")
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+    let wrong = client
+        .get(format!("{}/demo/echo", proxy.url))
+        .header("x-latchkey-client", format!("{}x", proxy.token))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        proxy
+            .get("/v1/credentials/demo")
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        proxy.get("/v1/status").send().await.expect("send").status(),
+        200
+    );
+    // A WebSocket exchange.
+    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("x-latchkey-client", proxy.token.parse().expect("value"));
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("in time")
+    .expect("handshake");
+    socket.send(Message::text("ping")).await.expect("send");
+    assert!(socket.next().await.is_some());
+    socket.close(None).await.expect("close");
+    let token = proxy.token.clone();
+    proxy.stop().await;
+
+    let logs = captured_logs();
+    if std::env::var_os("LATCHKEY_SHOW_LOGS").is_some() {
+        eprintln!("{logs}");
+    }
+    assert!(
+        logs.contains("request"),
+        "the capture saw the proxy's request logs"
+    );
+    let wrong_token = format!("{token}x");
+    for secret in [
+        CANARY_KEY,
+        CANARY_QUERY,
+        CANARY_BEARER,
+        CLIENT_OWN_AUTH,
+        token.as_str(),
+        wrong_token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the loopback proxy: real servers on `127.0.0.1` port 0 — an upstream
+//! double that records what it receives, the proxy itself, reqwest, tungstenite, MCP SDK clients
+//! and a real Chromium as its callers.
+
+mod audit;
+mod browser;
+mod canary;
+mod gates;
+mod injection;
+mod mcp;
+mod native;
+mod streaming;
+mod support;
+mod websocket;

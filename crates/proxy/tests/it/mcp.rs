@@ -1,0 +1,191 @@
+//! Real MCP over the proxy: the official TypeScript SDK's Streamable HTTP server (which demands a
+//! bearer token) behind a route that injects that token, reached by the TypeScript SDK client and
+//! by the Rust SDK (`rmcp`) holding only a Latchkey client token.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use latchkey_proxy::Route;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use url::Url;
+
+use crate::support::{MapSource, Options, Proxy, Upstream, header_injection};
+
+/// The bearer token the MCP server expects (a canary: it must never reach a log line).
+const MCP_CANARY: &str = "canary-mcp-bearer-6d0f3b";
+
+fn mcp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
+}
+
+/// `server-http.mjs` on port 0, and the URL from its ready line.
+async fn start_server() -> (Child, Url) {
+    let dir = mcp_dir();
+    assert!(
+        dir.join("server-http.mjs").is_file() && dir.join("node_modules").is_dir(),
+        "tests/mcp with its npm packages is needed (scripts/setup installs them)"
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("server-http.mjs"))
+        .args(["--port", "0", "--expect-token", MCP_CANARY])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["ready"] == "mcp-http"
+            {
+                return v["url"].as_str().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the MCP server is ready in time")
+    .expect("a ready line with a URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, Url::parse(&ready).expect("server URL"))
+}
+
+/// A proxy whose `mcp` route points at the server and injects its bearer token.
+async fn proxy_for(server: &Url) -> Proxy {
+    let mut base = server.clone();
+    base.set_path("/");
+    let route = Route::new(
+        "mcp",
+        base,
+        vec![header_injection("token", "Authorization", "Bearer ")],
+    )
+    .expect("route");
+    let source = std::sync::Arc::new(MapSource::with_canaries());
+    source.set("mcp", &[("token", MCP_CANARY)]);
+    Proxy::start_in_front_of(
+        Upstream::start().await,
+        Options {
+            extra_routes: vec![route],
+            source,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_client_talks_to_a_protected_server_through_the_proxy() {
+    let (mut server, server_url) = start_server().await;
+    let direct = reqwest::Client::new()
+        .post(server_url.as_str())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .expect("direct request");
+    assert_eq!(
+        direct.status(),
+        401,
+        "the server itself refuses a caller without the bearer"
+    );
+
+    let proxy = proxy_for(&server_url).await;
+    let url = format!("{}/mcp{}", proxy.url, server_url.path());
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new("node")
+            .arg(mcp_dir().join("client.mjs"))
+            .args([
+                "--url",
+                &url,
+                "--header",
+                &format!("X-Latchkey-Client: {}", proxy.token),
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the client finishes in time")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client.mjs: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON line from client.mjs");
+    assert!(
+        answer["tools"].as_array().is_some_and(|t| !t.is_empty()),
+        "tools listed: {answer}"
+    );
+    assert!(!answer["echo"].is_null(), "echo answered: {answer}");
+    assert!(
+        answer["notifications"].as_u64().is_some_and(|n| n >= 1),
+        "a streamed notification: {answer}"
+    );
+    assert_eq!(answer["result"], "counted 3", "{answer}");
+    assert!(
+        !stdout.contains(MCP_CANARY),
+        "the client never saw the server's token"
+    );
+
+    proxy.stop().await;
+    let _ = server.kill().await;
+}
+
+#[tokio::test]
+async fn the_rust_sdk_lists_and_calls_tools_through_the_proxy() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let (mut server, server_url) = start_server().await;
+    let proxy = proxy_for(&server_url).await;
+    let url = format!("{}/mcp{}", proxy.url, server_url.path());
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-latchkey-client"),
+        http::HeaderValue::from_str(&proxy.token).expect("header value"),
+    );
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    );
+    let client = tokio::time::timeout(Duration::from_secs(30), ().serve(transport))
+        .await
+        .expect("initialised in time")
+        .expect("initialise through the proxy");
+    let tools = client.list_tools(None).await.expect("tools/list");
+    assert!(
+        tools.tools.iter().any(|t| t.name == "echo"),
+        "the server's tools: {:?}",
+        tools.tools
+    );
+    let mut arguments = serde_json::Map::new();
+    arguments.insert(
+        "text".to_owned(),
+        serde_json::Value::from("through latchkey"),
+    );
+    let result = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(arguments))
+        .await
+        .expect("tools/call");
+    let text = serde_json::to_string(&result.content).expect("content");
+    assert!(
+        text.contains("through latchkey"),
+        "the echo came back: {text}"
+    );
+    client.cancel().await.expect("close the session");
+
+    proxy.stop().await;
+    let _ = server.kill().await;
+}

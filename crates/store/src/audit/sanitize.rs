@@ -1,0 +1,128 @@
+//! What the audit log may keep of a request: query *values* are removed (they carry API keys
+//! and signatures: `/x?token=abc&q=1` becomes `/x?token=&q=`), a bare query item with no `=` is
+//! treated as a value and dropped, the `#fragment` is dropped, control characters (CR/LF
+//! included) and Unicode line separators and bidi overrides are removed, and every field is
+//! capped in length.
+//!
+//! Path segments are kept as they are: upstream APIs put resource names there, and Latchkey
+//! itself only injects credentials into headers or query parameters, never into the path. A
+//! client that puts a secret of its own into a path segment would have it recorded; that is the
+//! documented limit of this module.
+
+/// Longest path (with its sanitised query) kept, in bytes.
+pub(crate) const MAX_PATH: usize = 2048;
+/// Longest method kept, in bytes.
+pub(crate) const MAX_METHOD: usize = 16;
+/// Longest client, service or error code kept, in bytes.
+pub(crate) const MAX_NAME: usize = 64;
+
+/// Characters never written: C0/C1 controls (CR, LF, ESC...), line/paragraph separators and
+/// bidi embedding/override/isolate marks that could make a log line lie about its content.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The request target as the audit log keeps it.
+pub(crate) fn path(raw: String) -> String {
+    let clean = raw.len() <= MAX_PATH && !raw.contains(['?', '#']) && !raw.chars().any(is_unsafe);
+    if clean {
+        return raw;
+    }
+    let visible: String = raw.chars().filter(|&c| !is_unsafe(c)).collect();
+    let target = visible
+        .split_once('#')
+        .map_or(visible.as_str(), |(before, _)| before);
+    let mut out = String::with_capacity(target.len().min(MAX_PATH));
+    match target.split_once('?') {
+        None => out.push_str(target),
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            for (i, item) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                if let Some((key, _value)) = item.split_once('=') {
+                    out.push_str(key);
+                    out.push('=');
+                }
+            }
+        }
+    }
+    truncate(out, MAX_PATH)
+}
+
+/// A short text field (method, client, service, error code): unsafe characters removed, capped.
+pub(crate) fn field(raw: String, max: usize) -> String {
+    if raw.len() <= max && !raw.chars().any(is_unsafe) {
+        return raw;
+    }
+    truncate(raw.chars().filter(|&c| !is_unsafe(c)).collect(), max)
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> String {
+        path(s.to_owned())
+    }
+
+    #[test]
+    fn query_values_are_removed_and_keys_kept() {
+        assert_eq!(p("/x?token=abc&q=1"), "/x?token=&q=");
+        assert_eq!(p("/x?a=1=2&b="), "/x?a=&b=");
+        assert_eq!(p("/repos/o/r/issues"), "/repos/o/r/issues");
+    }
+
+    #[test]
+    fn bare_query_items_count_as_values() {
+        assert_eq!(p("/x?sekrit&q=1"), "/x?&q=");
+        assert_eq!(p("/x?"), "/x?");
+    }
+
+    #[test]
+    fn fragments_are_dropped_even_before_a_query() {
+        assert_eq!(p("/x#frag?token=abc"), "/x");
+        assert_eq!(p("/x?k=v#frag"), "/x?k=");
+    }
+
+    #[test]
+    fn crlf_and_other_controls_cannot_forge_lines() {
+        assert_eq!(p("/a\r\nX-Injected: 1"), "/aX-Injected: 1");
+        assert_eq!(p("/a?k=v\r\n&t=secret\n"), "/a?k=&t=");
+        assert_eq!(field("GET\r\n".to_owned(), MAX_METHOD), "GET");
+        assert_eq!(field("svc\u{202E}txt".to_owned(), MAX_NAME), "svctxt");
+        assert_eq!(field("x\u{2028}y\u{1b}".to_owned(), MAX_NAME), "xy");
+    }
+
+    #[test]
+    fn lengths_are_capped_on_character_boundaries() {
+        let long = format!("/{}", "é".repeat(MAX_PATH));
+        let out = p(&long);
+        assert!(out.len() <= MAX_PATH);
+        assert!(out.starts_with("/é"));
+        assert_eq!(field("a".repeat(100), MAX_NAME).len(), MAX_NAME);
+    }
+
+    #[test]
+    fn clean_input_is_returned_unchanged() {
+        assert_eq!(p("/v1/items/42"), "/v1/items/42");
+        assert_eq!(
+            field("client_unauthorized".to_owned(), MAX_NAME),
+            "client_unauthorized"
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! The audit log: record → flush → query, filters, paging, sanitising, retention, live follow,
+//! concurrency.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use latchkey_store::{
+    AuditEvent, AuditFilter, AuditLog, AuditOptions, AuditRow, Database, MAX_PAGE, Retention,
+    StatusClass,
+};
+
+use crate::{contains, disk_bytes, temp_db};
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).expect("fits")
+}
+
+fn event(client: &str, service: &str, status: u16, path: &str) -> AuditEvent {
+    AuditEvent {
+        time: now_ms(),
+        client: Some(client.to_owned()),
+        service: Some(service.to_owned()),
+        method: "POST".to_owned(),
+        path: path.to_owned(),
+        status,
+        bytes_in: 12,
+        bytes_out: 345,
+        duration_ms: 6,
+        error_code: (status >= 400).then(|| "upstream_unreachable".to_owned()),
+    }
+}
+
+fn memory_log() -> AuditLog {
+    AuditLog::open(
+        &Database::open_in_memory().expect("db"),
+        Retention::default(),
+    )
+    .expect("log")
+}
+
+/// Every row, newest first, by walking pages.
+async fn all_rows(log: &AuditLog, mut filter: AuditFilter) -> Vec<AuditRow> {
+    filter.limit = MAX_PAGE;
+    let mut out = Vec::new();
+    loop {
+        let page = log.query(&filter).await.expect("query");
+        out.extend(page.rows);
+        match page.next_before_id {
+            Some(id) => filter.before_id = Some(id),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn recorded_events_are_queryable_with_each_filter() {
+    let log = memory_log();
+    // 30 events: clients a/b/c in turn, services x/y alternating, statuses 200/302/404/502 in turn.
+    let statuses = [200, 302, 404, 502];
+    for i in 0..30usize {
+        let client = ["a", "b", "c"][i % 3];
+        let service = ["x", "y"][i % 2];
+        log.record(event(client, service, statuses[i % 4], &format!("/n/{i}")));
+    }
+    log.flush().await;
+
+    let all = all_rows(&log, AuditFilter::default()).await;
+    assert_eq!(all.len(), 30);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(all[0].path, "/n/29");
+    assert_eq!(
+        (
+            all[0].method.as_str(),
+            all[0].bytes_in,
+            all[0].bytes_out,
+            all[0].duration_ms
+        ),
+        ("POST", 12, 345, 6)
+    );
+
+    let by = |f: AuditFilter| async { all_rows(&log, f).await };
+    let a = by(AuditFilter {
+        client: Some("a".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(a.len(), 10);
+    assert!(a.iter().all(|r| r.client.as_deref() == Some("a")));
+    let y = by(AuditFilter {
+        service: Some("y".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(y.len(), 15);
+    assert!(y.iter().all(|r| r.service.as_deref() == Some("y")));
+    let ok = by(AuditFilter {
+        status: Some(StatusClass::Ok),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ok.len(), 16, "200 and 302 count as ok");
+    let client_err = by(AuditFilter {
+        status: Some(StatusClass::ClientError),
+        ..Default::default()
+    })
+    .await;
+    assert!(client_err.len() == 7 && client_err.iter().all(|r| r.status == 404));
+    let server_err = by(AuditFilter {
+        status: Some(StatusClass::ServerError),
+        ..Default::default()
+    })
+    .await;
+    assert!(server_err.len() == 7 && server_err.iter().all(|r| r.status == 502));
+    assert!(
+        server_err
+            .iter()
+            .all(|r| r.error_code.as_deref() == Some("upstream_unreachable"))
+    );
+    let combined = by(AuditFilter {
+        client: Some("a".into()),
+        service: Some("x".into()),
+        status: Some(StatusClass::Ok),
+        ..Default::default()
+    })
+    .await;
+    // i ≡ 0 (mod 3), i even, i mod 4 ∈ {0, 1}: i ∈ {0, 12, 24}.
+    assert_eq!(
+        combined.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ["/n/24", "/n/12", "/n/0"]
+    );
+    assert!(
+        by(AuditFilter {
+            client: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn paging_walks_three_pages_without_gaps_or_repeats() {
+    let log = memory_log();
+    for i in 0..25 {
+        log.record(event("a", "x", 200, &format!("/p/{i}")));
+    }
+    log.flush().await;
+    let mut filter = AuditFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    loop {
+        let page = log.query(&filter).await.expect("query");
+        sizes.push(page.rows.len());
+        ids.extend(page.rows.iter().map(|r| r.id));
+        match page.next_before_id {
+            Some(next) => {
+                assert_eq!(
+                    Some(next),
+                    page.rows.last().map(|r| r.id),
+                    "the cursor is the last id shown"
+                );
+                filter.before_id = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 25, "no repeats");
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "strictly newest first across pages"
+    );
+
+    let exact = memory_log();
+    for i in 0..20 {
+        exact.record(event("a", "x", 200, &format!("/q/{i}")));
+    }
+    exact.flush().await;
+    let first = exact
+        .query(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("page");
+    let second = exact
+        .query(&AuditFilter {
+            limit: 10,
+            before_id: first.next_before_id,
+            ..Default::default()
+        })
+        .await
+        .expect("page");
+    assert_eq!(second.rows.len(), 10);
+    assert_eq!(second.next_before_id, None, "no empty trailing page");
+    let zero = exact
+        .query(&AuditFilter {
+            limit: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("default page");
+    assert_eq!(zero.rows.len(), 20, "limit 0 means the default page size");
+}
+
+#[tokio::test]
+async fn query_values_are_stripped_before_storage() {
+    let log = memory_log();
+    log.record(event("a", "x", 200, "/x?token=abc&q=1"));
+    log.record(event("a", "x", 200, "/search?q=private+words#frag"));
+    log.flush().await;
+    let rows = all_rows(&log, AuditFilter::default()).await;
+    assert_eq!(rows[1].path, "/x?token=&q=");
+    assert_eq!(rows[0].path, "/search?q=");
+}
+
+#[tokio::test]
+async fn a_canary_in_a_query_never_reaches_the_database_file() {
+    const CANARY: &str = "canary-7f3e1b9c-secret";
+    let (_dir, path) = temp_db();
+    let db = Database::open(&path).expect("open");
+    let log = AuditLog::open(&db, Retention::default()).expect("log");
+    let mut rx = log.subscribe();
+    log.record(event(
+        "a",
+        "x",
+        200,
+        &format!("/v1/things?api_key={CANARY}&page=2"),
+    ));
+    log.record(event("a", "x", 200, &format!("/v1/things?{CANARY}")));
+    log.record(event(
+        "a",
+        "x",
+        200,
+        &format!("/v1/things?a=1\r\nX: {CANARY}"),
+    ));
+    log.flush().await;
+    for _ in 0..3 {
+        let row = rx.recv().await.expect("live row");
+        assert!(
+            !row.path.contains(CANARY),
+            "live rows are sanitised too: {}",
+            row.path
+        );
+    }
+    assert!(
+        !contains(&disk_bytes(&path), CANARY.as_bytes()),
+        "canary found in the database files"
+    );
+    drop(log);
+    drop(db);
+    assert!(
+        !contains(&disk_bytes(&path), CANARY.as_bytes()),
+        "canary found after checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn retention_by_rows_keeps_the_newest_at_open() {
+    let (_dir, path) = temp_db();
+    {
+        let log = AuditLog::open(&Database::open(&path).expect("open"), Retention::default())
+            .expect("log");
+        for i in 0..25 {
+            log.record(event("a", "x", 200, &format!("/r/{i}")));
+        }
+        log.flush().await;
+    }
+    let db = Database::open(&path).expect("reopen");
+    let log = AuditLog::open(
+        &db,
+        Retention {
+            max_rows: 10,
+            ..Retention::default()
+        },
+    )
+    .expect("log");
+    let rows = all_rows(&log, AuditFilter::default()).await;
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.first().map(|r| r.path.as_str()), Some("/r/24"));
+    assert_eq!(rows.last().map(|r| r.path.as_str()), Some("/r/15"));
+}
+
+#[tokio::test]
+async fn retention_by_age_drops_old_rows_at_open() {
+    let (_dir, path) = temp_db();
+    let day_ms = 86_400_000;
+    {
+        let log = AuditLog::open(&Database::open(&path).expect("open"), Retention::default())
+            .expect("log");
+        for days_old in [45, 31, 29, 1, 0] {
+            let mut e = event("a", "x", 200, &format!("/age/{days_old}"));
+            e.time = now_ms() - days_old * day_ms;
+            log.record(e);
+        }
+        log.flush().await;
+        assert_eq!(
+            all_rows(&log, AuditFilter::default()).await.len(),
+            5,
+            "nothing pruned yet"
+        );
+    }
+    let db = Database::open(&path).expect("reopen");
+    let log = AuditLog::open(&db, Retention::default()).expect("log with the 30-day default");
+    let kept: Vec<String> = all_rows(&log, AuditFilter::default())
+        .await
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(kept, ["/age/0", "/age/1", "/age/29"]);
+    assert_eq!(
+        Retention::default(),
+        Retention {
+            max_age: Duration::from_secs(30 * 86_400),
+            max_rows: 100_000
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_writer_enforces_retention_while_running() {
+    let log = AuditLog::open_with(
+        &Database::open_in_memory().expect("db"),
+        Retention {
+            max_age: Duration::from_secs(3600),
+            max_rows: 50,
+        },
+        AuditOptions {
+            prune_every: 10,
+            ..AuditOptions::default()
+        },
+    )
+    .expect("log");
+    for i in 0..200 {
+        log.record(event("a", "x", 200, &format!("/w/{i}")));
+        log.flush().await;
+    }
+    let rows = all_rows(&log, AuditFilter::default()).await;
+    assert!(rows.len() <= 50 + 10, "kept {} rows", rows.len());
+    assert_eq!(rows[0].path, "/w/199", "the newest rows are the ones kept");
+}
+
+#[tokio::test]
+async fn subscribers_receive_committed_rows_with_their_ids() {
+    let log = memory_log();
+    let mut rx = log.subscribe();
+    for i in 0..3 {
+        log.record(event("a", "x", 200, &format!("/s/{i}")));
+    }
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        let row = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a row within 10 s")
+            .expect("row");
+        live.push(row);
+    }
+    let mut stored = all_rows(&log, AuditFilter::default()).await;
+    stored.reverse();
+    assert_eq!(
+        live, stored,
+        "live rows are exactly the committed rows, ids included"
+    );
+    assert!(live.iter().all(|r| r.id > 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_recorders_of_a_thousand_events_all_commit() {
+    let log = memory_log();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    log.record(event(&format!("c{t}"), "x", 200, &format!("/t/{t}/{i}")));
+                    if i % 100 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("recorder task");
+    }
+    log.flush().await;
+    assert_eq!(log.dropped(), 0, "the default queue holds 8,000 events");
+    let rows = all_rows(&log, AuditFilter::default()).await;
+    assert_eq!(rows.len(), 8000);
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<HashSet<_>>().len(),
+        8000
+    );
+    for t in 0..8 {
+        let mine = all_rows(
+            &log,
+            AuditFilter {
+                client: Some(format!("c{t}")),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(mine.len(), 1000);
+        // One producer's events keep their order.
+        let order: Vec<usize> = mine
+            .iter()
+            .rev()
+            .map(|r| {
+                r.path
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("index")
+            })
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "per-producer order is kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rows_serialise_in_snake_case() {
+    let log = memory_log();
+    log.record(event("a", "x", 404, "/j"));
+    log.flush().await;
+    let page = log.query(&AuditFilter::default()).await.expect("query");
+    let json = serde_json::to_value(&page).expect("json");
+    let row = &json["rows"][0];
+    for key in [
+        "id",
+        "time",
+        "client",
+        "service",
+        "method",
+        "path",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "error_code",
+    ] {
+        assert!(row.get(key).is_some(), "missing {key}");
+    }
+    assert!(json["next_before_id"].is_null());
+    let filter: AuditFilter =
+        serde_json::from_str(r#"{"status":"server_error","limit":5}"#).expect("filter");
+    assert_eq!(filter.status, Some(StatusClass::ServerError));
+}

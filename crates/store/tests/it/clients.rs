@@ -1,0 +1,344 @@
+//! The client registry: token format, hashes only on disk, verification, revocation, last use.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use latchkey_store::{ClientName, ClientRegistry, Database, TOKEN_PREFIX};
+use sha2::{Digest, Sha256};
+
+use crate::{contains, disk_bytes, temp_db};
+
+fn name(s: &str) -> ClientName {
+    ClientName::parse(s).expect("valid name")
+}
+
+fn services(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn memory_registry() -> ClientRegistry {
+    ClientRegistry::open(&Database::open_in_memory().expect("db")).expect("registry")
+}
+
+#[test]
+fn tokens_are_lk_prefixed_base62_and_unique() {
+    let reg = memory_registry();
+    let mut seen = HashSet::new();
+    for i in 0..200 {
+        let (_, token) = reg.add(&name(&format!("c{i}")), &[]).expect("add");
+        let t = token.expose();
+        assert!(
+            t.starts_with(TOKEN_PREFIX) && t.len() == 35,
+            "lk_ + 32 characters"
+        );
+        assert!(t[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(seen.insert(t.to_owned()), "tokens never repeat");
+    }
+}
+
+#[test]
+fn only_token_hashes_reach_the_disk() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let (_dir, path) = temp_db();
+    let db = Database::open(&path).expect("open");
+    let reg = ClientRegistry::open(&db).expect("registry");
+    let (_, first) = reg
+        .add(&name("claude-desktop"), &services(&["github"]))
+        .expect("add");
+    let second = reg
+        .issue_token(&name("claude-desktop"), "written into a host config")
+        .expect("issue");
+    let ephemeral = rt
+        .block_on(async { reg.issue_ephemeral(&name("claude-desktop"), Duration::from_secs(60)) })
+        .expect("ephemeral");
+    reg.touch(&name("claude-desktop"));
+    reg.flush_last_used().expect("flush");
+
+    let tokens = [first.expose(), second.expose(), ephemeral.expose()];
+    let check = |bytes: &[u8], when: &str| {
+        for t in tokens {
+            assert!(
+                !contains(bytes, t.as_bytes()),
+                "a token is on disk ({when})"
+            );
+            assert!(
+                !contains(bytes, &t.as_bytes()[3..]),
+                "a token's random part is on disk ({when})"
+            );
+        }
+    };
+    check(&disk_bytes(&path), "while open");
+    let hash: [u8; 32] = Sha256::digest(first.expose().as_bytes()).into();
+    assert!(
+        contains(&disk_bytes(&path), &hash),
+        "the SHA-256 of the token is what is stored"
+    );
+
+    drop(reg);
+    drop(db);
+    check(&disk_bytes(&path), "after close and checkpoint");
+}
+
+#[test]
+fn verify_accepts_the_right_token_and_rejects_near_misses() {
+    let reg = memory_registry();
+    let (info, token) = reg
+        .add(&name("cursor"), &services(&["jira", "github", "jira"]))
+        .expect("add");
+    assert_eq!(
+        info.services,
+        ["github", "jira"],
+        "services are sorted and de-duplicated"
+    );
+    let (_, other) = reg
+        .add(&name("vscode"), &services(&["slack"]))
+        .expect("add");
+
+    let grant = reg.verify(token.expose()).expect("right token");
+    assert_eq!(grant.client.as_str(), "cursor");
+    assert!(grant.allows("github") && grant.allows("jira") && !grant.allows("slack"));
+    assert!(!grant.ephemeral);
+    assert_eq!(
+        reg.verify(other.expose())
+            .expect("other client")
+            .client
+            .as_str(),
+        "vscode"
+    );
+
+    let t = token.expose();
+    let mut flipped = t.to_owned();
+    let last = flipped.pop().expect("non-empty");
+    flipped.push(if last == 'a' { 'b' } else { 'a' });
+    for wrong in [
+        &flipped[..],
+        &t[..t.len() - 1],
+        &format!("{t}x"),
+        &t[3..],
+        &t.to_uppercase(),
+        "",
+    ] {
+        assert!(reg.verify(wrong).is_none(), "a near miss must be refused");
+    }
+}
+
+#[test]
+fn a_revoked_token_is_refused_by_every_clone_at_once() {
+    let reg = memory_registry();
+    let proxy_view = reg.clone();
+    let (_, token) = reg
+        .add(&name("cursor"), &services(&["github"]))
+        .expect("add");
+    assert!(proxy_view.verify(token.expose()).is_some());
+    assert!(reg.revoke(&name("cursor")).expect("revoke"));
+    assert!(
+        proxy_view.verify(token.expose()).is_none(),
+        "revocation is synchronous"
+    );
+    assert!(
+        !reg.revoke(&name("cursor")).expect("second revoke"),
+        "nothing left to revoke"
+    );
+    assert!(reg.list().is_empty());
+}
+
+#[test]
+fn revocation_races_with_verifying_threads_and_wins() {
+    let reg = memory_registry();
+    let (_, token) = reg.add(&name("cursor"), &[]).expect("add");
+    let token = Arc::new(token);
+    let revoked = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (reg, token, revoked) = (reg.clone(), Arc::clone(&token), Arc::clone(&revoked));
+            std::thread::spawn(move || {
+                let mut accepted_after = 0u32;
+                for _ in 0..20_000 {
+                    let was_revoked = revoked.load(Ordering::Acquire);
+                    if reg.verify(token.expose()).is_some() && was_revoked {
+                        accepted_after += 1;
+                    }
+                }
+                accepted_after
+            })
+        })
+        .collect();
+    assert!(reg.revoke(&name("cursor")).expect("revoke"));
+    revoked.store(true, Ordering::Release);
+    for w in workers {
+        assert_eq!(
+            w.join().expect("worker"),
+            0,
+            "no token accepted after revoke returned"
+        );
+    }
+}
+
+#[test]
+fn a_client_may_hold_several_tokens_and_revoke_removes_them_all() {
+    let reg = memory_registry();
+    let (_, first) = reg
+        .add(&name("claude-code"), &services(&["github"]))
+        .expect("add");
+    let second = reg
+        .issue_token(&name("claude-code"), "claude-code settings")
+        .expect("second");
+    let third = reg
+        .issue_token(&name("claude-code"), "")
+        .expect("an empty label is allowed");
+    assert_eq!(
+        reg.get(&name("claude-code")).expect("listed").token_count,
+        3
+    );
+    for t in [&first, &second, &third] {
+        assert_eq!(
+            reg.verify(t.expose())
+                .expect("each token works")
+                .client
+                .as_str(),
+            "claude-code"
+        );
+    }
+    assert!(reg.revoke(&name("claude-code")).expect("revoke"));
+    for t in [&first, &second, &third] {
+        assert!(
+            reg.verify(t.expose()).is_none(),
+            "revoke removes every token"
+        );
+    }
+}
+
+#[test]
+fn writes_report_typed_errors() {
+    let reg = memory_registry();
+    reg.add(&name("cursor"), &[]).expect("add");
+    let dup = reg.add(&name("cursor"), &[]).expect_err("duplicate");
+    assert_eq!(dup.code(), "client_exists");
+    assert!(dup.to_string().contains("`cursor` already exists"), "{dup}");
+    assert_eq!(
+        reg.issue_token(&name("ghost"), "x")
+            .expect_err("unknown")
+            .code(),
+        "unknown_client"
+    );
+    assert_eq!(
+        reg.set_services(&name("ghost"), &[])
+            .expect_err("unknown")
+            .code(),
+        "unknown_client"
+    );
+    assert_eq!(
+        reg.issue_token(&name("cursor"), "a\nb")
+            .expect_err("label")
+            .code(),
+        "invalid_token_label"
+    );
+    assert_eq!(
+        reg.issue_token(&name("cursor"), &"x".repeat(65))
+            .expect_err("label")
+            .code(),
+        "invalid_token_label"
+    );
+    assert_eq!(
+        reg.add(&name("new"), &services(&["bad name"]))
+            .expect_err("service")
+            .code(),
+        "invalid_service_name"
+    );
+    assert!(
+        reg.get(&name("new")).is_none(),
+        "a failed add leaves nothing behind"
+    );
+    assert_eq!(
+        ClientName::parse("no spaces").expect_err("name").code(),
+        "invalid_client_name"
+    );
+}
+
+#[test]
+fn set_services_changes_the_scope_of_existing_tokens() {
+    let reg = memory_registry();
+    let (_, token) = reg
+        .add(&name("cursor"), &services(&["github"]))
+        .expect("add");
+    reg.set_services(&name("cursor"), &services(&["slack"]))
+        .expect("set");
+    let grant = reg.verify(token.expose()).expect("still valid");
+    assert!(grant.allows("slack") && !grant.allows("github"));
+}
+
+#[test]
+fn last_use_is_flushed_and_read_back_after_a_restart() {
+    let (_dir, path) = temp_db();
+    {
+        let db = Database::open(&path).expect("open");
+        let reg = ClientRegistry::open(&db).expect("registry");
+        reg.add(&name("explicit"), &[]).expect("add");
+        reg.add(&name("on-drop"), &[]).expect("add");
+        reg.add(&name("idle"), &[]).expect("add");
+        reg.touch(&name("explicit"));
+        reg.flush_last_used().expect("flush");
+        reg.touch(&name("on-drop"));
+        // Dropping the last handle flushes what is pending.
+    }
+    let db = Database::open(&path).expect("reopen");
+    let reg = ClientRegistry::open(&db).expect("registry");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for n in ["explicit", "on-drop"] {
+        let at = reg
+            .get(&name(n))
+            .expect("listed")
+            .last_used_at
+            .expect("persisted");
+        assert!(
+            (now - at).abs() < 120,
+            "{n}: last use is unix seconds, recent"
+        );
+    }
+    assert_eq!(reg.get(&name("idle")).expect("listed").last_used_at, None);
+}
+
+#[test]
+fn list_is_sorted_and_serialises_without_tokens() {
+    let reg = memory_registry();
+    let (_, token) = reg.add(&name("zed"), &services(&["github"])).expect("add");
+    reg.add(&name("alpha"), &[]).expect("add");
+    let list = reg.list();
+    assert_eq!(
+        list.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["alpha", "zed"]
+    );
+    let json = serde_json::to_value(&list).expect("json");
+    assert_eq!(json[1]["name"], "zed");
+    assert_eq!(json[1]["services"][0], "github");
+    assert_eq!(json[1]["token_count"], 1);
+    assert!(json[1]["created_at"].is_i64());
+    assert!(json[1]["last_used_at"].is_null());
+    assert!(
+        !json.to_string().contains(&token.expose()[3..]),
+        "no token in the listing"
+    );
+    assert!(
+        !format!("{token:?} {reg:?}").contains(&token.expose()[3..]),
+        "no token in Debug"
+    );
+}
+
+#[test]
+fn a_second_process_sees_new_clients_after_reload() {
+    let (_dir, path) = temp_db();
+    let app = ClientRegistry::open(&Database::open(&path).expect("app db")).expect("app registry");
+    let cli = ClientRegistry::open(&Database::open(&path).expect("cli db")).expect("cli registry");
+    let (_, token) = cli.add(&name("from-cli"), &[]).expect("add");
+    assert!(
+        app.verify(token.expose()).is_none(),
+        "the app's snapshot is its own"
+    );
+    app.reload().expect("reload");
+    assert!(app.verify(token.expose()).is_some());
+}
