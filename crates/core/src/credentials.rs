@@ -82,7 +82,9 @@ pub enum CredentialsError {
     #[error(transparent)]
     Vault(#[from] VaultError),
     /// The gateway API key has not been entered yet.
-    #[error("the Auth Gateway API key is not set: run `latchkey gateway set-key` and paste the key your administrator gave you")]
+    #[error(
+        "the Auth Gateway API key is not set: run `latchkey gateway set-key` and paste the key your administrator gave you"
+    )]
     ApiKeyMissing,
     /// A manual service's secret has not been entered yet.
     #[error("no secret stored for `{service}`: run `latchkey secret set {service}`")]
@@ -91,7 +93,9 @@ pub enum CredentialsError {
         service: String,
     },
     /// `secret set` on a service whose credentials come from elsewhere.
-    #[error("`{service}` does not take a typed-in secret: its source is not \"manual\" in the configuration")]
+    #[error(
+        "`{service}` does not take a typed-in secret: its source is not \"manual\" in the configuration"
+    )]
     NotManual {
         /// The service.
         service: String,
@@ -178,13 +182,11 @@ impl Credentials {
     }
 
     fn session(&self, service: &Service) -> Result<&Arc<Session>, CredentialsError> {
-        self.sessions
-            .get(service.account.as_str())
-            .ok_or_else(|| {
-                CredentialsError::Session(SessionError::LoginRequired {
-                    account: service.account.to_string(),
-                })
+        self.sessions.get(service.account.as_str()).ok_or_else(|| {
+            CredentialsError::Session(SessionError::LoginRequired {
+                account: service.account.to_string(),
             })
+        })
     }
 
     /// The status of every service, in configuration order.
@@ -196,9 +198,7 @@ impl Credentials {
             .iter()
             .filter_map(|s| map.get(s.name.as_str()).cloned())
             .map(|mut st| {
-                if st.state == CredentialState::Fresh
-                    && st.expires_at.is_some_and(|e| e <= now)
-                {
+                if st.state == CredentialState::Fresh && st.expires_at.is_some_and(|e| e <= now) {
                     st.state = CredentialState::Stale;
                 }
                 st
@@ -231,11 +231,20 @@ impl Credentials {
                 Ok(Some(stored)) => {
                     let expires_at = stored.fetched_at + ttl_secs(stored.ttl_seconds);
                     if expires_at > now {
-                        self.remember(service, stored.values, stored.fetched_at, expires_at, CredentialState::Fresh, None);
+                        self.remember(
+                            service,
+                            stored.values,
+                            stored.fetched_at,
+                            expires_at,
+                            CredentialState::Fresh,
+                            None,
+                        );
                     }
                 }
                 Ok(None) => {}
-                Err(e) => warn!(service = %service.name, code = e.code(), "could not read cached credentials"),
+                Err(e) => {
+                    warn!(service = %service.name, code = e.code(), "could not read cached credentials")
+                }
             }
         }
     }
@@ -281,11 +290,11 @@ impl Credentials {
                 Ok(Arc::new(values))
             }
             CredentialSource::Manual => self.manual(service).await,
-            CredentialSource::Gateway { endpoint } => self.from_gateway(service, endpoint).await,
+            CredentialSource::Gateway { endpoint } => self.via_gateway(service, endpoint).await,
         }
     }
 
-    async fn from_gateway(
+    async fn via_gateway(
         &self,
         service: &Service,
         endpoint: &str,
@@ -324,7 +333,11 @@ impl Credentials {
                     ttl_seconds: service.ttl.as_secs(),
                 };
                 if let Err(e) = self.vault.save_credentials(account, name, &stored).await {
-                    warn!(service = name, code = e.code(), "credentials kept in memory only: keychain write failed");
+                    warn!(
+                        service = name,
+                        code = e.code(),
+                        "credentials kept in memory only: keychain write failed"
+                    );
                 }
                 info!(service = name, count = values.len(), "credentials fetched");
                 Ok(self.remember(
@@ -339,10 +352,15 @@ impl Credentials {
             Err(e) => {
                 let unavailable = matches!(
                     &e,
-                    CredentialsError::Gateway(GatewayError::Unavailable { .. } | GatewayError::Timeout)
+                    CredentialsError::Gateway(
+                        GatewayError::Unavailable { .. } | GatewayError::Timeout
+                    )
                 );
                 if unavailable && let Some(hit) = self.cache.get_usable(account, name, now) {
-                    warn!(service = name, "gateway unavailable; serving cached credentials");
+                    warn!(
+                        service = name,
+                        "gateway unavailable; serving cached credentials"
+                    );
                     let message = e.to_string();
                     self.set_status(service, |st| {
                         st.state = CredentialState::Cached;
@@ -351,7 +369,9 @@ impl Credentials {
                     return Ok(hit.values);
                 }
                 let state = match &e {
-                    CredentialsError::Gateway(GatewayError::Forbidden { .. }) => CredentialState::Forbidden,
+                    CredentialsError::Gateway(GatewayError::Forbidden { .. }) => {
+                        CredentialState::Forbidden
+                    }
                     CredentialsError::Gateway(GatewayError::NotConfigured { .. })
                     | CredentialsError::Missing { .. } => CredentialState::Missing,
                     _ => CredentialState::Error,
@@ -376,7 +396,10 @@ impl Credentials {
         endpoint: &str,
         session: &Session,
     ) -> Result<CredentialValues, CredentialsError> {
-        let gateway = self.gateway.as_ref().ok_or(CredentialsError::ApiKeyMissing)?;
+        let gateway = self
+            .gateway
+            .as_ref()
+            .ok_or(CredentialsError::ApiKeyMissing)?;
         let api_key = self.api_key().await?;
         let required = service.required_credentials();
         let token = session.access_token().await?;
@@ -439,13 +462,13 @@ impl Credentials {
         let key = VaultKey::ManualSecret {
             service: service.name.to_string(),
         };
-        let secret = self
-            .vault
-            .get(&key)
-            .await?
-            .ok_or_else(|| CredentialsError::ManualMissing {
-                service: service.name.to_string(),
-            })?;
+        let secret =
+            self.vault
+                .get(&key)
+                .await?
+                .ok_or_else(|| CredentialsError::ManualMissing {
+                    service: service.name.to_string(),
+                })?;
         let values = Arc::new(decode_manual(&secret, service)?);
         self.manual
             .write()
@@ -485,7 +508,12 @@ impl Credentials {
     /// Forgets everything held in memory for `account` (after logout).
     pub fn forget_account(&self, account: &str) {
         self.cache.clear_account(account);
-        for service in self.config.services.iter().filter(|s| s.account.as_str() == account) {
+        for service in self
+            .config
+            .services
+            .iter()
+            .filter(|s| s.account.as_str() == account)
+        {
             self.set_status(service, |st| *st = initial_status(service));
         }
     }
@@ -498,11 +526,10 @@ fn encode_manual(values: &BTreeMap<String, String>) -> Secret {
 }
 
 fn decode_manual(secret: &Secret, service: &Service) -> Result<CredentialValues, CredentialsError> {
-    let map: BTreeMap<String, String> = serde_json::from_str(secret.expose()).map_err(|_| {
-        CredentialsError::ManualMissing {
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(secret.expose()).map_err(|_| CredentialsError::ManualMissing {
             service: service.name.to_string(),
-        }
-    })?;
+        })?;
     let values: CredentialValues = map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect();
     let missing: Vec<String> = service
         .required_credentials()

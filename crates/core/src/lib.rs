@@ -8,3 +8,8 @@
 pub mod secret;
 pub mod config;
 pub mod paths;
+pub mod login;
+pub mod vault;
+pub mod gateway;
+pub mod session;
+pub mod credentials;

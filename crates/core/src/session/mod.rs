@@ -36,13 +36,17 @@ pub fn system_clock() -> Clock {
 #[non_exhaustive]
 pub enum SessionError {
     /// Nobody is logged in, or the session ended.
-    #[error("{account}: not logged in — run `latchkey login --account {account}` or use Log in in the tray")]
+    #[error(
+        "{account}: not logged in — run `latchkey login --account {account}` or use Log in in the tray"
+    )]
     LoginRequired {
         /// The account.
         account: String,
     },
     /// A login is already waiting for the browser.
-    #[error("a login for {account} is already in progress: finish it in the browser window, or cancel it")]
+    #[error(
+        "a login for {account} is already in progress: finish it in the browser window, or cancel it"
+    )]
     LoginInProgress {
         /// The account.
         account: String,
@@ -371,7 +375,11 @@ impl Session {
         if !live.access_token.ct_eq(rejected) {
             return Ok(live.access_token.clone());
         }
-        Ok(self.refresh_from(live.generation).await?.access_token.clone())
+        Ok(self
+            .refresh_from(live.generation)
+            .await?
+            .access_token
+            .clone())
     }
 
     /// Single-flight refresh: the first caller refreshes; the others wait on the lock and then
@@ -383,7 +391,9 @@ impl Session {
             return Ok(live);
         }
         let Some(refresh_token) = live.refresh_token.clone() else {
-            return Err(self.end_session(&live, "no refresh token was issued; log in again").await);
+            return Err(self
+                .end_session(&live, "no refresh token was issued; log in again")
+                .await);
         };
         self.state.send_replace(SessionState::Refreshing {
             user: live.user.clone(),
@@ -416,9 +426,12 @@ impl Session {
                 info!(expires_at = next.expires_at, "session refreshed");
                 Ok(next)
             }
-            Err(SessionError::Login(LoginError::InvalidGrant)) => {
-                Err(self.end_session(&live, "the identity provider ended the session; log in again").await)
-            }
+            Err(SessionError::Login(LoginError::InvalidGrant)) => Err(self
+                .end_session(
+                    &live,
+                    "the identity provider ended the session; log in again",
+                )
+                .await),
             Err(e) => {
                 if live.expires_at > self.now() {
                     self.publish_active(&live);
@@ -437,7 +450,10 @@ impl Session {
     async fn end_session(&self, live: &Live, reason: &str) -> SessionError {
         self.set_live(None);
         if let Err(e) = self.vault.wipe_account(self.account.name.as_str()).await {
-            warn!(code = e.code(), "could not delete ended session from keychain");
+            warn!(
+                code = e.code(),
+                "could not delete ended session from keychain"
+            );
         }
         self.state.send_replace(SessionState::Expired {
             user: Some(live.user.clone()),
@@ -471,7 +487,10 @@ impl Session {
                         Some("the identity provider does not offer revocation".into());
                 }
                 Err(e) => {
-                    warn!(code = e.code(), "revocation failed; wiping local tokens anyway");
+                    warn!(
+                        code = e.code(),
+                        "revocation failed; wiping local tokens anyway"
+                    );
                     report.revocation_note = Some(e.to_string());
                 }
             }

@@ -23,7 +23,9 @@ struct TestClock(Arc<AtomicI64>);
 
 impl TestClock {
     fn new() -> Self {
-        Self(Arc::new(AtomicI64::new(time::OffsetDateTime::now_utc().unix_timestamp())))
+        Self(Arc::new(AtomicI64::new(
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )))
     }
     fn clock(&self) -> Clock {
         let inner = self.0.clone();
@@ -48,15 +50,34 @@ fn config(idp: &Idp, gateway: Option<&Gateway>, account: &str) -> Config {
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config is valid")
 }
 
-async fn logged_in(idp: &Idp, vault: &Vault, clock: Clock, account: &str) -> (Arc<Session>, Config) {
+async fn logged_in(
+    idp: &Idp,
+    vault: &Vault,
+    clock: Clock,
+    account: &str,
+) -> (Arc<Session>, Config) {
     let cfg = config(idp, None, account);
-    let session = Arc::new(Session::new(cfg.accounts[0].clone(), vault.clone(), http(), clock));
+    let session = Arc::new(Session::new(
+        cfg.accounts[0].clone(),
+        vault.clone(),
+        http(),
+        clock,
+    ));
     let pending = session.begin_login().await.expect("login starts");
     assert_eq!(session.state(), SessionState::LoggingIn);
     let url = pending.authorize_url().clone();
     let (user, ()) = tokio::join!(
-        async { session.complete_login(pending).await.expect("login completes") },
-        async { browser_login(&url, "alice", "alice-password").await.expect("sign-in page") }
+        async {
+            session
+                .complete_login(pending)
+                .await
+                .expect("login completes")
+        },
+        async {
+            browser_login(&url, "alice", "alice-password")
+                .await
+                .expect("sign-in page")
+        }
     );
     assert_eq!(user.email.as_deref(), Some("alice@example.test"));
     (session, cfg)
@@ -67,23 +88,49 @@ async fn login_stores_tokens_and_a_new_session_restores_them_without_network() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
     let vault = test_vault();
     let account = unique("restore");
-    let (session, cfg) = logged_in(&idp, &vault, latchkey_core::session::system_clock(), &account).await;
+    let (session, cfg) = logged_in(
+        &idp,
+        &vault,
+        latchkey_core::session::system_clock(),
+        &account,
+    )
+    .await;
     assert!(session.state().is_usable());
-    let stored = vault.load_tokens(&account).await.expect("keychain read").expect("tokens stored");
-    assert!(stored.refresh_token.is_some(), "offline_access yields a refresh token");
+    let stored = vault
+        .load_tokens(&account)
+        .await
+        .expect("keychain read")
+        .expect("tokens stored");
+    assert!(
+        stored.refresh_token.is_some(),
+        "offline_access yields a refresh token"
+    );
 
     // The IdP goes away: restoring must not need it.
     drop(idp);
-    let again = Session::new(cfg.accounts[0].clone(), vault.clone(), http(), latchkey_core::session::system_clock());
+    let again = Session::new(
+        cfg.accounts[0].clone(),
+        vault.clone(),
+        http(),
+        latchkey_core::session::system_clock(),
+    );
     let state = again.restore().await.expect("restore");
     assert!(matches!(state, SessionState::Active { .. }), "{state:?}");
-    assert_eq!(state.user().and_then(|u| u.email.as_deref()), Some("alice@example.test"));
+    assert_eq!(
+        state.user().and_then(|u| u.email.as_deref()),
+        Some("alice@example.test")
+    );
     vault.wipe_account(&account).await.expect("cleanup");
 }
 
 #[tokio::test]
 async fn refresh_runs_once_for_a_thousand_concurrent_callers() {
-    let idp = Idp::start(IdpOptions { access_ttl: 120, refresh_ttl: 3600 }).await.expect("idp");
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 120,
+        refresh_ttl: 3600,
+    })
+    .await
+    .expect("idp");
     let vault = test_vault();
     let clock = TestClock::new();
     let account = unique("single-flight");
@@ -103,35 +150,75 @@ async fn refresh_runs_once_for_a_thousand_concurrent_callers() {
         tokens.push(t.await.expect("task").expect("every caller gets a token"));
     }
     let after = idp.stats().await.expect("stats");
-    assert_eq!(after.refresh_grants - before.refresh_grants, 1, "exactly one refresh reached the IdP");
-    assert_eq!(after.token_requests - before.token_requests, 1, "exactly one token endpoint call");
-    assert!(tokens.iter().all(|t| t.ct_eq(&tokens[0])), "everyone got the same new token");
+    assert_eq!(
+        after.refresh_grants - before.refresh_grants,
+        1,
+        "exactly one refresh reached the IdP"
+    );
+    assert_eq!(
+        after.token_requests - before.token_requests,
+        1,
+        "exactly one token endpoint call"
+    );
+    assert!(
+        tokens.iter().all(|t| t.ct_eq(&tokens[0])),
+        "everyone got the same new token"
+    );
     assert!(!tokens[0].ct_eq(&first), "and it is a new one");
     // The rotated refresh token reached the keychain.
-    let stored = vault.load_tokens(&account).await.expect("read").expect("stored");
+    let stored = vault
+        .load_tokens(&account)
+        .await
+        .expect("read")
+        .expect("stored");
     assert!(stored.access_token.ct_eq(&tokens[0]));
     vault.wipe_account(&account).await.expect("cleanup");
 }
 
 #[tokio::test]
 async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
-    let idp = Idp::start(IdpOptions { access_ttl: 120, refresh_ttl: 3600 }).await.expect("idp");
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 120,
+        refresh_ttl: 3600,
+    })
+    .await
+    .expect("idp");
     let vault = test_vault();
     let clock = TestClock::new();
     let account = unique("invalid-grant");
     let (session, cfg) = logged_in(&idp, &vault, clock.clock(), &account).await;
-    let stored = vault.load_tokens(&account).await.expect("read").expect("stored");
-    let provider = latchkey_core::login::Provider::discover(http(), crate::support::provider_settings(&cfg))
+    let stored = vault
+        .load_tokens(&account)
         .await
-        .expect("discover");
+        .expect("read")
+        .expect("stored");
+    let provider =
+        latchkey_core::login::Provider::discover(http(), crate::support::provider_settings(&cfg))
+            .await
+            .expect("discover");
     let refresh = stored.refresh_token.expect("refresh token");
-    assert!(provider.revoke(&refresh, TokenHint::RefreshToken).await.expect("revoke"));
+    assert!(
+        provider
+            .revoke(&refresh, TokenHint::RefreshToken)
+            .await
+            .expect("revoke")
+    );
 
     clock.advance(100);
-    let err = session.access_token().await.expect_err("the IdP refuses the refresh");
+    let err = session
+        .access_token()
+        .await
+        .expect_err("the IdP refuses the refresh");
     assert!(matches!(err, SessionError::LoginRequired { .. }), "{err:?}");
-    assert!(matches!(session.state(), SessionState::Expired { .. }), "{:?}", session.state());
-    assert!(vault.load_tokens(&account).await.expect("read").is_none(), "ended session left the keychain");
+    assert!(
+        matches!(session.state(), SessionState::Expired { .. }),
+        "{:?}",
+        session.state()
+    );
+    assert!(
+        vault.load_tokens(&account).await.expect("read").is_none(),
+        "ended session left the keychain"
+    );
 }
 
 #[tokio::test]
@@ -139,8 +226,18 @@ async fn logout_revokes_at_the_idp_and_leaves_nothing_in_the_keychain() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
     let vault = test_vault();
     let account = unique("logout");
-    let (session, cfg) = logged_in(&idp, &vault, latchkey_core::session::system_clock(), &account).await;
-    let stored = vault.load_tokens(&account).await.expect("read").expect("stored");
+    let (session, cfg) = logged_in(
+        &idp,
+        &vault,
+        latchkey_core::session::system_clock(),
+        &account,
+    )
+    .await;
+    let stored = vault
+        .load_tokens(&account)
+        .await
+        .expect("read")
+        .expect("stored");
     vault
         .save_credentials(
             &account,
@@ -158,13 +255,25 @@ async fn logout_revokes_at_the_idp_and_leaves_nothing_in_the_keychain() {
     assert!(report.revoked, "the sandbox IdP advertises revocation");
     assert_eq!(session.state(), SessionState::LoggedOut);
     assert!(vault.load_tokens(&account).await.expect("read").is_none());
-    assert!(vault.load_credentials(&account, "demo").await.expect("read").is_none());
+    assert!(
+        vault
+            .load_credentials(&account, "demo")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
-    let provider = latchkey_core::login::Provider::discover(http(), crate::support::provider_settings(&cfg))
-        .await
-        .expect("discover");
-    let refused = provider.refresh(&stored.refresh_token.expect("refresh")).await;
-    assert!(matches!(refused, Err(LoginError::InvalidGrant)), "revoked refresh token still works: {refused:?}");
+    let provider =
+        latchkey_core::login::Provider::discover(http(), crate::support::provider_settings(&cfg))
+            .await
+            .expect("discover");
+    let refused = provider
+        .refresh(&stored.refresh_token.expect("refresh"))
+        .await;
+    assert!(
+        matches!(refused, Err(LoginError::InvalidGrant)),
+        "revoked refresh token still works: {refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -173,23 +282,43 @@ async fn gateway_credentials_follow_the_protocol_and_never_reach_the_logs() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
     let api_key = latchkey_testkit::canary("gateway-key");
     let credential = latchkey_testkit::canary("demo-credential");
-    let gateway = Gateway::start_with(idp.issuer(), &api_key, &[("alice", "demo", "api_key", credential.as_str())])
-        .await
-        .expect("gateway");
+    let gateway = Gateway::start_with(
+        idp.issuer(),
+        &api_key,
+        &[("alice", "demo", "api_key", credential.as_str())],
+    )
+    .await
+    .expect("gateway");
     let vault = test_vault();
     let clock = TestClock::new();
     let account = unique("gateway");
     let cfg = Arc::new(config(&idp, Some(&gateway), &account));
-    let session = Arc::new(Session::new(cfg.accounts[0].clone(), vault.clone(), http(), clock.clock()));
+    let session = Arc::new(Session::new(
+        cfg.accounts[0].clone(),
+        vault.clone(),
+        http(),
+        clock.clock(),
+    ));
     let pending = session.begin_login().await.expect("login");
     let url = pending.authorize_url().clone();
     let ((), ()) = tokio::join!(
         async {
-            session.complete_login(pending).await.expect("login completes");
+            session
+                .complete_login(pending)
+                .await
+                .expect("login completes");
         },
-        async { browser_login(&url, "alice", "alice-password").await.expect("sign-in") }
+        async {
+            browser_login(&url, "alice", "alice-password")
+                .await
+                .expect("sign-in")
+        }
     );
-    let stored_tokens = vault.load_tokens(&account).await.expect("read").expect("stored");
+    let stored_tokens = vault
+        .load_tokens(&account)
+        .await
+        .expect("read")
+        .expect("stored");
     let stored_refresh = stored_tokens
         .refresh_token
         .as_ref()
@@ -208,51 +337,106 @@ async fn gateway_credentials_follow_the_protocol_and_never_reach_the_logs() {
     // No API key yet: an actionable error.
     let err = creds.get("demo").await.expect_err("no key");
     assert_eq!(err.code(), "gateway_api_key_missing");
-    creds.set_api_key(Secret::new(api_key.clone())).await.expect("store key");
+    creds
+        .set_api_key(Secret::new(api_key.clone()))
+        .await
+        .expect("store key");
 
     // 200: the credential, cached and persisted.
     let values = creds.get("demo").await.expect("credentials");
-    assert_eq!(values.get("api_key").map(Secret::expose), Some(credential.as_str()));
+    assert_eq!(
+        values.get("api_key").map(Secret::expose),
+        Some(credential.as_str())
+    );
     assert_eq!(creds.statuses()[0].state, CredentialState::Fresh);
-    assert!(vault.load_credentials(&account, "demo").await.expect("read").is_some());
+    assert!(
+        vault
+            .load_credentials(&account, "demo")
+            .await
+            .expect("read")
+            .is_some()
+    );
 
     // A 401 is followed by exactly one refresh and one retry.
-    gateway.script("demo", &[serde_json::json!({"status": 401})]).await.expect("script");
+    gateway
+        .script("demo", &[serde_json::json!({"status": 401})])
+        .await
+        .expect("script");
     let before = idp.stats().await.expect("stats");
     creds.forget_account(&account);
     let values = creds.get("demo").await.expect("retry after refresh");
     assert!(values.contains_key("api_key"));
     let after = idp.stats().await.expect("stats");
-    assert_eq!(after.refresh_grants - before.refresh_grants, 1, "one refresh for the 401");
+    assert_eq!(
+        after.refresh_grants - before.refresh_grants,
+        1,
+        "one refresh for the 401"
+    );
 
     // Gateway down: the cached value serves until its TTL, never after.
-    gateway.script("demo", &[serde_json::json!({"status": 503}); 4]).await.expect("script");
+    gateway
+        .script("demo", &vec![serde_json::json!({"status": 503}); 4])
+        .await
+        .expect("script");
     clock.advance(500); // past the refresh point of the 600 s TTL, within it
-    let values = creds.get("demo").await.expect("cached while the gateway is down");
+    let values = creds
+        .get("demo")
+        .await
+        .expect("cached while the gateway is down");
     assert!(values.contains_key("api_key"));
     assert_eq!(creds.statuses()[0].state, CredentialState::Cached);
     clock.advance(200); // past the TTL
-    let err = creds.get("demo").await.expect_err("expired cache must not serve");
-    assert!(matches!(err, CredentialsError::Gateway(GatewayError::Unavailable { .. })), "{err:?}");
+    let err = creds
+        .get("demo")
+        .await
+        .expect_err("expired cache must not serve");
+    assert!(
+        matches!(
+            err,
+            CredentialsError::Gateway(GatewayError::Unavailable { .. })
+        ),
+        "{err:?}"
+    );
 
     // 403 and 404 have their own errors; nothing stored is lost by them.
-    gateway.script("demo", &[serde_json::json!({"status": 403})]).await.expect("script");
+    gateway
+        .script("demo", &[serde_json::json!({"status": 403})])
+        .await
+        .expect("script");
     let err = creds.get("demo").await.expect_err("403");
-    assert_eq!(err.code(), "gateway_forbidden");
-    gateway.script("demo", &[serde_json::json!({"status": 404})]).await.expect("script");
+    assert_eq!(err.code(), "forbidden_service");
+    gateway
+        .script("demo", &[serde_json::json!({"status": 404})])
+        .await
+        .expect("script");
     let err = creds.get("demo").await.expect_err("404");
     assert_eq!(err.code(), "credentials_not_configured");
-    assert!(vault.load_tokens(&account).await.expect("read").is_some(), "the session survives gateway errors");
+    assert!(
+        vault.load_tokens(&account).await.expect("read").is_some(),
+        "the session survives gateway errors"
+    );
 
     session.logout().await.expect("logout");
     let stored_key = vault.get(&VaultKey::GatewayApiKey).await.expect("read");
-    assert!(stored_key.is_some(), "the gateway API key is not the account's and stays");
-    vault.delete(&VaultKey::GatewayApiKey).await.expect("cleanup");
+    assert!(
+        stored_key.is_some(),
+        "the gateway API key is not the account's and stays"
+    );
+    vault
+        .delete(&VaultKey::GatewayApiKey)
+        .await
+        .expect("cleanup");
 
     // Neither the canaries nor the real tokens of this login appear in any log line.
-    let tokens = [stored_tokens.access_token.expose().to_owned(), stored_refresh];
+    let tokens = [
+        stored_tokens.access_token.expose().to_owned(),
+        stored_refresh,
+    ];
     let mut secrets: Vec<&str> = vec![api_key.as_str(), credential.as_str()];
     secrets.extend(tokens.iter().map(String::as_str));
     logs.assert_absent(&secrets);
-    assert!(logs.contains("credentials fetched"), "the capture saw the flow");
+    assert!(
+        logs.contains("credentials fetched"),
+        "the capture saw the flow"
+    );
 }

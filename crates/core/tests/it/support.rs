@@ -10,7 +10,9 @@ use latchkey_core::vault::{KeyringStore, MemoryStore, Vault};
 /// The real keychain when the test script provides one, else memory.
 pub fn test_vault() -> Vault {
     if std::env::var_os("LATCHKEY_TEST_KEYCHAIN").is_some() {
-        Vault::new(Arc::new(KeyringStore::platform().expect("the test keychain is unlocked")))
+        Vault::new(Arc::new(
+            KeyringStore::platform().expect("the test keychain is unlocked"),
+        ))
     } else {
         Vault::new(Arc::new(MemoryStore::default()))
     }

@@ -1,0 +1,275 @@
+//! The sandbox servers, each one `node sandbox/serve.js <kind>` child process that dies with its
+//! handle (killed on drop, and it exits by itself when its stdin closes).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use url::Url;
+
+const READY_DEADLINE: Duration = Duration::from_secs(15);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the sandbox lives: `$LATCHKEY_SANDBOX_DIR`, else `<repo>/sandbox`.
+fn sandbox_dir() -> PathBuf {
+    std::env::var_os("LATCHKEY_SANDBOX_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sandbox"),
+        PathBuf::from,
+    )
+}
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .context("build the test HTTP client")
+}
+
+/// One running sandbox server process.
+struct Server {
+    url: String,
+    parsed: Url,
+    // Held so the child's stdin stays open; dropping it makes the child exit.
+    _stdin: ChildStdin,
+    _child: Child,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    url: String,
+}
+
+impl Server {
+    async fn start(kind: &str, options: serde_json::Value) -> anyhow::Result<Server> {
+        let dir = sandbox_dir();
+        if !dir.join("node_modules").is_dir() {
+            bail!(
+                "{}/node_modules is missing: run scripts/setup (or `npm ci` in sandbox/)",
+                dir.display()
+            );
+        }
+        let node = std::env::var_os("LATCHKEY_NODE").unwrap_or_else(|| "node".into());
+        let mut child = Command::new(node)
+            .arg("serve.js")
+            .arg(kind)
+            .arg(options.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn `node serve.js {kind}` (is Node 20+ on PATH?)"))?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut stderr = child.stderr.take().context("child stderr")?;
+        // Drain stderr so the child never blocks on it; keep it for the error message.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        tokio::spawn(async move {
+            let mut buf = [0_u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut all) = sink.lock() {
+                    all.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_DEADLINE, lines.next_line()).await;
+        let stderr_text = || {
+            errors
+                .lock()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let line = match line {
+            Err(_) => bail!(
+                "sandbox {kind} was not ready within {READY_DEADLINE:?}; stderr: {}",
+                stderr_text()
+            ),
+            Ok(Err(e)) => return Err(e).context(format!("read sandbox {kind} stdout")),
+            Ok(Ok(None)) => {
+                let status = child.wait().await.ok();
+                bail!(
+                    "sandbox {kind} exited before it was ready ({status:?}); stderr: {}",
+                    stderr_text()
+                )
+            }
+            Ok(Ok(Some(line))) => line,
+        };
+        let ready: Ready = serde_json::from_str(&line)
+            .with_context(|| format!("sandbox {kind} printed an unexpected ready line"))?;
+        let parsed = Url::parse(&ready.url)
+            .with_context(|| format!("sandbox {kind} printed an invalid URL"))?;
+        Ok(Server {
+            parsed,
+            url: ready.url,
+            _stdin: stdin,
+            _child: child,
+        })
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.url);
+        let res = http()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .error_for_status()?;
+        res.json().await.with_context(|| format!("decode {url}"))
+    }
+}
+
+/// Knobs of the sandbox IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdpOptions {
+    /// Lifetime of access tokens, in seconds.
+    pub access_ttl: u64,
+    /// Lifetime of refresh tokens, in seconds.
+    pub refresh_ttl: u64,
+}
+
+impl Default for IdpOptions {
+    fn default() -> Self {
+        IdpOptions {
+            access_ttl: 3600,
+            refresh_ttl: 86400,
+        }
+    }
+}
+
+/// Counters kept by the sandbox IdP (`GET {issuer}/__stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct IdpStats {
+    /// Requests to the token endpoint, whatever the grant or outcome.
+    pub token_requests: u64,
+    /// Successful `refresh_token` grants.
+    pub refresh_grants: u64,
+    /// Requests to the revocation endpoint.
+    pub revocations: u64,
+}
+
+/// The sandbox IdP: a real `oidc-provider` with the public client `latchkey` (PKCE S256,
+/// loopback redirect), users `alice`/`alice-password` and `bob`/`bob-password`, and JWT access
+/// tokens for the audience `latchkey-gateway`.
+pub struct Idp {
+    server: Server,
+}
+
+impl Idp {
+    /// Start an IdP on a free loopback port.
+    pub async fn start(options: IdpOptions) -> anyhow::Result<Idp> {
+        let server = Server::start(
+            "idp",
+            serde_json::json!({
+                "accessTtl": options.access_ttl,
+                "refreshTtl": options.refresh_ttl,
+            }),
+        )
+        .await?;
+        Ok(Idp { server })
+    }
+
+    /// The issuer, exactly as the IdP names itself (`http://127.0.0.1:{port}`, no trailing slash).
+    pub fn issuer(&self) -> &str {
+        &self.server.url
+    }
+
+    /// The IdP's counters of token requests, refresh grants and revocations.
+    pub async fn stats(&self) -> anyhow::Result<IdpStats> {
+        self.server.get_json("/__stats").await
+    }
+}
+
+/// The Auth Gateway double (PROTOCOL §2), verifying JWTs against an [`Idp`].
+pub struct Gateway {
+    server: Server,
+}
+
+#[derive(Deserialize)]
+struct GatewayStats {
+    requests: u64,
+}
+
+impl Gateway {
+    /// Start a gateway trusting `issuer`, requiring `api_key`, and holding `credentials` as
+    /// `(user, service, name, value)` rows.
+    pub async fn start_with(
+        issuer: &str,
+        api_key: &str,
+        credentials: &[(&str, &str, &str, &str)],
+    ) -> anyhow::Result<Gateway> {
+        let credentials: Vec<_> = credentials
+            .iter()
+            .map(|(user, service, name, value)| {
+                serde_json::json!({ "user": user, "service": service, "name": name, "value": value })
+            })
+            .collect();
+        let server = Server::start(
+            "gateway",
+            serde_json::json!({ "issuer": issuer, "apiKey": api_key, "credentials": credentials }),
+        )
+        .await?;
+        Ok(Gateway { server })
+    }
+
+    /// The gateway's base URL.
+    ///
+    pub fn url(&self) -> Url {
+        self.server.parsed.clone()
+    }
+
+    /// Serve `responses` (`{status, body?, delay_ms?}`, one per request) for `service` before
+    /// normal behaviour resumes.
+    pub async fn script(
+        &self,
+        service: &str,
+        responses: &[serde_json::Value],
+    ) -> anyhow::Result<()> {
+        let url = format!("{}/__script/{service}", self.server.url);
+        http()?
+            .post(&url)
+            .json(responses)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// How many credential requests the gateway has answered so far.
+    pub async fn requests(&self) -> anyhow::Result<u64> {
+        let stats: GatewayStats = self.server.get_json("/__stats").await?;
+        Ok(stats.requests)
+    }
+}
+
+/// The demo upstream API (`/whoami` fingerprints the credential it received, `/events` is SSE).
+pub struct Upstream {
+    server: Server,
+}
+
+impl Upstream {
+    /// Start an upstream that reports whether it received `expect_key`.
+    pub async fn start(expect_key: &str) -> anyhow::Result<Upstream> {
+        let server =
+            Server::start("upstream", serde_json::json!({ "expectKey": expect_key })).await?;
+        Ok(Upstream { server })
+    }
+
+    /// The upstream's base URL.
+    ///
+    pub fn url(&self) -> Url {
+        self.server.parsed.clone()
+    }
+}
