@@ -25,19 +25,41 @@ async fn login_status_token_logout_work_as_a_new_user_tries_them() {
     assert_eq!(status.code, 0, "{}", status.stderr);
     let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
     assert_eq!(json["accounts"][0]["state"]["kind"], "active", "{json:#}");
-    assert_eq!(json["accounts"][0]["state"]["user"]["email"], "alice@example.test");
-    assert_eq!(stack.idp.stats().await.expect("stats"), stats, "status made no IdP call");
+    assert_eq!(
+        json["accounts"][0]["state"]["user"]["email"],
+        "alice@example.test"
+    );
+    assert_eq!(
+        stack.idp.stats().await.expect("stats"),
+        stats,
+        "status made no IdP call"
+    );
 
     let token = stack.home.run(&["token"], "").expect("token");
     assert_eq!(token.code, 0, "{}", token.stderr);
-    assert_eq!(token.stdout.trim().split('.').count(), 3, "a JWT access token on stdout");
-    assert!(!token.stderr.contains(token.stdout.trim()), "the token is not in the logs");
+    assert_eq!(
+        token.stdout.trim().split('.').count(),
+        3,
+        "a JWT access token on stdout"
+    );
+    assert!(
+        !token.stderr.contains(token.stdout.trim()),
+        "the token is not in the logs"
+    );
 
     let logout = stack.home.run(&["logout"], "").expect("logout");
     assert_eq!(logout.code, 0, "{}", logout.stderr);
-    assert_eq!(stack.keychain_entries(), 0, "logout leaves no keychain entry for the account");
+    assert_eq!(
+        stack.keychain_entries(),
+        0,
+        "logout leaves no keychain entry for the account"
+    );
     let after = stack.home.run(&["token"], "").expect("token");
-    assert_eq!(after.code, 3, "token after logout asks for a login: {}", after.stderr);
+    assert_eq!(
+        after.code, 3,
+        "token after logout asks for a login: {}",
+        after.stderr
+    );
     assert!(after.stderr.contains("latchkey login"), "{}", after.stderr);
 }
 
@@ -50,7 +72,17 @@ async fn commands_that_need_latchkey_running_say_so_before_starting_anything() {
     let marker = stack.home.data_dir().join("should-not-exist");
     let exec = stack
         .home
-        .run(&["exec", "--service", "demo", "--", "touch", &marker.display().to_string()], "")
+        .run(
+            &[
+                "exec",
+                "--service",
+                "demo",
+                "--",
+                "touch",
+                &marker.display().to_string(),
+            ],
+            "",
+        )
         .expect("exec");
     assert_eq!(exec.code, 4, "not running → exit 4: {}", exec.stderr);
     assert!(exec.stderr.contains("not running"), "{}", exec.stderr);
@@ -63,7 +95,11 @@ async fn invalid_configuration_is_refused_with_line_and_fix() {
         .expect("home");
     let out = home.run(&["config", "check"], "").expect("config check");
     assert_eq!(out.code, 6, "{}", out.stderr);
-    assert!(out.stderr.contains("config.toml:4:"), "names the line: {}", out.stderr);
+    assert!(
+        out.stderr.contains("config.toml:4:"),
+        "names the line: {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("fix:"), "{}", out.stderr);
 }
 
@@ -89,9 +125,16 @@ async fn no_keychain_means_a_clear_error_and_nothing_written_in_plaintext() {
         })
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "keychain unavailable → exit 5: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "keychain unavailable → exit 5: {stderr}"
+    );
     assert!(stderr.contains("keychain"), "{stderr}");
-    assert!(!stderr.contains("No default store"), "the raw backend text never reaches a person: {stderr}");
+    assert!(
+        !stderr.contains("No default store"),
+        "the raw backend text never reaches a person: {stderr}"
+    );
     for dir in [home.config_dir(), home.data_dir()] {
         for entry in walk(&dir) {
             let bytes = std::fs::read(&entry).unwrap_or_default();

@@ -10,9 +10,13 @@ use latchkey_testkit::{Gateway, Idp, IdpOptions, Upstream, browser_login};
 
 /// The sandbox stack for one test, and a Latchkey home configured for it.
 pub struct Stack {
+    /// The real oidc-provider.
     pub idp: Idp,
+    /// The Auth Gateway double.
     pub gateway: Gateway,
+    /// The demo upstream API.
     pub upstream: Upstream,
+    /// The Latchkey home configured for the stack.
     pub home: Home,
 }
 
@@ -22,11 +26,16 @@ pub const GATEWAY_KEY: &str = "e2e-gateway-key-canary-7d1f";
 pub const DEMO_KEY: &str = "e2e-demo-key-canary-41c9";
 
 impl Stack {
+    /// Starts the stack and a home whose gateway key is set.
     pub async fn start(options: IdpOptions) -> Stack {
         let idp = Idp::start(options).await.expect("idp");
-        let gateway = Gateway::start_with(idp.issuer(), GATEWAY_KEY, &[("alice", "demo", "api_key", DEMO_KEY)])
-            .await
-            .expect("gateway");
+        let gateway = Gateway::start_with(
+            idp.issuer(),
+            GATEWAY_KEY,
+            &[("alice", "demo", "api_key", DEMO_KEY)],
+        )
+        .await
+        .expect("gateway");
         let upstream = Upstream::start(DEMO_KEY).await.expect("upstream");
         let config = format!(
             r#"version = 1
@@ -58,9 +67,16 @@ env = {{ DEMO_API_KEY = "api_key" }}
             upstream = upstream.url(),
         );
         let home = Home::new(&config).expect("home");
-        let out = home.run(&["gateway", "set-key"], GATEWAY_KEY).expect("set-key");
+        let out = home
+            .run(&["gateway", "set-key"], GATEWAY_KEY)
+            .expect("set-key");
         assert_eq!(out.code, 0, "gateway set-key: {}", out.stderr);
-        Stack { idp, gateway, upstream, home }
+        Stack {
+            idp,
+            gateway,
+            upstream,
+            home,
+        }
     }
 
     /// `latchkey login --no-browser`, driving the printed URL through the IdP's sign-in page.
@@ -84,9 +100,18 @@ env = {{ DEMO_API_KEY = "api_key" }}
         .expect("join")
         .expect("login printed the authorization URL");
         let url = url::Url::parse(&url).expect("a URL");
-        browser_login(&url, "alice", "alice-password").await.expect("sign-in page");
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
-        assert!(out.status.success(), "login failed: {}", String::from_utf8_lossy(&out.stderr));
+        browser_login(&url, "alice", "alice-password")
+            .await
+            .expect("sign-in page");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("wait");
+        assert!(
+            out.status.success(),
+            "login failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Keychain entries under this home's namespace (via libsecret's own tool).
@@ -95,10 +120,17 @@ env = {{ DEMO_API_KEY = "api_key" }}
             .args(["search", "--all", "service", self.home.keychain_namespace()])
             .output()
             .expect("secret-tool");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .chain(String::from_utf8_lossy(&out.stderr).lines())
-            .filter(|l| l.starts_with("[/"))
+        // Entries of the `sandbox` account are named `<kind>:sandbox[:<service>]`; the
+        // organisation-wide gateway API key is not the account's and survives a logout.
+        // secret-tool prints the attributes on stderr and the rest on stdout.
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .filter_map(|l| l.strip_prefix("attribute.username = "))
+            .filter(|user| user.split(':').nth(1) == Some("sandbox"))
             .count()
     }
 }

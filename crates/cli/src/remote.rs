@@ -31,14 +31,16 @@ impl Remote {
             Err(InstanceError::NotRunning) => return Ok(None),
             Err(e) => return Err(Coded::from(latchkey_runtime::RuntimeError::from(e)).into()),
         };
-        let vault = Vault::platform().map_err(|e| Coded::from(latchkey_runtime::RuntimeError::from(e)))?;
+        let vault =
+            Vault::platform().map_err(|e| Coded::from(latchkey_runtime::RuntimeError::from(e)))?;
         let token = vault
             .get(&VaultKey::ControlToken)
             .await
             .map_err(|e| Coded::from(latchkey_runtime::RuntimeError::from(e)))?
             .ok_or_else(|| Coded {
                 code: "not_running".into(),
-                message: "Latchkey is running but has not published its control key; restart it".into(),
+                message: "Latchkey is running but has not published its control key; restart it"
+                    .into(),
             })?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -74,20 +76,24 @@ impl Remote {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|_| Coded {
-                code: "not_running".into(),
-                message: format!("Latchkey does not answer on {}: is it still running?", self.base),
-            })?;
+        let response = request.send().await.map_err(|_| Coded {
+            code: "not_running".into(),
+            message: format!(
+                "Latchkey does not answer on {}: is it still running?",
+                self.base
+            ),
+        })?;
         let status = response.status();
-        let bytes = response.bytes().await.context("reading Latchkey's answer")?;
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading Latchkey's answer")?;
         if status.is_success() {
             if status == StatusCode::NO_CONTENT || bytes.is_empty() {
                 return serde_json::from_slice(b"null").context("empty answer");
             }
-            return serde_json::from_slice(&bytes).context("Latchkey's answer is not the expected JSON");
+            return serde_json::from_slice(&bytes)
+                .context("Latchkey's answer is not the expected JSON");
         }
         #[derive(serde::Deserialize)]
         struct ErrorBody {
@@ -106,12 +112,18 @@ impl Remote {
 
     /// GET with the default timeout.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call(Method::GET, path, None::<&()>, Duration::from_secs(30)).await
+        self.call(Method::GET, path, None::<&()>, Duration::from_secs(30))
+            .await
     }
 
     /// POST a JSON body with the default timeout.
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &(impl Serialize + ?Sized)) -> anyhow::Result<T> {
-        self.call(Method::POST, path, Some(body), Duration::from_secs(30)).await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> anyhow::Result<T> {
+        self.call(Method::POST, path, Some(body), Duration::from_secs(30))
+            .await
     }
 
     /// The underlying request builder, for streams.

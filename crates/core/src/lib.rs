@@ -5,11 +5,11 @@
 //! JWT validation), [`session`] (per-account state, refresh, logout) and [`gateway`] (per-service
 //! credentials from the Auth Gateway).
 
-pub mod secret;
 pub mod config;
-pub mod paths;
-pub mod login;
-pub mod vault;
-pub mod gateway;
-pub mod session;
 pub mod credentials;
+pub mod gateway;
+pub mod login;
+pub mod paths;
+pub mod secret;
+pub mod session;
+pub mod vault;

@@ -20,7 +20,9 @@ pub struct Paths {
 
 /// No home directory could be found to put Latchkey's files in.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot find a home directory for Latchkey's files: set {ENV_CONFIG_DIR} and {ENV_DATA_DIR}")]
+#[error(
+    "cannot find a home directory for Latchkey's files: set {ENV_CONFIG_DIR} and {ENV_DATA_DIR}"
+)]
 pub struct NoHomeError;
 
 impl Paths {
@@ -117,7 +119,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let p = Paths::new(tmp.path().join("c"), tmp.path().join("d/e"));
         p.ensure_data_dir().expect("create");
-        let mode = std::fs::metadata(p.data_dir()).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(p.data_dir())
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -40,7 +40,11 @@ pub struct SyntaxError {
 
 impl std::fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
@@ -156,7 +160,14 @@ impl Parser<'_> {
         loop {
             self.skip_ws()?;
             if self.peek() == Some(b'}') {
-                if !members.is_empty() && !self.jsonc && self.s[..self.i].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b',') {
+                if !members.is_empty()
+                    && !self.jsonc
+                    && self.s[..self.i]
+                        .iter()
+                        .rev()
+                        .find(|b| !b.is_ascii_whitespace())
+                        == Some(&b',')
+                {
                     return Err(self.error("trailing comma before `}`"));
                 }
                 let close = self.i;
@@ -198,7 +209,14 @@ impl Parser<'_> {
         loop {
             self.skip_ws()?;
             if self.peek() == Some(b']') {
-                if !first && !self.jsonc && self.s[..self.i].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b',') {
+                if !first
+                    && !self.jsonc
+                    && self.s[..self.i]
+                        .iter()
+                        .rev()
+                        .find(|b| !b.is_ascii_whitespace())
+                        == Some(&b',')
+                {
                     return Err(self.error("trailing comma before `]`"));
                 }
                 self.i += 1;
@@ -225,7 +243,10 @@ impl Parser<'_> {
             Some(b'n') => self.word("null"),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.i;
-                while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                while matches!(
+                    self.peek(),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
                     self.i += 1;
                 }
                 let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("x");

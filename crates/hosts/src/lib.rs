@@ -34,7 +34,12 @@ pub enum HostId {
 
 impl HostId {
     /// Every host, in display order.
-    pub const ALL: [HostId; 4] = [Self::ClaudeDesktop, Self::ClaudeCode, Self::Cursor, Self::VsCode];
+    pub const ALL: [HostId; 4] = [
+        Self::ClaudeDesktop,
+        Self::ClaudeCode,
+        Self::Cursor,
+        Self::VsCode,
+    ];
 
     /// Stable id.
     pub fn as_str(self) -> &'static str {
@@ -229,7 +234,9 @@ pub fn snippet(id: HostId, spec: &EntrySpec, token: Option<&ClientToken>) -> Val
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:".contains(c))
+    {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -381,7 +388,11 @@ pub fn apply(
         Some(text) => write_atomic(&backup, text.as_bytes(), true)?,
         None => write_atomic(&backup, b"", true)?,
     }
-    write_atomic(&path, new_text.as_bytes(), token.is_some() || existing.is_none())?;
+    write_atomic(
+        &path,
+        new_text.as_bytes(),
+        token.is_some() || existing.is_none(),
+    )?;
     Ok(Applied {
         config_path: path,
         backup_path: existing.is_some().then_some(backup),
@@ -518,10 +529,14 @@ fn parse(id: HostId, path: &Path, text: &str) -> Result<Doc, HostError> {
     let top = jsonc::parse_top(text, id.jsonc()).map_err(|e| malformed(e.to_string()))?;
     let servers = match top.members.iter().find(|m| m.key == id.servers_key()) {
         Some(m) if text.as_bytes().get(m.value.start) == Some(&b'{') => Some(
-            jsonc::object_at(text, m.value.start, id.jsonc()).map_err(|e| malformed(e.to_string()))?,
+            jsonc::object_at(text, m.value.start, id.jsonc())
+                .map_err(|e| malformed(e.to_string()))?,
         ),
         Some(_) => {
-            return Err(malformed(format!("`{}` is not an object", id.servers_key())));
+            return Err(malformed(format!(
+                "`{}` is not an object",
+                id.servers_key()
+            )));
         }
         None => None,
     };
@@ -536,7 +551,11 @@ fn splice(text: &str, doc: &Doc, id: HostId, name: &str, entry: &Value) -> Strin
         let inner = line_indent(text, servers.open) + &unit;
         let value = reindent(&pretty(entry), &inner, &unit);
         if let Some(existing) = servers.members.iter().find(|m| m.key == name) {
-            return format!("{}{value}{}", &text[..existing.value.start], &text[existing.value.end..]);
+            return format!(
+                "{}{value}{}",
+                &text[..existing.value.start],
+                &text[existing.value.end..]
+            );
         }
         return insert_member(text, servers, &inner, &format!("{key}: {value}"));
     }
@@ -545,18 +564,26 @@ fn splice(text: &str, doc: &Doc, id: HostId, name: &str, entry: &Value) -> Strin
     let mut servers = serde_json::Map::new();
     servers.insert(name.to_owned(), entry.clone());
     let value = reindent(&pretty(&Value::Object(servers)), &inner, &unit);
-    let member = format!("{}: {value}", serde_json::to_string(id.servers_key()).unwrap_or_default());
+    let member = format!(
+        "{}: {value}",
+        serde_json::to_string(id.servers_key()).unwrap_or_default()
+    );
     insert_member(text, &doc.top, &inner, &member)
 }
 
 fn insert_member(text: &str, obj: &jsonc::Object, inner: &str, member: &str) -> String {
     match obj.members.last() {
         Some(last) => {
-            let at = jsonc::comma_after(text, last.value.end, obj.close).map_or(last.value.end, |c| c + 1);
+            let at = jsonc::comma_after(text, last.value.end, obj.close)
+                .map_or(last.value.end, |c| c + 1);
             let comma = if at == last.value.end { "," } else { "" };
             // With a trailing comma already there, ours goes after it and gets its own.
             let trailing = if at == last.value.end { "" } else { "," };
-            format!("{}{comma}\n{inner}{member}{trailing}{}", &text[..at], &text[at..])
+            format!(
+                "{}{comma}\n{inner}{member}{trailing}{}",
+                &text[..at],
+                &text[at..]
+            )
         }
         None => {
             let outer = line_indent(text, obj.open);
@@ -581,7 +608,11 @@ fn line_indent(text: &str, at: usize) -> String {
 /// The file's indentation step: the first indented line's leading whitespace, else two spaces.
 fn indent_unit(text: &str) -> String {
     text.lines()
-        .map(|l| l.chars().take_while(|c| *c == ' ' || *c == '\t').collect::<String>())
+        .map(|l| {
+            l.chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect::<String>()
+        })
         .find(|w| !w.is_empty())
         .unwrap_or_else(|| "  ".to_owned())
 }
@@ -594,7 +625,11 @@ fn reindent(pretty: &str, base: &str, unit: &str) -> String {
         .map(|(i, line)| {
             let depth = line.chars().take_while(|c| *c == ' ').count() / 2;
             let body = line.trim_start_matches(' ');
-            let prefix = if i == 0 { String::new() } else { format!("{base}{}", unit.repeat(depth)) };
+            let prefix = if i == 0 {
+                String::new()
+            } else {
+                format!("{base}{}", unit.repeat(depth))
+            };
             format!("{prefix}{body}")
         })
         .collect::<Vec<_>>()
@@ -617,7 +652,10 @@ fn backup_name(path: &Path, created: bool) -> PathBuf {
         stamp.second(),
         stamp.nanosecond()
     );
-    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let suffix = if created { CREATED_MARK } else { "" };
     path.with_file_name(format!("{file}{BACKUP_MARK}{stamp}{suffix}"))
 }
@@ -643,7 +681,9 @@ fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), HostErro
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.latchkey-tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let mut options = std::fs::OpenOptions::new();
@@ -686,7 +726,10 @@ mod tests {
     #[test]
     fn reindent_shifts_nested_lines() {
         let v = json!({"a": {"b": 1}});
-        assert_eq!(reindent(&pretty(&v), "    ", "    "), "{\n        \"a\": {\n            \"b\": 1\n        }\n    }");
+        assert_eq!(
+            reindent(&pretty(&v), "    ", "    "),
+            "{\n        \"a\": {\n            \"b\": 1\n        }\n    }"
+        );
     }
 
     #[test]

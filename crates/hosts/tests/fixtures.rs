@@ -57,7 +57,10 @@ fn check_expected(fixture: &str, actual: &[u8]) {
 
 fn merge_backup_undo(id: HostId, fixture: &str) {
     let (_home, paths, file, original) = install(id, fixture);
-    let before = detect(&paths).into_iter().find(|h| h.id == id).expect("host listed");
+    let before = detect(&paths)
+        .into_iter()
+        .find(|h| h.id == id)
+        .expect("host listed");
     assert_eq!(before.state, FileState::Ok, "{fixture}");
     assert!(!before.servers.contains(&"latchkey-demo".to_owned()));
     assert!(!before.can_undo);
@@ -70,22 +73,44 @@ fn merge_backup_undo(id: HostId, fixture: &str) {
     let merged = std::fs::read(&file).expect("read merged");
     check_expected(fixture, &merged);
     let backup = applied.backup_path.expect("a backup of the existing file");
-    assert_eq!(std::fs::read(&backup).expect("backup"), original, "backup is the original, byte for byte");
+    assert_eq!(
+        std::fs::read(&backup).expect("backup"),
+        original,
+        "backup is the original, byte for byte"
+    );
 
     // Applying again replaces our entry instead of adding a second one.
     let again = preview(id, &paths, &spec()).expect("preview again");
     assert!(again.replaces_existing);
     apply(id, &paths, &spec(), token_for(id).as_ref()).expect("apply again");
-    assert_eq!(std::fs::read(&file).expect("read"), merged, "re-applying is idempotent");
-    let after = detect(&paths).into_iter().find(|h| h.id == id).expect("host");
-    assert_eq!(after.servers.iter().filter(|s| *s == "latchkey-demo").count(), 1);
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        merged,
+        "re-applying is idempotent"
+    );
+    let after = detect(&paths)
+        .into_iter()
+        .find(|h| h.id == id)
+        .expect("host");
+    assert_eq!(
+        after
+            .servers
+            .iter()
+            .filter(|s| *s == "latchkey-demo")
+            .count(),
+        1
+    );
     assert!(after.can_undo);
 
     // Undo twice walks back to the original bytes.
     undo(id, &paths).expect("undo");
     assert_eq!(std::fs::read(&file).expect("read"), merged);
     undo(id, &paths).expect("undo");
-    assert_eq!(std::fs::read(&file).expect("read"), original, "undo restores the original byte for byte");
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        original,
+        "undo restores the original byte for byte"
+    );
     assert!(matches!(undo(id, &paths), Err(HostError::NoBackup { .. })));
 }
 
@@ -121,13 +146,29 @@ fn malformed_files_are_reported_and_never_written() {
         (HostId::ClaudeDesktop, "claude-desktop-with-comment.json"),
     ] {
         let (_home, paths, file, original) = install(id, fixture);
-        let host = detect(&paths).into_iter().find(|h| h.id == id).expect("host");
-        assert!(matches!(host.state, FileState::Malformed { .. }), "{fixture}: {:?}", host.state);
+        let host = detect(&paths)
+            .into_iter()
+            .find(|h| h.id == id)
+            .expect("host");
+        assert!(
+            matches!(host.state, FileState::Malformed { .. }),
+            "{fixture}: {:?}",
+            host.state
+        );
         let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err("malformed");
         assert_eq!(err.code(), "host_config_malformed", "{fixture}");
-        assert!(err.to_string().contains("line"), "the error says where: {err}");
-        assert_eq!(std::fs::read(&file).expect("read"), original, "{fixture} untouched");
-        let siblings = std::fs::read_dir(file.parent().expect("dir")).expect("dir").count();
+        assert!(
+            err.to_string().contains("line"),
+            "the error says where: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&file).expect("read"),
+            original,
+            "{fixture} untouched"
+        );
+        let siblings = std::fs::read_dir(file.parent().expect("dir"))
+            .expect("dir")
+            .count();
         assert_eq!(siblings, 1, "no backup or temp file left behind");
     }
 }
@@ -136,19 +177,34 @@ fn malformed_files_are_reported_and_never_written() {
 fn a_missing_file_is_created_private_and_undo_removes_it() {
     let home = tempfile::tempdir().expect("tempdir");
     let paths = HostPaths::under(home.path());
-    let applied = apply(HostId::Cursor, &paths, &spec(), Some(&ClientToken::new(TOKEN.into()))).expect("apply");
+    let applied = apply(
+        HostId::Cursor,
+        &paths,
+        &spec(),
+        Some(&ClientToken::new(TOKEN.into())),
+    )
+    .expect("apply");
     assert!(applied.backup_path.is_none());
     let text = std::fs::read_to_string(&applied.config_path).expect("created");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(v["mcpServers"]["latchkey-demo"]["headers"]["X-Latchkey-Client"], TOKEN);
+    assert_eq!(
+        v["mcpServers"]["latchkey-demo"]["headers"]["X-Latchkey-Client"],
+        TOKEN
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&applied.config_path).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&applied.config_path)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "a file holding a token is private");
     }
     undo(HostId::Cursor, &paths).expect("undo");
-    assert!(!applied.config_path.exists(), "undo deletes the file Latchkey created");
+    assert!(
+        !applied.config_path.exists(),
+        "undo deletes the file Latchkey created"
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ struct Control {
 }
 
 /// The control routes, to be nested at `/v1/control` behind the proxy's gates.
-pub fn router(lk: Latchkey, token: Secret) -> Router {
+pub fn router(lk: Latchkey, control_token: Secret) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/login/{account}", post(login))
@@ -46,7 +46,10 @@ pub fn router(lk: Latchkey, token: Secret) -> Router {
         .route("/activity/stream", get(activity_stream))
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(close_connection))
-        .with_state(Control { lk, token })
+        .with_state(Control {
+            lk,
+            token: control_token,
+        })
 }
 
 /// `{ "error", "message" }` for the CLI.
@@ -56,11 +59,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code.as_str() {
             "control_unauthorized" | "login_required" | "invalid_grant" => StatusCode::UNAUTHORIZED,
-            "unknown_account" | "unknown_service" | "unknown_client" | "not_found" => StatusCode::NOT_FOUND,
+            "unknown_account" | "unknown_service" | "unknown_client" | "not_found" => {
+                StatusCode::NOT_FOUND
+            }
             "invalid_input" | "already_exists" | "client_exists" => StatusCode::BAD_REQUEST,
-            "keychain_unavailable" | "keychain_locked" | "keychain_timeout" | "gateway_unavailable"
-            | "gateway_timeout" | "idp_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
-            c if c.starts_with("credentials_") || c.starts_with("gateway_") => StatusCode::FAILED_DEPENDENCY,
+            "keychain_unavailable"
+            | "keychain_locked"
+            | "keychain_timeout"
+            | "gateway_unavailable"
+            | "gateway_timeout"
+            | "idp_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
+            c if c.starts_with("credentials_") || c.starts_with("gateway_") => {
+                StatusCode::FAILED_DEPENDENCY
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({ "error": self.0.code, "message": self.0.message });
@@ -105,34 +116,58 @@ async fn status(State(c): State<Control>, h: HeaderMap) -> ApiResult<serde_json:
         overview: c.lk.overview(),
         clients: c.lk.list_clients(),
     };
-    Ok(Json(serde_json::to_value(report).map_err(|e| RuntimeError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| RuntimeError::internal(e.to_string()))?,
+    ))
 }
 
-async fn login(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+async fn login(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(account): Path<String>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     let url = c.lk.begin_login(&account).await?;
     Ok(Json(serde_json::json!({ "authorize_url": url.as_str() })))
 }
 
-async fn login_wait(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+async fn login_wait(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(account): Path<String>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     match tokio::time::timeout(LOGIN_WAIT, c.lk.wait_login(&account)).await {
         Ok(result) => result?,
         Err(_) => {
             c.lk.cancel_login(&account);
-            return Err(RuntimeError::new("login_timeout", "the login was not completed within 10 minutes; try again").into());
+            return Err(RuntimeError::new(
+                "login_timeout",
+                "the login was not completed within 10 minutes; try again",
+            )
+            .into());
         }
     }
-    Ok(Json(serde_json::to_value(c.lk.overview()).map_err(|e| RuntimeError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(c.lk.overview()).map_err(|e| RuntimeError::internal(e.to_string()))?,
+    ))
 }
 
-async fn logout(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> ApiResult<serde_json::Value> {
+async fn logout(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(account): Path<String>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     c.lk.logout(&account).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
-async fn token(State(c): State<Control>, h: HeaderMap, Path(account): Path<String>) -> Result<Response, ApiError> {
+async fn token(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(account): Path<String>,
+) -> Result<Response, ApiError> {
     authorize(&c, &h)?;
     let token = c.lk.access_token(&account).await?;
     let body = serde_json::json!({ "access_token": token.expose() });
@@ -144,7 +179,11 @@ struct KeyBody {
     key: String,
 }
 
-async fn gateway_key(State(c): State<Control>, h: HeaderMap, Json(body): Json<KeyBody>) -> ApiResult<serde_json::Value> {
+async fn gateway_key(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Json(body): Json<KeyBody>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     c.lk.set_gateway_api_key(Secret::new(body.key)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
@@ -177,13 +216,26 @@ struct NewClient {
     services: Vec<String>,
 }
 
-async fn create_client(State(c): State<Control>, h: HeaderMap, Json(body): Json<NewClient>) -> Result<Response, ApiError> {
+async fn create_client(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Json(body): Json<NewClient>,
+) -> Result<Response, ApiError> {
     authorize(&c, &h)?;
     let created: CreatedClient = c.lk.create_client(&body.name, &body.services)?;
-    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(created)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [("cache-control", "no-store")],
+        Json(created),
+    )
+        .into_response())
 }
 
-async fn revoke_client(State(c): State<Control>, h: HeaderMap, Path(name): Path<String>) -> ApiResult<serde_json::Value> {
+async fn revoke_client(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     c.lk.revoke_client(&name)?;
     Ok(Json(serde_json::json!({ "ok": true })))
@@ -203,7 +255,12 @@ async fn issue_token(
     authorize(&c, &h)?;
     let token = c.lk.issue_client_token(&name, &body.label)?;
     let body = serde_json::json!({ "token": token.expose() });
-    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [("cache-control", "no-store")],
+        Json(body),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -212,12 +269,21 @@ struct EphemeralRequest {
     ttl_seconds: Option<u64>,
 }
 
-async fn ephemeral(State(c): State<Control>, h: HeaderMap, Json(body): Json<EphemeralRequest>) -> Result<Response, ApiError> {
+async fn ephemeral(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Json(body): Json<EphemeralRequest>,
+) -> Result<Response, ApiError> {
     authorize(&c, &h)?;
     let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(60, 86_400));
     let token = c.lk.issue_ephemeral_token(&body.client, ttl)?;
     let body = serde_json::json!({ "token": token.expose(), "expires_in": ttl.as_secs() });
-    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [("cache-control", "no-store")],
+        Json(body),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -229,11 +295,14 @@ struct ActivityQuery {
     limit: Option<u32>,
 }
 
-async fn activity(State(c): State<Control>, h: HeaderMap, Query(q): Query<ActivityQuery>) -> ApiResult<serde_json::Value> {
+async fn activity(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Query(q): Query<ActivityQuery>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
-    let page = c
-        .lk
-        .query_activity(ActivityFilter {
+    let page =
+        c.lk.query_activity(ActivityFilter {
             client: q.client,
             service: q.service,
             status: q.status,
@@ -241,7 +310,9 @@ async fn activity(State(c): State<Control>, h: HeaderMap, Query(q): Query<Activi
             limit: q.limit.unwrap_or(50),
         })
         .await?;
-    Ok(Json(serde_json::to_value(page).map_err(|e| RuntimeError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(page).map_err(|e| RuntimeError::internal(e.to_string()))?,
+    ))
 }
 
 async fn activity_stream(
@@ -268,7 +339,11 @@ async fn connections(State(c): State<Control>, h: HeaderMap) -> ApiResult<Vec<Co
     Ok(Json(c.lk.list_connections()))
 }
 
-async fn close_connection(State(c): State<Control>, h: HeaderMap, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn close_connection(
+    State(c): State<Control>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
     authorize(&c, &h)?;
     c.lk.close_connection(&id)?;
     Ok(Json(serde_json::json!({ "ok": true })))

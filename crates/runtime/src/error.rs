@@ -29,28 +29,45 @@ impl RuntimeError {
     pub(crate) fn port_taken(port: u16, e: &std::io::Error) -> Self {
         Self::new(
             "proxy_port_unavailable",
-            format!("cannot listen on 127.0.0.1:{port} ({e}): another program uses it; choose another port in Settings or the config file"),
+            format!(
+                "cannot listen on 127.0.0.1:{port} ({e}): another program uses it; choose another port in Settings or the config file"
+            ),
         )
     }
 
     pub(crate) fn unknown_account(account: &str) -> Self {
-        Self::new("unknown_account", format!("no account `{account}` in the configuration"))
+        Self::new(
+            "unknown_account",
+            format!("no account `{account}` in the configuration"),
+        )
     }
 
     pub(crate) fn unknown_service(service: &str) -> Self {
-        Self::new("unknown_service", format!("no service `{service}` in the configuration"))
+        Self::new(
+            "unknown_service",
+            format!("no service `{service}` in the configuration"),
+        )
     }
 
     pub(crate) fn unknown_client(client: &str) -> Self {
-        Self::new("unknown_client", format!("no local client named `{client}`"))
+        Self::new(
+            "unknown_client",
+            format!("no local client named `{client}`"),
+        )
     }
 
     pub(crate) fn not_found(what: &str, id: &str) -> Self {
-        Self::new("not_found", format!("no {what} `{id}` (it may have ended already)"))
+        Self::new(
+            "not_found",
+            format!("no {what} `{id}` (it may have ended already)"),
+        )
     }
 
     pub(crate) fn login_failed(account: &str) -> Self {
-        Self::new("login_failed", format!("the login for `{account}` did not complete; try again"))
+        Self::new(
+            "login_failed",
+            format!("the login for `{account}` did not complete; try again"),
+        )
     }
 
     pub(crate) fn invalid_input(message: impl Into<String>) -> Self {
@@ -78,6 +95,7 @@ from_coded!(
     latchkey_core::session::SessionError,
     latchkey_core::credentials::CredentialsError,
     latchkey_store::StoreError,
+    latchkey_proxy::ConfigError,
     latchkey_hosts::HostError,
     crate::instance::InstanceError,
 );

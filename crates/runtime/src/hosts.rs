@@ -11,15 +11,19 @@ use crate::{Latchkey, RuntimeError};
 
 impl Latchkey {
     fn host_paths(&self) -> Result<HostPaths, RuntimeError> {
-        HostPaths::from_env().ok_or_else(|| RuntimeError::new("host_io", "cannot find your home directory"))
+        HostPaths::from_env()
+            .ok_or_else(|| RuntimeError::new("host_io", "cannot find your home directory"))
     }
 
     fn entry_spec(&self, client: &str, service: &str) -> Result<EntrySpec, RuntimeError> {
         if self.config().service(service).is_none() {
             return Err(RuntimeError::unknown_service(service));
         }
-        let name = ClientName::parse(client).map_err(RuntimeError::invalid_input)?;
-        let known = self.list_clients().into_iter().find(|c| c.name == name.as_str());
+        let name = ClientName::parse(client)?;
+        let known = self
+            .list_clients()
+            .into_iter()
+            .find(|c| c.name == name.as_str());
         let Some(known) = known else {
             return Err(RuntimeError::unknown_client(client));
         };
@@ -64,7 +68,12 @@ impl Latchkey {
     }
 
     /// The entry that would be added (no token in it).
-    pub fn preview_host_entry(&self, host: &str, client: &str, service: &str) -> Result<HostPreview, RuntimeError> {
+    pub fn preview_host_entry(
+        &self,
+        host: &str,
+        client: &str,
+        service: &str,
+    ) -> Result<HostPreview, RuntimeError> {
         let id = parse_host(host)?;
         let spec = self.entry_spec(client, service)?;
         let preview = latchkey_hosts::preview(id, &self.host_paths()?, &spec)?;
@@ -78,7 +87,12 @@ impl Latchkey {
     }
 
     /// Adds the entry to the host's config file, with a backup.
-    pub fn apply_host_entry(&self, host: &str, client: &str, service: &str) -> Result<HostApplied, RuntimeError> {
+    pub fn apply_host_entry(
+        &self,
+        host: &str,
+        client: &str,
+        service: &str,
+    ) -> Result<HostApplied, RuntimeError> {
         let id = parse_host(host)?;
         let spec = self.entry_spec(client, service)?;
         let token = if latchkey_hosts::needs_token(id) {
@@ -112,7 +126,11 @@ fn parse_host(host: &str) -> Result<HostId, RuntimeError> {
 /// The `latchkey` command hosts should run: next to this program when installed together,
 /// else found on PATH.
 pub fn cli_program() -> PathBuf {
-    let name = if cfg!(windows) { "latchkey.exe" } else { "latchkey" };
+    let name = if cfg!(windows) {
+        "latchkey.exe"
+    } else {
+        "latchkey"
+    };
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join(name)))

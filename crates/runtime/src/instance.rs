@@ -22,7 +22,9 @@ pub const CONTROL_TOKEN_PREFIX: &str = "lkc_";
 #[non_exhaustive]
 pub enum InstanceError {
     /// Another Latchkey holds the lock.
-    #[error("Latchkey is already running (the tray app or `latchkey serve`): quit it first, or use it")]
+    #[error(
+        "Latchkey is already running (the tray app or `latchkey serve`): quit it first, or use it"
+    )]
     AlreadyRunning,
     /// The lock or instance file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -117,12 +119,13 @@ impl Drop for InstanceLock {
 /// Reads the running instance's published info; `NotRunning` when there is none or its lock is free.
 pub fn running(paths: &Paths) -> Result<InstanceInfo, InstanceError> {
     let text = std::fs::read(paths.instance_file()).map_err(|_| InstanceError::NotRunning)?;
-    let info: InstanceInfo = serde_json::from_slice(&text).map_err(|_| InstanceError::NotRunning)?;
+    let info: InstanceInfo =
+        serde_json::from_slice(&text).map_err(|_| InstanceError::NotRunning)?;
     // A stale file from a crashed instance: the lock is free.
-    if let Ok(file) = OpenOptions::new().write(true).open(paths.lock_file()) {
-        if file.try_lock().is_ok() {
-            return Err(InstanceError::NotRunning);
-        }
+    if let Ok(file) = OpenOptions::new().write(true).open(paths.lock_file())
+        && file.try_lock().is_ok()
+    {
+        return Err(InstanceError::NotRunning);
     }
     Ok(info)
 }
@@ -163,7 +166,10 @@ mod tests {
         let (_dir, paths) = temp_paths();
         let first = InstanceLock::acquire(&paths).expect("first instance");
         let second = InstanceLock::acquire(&paths);
-        assert!(matches!(second, Err(InstanceError::AlreadyRunning)), "{second:?}");
+        assert!(
+            matches!(second, Err(InstanceError::AlreadyRunning)),
+            "{second:?}"
+        );
         drop(first);
         InstanceLock::acquire(&paths).expect("free again after the first exits");
     }

@@ -144,7 +144,9 @@ impl Latchkey {
             let addr = listeners
                 .first()
                 .and_then(|l| l.local_addr().ok())
-                .ok_or_else(|| RuntimeError::port_taken(port, &std::io::Error::other("no listener")))?;
+                .ok_or_else(|| {
+                    RuntimeError::port_taken(port, &std::io::Error::other("no listener"))
+                })?;
             proxy = Some(listeners);
             Some(addr)
         } else {
@@ -213,21 +215,26 @@ impl Latchkey {
             port: addr.port(),
             started_at: (self.inner.clock)(),
         })?;
+        let routes = source::proxy_config(&self.inner.config, addr.port())?;
         let state = ProxyState::new(
-            source::proxy_config(&self.inner.config, addr.port()),
+            routes,
             Arc::new(source::SessionCredentials::new(self.clone())),
             self.inner.clients.clone(),
             self.inner.audit.clone(),
             self.inner.connections.clone(),
             Some(control_token.clone()),
         )
+        .map_err(RuntimeError::from)?
         .with_control(control::router(self.clone(), control_token));
         let me = self.clone();
         let shutdown = self.shutdown_signal();
         let task = tokio::spawn(async move {
             if let Err(e) = latchkey_proxy::serve(listeners, state, shutdown).await {
                 warn!(error = %e, "proxy stopped");
-                *me.inner.proxy_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                *me.inner
+                    .proxy_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 me.changed();
             }
         });
@@ -282,7 +289,9 @@ impl Latchkey {
     pub fn proxy_url(&self) -> String {
         format!(
             "http://{}",
-            self.inner.proxy_addr.unwrap_or(self.inner.config.proxy.listen)
+            self.inner
+                .proxy_addr
+                .unwrap_or(self.inner.config.proxy.listen)
         )
     }
 
@@ -354,9 +363,9 @@ impl Latchkey {
             .values()
             .map(|s| tray::tray_status(&s.state(), now))
             .collect();
-        tray::combine(&statuses)
-            .cloned()
-            .unwrap_or_else(|| tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now))
+        tray::combine(&statuses).cloned().unwrap_or_else(|| {
+            tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now)
+        })
     }
 
     /// Starts a login and returns the authorization URL to open. The login completes in the
@@ -459,17 +468,26 @@ impl Latchkey {
 
     /// Local clients.
     pub fn list_clients(&self) -> Vec<ClientView> {
-        self.inner.clients.list().into_iter().map(client_view).collect()
+        self.inner
+            .clients
+            .list()
+            .into_iter()
+            .map(client_view)
+            .collect()
     }
 
     /// Creates a client and returns its token once.
-    pub fn create_client(&self, name: &str, services: &[String]) -> Result<CreatedClient, RuntimeError> {
+    pub fn create_client(
+        &self,
+        name: &str,
+        services: &[String],
+    ) -> Result<CreatedClient, RuntimeError> {
         for s in services {
             if self.inner.config.service(s).is_none() {
                 return Err(RuntimeError::unknown_service(s));
             }
         }
-        let name = ClientName::parse(name).map_err(RuntimeError::invalid_input)?;
+        let name = ClientName::parse(name)?;
         let (info, token) = self.inner.clients.add(&name, services)?;
         Ok(CreatedClient {
             client: client_view(info),
@@ -479,7 +497,7 @@ impl Latchkey {
 
     /// Revokes a client and all its tokens.
     pub fn revoke_client(&self, name: &str) -> Result<(), RuntimeError> {
-        let name = ClientName::parse(name).map_err(RuntimeError::invalid_input)?;
+        let name = ClientName::parse(name)?;
         if self.inner.clients.revoke(&name)? {
             Ok(())
         } else {
@@ -494,7 +512,11 @@ impl Latchkey {
             Some("ok") => Some(StatusClass::Ok),
             Some("client_error") => Some(StatusClass::ClientError),
             Some("server_error") => Some(StatusClass::ServerError),
-            Some(other) => return Err(RuntimeError::invalid_input(format!("unknown status filter `{other}`"))),
+            Some(other) => {
+                return Err(RuntimeError::invalid_input(format!(
+                    "unknown status filter `{other}`"
+                )));
+            }
         };
         let filter = AuditFilter {
             client: filter.client.filter(|c| !c.is_empty()),
@@ -554,25 +576,35 @@ impl Latchkey {
     }
 
     /// An additional token for an existing client (e.g. written into a host's config file).
-    pub fn issue_client_token(&self, client: &str, label: &str) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client).map_err(RuntimeError::invalid_input)?;
+    pub fn issue_client_token(
+        &self,
+        client: &str,
+        label: &str,
+    ) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client)?;
         Ok(self.inner.clients.issue_token(&name, label)?)
     }
 
     /// A short-lived, memory-only token for a client (`latchkey headers`, `latchkey mcp-stdio`).
-    pub fn issue_ephemeral_token(&self, client: &str, ttl: Duration) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client).map_err(RuntimeError::invalid_input)?;
+    pub fn issue_ephemeral_token(
+        &self,
+        client: &str,
+        ttl: Duration,
+    ) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client)?;
         Ok(self.inner.clients.issue_ephemeral(&name, ttl)?)
     }
 
     /// Stops the proxy and the background tasks, and waits for the audit log to be written.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 warn!("a background task did not stop in time");
             }
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::RuntimeError;
 use latchkey_core::config::{Config, InjectTarget};
 use latchkey_core::credentials::{CredentialValues, CredentialsError};
 use latchkey_core::gateway::GatewayError;
@@ -14,27 +15,36 @@ use latchkey_proxy::{CredentialError, CredentialSource, Injection, ProxyConfig, 
 use crate::Latchkey;
 
 /// Builds the proxy's routes from the configuration.
-pub(crate) fn proxy_config(config: &Config, port: u16) -> ProxyConfig {
+pub(crate) fn proxy_config(config: &Config, port: u16) -> Result<ProxyConfig, RuntimeError> {
     let services = config
         .services
         .iter()
-        .map(|s| Route {
-            service: s.name.to_string(),
-            upstream: s.upstream.clone(),
-            injections: s
+        .map(|s| {
+            let injections = s
                 .credentials
                 .iter()
-                .map(|m| Injection {
-                    credential: m.name.clone(),
-                    target: match &m.target {
-                        InjectTarget::Header { name, prefix } => latchkey_proxy::InjectTarget::header(name, prefix),
-                        InjectTarget::Query { param } => latchkey_proxy::InjectTarget::Query { param: param.clone() },
-                    },
+                .map(|m| {
+                    Ok(Injection {
+                        credential: m.name.clone(),
+                        target: match &m.target {
+                            InjectTarget::Header { name, prefix } => {
+                                latchkey_proxy::InjectTarget::header(name, prefix)?
+                            }
+                            InjectTarget::Query { param } => latchkey_proxy::InjectTarget::Query {
+                                param: param.clone(),
+                            },
+                        },
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>, latchkey_proxy::ConfigError>>()?;
+            Ok(Route {
+                service: s.name.to_string(),
+                upstream: s.upstream.clone(),
+                injections,
+            })
         })
-        .collect();
-    ProxyConfig {
+        .collect::<Result<Vec<_>, latchkey_proxy::ConfigError>>()?;
+    Ok(ProxyConfig {
         port,
         services,
         rate_limit: latchkey_proxy::RateLimit {
@@ -42,7 +52,7 @@ pub(crate) fn proxy_config(config: &Config, port: u16) -> ProxyConfig {
             burst: config.proxy.rate_limit_burst,
         },
         ..ProxyConfig::default()
-    }
+    })
 }
 
 /// Credentials for the proxy, from the running instance's memory.
@@ -57,7 +67,10 @@ impl SessionCredentials {
 }
 
 impl CredentialSource for SessionCredentials {
-    fn credentials(&self, service: &str) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
+    fn credentials(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
         let service = service.to_owned();
         Box::pin(async move {
             let result = self.lk.inner.credentials.get(&service).await;
@@ -89,9 +102,15 @@ fn to_proxy_error(e: &CredentialsError) -> CredentialError {
             CredentialError::LoginRequired
         }
         CredentialsError::Gateway(GatewayError::Forbidden { .. }) => CredentialError::Forbidden,
-        CredentialsError::Gateway(GatewayError::NotConfigured { .. }) => CredentialError::NotConfigured,
-        CredentialsError::Missing { names, .. } => CredentialError::Missing { names: names.clone() },
-        CredentialsError::ManualMissing { .. } | CredentialsError::ApiKeyMissing => CredentialError::NotConfigured,
+        CredentialsError::Gateway(GatewayError::NotConfigured { .. }) => {
+            CredentialError::NotConfigured
+        }
+        CredentialsError::Missing { names, .. } => CredentialError::Missing {
+            names: names.clone(),
+        },
+        CredentialsError::ManualMissing { .. } | CredentialsError::ApiKeyMissing => {
+            CredentialError::NotConfigured
+        }
         _ => CredentialError::GatewayUnavailable,
     }
 }

@@ -70,10 +70,9 @@ pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
             TrayIcon::Active,
             format!("Signed in as {} · renewing", display_name(user)),
         ),
-        SessionState::Expired { .. } => (
-            TrayIcon::Expired,
-            "Session ended · log in again".to_owned(),
-        ),
+        SessionState::Expired { .. } => {
+            (TrayIcon::Expired, "Session ended · log in again".to_owned())
+        }
         SessionState::Error { message, .. } => (TrayIcon::Error, format!("Attention: {message}")),
     };
     TrayStatus {
@@ -140,7 +139,10 @@ mod tests {
     fn active_session_shows_user_and_minutes_left() {
         let s = tray_status(&active(0, 3600), 1080);
         assert_eq!(s.icon, TrayIcon::Active);
-        assert_eq!(s.title, "Signed in as alice@example.test · expires in 42 min");
+        assert_eq!(
+            s.title,
+            "Signed in as alice@example.test · expires in 42 min"
+        );
         assert!(s.tooltip.contains(&s.title));
         assert!(!s.warn_expiry);
     }
@@ -150,7 +152,10 @@ mod tests {
         let s = tray_status(&active(0, 36_000), 36_000 - 599);
         assert_eq!(s.icon, TrayIcon::Expiring);
         assert!(s.warn_expiry);
-        assert_eq!(tray_status(&active(0, 36_000), 36_000 - 601).icon, TrayIcon::Active);
+        assert_eq!(
+            tray_status(&active(0, 36_000), 36_000 - 601).icon,
+            TrayIcon::Active
+        );
     }
 
     #[test]
@@ -158,8 +163,14 @@ mod tests {
         // 5-minute token: the 10-minute rule already covers it.
         assert_eq!(tray_status(&active(0, 300), 10).icon, TrayIcon::Expiring);
         // 10-hour token: 10 % is an hour.
-        assert_eq!(tray_status(&active(0, 36_000), 32_500).icon, TrayIcon::Expiring);
-        assert_eq!(tray_status(&active(0, 36_000), 32_300).icon, TrayIcon::Active);
+        assert_eq!(
+            tray_status(&active(0, 36_000), 32_500).icon,
+            TrayIcon::Expiring
+        );
+        assert_eq!(
+            tray_status(&active(0, 36_000), 32_300).icon,
+            TrayIcon::Active
+        );
     }
 
     #[test]
@@ -171,8 +182,14 @@ mod tests {
 
     #[test]
     fn other_states_map_to_their_icons() {
-        assert_eq!(tray_status(&SessionState::LoggedOut, 0).icon, TrayIcon::LoggedOut);
-        assert_eq!(tray_status(&SessionState::LoggingIn, 0).title, "Signing in…");
+        assert_eq!(
+            tray_status(&SessionState::LoggedOut, 0).icon,
+            TrayIcon::LoggedOut
+        );
+        assert_eq!(
+            tray_status(&SessionState::LoggingIn, 0).title,
+            "Signing in…"
+        );
         let expired = SessionState::Expired {
             user: Some(alice()),
             reason: "x".into(),
@@ -236,7 +253,10 @@ mod tests {
             },
             0,
         );
-        assert_eq!(combine(&[a.clone(), e.clone()]).map(|s| s.icon), Some(TrayIcon::Active));
+        assert_eq!(
+            combine(&[a.clone(), e.clone()]).map(|s| s.icon),
+            Some(TrayIcon::Active)
+        );
         assert_eq!(combine(&[a, x, e]).map(|s| s.icon), Some(TrayIcon::Expired));
         assert!(combine(&[]).is_none());
     }

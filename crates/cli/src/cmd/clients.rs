@@ -26,8 +26,11 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
         ClientAction::Add { name, services } => {
             let created: serde_json::Value = match target {
                 Target::Remote(r) => {
-                    r.post("/v1/control/clients", &serde_json::json!({ "name": name, "services": services }))
-                        .await?
+                    r.post(
+                        "/v1/control/clients",
+                        &serde_json::json!({ "name": name, "services": services }),
+                    )
+                    .await?
                 }
                 Target::Local(lk) => {
                     serde_json::to_value(lk.create_client(&name, &services).map_err(Coded::from)?)
@@ -46,9 +49,15 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
                 Target::Local(lk) => serde_json::to_value(lk.list_clients()).context("clients")?,
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&clients).context("json")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&clients).context("json")?
+                );
             } else {
-                println!("{:<24} {:<30} {:<20} LAST USED", "NAME", "SERVICES", "CREATED");
+                println!(
+                    "{:<24} {:<30} {:<20} LAST USED",
+                    "NAME", "SERVICES", "CREATED"
+                );
                 for c in clients.as_array().into_iter().flatten() {
                     let services: Vec<&str> = c["services"]
                         .as_array()
@@ -99,12 +108,19 @@ pub async fn log(
         Target::Remote(r) => {
             let mut q = vec![format!("limit={limit}")];
             if let Some(c) = &client {
-                q.push(format!("client={}", url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()));
+                q.push(format!(
+                    "client={}",
+                    url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+                ));
             }
             if let Some(s) = &service {
-                q.push(format!("service={}", url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()));
+                q.push(format!(
+                    "service={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                ));
             }
-            r.get(&format!("/v1/control/activity?{}", q.join("&"))).await
+            r.get(&format!("/v1/control/activity?{}", q.join("&")))
+                .await
         }
         Target::Local(lk) => lk
             .query_activity(ActivityFilter {
@@ -122,7 +138,10 @@ pub async fn log(
         (Target::Remote(_), true) => true,
         (Target::Local(_), true) => {
             target.close().await;
-            return Err(require_running(paths).await.err().unwrap_or_else(|| anyhow::anyhow!("not running")));
+            return Err(require_running(paths)
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("not running")));
         }
         _ => false,
     };
@@ -130,31 +149,32 @@ pub async fn log(
     let mut rows: Vec<serde_json::Value> = page["rows"].as_array().cloned().unwrap_or_default();
     rows.reverse();
     if !json {
-        println!("{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  PATH", "TIME", "CLIENT", "SERVICE", "METHOD", "CODE", "BYTES", "MS");
+        println!(
+            "{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  PATH",
+            "TIME", "CLIENT", "SERVICE", "METHOD", "CODE", "BYTES", "MS"
+        );
     }
     for row in &rows {
         print_row(row, json);
     }
-    if follow_from {
-        if let Target::Remote(r) = &target {
-            let response = r
-                .request(Method::GET, "/v1/control/activity/stream")
-                .send()
-                .await
-                .context("following the audit log")?;
-            let mut body = response.bytes_stream();
-            let mut buffer = String::new();
-            while let Some(chunk) = body.next().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk.context("audit stream")?));
-                while let Some(end) = buffer.find("\n\n") {
-                    let event: String = buffer.drain(..end + 2).collect();
-                    for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
-                        if let Ok(row) = serde_json::from_str::<serde_json::Value>(data.trim()) {
-                            let matches = client.as_deref().is_none_or(|c| row["client"] == c)
-                                && service.as_deref().is_none_or(|s| row["service"] == s);
-                            if matches {
-                                print_row(&row, json);
-                            }
+    if follow_from && let Target::Remote(r) = &target {
+        let response = r
+            .request(Method::GET, "/v1/control/activity/stream")
+            .send()
+            .await
+            .context("following the audit log")?;
+        let mut body = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(chunk) = body.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk.context("audit stream")?));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    if let Ok(row) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                        let matches = client.as_deref().is_none_or(|c| row["client"] == c)
+                            && service.as_deref().is_none_or(|s| row["service"] == s);
+                        if matches {
+                            print_row(&row, json);
                         }
                     }
                 }
@@ -181,12 +201,19 @@ fn print_row(row: &serde_json::Value, json: bool) {
         bytes,
         row["duration_ms"].as_u64().unwrap_or(0),
         row["path"].as_str().unwrap_or(""),
-        row["error_code"].as_str().map(|c| format!("  [{c}]")).unwrap_or_default()
+        row["error_code"]
+            .as_str()
+            .map(|c| format!("  [{c}]"))
+            .unwrap_or_default()
     );
 }
 
 /// `latchkey connections`
-pub async fn connections(paths: &Paths, close: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn connections(
+    paths: &Paths,
+    close: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let remote = require_running(paths).await?;
     if let Some(id) = close {
         remote
@@ -205,7 +232,10 @@ pub async fn connections(paths: &Paths, close: Option<String>, json: bool) -> an
         println!("{}", serde_json::to_string_pretty(&list).context("json")?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}", "ID", "CLIENT", "SERVICE", "KIND", "STARTED", "IN", "OUT", "EVENTS");
+    println!(
+        "{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}",
+        "ID", "CLIENT", "SERVICE", "KIND", "STARTED", "IN", "OUT", "EVENTS"
+    );
     for c in list.as_array().into_iter().flatten() {
         println!(
             "{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}",

@@ -34,7 +34,9 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
             "service `{name}` has no env table: add e.g. env = {{ API_KEY = \"<credential name>\" }} to it"
         );
         let answer: serde_json::Value = remote.get(&format!("/v1/credentials/{name}")).await?;
-        let data = answer["data"].as_object().context("Latchkey's credential answer has no data")?;
+        let data = answer["data"]
+            .as_object()
+            .context("Latchkey's credential answer has no data")?;
         let mut missing = Vec::new();
         for (var, credential) in &service.env {
             let Some(value) = data.get(credential).and_then(|v| v.as_str()) else {
@@ -54,7 +56,10 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
     }
-    let (program, rest) = args.command.split_first().context("no command given after --")?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("no command given after --")?;
     let mut command = std::process::Command::new(program);
     command.args(rest);
     for (var, (_, value)) in &env {
@@ -64,17 +69,28 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(unix)]
-fn replace_process(mut command: std::process::Command, program: &std::ffi::OsStr) -> anyhow::Result<ExitCode> {
+fn replace_process(
+    mut command: std::process::Command,
+    program: &std::ffi::OsStr,
+) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     // exec only returns on failure.
     let error = command.exec();
-    Err(anyhow::anyhow!("cannot run {}: {error}", program.to_string_lossy()))
+    Err(anyhow::anyhow!(
+        "cannot run {}: {error}",
+        program.to_string_lossy()
+    ))
 }
 
 #[cfg(not(unix))]
-fn replace_process(mut command: std::process::Command, program: &std::ffi::OsStr) -> anyhow::Result<ExitCode> {
+fn replace_process(
+    mut command: std::process::Command,
+    program: &std::ffi::OsStr,
+) -> anyhow::Result<ExitCode> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
-    Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
 }

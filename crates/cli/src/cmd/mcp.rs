@@ -31,7 +31,9 @@ async fn ephemeral(remote: &Remote, client: &str) -> anyhow::Result<Secret> {
             &serde_json::json!({ "client": client, "ttl_seconds": EPHEMERAL_TTL_SECONDS }),
         )
         .await?;
-    let token = v["token"].as_str().context("no token in Latchkey's answer")?;
+    let token = v["token"]
+        .as_str()
+        .context("no token in Latchkey's answer")?;
     Ok(Secret::new(token))
 }
 
@@ -40,18 +42,30 @@ pub async fn headers(paths: &Paths, client: &str) -> anyhow::Result<ExitCode> {
     let remote = require_running(paths).await?;
     let token = ephemeral(&remote, client).await?;
     let mut headers = serde_json::Map::new();
-    headers.insert("X-Latchkey-Client".into(), serde_json::Value::String(token.expose().to_owned()));
+    headers.insert(
+        "X-Latchkey-Client".into(),
+        serde_json::Value::String(token.expose().to_owned()),
+    );
     println!("{}", serde_json::Value::Object(headers));
     Ok(ExitCode::SUCCESS)
 }
 
 /// `latchkey mcp-config`: prints the host's JSON for reaching `service` through the proxy.
-pub async fn config(paths: &Paths, client: &str, service: &str, host: HostKind, path: &str) -> anyhow::Result<ExitCode> {
+pub async fn config(
+    paths: &Paths,
+    client: &str,
+    service: &str,
+    host: HostKind,
+    path: &str,
+) -> anyhow::Result<ExitCode> {
     let target = Target::open(paths).await?;
     let result = config_with(&target, client, service, host, path).await;
     target.close().await;
     let (snippet, hint) = result?;
-    println!("{}", serde_json::to_string_pretty(&snippet).context("json")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&snippet).context("json")?
+    );
     eprintln!("{hint}");
     Ok(ExitCode::SUCCESS)
 }
@@ -86,11 +100,22 @@ async fn config_with(
         let token = match target {
             Target::Remote(r) => {
                 let v: serde_json::Value = r
-                    .post(&format!("/v1/control/clients/{client}/tokens"), &serde_json::json!({ "label": label }))
+                    .post(
+                        &format!("/v1/control/clients/{client}/tokens"),
+                        &serde_json::json!({ "label": label }),
+                    )
                     .await?;
-                Secret::new(v["token"].as_str().context("no token in Latchkey's answer")?)
+                Secret::new(
+                    v["token"]
+                        .as_str()
+                        .context("no token in Latchkey's answer")?,
+                )
             }
-            Target::Local(lk) => Secret::new(lk.issue_client_token(client, &label).map_err(Coded::from)?.expose()),
+            Target::Local(lk) => Secret::new(
+                lk.issue_client_token(client, &label)
+                    .map_err(Coded::from)?
+                    .expose(),
+            ),
         };
         Some(latchkey_hosts::ClientToken::new(token.expose().to_owned()))
     } else {
@@ -98,10 +123,18 @@ async fn config_with(
     };
     let snippet = latchkey_hosts::snippet(host_id, &spec, token.as_ref());
     let hint = match host {
-        HostKind::ClaudeCode => "Add it with `claude mcp add-json` or merge it into ~/.claude.json (the token is fetched by `latchkey headers` on each connection).",
-        HostKind::Cursor => "Merge it into ~/.cursor/mcp.json. It holds a token for this client: keep the file private.",
-        HostKind::Vscode => "Merge it into your VS Code mcp.json. It holds a token for this client: keep the file private.",
-        HostKind::ClaudeDesktop => "Merge it into claude_desktop_config.json; Claude Desktop starts `latchkey mcp-stdio`, which needs Latchkey running.",
+        HostKind::ClaudeCode => {
+            "Add it with `claude mcp add-json` or merge it into ~/.claude.json (the token is fetched by `latchkey headers` on each connection)."
+        }
+        HostKind::Cursor => {
+            "Merge it into ~/.cursor/mcp.json. It holds a token for this client: keep the file private."
+        }
+        HostKind::Vscode => {
+            "Merge it into your VS Code mcp.json. It holds a token for this client: keep the file private."
+        }
+        HostKind::ClaudeDesktop => {
+            "Merge it into claude_desktop_config.json; Claude Desktop starts `latchkey mcp-stdio`, which needs Latchkey running."
+        }
     };
     Ok((snippet, hint.to_owned()))
 }
@@ -134,7 +167,10 @@ impl Bridge {
             if let Some(version) = self.protocol.lock().await.as_deref() {
                 request = request.header("mcp-protocol-version", version);
             }
-            let response = request.send().await.context("Latchkey's proxy does not answer")?;
+            let response = request
+                .send()
+                .await
+                .context("Latchkey's proxy does not answer")?;
             if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 let is_ours = response
                     .headers()
@@ -153,10 +189,19 @@ impl Bridge {
 }
 
 /// `latchkey mcp-stdio <service> --client C`: newline-delimited JSON-RPC on stdin/stdout.
-pub async fn stdio(paths: &Paths, service: &str, client: &str, path: &str) -> anyhow::Result<ExitCode> {
+pub async fn stdio(
+    paths: &Paths,
+    service: &str,
+    client: &str,
+    path: &str,
+) -> anyhow::Result<ExitCode> {
     let remote = require_running(paths).await?;
     let token = ephemeral(&remote, client).await?;
-    let url = format!("{}/{service}/{}", remote.base(), path.trim_start_matches('/'));
+    let url = format!(
+        "{}/{service}/{}",
+        remote.base(),
+        path.trim_start_matches('/')
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -178,7 +223,9 @@ pub async fn stdio(paths: &Paths, service: &str, client: &str, path: &str) -> an
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = out_rx.recv().await {
-            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.write_all(b"\n").await.is_err() {
+            if stdout.write_all(line.as_bytes()).await.is_err()
+                || stdout.write_all(b"\n").await.is_err()
+            {
                 break;
             }
             let _ = stdout.flush().await;
@@ -229,10 +276,19 @@ pub async fn stdio(paths: &Paths, service: &str, client: &str, path: &str) -> an
     Ok(ExitCode::SUCCESS)
 }
 
-async fn forward(bridge: &Bridge, line: &str, is_initialize: bool, out: &mpsc::Sender<String>) -> anyhow::Result<()> {
+async fn forward(
+    bridge: &Bridge,
+    line: &str,
+    is_initialize: bool,
+    out: &mpsc::Sender<String>,
+) -> anyhow::Result<()> {
     let response = bridge.post(line).await?;
     let status = response.status();
-    if let Some(id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
         *bridge.session.lock().await = Some(id.to_owned());
     }
     if status == StatusCode::ACCEPTED {
@@ -279,17 +335,19 @@ async fn forward(bridge: &Bridge, line: &str, is_initialize: bool, out: &mpsc::S
             if is_initialize {
                 note_protocol(bridge, &body).await;
             }
-            out.send(body.trim().to_owned()).await.context("stdout closed")?;
+            out.send(body.trim().to_owned())
+                .await
+                .context("stdout closed")?;
         }
     }
     Ok(())
 }
 
 async fn note_protocol(bridge: &Bridge, message: &str) {
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(message) {
-        if let Some(version) = v["result"]["protocolVersion"].as_str() {
-            *bridge.protocol.lock().await = Some(version.to_owned());
-        }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(message)
+        && let Some(version) = v["result"]["protocolVersion"].as_str()
+    {
+        *bridge.protocol.lock().await = Some(version.to_owned());
     }
 }
 

@@ -66,7 +66,10 @@ pub async fn require_running(paths: &Paths) -> anyhow::Result<Remote> {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::from_env().context("locating Latchkey's files")?;
     match cli.command {
-        Command::Login { account, no_browser } => session::login(&paths, account, no_browser).await,
+        Command::Login {
+            account,
+            no_browser,
+        } => session::login(&paths, account, no_browser).await,
         Command::Logout { account } => session::logout(&paths, account).await,
         Command::Status { json } => session::status(&paths, json).await,
         Command::Token { account } => session::token(&paths, account).await,
@@ -77,10 +80,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Gateway { action: crate::cli::GatewayAction::SetKey } => session::gateway_set_key(&paths).await,
-        Command::Secret { action: crate::cli::SecretAction::Set { service } } => {
-            session::secret_set(&paths, &service).await
-        }
+        Command::Gateway {
+            action: crate::cli::GatewayAction::SetKey,
+        } => session::gateway_set_key(&paths).await,
+        Command::Secret {
+            action: crate::cli::SecretAction::Set { service },
+        } => session::secret_set(&paths, &service).await,
         Command::Serve { port } => session::serve(&paths, port).await,
         Command::Client { action } => clients::run(&paths, action).await,
         Command::Exec(args) => exec::run(&paths, args).await,
@@ -99,7 +104,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host,
             path,
         } => mcp::config(&paths, &client, &service, host, &path).await,
-        Command::McpStdio { service, client, path } => mcp::stdio(&paths, &service, &client, &path).await,
+        Command::McpStdio {
+            service,
+            client,
+            path,
+        } => mcp::stdio(&paths, &service, &client, &path).await,
     }
 }
 

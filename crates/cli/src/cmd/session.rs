@@ -17,7 +17,11 @@ use latchkey_runtime::{Latchkey, StartOptions};
 use super::{Target, read_stdin_secret};
 use crate::exit::Coded;
 
-fn account_or_default(target: &Target, paths: &Paths, account: Option<String>) -> anyhow::Result<String> {
+fn account_or_default(
+    target: &Target,
+    paths: &Paths,
+    account: Option<String>,
+) -> anyhow::Result<String> {
     if let Some(a) = account {
         return Ok(a);
     }
@@ -31,7 +35,11 @@ fn account_or_default(target: &Target, paths: &Paths, account: Option<String>) -
 }
 
 /// `latchkey login`
-pub async fn login(paths: &Paths, account: Option<String>, no_browser: bool) -> anyhow::Result<ExitCode> {
+pub async fn login(
+    paths: &Paths,
+    account: Option<String>,
+    no_browser: bool,
+) -> anyhow::Result<ExitCode> {
     let target = Target::open(paths).await?;
     let account = account_or_default(&target, paths, account)?;
     let url = match &target {
@@ -39,7 +47,11 @@ pub async fn login(paths: &Paths, account: Option<String>, no_browser: bool) -> 
             let v: serde_json::Value = r.post(&format!("/v1/control/login/{account}"), &()).await?;
             v["authorize_url"].as_str().unwrap_or_default().to_owned()
         }
-        Target::Local(lk) => lk.begin_login(&account).await.map_err(Coded::from)?.to_string(),
+        Target::Local(lk) => lk
+            .begin_login(&account)
+            .await
+            .map_err(Coded::from)?
+            .to_string(),
     };
     if no_browser || !open_browser(&url) {
         eprintln!("Open this address in your browser to sign in:");
@@ -58,7 +70,10 @@ pub async fn login(paths: &Paths, account: Option<String>, no_browser: bool) -> 
             )
             .await
             .map(|_| ()),
-        Target::Local(lk) => lk.wait_login(&account).await.map_err(|e| Coded::from(e).into()),
+        Target::Local(lk) => lk
+            .wait_login(&account)
+            .await
+            .map_err(|e| Coded::from(e).into()),
     };
     let overview = match &target {
         Target::Local(lk) => serde_json::to_value(lk.overview()).ok(),
@@ -132,12 +147,22 @@ fn describe_state(state: &serde_json::Value, now: i64) -> String {
     match state["kind"].as_str().unwrap_or_default() {
         "active" => {
             let left = state["expires_at"].as_i64().unwrap_or(now) - now;
-            format!("Signed in as {} · access token expires in {} (renewed automatically)", who(state), format_remaining(left))
+            format!(
+                "Signed in as {} · access token expires in {} (renewed automatically)",
+                who(state),
+                format_remaining(left)
+            )
         }
         "refreshing" => format!("Signed in as {} · renewing", who(state)),
         "logging_in" => "Signing in…".to_owned(),
-        "expired" => format!("Session ended: {}", state["reason"].as_str().unwrap_or("log in again")),
-        "error" => format!("Attention: {}", state["message"].as_str().unwrap_or("unknown error")),
+        "expired" => format!(
+            "Session ended: {}",
+            state["reason"].as_str().unwrap_or("log in again")
+        ),
+        "error" => format!(
+            "Attention: {}",
+            state["message"].as_str().unwrap_or("unknown error")
+        ),
         _ => "Not signed in · run `latchkey login`".to_owned(),
     }
 }
@@ -147,7 +172,12 @@ fn render_status(r: &serde_json::Value) -> String {
     let now = r["now"].as_i64().unwrap_or_default();
     let mut out = String::new();
     for a in r["accounts"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "Account {} ({})", a["name"].as_str().unwrap_or("?"), a["issuer"].as_str().unwrap_or("?"));
+        let _ = writeln!(
+            out,
+            "Account {} ({})",
+            a["name"].as_str().unwrap_or("?"),
+            a["issuer"].as_str().unwrap_or("?")
+        );
         let _ = writeln!(out, "  {}", describe_state(&a["state"], now));
     }
     let services = r["services"].as_array().cloned().unwrap_or_default();
@@ -173,14 +203,28 @@ fn render_status(r: &serde_json::Value) -> String {
     let _ = writeln!(
         out,
         "Keychain: {} ({}){}",
-        if k["ok"].as_bool() == Some(true) { "ok" } else { "NOT AVAILABLE" },
+        if k["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "NOT AVAILABLE"
+        },
         k["backend"].as_str().unwrap_or("?"),
-        k["message"].as_str().map(|m| format!(" — {m}")).unwrap_or_default()
+        k["message"]
+            .as_str()
+            .map(|m| format!(" — {m}"))
+            .unwrap_or_default()
     );
     if r["running"].as_bool() == Some(true) {
-        let _ = writeln!(out, "Proxy: {} (running)", r["proxy"]["url"].as_str().unwrap_or("?"));
+        let _ = writeln!(
+            out,
+            "Proxy: {} (running)",
+            r["proxy"]["url"].as_str().unwrap_or("?")
+        );
     } else {
-        let _ = writeln!(out, "Proxy: not running (start the tray app or `latchkey serve`)");
+        let _ = writeln!(
+            out,
+            "Proxy: not running (start the tray app or `latchkey serve`)"
+        );
     }
     let clients = r["clients"].as_array().map_or(0, Vec::len);
     let _ = writeln!(out, "Local clients: {clients}");
@@ -196,7 +240,10 @@ pub async fn token(paths: &Paths, account: Option<String>) -> anyhow::Result<Exi
             let v: serde_json::Value = r.get(&format!("/v1/control/token/{account}")).await?;
             Ok(Secret::new(v["access_token"].as_str().unwrap_or_default()))
         }
-        Target::Local(lk) => lk.access_token(&account).await.map_err(|e| Coded::from(e).into()),
+        Target::Local(lk) => lk
+            .access_token(&account)
+            .await
+            .map_err(|e| Coded::from(e).into()),
     };
     target.close().await;
     let token = token?;
@@ -229,7 +276,10 @@ pub async fn gateway_set_key(paths: &Paths) -> anyhow::Result<ExitCode> {
     let target = Target::open(paths).await?;
     let result = match &target {
         Target::Remote(r) => r
-            .post::<serde_json::Value>("/v1/control/gateway-key", &serde_json::json!({ "key": key }))
+            .post::<serde_json::Value>(
+                "/v1/control/gateway-key",
+                &serde_json::json!({ "key": key }),
+            )
             .await
             .map(|_| ()),
         Target::Local(lk) => lk
@@ -248,15 +298,18 @@ pub async fn secret_set(paths: &Paths, service: &str) -> anyhow::Result<ExitCode
     let text = read_stdin_secret("name=value lines")?;
     let mut values = BTreeMap::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("each line must be name=value (the value is not shown here)"))?;
+        let (name, value) = line.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("each line must be name=value (the value is not shown here)")
+        })?;
         values.insert(name.trim().to_owned(), value.to_owned());
     }
     let target = Target::open(paths).await?;
     let result = match &target {
         Target::Remote(r) => r
-            .post::<serde_json::Value>(&format!("/v1/control/secret/{service}"), &serde_json::json!({ "values": values }))
+            .post::<serde_json::Value>(
+                &format!("/v1/control/secret/{service}"),
+                &serde_json::json!({ "values": values }),
+            )
             .await
             .map(|_| ()),
         Target::Local(lk) => lk
@@ -266,7 +319,10 @@ pub async fn secret_set(paths: &Paths, service: &str) -> anyhow::Result<ExitCode
     };
     target.close().await;
     result?;
-    eprintln!("Stored {} value(s) for {service} in the keychain.", values.len());
+    eprintln!(
+        "Stored {} value(s) for {service} in the keychain.",
+        values.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -285,7 +341,11 @@ pub async fn serve(paths: &Paths, port: Option<u16>) -> anyhow::Result<ExitCode>
     if !overview.keychain.ok {
         eprintln!(
             "warning: the keychain is not available: {}",
-            overview.keychain.message.as_deref().unwrap_or("unknown reason")
+            overview
+                .keychain
+                .message
+                .as_deref()
+                .unwrap_or("unknown reason")
         );
     }
     shutdown_signal().await;

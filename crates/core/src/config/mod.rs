@@ -205,7 +205,9 @@ impl fmt::Display for Name {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file does not exist.
-    #[error("no configuration at {path}: run `latchkey config init` or create it (see README, \"Configuration\")")]
+    #[error(
+        "no configuration at {path}: run `latchkey config init` or create it (see README, \"Configuration\")"
+    )]
     NotFound {
         /// The path looked at.
         path: PathBuf,
@@ -304,7 +306,12 @@ struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn error(&self, offset: usize, message: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        offset: usize,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -416,7 +423,9 @@ fn validate_proxy(
     let listen_text = raw
         .and_then(|p| p.listen.as_ref())
         .map_or(DEFAULT_LISTEN, |l| l.get_ref().as_str());
-    let offset = raw.and_then(|p| p.listen.as_ref()).map_or(0, |l| l.span().start);
+    let offset = raw
+        .and_then(|p| p.listen.as_ref())
+        .map_or(0, |l| l.span().start);
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
         here.error(
             offset,
@@ -427,7 +436,10 @@ fn validate_proxy(
     if !listen.ip().is_loopback() {
         return Err(here.error(
             offset,
-            format!("the proxy must listen on loopback only, not {}", listen.ip()),
+            format!(
+                "the proxy must listen on loopback only, not {}",
+                listen.ip()
+            ),
             format!("use \"{DEFAULT_LISTEN}\" (any port)"),
         ));
     }
@@ -517,8 +529,14 @@ fn validate_service(
         ));
     }
 
-    let source_text = raw.source.as_ref().map_or("gateway", |s| s.get_ref().as_str());
-    let source_offset = raw.source.as_ref().map_or(raw.name.span().start, |s| s.span().start);
+    let source_text = raw
+        .source
+        .as_ref()
+        .map_or("gateway", |s| s.get_ref().as_str());
+    let source_offset = raw
+        .source
+        .as_ref()
+        .map_or(raw.name.span().start, |s| s.span().start);
     let source = match source_text {
         "gateway" => {
             let Some(endpoint) = &raw.gateway_endpoint else {
@@ -538,7 +556,9 @@ fn validate_service(
             if !has_gateway {
                 return Err(here.error(
                     source_offset,
-                    format!("service `{name}` uses the Auth Gateway but there is no [gateway] table"),
+                    format!(
+                        "service `{name}` uses the Auth Gateway but there is no [gateway] table"
+                    ),
                     "add [gateway] with url = \"https://...\"",
                 ));
             }
@@ -587,7 +607,10 @@ fn validate_service(
         .as_ref()
         .map(|e| e.get_ref().clone())
         .unwrap_or_default();
-    let env_offset = raw.env.as_ref().map_or(raw.name.span().start, |e| e.span().start);
+    let env_offset = raw
+        .env
+        .as_ref()
+        .map_or(raw.name.span().start, |e| e.span().start);
     for (var, cred) in &env {
         let valid_var = !var.is_empty()
             && !var.starts_with(|c: char| c.is_ascii_digit())
@@ -595,7 +618,10 @@ fn validate_service(
         if !valid_var {
             return Err(here.error(
                 env_offset,
-                format!("`{}` is not a valid environment variable name", var.escape_debug()),
+                format!(
+                    "`{}` is not a valid environment variable name",
+                    var.escape_debug()
+                ),
                 "use letters, digits and `_`, not starting with a digit",
             ));
         }
@@ -626,7 +652,10 @@ fn validate_service(
         }
     }
 
-    let ttl = raw.ttl_seconds.as_ref().map_or(DEFAULT_TTL_SECONDS, |t| *t.get_ref());
+    let ttl = raw
+        .ttl_seconds
+        .as_ref()
+        .map_or(DEFAULT_TTL_SECONDS, |t| *t.get_ref());
     if ttl == 0 {
         return Err(here.error(
             raw.ttl_seconds.as_ref().map_or(0, |t| t.span().start),
@@ -646,7 +675,11 @@ fn validate_service(
     })
 }
 
-fn validate_mapping(raw: &RawMapping, service: &Name, here: &Locator<'_>) -> Result<Mapping, ConfigError> {
+fn validate_mapping(
+    raw: &RawMapping,
+    service: &Name,
+    here: &Locator<'_>,
+) -> Result<Mapping, ConfigError> {
     let name = raw.name.get_ref().trim();
     if name.is_empty() {
         return Err(here.error(
@@ -661,7 +694,10 @@ fn validate_mapping(raw: &RawMapping, service: &Name, here: &Locator<'_>) -> Res
             if !valid {
                 return Err(here.error(
                     header.span().start,
-                    format!("`{}` is not a valid header name", header.get_ref().escape_debug()),
+                    format!(
+                        "`{}` is not a valid header name",
+                        header.get_ref().escape_debug()
+                    ),
                     "use a header name such as \"Authorization\" or \"X-API-Key\"",
                 ));
             }
@@ -706,7 +742,11 @@ fn validate_mapping(raw: &RawMapping, service: &Name, here: &Locator<'_>) -> Res
 
 fn parse_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
     Name::parse(raw.get_ref()).map_err(|message| {
-        here.error(raw.span().start, message, "rename it, e.g. \"work\" or \"github\"")
+        here.error(
+            raw.span().start,
+            message,
+            "rename it, e.g. \"work\" or \"github\"",
+        )
     })
 }
 
@@ -719,7 +759,10 @@ fn parse_url(
     let url = Url::parse(raw.get_ref()).map_err(|e| {
         here.error(
             raw.span().start,
-            format!("{what} `{}` is not a URL: {e}", raw.get_ref().escape_debug()),
+            format!(
+                "{what} `{}` is not a URL: {e}",
+                raw.get_ref().escape_debug()
+            ),
             "write a full URL such as \"https://idp.example.com\"",
         )
     })?;

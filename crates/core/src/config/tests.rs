@@ -58,7 +58,10 @@ fn protocol_sample_parses() {
 
 #[test]
 fn unknown_key_is_refused_with_its_line() {
-    let text = SAMPLE.replace("client_id = \"latchkey\"", "client_id = \"latchkey\"\nclient_secret = \"x\"");
+    let text = SAMPLE.replace(
+        "client_id = \"latchkey\"",
+        "client_id = \"latchkey\"\nclient_secret = \"x\"",
+    );
     let (line, message, fix) = invalid(&text);
     assert_eq!(line, 11, "points at the unknown key");
     assert!(message.contains("client_secret"), "{message}");
@@ -91,9 +94,15 @@ fn mapping_without_a_name_is_refused() {
 
 #[test]
 fn mapping_with_both_header_and_query_is_refused() {
-    let text = SAMPLE.replace("prefix = \"Bearer \" }", "prefix = \"Bearer \", query_param = \"k\" }");
+    let text = SAMPLE.replace(
+        "prefix = \"Bearer \" }",
+        "prefix = \"Bearer \", query_param = \"k\" }",
+    );
     let (_, message, _) = invalid(&text);
-    assert!(message.contains("exactly one of header or query_param"), "{message}");
+    assert!(
+        message.contains("exactly one of header or query_param"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -124,7 +133,10 @@ fn insecure_issuer_needs_opt_in_and_loopback() {
     let text = SAMPLE.replace("https://idp.example.com", "http://127.0.0.1:47900");
     let (_, _, fix) = invalid(&text);
     assert!(fix.contains("allow_insecure_http"), "{fix}");
-    let ok = text.replace("client_id = \"latchkey\"", "client_id = \"latchkey\"\nallow_insecure_http = true");
+    let ok = text.replace(
+        "client_id = \"latchkey\"",
+        "client_id = \"latchkey\"\nallow_insecure_http = true",
+    );
     parse(&ok).expect("loopback issuer with opt-in");
     let remote = ok.replace("127.0.0.1:47900", "idp.example.com");
     invalid(&remote);
@@ -142,10 +154,16 @@ fn proxy_must_listen_on_loopback() {
 
 #[test]
 fn credentials_in_urls_are_refused() {
-    let text = SAMPLE.replace("https://auth-gateway.example.com", "https://u:p@auth-gateway.example.com");
+    let text = SAMPLE.replace(
+        "https://auth-gateway.example.com",
+        "https://u:p@auth-gateway.example.com",
+    );
     let (_, message, _) = invalid(&text);
     assert!(message.contains("user name or password"), "{message}");
-    assert!(!message.contains("u:p"), "the secret is not echoed: {message}");
+    assert!(
+        !message.contains("u:p"),
+        "the secret is not echoed: {message}"
+    );
 }
 
 #[test]
@@ -164,7 +182,10 @@ fn wrong_version_is_refused() {
 
 #[test]
 fn gateway_service_without_gateway_table_is_refused() {
-    let text = SAMPLE.replace("[gateway]\nurl = \"https://auth-gateway.example.com\"\n", "");
+    let text = SAMPLE.replace(
+        "[gateway]\nurl = \"https://auth-gateway.example.com\"\n",
+        "",
+    );
     let (_, message, _) = invalid(&text);
     assert!(message.contains("no [gateway] table"), "{message}");
 }
@@ -175,16 +196,23 @@ fn access_token_and_manual_sources_parse() {
         "{SAMPLE}\n[[services]]\nname = \"api\"\naccount = \"work\"\nsource = \"access_token\"\nupstream = \"https://api.example.com\"\ncredentials = [{{ name = \"access_token\", header = \"Authorization\", prefix = \"Bearer \" }}]\n\n[[services]]\nname = \"pat\"\naccount = \"work\"\nsource = \"manual\"\nupstream = \"https://pat.example.com\"\ncredentials = [{{ name = \"token\", query_param = \"key\" }}]\n"
     );
     let c = parse(&text).expect("three services");
-    assert_eq!(c.service("api").map(|s| &s.source), Some(&CredentialSource::AccessToken));
+    assert_eq!(
+        c.service("api").map(|s| &s.source),
+        Some(&CredentialSource::AccessToken)
+    );
     assert_eq!(
         c.service("pat").map(|s| s.credentials[0].target.clone()),
-        Some(InjectTarget::Query { param: "key".into() })
+        Some(InjectTarget::Query {
+            param: "key".into()
+        })
     );
 }
 
 #[test]
 fn duplicate_and_reserved_names_are_refused() {
-    let dup = format!("{SAMPLE}\n[[services]]\nname = \"github\"\naccount = \"work\"\ngateway_endpoint = \"/x\"\nupstream = \"https://x.example.com\"\ncredentials = [{{ name = \"t\", header = \"X-T\" }}]\n");
+    let dup = format!(
+        "{SAMPLE}\n[[services]]\nname = \"github\"\naccount = \"work\"\ngateway_endpoint = \"/x\"\nupstream = \"https://x.example.com\"\ncredentials = [{{ name = \"t\", header = \"X-T\" }}]\n"
+    );
     let (_, message, _) = invalid(&dup);
     assert!(message.contains("defined twice"), "{message}");
     let reserved = SAMPLE.replace("name = \"github\"", "name = \"v1\"");
@@ -196,7 +224,8 @@ fn duplicate_and_reserved_names_are_refused() {
 
 #[test]
 fn bad_header_name_and_env_var_are_refused() {
-    let (_, message, _) = invalid(&SAMPLE.replace("header = \"Authorization\"", "header = \"Bad Header\""));
+    let (_, message, _) =
+        invalid(&SAMPLE.replace("header = \"Authorization\"", "header = \"Bad Header\""));
     assert!(message.contains("not a valid header name"), "{message}");
     let (_, message, _) = invalid(&SAMPLE.replace("GITHUB_TOKEN", "\"1-X\""));
     assert!(message.contains("environment variable"), "{message}");

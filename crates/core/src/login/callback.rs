@@ -62,10 +62,12 @@ pub async fn listen(port: u16, state: String, lifetime: Duration) -> Result<List
             port,
             reason: e.kind().to_string(),
         })?;
-    let addr = socket.local_addr().map_err(|e| LoginError::CallbackListener {
-        port,
-        reason: e.kind().to_string(),
-    })?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| LoginError::CallbackListener {
+            port,
+            reason: e.kind().to_string(),
+        })?;
     let (tx, outcome) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let shared = Arc::new(Shared {

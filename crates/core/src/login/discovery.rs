@@ -31,7 +31,10 @@ pub struct Metadata {
 }
 
 /// Fetches and checks the metadata of `settings.issuer`.
-pub(super) async fn fetch(http: &reqwest::Client, settings: &ProviderSettings) -> Result<Metadata, LoginError> {
+pub(super) async fn fetch(
+    http: &reqwest::Client,
+    settings: &ProviderSettings,
+) -> Result<Metadata, LoginError> {
     let configured = settings.issuer.as_str().trim_end_matches('/');
     let oidc = format!("{configured}/.well-known/openid-configuration");
     let path = settings.issuer.path().trim_end_matches('/');
@@ -61,12 +64,14 @@ pub(super) async fn fetch(http: &reqwest::Client, settings: &ProviderSettings) -
             continue;
         }
         if !answer.status().is_success() {
-            return Err(discovery_error(format!("its metadata answered {}", answer.status())));
+            return Err(discovery_error(format!(
+                "its metadata answered {}",
+                answer.status()
+            )));
         }
-        let metadata: Metadata = answer
-            .json()
-            .await
-            .map_err(|_| discovery_error("its metadata is not the expected JSON document".into()))?;
+        let metadata: Metadata = answer.json().await.map_err(|_| {
+            discovery_error("its metadata is not the expected JSON document".into())
+        })?;
         if metadata.issuer.trim_end_matches('/') != configured {
             return Err(discovery_error(format!(
                 "it says its issuer is `{}`, not the configured one; fix `issuer` in the configuration",

@@ -206,7 +206,10 @@ impl KeySet {
     /// Validates `token` and returns its claims.
     pub async fn validate(&self, token: &str, expect: &Expectations) -> Result<Claims, JwtError> {
         let (header, payload) = parts(token)?;
-        let alg = header.get("alg").and_then(Value::as_str).ok_or(JwtError::Malformed)?;
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Malformed)?;
         if alg.eq_ignore_ascii_case("none") {
             return Err(JwtError::Unsigned);
         }
@@ -266,9 +269,15 @@ fn parts(token: &str) -> Result<(Value, Value), JwtError> {
         return Err(JwtError::Malformed);
     };
     let decode = |part: &str| -> Result<Value, JwtError> {
-        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| JwtError::Malformed)?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
-        if value.is_object() { Ok(value) } else { Err(JwtError::Malformed) }
+        if value.is_object() {
+            Ok(value)
+        } else {
+            Err(JwtError::Malformed)
+        }
     };
     Ok((decode(h)?, decode(p)?))
 }

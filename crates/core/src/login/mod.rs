@@ -111,7 +111,9 @@ pub enum LoginError {
         reason: String,
     },
     /// The configured issuer is not acceptable (plain http off loopback).
-    #[error("the issuer {issuer} must use https (plain http is only allowed on loopback with `allow_insecure_http = true`)")]
+    #[error(
+        "the issuer {issuer} must use https (plain http is only allowed on loopback with `allow_insecure_http = true`)"
+    )]
     InsecureIssuer {
         /// The configured issuer.
         issuer: String,
@@ -126,7 +128,9 @@ pub enum LoginError {
     #[error("the identity provider did not answer within {0:?}; try again")]
     Timeout(Duration),
     /// The loopback callback listener could not start.
-    #[error("cannot listen for the login callback on 127.0.0.1:{port} ({reason}); free the port or set another `callback_port`")]
+    #[error(
+        "cannot listen for the login callback on 127.0.0.1:{port} ({reason}); free the port or set another `callback_port`"
+    )]
     CallbackListener {
         /// The port asked for.
         port: u16,
@@ -256,10 +260,17 @@ impl Provider {
     /// Discovers the provider at `settings.issuer`. `http` must not follow redirects (the
     /// runtime's client does not).
     #[instrument(skip_all, fields(issuer = %settings.issuer), err)]
-    pub async fn discover(http: reqwest::Client, settings: ProviderSettings) -> Result<Self, LoginError> {
+    pub async fn discover(
+        http: reqwest::Client,
+        settings: ProviderSettings,
+    ) -> Result<Self, LoginError> {
         check_scheme(&settings.issuer, settings.allow_insecure_http)?;
         let metadata = discovery::fetch(&http, &settings).await?;
-        for endpoint in [&metadata.authorization_endpoint, &metadata.token_endpoint, &metadata.jwks_uri] {
+        for endpoint in [
+            &metadata.authorization_endpoint,
+            &metadata.token_endpoint,
+            &metadata.jwks_uri,
+        ] {
             check_endpoint(endpoint, &settings)?;
         }
         if let Some(methods) = &metadata.code_challenge_methods_supported
@@ -322,7 +333,10 @@ impl Provider {
             .unwrap_or(&self.inner.settings.client_id)
     }
 
-    async fn timed<T>(&self, fut: impl Future<Output = Result<T, LoginError>>) -> Result<T, LoginError> {
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, LoginError>>,
+    ) -> Result<T, LoginError> {
         tokio::time::timeout(self.inner.settings.timeout, fut)
             .await
             .map_err(|_| LoginError::Timeout(self.inner.settings.timeout))?
@@ -337,7 +351,12 @@ impl Provider {
             request = request.add_extra_param("resource", aud.clone());
         }
         let answer = self
-            .timed(async { request.request_async(&self.inner.http).await.map_err(token_error) })
+            .timed(async {
+                request
+                    .request_async(&self.inner.http)
+                    .await
+                    .map_err(token_error)
+            })
             .await?;
         self.validate(answer, None).await
     }
@@ -392,7 +411,11 @@ impl Provider {
 
     /// Validates a token response into a [`TokenSet`]. `nonce` is the login's nonce (a refresh
     /// has none to check).
-    async fn validate(&self, answer: OidcTokenResponse, nonce: Option<&str>) -> Result<TokenSet, LoginError> {
+    async fn validate(
+        &self,
+        answer: OidcTokenResponse,
+        nonce: Option<&str>,
+    ) -> Result<TokenSet, LoginError> {
         let now = OffsetDateTime::now_utc();
         // `iss` must be exactly the string the provider published (checked against the
         // configured issuer at discovery).
@@ -450,7 +473,9 @@ impl Provider {
         let claims = id_claims.or(access_claims);
         let user = match claims {
             Some(c) => UserInfo {
-                subject: c.subject.ok_or_else(|| JwtError::MissingClaim("sub".into()))?,
+                subject: c
+                    .subject
+                    .ok_or_else(|| JwtError::MissingClaim("sub".into()))?,
                 name: c.name,
                 email: c.email,
             },
@@ -462,7 +487,9 @@ impl Provider {
         };
         Ok(TokenSet {
             access_token: Secret::new(access.clone()),
-            refresh_token: answer.refresh_token().map(|t| Secret::new(t.secret().clone())),
+            refresh_token: answer
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
             id_token: answer.extra_fields().id_token.clone().map(Secret::new),
             expires_at,
             issued_at,
@@ -520,7 +547,15 @@ pub async fn start_with_lifetime(
         .set_pkce_challenge(challenge)
         .set_redirect_uri(Cow::Owned(redirect.clone()))
         .add_extra_param("nonce", nonce.clone())
-        .add_scopes(provider.inner.settings.scopes.iter().cloned().map(Scope::new));
+        .add_scopes(
+            provider
+                .inner
+                .settings
+                .scopes
+                .iter()
+                .cloned()
+                .map(Scope::new),
+        );
     if let Some(aud) = &provider.inner.settings.audience {
         request = request.add_extra_param("resource", aud.clone());
     }
@@ -569,15 +604,24 @@ impl LoginAttempt {
             request = request.add_extra_param("resource", aud.clone());
         }
         let answer = provider
-            .timed(async { request.request_async(&provider.inner.http).await.map_err(token_error) })
+            .timed(async {
+                request
+                    .request_async(&provider.inner.http)
+                    .await
+                    .map_err(token_error)
+            })
             .await?;
         provider.validate(answer, Some(&nonce)).await
     }
 }
 
-fn token_error(e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>) -> LoginError {
+fn token_error(
+    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+) -> LoginError {
     match e {
-        RequestTokenError::ServerResponse(r) if *r.error() == BasicErrorResponseType::InvalidGrant => {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == BasicErrorResponseType::InvalidGrant =>
+        {
             LoginError::InvalidGrant
         }
         RequestTokenError::ServerResponse(r) => LoginError::TokenEndpoint {
@@ -633,6 +677,9 @@ fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), LoginError> 
 fn check_endpoint(url: &Url, settings: &ProviderSettings) -> Result<(), LoginError> {
     check_scheme(url, settings.allow_insecure_http).map_err(|_| LoginError::Discovery {
         issuer: settings.issuer.to_string(),
-        reason: format!("it advertises a non-https endpoint ({})", url.origin().ascii_serialization()),
+        reason: format!(
+            "it advertises a non-https endpoint ({})",
+            url.origin().ascii_serialization()
+        ),
     })
 }

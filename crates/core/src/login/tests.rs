@@ -56,7 +56,9 @@ fn claims(issuer: &str, aud: &str) -> Value {
 }
 
 async fn start_idp() -> TestIdp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let issuer = format!("http://{}", listener.local_addr().expect("addr"));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let discovery = json!({
@@ -69,7 +71,10 @@ async fn start_idp() -> TestIdp {
     });
     let iss = issuer.clone();
     let app = Router::new()
-        .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { Json(discovery) }),
+        )
         .route(
             "/jwks",
             get(|State(seen): State<Arc<Mutex<Seen>>>| async move {
@@ -79,34 +84,37 @@ async fn start_idp() -> TestIdp {
         )
         .route(
             "/token",
-            post(move |State(seen): State<Arc<Mutex<Seen>>>, Form(form): Form<HashMap<String, String>>| {
-                let iss = iss.clone();
-                async move {
-                    let nonce = {
-                        let mut s = seen.lock().expect("lock");
-                        s.token_forms.push(form.clone());
-                        s.nonce.clone()
-                    };
-                    if form.get("refresh_token").is_some_and(|t| t == "revoked") {
-                        return (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            Json(json!({"error": "invalid_grant"})),
-                        );
+            post(
+                move |State(seen): State<Arc<Mutex<Seen>>>,
+                      Form(form): Form<HashMap<String, String>>| {
+                    let iss = iss.clone();
+                    async move {
+                        let nonce = {
+                            let mut s = seen.lock().expect("lock");
+                            s.token_forms.push(form.clone());
+                            s.nonce.clone()
+                        };
+                        if form.get("refresh_token").is_some_and(|t| t == "revoked") {
+                            return (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                Json(json!({"error": "invalid_grant"})),
+                            );
+                        }
+                        let mut id = claims(&iss, CLIENT);
+                        id["nonce"] = json!(nonce);
+                        (
+                            axum::http::StatusCode::OK,
+                            Json(json!({
+                                "access_token": sign(rs256(), &claims(&iss, AUDIENCE)),
+                                "token_type": "Bearer",
+                                "expires_in": 600,
+                                "refresh_token": "refresh-1",
+                                "id_token": sign(rs256(), &id),
+                            })),
+                        )
                     }
-                    let mut id = claims(&iss, CLIENT);
-                    id["nonce"] = json!(nonce);
-                    (
-                        axum::http::StatusCode::OK,
-                        Json(json!({
-                            "access_token": sign(rs256(), &claims(&iss, AUDIENCE)),
-                            "token_type": "Bearer",
-                            "expires_in": 600,
-                            "refresh_token": "refresh-1",
-                            "id_token": sign(rs256(), &id),
-                        })),
-                    )
-                }
-            }),
+                },
+            ),
         )
         .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -132,7 +140,11 @@ fn http() -> reqwest::Client {
 }
 
 async fn keys(idp: &TestIdp) -> KeySet {
-    KeySet::new(http(), Url::parse(&format!("{}/jwks", idp.issuer)).expect("url"), Duration::from_secs(5))
+    KeySet::new(
+        http(),
+        Url::parse(&format!("{}/jwks", idp.issuer)).expect("url"),
+        Duration::from_secs(5),
+    )
 }
 
 fn expect(idp: &TestIdp) -> Expectations {
@@ -151,7 +163,11 @@ fn b64(v: &Value) -> String {
 async fn a_valid_token_is_accepted_with_its_claims() {
     let idp = start_idp().await;
     let token = sign(rs256(), &claims(&idp.issuer, AUDIENCE));
-    let c = keys(&idp).await.validate(&token, &expect(&idp)).await.expect("valid");
+    let c = keys(&idp)
+        .await
+        .validate(&token, &expect(&idp))
+        .await
+        .expect("valid");
     assert_eq!(c.subject.as_deref(), Some("alice"));
     assert_eq!(c.email.as_deref(), Some("alice@example.test"));
 }
@@ -164,11 +180,16 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
     let base = claims(&idp.issuer, AUDIENCE);
 
     // alg: none, unsigned.
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": KID})), b64(&base));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": KID})),
+        b64(&base)
+    );
     // HS256 "signed" with the RSA public key as the HMAC secret (key confusion).
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(KID.into());
-    let confused = jsonwebtoken::encode(&hs, &base, &EncodingKey::from_secret(PUBLIC_PEM)).expect("hs256");
+    let confused =
+        jsonwebtoken::encode(&hs, &base, &EncodingKey::from_secret(PUBLIC_PEM)).expect("hs256");
     let mut wrong_iss = base.clone();
     wrong_iss["iss"] = json!("https://evil.example");
     let mut wrong_aud = base.clone();
@@ -187,13 +208,25 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
 
     let cases: Vec<(&str, String, &str)> = vec![
         ("alg none", none, "jwt_unsigned"),
-        ("HS256 with the RSA public key", confused, "jwt_algorithm_mismatch"),
+        (
+            "HS256 with the RSA public key",
+            confused,
+            "jwt_algorithm_mismatch",
+        ),
         ("wrong iss", sign(rs256(), &wrong_iss), "jwt_wrong_issuer"),
         ("wrong aud", sign(rs256(), &wrong_aud), "jwt_wrong_audience"),
         ("expired", sign(rs256(), &expired), "jwt_expired"),
-        ("nbf in the future", sign(rs256(), &future), "jwt_not_yet_valid"),
+        (
+            "nbf in the future",
+            sign(rs256(), &future),
+            "jwt_not_yet_valid",
+        ),
         ("unknown kid", sign(unknown, &base), "jwt_unknown_key"),
-        ("string-typed exp", sign(rs256(), &string_exp), "jwt_bad_claim"),
+        (
+            "string-typed exp",
+            sign(rs256(), &string_exp),
+            "jwt_bad_claim",
+        ),
         ("garbage", "not.a.jwt-at-all".into(), "jwt_malformed"),
         ("two parts", "abc.def".into(), "jwt_malformed"),
         ("bad signature", tampered, "jwt_bad_signature"),
@@ -206,7 +239,10 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
     }
     // An unknown kid made exactly one refetch, not one per attempt.
     let fetches = idp.seen.lock().expect("lock").jwks_fetches;
-    assert_eq!(fetches, 2, "initial fetch + one refetch for the unknown kid");
+    assert_eq!(
+        fetches, 2,
+        "initial fetch + one refetch for the unknown kid"
+    );
     let again = sign(
         Header {
             kid: Some("another-unknown".into()),
@@ -214,8 +250,18 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
         },
         &base,
     );
-    assert_eq!(keys.validate(&again, &ex).await.expect_err("unknown").code(), "jwt_unknown_key");
-    assert_eq!(idp.seen.lock().expect("lock").jwks_fetches, 2, "refetches are rate limited");
+    assert_eq!(
+        keys.validate(&again, &ex)
+            .await
+            .expect_err("unknown")
+            .code(),
+        "jwt_unknown_key"
+    );
+    assert_eq!(
+        idp.seen.lock().expect("lock").jwks_fetches,
+        2,
+        "refetches are rate limited"
+    );
 }
 
 #[tokio::test]
@@ -224,11 +270,16 @@ async fn leeway_is_sixty_seconds_at_most() {
     let keys = keys(&idp).await;
     let mut within = claims(&idp.issuer, AUDIENCE);
     within["exp"] = json!(now() - 30);
-    keys.validate(&sign(rs256(), &within), &expect(&idp)).await.expect("30 s past exp is within leeway");
+    keys.validate(&sign(rs256(), &within), &expect(&idp))
+        .await
+        .expect("30 s past exp is within leeway");
     let mut beyond = claims(&idp.issuer, AUDIENCE);
     beyond["exp"] = json!(now() - 90);
     assert_eq!(
-        keys.validate(&sign(rs256(), &beyond), &expect(&idp)).await.expect_err("90 s").code(),
+        keys.validate(&sign(rs256(), &beyond), &expect(&idp))
+            .await
+            .expect_err("90 s")
+            .code(),
         "jwt_expired"
     );
 }
@@ -243,18 +294,27 @@ async fn discovery_rejects_an_issuer_mismatch_and_plain_http_off_loopback() {
 
     let mut s = settings("http://idp.example.com");
     s.allow_insecure_http = true;
-    let err = Provider::discover(http(), s).await.expect_err("http off loopback");
+    let err = Provider::discover(http(), s)
+        .await
+        .expect_err("http off loopback");
     assert_eq!(err.code(), "invalid_config");
 }
 
 async fn callback(url: &str) -> reqwest::StatusCode {
-    http().get(url).send().await.expect("callback request").status()
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("callback request")
+        .status()
 }
 
 #[tokio::test]
 async fn a_full_login_sends_the_pkce_verifier_and_validates_the_tokens() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
     let attempt = start(&provider, 0).await.expect("start");
     let url = attempt.authorize_url().clone();
     let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -267,34 +327,63 @@ async fn a_full_login_sends_the_pkce_verifier_and_validates_the_tokens() {
 
     let finish = tokio::spawn(attempt.finish());
     // Stray requests do not end the login.
-    assert_eq!(callback(&format!("{redirect}?code=x")).await, 400, "missing state");
-    assert_eq!(callback(&format!("{redirect}?code=x&state=forged")).await, 400, "mismatched state");
-    assert_eq!(callback(&format!("{redirect}?code=the-code&state={state}")).await, 200);
+    assert_eq!(
+        callback(&format!("{redirect}?code=x")).await,
+        400,
+        "missing state"
+    );
+    assert_eq!(
+        callback(&format!("{redirect}?code=x&state=forged")).await,
+        400,
+        "mismatched state"
+    );
+    assert_eq!(
+        callback(&format!("{redirect}?code=the-code&state={state}")).await,
+        200
+    );
     let tokens = finish.await.expect("join").expect("login");
     assert_eq!(tokens.user.email.as_deref(), Some("alice@example.test"));
-    assert_eq!(tokens.refresh_token.as_ref().map(Secret::expose), Some("refresh-1"));
+    assert_eq!(
+        tokens.refresh_token.as_ref().map(Secret::expose),
+        Some("refresh-1")
+    );
     assert!(tokens.expires_at > tokens.issued_at);
 
     let form = idp.seen.lock().expect("lock").token_forms[0].clone();
     assert_eq!(form["code"], "the-code");
     assert_eq!(form["grant_type"], "authorization_code");
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(form["code_verifier"].as_bytes()));
-    assert_eq!(challenge, q["code_challenge"], "the verifier hashes to the challenge");
+    assert_eq!(
+        challenge, q["code_challenge"],
+        "the verifier hashes to the challenge"
+    );
 
     // Replaying the callback fails: the listener is gone (or refuses).
-    let replay = http().get(format!("{redirect}?code=the-code&state={state}")).send().await;
-    assert!(replay.map(|r| r.status() != 200).unwrap_or(true), "replay refused");
+    let replay = http()
+        .get(format!("{redirect}?code=the-code&state={state}"))
+        .send()
+        .await;
+    assert!(
+        replay.map(|r| r.status() != 200).unwrap_or(true),
+        "replay refused"
+    );
 }
 
 #[tokio::test]
 async fn the_id_token_nonce_must_match_the_login() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
     let attempt = start(&provider, 0).await.expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     idp.seen.lock().expect("lock").nonce = Some("another-login".into());
     let finish = tokio::spawn(attempt.finish());
-    callback(&format!("{}?code=c&state={}", q["redirect_uri"], q["state"])).await;
+    callback(&format!(
+        "{}?code=c&state={}",
+        q["redirect_uri"], q["state"]
+    ))
+    .await;
     let err = finish.await.expect("join").expect_err("nonce mismatch");
     assert_eq!(err.code(), "jwt_nonce_mismatch");
 }
@@ -302,7 +391,9 @@ async fn the_id_token_nonce_must_match_the_login() {
 #[tokio::test]
 async fn access_denied_ends_the_login_cleanly() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
     let attempt = start(&provider, 0).await.expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     let finish = tokio::spawn(attempt.finish());
@@ -314,18 +405,32 @@ async fn access_denied_ends_the_login_cleanly() {
     assert_eq!(status, 200);
     let err = finish.await.expect("join").expect_err("denied");
     assert_eq!(err.code(), "access_denied");
-    assert!(idp.seen.lock().expect("lock").token_forms.is_empty(), "no token request");
+    assert!(
+        idp.seen.lock().expect("lock").token_forms.is_empty(),
+        "no token request"
+    );
 }
 
 #[tokio::test]
 async fn an_expired_state_is_refused() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
-    let attempt = start_with_lifetime(&provider, 0, Duration::ZERO).await.expect("start");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let attempt = start_with_lifetime(&provider, 0, Duration::ZERO)
+        .await
+        .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     let finish = tokio::spawn(attempt.finish());
     tokio::time::sleep(Duration::from_millis(5)).await; // past a zero lifetime
-    assert_eq!(callback(&format!("{}?code=c&state={}", q["redirect_uri"], q["state"])).await, 400);
+    assert_eq!(
+        callback(&format!(
+            "{}?code=c&state={}",
+            q["redirect_uri"], q["state"]
+        ))
+        .await,
+        400
+    );
     let err = finish.await.expect("join").expect_err("expired");
     assert_eq!(err.code(), "login_expired");
 }
@@ -333,7 +438,9 @@ async fn an_expired_state_is_refused() {
 #[tokio::test]
 async fn dropping_an_attempt_closes_its_listener() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
     let attempt = start(&provider, 0).await.expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     drop(attempt);
@@ -342,7 +449,10 @@ async fn dropping_an_attempt_closes_its_listener() {
         if http().get(q["redirect_uri"].as_str()).send().await.is_err() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "listener still up after drop");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener still up after drop"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -350,12 +460,27 @@ async fn dropping_an_attempt_closes_its_listener() {
 #[tokio::test]
 async fn refresh_maps_invalid_grant_to_log_in_again() {
     let idp = start_idp().await;
-    let provider = Provider::discover(http(), settings(&idp.issuer)).await.expect("discover");
-    let err = provider.refresh(&Secret::new("revoked")).await.expect_err("invalid grant");
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let err = provider
+        .refresh(&Secret::new("revoked"))
+        .await
+        .expect_err("invalid grant");
     assert!(matches!(err, LoginError::InvalidGrant));
-    let ok = provider.refresh(&Secret::new("refresh-1")).await.expect("refresh");
+    let ok = provider
+        .refresh(&Secret::new("refresh-1"))
+        .await
+        .expect("refresh");
     assert_eq!(ok.user.subject, "alice");
-    let form = idp.seen.lock().expect("lock").token_forms.last().cloned().expect("form");
+    let form = idp
+        .seen
+        .lock()
+        .expect("lock")
+        .token_forms
+        .last()
+        .cloned()
+        .expect("form");
     assert_eq!(form["grant_type"], "refresh_token");
     assert_eq!(form["resource"], AUDIENCE);
 }
