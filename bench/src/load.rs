@@ -30,14 +30,26 @@ impl Client {
         Ok(Self { sender })
     }
 
-    async fn send(&mut self, method: &str, url: &str, header: Option<(&str, &str)>, body: Bytes) -> anyhow::Result<u16> {
+    async fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        header: Option<(&str, &str)>,
+        body: Bytes,
+    ) -> anyhow::Result<u16> {
         let authority = authority(url)?;
-        let mut request = Request::builder().method(method).uri(path_of(url)).header("host", authority);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path_of(url))
+            .header("host", authority);
         if let Some((name, value)) = header {
             request = request.header(name, value);
         }
         self.sender.ready().await?;
-        let response = self.sender.send_request(request.body(Full::new(body))?).await?;
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(body))?)
+            .await?;
         let status = response.status().as_u16();
         response.into_body().collect().await?;
         Ok(status)
@@ -50,13 +62,16 @@ impl Client {
 }
 
 fn authority(url: &str) -> anyhow::Result<String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("http:// URL expected"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("http:// URL expected"))?;
     Ok(rest.split('/').next().unwrap_or(rest).to_owned())
 }
 
 fn path_of(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap_or(url);
-    rest.find('/').map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned())
+    rest.find('/')
+        .map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned())
 }
 
 /// Throughput and latency of one run.
@@ -82,7 +97,12 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// `settings.connections` connections POST `body_bytes` to `url` for `duration`.
-pub async fn run(url: &str, header: Option<(&str, &str)>, settings: &Settings, duration: Duration) -> anyhow::Result<LoadResult> {
+pub async fn run(
+    url: &str,
+    header: Option<(&str, &str)>,
+    settings: &Settings,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
     let body = Bytes::from(vec![b'b'; settings.body_bytes]);
     let started = Instant::now();
     let deadline = started + duration;
@@ -98,10 +118,17 @@ pub async fn run(url: &str, header: Option<(&str, &str)>, settings: &Settings, d
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match client
-                    .send("POST", &url, header.as_ref().map(|(n, v)| (n.as_str(), v.as_str())), body.clone())
+                    .send(
+                        "POST",
+                        &url,
+                        header.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
+                        body.clone(),
+                    )
                     .await
                 {
-                    Ok(200) => latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Ok(200) => {
+                        latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))
+                    }
                     Ok(_) => errors += 1,
                     Err(_) => {
                         errors += 1;
@@ -154,7 +181,10 @@ pub struct SseResult {
 /// (same process, same clock), so arrival minus emission is the forwarding delay.
 pub async fn sse(lk: &Latchkey, settings: &Settings) -> anyhow::Result<SseResult> {
     let (count, interval_ms) = (20u64, 50u64);
-    let url = format!("{}/bench/sse?count={count}&interval_ms={interval_ms}", lk.url);
+    let url = format!(
+        "{}/bench/sse?count={count}&interval_ms={interval_ms}",
+        lk.url
+    );
     let mut tasks = Vec::new();
     for _ in 0..settings.streams {
         let url = url.clone();
@@ -164,7 +194,8 @@ pub async fn sse(lk: &Latchkey, settings: &Settings) -> anyhow::Result<SseResult
             let authority = authority(&url)?;
             let stream = tokio::net::TcpStream::connect(&authority).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
+            let (mut sender, conn) =
+                http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -176,17 +207,20 @@ pub async fn sse(lk: &Latchkey, settings: &Settings) -> anyhow::Result<SseResult
             let mut body = sender.send_request(request).await?.into_body();
             let mut buffer = String::new();
             while let Some(frame) = body.frame().await {
-                let Ok(data) = frame?.into_data() else { continue };
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
                 let now = crate::upstream::epoch().elapsed().as_nanos();
                 buffer.push_str(&String::from_utf8_lossy(&data));
                 while let Some(end) = buffer.find("\n\n") {
                     let event: String = buffer.drain(..end + 2).collect();
-                    if let Some(t) = event
-                        .split("\"t\":")
-                        .nth(1)
-                        .and_then(|s| s.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u128>().ok())
-                    {
-                        delays.push(u64::try_from(now.saturating_sub(t) / 1000).unwrap_or(u64::MAX));
+                    if let Some(t) = event.split("\"t\":").nth(1).and_then(|s| {
+                        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+                            .parse::<u128>()
+                            .ok()
+                    }) {
+                        delays
+                            .push(u64::try_from(now.saturating_sub(t) / 1000).unwrap_or(u64::MAX));
                     }
                 }
             }

@@ -68,7 +68,11 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (name, url, header) in [
         ("direct (hyper upstream)", &direct_url, None),
-        ("through Latchkey", &latchkey_url, Some(("x-latchkey-client", latchkey.client_token.as_str()))),
+        (
+            "through Latchkey",
+            &latchkey_url,
+            Some(("x-latchkey-client", latchkey.client_token.as_str())),
+        ),
         ("through nginx", &nginx_url, None),
     ] {
         eprintln!("load: {name}");

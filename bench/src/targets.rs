@@ -47,7 +47,11 @@ pub struct Latchkey {
 fn latchkey_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("bench binary dir")?.join("latchkey");
-    anyhow::ensure!(path.is_file(), "build the CLI first: cargo build --release -p latchkey ({} missing)", path.display());
+    anyhow::ensure!(
+        path.is_file(),
+        "build the CLI first: cargo build --release -p latchkey ({} missing)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -82,11 +86,23 @@ credentials = [{{ name = "key", header = "X-API-Key" }}]
         std::fs::write(dir.path().join("config/config.toml"), config)?;
         let namespace = format!(
             "dev.latchkey.bench.{}",
-            dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dir.path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         let home = Home { dir, namespace };
-        run(home.command(&binary, &["secret", "set", "bench"]), &format!("key={HEADER_VALUE}\n"))?;
-        let token = run(home.command(&binary, &["client", "add", "bench-client", "--service", "bench"]), "")?;
+        run(
+            home.command(&binary, &["secret", "set", "bench"]),
+            &format!("key={HEADER_VALUE}\n"),
+        )?;
+        let token = run(
+            home.command(
+                &binary,
+                &["client", "add", "bench-client", "--service", "bench"],
+            ),
+            "",
+        )?;
         let (child, url) = spawn_serve(&home, &binary)?;
         Ok(Self {
             pid: child.id(),
@@ -118,7 +134,10 @@ fn spawn_serve(home: &Home, binary: &Path) -> anyhow::Result<(Child, String)> {
     let url = loop {
         match lines.next() {
             Some(Ok(line)) => {
-                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")) {
+                if let Some(url) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://127.0.0.1:"))
+                {
                     break url.to_owned();
                 }
             }
@@ -129,7 +148,9 @@ fn spawn_serve(home: &Home, binary: &Path) -> anyhow::Result<(Child, String)> {
 }
 
 fn terminate(child: &mut Child) -> anyhow::Result<()> {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if child.try_wait()?.is_some() {
@@ -142,13 +163,21 @@ fn terminate(child: &mut Child) -> anyhow::Result<()> {
 }
 
 fn run(mut cmd: Command, stdin: &str) -> anyhow::Result<String> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     if let Some(mut input) = child.stdin.take() {
         input.write_all(stdin.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("{:?} failed: {}", cmd.get_args().collect::<Vec<_>>(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -168,7 +197,13 @@ pub struct Ready {
 /// Starts `latchkey serve` `runs` times and measures spawn → first answered request through
 /// the proxy (a credential injected and forwarded).
 pub async fn start_to_ready(binary: &Path, home: &Home, runs: usize) -> anyhow::Result<Ready> {
-    let token = run(home.command(binary, &["client", "add", "ready-client", "--service", "bench"]), "")?;
+    let token = run(
+        home.command(
+            binary,
+            &["client", "add", "ready-client", "--service", "bench"],
+        ),
+        "",
+    )?;
     let token = token.trim().to_owned();
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -177,10 +212,20 @@ pub async fn start_to_ready(binary: &Path, home: &Home, runs: usize) -> anyhow::
         let client = crate::load::Client::connect(&url).await?;
         let mut client = client;
         loop {
-            if client.get(&format!("{url}/v1/status"), Some(("x-latchkey-client", &token))).await.is_ok_and(|s| s == 200) {
+            if client
+                .get(
+                    &format!("{url}/v1/status"),
+                    Some(("x-latchkey-client", &token)),
+                )
+                .await
+                .is_ok_and(|s| s == 200)
+            {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "not ready within 10 s");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "not ready within 10 s"
+            );
         }
         times.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         terminate(&mut child)?;
@@ -245,17 +290,32 @@ http {{
             .find(|p| Path::new(p).is_file())
             .context("nginx is not installed (apt-get install nginx-light)")?;
         let child = Command::new(nginx)
-            .args(["-p", &prefix.display().to_string(), "-c", &prefix.join("nginx.conf").display().to_string(), "-g", "daemon off;"])
+            .args([
+                "-p",
+                &prefix.display().to_string(),
+                "-c",
+                &prefix.join("nginx.conf").display().to_string(),
+                "-g",
+                "daemon off;",
+            ])
             .stdin(Stdio::null())
             .spawn()
             .context("starting nginx")?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nginx did not start; see {}/error.log", prefix.display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nginx did not start; see {}/error.log",
+                prefix.display()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Self { addr, child, _dir: dir })
+        Ok(Self {
+            addr,
+            child,
+            _dir: dir,
+        })
     }
 }
 

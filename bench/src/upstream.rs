@@ -68,8 +68,16 @@ pub async fn start(body_bytes: usize) -> anyhow::Result<Upstream> {
     Ok(Upstream { addr, with_header })
 }
 
-async fn handle(req: Request<Incoming>, answer: Bytes, counter: Arc<AtomicU64>) -> Result<Response<Body>, Infallible> {
-    if req.headers().get("x-api-key").is_some_and(|v| v.as_bytes() == HEADER_VALUE.as_bytes()) {
+async fn handle(
+    req: Request<Incoming>,
+    answer: Bytes,
+    counter: Arc<AtomicU64>,
+) -> Result<Response<Body>, Infallible> {
+    if req
+        .headers()
+        .get("x-api-key")
+        .is_some_and(|v| v.as_bytes() == HEADER_VALUE.as_bytes())
+    {
         counter.fetch_add(1, Ordering::Relaxed);
     }
     let path = req.uri().path().to_owned();
@@ -98,7 +106,9 @@ async fn handle(req: Request<Incoming>, answer: Bytes, counter: Arc<AtomicU64>) 
             sse(BodyExt::boxed(StreamBody::new(stream)))
         }
         "/idle" => {
-            let opening = futures_util::stream::once(async { Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": open\n\n"))) });
+            let opening = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": open\n\n")))
+            });
             let stream = opening.chain(futures_util::stream::pending());
             sse(BodyExt::boxed(StreamBody::new(stream)))
         }
@@ -113,8 +123,9 @@ async fn handle(req: Request<Incoming>, answer: Bytes, counter: Arc<AtomicU64>) 
 
 fn sse(body: Body) -> Response<Body> {
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
