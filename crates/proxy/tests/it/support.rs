@@ -73,8 +73,10 @@ pub fn capture_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         // `try_init` also routes the `log` records of dependencies (rustls, hyper-util) here.
+        // Everything at TRACE except the test's own WebSocket client (tungstenite), which logs
+        // the handshake it sends, token included: that is the caller's log, not Latchkey's.
         tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,tungstenite=off"))
             .with_ansi(false)
             .with_writer(|| BufWriter)
             .try_init()
