@@ -1,1 +1,146 @@
-//! Placeholder: the Tauri shell (being written).
+//! Latchkey's tray app: a thin Tauri 2 shell over `latchkey-runtime`. It starts the runtime
+//! (sessions, credentials, the loopback proxy), shows the state in the tray, and serves the
+//! window's commands; every decision is made in the runtime.
+
+mod commands;
+mod login;
+mod settings;
+mod tray;
+mod window;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use latchkey_core::paths::Paths;
+use latchkey_runtime::{Latchkey, StartOptions};
+use tauri::{Emitter, Manager, RunEvent};
+use tauri_plugin_autostart::MacosLauncher;
+
+/// Set by the tray's Quit item: the only way the app exits (closing windows keeps it in the tray).
+static QUITTING: AtomicBool = AtomicBool::new(false);
+
+/// Runs the app until Quit.
+pub fn run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            window::show_main(app);
+        }))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_store::Builder::default().build())
+        .plugin(tauri_plugin_autostart::init(MacosLauncher::LaunchAgent, None))
+        .plugin(tauri_plugin_opener::init())
+        .plugin(tauri_plugin_clipboard_manager::init())
+        .invoke_handler(tauri::generate_handler![
+            commands::overview,
+            commands::login,
+            commands::cancel_login,
+            commands::logout,
+            commands::refresh_now,
+            commands::list_clients,
+            commands::create_client,
+            commands::revoke_client,
+            commands::query_activity,
+            commands::list_connections,
+            commands::close_connection,
+            commands::detect_hosts,
+            commands::preview_host_entry,
+            commands::apply_host_entry,
+            commands::undo_host_entry,
+            commands::get_settings,
+            commands::set_settings,
+        ])
+        .setup(|app| {
+            let prefs = settings::load(app.handle());
+            let paths = match Paths::from_env() {
+                Ok(p) => p,
+                Err(e) => fail(&format!("{e}")),
+            };
+            let started = tauri::async_runtime::block_on(Latchkey::start(StartOptions {
+                paths,
+                proxy_port: prefs.proxy_port,
+                vault: None,
+                serve_proxy: true,
+            }));
+            let runtime = match started {
+                Ok(r) => r,
+                Err(e) => fail(&e.message),
+            };
+            app.manage(runtime.clone());
+            tray::install(app.handle(), &runtime)?;
+            forward_events(app.handle().clone(), runtime);
+            if std::env::var_os("LATCHKEY_OPEN_WINDOW").is_some() {
+                window::show_main(app.handle());
+            }
+            Ok(())
+        })
+        .build(tauri::generate_context!());
+    let app = match app {
+        Ok(app) => app,
+        Err(e) => fail(&format!("cannot start the window system: {e}")),
+    };
+    app.run(|handle, event| match event {
+        RunEvent::ExitRequested { api, .. } if !QUITTING.load(Ordering::SeqCst) => {
+            // Closing the last window keeps Latchkey in the tray.
+            api.prevent_exit();
+        }
+        RunEvent::Exit => {
+            if let Some(runtime) = handle.try_state::<Latchkey>() {
+                tauri::async_runtime::block_on(runtime.shutdown());
+            }
+        }
+        _ => {}
+    });
+}
+
+/// Quits for real (the tray's Quit).
+pub(crate) fn quit(app: &tauri::AppHandle) {
+    QUITTING.store(true, Ordering::SeqCst);
+    app.exit(0);
+}
+
+/// Start-up failures are the person's to fix (configuration, keychain, a second instance): say
+/// what and exit, never panic.
+fn fail(message: &str) -> ! {
+    eprintln!("Latchkey cannot start: {message}");
+    std::process::exit(2);
+}
+
+/// Runtime changes become window events; the tray follows them too.
+fn forward_events(app: tauri::AppHandle, runtime: Latchkey) {
+    let mut changes = runtime.subscribe();
+    let app_changes = app.clone();
+    let rt = runtime.clone();
+    tauri::async_runtime::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(15));
+        let mut notifier = tray::Notifier::default();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() { break; }
+                    let _ = app_changes.emit("latchkey://changed", ());
+                }
+                _ = ticker.tick() => {}
+            }
+            tray::refresh(&app_changes, &rt, &mut notifier);
+        }
+    });
+    let mut activity = runtime.subscribe_activity();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            match activity.recv().await {
+                Ok(row) => {
+                    let _ = app.emit("latchkey://activity", row);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}

@@ -31,13 +31,13 @@ use latchkey_core::session::{Clock, Session, system_clock};
 use latchkey_core::vault::{KeychainHealth, Vault, VaultKey};
 use latchkey_proxy::{ConnectionRegistry, ProxyState};
 use latchkey_store::{
-    AuditFilter, AuditLog, AuditPage, AuditRow, ClientName, ClientRegistry, ClientToken, Database,
-    StatusClass,
+    AuditFilter, AuditLog, ClientName, ClientRegistry, ClientToken, Database, StatusClass,
 };
 
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
 pub use tray::{TrayIcon, TrayStatus};
+pub use latchkey_store::{AuditPage, AuditRow};
 use view::{
     AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView, Overview,
     ProxyView,

@@ -1,0 +1,27 @@
+//! Generates Tauri's context and the permissions of the app's own commands, so capabilities can
+//! grant each window exactly the commands it uses.
+
+fn main() {
+    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(
+        tauri_build::AppManifest::new().commands(&[
+            "overview",
+            "login",
+            "cancel_login",
+            "logout",
+            "refresh_now",
+            "list_clients",
+            "create_client",
+            "revoke_client",
+            "query_activity",
+            "list_connections",
+            "close_connection",
+            "detect_hosts",
+            "preview_host_entry",
+            "apply_host_entry",
+            "undo_host_entry",
+            "get_settings",
+            "set_settings",
+        ]),
+    ))
+    .expect("tauri build step");
+}

@@ -1,0 +1,150 @@
+//! The tray icon: its image and tooltip show the session state (from the runtime's pure
+//! `tray_status`), its menu says who is signed in and until when, and offers log in/out, the
+//! window, the proxy URL and Quit. Notifications warn before expiry and when a session ends.
+
+use latchkey_core::session::SessionState;
+use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuBuilder, MenuEvent, MenuItemBuilder};
+use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
+use tauri::{AppHandle, Manager, Wry};
+use tauri_plugin_clipboard_manager::ClipboardExt;
+use tauri_plugin_notification::NotificationExt;
+
+const TRAY_ID: &str = "latchkey";
+
+fn image(icon: Icon) -> Option<Image<'static>> {
+    let bytes: &'static [u8] = match icon {
+        Icon::LoggedOut => include_bytes!("../../icons/tray-logged-out.png"),
+        Icon::Active => include_bytes!("../../icons/tray-active.png"),
+        Icon::Expiring => include_bytes!("../../icons/tray-expiring.png"),
+        Icon::Expired => include_bytes!("../../icons/tray-expired.png"),
+        Icon::Error => include_bytes!("../../icons/tray-error.png"),
+    };
+    Image::from_bytes(bytes).ok()
+}
+
+fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Menu<Wry>> {
+    let mut builder = MenuBuilder::new(app)
+        .item(&MenuItemBuilder::with_id("status", &status.title).enabled(false).build(app)?)
+        .separator();
+    for account in lk.overview().accounts {
+        let usable = account.state.is_usable();
+        let pending = matches!(account.state, SessionState::LoggingIn);
+        let (id, label) = if usable {
+            (format!("logout:{}", account.name), format!("Log out ({})", account.name))
+        } else {
+            (format!("login:{}", account.name), format!("Log in ({})", account.name))
+        };
+        builder = builder.item(&MenuItemBuilder::with_id(id, label).enabled(!pending).build(app)?);
+    }
+    builder
+        .separator()
+        .item(&MenuItemBuilder::with_id("open", "Open Latchkey").build(app)?)
+        .item(&MenuItemBuilder::with_id("copy-proxy", "Copy proxy URL").build(app)?)
+        .separator()
+        .item(&MenuItemBuilder::with_id("quit", "Quit Latchkey").build(app)?)
+        .build()
+}
+
+/// Creates the tray icon.
+pub fn install(app: &AppHandle, lk: &Latchkey) -> tauri::Result<()> {
+    let status = lk.tray_status();
+    let mut builder = TrayIconBuilder::with_id(TRAY_ID)
+        .tooltip(&status.tooltip)
+        .menu(&menu(app, lk, &status)?)
+        .show_menu_on_left_click(false)
+        .on_menu_event(on_menu)
+        .on_tray_icon_event(|tray: &TrayIcon, event| {
+            if let TrayIconEvent::Click {
+                button: MouseButton::Left,
+                button_state: MouseButtonState::Up,
+                ..
+            } = event
+            {
+                crate::window::show_main(tray.app_handle());
+            }
+        });
+    if let Some(icon) = image(status.icon) {
+        builder = builder.icon(icon);
+    }
+    builder.build(app)?;
+    Ok(())
+}
+
+fn on_menu(app: &AppHandle, event: MenuEvent) {
+    let id = event.id().as_ref().to_owned();
+    let Some(lk) = app.try_state::<Latchkey>().map(|s| s.inner().clone()) else {
+        return;
+    };
+    match id.as_str() {
+        "open" => crate::window::show_main(app),
+        "copy-proxy" => {
+            if let Err(e) = app.clipboard().write_text(lk.proxy_url()) {
+                tracing::warn!(error = %e, "clipboard unavailable");
+            }
+        }
+        "quit" => crate::quit(app),
+        other => {
+            if let Some(account) = other.strip_prefix("login:") {
+                let (app, account) = (app.clone(), account.to_owned());
+                tauri::async_runtime::spawn(async move {
+                    let browser = crate::settings::load(&app).use_system_browser;
+                    if let Err(e) = crate::login::start(&app, &lk, &account, browser).await {
+                        notify(&app, "Latchkey could not start the login", &e.message);
+                    }
+                });
+            } else if let Some(account) = other.strip_prefix("logout:") {
+                let (app, account) = (app.clone(), account.to_owned());
+                tauri::async_runtime::spawn(async move {
+                    if let Err(e) = lk.logout(&account).await {
+                        notify(&app, "Latchkey could not log out", &e.message);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Remembers what was already announced, so each warning is shown once.
+#[derive(Default)]
+pub struct Notifier {
+    warned_for_expiry: Option<String>,
+    last_icon: Option<Icon>,
+}
+
+/// Brings the tray up to date with the runtime and sends due notifications.
+pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
+    let status = lk.tray_status();
+    if let Some(tray) = app.tray_by_id(TRAY_ID) {
+        let _ = tray.set_icon(image(status.icon));
+        let _ = tray.set_tooltip(Some(&status.tooltip));
+        if let Ok(m) = menu(app, lk, &status) {
+            let _ = tray.set_menu(Some(m));
+        }
+    }
+    if !crate::settings::load(app).notifications {
+        notifier.last_icon = Some(status.icon);
+        return;
+    }
+    if status.warn_expiry && notifier.warned_for_expiry.as_deref() != Some(&status.title) {
+        if notifier.warned_for_expiry.is_none() {
+            notify(app, "Your Latchkey session ends soon", &status.title);
+        }
+        notifier.warned_for_expiry = Some(status.title.clone());
+    }
+    if !status.warn_expiry {
+        notifier.warned_for_expiry = None;
+    }
+    let was_signed_in = matches!(notifier.last_icon, Some(Icon::Active | Icon::Expiring));
+    if was_signed_in && matches!(status.icon, Icon::Expired | Icon::Error) {
+        notify(app, "Latchkey needs you to log in again", &status.title);
+    }
+    notifier.last_icon = Some(status.icon);
+}
+
+fn notify(app: &AppHandle, title: &str, body: &str) {
+    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+        tracing::debug!(error = %e, "notification not shown");
+    }
+}

@@ -1,0 +1,63 @@
+// The only module that talks to the Tauri core. Typed wrappers over `invoke` and `listen`.
+import { invoke } from '@tauri-apps/api/core';
+import { listen, type UnlistenFn } from '@tauri-apps/api/event';
+import type {
+  ActivityFilter,
+  AuditPage,
+  AuditRow,
+  ClientView,
+  CommandError,
+  ConnectionView,
+  CreatedClient,
+  HostApplied,
+  HostPreview,
+  HostView,
+  Overview,
+  Settings,
+} from './types';
+
+/** Turns whatever a command rejected with into `{code, message}`. */
+export function asCommandError(e: unknown): CommandError {
+  if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
+    return { code: String(e.code), message: String(e.message) };
+  }
+  return { code: 'internal', message: typeof e === 'string' ? e : 'Something went wrong.' };
+}
+
+async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(command, args);
+  } catch (e) {
+    throw asCommandError(e);
+  }
+}
+
+export const ipc = {
+  overview: () => call<Overview>('overview'),
+  login: (account: string, systemBrowser?: boolean) => call<null>('login', { account, systemBrowser }),
+  cancelLogin: (account: string) => call<null>('cancel_login', { account }),
+  logout: (account: string) => call<null>('logout', { account }),
+  refreshNow: (account: string) => call<null>('refresh_now', { account }),
+  listClients: () => call<ClientView[]>('list_clients'),
+  createClient: (name: string, services: string[]) => call<CreatedClient>('create_client', { name, services }),
+  revokeClient: (name: string) => call<null>('revoke_client', { name }),
+  queryActivity: (filter: ActivityFilter) => call<AuditPage>('query_activity', { filter }),
+  listConnections: () => call<ConnectionView[]>('list_connections'),
+  closeConnection: (id: string) => call<null>('close_connection', { id }),
+  detectHosts: () => call<HostView[]>('detect_hosts'),
+  previewHostEntry: (host: string, client: string, service: string) =>
+    call<HostPreview>('preview_host_entry', { host, client, service }),
+  applyHostEntry: (host: string, client: string, service: string) =>
+    call<HostApplied>('apply_host_entry', { host, client, service }),
+  undoHostEntry: (host: string) => call<null>('undo_host_entry', { host }),
+  getSettings: () => call<Settings>('get_settings'),
+  setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
+};
+
+export const events = {
+  onChanged: (f: () => void): Promise<UnlistenFn> => listen('latchkey://changed', () => f()),
+  onActivity: (f: (row: AuditRow) => void): Promise<UnlistenFn> =>
+    listen<AuditRow>('latchkey://activity', (e) => f(e.payload)),
+  onLoginFailed: (f: (e: { account: string; code: string; message: string }) => void): Promise<UnlistenFn> =>
+    listen<{ account: string; code: string; message: string }>('latchkey://login-failed', (e) => f(e.payload)),
+};

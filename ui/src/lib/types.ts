@@ -1,0 +1,137 @@
+// The IPC contract: mirrors crates/runtime/src/view.rs (snake_case, unix seconds).
+
+export interface UserInfo {
+  subject: string;
+  name: string | null;
+  email: string | null;
+}
+
+export type SessionState =
+  | { kind: 'logged_out' }
+  | { kind: 'logging_in' }
+  | { kind: 'active'; user: UserInfo; expires_at: number; issued_at: number }
+  | { kind: 'refreshing'; user: UserInfo; expires_at: number }
+  | { kind: 'expired'; user: UserInfo | null; reason: string }
+  | { kind: 'error'; code: string; message: string };
+
+export type CredentialState = 'fresh' | 'cached' | 'stale' | 'missing' | 'forbidden' | 'not_fetched' | 'error';
+
+export interface ServiceStatus {
+  name: string;
+  account: string;
+  upstream: string;
+  source: 'gateway' | 'access_token' | 'manual';
+  state: CredentialState;
+  fetched_at: number | null;
+  expires_at: number | null;
+  ttl_seconds: number;
+  message: string | null;
+}
+
+export interface AccountView {
+  name: string;
+  issuer: string;
+  state: SessionState;
+}
+
+export interface Overview {
+  accounts: AccountView[];
+  services: ServiceStatus[];
+  proxy: { url: string; listening: boolean; error: string | null };
+  keychain: { ok: boolean; backend: string; message: string | null };
+  now: number;
+}
+
+export interface ClientView {
+  name: string;
+  services: string[];
+  created_at: number;
+  last_used_at: number | null;
+}
+
+export interface CreatedClient {
+  client: ClientView;
+  token: string;
+}
+
+export interface AuditRow {
+  id: number;
+  time: number;
+  client: string | null;
+  service: string | null;
+  method: string;
+  path: string;
+  status: number;
+  bytes_in: number;
+  bytes_out: number;
+  duration_ms: number;
+  error_code: string | null;
+}
+
+export interface AuditPage {
+  rows: AuditRow[];
+  next_before_id: number | null;
+}
+
+export type StatusClass = 'ok' | 'client_error' | 'server_error';
+
+export interface ActivityFilter {
+  client?: string;
+  service?: string;
+  status?: StatusClass;
+  before_id?: number;
+  limit: number;
+}
+
+export interface ConnectionView {
+  id: string;
+  client: string;
+  service: string;
+  kind: 'http' | 'sse' | 'websocket';
+  started_at: number;
+  last_activity_at: number;
+  bytes_in: number;
+  bytes_out: number;
+  events: number;
+}
+
+export type HostId = 'claude-desktop' | 'cursor' | 'vscode' | 'claude-code';
+
+export interface HostView {
+  id: HostId;
+  name: string;
+  config_path: string;
+  installed: boolean;
+  status: 'ok' | 'missing' | 'malformed';
+  error: string | null;
+  servers: string[];
+  can_undo: boolean;
+}
+
+export interface HostPreview {
+  host: HostId;
+  config_path: string;
+  server_name: string;
+  entry_json: string;
+  replaces_existing: boolean;
+}
+
+export interface HostApplied {
+  host: HostId;
+  config_path: string;
+  backup_path: string | null;
+  server_name: string;
+}
+
+export interface Settings {
+  proxy_port: number | null;
+  use_system_browser: boolean;
+  notifications: boolean;
+  start_at_login: boolean;
+}
+
+/** Every command rejects with this. */
+export interface CommandError {
+  code: string;
+  message: string;
+}

@@ -1,0 +1,10 @@
+/// <reference types="vitest/config" />
+import { defineConfig } from 'vite';
+import { svelte } from '@sveltejs/vite-plugin-svelte';
+
+export default defineConfig({
+  plugins: [svelte()],
+  clearScreen: false,
+  build: { target: 'es2022', outDir: 'dist', emptyOutDir: true, sourcemap: false },
+  test: { environment: 'jsdom', include: ['src/**/*.test.ts'] },
+});
