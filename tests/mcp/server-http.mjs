@@ -1,25 +1,36 @@
-// An MCP server over Streamable HTTP (official SDK, stateful sessions) that demands
-// `Authorization: Bearer <--expect-token>` on every request, as a protected upstream would.
-// Prints {"ready":"mcp-http","url":...} when listening.
+// An MCP server over Streamable HTTP (official SDK, stateful sessions) on 127.0.0.1 that demands
+// `X-API-Key: <--expect-key or env EXPECT_KEY>` on every request (401 otherwise), as a protected
+// upstream would. Its first stdout line is {"url": "http://127.0.0.1:<port>/mcp"}.
+// whoami answers {"fingerprint": sha256(received key)[0..12], "authorization": bool,
+// "latchkeyClient": bool} — the last two say whether such headers reached the server.
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import { registerTools } from './tools.mjs';
+import { fingerprint, registerTools } from './tools.mjs';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'expect-token': { type: 'string' } } });
-const expected = values['expect-token'] ?? process.env.EXPECT_TOKEN;
+const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'expect-key': { type: 'string' } } });
+const expected = values['expect-key'] ?? process.env.EXPECT_KEY;
 if (!expected) {
-  process.stderr.write('--expect-token is required\n');
+  process.stderr.write('--expect-key (or env EXPECT_KEY) is required\n');
   process.exit(2);
 }
 
 const authorized = (req) => {
-  const got = Buffer.from(req.headers.authorization ?? '');
-  const want = Buffer.from(`Bearer ${expected}`);
+  const got = Buffer.from(String(req.headers['x-api-key'] ?? ''));
+  const want = Buffer.from(expected);
   return got.length === want.length && timingSafeEqual(got, want);
+};
+
+const whoami = (extra) => {
+  const headers = extra?.requestInfo?.headers ?? {};
+  return {
+    fingerprint: fingerprint(headers['x-api-key']),
+    authorization: headers.authorization !== undefined,
+    latchkeyClient: headers['x-latchkey-client'] !== undefined,
+  };
 };
 
 const sessions = new Map();
@@ -38,8 +49,8 @@ const server = http.createServer(async (req, res) => {
   try {
     if (!req.url.startsWith('/mcp')) { res.writeHead(404).end(); return; }
     if (!authorized(req)) {
-      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer' });
-      res.end(JSON.stringify({ error: 'unauthorized' }));
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'unauthorized', message: 'X-API-Key missing or wrong' }));
       return;
     }
     const body = req.method === 'POST' ? await readJson(req) : undefined;
@@ -57,7 +68,7 @@ const server = http.createServer(async (req, res) => {
       });
       transport.onclose = () => { if (transport.sessionId) sessions.delete(transport.sessionId); };
       const mcp = new McpServer({ name: 'latchkey-test-http', version: '1.0.0' });
-      registerTools(mcp);
+      registerTools(mcp, { whoami });
       await mcp.connect(transport);
     }
     await transport.handleRequest(req, res, body);
@@ -69,5 +80,5 @@ const server = http.createServer(async (req, res) => {
 
 server.listen(Number(values.port), '127.0.0.1', () => {
   const { port } = server.address();
-  process.stdout.write(`${JSON.stringify({ ready: 'mcp-http', url: `http://127.0.0.1:${port}/mcp` })}\n`);
+  process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${port}/mcp` })}\n`);
 });

@@ -1,5 +1,5 @@
 // An MCP server over stdio (official SDK) whose `whoami` tool reports the fingerprint of the
-// DEMO_API_KEY it was started with (by `latchkey exec`).
+// DEMO_API_KEY it was started with (by `latchkey exec`): {"fingerprint": sha256(key)[0..12] or "missing"}.
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { registerTools } from './tools.mjs';

@@ -6,8 +6,11 @@ import { z } from 'zod';
 export const fingerprint = (value) =>
   value ? createHash('sha256').update(value).digest('hex').slice(0, 12) : 'missing';
 
-/** echo, count (streams progress notifications), whoami (env DEMO_API_KEY fingerprint). */
-export function registerTools(server) {
+/**
+ * echo, count (streams progress notifications) and whoami. `whoami(extra)` returns the object the
+ * whoami tool answers with; by default the fingerprint of env DEMO_API_KEY (the stdio server).
+ */
+export function registerTools(server, { whoami = () => ({ fingerprint: fingerprint(process.env.DEMO_API_KEY) }) } = {}) {
   server.registerTool(
     'echo',
     { description: 'Echoes text back', inputSchema: { text: z.string() } },
@@ -29,7 +32,7 @@ export function registerTools(server) {
   );
   server.registerTool(
     'whoami',
-    { description: 'Fingerprint of the DEMO_API_KEY this server was given', inputSchema: {} },
-    async () => ({ content: [{ type: 'text', text: JSON.stringify({ fingerprint: fingerprint(process.env.DEMO_API_KEY) }) }] }),
+    { description: 'Fingerprint of the API key this server received', inputSchema: {} },
+    async (_args, extra) => ({ content: [{ type: 'text', text: JSON.stringify(whoami(extra)) }] }),
   );
 }

@@ -1,6 +1,8 @@
 // A web page from another origin (http://127.0.0.2:PORT) tries every way a browser offers to use
 // a running Latchkey proxy with a valid client token: CORS fetches (preflighted and simple),
-// no-cors fetches, a form POST and an <img>. None may read an answer; the Rust test that runs this
+// no-cors fetches, a form POST and an <img>. None may read an answer, and no answer the browser
+// saw carries a CORS header. A DNS-rebinding page (a foreign name resolved to 127.0.0.1, so the
+// page is "same-origin" with the proxy) is refused by the Host gate. The Rust test that runs this
 // file checks that the upstream behind the proxy received nothing.
 //
 // Run by crates/proxy/tests/it/browser.rs with LATCHKEY_PROXY_URL and LATCHKEY_CLIENT_TOKEN set.
@@ -13,6 +15,9 @@ import { chromium } from 'playwright-core';
 const proxyUrl = required('LATCHKEY_PROXY_URL');
 const token = required('LATCHKEY_CLIENT_TOKEN');
 const target = `${proxyUrl}/demo/echo`;
+const proxyPort = new URL(proxyUrl).port;
+/** A name only this browser resolves, to the proxy's address: DNS rebinding, simulated. */
+const REBIND_HOST = 'rebind.latchkey.test';
 
 const CHROMIUM_FLAGS = [
   '--headless',
@@ -23,7 +28,11 @@ const CHROMIUM_FLAGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  `--host-resolver-rules=MAP ${REBIND_HOST} ${new URL(proxyUrl).hostname}`,
 ];
+
+/** Every response from the proxy the browser saw at the network level, with its headers. */
+const seen = [];
 
 let server;
 let browser;
@@ -47,6 +56,11 @@ before(async () => {
     args: CHROMIUM_FLAGS,
   });
   page = await browser.newPage();
+  page.on('response', async (response) => {
+    if (new URL(response.url()).port === proxyPort) {
+      seen.push({ url: response.url(), status: response.status(), headers: await response.allHeaders() });
+    }
+  });
   await page.goto(`http://127.0.0.2:${server.address().port}/`);
 });
 
@@ -168,4 +182,33 @@ test('an <img> pointing at the proxy fails to load', async () => {
     { target, token },
   );
   assert.equal(loaded, false);
+});
+
+test('a DNS-rebinding page on the proxy\'s own origin is refused by the Host gate', async () => {
+  const rebound = await browser.newPage();
+  try {
+    const origin = `http://${REBIND_HOST}:${proxyPort}`;
+    const landing = await rebound.goto(`${origin}/demo/echo`);
+    assert.equal(landing?.status(), 403, 'the page itself is refused');
+    const result = await rebound.evaluate(
+      async ({ origin, token }) => {
+        const r = await fetch(`${origin}/demo/echo`, { headers: { 'X-Latchkey-Client': token } });
+        return { status: r.status, body: await r.json(), cors: [...r.headers.keys()].filter((k) => k.startsWith('access-control-')) };
+      },
+      { origin, token },
+    );
+    assert.equal(result.status, 403, JSON.stringify(result));
+    assert.equal(result.body.error, 'forbidden_host', JSON.stringify(result));
+    assert.deepEqual(result.cors, [], 'no CORS headers');
+  } finally {
+    await rebound.close();
+  }
+});
+
+test('no answer from the proxy carried a CORS header', () => {
+  assert.ok(seen.length > 0, 'the browser saw answers from the proxy');
+  for (const response of seen) {
+    const cors = Object.keys(response.headers).filter((k) => k.startsWith('access-control-'));
+    assert.deepEqual(cors, [], `no CORS headers on ${JSON.stringify(response)}`);
+  }
 });

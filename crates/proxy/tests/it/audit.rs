@@ -8,7 +8,10 @@ use crate::support::{Proxy, read_events};
 /// Every audit row written so far, oldest first.
 pub async fn rows(proxy: &Proxy) -> Vec<AuditRow> {
     proxy.audit.flush().await;
-    let filter = AuditFilter { limit: 500, ..AuditFilter::default() };
+    let filter = AuditFilter {
+        limit: 500,
+        ..AuditFilter::default()
+    };
     let mut rows = proxy.audit.query(&filter).await.expect("audit query").rows;
     rows.reverse();
     rows

@@ -5,6 +5,7 @@
 mod audit;
 mod browser;
 mod canary;
+mod control;
 mod gates;
 mod injection;
 mod mcp;

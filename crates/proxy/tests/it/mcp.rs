@@ -1,6 +1,7 @@
-//! Real MCP over the proxy: the official TypeScript SDK's Streamable HTTP server (which demands a
-//! bearer token) behind a route that injects that token, reached by the TypeScript SDK client and
-//! by the Rust SDK (`rmcp`) holding only a Latchkey client token.
+//! Real MCP over the proxy: the official TypeScript SDK's Streamable HTTP server (which demands an
+//! `X-API-Key`) behind a route that injects that key, reached by the TypeScript SDK client and by
+//! the Rust SDK (`rmcp`) holding only a Latchkey client token. The server's `whoami` tool reports
+//! the fingerprint of the key it received and whether any client credential header reached it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -13,23 +14,46 @@ use url::Url;
 
 use crate::support::{MapSource, Options, Proxy, Upstream, header_injection};
 
-/// The bearer token the MCP server expects (a canary: it must never reach a log line).
+/// The API key the MCP server expects (a canary: it must never reach a log line).
 const MCP_CANARY: &str = "canary-mcp-bearer-6d0f3b";
+
+/// First 12 hex digits of SHA-256, as `tools.mjs` computes it.
+fn fingerprint(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(value.as_bytes())[..6])
+}
+
+/// What `whoami` answered: the key reached the server, no client credential did.
+fn assert_whoami(answer: &serde_json::Value) {
+    assert_eq!(
+        answer["fingerprint"],
+        fingerprint(MCP_CANARY),
+        "the injected key reached the server: {answer}"
+    );
+    assert_eq!(
+        answer["authorization"], false,
+        "no Authorization reached the server: {answer}"
+    );
+    assert_eq!(
+        answer["latchkeyClient"], false,
+        "no X-Latchkey-Client reached the server: {answer}"
+    );
+}
 
 fn mcp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
 }
 
-/// `server-http.mjs` on port 0, and the URL from its ready line.
+/// `server-http.mjs` on port 0, and the URL from its first stdout line.
 async fn start_server() -> (Child, Url) {
     let dir = mcp_dir();
     assert!(
         dir.join("server-http.mjs").is_file() && dir.join("node_modules").is_dir(),
-        "tests/mcp with its npm packages is needed (scripts/setup installs them)"
+        "tests/mcp/node_modules is missing: run scripts/setup (npm ci in tests/mcp)"
     );
     let mut child = Command::new("node")
         .arg(dir.join("server-http.mjs"))
-        .args(["--port", "0", "--expect-token", MCP_CANARY])
+        .args(["--port", "0", "--expect-key", MCP_CANARY])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -40,9 +64,9 @@ async fn start_server() -> (Child, Url) {
     let ready = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["ready"] == "mcp-http"
+                && let Some(url) = v["url"].as_str()
             {
-                return v["url"].as_str().map(str::to_owned);
+                return Some(url.to_owned());
             }
         }
         None
@@ -54,14 +78,14 @@ async fn start_server() -> (Child, Url) {
     (child, Url::parse(&ready).expect("server URL"))
 }
 
-/// A proxy whose `mcp` route points at the server and injects its bearer token.
+/// A proxy whose `mcp` route points at the server and injects its API key.
 async fn proxy_for(server: &Url) -> Proxy {
     let mut base = server.clone();
     base.set_path("/");
     let route = Route::new(
         "mcp",
         base,
-        vec![header_injection("token", "Authorization", "Bearer ")],
+        vec![header_injection("token", "X-API-Key", "")],
     )
     .expect("route");
     let source = std::sync::Arc::new(MapSource::with_canaries());
@@ -91,7 +115,7 @@ async fn the_typescript_sdk_client_talks_to_a_protected_server_through_the_proxy
     assert_eq!(
         direct.status(),
         401,
-        "the server itself refuses a caller without the bearer"
+        "the server itself refuses a caller without the key"
     );
 
     let proxy = proxy_for(&server_url).await;
@@ -104,7 +128,11 @@ async fn the_typescript_sdk_client_talks_to_a_protected_server_through_the_proxy
                 "--url",
                 &url,
                 "--header",
-                &format!("X-Latchkey-Client: {}", proxy.token),
+                &format!("Authorization: Bearer {}", proxy.token),
+                "--header",
+                "X-API-Key: the-clients-own-guess",
+                "--count",
+                "3",
             ])
             .kill_on_drop(true)
             .output(),
@@ -118,16 +146,12 @@ async fn the_typescript_sdk_client_talks_to_a_protected_server_through_the_proxy
         "client.mjs: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let answer: serde_json::Value = stdout
+    let mut lines = stdout
         .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("a JSON line from client.mjs");
-    assert!(
-        answer["tools"].as_array().is_some_and(|t| !t.is_empty()),
-        "tools listed: {answer}"
-    );
-    assert!(!answer["echo"].is_null(), "echo answered: {answer}");
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines from client.mjs"));
+    let whoami = lines.next().expect("whoami's answer");
+    assert_whoami(&whoami);
+    let answer = lines.next().expect("count's answer");
     assert!(
         answer["notifications"].as_u64().is_some_and(|n| n >= 1),
         "a streamed notification: {answer}"
@@ -184,6 +208,16 @@ async fn the_rust_sdk_lists_and_calls_tools_through_the_proxy() {
         text.contains("through latchkey"),
         "the echo came back: {text}"
     );
+    let who = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .expect("whoami");
+    let text = who
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.clone()))
+        .expect("whoami text");
+    assert_whoami(&serde_json::from_str(&text).expect("whoami JSON"));
     client.cancel().await.expect("close the session");
 
     proxy.stop().await;

@@ -386,6 +386,8 @@ pub struct Options {
     pub limits: Limits,
     pub extra_routes: Vec<Route>,
     pub source: Arc<MapSource>,
+    /// A control router to mount under `/v1/control/` (as the runtime does).
+    pub control: Option<axum::Router>,
 }
 
 impl Default for Options {
@@ -398,6 +400,7 @@ impl Default for Options {
             limits: Limits::default(),
             extra_routes: Vec::new(),
             source: Arc::new(MapSource::with_canaries()),
+            control: None,
         }
     }
 }
@@ -498,6 +501,10 @@ impl Proxy {
             None,
         )
         .expect("valid proxy config");
+        let state = match options.control {
+            Some(control) => state.with_control(control),
+            None => state,
+        };
 
         let scoped: Vec<String> = SCOPED.iter().map(|s| (*s).to_owned()).collect();
         let token = new_client(&clients, "tester", &scoped);

@@ -1,0 +1,118 @@
+// Installed with page.addInitScript before the app loads: a stand-in for Tauri's IPC bridge
+// (what @tauri-apps/api/mocks' mockIPC installs), answering the app's commands from realistic
+// core payloads with a small state machine. Exposes window.__latchkeyMock for the test.
+(() => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const user = { subject: 'alice', name: 'Alice Example', email: 'alice@example.test' };
+  const state = {
+    session: { kind: 'logged_out' },
+    clients: [{ name: 'claude-code', services: ['demo'], created_at: now() - 86400, last_used_at: now() - 120 }],
+    activity: [],
+    hosts: [
+      { id: 'claude-desktop', name: 'Claude Desktop', config_path: '/home/alice/.config/Claude/claude_desktop_config.json', installed: true, status: 'ok', error: null, servers: ['filesystem'], can_undo: false },
+      { id: 'cursor', name: 'Cursor', config_path: '/home/alice/.cursor/mcp.json', installed: true, status: 'ok', error: null, servers: ['linear'], can_undo: false },
+      { id: 'vscode', name: 'VS Code', config_path: '/home/alice/.config/Code/User/mcp.json', installed: true, status: 'malformed', error: 'line 4, column 3: expected `,` or `}` after a value', servers: [], can_undo: false },
+      { id: 'claude-code', name: 'Claude Code', config_path: '/home/alice/.claude.json', installed: true, status: 'ok', error: null, servers: [], can_undo: false },
+    ],
+    settings: { proxy_port: null, use_system_browser: false, notifications: true, start_at_login: false },
+    listeners: {},
+    issued: [],
+  };
+  const statuses = [200, 200, 401, 403, 502, 200, 429, 200];
+  for (let i = 1; i <= 60; i += 1) {
+    state.activity.push({ id: i, time: now() - (61 - i) * 30, client: i % 3 ? 'claude-code' : 'cursor', service: i % 2 ? 'demo' : 'github', method: i % 4 ? 'POST' : 'GET', path: i % 2 ? '/demo/mcp' : '/github/user', status: statuses[i % statuses.length], bytes_in: 120 * i, bytes_out: 900 * i, duration_ms: 10 + i, error_code: statuses[i % statuses.length] >= 400 ? 'upstream_status' : null });
+  }
+  const klass = (s) => (s < 400 ? 'ok' : s < 500 ? 'client_error' : 'server_error');
+  const emit = (event, payload) => {
+    for (const id of state.listeners[event] ?? []) window.__TAURI_INTERNALS__.callbacks[id]?.({ event, id, payload });
+  };
+  const overview = () => ({
+    accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session }],
+    services: [
+      { name: 'demo', account: 'sandbox', upstream: 'http://127.0.0.1:47902', source: 'gateway', state: state.session.kind === 'active' ? 'fresh' : 'not_fetched', fetched_at: state.session.kind === 'active' ? now() - 60 : null, expires_at: null, ttl_seconds: 3600, message: null },
+      { name: 'github', account: 'sandbox', upstream: 'https://api.github.com', source: 'gateway', state: 'cached', fetched_at: now() - 1800, expires_at: now() + 1800, ttl_seconds: 3600, message: 'the gateway is unavailable; serving the cached credential until it expires' },
+    ],
+    proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
+    keychain: { ok: true, backend: 'secret-service', message: null },
+    now: now(),
+  });
+  const fail = (code, message) => Promise.reject({ code, message });
+  const commands = {
+    overview: () => overview(),
+    login: () => {
+      state.session = { kind: 'logging_in' };
+      emit('latchkey://changed');
+      setTimeout(() => { state.session = { kind: 'active', user, issued_at: now(), expires_at: now() + 3600 }; emit('latchkey://changed'); }, 300);
+      return null;
+    },
+    cancel_login: () => { state.session = { kind: 'logged_out' }; emit('latchkey://changed'); return null; },
+    logout: () => { state.session = { kind: 'logged_out' }; emit('latchkey://changed'); return null; },
+    refresh_now: () => (state.session.kind === 'active' ? null : fail('login_required', 'Log in first.')),
+    list_clients: () => state.clients,
+    create_client: ({ name, services }) => {
+      if (state.clients.some((c) => c.name === name)) return fail('client_exists', `a client named ${name} exists`);
+      const client = { name, services, created_at: now(), last_used_at: null };
+      state.clients.push(client);
+      const token = `lk_${Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(36).padStart(2, '0')).join('')}`;
+      state.issued.push(token);
+      return { client, token };
+    },
+    revoke_client: ({ name }) => { state.clients = state.clients.filter((c) => c.name !== name); return null; },
+    query_activity: ({ filter }) => {
+      const rows = state.activity
+        .filter((r) => (!filter.client || r.client === filter.client) && (!filter.service || r.service === filter.service) && (!filter.status || klass(r.status) === filter.status) && (filter.before_id === undefined || r.id < filter.before_id))
+        .sort((a, b) => b.id - a.id);
+      const page = rows.slice(0, filter.limit);
+      return { rows: page, next_before_id: rows.length > filter.limit ? page[page.length - 1].id : null };
+    },
+    list_connections: () => [{ id: 'c1', client: 'claude-code', service: 'demo', kind: 'sse', started_at: now() - 300, last_activity_at: now() - 2, bytes_in: 2048, bytes_out: 91234, events: 57 }],
+    close_connection: () => null,
+    detect_hosts: () => state.hosts,
+    preview_host_entry: ({ host, client, service }) => {
+      const h = state.hosts.find((x) => x.id === host);
+      if (h.status === 'malformed') return fail('host_config_malformed', `${h.config_path} is not valid JSON (${h.error})`);
+      const entry = host === 'claude-desktop'
+        ? { args: ['mcp-stdio', service, '--client', client, '--path', 'mcp'], command: '/usr/local/bin/latchkey' }
+        : { headersHelper: `/usr/local/bin/latchkey headers ${client}`, type: 'http', url: `http://127.0.0.1:47821/${service}/mcp` };
+      return { host, config_path: h.config_path, server_name: `latchkey-${service}`, entry_json: JSON.stringify(entry, null, 2), replaces_existing: h.servers.includes(`latchkey-${service}`) };
+    },
+    apply_host_entry: ({ host, service }) => {
+      const h = state.hosts.find((x) => x.id === host);
+      h.servers = [...h.servers, `latchkey-${service}`];
+      h.can_undo = true;
+      return { host, config_path: h.config_path, backup_path: `${h.config_path}.latchkey-backup-20261123T080000`, server_name: `latchkey-${service}` };
+    },
+    undo_host_entry: ({ host }) => {
+      const h = state.hosts.find((x) => x.id === host);
+      h.servers = h.servers.filter((s) => !s.startsWith('latchkey-'));
+      h.can_undo = false;
+      return null;
+    },
+    get_settings: () => state.settings,
+    set_settings: ({ settings }) => { state.settings = settings; return settings; },
+  };
+  let nextId = 1;
+  window.__TAURI_INTERNALS__ = {
+    callbacks: {},
+    metadata: { currentWindow: { label: 'main' }, currentWebview: { windowLabel: 'main', label: 'main' } },
+    transformCallback(cb, once) {
+      const id = nextId++;
+      this.callbacks[id] = (...a) => { if (once) delete this.callbacks[id]; return cb?.(...a); };
+      return id;
+    },
+    unregisterCallback(id) { delete this.callbacks[id]; },
+    convertFileSrc: (p) => p,
+    async invoke(cmd, args = {}) {
+      if (cmd === 'plugin:event|listen') {
+        (state.listeners[args.event] ??= []).push(args.handler);
+        return args.handler;
+      }
+      if (cmd === 'plugin:event|unlisten') return null;
+      const f = commands[cmd];
+      if (!f) throw { code: 'internal', message: `unknown command ${cmd}` };
+      return f(args);
+    },
+  };
+  window.__TAURI_EVENT_PLUGIN_INTERNALS__ = { unregisterListener: () => {} };
+  window.__latchkeyMock = state;
+})();

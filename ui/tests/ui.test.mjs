@@ -1,0 +1,169 @@
+// The built UI (ui/dist) in Debian's Chromium, driven by playwright-core, with the Tauri IPC
+// replaced by ipc-mock.js: log in and out, the countdown moves, a client's token is shown once and
+// copied, activity filters, a host entry is previewed, added and undone. Screenshots of each screen
+// (light and dark) go to tests/output/ui/ at the repository root.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dist = join(here, '..', 'dist');
+const shots = join(here, '..', '..', 'tests', 'output', 'ui');
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png' };
+
+let server;
+let browser;
+let base;
+
+before(async () => {
+  assert.ok(existsSync(join(dist, 'index.html')), 'ui/dist is built (npm run build)');
+  mkdirSync(shots, { recursive: true });
+  server = createServer((req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    const file = join(dist, path === '/' ? 'index.html' : path);
+    if (!file.startsWith(dist) || !existsSync(file)) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
+    res.end(readFileSync(file));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${server.address().port}`;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+async function open(scheme = 'light') {
+  const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 440, height: 700 } });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.addInitScript({ path: join(here, 'ipc-mock.js') });
+  await page.goto(base);
+  return { page, context, errors };
+}
+
+const nav = (page, name) => page.getByRole('navigation').getByRole('button', { name, exact: true }).click();
+
+test('log in, see the user and a moving countdown, log out', async () => {
+  const { page, context, errors } = await open();
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user').waitFor();
+  assert.match(await page.getByTestId('user').innerText(), /Alice Example · alice@example\.test/);
+  assert.equal(await page.getByTestId('session-badge').innerText(), 'Active');
+  const first = await page.getByTestId('countdown').innerText();
+  await page.waitForFunction((t) => document.querySelector('[data-testid=countdown]')?.textContent !== t, first, { timeout: 5000 });
+  const second = await page.getByTestId('countdown').innerText();
+  assert.notEqual(first, second, 'the countdown moves');
+  assert.match(second, /^(59|60) min \d+ s$/);
+  await page.screenshot({ path: join(shots, 'session-light.png') });
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('button', { name: 'Log in' }).waitFor();
+  assert.equal(await page.getByTestId('session-badge').innerText(), 'Signed out');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('the session screen in the dark theme', async () => {
+  const { page, context } = await open('dark');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('countdown').waitFor();
+  const bg = await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--bg').trim());
+  assert.equal(bg, '#17191c', 'dark palette applied');
+  await page.screenshot({ path: join(shots, 'session-dark.png') });
+  await context.close();
+});
+
+test('services show credential state, never values', async () => {
+  const { page, context } = await open();
+  await nav(page, 'Services');
+  await page.getByText('Cached (gateway down)').waitFor();
+  await page.screenshot({ path: join(shots, 'services.png') });
+  await context.close();
+});
+
+test('create a client, copy its token once', async () => {
+  const { page, context, errors } = await open();
+  await nav(page, 'Clients');
+  await page.getByLabel('Name').fill('cursor');
+  await page.getByLabel('demo').check();
+  await page.getByRole('button', { name: 'Create client' }).click();
+  const field = page.getByTestId('new-token');
+  await field.waitFor();
+  const token = await field.inputValue();
+  assert.match(token, /^lk_[0-9a-z]{32}$/);
+  await page.getByRole('button', { name: 'Copy', exact: true }).click();
+  await page.getByRole('button', { name: 'Copied' }).waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), token, 'the clipboard holds the token');
+  await page.screenshot({ path: join(shots, 'clients.png') });
+  await page.getByRole('button', { name: 'Done' }).click();
+  assert.equal(await page.getByTestId('new-token').count(), 0, 'the token is gone once dismissed');
+  assert.ok(!(await page.content()).includes(token), 'no trace of the token in the DOM');
+  await page.getByRole('cell', { name: 'cursor', exact: true }).waitFor();
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('filter activity by service and status, page with load more', async () => {
+  const { page, context } = await open();
+  await nav(page, 'Activity');
+  const rows = page.getByTestId('activity').locator('tbody tr');
+  await page.getByRole('button', { name: 'Load more' }).waitFor();
+  assert.equal(await rows.count(), 50, 'one page of 50, newest first');
+  await page.getByRole('button', { name: 'Load more' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=activity] tbody tr').length === 60);
+  await page.getByLabel('Service').selectOption('github');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=activity] tbody tr').length === 30);
+  for (const text of await rows.allInnerTexts()) assert.match(text, /\bgithub\b/);
+  await page.getByLabel('Status').selectOption('server_error');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=activity] tbody tr').length === 8);
+  const statuses = await rows.allInnerTexts();
+  assert.ok(statuses.length > 0 && statuses.every((t) => /\t5\d\d/.test(t)), statuses.join('\n'));
+  await page.screenshot({ path: join(shots, 'activity.png') });
+  await context.close();
+});
+
+test('preview, add and undo a host entry; a malformed host file offers no add', async () => {
+  const { page, context, errors } = await open();
+  await nav(page, 'Hosts');
+  await page.getByLabel('Host').selectOption('claude-code');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  assert.match(await page.getByTestId('preview').innerText(), /"headersHelper": "\/usr\/local\/bin\/latchkey headers claude-code"/);
+  await page.getByRole('button', { name: 'Add to Claude Code' }).click();
+  assert.match(await page.getByTestId('applied').innerText(), /Backup: .*\.claude\.json\.latchkey-backup-/);
+  await page.getByRole('cell', { name: 'latchkey-demo' }).waitFor();
+  await page.screenshot({ path: join(shots, 'hosts.png') });
+  await page.getByRole('button', { name: 'Undo last change' }).click();
+  await page.getByRole('cell', { name: 'latchkey-demo' }).waitFor({ state: 'detached' });
+  await page.getByLabel('Host').selectOption('vscode');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.equal(await page.getByRole('button', { name: /^Add to/ }).count(), 0);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('connections and settings screens render', async () => {
+  const { page, context } = await open();
+  await nav(page, 'Connections');
+  await page.getByRole('cell', { name: 'sse' }).waitFor();
+  await page.screenshot({ path: join(shots, 'connections.png') });
+  await nav(page, 'Settings');
+  await page.getByLabel('Log in with the system browser').check();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Saved.').waitFor();
+  assert.equal(await page.evaluate(() => window.__latchkeyMock.settings.use_system_browser), true);
+  await page.screenshot({ path: join(shots, 'settings.png') });
+  await context.close();
+});
