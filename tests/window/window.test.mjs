@@ -1,0 +1,162 @@
+// The real app window: the built latchkey-app under Xvfb (run by scripts/test inside a private
+// D-Bus session with an unlocked gnome-keyring), driven through tauri-driver + WebKitWebDriver,
+// against the sandbox stack. Log in through the login webview, see the user and a moving
+// countdown, log out, and the keychain holds nothing of the account afterwards.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const app = join(root, 'target', 'debug', 'latchkey-app');
+const cli = join(root, 'target', 'debug', 'latchkey');
+const shots = join(root, 'tests', 'output', 'window');
+const children = [];
+let driver;
+let session;
+let env;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function until(what, f, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(150);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+async function wd(method, path, body) {
+  const res = await fetch(`${driver}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json).slice(0, 300)}`);
+  return json.value;
+}
+
+const s = (path) => `/session/${session}${path}`;
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf'; // the W3C WebDriver element key
+const find = async (xpath) => (await wd('POST', s('/element'), { using: 'xpath', value: xpath }))[ELEMENT];
+const click = async (xpath) => wd('POST', s(`/element/${await find(xpath)}/click`), {});
+const text = async (xpath) => wd('GET', s(`/element/${await find(xpath)}/text`));
+const type = async (xpath, value) => wd('POST', s(`/element/${await find(xpath)}/value`), { text: value });
+
+async function shot(name) {
+  const png = await wd('GET', s('/screenshot'));
+  writeFileSync(join(shots, `${name}.png`), Buffer.from(png, 'base64'));
+}
+
+/** Keychain entries of the `sandbox` account (secret-tool prints attributes on stderr). */
+function accountEntries() {
+  const out = execFileSync('sh', ['-c', `secret-tool search --all service '${env.LATCHKEY_KEYCHAIN_SERVICE}' 2>&1`], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => /^attribute\.username = [a-z]+:sandbox/.test(l)).length;
+}
+
+before(async () => {
+  assert.ok(existsSync(app), 'target/debug/latchkey-app is built (cargo build -p latchkey-app)');
+  assert.ok(existsSync(join(root, 'ui', 'dist', 'index.html')), 'ui/dist is built');
+  assert.ok(process.env.DISPLAY, 'runs under xvfb-run');
+  assert.ok(process.env.LATCHKEY_TEST_KEYCHAIN, 'runs inside scripts/with-keychain');
+  mkdirSync(shots, { recursive: true });
+  const home = mkdtempSync(join(tmpdir(), 'latchkey-window-'));
+  env = {
+    ...process.env,
+    LATCHKEY_CONFIG_DIR: join(home, 'config'),
+    LATCHKEY_DATA_DIR: join(home, 'data'),
+    LATCHKEY_KEYCHAIN_SERVICE: `dev.latchkey.window.${process.pid}`,
+    LATCHKEY_OPEN_WINDOW: '1',
+    XDG_CONFIG_HOME: join(home, 'xdg-config'),
+    XDG_DATA_HOME: join(home, 'xdg-data'),
+  };
+
+  const stack = spawn('node', [join(root, 'sandbox', 'stack.js'), '--ephemeral', '--write-config', env.LATCHKEY_CONFIG_DIR, '--api-key', 'window-gateway-key', '--exit-on-stdin-close'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.push(stack);
+  const ready = await new Promise((resolve, reject) => {
+    createInterface({ input: stack.stdout }).once('line', resolve);
+    stack.once('exit', (c) => reject(new Error(`sandbox exited ${c}`)));
+  });
+  assert.ok(JSON.parse(ready).issuer, 'the sandbox is up');
+  const configFile = join(env.LATCHKEY_CONFIG_DIR, 'config.toml');
+  const proxyPort = await freePort();
+  writeFileSync(configFile, readFileSync(configFile, 'utf8').replace('127.0.0.1:47821', `127.0.0.1:${proxyPort}`));
+  execFileSync(cli, ['gateway', 'set-key'], { env, input: 'window-gateway-key' });
+
+  const port = await freePort();
+  const d = spawn('tauri-driver', ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  children.push(d);
+  driver = `http://127.0.0.1:${port}`;
+  await until('tauri-driver', async () => (await fetch(`${driver}/status`)).ok);
+  const created = await wd('POST', '/session', {
+    capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app } } },
+  });
+  session = created.sessionId;
+});
+
+after(async () => {
+  if (session) await wd('DELETE', `/session/${session}`).catch(() => {});
+  for (const c of children.reverse()) c.kill('SIGTERM');
+});
+
+test('log in through the login webview, see the user and the countdown, log out', async () => {
+  const main = await wd('GET', s('/window'));
+  await until('the Log in button', () => find("//button[normalize-space()='Log in']"));
+  await shot('1-logged-out');
+  await click("//button[normalize-space()='Log in']");
+
+  // The login window opens on the identity provider's sign-in page.
+  const loginWindow = await until('the login window', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
+  await wd('POST', s('/window'), { handle: loginWindow });
+  await until('the sign-in form', () => find("//input[@name='login']"));
+  await type("//input[@name='login']", 'alice');
+  await type("//input[@name='password']", 'alice-password');
+  await shot('2-sign-in');
+  await click("//button[@type='submit']");
+
+  // The window closes itself once the callback arrived; the main window shows the user.
+  await until('the login window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 30000);
+  await wd('POST', s('/window'), { handle: main });
+  const user = await until('the user', async () => {
+    const t = await text("//*[@data-testid='user']");
+    return t.includes('Alice Example') ? t : null;
+  });
+  assert.match(user, /alice@example\.test/);
+  const first = await text("//*[@data-testid='countdown']");
+  const second = await until('the countdown to move', async () => {
+    const t = await text("//*[@data-testid='countdown']");
+    return t !== first ? t : null;
+  }, 5000);
+  assert.match(second, /min \d+ s$/);
+  assert.ok(accountEntries() >= 1, 'the tokens are in the keychain');
+  await shot('3-signed-in');
+
+  await click("//button[normalize-space()='Log out']");
+  await until('logged out', () => find("//button[normalize-space()='Log in']"));
+  await shot('4-logged-out-again');
+  assert.equal(accountEntries(), 0, 'the keychain holds nothing of the account after logout');
+});
