@@ -146,7 +146,8 @@ pub fn set_settings(app: AppHandle, settings: Settings) -> Result<Settings> {
     if let Err(e) = applied {
         tracing::warn!(error = %e, "start at login not changed");
     }
-    settings::save(&app, &settings)
-        .map_err(|m| RuntimeError::new("settings_unwritable", format!("cannot save settings: {m}")))?;
+    settings::save(&app, &settings).map_err(|m| {
+        RuntimeError::new("settings_unwritable", format!("cannot save settings: {m}"))
+    })?;
     Ok(settings)
 }

@@ -10,19 +10,34 @@ use tauri_plugin_opener::OpenerExt;
 pub const LOGIN: &str = "login";
 
 /// Starts a login for `account`.
-pub async fn start(app: &AppHandle, lk: &Latchkey, account: &str, system_browser: bool) -> Result<(), RuntimeError> {
+pub async fn start(
+    app: &AppHandle,
+    lk: &Latchkey,
+    account: &str,
+    system_browser: bool,
+) -> Result<(), RuntimeError> {
     close_window(app);
     let url = lk.begin_login(account).await?;
     if system_browser {
         app.opener()
             .open_url(url.as_str(), None::<&str>)
-            .map_err(|e| RuntimeError::new("browser_unavailable", format!("cannot open your browser ({e}); turn off \"Use system browser\"")))?;
+            .map_err(|e| {
+                RuntimeError::new(
+                    "browser_unavailable",
+                    format!("cannot open your browser ({e}); turn off \"Use system browser\""),
+                )
+            })?;
     } else {
         let window = WebviewWindowBuilder::new(app, LOGIN, WebviewUrl::External(url))
             .title("Sign in — Latchkey")
             .inner_size(520.0, 700.0)
             .build()
-            .map_err(|e| RuntimeError::new("window_failed", format!("cannot open the sign-in window: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::new(
+                    "window_failed",
+                    format!("cannot open the sign-in window: {e}"),
+                )
+            })?;
         let rt = lk.clone();
         let name = account.to_owned();
         window.on_window_event(move |event| {

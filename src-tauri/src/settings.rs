@@ -44,6 +44,9 @@ pub fn load(app: &AppHandle) -> Settings {
 /// Stores `settings`.
 pub fn save(app: &AppHandle, settings: &Settings) -> Result<(), String> {
     let store = app.store(FILE).map_err(|e| e.to_string())?;
-    store.set(KEY, serde_json::to_value(settings).map_err(|e| e.to_string())?);
+    store.set(
+        KEY,
+        serde_json::to_value(settings).map_err(|e| e.to_string())?,
+    );
     store.save().map_err(|e| e.to_string())
 }

@@ -26,17 +26,31 @@ fn image(icon: Icon) -> Option<Image<'static>> {
 
 fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Menu<Wry>> {
     let mut builder = MenuBuilder::new(app)
-        .item(&MenuItemBuilder::with_id("status", &status.title).enabled(false).build(app)?)
+        .item(
+            &MenuItemBuilder::with_id("status", &status.title)
+                .enabled(false)
+                .build(app)?,
+        )
         .separator();
     for account in lk.overview().accounts {
         let usable = account.state.is_usable();
         let pending = matches!(account.state, SessionState::LoggingIn);
         let (id, label) = if usable {
-            (format!("logout:{}", account.name), format!("Log out ({})", account.name))
+            (
+                format!("logout:{}", account.name),
+                format!("Log out ({})", account.name),
+            )
         } else {
-            (format!("login:{}", account.name), format!("Log in ({})", account.name))
+            (
+                format!("login:{}", account.name),
+                format!("Log in ({})", account.name),
+            )
         };
-        builder = builder.item(&MenuItemBuilder::with_id(id, label).enabled(!pending).build(app)?);
+        builder = builder.item(
+            &MenuItemBuilder::with_id(id, label)
+                .enabled(!pending)
+                .build(app)?,
+        );
     }
     builder
         .separator()

@@ -36,8 +36,8 @@ use latchkey_store::{
 
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
-pub use tray::{TrayIcon, TrayStatus};
 pub use latchkey_store::{AuditPage, AuditRow};
+pub use tray::{TrayIcon, TrayStatus};
 use view::{
     AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView, Overview,
     ProxyView,
