@@ -85,12 +85,15 @@ before(async () => {
   assert.ok(process.env.LATCHKEY_TEST_KEYCHAIN, 'runs inside scripts/with-keychain');
   mkdirSync(shots, { recursive: true });
   const home = mkdtempSync(join(tmpdir(), 'latchkey-window-'));
+  mkdirSync(join(home, 'home', '.claude'), { recursive: true });
   env = {
     ...process.env,
     LATCHKEY_CONFIG_DIR: join(home, 'config'),
     LATCHKEY_DATA_DIR: join(home, 'data'),
     LATCHKEY_KEYCHAIN_SERVICE: `dev.latchkey.window.${process.pid}`,
     LATCHKEY_OPEN_WINDOW: '1',
+    // MCP host files (Claude Code's ~/.claude.json) land in this private home.
+    HOME: join(home, 'home'),
     XDG_CONFIG_HOME: join(home, 'xdg-config'),
     XDG_DATA_HOME: join(home, 'xdg-data'),
   };
@@ -123,7 +126,7 @@ after(async () => {
   for (const c of children.reverse()) c.kill('SIGTERM');
 });
 
-test('log in through the login webview, see the user and the countdown, log out', async () => {
+test('log in through the login webview, see the countdown, create a client, add it to a host, log out', async () => {
   const main = await wd('GET', s('/window'));
   await until('the Log in button', () => find("//button[normalize-space()='Log in']"));
   await shot('1-logged-out');
@@ -155,8 +158,33 @@ test('log in through the login webview, see the user and the countdown, log out'
   assert.ok(accountEntries() >= 1, 'the tokens are in the keychain');
   await shot('3-signed-in');
 
+  // Create a client: its token is shown once.
+  await click("//nav//button[normalize-space()='Clients']");
+  await type("//input[@placeholder='cursor']", 'window-test');
+  await click("//input[@type='checkbox' and @value='demo']");
+  await click("//button[normalize-space()='Create client']");
+  const tokenField = await until('the new token', () => find("//input[@data-testid='new-token']"));
+  const token = await wd('GET', s(`/element/${tokenField}/property/value`));
+  assert.match(token, /^lk_[0-9A-Za-z]{22,}$/, 'a fresh client token');
+  await shot('4-client-created');
+  await click("//button[normalize-space()='Done']");
+
+  // Add it to Claude Code's config in one click; the file gains our entry, no token in it.
+  await click("//nav//button[normalize-space()='Hosts']");
+  await until('the hosts', () => find("//option[@value='claude-code']"));
+  await click("//option[@value='claude-code']");
+  await click("//button[normalize-space()='Preview']");
+  await until('the preview', () => find("//*[@data-testid='preview']"));
+  await click("//button[normalize-space()='Add to Claude Code']");
+  await until('the entry added', () => find("//*[@data-testid='applied']"));
+  await shot('5-host-added');
+  const claude = JSON.parse(readFileSync(join(env.HOME, '.claude.json'), 'utf8'));
+  assert.match(claude.mcpServers['latchkey-demo'].headersHelper, / headers window-test$/);
+  assert.ok(!JSON.stringify(claude).includes(token), 'no token in the host file');
+
+  await click("//nav//button[normalize-space()='Session']");
   await click("//button[normalize-space()='Log out']");
   await until('logged out', () => find("//button[normalize-space()='Log in']"));
-  await shot('4-logged-out-again');
+  await shot('6-logged-out-again');
   assert.equal(accountEntries(), 0, 'the keychain holds nothing of the account after logout');
 });
