@@ -149,11 +149,26 @@ mod tests {
 
     #[test]
     fn last_ten_minutes_is_expiring() {
-        let s = tray_status(&active(0, 36_000), 36_000 - 599);
+        // A one-hour session: its last 10 % (6 min) is shorter than 10 minutes, so the
+        // ten-minute rule decides.
+        let s = tray_status(&active(0, 3600), 3600 - 599);
         assert_eq!(s.icon, TrayIcon::Expiring);
         assert!(s.warn_expiry);
         assert_eq!(
-            tray_status(&active(0, 36_000), 36_000 - 601).icon,
+            tray_status(&active(0, 3600), 3600 - 601).icon,
+            TrayIcon::Active
+        );
+    }
+
+    #[test]
+    fn last_tenth_of_a_long_session_is_expiring() {
+        // A ten-hour session: its last 10 % (1 h) starts well before the last ten minutes.
+        assert_eq!(
+            tray_status(&active(0, 36_000), 36_000 - 3_599).icon,
+            TrayIcon::Expiring
+        );
+        assert_eq!(
+            tray_status(&active(0, 36_000), 36_000 - 3_601).icon,
             TrayIcon::Active
         );
     }
