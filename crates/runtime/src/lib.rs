@@ -89,7 +89,7 @@ impl Latchkey {
     #[instrument(skip_all, err)]
     pub async fn start(options: StartOptions) -> Result<Self, RuntimeError> {
         let config = Arc::new(Config::load_from(&options.paths.config_file())?);
-        let lock = InstanceLock::acquire(&options.paths)?;
+        let lock = acquire_lock(&options.paths, options.serve_proxy).await?;
         let vault = match options.vault {
             Some(v) => v,
             None => Vault::platform()?,
@@ -635,6 +635,25 @@ fn audit_retention(config: &Config) -> latchkey_store::Retention {
     latchkey_store::Retention {
         max_age: config.audit.retention,
         max_rows: config.audit.max_rows,
+    }
+}
+
+/// Claims the single-instance lock. A long-lived instance (tray or `serve`) waits a few seconds
+/// for a one-shot CLI command (`latchkey status` run while nothing serves takes the lock for a
+/// moment) but never for another serving instance, which publishes its port.
+async fn acquire_lock(paths: &Paths, serving: bool) -> Result<InstanceLock, RuntimeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match InstanceLock::acquire(paths) {
+            Err(instance::InstanceError::AlreadyRunning)
+                if serving
+                    && instance::running(paths).is_err()
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
