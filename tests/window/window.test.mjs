@@ -135,14 +135,20 @@ test('log in through the login webview, see the countdown, create a client, add 
   // The login window opens on the identity provider's sign-in page.
   const loginWindow = await until('the login window', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
   await wd('POST', s('/window'), { handle: loginWindow });
-  await until('the sign-in form', () => find("//input[@name='login']"));
+  await until('the sign-in form', () => find("//input[@name='login']"), 30000);
+  await until('the sign-in page to finish loading', async () => (await wd('POST', s('/execute/sync'), { script: 'return document.readyState', args: [] })) === 'complete');
   await type("//input[@name='login']", 'alice');
   await type("//input[@name='password']", 'alice-password');
   await shot('2-sign-in');
   await click("//button[@type='submit']");
 
   // The window closes itself once the callback arrived; the main window shows the user.
-  await until('the login window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 30000);
+  try {
+    await until('the login window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 60000);
+  } catch (e) {
+    await shot('failure-login-window').catch(() => {});
+    throw e;
+  }
   await wd('POST', s('/window'), { handle: main });
   const user = await until('the user', async () => {
     const t = await text("//*[@data-testid='user']");
