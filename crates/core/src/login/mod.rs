@@ -362,8 +362,8 @@ impl Provider {
     }
 
     /// Revokes `token` (RFC 7009). `Ok(false)` when the provider advertises no revocation
-    /// endpoint.
-    #[instrument(skip_all, err)]
+    /// endpoint. Errors are logged by the caller, which knows whether they matter.
+    #[instrument(skip_all, err(level = "debug"))]
     pub async fn revoke(&self, token: &Secret, hint: TokenHint) -> Result<bool, LoginError> {
         // RFC 7009 is one form POST; it is sent directly because the `oauth2` crate refuses a
         // plain-http revocation endpoint even where the configuration allows one (loopback).

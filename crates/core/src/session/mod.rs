@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 use url::Url;
 
 use crate::config::Account;
@@ -510,11 +510,21 @@ impl Session {
         }
         if revoked || live.refresh_token.is_none() {
             // The access token too, where supported; a failure here changes nothing for the user.
-            if let Err(e) = provider
+            match provider
                 .revoke(&live.access_token, TokenHint::AccessToken)
                 .await
             {
-                warn!(code = e.code(), "access token revocation failed");
+                Ok(_) => {}
+                // RFC 7009 §2.2.1: a provider may decline to revoke self-contained (JWT) access
+                // tokens; such a token lapses at its `exp`, minutes away.
+                Err(LoginError::TokenEndpoint { error, .. })
+                    if error == "unsupported_token_type" =>
+                {
+                    debug!(
+                        "the identity provider does not revoke JWT access tokens; it lapses at its expiry"
+                    );
+                }
+                Err(e) => warn!(code = e.code(), "access token revocation failed"),
             }
         }
         Ok(revoked)
