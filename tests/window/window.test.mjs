@@ -1,7 +1,8 @@
 // The real app window: the built latchkey-app under Xvfb (run by scripts/test inside a private
 // D-Bus session with an unlocked gnome-keyring), driven through tauri-driver + WebKitWebDriver,
 // against the sandbox stack. Log in through the login webview, see the user and a moving
-// countdown, log out, and the keychain holds nothing of the account afterwards.
+// countdown, log out, and the keychain holds nothing of the account afterwards. The tray menu is
+// read where a desktop shell reads it, over D-Bus (libayatana's com.canonical.dbusmenu).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -67,9 +68,36 @@ const click = async (xpath) => wd('POST', s(`/element/${await find(xpath)}/click
 const text = async (xpath) => wd('GET', s(`/element/${await find(xpath)}/text`));
 const type = async (xpath, value) => wd('POST', s(`/element/${await find(xpath)}/value`), { text: value });
 
+/**
+ * A screenshot of the X display, as the person would see it. (WebDriver's own screenshot asks
+ * WebKit for a snapshot, which never answers when GTK's GL is off, as the shipped app sets it.)
+ */
 async function shot(name) {
-  const png = await wd('GET', s('/screenshot'));
-  writeFileSync(join(shots, `${name}.png`), Buffer.from(png, 'base64'));
+  await sleep(300); // let the last DOM change reach the screen
+  execFileSync('import', ['-window', 'root', join(shots, `${name}.png`)], { stdio: 'ignore' });
+}
+
+/**
+ * The tray menu's labels, read over the session bus as a status-notifier host would: find the
+ * connection that exports an ayatana notification item, then ask its menu for its layout.
+ */
+function trayLabels() {
+  const gdbus = (...args) => execFileSync('gdbus', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const names = gdbus('call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method', 'org.freedesktop.DBus.ListNames')
+    .match(/':1\.\d+'/g)
+    .map((n) => n.slice(1, -1));
+  for (const name of names) {
+    let menu;
+    try {
+      menu = gdbus('introspect', '--session', '--dest', name, '--object-path', '/org/ayatana/NotificationItem', '--recurse').match(/node (\S+\/Menu) \{/)?.[1];
+    } catch {
+      continue; // not the app
+    }
+    if (!menu) continue;
+    const layout = gdbus('call', '--session', '--dest', name, '--object-path', menu, '--method', 'com.canonical.dbusmenu.GetLayout', '--', '0', '-1', '["label"]');
+    return [...layout.matchAll(/'label': <'((?:[^'\\]|\\.)*)'>/g)].map((m) => m[1]);
+  }
+  return null;
 }
 
 /** Keychain entries of the `sandbox` account (secret-tool prints attributes on stderr). */
@@ -163,6 +191,11 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.match(second, /min \d+ s$/);
   assert.ok(accountEntries() >= 1, 'the tokens are in the keychain');
   await shot('3-signed-in');
+  const signedIn = await until('the tray menu to show the session', () => {
+    const labels = trayLabels();
+    return labels?.some((l) => /^Signed in as alice@example\.test \S+ expires in \d/.test(l)) ? labels : null;
+  });
+  assert.ok(signedIn.includes('Log out (sandbox)'), `the tray offers Log out: ${signedIn.join(' | ')}`);
 
   // Create a client: its token is shown once.
   await click("//nav//button[normalize-space()='Clients']");
@@ -193,4 +226,9 @@ test('log in through the login webview, see the countdown, create a client, add 
   await until('logged out', () => find("//button[normalize-space()='Log in']"));
   await shot('6-logged-out-again');
   assert.equal(accountEntries(), 0, 'the keychain holds nothing of the account after logout');
+  const signedOut = await until('the tray menu to follow the logout', () => {
+    const labels = trayLabels();
+    return labels?.includes('Log in (sandbox)') ? labels : null;
+  });
+  assert.ok(!signedOut.some((l) => l.startsWith('Signed in')), `no session in the tray: ${signedOut.join(' | ')}`);
 });
