@@ -28,6 +28,12 @@ pub async fn start(
                 )
             })?;
     } else {
+        // The login window shares one cookie jar with every later login window, so the identity
+        // provider's session would sign the same person in again without asking after "Log out"
+        // (anyone at the laptop could). OpenID Connect's `prompt=login` makes the provider ask
+        // every time; the system browser, where single sign-on belongs (RFC 8252), is left as is.
+        let mut url = url;
+        url.query_pairs_mut().append_pair("prompt", "login");
         let window = WebviewWindowBuilder::new(app, LOGIN, WebviewUrl::External(url))
             .title("Sign in — Latchkey")
             .inner_size(520.0, 700.0)

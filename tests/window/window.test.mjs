@@ -78,10 +78,11 @@ async function shot(name) {
 }
 
 /**
- * The tray menu's labels, read over the session bus as a status-notifier host would: find the
- * connection that exports an ayatana notification item, then ask its menu for its layout.
+ * The tray menu, read over the session bus as a status-notifier host would: find the connection
+ * that exports an ayatana notification item, then ask its menu for its layout. Items are
+ * `{ id, label }`; `click(label)` activates one the way a desktop shell does.
  */
-function trayLabels() {
+function trayMenu() {
   const gdbus = (...args) => execFileSync('gdbus', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   const names = gdbus('call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method', 'org.freedesktop.DBus.ListNames')
     .match(/':1\.\d+'/g)
@@ -95,7 +96,13 @@ function trayLabels() {
     }
     if (!menu) continue;
     const layout = gdbus('call', '--session', '--dest', name, '--object-path', menu, '--method', 'com.canonical.dbusmenu.GetLayout', '--', '0', '-1', '["label"]');
-    return [...layout.matchAll(/'label': <'((?:[^'\\]|\\.)*)'>/g)].map((m) => m[1]);
+    const items = [...layout.matchAll(/\((\d+), \{'label': <'((?:[^'\\]|\\.)*)'>/g)].map((m) => ({ id: Number(m[1]), label: m[2] }));
+    const click = (label) => {
+      const item = items.find((i) => i.label === label);
+      assert.ok(item, `the tray menu has "${label}": ${items.map((i) => i.label).join(' | ')}`);
+      gdbus('call', '--session', '--dest', name, '--object-path', menu, '--method', 'com.canonical.dbusmenu.Event', '--', String(item.id), 'clicked', '<int32 0>', '0');
+    };
+    return { labels: items.map((i) => i.label), click };
   }
   return null;
 }
@@ -154,7 +161,7 @@ after(async () => {
   for (const c of children.reverse()) c.kill('SIGTERM');
 });
 
-test('log in through the login webview, see the countdown, create a client, add it to a host, log out', async () => {
+test('log in through the login webview, see the countdown, create a client, add it to a host, log out, cancel a login from the tray', async () => {
   const main = await wd('GET', s('/window'));
   await until('the Log in button', () => find("//button[normalize-space()='Log in']"));
   await shot('1-logged-out');
@@ -192,7 +199,7 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.ok(accountEntries() >= 1, 'the tokens are in the keychain');
   await shot('3-signed-in');
   const signedIn = await until('the tray menu to show the session', () => {
-    const labels = trayLabels();
+    const labels = trayMenu()?.labels;
     return labels?.some((l) => /^Signed in as alice@example\.test \S+ expires in \d/.test(l)) ? labels : null;
   });
   assert.ok(signedIn.includes('Log out (sandbox)'), `the tray offers Log out: ${signedIn.join(' | ')}`);
@@ -227,8 +234,27 @@ test('log in through the login webview, see the countdown, create a client, add 
   await shot('6-logged-out-again');
   assert.equal(accountEntries(), 0, 'the keychain holds nothing of the account after logout');
   const signedOut = await until('the tray menu to follow the logout', () => {
-    const labels = trayLabels();
+    const labels = trayMenu()?.labels;
     return labels?.includes('Log in (sandbox)') ? labels : null;
   });
   assert.ok(!signedOut.some((l) => l.startsWith('Signed in')), `no session in the tray: ${signedOut.join(' | ')}`);
+
+  // Log in from the tray menu, then close the login window instead of signing in: the login is
+  // cancelled and everything is back to "logged out".
+  const main2 = await wd('GET', s('/window'));
+  trayMenu().click('Log in (sandbox)');
+  const loginAgain = await until('the login window from the tray', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main2));
+  await wd('POST', s('/window'), { handle: loginAgain });
+  await until('the sign-in form', () => find("//input[@name='login']"), 30000);
+  // Closed the way a window manager's close button does it (WebDriver's own "close window"
+  // closes the page, not the window).
+  await wd('POST', s('/window'), { handle: main2 });
+  execFileSync(join(root, 'scripts', 'x11-close'), ['Sign in'], { env });
+  await until('the login window to be gone', async () => (await wd('GET', s('/window/handles'))).length === 1);
+  await until('the Log in button back', () => find("//button[normalize-space()='Log in']"));
+  await until('the tray to offer Log in again', () => trayMenu()?.labels.includes('Log in (sandbox)'));
+  const status = JSON.parse(execFileSync(cli, ['status', '--json'], { env, encoding: 'utf8' }));
+  assert.equal(status.accounts[0].state.kind, 'logged_out', `a cancelled login leaves "logged out": ${JSON.stringify(status.accounts[0].state)}`);
+  assert.equal(accountEntries(), 0, 'a cancelled login stores nothing');
+  await shot('7-login-cancelled');
 });
