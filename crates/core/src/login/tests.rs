@@ -1,8 +1,9 @@
-//! Login against a real loopback test provider (axum) signing with a fixed RSA key: the negative
-//! JWT vectors, the callback's `state` rules, and a full code exchange with PKCE.
+//! Login against a real loopback test provider (axum) signing with an RSA key generated for this
+//! test run (no private key lives in the repository): the negative JWT vectors, the callback's
+//! `state` rules, and a full code exchange with PKCE.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Form, State};
@@ -17,9 +18,6 @@ use sha2::{Digest, Sha256};
 use super::jwt::{Expectations, JwtError, KeySet};
 use super::*;
 
-const PRIVATE_PEM: &[u8] = include_bytes!("testdata/rsa-private.pem");
-const PUBLIC_PEM: &[u8] = include_bytes!("testdata/rsa-public.pem");
-const JWKS: &str = include_str!("testdata/jwks.json");
 const KID: &str = "test-key-1";
 const CLIENT: &str = "latchkey";
 const AUDIENCE: &str = "latchkey-gateway";
@@ -40,8 +38,40 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The provider's signing key, made once per test process.
+struct TestKey {
+    private_pem: String,
+    public_pem: String,
+    jwks: Value,
+}
+
+fn test_key() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        use rsa::traits::PublicKeyParts;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("keygen");
+        let public = private.to_public_key();
+        let b64u = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+        TestKey {
+            private_pem: private
+                .to_pkcs8_pem(LineEnding::LF)
+                .expect("private pem")
+                .to_string(),
+            // SPKI ("BEGIN PUBLIC KEY"), the form a provider publishes and an HS256 forger uses.
+            public_pem: public
+                .to_public_key_pem(LineEnding::LF)
+                .expect("public pem"),
+            jwks: json!({"keys": [{
+                "kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256",
+                "n": b64u(public.n()), "e": b64u(public.e()),
+            }]}),
+        }
+    })
+}
+
 fn sign(header: Header, claims: &Value) -> String {
-    let key = EncodingKey::from_rsa_pem(PRIVATE_PEM).expect("test key");
+    let key = EncodingKey::from_rsa_pem(test_key().private_pem.as_bytes()).expect("test key");
     jsonwebtoken::encode(&header, claims, &key).expect("sign")
 }
 
@@ -79,7 +109,7 @@ async fn start_idp() -> TestIdp {
             "/jwks",
             get(|State(seen): State<Arc<Mutex<Seen>>>| async move {
                 seen.lock().expect("lock").jwks_fetches += 1;
-                Json(serde_json::from_str::<Value>(JWKS).expect("jwks"))
+                Json(test_key().jwks.clone())
             }),
         )
         .route(
@@ -188,8 +218,12 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
     // HS256 "signed" with the RSA public key as the HMAC secret (key confusion).
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(KID.into());
-    let confused =
-        jsonwebtoken::encode(&hs, &base, &EncodingKey::from_secret(PUBLIC_PEM)).expect("hs256");
+    let confused = jsonwebtoken::encode(
+        &hs,
+        &base,
+        &EncodingKey::from_secret(test_key().public_pem.as_bytes()),
+    )
+    .expect("hs256");
     let mut wrong_iss = base.clone();
     wrong_iss["iss"] = json!("https://evil.example");
     let mut wrong_aud = base.clone();
