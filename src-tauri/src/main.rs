@@ -15,7 +15,8 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn software_rendering_unless_asked() {
-    if std::env::var_os("GDK_GL").is_some() || std::env::var_os("LATCHKEY_GL").is_some() {
+    let gl_asked = std::env::var("LATCHKEY_GL").is_ok_and(|v| !v.is_empty() && v != "0");
+    if gl_asked || std::env::var_os("GDK_GL").is_some() {
         return;
     }
     // SAFETY: the first statement of `main`, before any thread exists (the tracing subscriber,

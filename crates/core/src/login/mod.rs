@@ -362,7 +362,9 @@ impl Provider {
     }
 
     /// Revokes `token` (RFC 7009). `Ok(false)` when the provider advertises no revocation
-    /// endpoint. Errors are logged by the caller, which knows whether they matter.
+    /// endpoint or declines this kind of token (`unsupported_token_type`, RFC 7009 §2.2.1, as
+    /// providers answer for self-contained JWT access tokens, which lapse at their `exp`).
+    /// Errors are logged by the caller, which knows whether they matter.
     #[instrument(skip_all, err(level = "debug"))]
     pub async fn revoke(&self, token: &Secret, hint: TokenHint) -> Result<bool, LoginError> {
         // RFC 7009 is one form POST; it is sent directly because the `oauth2` crate refuses a
@@ -397,6 +399,9 @@ impl Provider {
         }
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if body.get("error").and_then(serde_json::Value::as_str) == Some("unsupported_token_type") {
+            return Ok(false);
+        }
         Err(LoginError::TokenEndpoint {
             error: body
                 .get("error")

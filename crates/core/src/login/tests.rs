@@ -146,6 +146,26 @@ async fn start_idp() -> TestIdp {
                 },
             ),
         )
+        .route(
+            "/revoke",
+            // Like oidc-provider: JWT access tokens are declined, an unknown client is refused.
+            post(|Form(form): Form<HashMap<String, String>>| async move {
+                match (
+                    form.get("token_type_hint").map(String::as_str),
+                    form.get("client_id").map(String::as_str),
+                ) {
+                    (_, Some(c)) if c != CLIENT => (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        Json(json!({"error": "invalid_client"})),
+                    ),
+                    (Some("access_token"), _) => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        Json(json!({"error": "unsupported_token_type"})),
+                    ),
+                    _ => (axum::http::StatusCode::OK, Json(json!({}))),
+                }
+            }),
+        )
         .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     TestIdp { issuer, seen }
@@ -489,6 +509,35 @@ async fn dropping_an_attempt_closes_its_listener() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn revocation_tells_revoked_declined_and_refused_apart() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let refresh = provider
+        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken)
+        .await;
+    assert!(matches!(refresh, Ok(true)), "revoked: {refresh:?}");
+    let access = provider
+        .revoke(&Secret::new("a.jwt.token"), TokenHint::AccessToken)
+        .await;
+    assert!(
+        matches!(access, Ok(false)),
+        "unsupported_token_type is a decline, not a failure: {access:?}"
+    );
+    let mut other = settings(&idp.issuer);
+    other.client_id = "someone-else".into();
+    let stranger = Provider::discover(http(), other).await.expect("discover");
+    let refused = stranger
+        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken)
+        .await;
+    assert!(
+        matches!(&refused, Err(LoginError::TokenEndpoint { error, .. }) if error == "invalid_client"),
+        "any other error is one: {refused:?}"
+    );
 }
 
 #[tokio::test]

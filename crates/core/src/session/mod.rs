@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument, warn};
 use url::Url;
 
 use crate::config::Account;
@@ -484,7 +484,7 @@ impl Session {
                 Ok(true) => report.revoked = true,
                 Ok(false) => {
                     report.revocation_note =
-                        Some("the identity provider does not offer revocation".into());
+                        Some("the identity provider does not revoke these tokens".into());
                 }
                 Err(e) => {
                     warn!(
@@ -510,21 +510,13 @@ impl Session {
         }
         if revoked || live.refresh_token.is_none() {
             // The access token too, where supported; a failure here changes nothing for the user.
-            match provider
+            // A provider that declines (JWT access tokens) answers Ok(false): the token lapses
+            // at its `exp`, minutes away.
+            if let Err(e) = provider
                 .revoke(&live.access_token, TokenHint::AccessToken)
                 .await
             {
-                Ok(_) => {}
-                // RFC 7009 §2.2.1: a provider may decline to revoke self-contained (JWT) access
-                // tokens; such a token lapses at its `exp`, minutes away.
-                Err(LoginError::TokenEndpoint { error, .. })
-                    if error == "unsupported_token_type" =>
-                {
-                    debug!(
-                        "the identity provider does not revoke JWT access tokens; it lapses at its expiry"
-                    );
-                }
-                Err(e) => warn!(code = e.code(), "access token revocation failed"),
+                warn!(code = e.code(), "access token revocation failed");
             }
         }
         Ok(revoked)
