@@ -241,14 +241,13 @@ test('log in through the login webview, see the countdown, create a client, add 
 
   // Log in from the tray menu, then close the login window instead of signing in: the login is
   // cancelled and everything is back to "logged out".
-  const main2 = await wd('GET', s('/window'));
   trayMenu().click('Log in (sandbox)');
-  const loginAgain = await until('the login window from the tray', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main2));
+  const loginAgain = await until('the login window from the tray', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
   await wd('POST', s('/window'), { handle: loginAgain });
   await until('the sign-in form', () => find("//input[@name='login']"), 30000);
   // Closed the way a window manager's close button does it (WebDriver's own "close window"
   // closes the page, not the window).
-  await wd('POST', s('/window'), { handle: main2 });
+  await wd('POST', s('/window'), { handle: main });
   execFileSync(join(root, 'scripts', 'x11-close'), ['Sign in'], { env });
   await until('the login window to be gone', async () => (await wd('GET', s('/window/handles'))).length === 1);
   await until('the Log in button back', () => find("//button[normalize-space()='Log in']"));
