@@ -1,6 +1,7 @@
 // The sandbox identity provider: a real oidc-provider 9 on 127.0.0.1 with one public native
 // client (`latchkey`, PKCE S256), rotating refresh tokens, JWT access tokens for the gateway
-// audience, and a minimal sign-in page of our own. Dev/test tooling only, never shipped.
+// audience, and a minimal sign-in page of our own; options make it behave like other providers
+// (see `startIdp`), with two confidential native clients. Dev/test tooling only, never shipped.
 import http from 'node:http';
 import { URLSearchParams } from 'node:url';
 import Provider from 'oidc-provider';
@@ -9,6 +10,8 @@ import Provider from 'oidc-provider';
 const RESOURCE_URI = 'urn:latchkey-gateway';
 const AUDIENCE = 'latchkey-gateway';
 const SCOPES = ['openid', 'profile', 'email', 'offline_access'];
+/** The secret of the confidential clients `latchkey-basic` and `latchkey-post` unless given. */
+export const DEFAULT_CLIENT_SECRET = 'sandbox-client-secret';
 
 export const DEFAULT_USERS = {
   alice: { password: 'alice-password', name: 'Alice Example', email: 'alice@example.test' },
@@ -52,10 +55,38 @@ function rewriteResource(params) {
 
 /**
  * Start the sandbox IdP.
- * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string, name?: string, email?: string}>}} [options]
+ *
+ * The options after `users` make it behave like the big providers do (defaults: as before):
+ * - `accessTokenFormat`: `'jwt'` (a JWT addressed to the API `latchkey-gateway`, never to the
+ *   client, whether or not a `resource` is asked for, like Okta and Auth0), `'jwt-empty-aud'` (a
+ *   JWT with `"aud": []`: oidc-provider 9 refuses to sign a JWT access token with no `aud` at all,
+ *   even after its JWT customizer, so an empty list is the nearest it allows), or `'opaque'`.
+ * - `refreshTokens`: `'rotate'` (a new refresh token on each refresh), `'static'` (the same one
+ *   is returned each time), `'none'` (no refresh token at all, as when `offline_access` is not
+ *   granted).
+ * - `refreshIdToken`: `false` drops the id token from refresh answers (oidc-provider returns one
+ *   whenever the grant has `openid`).
+ * - `refreshOmitsRefreshToken`: `true` drops `refresh_token` from refresh answers, as Google does
+ *   (use with `refreshTokens: 'static'`: the old one stays valid).
+ * - `omitExpiresIn`: `true` drops `expires_in` from every token answer.
+ * - `clientSecret`: the secret of the confidential native clients `latchkey-basic`
+ *   (`client_secret_basic`) and `latchkey-post` (`client_secret_post`).
+ * - `clientAuthMethods`: the token endpoint authentication methods advertised and accepted.
+ * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string, name?: string, email?: string}>, accessTokenFormat?: 'jwt' | 'jwt-empty-aud' | 'opaque', refreshTokens?: 'rotate' | 'static' | 'none', refreshIdToken?: boolean, refreshOmitsRefreshToken?: boolean, omitExpiresIn?: boolean, clientSecret?: string, clientAuthMethods?: string[]}} [options]
  * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => {token_requests: number, refresh_grants: number, revocations: number}}>}
  */
-export async function startIdp({ port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS } = {}) {
+export async function startIdp({
+  port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS,
+  accessTokenFormat = 'jwt', refreshTokens = 'rotate', refreshIdToken = true,
+  refreshOmitsRefreshToken = false, omitExpiresIn = false,
+  clientSecret = DEFAULT_CLIENT_SECRET, clientAuthMethods,
+} = {}) {
+  if (!['jwt', 'jwt-empty-aud', 'opaque'].includes(accessTokenFormat)) {
+    throw new Error(`accessTokenFormat must be jwt, jwt-empty-aud or opaque, not ${accessTokenFormat}`);
+  }
+  if (!['rotate', 'static', 'none'].includes(refreshTokens)) {
+    throw new Error(`refreshTokens must be rotate, static or none, not ${refreshTokens}`);
+  }
   const counters = { token_requests: 0, refresh_grants: 0, revocations: 0 };
   const server = http.createServer();
   await new Promise((resolve, reject) => {
@@ -72,15 +103,27 @@ export async function startIdp({ port = 0, accessTtl = 3600, refreshTtl = 86400,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1/oauth/callback'],
-    }],
+    },
+    // Confidential native clients, as Google registers desktop apps (the secret is not really
+    // secret there, but the token and revocation endpoints require it).
+    ...['client_secret_basic', 'client_secret_post'].map((method) => ({
+      client_id: method === 'client_secret_basic' ? 'latchkey-basic' : 'latchkey-post',
+      client_secret: clientSecret,
+      application_type: 'native',
+      token_endpoint_auth_method: method,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/oauth/callback'],
+    }))],
+    ...(clientAuthMethods ? { clientAuthMethods } : {}),
     pkce: { required: () => true },
     scopes: SCOPES,
     claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
     clientBasedCORS: () => true,
     // Put the profile and email claims in the id token itself, as most enterprise IdPs do.
     conformIdTokenClaims: false,
-    issueRefreshToken: async () => true,
-    rotateRefreshToken: true,
+    issueRefreshToken: async () => refreshTokens !== 'none',
+    rotateRefreshToken: refreshTokens === 'rotate',
     ttl: {
       AccessToken: accessTtl,
       AuthorizationCode: 60,
@@ -109,12 +152,20 @@ export async function startIdp({ port = 0, accessTtl = 3600, refreshTtl = 86400,
             scope: 'gateway',
             audience: AUDIENCE,
             accessTokenTTL: accessTtl,
-            accessTokenFormat: 'jwt',
+            accessTokenFormat: accessTokenFormat === 'opaque' ? 'opaque' : 'jwt',
             jwt: { sign: { alg: 'RS256' } },
           };
         },
       },
     },
+    ...(accessTokenFormat === 'jwt-empty-aud' ? {
+      formats: {
+        customizers: {
+          // oidc-provider throws on a JWT access token whose `aud` is missing or empty text.
+          jwt: async (ctx, token, jwt) => { jwt.payload.aud = []; },
+        },
+      },
+    } : {}),
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (ctx, id) => {
       const user = users[id];
@@ -185,6 +236,17 @@ export async function startIdp({ port = 0, accessTtl = 3600, refreshTtl = 86400,
     await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
     ctx.respond = false;
     return undefined;
+  });
+
+  // Token answers shaped like other providers' (see the options above).
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path !== '/token' || ctx.status !== 200 || !ctx.body || typeof ctx.body !== 'object') return;
+    if (omitExpiresIn) delete ctx.body.expires_in;
+    if (ctx.oidc?.params?.grant_type === 'refresh_token') {
+      if (!refreshIdToken) delete ctx.body.id_token;
+      if (refreshOmitsRefreshToken) delete ctx.body.refresh_token;
+    }
   });
 
   // The sandbox-only debug endpoint.
