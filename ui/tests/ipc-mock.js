@@ -6,6 +6,10 @@
   const user = { subject: 'alice', name: 'Alice Example', email: 'alice@example.test' };
   const state = {
     session: { kind: 'logged_out' },
+    // The runtime's `last_login_error`; a test sets `failNextLogin` to {code, message} to make the
+    // next login end the way the runtime reports a refused one.
+    loginError: null,
+    failNextLogin: null,
     clients: [{ name: 'claude-code', services: ['demo'], created_at: now() - 86400, last_used_at: now() - 120 }],
     activity: [],
     hosts: [
@@ -27,7 +31,7 @@
     for (const id of state.listeners[event] ?? []) window.__TAURI_INTERNALS__.callbacks[id]?.({ event, id, payload });
   };
   const overview = () => ({
-    accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session }],
+    accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session, last_login_error: state.loginError }],
     services: [
       { name: 'demo', account: 'sandbox', upstream: 'http://127.0.0.1:47902', source: 'gateway', state: state.session.kind === 'active' ? 'fresh' : 'not_fetched', fetched_at: state.session.kind === 'active' ? now() - 60 : null, expires_at: null, ttl_seconds: 3600, message: null },
       { name: 'github', account: 'sandbox', upstream: 'https://api.github.com', source: 'gateway', state: 'cached', fetched_at: now() - 1800, expires_at: now() + 1800, ttl_seconds: 3600, message: 'the gateway is unavailable; serving the cached credential until it expires' },
@@ -41,8 +45,19 @@
     overview: () => overview(),
     login: () => {
       state.session = { kind: 'logging_in' };
+      state.loginError = null;
       emit('latchkey://changed');
-      setTimeout(() => { state.session = { kind: 'active', user, issued_at: now(), expires_at: now() + 3600 }; emit('latchkey://changed'); }, 300);
+      const failure = state.failNextLogin;
+      state.failNextLogin = null;
+      setTimeout(() => {
+        if (failure) {
+          state.session = { kind: 'logged_out' };
+          state.loginError = { ...failure, at: now() };
+        } else {
+          state.session = { kind: 'active', user, issued_at: now(), expires_at: now() + 3600 };
+        }
+        emit('latchkey://changed');
+      }, 300);
       return null;
     },
     cancel_login: () => { state.session = { kind: 'logged_out' }; emit('latchkey://changed'); return null; },

@@ -85,6 +85,26 @@ test('the session screen in the dark theme', async () => {
   await context.close();
 });
 
+test('a refused login shows its reason and fix in the Session section, and goes away on the next login', async () => {
+  const { page, context, errors } = await open();
+  const message = 'the identity provider refuses the redirect URI `http://127.0.0.1:41234/oauth/callback` for client id `latchkey` (invalid_redirect_uri): register `http://127.0.0.1/oauth/callback` for client `latchkey` at the provider, allowing any port on 127.0.0.1 (RFC 8252 §7.3)';
+  await page.evaluate((m) => { window.__latchkeyMock.failNextLogin = { code: 'redirect_uri_not_registered', message: m }; }, message);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  const box = page.getByTestId('login-error');
+  await box.waitFor();
+  assert.equal(await box.getAttribute('data-code'), 'redirect_uri_not_registered');
+  assert.equal(await box.getAttribute('role'), 'alert');
+  const text = await box.innerText();
+  assert.match(text, /Redirect URI not registered at the provider/);
+  assert.ok(text.includes(message), text);
+  await page.screenshot({ path: join(shots, 'session-login-failed.png') });
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user').waitFor();
+  assert.equal(await page.getByTestId('login-error').count(), 0, 'a successful login clears the failure');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('services show credential state, never values', async () => {
   const { page, context } = await open();
   await nav(page, 'Services');

@@ -28,10 +28,19 @@ export interface ServiceStatus {
   message: string | null;
 }
 
+/** Why an account's last login failed (`crates/runtime/src/view.rs` `LoginFailure`). */
+export interface LoginFailure {
+  code: string;
+  message: string;
+  at: number;
+}
+
 export interface AccountView {
   name: string;
   issuer: string;
   state: SessionState;
+  /** Until the next login starts or one succeeds. */
+  last_login_error: LoginFailure | null;
 }
 
 export interface Overview {

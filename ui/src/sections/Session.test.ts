@@ -1,0 +1,70 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { flushSync, mount, unmount } from 'svelte';
+import { clearMocks, mockIPC } from '@tauri-apps/api/mocks';
+import Session from './Session.svelte';
+import type { AccountView, Overview } from '../lib/types';
+
+afterEach(() => {
+  clearMocks();
+  document.body.innerHTML = '';
+});
+
+const overview = (account: Partial<AccountView>): Overview => ({
+  accounts: [
+    { name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: { kind: 'logged_out' }, last_login_error: null, ...account },
+  ],
+  services: [],
+  proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
+  keychain: { ok: true, backend: 'secret-service', message: null },
+  now: 1000,
+});
+
+function render(o: Overview) {
+  const target = document.createElement('div');
+  document.body.appendChild(target);
+  const component = mount(Session, { target, props: { overview: o, now: 1000, onchange: () => {} } });
+  flushSync();
+  return { target, component };
+}
+
+describe('Session section', () => {
+  it('shows why the last login failed, with the fix, as an alert', () => {
+    const message =
+      'the identity provider refuses the redirect URI `http://127.0.0.1:41234/oauth/callback` for client id `latchkey` (invalid_redirect_uri): register `http://127.0.0.1/oauth/callback` for client `latchkey` at the provider';
+    const { target, component } = render(
+      overview({ last_login_error: { code: 'redirect_uri_not_registered', message, at: 990 } }),
+    );
+    const box = target.querySelector('[data-testid=login-error]');
+    expect(box?.getAttribute('data-code')).toBe('redirect_uri_not_registered');
+    expect(box?.getAttribute('role')).toBe('alert');
+    expect(box?.textContent).toContain('Redirect URI not registered at the provider');
+    expect(box?.textContent).toContain(message);
+    expect(target.querySelector('button.primary')?.textContent).toBe('Log in');
+    unmount(component);
+  });
+
+  it('shows a cancel as a status, not an alert', () => {
+    const { target, component } = render(
+      overview({
+        last_login_error: { code: 'access_denied', message: 'the sign-in was cancelled or refused at the identity provider; log in again when you are ready', at: 990 },
+      }),
+    );
+    const box = target.querySelector('[data-testid=login-error]');
+    expect(box?.getAttribute('role')).toBe('status');
+    expect(box?.className).toContain('tone-idle');
+    expect(box?.textContent).toContain('Sign-in cancelled or declined');
+    unmount(component);
+  });
+
+  it('shows nothing about failures when there is none, or while a new login runs', () => {
+    const quiet = render(overview({}));
+    expect(quiet.target.querySelector('[data-testid=login-error]')).toBeNull();
+    unmount(quiet.component);
+    mockIPC(() => null);
+    const running = render(
+      overview({ state: { kind: 'logging_in' }, last_login_error: { code: 'idp_unreachable', message: 'm', at: 1 } }),
+    );
+    expect(running.target.querySelector('[data-testid=login-error]')).toBeNull();
+    unmount(running.component);
+  });
+});
