@@ -3,6 +3,7 @@
 //! page, canary secrets and an in-memory log capture. Dev-only; never shipped.
 
 mod browser;
+pub mod glewlwyd;
 mod logs;
 mod sandbox;
 
