@@ -696,6 +696,15 @@ async fn deliver_callback(client: &reqwest::Client, url: &Url) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use url::Url;
+
+    use super::{Glewlwyd, GlewlwydOptions};
+
     #[test]
     fn token_hashes_are_named_as_glewlwyd_names_them() {
         // `{SHA512}` and the unpadded base64url SHA-512, as Glewlwyd's token list shows them
@@ -704,5 +713,159 @@ mod tests {
             super::token_hash("refresh-token"),
             "{SHA512}CLR6Nun_ogqAOJtD9PO6E9trdc98N9Oj4UJb7j3Ht-I_7JmfIp9KuSH9hjeIZZ88LX5Bya8ci9_Ve9-O2uwVsw"
         );
+    }
+
+    /// Accept one request on `listener`, answer 200, and return its request target.
+    async fn one_callback(listener: TcpListener) -> String {
+        let (mut stream, _) = listener.accept().await.expect("callback connection");
+        let mut buf = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.expect("read callback");
+            assert!(n > 0, "the browser hung up before sending a request");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .await
+            .expect("answer callback");
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        head.split_whitespace()
+            .nth(1)
+            .expect("request target")
+            .to_owned()
+    }
+
+    fn claims(jwt: &str) -> serde_json::Value {
+        let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json")
+    }
+
+    async fn token(idp: &Glewlwyd, form: &[(&str, &str)]) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/token", idp.issuer()))
+            .form(form)
+            .send()
+            .await
+            .expect("token endpoint")
+    }
+
+    /// The peer itself, without Latchkey: sign-in through the login app's API, code exchange,
+    /// and the behaviours this module's header promises.
+    #[tokio::test]
+    async fn the_peer_signs_in_and_behaves_as_documented() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(port))
+            .await
+            .expect("Glewlwyd starts (run scripts/setup)");
+        let redirect_uri = Glewlwyd::redirect_uri(port);
+        let verifier = crate::canary("verifier");
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let mut authorize = Url::parse(&format!("{}/auth", idp.issuer())).expect("url");
+        authorize
+            .query_pairs_mut()
+            .append_pair("client_id", Glewlwyd::CLIENT_ID)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("scope", "openid profile email offline_access")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "s1")
+            .append_pair("nonce", "n1");
+        let callback = tokio::spawn(one_callback(listener));
+        idp.sign_in(&authorize, Glewlwyd::USER, Glewlwyd::PASSWORD)
+            .await
+            .expect("sign-in");
+        let target = callback.await.expect("callback");
+        let code = Url::parse("http://127.0.0.1")
+            .and_then(|u| u.join(&target))
+            .expect("callback URL")
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("the callback carries a code");
+        let tokens: serde_json::Value = token(
+            &idp,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &redirect_uri),
+                ("client_id", Glewlwyd::CLIENT_ID),
+                ("code_verifier", &verifier),
+            ],
+        )
+        .await
+        .json()
+        .await
+        .expect("token response");
+        let id = claims(tokens["id_token"].as_str().expect("an ID token"));
+        let access = claims(tokens["access_token"].as_str().expect("an access token"));
+        assert_eq!(id["aud"], Glewlwyd::CLIENT_ID);
+        assert_eq!(id["azp"], Glewlwyd::CLIENT_ID);
+        assert_eq!(id["email"], Glewlwyd::EMAIL);
+        assert_eq!(id["iss"], idp.issuer());
+        assert_ne!(access["aud"], Glewlwyd::CLIENT_ID, "{access}");
+        assert_eq!(access["client_id"], Glewlwyd::CLIENT_ID);
+        assert!(access.get("azp").is_none(), "{access}");
+        assert_ne!(id["sub"], Glewlwyd::USER, "sub is opaque");
+
+        // Refresh rotates; the answer has no ID token; a replayed refresh token gets an empty 400.
+        let first = tokens["refresh_token"].as_str().expect("a refresh token");
+        let refreshed: serde_json::Value = token(
+            &idp,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first),
+                ("client_id", Glewlwyd::CLIENT_ID),
+            ],
+        )
+        .await
+        .json()
+        .await
+        .expect("refresh response");
+        let second = refreshed["refresh_token"]
+            .as_str()
+            .expect("a rotated refresh token");
+        assert_ne!(second, first);
+        assert!(
+            refreshed.get("id_token").is_none(),
+            "{:?}",
+            refreshed.get("id_token").map(|_| "present")
+        );
+        let replay = token(
+            &idp,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first),
+                ("client_id", Glewlwyd::CLIENT_ID),
+            ],
+        )
+        .await;
+        assert_eq!(replay.status(), reqwest::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            replay.text().await.expect("body"),
+            "",
+            "no invalid_grant JSON"
+        );
+        let records = idp
+            .refresh_tokens(Glewlwyd::USER, Glewlwyd::PASSWORD)
+            .await
+            .expect("records");
+        let second = records.iter().find(|r| r.is_for(second)).expect("record");
+        assert!(!second.enabled, "a replay disables the whole chain");
+
+        // A public client's RFC 7009 request is refused.
+        let revoke = reqwest::Client::new()
+            .post(format!("{}/revoke", idp.issuer()))
+            .form(&[
+                ("token", first),
+                ("token_type_hint", "refresh_token"),
+                ("client_id", Glewlwyd::CLIENT_ID),
+            ])
+            .send()
+            .await
+            .expect("revocation endpoint");
+        assert_eq!(revoke.status(), reqwest::StatusCode::UNAUTHORIZED);
     }
 }
