@@ -3,15 +3,14 @@
 //! HTTP, for hosts that only launch stdio servers). The stdio bridge and `headers` use short-lived
 //! tokens minted by the running instance, so no long-lived token sits in a host's config file.
 
+mod bridge;
+mod sse;
+
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
-use reqwest::{Method, StatusCode};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
@@ -94,6 +93,7 @@ async fn config_with(
         proxy_base: base,
         latchkey_program: std::env::current_exe().context("locating the latchkey binary")?,
         mcp_path: path.to_owned(),
+        env: target.paths().env_overrides(),
     };
     let token = if latchkey_hosts::needs_token(host_id) {
         let label = format!("mcp-config:{}", host_id.as_str());
@@ -139,56 +139,20 @@ async fn config_with(
     Ok((snippet, hint.to_owned()))
 }
 
-/// State shared by the bridge's request tasks.
-struct Bridge {
+/// Mints the bridge's short-lived tokens from the running instance.
+struct InstanceMint {
     remote: Remote,
     client: String,
-    url: String,
-    token: Mutex<Secret>,
-    session: Mutex<Option<String>>,
-    protocol: Mutex<Option<String>>,
-    http: reqwest::Client,
 }
 
-impl Bridge {
-    async fn post(&self, body: &str) -> anyhow::Result<reqwest::Response> {
-        for attempt in 0..2 {
-            let token = self.token.lock().await.clone();
-            let mut request = self
-                .http
-                .request(Method::POST, &self.url)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("x-latchkey-client", token.expose())
-                .body(body.to_owned());
-            if let Some(id) = self.session.lock().await.as_deref() {
-                request = request.header("mcp-session-id", id);
-            }
-            if let Some(version) = self.protocol.lock().await.as_deref() {
-                request = request.header("mcp-protocol-version", version);
-            }
-            let response = request
-                .send()
-                .await
-                .context("Latchkey's proxy does not answer")?;
-            if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-                let is_ours = response
-                    .headers()
-                    .get("content-type")
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-                if is_ours {
-                    // Our short-lived token expired or the instance restarted: mint a new one.
-                    *self.token.lock().await = ephemeral(&self.remote, &self.client).await?;
-                    continue;
-                }
-            }
-            return Ok(response);
-        }
-        anyhow::bail!("the proxy refused the bridge's token twice")
+impl bridge::Mint for InstanceMint {
+    async fn mint(&self) -> anyhow::Result<Secret> {
+        ephemeral(&self.remote, &self.client).await
     }
 }
 
-/// `latchkey mcp-stdio <service> --client C`: newline-delimited JSON-RPC on stdin/stdout.
+/// `latchkey mcp-stdio <service> --client C`: newline-delimited JSON-RPC on stdin/stdout,
+/// forwarded to the proxy over MCP Streamable HTTP (see [`bridge`]).
 pub async fn stdio(
     paths: &Paths,
     service: &str,
@@ -208,159 +172,69 @@ pub async fn stdio(
         .connect_timeout(Duration::from_secs(5))
         .build()
         .context("HTTP client")?;
-    let bridge = Arc::new(Bridge {
+    let endpoint = bridge::Endpoint {
+        url,
+        http,
+        settings: bridge::Settings::default(),
+    };
+    let mint = InstanceMint {
         remote,
         client: client.to_owned(),
-        url,
-        token: Mutex::new(token),
-        session: Mutex::new(None),
-        protocol: Mutex::new(None),
-        http,
-    });
-
-    // One writer owns stdout so messages from concurrent streams never interleave.
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(line) = out_rx.recv().await {
-            if stdout.write_all(line.as_bytes()).await.is_err()
-                || stdout.write_all(b"\n").await.is_err()
-            {
-                break;
-            }
-            let _ = stdout.flush().await;
-        }
-    });
-
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut first = true;
-    while let Some(line) = lines.next_line().await.context("reading stdin")? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let is_initialize = serde_json::from_str::<serde_json::Value>(&line)
-            .is_ok_and(|v| v["method"] == "initialize");
-        let bridge = bridge.clone();
-        let out = out_tx.clone();
-        let job = async move {
-            if let Err(e) = forward(&bridge, &line, is_initialize, &out).await {
-                tracing::warn!(error = %format!("{e:#}"), "bridge request failed");
-                if let Some(reply) = error_reply(&line, &format!("{e:#}")) {
-                    let _ = out.send(reply).await;
-                }
-            }
-        };
-        // The initialize exchange must finish first: it yields the session id.
-        if first || is_initialize {
-            job.await;
-            first = false;
-        } else {
-            tasks.spawn(job);
-        }
-    }
-    while tasks.join_next().await.is_some() {}
-    if let Some(id) = bridge.session.lock().await.clone() {
-        let token = bridge.token.lock().await.clone();
-        let _ = bridge
-            .http
-            .delete(&bridge.url)
-            .header("mcp-session-id", id)
-            .header("x-latchkey-client", token.expose())
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-    }
-    drop(out_tx);
-    let _ = writer.await;
+    };
+    bridge::run(
+        endpoint,
+        mint,
+        token,
+        stdin_lines(),
+        tokio::io::stdout(),
+        terminated(),
+    )
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn forward(
-    bridge: &Bridge,
-    line: &str,
-    is_initialize: bool,
-    out: &mpsc::Sender<String>,
-) -> anyhow::Result<()> {
-    let response = bridge.post(line).await?;
-    let status = response.status();
-    if let Some(id) = response
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        *bridge.session.lock().await = Some(id.to_owned());
-    }
-    if status == StatusCode::ACCEPTED {
-        return Ok(());
-    }
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        anyhow::bail!("{reason}");
-    }
-    if content_type.starts_with("text/event-stream") {
-        let mut stream = response.bytes_stream();
-        let mut buffer = String::new();
-        while let Some(chunk) = stream.next().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk.context("stream")?));
-            while let Some(end) = buffer.find("\n\n") {
-                let event: String = buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                    .collect();
-                if !data.is_empty() {
-                    let message = data.join("\n");
-                    if is_initialize {
-                        note_protocol(bridge, &message).await;
+/// Stdin's lines, read on a plain thread: a read blocked on a host that neither writes nor
+/// closes stdin must not keep the process alive after SIGTERM (tokio's blocking pool would).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(line) => {
+                        if tx.blocking_send(line).is_err() {
+                            return;
+                        }
                     }
-                    out.send(message).await.context("stdout closed")?;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading stdin failed; ending the bridge");
+                        return;
+                    }
                 }
             }
-        }
-    } else {
-        let body = response.text().await.context("reading the answer")?;
-        if !body.trim().is_empty() {
-            if is_initialize {
-                note_protocol(bridge, &body).await;
-            }
-            out.send(body.trim().to_owned())
-                .await
-                .context("stdout closed")?;
-        }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot read stdin");
     }
-    Ok(())
+    rx
 }
 
-async fn note_protocol(bridge: &Bridge, message: &str) {
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(message)
-        && let Some(version) = v["result"]["protocolVersion"].as_str()
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
     {
-        *bridge.protocol.lock().await = Some(version.to_owned());
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
     }
-}
-
-/// A JSON-RPC error answer for a request that could not be forwarded (notifications get none).
-fn error_reply(line: &str, message: &str) -> Option<String> {
-    let request: serde_json::Value = serde_json::from_str(line).ok()?;
-    let id = request.get("id")?.clone();
-    Some(
-        serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": -32000, "message": format!("Latchkey bridge: {message}") }
-        })
-        .to_string(),
-    )
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
