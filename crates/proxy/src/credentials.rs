@@ -25,6 +25,13 @@ pub trait CredentialSource: Send + Sync + 'static {
 
     /// Account, user, session expiry and per-service credential state. Never secrets.
     fn status(&self) -> serde_json::Value;
+
+    /// The name of the account whose login unlocks `service`, named in the "log in" answer and
+    /// in [`crate::LoginNeeded`]. `None` (the default) leaves the account out of both.
+    fn account(&self, service: &str) -> Option<String> {
+        let _ = service;
+        None
+    }
 }
 
 /// Why a service's credentials cannot be had right now.
@@ -32,9 +39,7 @@ pub trait CredentialSource: Send + Sync + 'static {
 #[non_exhaustive]
 pub enum CredentialError {
     /// Nobody is logged in to the account that unlocks the service, or the session ended.
-    #[error(
-        "Nobody is logged in to Latchkey for this service; log in from the tray or with `latchkey login`."
-    )]
+    #[error("Log in to Latchkey: click Log in in the tray or run `latchkey login`.")]
     LoginRequired,
     /// The gateway answered without some credentials the service's mapping needs.
     #[error("The Auth Gateway did not return the credentials {} for this service; ask your administrator to add them.", names.join(", "))]

@@ -60,6 +60,11 @@ pub enum ProxyError {
         "A credential of this service cannot be sent in a header; ask your administrator to check its value."
     )]
     CredentialsInvalid,
+    /// An OAuth discovery, registration or token request aimed at Latchkey (see [`crate::probe`]).
+    #[error(
+        "Latchkey handles sign-in itself; log in to Latchkey, do not configure OAuth for this server."
+    )]
+    OAuthNotOffered,
     /// The exchange was closed from Latchkey (the connection list, or shutdown) before it was answered.
     #[error(
         "This request was closed from Latchkey before the service answered; send it again if you still need it."
@@ -91,6 +96,7 @@ impl ProxyError {
             Self::CredentialsInvalid => "credentials_invalid",
             Self::ConnectionClosed => "connection_closed",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::OAuthNotOffered => "oauth_not_offered",
         }
     }
 
@@ -102,17 +108,40 @@ impl ProxyError {
             }
             Self::ClientUnauthorized => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UnknownService | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UnknownService | Self::NotFound | Self::OAuthNotOffered => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidPath => StatusCode::BAD_REQUEST,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            // Nobody logged in to Latchkey is `424`, never `401`: MCP clients read a `401` on an MCP
+            // endpoint as the server asking them to run OAuth against it. What the official SDKs
+            // do with each status (read 2026-12-01):
+            // - TypeScript SDK 1.32.2, `dist/esm/client/streamableHttp.js` `send()`: a `401` with an
+            //   `authProvider` calls `auth()` (`client/auth.js`: protected-resource and
+            //   authorization-server discovery under `/.well-known/...`, then dynamic registration
+            //   at `/register`, then `redirectToAuthorization`); a `403` runs the same flow only
+            //   when `WWW-Authenticate` says `error="insufficient_scope"`. Any other non-2xx throws
+            //   `StreamableHTTPError(status, "Error POSTing to endpoint: " + body)`: the body text,
+            //   our sentence in it, is what the host shows. No status is retried; the GET stream
+            //   treats `405` as "no stream" and other non-2xx as an error, also not retried.
+            // - Python SDK `mcp` 2.3.0, `mcp/client/auth/oauth2.py` `_auth_flow`: OAuth on `401`,
+            //   or on `403` whose `WWW-Authenticate` has `error="insufficient_scope"`; nothing
+            //   else. `mcp/client/streamable_http.py` `_handle_post_request`: for a request
+            //   answered `>= 400` with `application/json`, a JSON-RPC error body is delivered as
+            //   the request's error (`MCPError`, our `message`); otherwise a stand-in "Server
+            //   returned an error response" (or "Not Found" for a `404` before a session). The
+            //   POST is not retried; the GET stream, opened only once a session exists, is retried
+            //   at most twice on any error.
+            // So: a 4xx that is neither `401` nor `403`, no `WWW-Authenticate`, and a JSON-RPC
+            // error body for JSON-RPC requests ([`crate::refusal`]). `424 Failed Dependency` says
+            // what happened: the credential this request depends on could not be had.
             Self::Credentials(e) => match e {
-                CredentialError::LoginRequired => StatusCode::UNAUTHORIZED,
+                CredentialError::LoginRequired
+                | CredentialError::Missing { .. }
+                | CredentialError::NotConfigured => StatusCode::FAILED_DEPENDENCY,
+                // Without `WWW-Authenticate: ... insufficient_scope` neither SDK reads a `403` as
+                // a challenge (see above); it stays `403` like the gateway's own refusal.
                 CredentialError::Forbidden => StatusCode::FORBIDDEN,
-                CredentialError::Missing { .. } | CredentialError::NotConfigured => {
-                    StatusCode::FAILED_DEPENDENCY
-                }
                 CredentialError::GatewayUnavailable | CredentialError::KeychainUnavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -135,30 +164,40 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
+/// The PROTOCOL §3 body `{"error": code, "message": message}`.
+pub(crate) fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody {
+        error: code,
+        message,
+    })
+    .unwrap_or_else(|_| br#"{"error":"internal","message":"Latchkey could not answer."}"#.to_vec())
+}
+
+/// A JSON answer of Latchkey's own: never cached, never sniffed, never a `WWW-Authenticate`.
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let message = self.to_string();
-        let body = serde_json::to_vec(&ErrorBody {
-            error: self.code(),
-            message: &message,
-        })
-        .unwrap_or_else(|_| {
-            br#"{"error":"internal","message":"Latchkey could not answer."}"#.to_vec()
-        });
-        let mut response = Response::new(Body::from(body));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        let body = error_body(self.code(), &self.to_string());
+        let mut response = json_response(self.status(), body);
         if let Self::RateLimited { retry_after } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }
@@ -211,7 +250,7 @@ mod tests {
     #[test]
     fn credential_errors_map_to_protocol_statuses() {
         let cases = [
-            (CredentialError::LoginRequired, 401),
+            (CredentialError::LoginRequired, 424),
             (CredentialError::Forbidden, 403),
             (CredentialError::NotConfigured, 424),
             (CredentialError::GatewayUnavailable, 503),

@@ -20,7 +20,7 @@ use crate::connections::{ConnectionKind, unix_seconds};
 use crate::error::ProxyError;
 use crate::gate::CLIENT_HEADER;
 use crate::state::{Prepared, PreparedRoute, ProxyState};
-use crate::tunnel;
+use crate::{refusal, tunnel};
 
 /// Request headers never forwarded (besides those `Connection` names and the injected ones).
 const STRIP_REQUEST: [HeaderName; 10] = [
@@ -74,8 +74,18 @@ pub(crate) async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let values = inner.credentials.credentials(&route.service).await?;
-    let prepared = route.prepare(values)?;
+    let prepared = match inner.credentials.credentials(&route.service).await {
+        Ok(values) => route.prepare(values),
+        Err(e) => Err(e.into()),
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e @ (ProxyError::Credentials(_) | ProxyError::CredentialsInvalid)) => {
+            let service = &route.service;
+            return Ok(refusal::refuse(state, service, client, &e, &parts, body, finish).await);
+        }
+        Err(e) => return Err(e),
+    };
 
     let websocket = is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
     parts.uri = upstream_uri(route, rest, parts.uri.query(), &prepared)?;

@@ -1,6 +1,8 @@
 //! The single entry point of every request: the gates of PROTOCOL §3 in order (Host, head size,
 //! Origin, client token, scope, rate limit), then the route — a service, `/v1/status`,
-//! `/v1/credentials/{service}` or the control API — and the audit record of the outcome.
+//! `/v1/credentials/{service}` or the control API — and the audit record of the outcome. OAuth
+//! discovery and registration requests are answered right after the `Host` and `Origin` gates,
+//! unaudited ([`crate::probe`]).
 
 use std::time::Instant;
 
@@ -18,7 +20,7 @@ use crate::audit::Finish;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::state::{Inner, ProxyState};
-use crate::{forward, gate, native};
+use crate::{forward, gate, native, probe, refusal};
 
 /// The name the control token's requests are recorded under.
 const CONTROL_CLIENT: &str = "latchkey";
@@ -101,6 +103,9 @@ pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Res
         info!(method = %req.method(), status = e.status().as_u16(), code = e.code(), "request refused");
         return e.into_response();
     }
+    if probe::is_oauth_request(req.uri().path(), &state.inner.routes) {
+        return probe::answer(req.method(), req.headers());
+    }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut finish = Finish::start(&state.inner.audit, started, req.method(), path);
     let response = match dispatch(&state, req, &mut finish).await {
@@ -145,13 +150,15 @@ async fn dispatch(
     match Target::parse(parts.uri.path()) {
         Target::Service(service) => {
             finish.set_service(service);
-            caller.check_scope(service)?;
-            caller.check_rate(inner)?;
+            // An authenticated caller learns that a service does not exist before being told
+            // that it may not use it (a name it cannot use tells it nothing new).
             let route = inner
                 .routes
                 .get(service)
                 .ok_or(ProxyError::UnknownService)?
                 .clone();
+            caller.check_scope(service)?;
+            caller.check_rate(inner)?;
             forward::forward(
                 state,
                 &route,
@@ -168,14 +175,20 @@ async fn dispatch(
         }
         Target::Credentials(service) => {
             finish.set_service(service);
-            caller.check_scope(service)?;
-            caller.check_rate(inner)?;
             let route = inner
                 .routes
                 .get(service)
                 .ok_or(ProxyError::UnknownService)?;
+            caller.check_scope(service)?;
+            caller.check_rate(inner)?;
             require_get(&parts.method)?;
-            native::credentials(state, route).await
+            match native::credentials(state, route).await {
+                Err(e @ ProxyError::Credentials(_)) => {
+                    let client = caller.name();
+                    Ok(refusal::refuse(state, service, client, &e, &parts, body, finish).await)
+                }
+                answer => answer,
+            }
         }
         Target::Control => {
             let Some(control) = &state.control else {

@@ -24,7 +24,9 @@ mod forward;
 mod gate;
 mod handler;
 mod native;
+mod probe;
 mod rate;
+mod refusal;
 mod server;
 mod state;
 mod tunnel;
@@ -42,6 +44,7 @@ pub use config::{ConfigError, InjectTarget, Injection, Limits, ProxyConfig, Rate
 pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRegistry};
 pub use credentials::{CredentialError, CredentialSource, CredentialValues};
 pub use error::ProxyError;
+pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
 pub use server::{bind_loopback, serve};
 pub use state::ProxyState;
 

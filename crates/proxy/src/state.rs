@@ -10,6 +10,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 use latchkey_core::secret::Secret;
 use latchkey_store::{AuditLog, ClientRegistry};
+use tokio::sync::broadcast;
 
 use crate::config::{ConfigError, InjectTarget, ProxyConfig, Route};
 use crate::connections::ConnectionRegistry;
@@ -17,6 +18,7 @@ use crate::credentials::{CredentialError, CredentialSource, CredentialValues};
 use crate::error::ProxyError;
 use crate::gate::HostAllowlist;
 use crate::rate::RateLimiter;
+use crate::refusal::LoginNeeded;
 use crate::upstream::{self, UpstreamClient};
 
 /// The proxy's shared state. Cheap to clone.
@@ -37,7 +39,12 @@ pub(crate) struct Inner {
     pub(crate) hosts: HostAllowlist,
     pub(crate) limiter: RateLimiter,
     pub(crate) upstream: UpstreamClient,
+    /// Announces requests refused because nobody is logged in (see [`ProxyState::login_needed`]).
+    pub(crate) login_needed: broadcast::Sender<LoginNeeded>,
 }
+
+/// How many [`LoginNeeded`] events a slow listener may fall behind by before it skips some.
+const LOGIN_NEEDED_BACKLOG: usize = 16;
 
 impl ProxyState {
     /// Validates `config` and builds the state. `control_token`, when set, is accepted as a client
@@ -67,6 +74,7 @@ impl ProxyState {
             audit,
             connections,
             control_token,
+            login_needed: broadcast::channel(LOGIN_NEEDED_BACKLOG).0,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -90,6 +98,14 @@ impl ProxyState {
     /// The live exchanges.
     pub fn connections(&self) -> &ConnectionRegistry {
         &self.inner.connections
+    }
+
+    /// Subscribes to requests refused with `login_required`: one [`LoginNeeded`] (account, service,
+    /// client; no secrets) per refusal, for the tray to say "Log in needed: <client> asked for
+    /// <service>". A listener that falls more than a few events behind gets
+    /// `RecvError::Lagged` and then the newest ones; with no listener the events are dropped.
+    pub fn login_needed(&self) -> broadcast::Receiver<LoginNeeded> {
+        self.inner.login_needed.subscribe()
     }
 }
 
@@ -118,7 +134,7 @@ pub(crate) struct Prepared {
 }
 
 impl PreparedRoute {
-    fn new(route: &Route) -> Self {
+    pub(crate) fn new(route: &Route) -> Self {
         let url = &route.upstream;
         let scheme = if url.scheme() == "https" {
             Scheme::HTTPS

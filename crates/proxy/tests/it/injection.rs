@@ -152,7 +152,11 @@ async fn credential_failures_map_to_protocol_codes() {
     .await;
 
     let response = proxy.get("/demo/echo").send().await.expect("send");
-    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.status(),
+        424,
+        "never 401: MCP clients would start OAuth"
+    );
     assert_eq!(error_code(response).await, "login_required");
     let response = proxy.get("/bearer/echo").send().await.expect("send");
     assert_eq!(response.status(), 503);

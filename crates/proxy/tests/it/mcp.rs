@@ -15,10 +15,10 @@ use url::Url;
 use crate::support::{MapSource, Options, Proxy, Upstream, header_injection};
 
 /// The API key the MCP server expects (a canary: it must never reach a log line).
-const MCP_CANARY: &str = "canary-mcp-bearer-6d0f3b";
+pub(crate) const MCP_CANARY: &str = "canary-mcp-bearer-6d0f3b";
 
 /// First 12 hex digits of SHA-256, as `tools.mjs` computes it.
-fn fingerprint(value: &str) -> String {
+pub(crate) fn fingerprint(value: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(value.as_bytes())[..6])
 }
@@ -40,12 +40,12 @@ fn assert_whoami(answer: &serde_json::Value) {
     );
 }
 
-fn mcp_dir() -> PathBuf {
+pub(crate) fn mcp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
 }
 
 /// `server-http.mjs` on port 0, and the URL from its first stdout line.
-async fn start_server() -> (Child, Url) {
+pub(crate) async fn start_server() -> (Child, Url) {
     let dir = mcp_dir();
     assert!(
         dir.join("server-http.mjs").is_file() && dir.join("node_modules").is_dir(),

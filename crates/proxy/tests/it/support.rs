@@ -149,6 +149,10 @@ impl CredentialSource for MapSource {
     fn status(&self) -> serde_json::Value {
         serde_json::json!({ "account": "work", "user": "alice@example.test" })
     }
+
+    fn account(&self, _service: &str) -> Option<String> {
+        Some("work".to_owned())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +392,9 @@ pub struct Options {
     pub source: Arc<MapSource>,
     /// A control router to mount under `/v1/control/` (as the runtime does).
     pub control: Option<axum::Router>,
+    /// Records the method and path of every request that reaches the proxy, audited or not
+    /// ([`Proxy::requests`]). The proxy is then served by `axum::serve` on its IPv4 listener.
+    pub record_requests: bool,
 }
 
 impl Default for Options {
@@ -401,6 +408,7 @@ impl Default for Options {
             extra_routes: Vec::new(),
             source: Arc::new(MapSource::with_canaries()),
             control: None,
+            record_requests: false,
         }
     }
 }
@@ -415,6 +423,9 @@ pub struct Proxy {
     pub audit: AuditLog,
     pub connections: ConnectionRegistry,
     pub source: Arc<MapSource>,
+    /// The proxy's state (for its `login_needed` signal).
+    pub state: ProxyState,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -509,9 +520,30 @@ impl Proxy {
         let scoped: Vec<String> = SCOPED.iter().map(|s| (*s).to_owned()).collect();
         let token = new_client(&clients, "tester", &scoped);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(latchkey_proxy::serve(listeners, state, async {
-            let _ = stopped.await;
-        }));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let task = if options.record_requests {
+            let log = requests.clone();
+            let app = latchkey_proxy::router(state.clone()).layer(axum::middleware::from_fn(
+                move |req: Request, next: axum::middleware::Next| {
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((req.method().to_string(), req.uri().path().to_owned()));
+                    next.run(req)
+                },
+            ));
+            let listener = listeners.into_iter().next().expect("an IPv4 listener");
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        } else {
+            tokio::spawn(latchkey_proxy::serve(listeners, state.clone(), async {
+                let _ = stopped.await;
+            }))
+        };
         Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -521,6 +553,8 @@ impl Proxy {
             audit,
             connections,
             source: options.source,
+            state,
+            requests,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -539,6 +573,14 @@ impl Proxy {
                 "the proxy stops cleanly: {served:?}"
             );
         }
+    }
+
+    /// Method and path of every request received so far (with `Options::record_requests`).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A client with the harness's default scopes.
