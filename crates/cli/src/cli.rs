@@ -95,6 +95,10 @@ pub enum Command {
         /// Machine-readable output (one JSON object per line).
         #[arg(long)]
         json: bool,
+        /// Also show the latchkey command's own control calls (status, logins, client
+        /// management); by default only client traffic and credential reads are shown.
+        #[arg(long)]
+        control: bool,
     },
     /// List open proxied connections and streams.
     Connections {

@@ -87,6 +87,50 @@ impl Paths {
     pub fn ensure_data_dir(&self) -> std::io::Result<()> {
         create_private_dir(&self.data_dir)
     }
+
+    /// What a `latchkey` process started by an MCP host needs in its environment to find these
+    /// directories: `LATCHKEY_CONFIG_DIR` / `LATCHKEY_DATA_DIR` (absolute) for each directory that
+    /// differs from where a host's minimal environment (`HOME` and little else) would look. Empty
+    /// when both are the defaults. A path that is not UTF-8 is written lossily (JSON needs text).
+    pub fn env_overrides(&self) -> std::collections::BTreeMap<String, String> {
+        self.overrides_against(Self::minimal_env_default().as_ref())
+    }
+
+    fn overrides_against(
+        &self,
+        default: Option<&Paths>,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut env = std::collections::BTreeMap::new();
+        let pairs = [
+            (
+                ENV_CONFIG_DIR,
+                &self.config_dir,
+                default.map(|d| &d.config_dir),
+            ),
+            (ENV_DATA_DIR, &self.data_dir, default.map(|d| &d.data_dir)),
+        ];
+        for (var, dir, default) in pairs {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            if default != Some(&dir) {
+                env.insert(var.to_owned(), dir.to_string_lossy().into_owned());
+            }
+        }
+        env
+    }
+
+    /// The directories a process with only `HOME` set would use. On Linux and the BSDs that
+    /// ignores `XDG_CONFIG_HOME`/`XDG_DATA_HOME`, which hosts do not pass on.
+    fn minimal_env_default() -> Option<Paths> {
+        if cfg!(any(target_os = "macos", windows)) {
+            let project = ProjectDirs::from("dev", "latchkey", "Latchkey")?;
+            return Some(Self::new(project.config_dir(), project.data_dir()));
+        }
+        let home = directories::BaseDirs::new()?.home_dir().to_owned();
+        Some(Self::new(
+            home.join(".config/latchkey"),
+            home.join(".local/share/latchkey"),
+        ))
+    }
 }
 
 /// Creates `dir` (and parents) readable by the owner only.
@@ -110,6 +154,25 @@ mod tests {
         assert_eq!(p.config_file(), Path::new("/c/config.toml"));
         assert_eq!(p.database_file(), Path::new("/d/latchkey.db"));
         assert_eq!(p.lock_file(), Path::new("/d/instance.lock"));
+    }
+
+    #[test]
+    fn default_directories_need_no_environment_and_others_are_named() {
+        let default = Paths::new("/home/a/.config/latchkey", "/home/a/.local/share/latchkey");
+        assert!(default.overrides_against(Some(&default)).is_empty());
+        let sandbox = Paths::new("/home/a/.config/latchkey", "/tmp/sandbox/data");
+        let env = sandbox.overrides_against(Some(&default));
+        assert_eq!(env.len(), 1, "{env:?}");
+        assert_eq!(env[ENV_DATA_DIR], "/tmp/sandbox/data");
+        let both = Paths::new("/c", "/d").overrides_against(None);
+        assert_eq!(both[ENV_CONFIG_DIR], "/c");
+        assert_eq!(both[ENV_DATA_DIR], "/d");
+    }
+
+    #[test]
+    fn relative_overrides_are_made_absolute() {
+        let env = Paths::new("rel/c", "rel/d").overrides_against(None);
+        assert!(Path::new(&env[ENV_DATA_DIR]).is_absolute(), "{env:?}");
     }
 
     #[cfg(unix)]

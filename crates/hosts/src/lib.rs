@@ -6,6 +6,7 @@
 
 mod jsonc;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -163,6 +164,10 @@ pub struct EntrySpec {
     pub latchkey_program: PathBuf,
     /// MCP endpoint path under the service (usually `mcp`).
     pub mcp_path: String,
+    /// Environment the `latchkey` commands the host starts need on top of the host's minimal
+    /// one: Latchkey's directory overrides when the running instance uses non-default
+    /// directories (see [`snippet`]); empty with the default directories.
+    pub env: BTreeMap<String, String>,
 }
 
 impl EntrySpec {
@@ -209,13 +214,27 @@ pub fn needs_token(id: HostId) -> bool {
 }
 
 /// The entry for `id` (a placeholder instead of the token when `token` is `None`).
+///
+/// Hosts start their servers and helpers with a minimal environment (often only `HOME`, `PATH`,
+/// `USER`, `SHELL`, `TERM`, `LOGNAME`), so [`EntrySpec::env`] is written where the host applies
+/// it: the stdio entry's `env` object (Claude Desktop), and for Claude Code's `headersHelper`,
+/// which the host runs through a shell with its own environment and no per-entry `env`, as
+/// `NAME=value` assignments in front of the command. Nothing is added when it is empty.
 pub fn snippet(id: HostId, spec: &EntrySpec, token: Option<&ClientToken>) -> Value {
     let token = token.map_or(TOKEN_PLACEHOLDER, ClientToken::expose);
     match id {
-        HostId::ClaudeDesktop => json!({
-            "command": spec.program(),
-            "args": ["mcp-stdio", spec.service, "--client", spec.client, "--path", spec.mcp_path],
-        }),
+        HostId::ClaudeDesktop => {
+            let mut entry = json!({
+                "command": spec.program(),
+                "args": ["mcp-stdio", spec.service, "--client", spec.client, "--path", spec.mcp_path],
+            });
+            if !spec.env.is_empty()
+                && let Some(map) = entry.as_object_mut()
+            {
+                map.insert("env".to_owned(), json!(spec.env));
+            }
+            entry
+        }
         HostId::Cursor => json!({
             "url": spec.url(),
             "headers": { "X-Latchkey-Client": token },
@@ -228,9 +247,35 @@ pub fn snippet(id: HostId, spec: &EntrySpec, token: Option<&ClientToken>) -> Val
         HostId::ClaudeCode => json!({
             "type": "http",
             "url": spec.url(),
-            "headersHelper": format!("{} headers {}", shell_quote(&spec.program()), spec.client),
+            "headersHelper": format!(
+                "{}{} headers {}",
+                env_prefix(&spec.env),
+                shell_quote(&spec.program()),
+                spec.client
+            ),
         }),
     }
+}
+
+/// `NAME='value' ` assignments for a POSIX shell command line. Names that are not shell
+/// identifiers are left out (they cannot be assigned that way). Windows hosts run helpers through
+/// `cmd.exe`, which has no such syntax, and find Latchkey through the keychain instead.
+fn env_prefix(env: &BTreeMap<String, String>) -> String {
+    if cfg!(windows) {
+        return String::new();
+    }
+    env.iter()
+        .filter(|(k, _)| is_env_name(k))
+        .map(|(k, v)| format!("{k}={} ", shell_quote(v)))
+        .collect()
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn shell_quote(s: &str) -> String {
@@ -729,6 +774,53 @@ mod tests {
         assert_eq!(
             reindent(&pretty(&v), "    ", "    "),
             "{\n        \"a\": {\n            \"b\": 1\n        }\n    }"
+        );
+    }
+
+    fn spec(env: &[(&str, &str)]) -> EntrySpec {
+        EntrySpec {
+            server_name: "latchkey-demo".into(),
+            service: "demo".into(),
+            client: "laptop".into(),
+            proxy_base: "http://127.0.0.1:47821".into(),
+            latchkey_program: PathBuf::from("/usr/bin/latchkey"),
+            mcp_path: "mcp".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn default_directories_add_no_environment_to_any_entry() {
+        for id in HostId::ALL {
+            let entry = snippet(id, &spec(&[]), None);
+            assert!(entry.get("env").is_none(), "{id}: {entry}");
+        }
+        let code = snippet(HostId::ClaudeCode, &spec(&[]), None);
+        assert_eq!(code["headersHelper"], "/usr/bin/latchkey headers laptop");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directory_overrides_reach_the_stdio_bridge_and_the_headers_helper() {
+        let s = spec(&[
+            ("LATCHKEY_CONFIG_DIR", "/tmp/lk sandbox/config"),
+            ("LATCHKEY_DATA_DIR", "/tmp/it's/data"),
+            ("NOT A NAME", "x"),
+        ]);
+        let desktop = snippet(HostId::ClaudeDesktop, &s, None);
+        assert_eq!(desktop["env"]["LATCHKEY_DATA_DIR"], "/tmp/it's/data");
+        assert_eq!(
+            desktop["env"]["LATCHKEY_CONFIG_DIR"],
+            "/tmp/lk sandbox/config"
+        );
+        let code = snippet(HostId::ClaudeCode, &s, None);
+        assert_eq!(
+            code["headersHelper"],
+            "LATCHKEY_CONFIG_DIR='/tmp/lk sandbox/config' LATCHKEY_DATA_DIR='/tmp/it'\\''s/data' /usr/bin/latchkey headers laptop",
+            "quoted for the shell, unusable names left out"
         );
     }
 

@@ -23,6 +23,21 @@ fn spec() -> EntrySpec {
         proxy_base: "http://127.0.0.1:47821".into(),
         latchkey_program: PathBuf::from("/usr/local/bin/latchkey"),
         mcp_path: "mcp".into(),
+        env: Default::default(),
+    }
+}
+
+/// The spec of an instance running with non-default directories (the sandbox, the tests).
+fn spec_with_dirs() -> EntrySpec {
+    EntrySpec {
+        env: [
+            ("LATCHKEY_CONFIG_DIR", "/srv/latchkey sandbox/config"),
+            ("LATCHKEY_DATA_DIR", "/srv/latchkey sandbox/data"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..spec()
     }
 }
 
@@ -137,6 +152,37 @@ fn claude_desktop_gets_a_stdio_bridge_and_keeps_its_indentation() {
 #[test]
 fn claude_code_only_gains_a_top_level_entry() {
     merge_backup_undo(HostId::ClaudeCode, "claude-code.json");
+}
+
+/// An instance with non-default directories: the entries Claude Desktop and Claude Code run
+/// carry the overrides, so the host's minimal environment finds the instance.
+#[cfg(unix)]
+#[test]
+fn non_default_directories_are_written_into_the_entries_hosts_run() {
+    for (id, fixture, expected) in [
+        (
+            HostId::ClaudeDesktop,
+            "claude-desktop.json",
+            "claude-desktop.json.dirs",
+        ),
+        (
+            HostId::ClaudeCode,
+            "claude-code.json",
+            "claude-code.json.dirs",
+        ),
+    ] {
+        let (_home, paths, file, original) = install(id, fixture);
+        let p = preview(id, &paths, &spec_with_dirs()).expect("preview");
+        assert!(
+            p.entry_json.contains("/srv/latchkey sandbox/data"),
+            "{fixture}: {}",
+            p.entry_json
+        );
+        apply(id, &paths, &spec_with_dirs(), None).expect("apply");
+        check_expected(expected, &std::fs::read(&file).expect("read merged"));
+        undo(id, &paths).expect("undo");
+        assert_eq!(std::fs::read(&file).expect("read"), original, "{fixture}");
+    }
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! One audit event and one log line per request, written when the exchange is over (its body
 //! finished, failed, was closed or the client went away), with the bytes counted each way. This
 //! is the single place the request path logs: method, service, status, code and duration, never
-//! headers or query values.
+//! headers or query values. The `latchkey` command's own control calls are recorded as
+//! [`AuditKind::Control`] so readers can leave them out; its credential reads stay client traffic.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
-use latchkey_store::{AuditEvent, AuditLog};
+use latchkey_store::{AuditEvent, AuditKind, AuditLog};
 use tracing::{debug, info, warn};
 
 use crate::connections::{ConnectionRegistry, Live};
@@ -30,6 +31,8 @@ struct Record {
     path: String,
     client: Option<String>,
     service: Option<String>,
+    /// The caller is the `latchkey` command (the instance's control token).
+    control: bool,
     status: u16,
     error: Option<&'static str>,
     bytes_out: u64,
@@ -52,6 +55,7 @@ impl Finish {
                 path: path.to_owned(),
                 client: None,
                 service: None,
+                control: false,
                 status: 0,
                 error: None,
                 bytes_out: 0,
@@ -73,6 +77,13 @@ impl Finish {
     pub(crate) fn set_client(&mut self, client: &str) {
         if let Some(r) = &mut self.record {
             r.client = Some(client.to_owned());
+        }
+    }
+
+    /// Marks the caller as the `latchkey` command itself (the control token).
+    pub(crate) fn set_control_caller(&mut self) {
+        if let Some(r) = &mut self.record {
+            r.control = true;
         }
     }
 
@@ -162,6 +173,7 @@ impl Record {
             );
         }
         self.audit.record(AuditEvent {
+            kind: kind(self.control, &self.path),
             time: self.time_ms,
             client: self.client,
             service: self.service,
@@ -173,5 +185,42 @@ impl Record {
             duration_ms,
             error_code: error.map(str::to_owned),
         });
+    }
+}
+
+/// A control-token call is a control call unless it hands out a credential: a service's
+/// credentials (`latchkey exec`) or an account's access token (`latchkey token`), which stay in
+/// the client traffic everyone sees.
+fn kind(control_caller: bool, path: &str) -> AuditKind {
+    let path = path.split('?').next().unwrap_or(path);
+    let credential_read =
+        path.starts_with("/v1/credentials/") || path.starts_with("/v1/control/token/");
+    if control_caller && !credential_read {
+        AuditKind::Control
+    } else {
+        AuditKind::Client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clis_own_calls_without_credentials_are_control_calls() {
+        assert_eq!(kind(true, "/v1/control/status"), AuditKind::Control);
+        assert_eq!(
+            kind(true, "/v1/control/activity?limit=50"),
+            AuditKind::Control
+        );
+        assert_eq!(kind(true, "/v1/status"), AuditKind::Control);
+        assert_eq!(kind(true, "/v1/credentials/demo"), AuditKind::Client);
+        assert_eq!(kind(true, "/v1/control/token/work"), AuditKind::Client);
+        assert_eq!(
+            kind(false, "/v1/control/status"),
+            AuditKind::Client,
+            "a client probing the control API is client traffic"
+        );
+        assert_eq!(kind(false, "/demo/mcp"), AuditKind::Client);
     }
 }

@@ -146,6 +146,9 @@ async fn dispatch(
     gate::check_origin(&parts.method, &parts.headers)?;
     let caller = authenticate(inner, &parts.headers)?;
     finish.set_client(caller.name());
+    if matches!(caller, Caller::Control) {
+        finish.set_control_caller();
+    }
 
     match Target::parse(parts.uri.path()) {
         Target::Service(service) => {

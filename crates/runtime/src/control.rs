@@ -293,6 +293,7 @@ struct ActivityQuery {
     status: Option<String>,
     before_id: Option<i64>,
     limit: Option<u32>,
+    control: Option<bool>,
 }
 
 async fn activity(
@@ -308,6 +309,7 @@ async fn activity(
             status: q.status,
             before_id: q.before_id,
             limit: q.limit.unwrap_or(50),
+            include_control: q.control.unwrap_or(false),
         })
         .await?;
     Ok(Json(

@@ -39,6 +39,7 @@ impl Latchkey {
             proxy_base: self.proxy_url(),
             latchkey_program: cli_program(),
             mcp_path: "mcp".to_owned(),
+            env: self.paths().env_overrides(),
         })
     }
 

@@ -1,7 +1,9 @@
 //! One running Latchkey per user: the tray app and `latchkey serve` take the same lock, so two
 //! processes never refresh the same account. The instance file tells the CLI which port the
-//! running instance listens on; the control token (in the keychain, never on disk) proves to it
-//! that a CLI call comes from the same user.
+//! running instance listens on; the control token (handed out on the instance's Unix socket, see
+//! [`crate::socket`], and kept in the keychain, never on disk) proves to it that a CLI call comes
+//! from the same user. Only the lock's holder may bind that socket, so a second instance can
+//! never take it over and a leftover socket file is known to be stale.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -61,11 +63,18 @@ pub struct InstanceInfo {
     pub started_at: i64,
 }
 
+/// Where the running instance's control socket lives: next to the lock, in the `0700` data
+/// directory.
+pub fn socket_path(paths: &Paths) -> PathBuf {
+    paths.data_dir().join("instance.sock")
+}
+
 /// The held lock; released when dropped (and by the OS if the process dies).
 #[derive(Debug)]
 pub struct InstanceLock {
     _file: File,
     info_path: PathBuf,
+    socket_path: PathBuf,
 }
 
 impl InstanceLock {
@@ -91,7 +100,33 @@ impl InstanceLock {
         Ok(Self {
             _file: file,
             info_path: paths.instance_file(),
+            socket_path: socket_path(paths),
         })
+    }
+
+    /// Binds the control socket, mode `0600`. Holding the lock proves no other instance runs, so
+    /// a socket file already there is a crashed instance's and is replaced. The socket is bound
+    /// under a temporary name, restricted, then renamed into place, so it is never reachable with
+    /// looser permissions.
+    #[cfg(unix)]
+    pub fn bind_socket(&self) -> Result<std::os::unix::net::UnixListener, InstanceError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| InstanceError::Io { path, source }
+        };
+        let tmp = self.socket_path.with_extension("sock.tmp");
+        for stale in [&tmp, &self.socket_path] {
+            match std::fs::remove_file(stale) {
+                Ok(()) => tracing::debug!(path = %stale.display(), "stale control socket removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(stale)(e)),
+            }
+        }
+        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io(&tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &self.socket_path).map_err(io(&self.socket_path))?;
+        Ok(listener)
     }
 
     /// Publishes the port for the CLI.
@@ -113,6 +148,8 @@ impl InstanceLock {
 impl Drop for InstanceLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.info_path);
+        // Still holding the lock: any socket file is this instance's or a stale one.
+        let _ = std::fs::remove_file(&self.socket_path);
     }
 }
 
@@ -188,6 +225,63 @@ mod tests {
         assert_eq!(running(&paths).expect("running"), info);
         drop(lock);
         assert!(matches!(running(&paths), Err(InstanceError::NotRunning)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_socket_is_private_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, paths) = temp_paths();
+        let lock = InstanceLock::acquire(&paths).expect("lock");
+        let _listener = lock.bind_socket().expect("bind");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&socket_path(&paths)), 0o600, "socket");
+        assert_eq!(mode(paths.data_dir()), 0o700, "data directory");
+        assert!(
+            !socket_path(&paths).with_extension("sock.tmp").exists(),
+            "no temporary name left behind"
+        );
+        drop(lock);
+        assert!(
+            !socket_path(&paths).exists(),
+            "the socket goes with the instance"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stale_socket_is_replaced_by_the_lock_holder() {
+        let (_dir, paths) = temp_paths();
+        paths.ensure_data_dir().expect("dir");
+        // A crashed instance's socket: bound, then its process (here: the listener) gone.
+        let stale = std::os::unix::net::UnixListener::bind(socket_path(&paths)).expect("bind");
+        drop(stale);
+        assert!(socket_path(&paths).exists());
+        assert!(std::os::unix::net::UnixStream::connect(socket_path(&paths)).is_err());
+
+        let lock = InstanceLock::acquire(&paths).expect("lock");
+        let listener = lock.bind_socket().expect("bind over the stale socket");
+        let _client =
+            std::os::unix::net::UnixStream::connect(socket_path(&paths)).expect("connect");
+        let (_conn, _) = listener.accept().expect("the new socket answers");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_instance_cannot_take_the_socket() {
+        let (_dir, paths) = temp_paths();
+        let first = InstanceLock::acquire(&paths).expect("first");
+        let listener = first.bind_socket().expect("bind");
+        // The second instance stops at the lock, before it could touch the socket file.
+        assert!(matches!(
+            InstanceLock::acquire(&paths),
+            Err(InstanceError::AlreadyRunning)
+        ));
+        let _client =
+            std::os::unix::net::UnixStream::connect(socket_path(&paths)).expect("connect");
+        let (_conn, _) = listener
+            .accept()
+            .expect("the first instance still owns the socket");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 pub mod control;
 pub mod error;
 pub mod instance;
+#[cfg(unix)]
+pub mod socket;
 pub mod tray;
 pub mod view;
 
@@ -215,6 +217,8 @@ impl Latchkey {
             port: addr.port(),
             started_at: (self.inner.clock)(),
         })?;
+        #[cfg(unix)]
+        self.serve_socket(&control_token, addr.port());
         let routes = source::proxy_config(&self.inner.config, addr.port())?;
         let state = ProxyState::new(
             routes,
@@ -519,6 +523,7 @@ impl Latchkey {
             }
         };
         let filter = AuditFilter {
+            kind: (!filter.include_control).then_some(latchkey_store::AuditKind::Client),
             client: filter.client.filter(|c| !c.is_empty()),
             service: filter.service.filter(|s| !s.is_empty()),
             status,

@@ -98,6 +98,9 @@ pub struct ActivityFilter {
     pub before_id: Option<i64>,
     /// Page size (capped at 500).
     pub limit: u32,
+    /// Also the `latchkey` command's own control calls (left out by default).
+    #[serde(default)]
+    pub include_control: bool,
 }
 
 /// A live proxied connection.

@@ -56,6 +56,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX audit_by_client  ON audit(client, id);
      CREATE INDEX audit_by_service ON audit(service, id);
      CREATE INDEX audit_by_time    ON audit(time);",
+    // 2: the audit log tells client traffic from the `latchkey` command's control calls.
+    "ALTER TABLE audit ADD COLUMN kind TEXT NOT NULL DEFAULT 'client'
+        CHECK (kind IN ('client', 'control'));
+     CREATE INDEX audit_by_kind ON audit(kind, id);",
 ];
 
 /// The schema version this build migrates to.

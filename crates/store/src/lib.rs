@@ -21,8 +21,8 @@ mod db;
 mod error;
 
 pub use audit::{
-    AuditEvent, AuditFilter, AuditLog, AuditOptions, AuditPage, AuditRow, DEFAULT_PAGE, MAX_PAGE,
-    Retention, StatusClass,
+    AuditEvent, AuditFilter, AuditKind, AuditLog, AuditOptions, AuditPage, AuditRow, DEFAULT_PAGE,
+    MAX_PAGE, Retention, StatusClass,
 };
 pub use clients::{
     ClientGrant, ClientInfo, ClientName, ClientRegistry, ClientToken, LAST_USED_FLUSH_INTERVAL,

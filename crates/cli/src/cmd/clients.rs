@@ -94,7 +94,7 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `latchkey log`
+/// `latchkey log`: client traffic, plus the CLI's own control calls with `--control`.
 pub async fn log(
     paths: &Paths,
     follow: bool,
@@ -102,11 +102,15 @@ pub async fn log(
     service: Option<String>,
     limit: u32,
     json: bool,
+    control: bool,
 ) -> anyhow::Result<ExitCode> {
     let target = Target::open(paths).await?;
     let page: anyhow::Result<serde_json::Value> = match &target {
         Target::Remote(r) => {
             let mut q = vec![format!("limit={limit}")];
+            if control {
+                q.push("control=true".to_owned());
+            }
             if let Some(c) = &client {
                 q.push(format!(
                     "client={}",
@@ -129,6 +133,7 @@ pub async fn log(
                 status: None,
                 before_id: None,
                 limit,
+                include_control: control,
             })
             .await
             .map_err(|e| Coded::from(e).into())
@@ -171,7 +176,8 @@ pub async fn log(
                 let event: String = buffer.drain(..end + 2).collect();
                 for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                     if let Ok(row) = serde_json::from_str::<serde_json::Value>(data.trim()) {
-                        let matches = client.as_deref().is_none_or(|c| row["client"] == c)
+                        let matches = (control || row["kind"] != "control")
+                            && client.as_deref().is_none_or(|c| row["client"] == c)
                             && service.as_deref().is_none_or(|s| row["service"] == s);
                         if matches {
                             print_row(&row, json);
@@ -205,6 +211,11 @@ fn print_row(row: &serde_json::Value, json: bool) {
             .as_str()
             .map(|c| format!("  [{c}]"))
             .unwrap_or_default()
+            + if row["kind"] == "control" {
+                "  (control)"
+            } else {
+                ""
+            }
     );
 }
 

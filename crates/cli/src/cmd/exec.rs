@@ -18,11 +18,12 @@ use crate::exit::Coded;
 
 /// Runs `latchkey exec`.
 pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    // Not running is the first thing to say: it is what a host's bare environment runs into.
+    let remote = require_running(paths).await?;
     let config = Config::load_from(&paths.config_file()).map_err(|e| Coded {
         code: e.code().into(),
         message: e.to_string(),
     })?;
-    let remote = require_running(paths).await?;
     let mut env: BTreeMap<String, (String, Secret)> = BTreeMap::new();
     for name in &args.services {
         let service = config.service(name).ok_or_else(|| Coded {

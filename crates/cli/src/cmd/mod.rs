@@ -43,6 +43,14 @@ impl Target {
         Ok(Self::Local(lk))
     }
 
+    /// The directories the instance was found through (the ones a host entry must name).
+    pub fn paths(&self) -> &Paths {
+        match self {
+            Self::Remote(r) => r.paths(),
+            Self::Local(lk) => lk.paths(),
+        }
+    }
+
     /// Releases a local instance cleanly.
     pub async fn close(self) {
         if let Self::Local(lk) = self {
@@ -95,7 +103,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service,
             limit,
             json,
-        } => clients::log(&paths, follow, client, service, limit, json).await,
+            control,
+        } => clients::log(&paths, follow, client, service, limit, json, control).await,
         Command::Connections { close, json } => clients::connections(&paths, close, json).await,
         Command::Headers { client } => mcp::headers(&paths, &client).await,
         Command::McpConfig {

@@ -1,5 +1,11 @@
 //! The audit log: one row per proxied or native request, and never a secret.
 //!
+//! Rows are of two kinds ([`AuditKind`]): client traffic — what local clients did through the
+//! proxy, and every credential handed out, whoever asked — and the `latchkey` command's own
+//! control calls (status, logins, client management, reading this log). Both are kept; readers
+//! show client traffic unless asked for control calls, so `latchkey log` is not drowned in the
+//! CLI's own polling.
+//!
 //! [`AuditLog::record`] is called on the proxy's request path, so it only sanitises the event and
 //! puts it on a bounded queue; it never waits. A dedicated writer thread drains the queue, commits
 //! events in batched transactions, publishes the committed rows (with their ids) to live
@@ -30,10 +36,41 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// Largest page [`AuditLog::query`] returns.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Which stream of the audit log a row belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// Client traffic: proxied requests, requests refused at the client gates, and every
+    /// credential read (including the `latchkey` command's own, for `latchkey exec`).
+    #[default]
+    Client,
+    /// The `latchkey` command's control calls that hand out no credential.
+    Control,
+}
+
+impl AuditKind {
+    /// The stored and serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Control => "control",
+        }
+    }
+
+    fn from_stored(s: &str) -> Self {
+        match s {
+            "control" => Self::Control,
+            _ => Self::Client,
+        }
+    }
+}
+
 /// A finished request, as the proxy reports it. Sanitised by [`AuditLog::record`]: query values,
 /// fragments and control characters are removed and lengths capped before it is queued.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// Client traffic or a control call.
+    pub kind: AuditKind,
     /// When the request started, unix milliseconds.
     pub time: i64,
     /// The local client, if it was identified.
@@ -62,6 +99,9 @@ pub struct AuditEvent {
 pub struct AuditRow {
     /// Increasing row id (never reused); paging and live follow use it.
     pub id: i64,
+    /// Client traffic or a control call (rows written before kinds existed are client traffic).
+    #[serde(default)]
+    pub kind: AuditKind,
     /// When the request started, unix milliseconds.
     pub time: i64,
     /// The local client, if identified.
@@ -88,6 +128,7 @@ impl AuditRow {
     fn new(id: i64, e: AuditEvent) -> Self {
         Self {
             id,
+            kind: e.kind,
             time: e.time,
             client: e.client,
             service: e.service,
@@ -139,6 +180,8 @@ impl StatusClass {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", default)]
 pub struct AuditFilter {
+    /// Only this kind; `None` is every kind.
+    pub kind: Option<AuditKind>,
     /// Only this client.
     pub client: Option<String>,
     /// Only this service.
@@ -266,6 +309,7 @@ impl AuditLog {
     /// (see [`AuditLog::dropped`]).
     pub fn record(&self, event: AuditEvent) {
         let event = AuditEvent {
+            kind: event.kind,
             time: event.time,
             client: event.client.map(|c| sanitize::field(c, sanitize::MAX_NAME)),
             service: event

@@ -4,9 +4,9 @@
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-use super::{AuditFilter, AuditPage, AuditRow, DEFAULT_PAGE, MAX_PAGE};
+use super::{AuditFilter, AuditKind, AuditPage, AuditRow, DEFAULT_PAGE, MAX_PAGE};
 
-const COLUMNS: &str = "SELECT id, time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code FROM audit";
+const COLUMNS: &str = "SELECT id, time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code, kind FROM audit";
 
 /// One page. Reads one row more than asked to know whether another page follows.
 pub(super) fn page(conn: &Connection, filter: &AuditFilter) -> rusqlite::Result<AuditPage> {
@@ -16,6 +16,10 @@ pub(super) fn page(conn: &Connection, filter: &AuditFilter) -> rusqlite::Result<
     };
     let mut terms: Vec<&str> = Vec::new();
     let mut params: Vec<Value> = Vec::new();
+    if let Some(kind) = filter.kind {
+        terms.push("kind = ?");
+        params.push(Value::Text(kind.as_str().to_owned()));
+    }
     if let Some(client) = &filter.client {
         terms.push("client = ?");
         params.push(Value::Text(client.clone()));
@@ -57,6 +61,7 @@ pub(super) fn page(conn: &Connection, filter: &AuditFilter) -> rusqlite::Result<
                 bytes_out: unsigned(r.get(8)?),
                 duration_ms: unsigned(r.get(9)?),
                 error_code: r.get(10)?,
+                kind: AuditKind::from_stored(&r.get::<_, String>(11)?),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

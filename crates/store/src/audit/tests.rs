@@ -7,6 +7,7 @@ use super::*;
 
 fn event(i: u64) -> AuditEvent {
     AuditEvent {
+        kind: AuditKind::Client,
         time: writer::now_ms(),
         client: Some("cli".to_owned()),
         service: Some("github".to_owned()),

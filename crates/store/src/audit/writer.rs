@@ -85,8 +85,8 @@ fn insert(conn: &mut Connection, events: &mut Vec<AuditEvent>) -> rusqlite::Resu
     let mut rows = Vec::with_capacity(events.len());
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO audit (time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO audit (time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for e in events.drain(..) {
             stmt.execute((
@@ -100,6 +100,7 @@ fn insert(conn: &mut Connection, events: &mut Vec<AuditEvent>) -> rusqlite::Resu
                 clamp(e.bytes_out),
                 clamp(e.duration_ms),
                 e.error_code.as_deref(),
+                e.kind.as_str(),
             ))?;
             rows.push(AuditRow::new(tx.last_insert_rowid(), e));
         }

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use latchkey_store::{
-    AuditEvent, AuditFilter, AuditLog, AuditOptions, AuditRow, Database, MAX_PAGE, Retention,
-    StatusClass,
+    AuditEvent, AuditFilter, AuditKind, AuditLog, AuditOptions, AuditRow, Database, MAX_PAGE,
+    Retention, StatusClass,
 };
 
 use crate::{contains, disk_bytes, temp_db};
@@ -17,6 +17,7 @@ fn now_ms() -> i64 {
 
 fn event(client: &str, service: &str, status: u16, path: &str) -> AuditEvent {
     AuditEvent {
+        kind: AuditKind::Client,
         time: now_ms(),
         client: Some(client.to_owned()),
         service: Some(service.to_owned()),
@@ -450,4 +451,88 @@ async fn rows_serialise_in_snake_case() {
     let filter: AuditFilter =
         serde_json::from_str(r#"{"status":"server_error","limit":5}"#).expect("filter");
     assert_eq!(filter.status, Some(StatusClass::ServerError));
+}
+
+#[tokio::test]
+async fn control_calls_are_kept_apart_from_client_traffic() {
+    let log = memory_log();
+    log.record(event("laptop", "x", 200, "/x/items"));
+    log.record(AuditEvent {
+        kind: AuditKind::Control,
+        ..event("latchkey", "-", 200, "/v1/control/status")
+    });
+    log.record(event("latchkey", "x", 200, "/v1/credentials/x"));
+    log.flush().await;
+
+    let client = all_rows(
+        &log,
+        AuditFilter {
+            kind: Some(AuditKind::Client),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        client.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ["/v1/credentials/x", "/x/items"],
+        "client traffic, credential reads included"
+    );
+    let control = all_rows(
+        &log,
+        AuditFilter {
+            kind: Some(AuditKind::Control),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(control.len(), 1);
+    assert_eq!(control[0].kind, AuditKind::Control);
+    assert_eq!(control[0].path, "/v1/control/status");
+    assert_eq!(
+        all_rows(&log, AuditFilter::default()).await.len(),
+        3,
+        "no kind filter: everything"
+    );
+    assert_eq!(
+        serde_json::to_value(&control[0]).expect("json")["kind"],
+        "control"
+    );
+}
+
+#[tokio::test]
+async fn rows_written_before_kinds_existed_read_as_client_traffic() {
+    let (_dir, path) = temp_db();
+    {
+        // A database as schema version 1 left it, with one audit row.
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE clients (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, last_used_at INTEGER) STRICT;
+             CREATE TABLE client_services (client_id INTEGER NOT NULL REFERENCES clients(id) ON DELETE CASCADE, service TEXT NOT NULL, PRIMARY KEY (client_id, service)) STRICT, WITHOUT ROWID;
+             CREATE TABLE client_tokens (token_hash BLOB NOT NULL PRIMARY KEY CHECK (length(token_hash) = 32), client_id INTEGER NOT NULL REFERENCES clients(id) ON DELETE CASCADE, label TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+             CREATE INDEX client_tokens_by_client ON client_tokens(client_id);
+             CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, client TEXT, service TEXT, method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, duration_ms INTEGER NOT NULL, error_code TEXT) STRICT;
+             CREATE INDEX audit_by_client  ON audit(client, id);
+             CREATE INDEX audit_by_service ON audit(service, id);
+             CREATE INDEX audit_by_time    ON audit(time);
+             PRAGMA user_version = 1;",
+        )
+        .expect("v1 schema");
+        conn.execute(
+            "INSERT INTO audit (time, client, service, method, path, status, bytes_in, bytes_out, duration_ms) VALUES (?1, 'old', 'x', 'GET', '/x/old', 200, 0, 0, 1)",
+            [now_ms()],
+        )
+        .expect("v1 row");
+    }
+    let db = Database::open(&path).expect("migrate");
+    let log = AuditLog::open(&db, Retention::default()).expect("log");
+    let rows = all_rows(
+        &log,
+        AuditFilter {
+            kind: Some(AuditKind::Client),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "the old row is client traffic");
+    assert_eq!(rows[0].path, "/x/old");
 }
