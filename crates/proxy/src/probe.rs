@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method};
 use tracing::debug;
 
-use crate::error::ProxyError;
+use crate::error::{ProxyError, json_response};
 use crate::gate;
 use crate::state::PreparedRoute;
 
@@ -52,12 +52,29 @@ pub(crate) fn is_oauth_request(path: &str, routes: &HashMap<String, Arc<Prepared
 
 /// The answer to such a request: `403 forbidden_origin` for a web page (gate 2), else `404
 /// oauth_not_offered`. Neither is audited.
+///
+/// The `404` body is PROTOCOL §3's with the sentence repeated as RFC 6749's `error_description`:
+/// the SDKs read these answers with their OAuth code, and the TypeScript SDK's
+/// `parseErrorResponse` (`client/auth.js`) shows only `error_description` of a JSON error (the
+/// Python SDK shows the raw body).
 pub(crate) fn answer(method: &Method, headers: &HeaderMap) -> Response {
-    let refusal = gate::check_origin(method, headers)
-        .err()
-        .unwrap_or(ProxyError::OAuthNotOffered);
+    if let Err(refusal) = gate::check_origin(method, headers) {
+        debug!(%method, code = refusal.code(), "oauth request refused");
+        return refusal.into_response();
+    }
+    let refusal = ProxyError::OAuthNotOffered;
     debug!(%method, code = refusal.code(), "oauth request answered");
-    refusal.into_response()
+    let message = refusal.to_string();
+    let body = serde_json::json!({
+        "error": refusal.code(),
+        "message": message,
+        "error_description": message,
+    });
+    // Serialising a `Value` cannot fail: its map keys are strings.
+    json_response(
+        refusal.status(),
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -204,3 +204,73 @@ async fn the_typescript_sdk_host_shows_the_login_message_and_never_starts_oauth(
     proxy.stop().await;
     let _ = server.kill().await;
 }
+
+/// A host whose local token is stale gets `401 client_unauthorized` and starts OAuth: every
+/// discovery and registration request it sends gets the quick `404` that tells the person not to
+/// configure OAuth, no browser is opened, nothing loops, and only the `401`s are audited.
+#[tokio::test]
+async fn a_host_with_a_stale_token_is_told_not_to_configure_oauth_against_latchkey() {
+    let (mut server, server_url) = start_server().await;
+    let proxy = logged_out_proxy(&server_url).await;
+    let url = format!("{}/mcp{}", proxy.url, server_url.path());
+    let endpoint = format!("/mcp{}", server_url.path());
+    let stale = "lk_revoked-or-expired-token";
+
+    let python = outcome(python_host(&url, stale)).await;
+    let from_python = proxy.requests();
+    let typescript = outcome(typescript_host(&url, stale)).await;
+    let from_typescript = proxy.requests()[from_python.len()..].to_vec();
+
+    for (host, out, message, redirects, seen) in [
+        (
+            "python",
+            &python,
+            python["errors"][0]["message"].as_str(),
+            &python["redirect_called"],
+            &from_python,
+        ),
+        (
+            "typescript",
+            &typescript,
+            typescript["errors"][0]["message"].as_str(),
+            &typescript["redirectCalled"],
+            &from_typescript,
+        ),
+    ] {
+        assert_eq!(out["initialized"], false, "{host}: {out}");
+        assert!(
+            message.is_some_and(|m| m.contains(
+                "Latchkey handles sign-in itself; log in to Latchkey, do not configure OAuth for this server."
+            )),
+            "{host}: the person is told not to set up OAuth: {out}"
+        );
+        assert_eq!(*redirects, 0, "{host}: no browser opened: {out}");
+        assert_eq!(
+            seen.first(),
+            Some(&("POST".to_owned(), endpoint.clone())),
+            "{host}: {seen:?}"
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&("POST".to_owned(), "/register".to_owned())),
+            "{host}: registration was its last try: {seen:?}"
+        );
+        assert!(
+            seen[1..]
+                .iter()
+                .all(|(_, path)| path.contains("/.well-known/") || path == "/register"),
+            "{host}: only discovery and registration after the 401: {seen:?}"
+        );
+        assert!(seen.len() <= 8, "{host}: no loop: {seen:?}");
+    }
+    let rows = crate::audit::rows(&proxy).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.path == endpoint && r.error_code.as_deref() == Some("client_unauthorized")),
+        "only the 401s are audited, not the probes: {rows:?}"
+    );
+    assert_eq!(rows.len(), 2, "one 401 per host: {rows:?}");
+
+    proxy.stop().await;
+    let _ = server.kill().await;
+}

@@ -5,6 +5,9 @@
 
 use crate::support::{Proxy, raw_request};
 
+const OAUTH_SENTENCE: &str =
+    "Latchkey handles sign-in itself; log in to Latchkey, do not configure OAuth for this server.";
+
 /// What the SDKs ask for (root, path-inserted and path-appended spellings).
 const PROBES: [(&str, &str); 14] = [
     ("GET", "/.well-known/oauth-protected-resource"),
@@ -45,10 +48,10 @@ async fn oauth_probes_get_a_clear_404_before_the_token_gate_and_are_not_audited(
         assert_eq!(response.headers()["content-type"], "application/json");
         let body: serde_json::Value = response.json().await.expect("JSON body");
         assert_eq!(body["error"], "oauth_not_offered", "{path}: {body}");
+        assert_eq!(body["message"], OAUTH_SENTENCE, "{path}");
         assert_eq!(
-            body["message"],
-            "Latchkey handles sign-in itself; log in to Latchkey, do not configure OAuth for this server.",
-            "{path}"
+            body["error_description"], OAUTH_SENTENCE,
+            "{path}: what OAuth code reads"
         );
     }
     assert_eq!(proxy.upstream.hits(), 0, "no probe reaches an upstream");
