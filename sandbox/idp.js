@@ -114,7 +114,27 @@ export async function startIdp({
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1/oauth/callback'],
-    }))],
+    })),
+    // Misconfigured public clients, for the tests of what a failed login says. Registered with
+    // another redirect URI, so the provider refuses Latchkey's:
+    {
+      client_id: 'latchkey-wrong-redirect',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/elsewhere/callback'],
+    },
+    // Allowed only `openid email`, so asking for `profile` is `invalid_scope`:
+    {
+      client_id: 'latchkey-narrow-scope',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/oauth/callback'],
+      scope: 'openid email',
+    }],
     ...(clientAuthMethods ? { clientAuthMethods } : {}),
     pkce: { required: () => true },
     scopes: SCOPES,
@@ -184,6 +204,16 @@ export async function startIdp({
   const provider = new Provider(issuer, configuration);
   provider.on('grant.success', (ctx) => {
     if (ctx.oidc.params?.grant_type === 'refresh_token') counters.refresh_grants += 1;
+  });
+
+  // Cancelling on the sign-in page (`POST /interaction/{uid}/abort`): the person declines, and
+  // the client is called back with `access_denied`.
+  provider.use(async (ctx, next) => {
+    if (ctx.method !== 'POST' || !/^\/interaction\/[^/]+\/abort$/.test(ctx.path)) return next();
+    ctx.set('Cache-Control', 'no-store');
+    await provider.interactionFinished(ctx.req, ctx.res, { error: 'access_denied', error_description: 'End-User aborted interaction' }, { mergeWithLastSubmission: false });
+    ctx.respond = false;
+    return undefined;
   });
 
   // Sign-in and consent: our own interaction routes.

@@ -3,6 +3,7 @@
 //! script runs this inside a private gnome-keyring), and MCP peers from the official SDK.
 
 mod cli;
+mod login_errors;
 mod proxy;
 
 use latchkey_e2e::Home;

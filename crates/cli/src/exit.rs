@@ -1,4 +1,5 @@
-//! Exit codes, so scripts can tell "log in first" from "Latchkey is not running".
+//! Exit codes, so scripts can tell "log in first" from "Latchkey is not running" from "the login
+//! you just tried failed".
 
 /// Anything else.
 pub const FAILURE: u8 = 1;
@@ -12,6 +13,10 @@ pub const KEYCHAIN: u8 = 5;
 pub const CONFIG: u8 = 6;
 /// A credential is missing or the gateway is unavailable.
 pub const CREDENTIALS: u8 = 7;
+/// `latchkey login` did not end in a session: the identity provider refused (redirect URI,
+/// client id, scopes, a token claim), could not be reached, or the person cancelled. The message
+/// says why and what to fix.
+pub const LOGIN_FAILED: u8 = 8;
 /// Latchkey itself failed.
 pub const INTERNAL: u8 = 70;
 
@@ -34,18 +39,94 @@ impl From<latchkey_runtime::RuntimeError> for Coded {
     }
 }
 
+/// Context of an error from `latchkey login`: its failures that are not about the keychain, the
+/// configuration or the instance exit with [`LOGIN_FAILED`].
+#[derive(Debug)]
+pub struct LoginAttempt {
+    /// The failure's code, printed with the message so a person can search for it.
+    pub code: String,
+}
+
+impl std::fmt::Display for LoginAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "login failed [{}]", self.code)
+    }
+}
+
 /// The exit code for an error chain.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     let Some(coded) = e.chain().find_map(|c| c.downcast_ref::<Coded>()) else {
         return FAILURE;
     };
-    match coded.code.as_str() {
-        "login_required" | "invalid_grant" | "login_failed" => LOGIN_REQUIRED,
+    let by_code = for_code(&coded.code);
+    let login_attempt = e.downcast_ref::<LoginAttempt>().is_some();
+    match by_code {
+        FAILURE | LOGIN_REQUIRED
+            if login_attempt
+                && !matches!(coded.code.as_str(), "unknown_account" | "invalid_input") =>
+        {
+            LOGIN_FAILED
+        }
+        other => other,
+    }
+}
+
+fn for_code(code: &str) -> u8 {
+    match code {
+        "login_required" | "invalid_grant" => LOGIN_REQUIRED,
         "not_running" => NOT_RUNNING,
         "keychain_unavailable" | "keychain_locked" | "keychain_timeout" => KEYCHAIN,
         "config_invalid" | "config_not_found" | "config_unreadable" => CONFIG,
         c if c.starts_with("credentials_") || c.starts_with("gateway_") => CREDENTIALS,
         "internal" => INTERNAL,
         _ => FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coded(code: &str) -> anyhow::Error {
+        Coded {
+            code: code.into(),
+            message: "m".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_failed_login_has_its_own_exit_code_but_keychain_and_config_keep_theirs() {
+        let login = |code: &str| {
+            coded(code).context(LoginAttempt {
+                code: code.to_owned(),
+            })
+        };
+        for code in [
+            "redirect_uri_not_registered",
+            "access_denied",
+            "authorization_failed",
+            "token_request_failed",
+            "jwt_wrong_audience",
+            "idp_unreachable",
+            "login_failed",
+            "login_timeout",
+        ] {
+            assert_eq!(code_for(&login(code)), LOGIN_FAILED, "{code}");
+        }
+        assert_eq!(code_for(&login("keychain_locked")), KEYCHAIN);
+        assert_eq!(code_for(&login("config_invalid")), CONFIG);
+        assert_eq!(code_for(&login("not_running")), NOT_RUNNING);
+        assert_eq!(code_for(&login("unknown_account")), FAILURE);
+        assert_eq!(
+            format!("{:#}", login("access_denied")),
+            "login failed [access_denied]: m"
+        );
+    }
+
+    #[test]
+    fn outside_a_login_nobody_logged_in_is_still_exit_3() {
+        assert_eq!(code_for(&coded("login_required")), LOGIN_REQUIRED);
+        assert_eq!(code_for(&coded("idp_unreachable")), FAILURE);
     }
 }

@@ -72,6 +72,22 @@ impl IntoResponse for ApiError {
             c if c.starts_with("credentials_") || c.starts_with("gateway_") => {
                 StatusCode::FAILED_DEPENDENCY
             }
+            // A login that ended without a session: the identity provider refused (its answer is
+            // in the body), or the person cancelled or took too long.
+            "idp_timeout" => StatusCode::SERVICE_UNAVAILABLE,
+            "login_cancelled" | "login_timeout" | "login_expired" | "access_denied" => {
+                StatusCode::CONFLICT
+            }
+            "redirect_uri_not_registered"
+            | "client_not_registered"
+            | "authorization_failed"
+            | "token_request_failed"
+            | "idp_discovery_failed"
+            | "idp_unsupported"
+            | "jwks_unavailable"
+            | "callback_malformed"
+            | "login_failed" => StatusCode::BAD_GATEWAY,
+            c if c.starts_with("jwt_") => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({ "error": self.0.code, "message": self.0.message });

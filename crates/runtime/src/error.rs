@@ -3,6 +3,12 @@
 
 use serde::Serialize;
 
+use latchkey_core::config::Account;
+use latchkey_core::login::JwtError;
+use latchkey_core::login::LoginError;
+use latchkey_core::login::preflight::PreflightError;
+use latchkey_core::session::SessionError;
+
 /// An error for the UI (serialised as `{ code, message }`) and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{message}")]
@@ -70,6 +76,13 @@ impl RuntimeError {
         )
     }
 
+    pub(crate) fn login_cancelled(account: &str) -> Self {
+        Self::new(
+            "login_cancelled",
+            format!("the login for `{account}` was cancelled"),
+        )
+    }
+
     pub(crate) fn invalid_input(message: impl Into<String>) -> Self {
         Self::new("invalid_input", message)
     }
@@ -99,3 +112,143 @@ from_coded!(
     latchkey_hosts::HostError,
     crate::instance::InstanceError,
 );
+
+/// Codes of login failures that are the person's own choice (they cancelled, or the provider
+/// asked them and they said no): shown, but not as an alarm.
+pub const CANCEL_CODES: &[&str] = &["access_denied", "login_cancelled"];
+
+/// Why a login failed, as the person reads it: the core's code, the core's text, and what to do
+/// about it for this account's configuration. Never carries a secret (the core's errors do not).
+pub(crate) fn login_failure(account: &Account, e: &SessionError) -> RuntimeError {
+    match e {
+        SessionError::Login(e) => from_login_error(account, e),
+        other => RuntimeError::new(other.code(), other.to_string()),
+    }
+}
+
+/// [`login_failure`] for a refused pre-flight: its messages already name the fix.
+pub(crate) fn preflight_failure(account: &Account, e: &PreflightError) -> RuntimeError {
+    match e {
+        PreflightError::Login(e) => from_login_error(account, e),
+        other => RuntimeError::new(other.code(), other.to_string()),
+    }
+}
+
+fn from_login_error(account: &Account, e: &LoginError) -> RuntimeError {
+    let client = account.client_id.as_str();
+    let name = account.name.as_str();
+    let (code, fix) = match e {
+        LoginError::Authorization { error, .. } => (e.code(), authorization_fix(account, error)),
+        // At the end of a login, `invalid_grant` is the provider refusing the authorization code,
+        // not a session that ended: it is a refused token request, not "log in first".
+        LoginError::InvalidGrant => {
+            return RuntimeError::new(
+                "token_request_failed",
+                "the identity provider refused the request (invalid_grant): it did not accept the authorization code; log in again, and if it keeps failing check this computer's clock and that the redirect URI registered for the client is exactly the one Latchkey sends",
+            );
+        }
+        LoginError::TokenEndpoint { error, .. } => (e.code(), token_fix(client, error)),
+        LoginError::Token(jwt) => (e.code(), jwt_fix(account, jwt)),
+        LoginError::Unreachable { .. } | LoginError::Timeout(_) => (
+            e.code(),
+            format!(
+                "the provider is `{}` (`issuer` of account `{name}`); if your browser reaches it, check the proxy settings of this computer",
+                account.issuer
+            ),
+        ),
+        LoginError::Discovery { .. } => (
+            e.code(),
+            format!("check `issuer` of account `{name}` in the configuration"),
+        ),
+        LoginError::Unsupported(_) => (
+            e.code(),
+            "ask the identity provider's administrator to enable it for this client".to_owned(),
+        ),
+        // The rest already say what to do.
+        _ => return RuntimeError::new(e.code(), e.to_string()),
+    };
+    RuntimeError::new(code, format!("{e}; {fix}"))
+}
+
+fn authorization_fix(account: &Account, error: &str) -> String {
+    let client = account.client_id.as_str();
+    let name = account.name.as_str();
+    match error {
+        "access_denied" => format!(
+            "log in again when you are ready (if the provider refused you, ask its administrator to give you access to client `{client}`)"
+        ),
+        "invalid_scope" => format!(
+            "the provider does not allow the scopes `{}` for client `{client}`: check `scopes` of account `{name}`, or ask its administrator to allow them",
+            account.scopes.join(" ")
+        ),
+        "unauthorized_client" => format!(
+            "the provider does not let client `{client}` use the authorization-code flow: ask its administrator to allow it for a native app, or check `client_id` of account `{name}`"
+        ),
+        "invalid_client" => format!("check `client_id` of account `{name}` (`{client}`)"),
+        "invalid_target" => format!(
+            "the provider does not know the audience `{}`: check `audience` of account `{name}`",
+            account.audience.as_deref().unwrap_or("")
+        ),
+        "invalid_request" | "unsupported_response_type" => format!(
+            "check `client_id`, `scopes` and `audience` of account `{name}`, and that the provider supports the authorization-code flow with PKCE"
+        ),
+        "server_error" | "temporarily_unavailable" => {
+            "the provider has a problem of its own; try again in a few minutes".to_owned()
+        }
+        _ => format!(
+            "ask the identity provider's administrator what `{error}` means for client `{client}`"
+        ),
+    }
+}
+
+fn token_fix(client: &str, error: &str) -> String {
+    match error {
+        "invalid_client" => format!(
+            "the provider does not accept client `{client}` at its token endpoint: check `client_id`, and how the provider expects the client to authenticate (Latchkey logs in as a public client, PKCE without a secret, unless a client secret is configured)"
+        ),
+        "unauthorized_client" => format!(
+            "the provider does not let client `{client}` use the authorization_code and refresh_token grants: ask its administrator to allow them"
+        ),
+        "invalid_scope" => "check `scopes` in the configuration".to_owned(),
+        "invalid_target" => "check `audience` in the configuration".to_owned(),
+        "invalid_response" => {
+            "the provider's answer is not a valid token response; ask its administrator".to_owned()
+        }
+        _ => "try again; if it keeps failing, ask the identity provider's administrator".to_owned(),
+    }
+}
+
+fn jwt_fix(account: &Account, e: &JwtError) -> String {
+    let client = account.client_id.as_str();
+    match e {
+        JwtError::WrongAudience => match account.audience.as_deref() {
+            Some(aud) if account.validate_access_token && aud != client => format!(
+                "the ID token's `aud` must be this client id (`{client}`): check `client_id`; a JWT access token's `aud` must be `{aud}`: check `audience`"
+            ),
+            _ => format!(
+                "the ID token's `aud` is not this client id (`{client}`): check `client_id`"
+            ),
+        },
+        JwtError::WrongIssuer => format!(
+            "the token's `iss` is not `{}`: set `issuer` to exactly the issuer the provider names",
+            account.issuer
+        ),
+        JwtError::Expired | JwtError::NotYetValid => {
+            "the token's `exp`/`nbf` is more than 60 s off: check this computer's clock".to_owned()
+        }
+        JwtError::NonceMismatch => {
+            "the ID token's `nonce` belongs to another login: start the login again".to_owned()
+        }
+        JwtError::MissingClaim(claim) | JwtError::BadClaim(claim) => format!(
+            "the provider must put a valid `{claim}` claim in its tokens: request the `openid` scope, or ask its administrator"
+        ),
+        JwtError::KeysUnavailable(_) => {
+            "check your network and try again; the keys come from the provider's `jwks_uri`"
+                .to_owned()
+        }
+        _ => format!(
+            "the token is not signed by a key the provider publishes: check that `issuer` (`{}`) is the provider that issues tokens for `{client}`",
+            account.issuer
+        ),
+    }
+}

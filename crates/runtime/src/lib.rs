@@ -27,6 +27,7 @@ use url::Url;
 use latchkey_core::config::Config;
 use latchkey_core::credentials::Credentials;
 use latchkey_core::gateway::GatewayClient;
+use latchkey_core::login::preflight;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
 use latchkey_core::session::{Clock, Session, system_clock};
@@ -41,8 +42,8 @@ pub use instance::{InstanceInfo, InstanceLock};
 pub use latchkey_store::{AuditPage, AuditRow};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
-    AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView, Overview,
-    ProxyView,
+    AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView,
+    LoginFailure, Overview, ProxyView,
 };
 
 /// How to start.
@@ -73,6 +74,10 @@ struct Inner {
     proxy_error: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
     logins: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The last login failure per account, until its next login starts or succeeds.
+    login_errors: Mutex<HashMap<String, LoginFailure>>,
+    /// For the login pre-flight (no cookies, no redirects followed).
+    http: reqwest::Client,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lock: InstanceLock,
@@ -170,6 +175,8 @@ impl Latchkey {
             proxy_error: Mutex::new(None),
             changes,
             logins: Mutex::new(HashMap::new()),
+            login_errors: Mutex::new(HashMap::new()),
+            http: http.clone(),
             shutdown,
             tasks: Mutex::new(Vec::new()),
             lock,
@@ -327,6 +334,7 @@ impl Latchkey {
                     name: a.name.to_string(),
                     issuer: a.issuer.to_string(),
                     state: session.state(),
+                    last_login_error: self.last_login_error(a.name.as_str()),
                 })
             })
             .collect();
@@ -364,8 +372,14 @@ impl Latchkey {
         let statuses: Vec<TrayStatus> = self
             .inner
             .sessions
-            .values()
-            .map(|s| tray::tray_status(&s.state(), now))
+            .iter()
+            .map(|(name, s)| {
+                tray::with_login_failure(
+                    tray::tray_status(&s.state(), now),
+                    &s.state(),
+                    self.last_login_error(name).as_ref(),
+                )
+            })
             .collect();
         tray::combine(&statuses).cloned().unwrap_or_else(|| {
             tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now)
@@ -374,18 +388,44 @@ impl Latchkey {
 
     /// Starts a login and returns the authorization URL to open. The login completes in the
     /// background when the identity provider redirects to the loopback callback; watch
-    /// [`Latchkey::subscribe`]. Starting again replaces a pending login.
+    /// [`Latchkey::subscribe`]. Starting again replaces a pending login and forgets the last
+    /// failure. Before the URL is returned, a pre-flight asks the provider whether it accepts this
+    /// client and redirect URI (it shows its own error page otherwise, and never calls back).
     pub async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
         self.cancel_login(account);
         let session = self.session(account)?.clone();
-        let pending = session.begin_login().await?;
+        self.set_login_error(account, None);
+        let pending = match session.begin_login().await {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(self.login_failed(account, error::login_failure(session.account(), &e)));
+            }
+        };
         let url = pending.authorize_url().clone();
+        let fixed_port = session.account().callback_port != 0;
+        if let Err(e) = preflight::check(
+            &self.inner.http,
+            &url,
+            fixed_port,
+            preflight::PREFLIGHT_TIMEOUT,
+        )
+        .await
+        {
+            // Dropping the pending login stops its listener and restores the session's state.
+            drop(pending);
+            return Err(self.login_failed(account, error::preflight_failure(session.account(), &e)));
+        }
         let me = self.clone();
         let name = account.to_owned();
         let task = tokio::spawn(async move {
             match session.complete_login(pending).await {
-                Ok(user) => info!(account = %name, subject = %user.subject, "login complete"),
-                Err(e) => warn!(account = %name, code = e.code(), "login failed"),
+                Ok(user) => {
+                    info!(account = %name, subject = %user.subject, "login complete");
+                    me.set_login_error(&name, None);
+                }
+                Err(e) => {
+                    me.login_failed(&name, error::login_failure(session.account(), &e));
+                }
             }
             me.inner
                 .logins
@@ -403,6 +443,43 @@ impl Latchkey {
         Ok(url)
     }
 
+    /// Why the account's last login failed, until its next login starts or one succeeds.
+    pub fn last_login_error(&self, account: &str) -> Option<LoginFailure> {
+        self.inner
+            .login_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned()
+    }
+
+    fn set_login_error(&self, account: &str, failure: Option<LoginFailure>) {
+        let mut errors = self
+            .inner
+            .login_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match failure {
+            Some(f) => errors.insert(account.to_owned(), f),
+            None => errors.remove(account),
+        };
+    }
+
+    /// Keeps `e` as the account's last login failure (logged by code only) and returns it.
+    fn login_failed(&self, account: &str, e: RuntimeError) -> RuntimeError {
+        warn!(account, code = %e.code, "login failed");
+        self.set_login_error(
+            account,
+            Some(LoginFailure {
+                code: e.code.clone(),
+                message: e.message.clone(),
+                at: (self.inner.clock)(),
+            }),
+        );
+        self.changed();
+        e
+    }
+
     /// Cancels a pending login (the person closed the login window); the session returns to
     /// where it was.
     pub fn cancel_login(&self, account: &str) {
@@ -418,7 +495,8 @@ impl Latchkey {
         }
     }
 
-    /// Waits for a pending login to finish (the CLI uses this).
+    /// Waits for a pending login to finish (the CLI uses this); a failure says why, with the same
+    /// code and message as [`Latchkey::last_login_error`].
     pub async fn wait_login(&self, account: &str) -> Result<(), RuntimeError> {
         let task = self
             .inner
@@ -426,12 +504,16 @@ impl Latchkey {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(account);
+        let mut cancelled = false;
         if let Some(task) = task {
-            let _ = task.await;
+            cancelled = task.await.is_err_and(|e| e.is_cancelled());
         }
-        match self.session(account)?.state() {
-            s if s.is_usable() => Ok(()),
-            _ => Err(RuntimeError::login_failed(account)),
+        let usable = self.session(account)?.state().is_usable();
+        match self.last_login_error(account) {
+            _ if usable => Ok(()),
+            Some(failure) => Err(RuntimeError::new(failure.code, failure.message)),
+            None if cancelled => Err(RuntimeError::login_cancelled(account)),
+            None => Err(RuntimeError::login_failed(account)),
         }
     }
 

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use latchkey_core::session::SessionState;
 
+use crate::view::LoginFailure;
+
 /// The tray icon variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +49,7 @@ pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
             user,
             expires_at,
             issued_at,
+            ..
         } => {
             let left = expires_at - now;
             let lifetime = (expires_at - issued_at).max(1);
@@ -80,6 +83,59 @@ pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
         tooltip: format!("Latchkey — {title}"),
         icon,
         title,
+    }
+}
+
+/// An account's status once its last login failed: "Login failed: <short reason>" with the
+/// attention icon and the full message (with its fix) in the tooltip. A cancel (the person closed
+/// the window, or declined at the provider) is not an alarm: the status keeps its icon and says
+/// so. A session that still works (a failed second login) or a login under way shows as usual.
+pub fn with_login_failure(
+    status: TrayStatus,
+    state: &SessionState,
+    failure: Option<&LoginFailure>,
+) -> TrayStatus {
+    let Some(failure) = failure else {
+        return status;
+    };
+    if state.is_usable() || matches!(state, SessionState::LoggingIn) {
+        return status;
+    }
+    if failure.is_cancel() {
+        let title = format!("{} · {}", status.title, short_login_reason(&failure.code));
+        return TrayStatus {
+            tooltip: format!("Latchkey — {title}"),
+            title,
+            ..status
+        };
+    }
+    let title = format!("Login failed: {}", short_login_reason(&failure.code));
+    TrayStatus {
+        icon: TrayIcon::Error,
+        tooltip: format!("Latchkey — Login failed: {}", failure.message),
+        title,
+        warn_expiry: false,
+    }
+}
+
+/// A few words for the tray menu line; the tooltip and the window carry the whole message.
+pub fn short_login_reason(code: &str) -> &'static str {
+    match code {
+        "access_denied" => "sign-in cancelled or declined",
+        "login_cancelled" => "sign-in cancelled",
+        "redirect_uri_not_registered" => "redirect URI not registered at the provider",
+        "client_not_registered" => "client id not accepted by the provider",
+        "authorization_failed" => "the provider refused the sign-in",
+        "token_request_failed" => "the provider refused the token request",
+        "idp_unreachable" => "the identity provider is unreachable",
+        "idp_timeout" => "the identity provider did not answer",
+        "idp_discovery_failed" | "idp_unsupported" => "the identity provider's setup is unusable",
+        "jwks_unavailable" => "cannot fetch the provider's keys",
+        "login_expired" => "it took more than 10 minutes",
+        "callback_listener_failed" => "the callback port is taken",
+        c if c.starts_with("jwt_") => "a token from the provider was rejected",
+        c if c.starts_with("keychain_") => "the keychain failed",
+        _ => "see the Latchkey window",
     }
 }
 
@@ -132,6 +188,7 @@ mod tests {
             user: alice(),
             expires_at,
             issued_at,
+            renewable: true,
         }
     }
 
@@ -233,6 +290,7 @@ mod tests {
                 user: user.clone(),
                 expires_at: 7200,
                 issued_at: 0,
+                renewable: true,
             },
             0,
         );
@@ -243,10 +301,80 @@ mod tests {
                 user,
                 expires_at: 7200,
                 issued_at: 0,
+                renewable: true,
             },
             0,
         );
         assert!(s.title.contains("sub-1"), "{}", s.title);
+    }
+
+    fn failure(code: &str) -> LoginFailure {
+        LoginFailure {
+            code: code.into(),
+            message: format!("the message of {code}; the fix"),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_failed_login_turns_the_tray_red_with_a_short_reason() {
+        let state = SessionState::LoggedOut;
+        let f = failure("redirect_uri_not_registered");
+        let s = with_login_failure(tray_status(&state, 0), &state, Some(&f));
+        assert_eq!(s.icon, TrayIcon::Error);
+        assert_eq!(
+            s.title,
+            "Login failed: redirect URI not registered at the provider"
+        );
+        assert!(s.tooltip.contains(&f.message), "{}", s.tooltip);
+        assert!(!s.warn_expiry);
+        let jwt = failure("jwt_wrong_audience");
+        let s = with_login_failure(tray_status(&state, 0), &state, Some(&jwt));
+        assert_eq!(
+            s.title,
+            "Login failed: a token from the provider was rejected"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_login_is_not_an_alarm() {
+        let state = SessionState::LoggedOut;
+        for code in ["access_denied", "login_cancelled"] {
+            let s = with_login_failure(tray_status(&state, 0), &state, Some(&failure(code)));
+            assert_eq!(s.icon, TrayIcon::LoggedOut, "{code}");
+            assert!(
+                s.title.starts_with("Not signed in · sign-in cancelled"),
+                "{}",
+                s.title
+            );
+        }
+    }
+
+    #[test]
+    fn a_working_session_or_a_login_under_way_hides_an_old_failure() {
+        let f = failure("idp_unreachable");
+        let active = active(0, 36_000);
+        let s = with_login_failure(tray_status(&active, 0), &active, Some(&f));
+        assert_eq!(s.icon, TrayIcon::Active);
+        let s = with_login_failure(
+            tray_status(&SessionState::LoggingIn, 0),
+            &SessionState::LoggingIn,
+            Some(&f),
+        );
+        assert_eq!(s.title, "Signing in…");
+        let combined = [
+            with_login_failure(
+                tray_status(&SessionState::LoggedOut, 0),
+                &SessionState::LoggedOut,
+                Some(&f),
+            ),
+            tray_status(&active, 0),
+        ];
+        assert_eq!(
+            combine(&combined).map(|s| s.icon),
+            Some(TrayIcon::Error),
+            "a failed login of one account outranks another's active session"
+        );
     }
 
     #[test]

@@ -30,6 +30,27 @@ pub struct AccountView {
     pub issuer: String,
     /// Session state.
     pub state: SessionState,
+    /// Why the last login failed, until the next login starts or one succeeds.
+    pub last_login_error: Option<LoginFailure>,
+}
+
+/// Why an account's last login failed: the code to match on, a sentence with the fix, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginFailure {
+    /// Stable code (`redirect_uri_not_registered`, `access_denied`, `token_request_failed`,
+    /// `jwt_wrong_audience`, `idp_unreachable`, ...).
+    pub code: String,
+    /// What happened and what to do.
+    pub message: String,
+    /// When, unix seconds.
+    pub at: i64,
+}
+
+impl LoginFailure {
+    /// True when the person cancelled (or declined at the provider): worth showing, not an alarm.
+    pub fn is_cancel(&self) -> bool {
+        crate::error::CANCEL_CODES.contains(&self.code.as_str())
+    }
 }
 
 /// The proxy listener.

@@ -15,7 +15,20 @@ use latchkey_runtime::tray::format_remaining;
 use latchkey_runtime::{Latchkey, StartOptions};
 
 use super::{Target, read_stdin_secret};
-use crate::exit::Coded;
+use crate::exit::{Coded, LoginAttempt};
+
+/// Marks an error of `latchkey login` as a failed login (its own exit code; the code is printed
+/// next to the message, which says what to fix).
+fn failed_login(e: anyhow::Error) -> anyhow::Error {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map(|c| c.code.clone())
+    {
+        Some(code) => e.context(LoginAttempt { code }),
+        None => e,
+    }
+}
 
 fn account_or_default(
     target: &Target,
@@ -43,15 +56,22 @@ pub async fn login(
     let target = Target::open(paths).await?;
     let account = account_or_default(&target, paths, account)?;
     let url = match &target {
-        Target::Remote(r) => {
-            let v: serde_json::Value = r.post(&format!("/v1/control/login/{account}"), &()).await?;
-            v["authorize_url"].as_str().unwrap_or_default().to_owned()
-        }
+        Target::Remote(r) => r
+            .post::<serde_json::Value>(&format!("/v1/control/login/{account}"), &())
+            .await
+            .map(|v| v["authorize_url"].as_str().unwrap_or_default().to_owned()),
         Target::Local(lk) => lk
             .begin_login(&account)
             .await
-            .map_err(Coded::from)?
-            .to_string(),
+            .map(|u| u.to_string())
+            .map_err(|e| Coded::from(e).into()),
+    };
+    let url = match url {
+        Ok(url) => url,
+        Err(e) => {
+            target.close().await;
+            return Err(failed_login(e));
+        }
     };
     if no_browser || !open_browser(&url) {
         eprintln!("Open this address in your browser to sign in:");
@@ -80,7 +100,7 @@ pub async fn login(
         Target::Remote(r) => r.get::<serde_json::Value>("/v1/control/status").await.ok(),
     };
     target.close().await;
-    result?;
+    result.map_err(failed_login)?;
     if let Some(line) = overview.as_ref().and_then(|o| session_line(o, &account)) {
         eprintln!("{line}");
     }
@@ -179,6 +199,11 @@ fn render_status(r: &serde_json::Value) -> String {
             a["issuer"].as_str().unwrap_or("?")
         );
         let _ = writeln!(out, "  {}", describe_state(&a["state"], now));
+        let failure = &a["last_login_error"];
+        if let (Some(code), Some(message)) = (failure["code"].as_str(), failure["message"].as_str())
+        {
+            let _ = writeln!(out, "  Last login failed [{code}]: {message}");
+        }
     }
     let services = r["services"].as_array().cloned().unwrap_or_default();
     if !services.is_empty() {
@@ -398,4 +423,37 @@ fn open_browser(url: &str) -> bool {
         .stderr(Stdio::null())
         .spawn()
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_why_the_last_login_failed_with_its_code() {
+        let report = serde_json::json!({
+            "now": 100,
+            "accounts": [{
+                "name": "work",
+                "issuer": "https://idp.example.com",
+                "state": { "kind": "logged_out" },
+                "last_login_error": {
+                    "code": "redirect_uri_not_registered",
+                    "message": "the identity provider refuses the redirect URI `http://127.0.0.1:5000/oauth/callback`; register it",
+                    "at": 90
+                }
+            }],
+            "keychain": { "ok": true, "backend": "secret-service" },
+        });
+        let text = render_status(&report);
+        assert!(
+            text.contains("Last login failed [redirect_uri_not_registered]: the identity provider refuses the redirect URI `http://127.0.0.1:5000/oauth/callback`; register it"),
+            "{text}"
+        );
+        let without = serde_json::json!({
+            "now": 100,
+            "accounts": [{ "name": "work", "issuer": "i", "state": { "kind": "logged_out" }, "last_login_error": null }],
+        });
+        assert!(!render_status(&without).contains("Last login failed"));
+    }
 }

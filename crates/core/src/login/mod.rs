@@ -10,6 +10,7 @@
 pub mod callback;
 mod discovery;
 pub mod jwt;
+pub mod preflight;
 #[cfg(test)]
 mod tests;
 
