@@ -73,7 +73,7 @@ function rewriteResource(params) {
  *   (`client_secret_basic`) and `latchkey-post` (`client_secret_post`).
  * - `clientAuthMethods`: the token endpoint authentication methods advertised and accepted.
  * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string, name?: string, email?: string}>, accessTokenFormat?: 'jwt' | 'jwt-empty-aud' | 'opaque', refreshTokens?: 'rotate' | 'static' | 'none', refreshIdToken?: boolean, refreshOmitsRefreshToken?: boolean, omitExpiresIn?: boolean, clientSecret?: string, clientAuthMethods?: string[]}} [options]
- * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => {token_requests: number, refresh_grants: number, revocations: number}}>}
+ * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => {token_requests: number, refresh_grants: number, revocations: number, refresh_id_tokens: number}}>}
  */
 export async function startIdp({
   port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS,
@@ -87,7 +87,7 @@ export async function startIdp({
   if (!['rotate', 'static', 'none'].includes(refreshTokens)) {
     throw new Error(`refreshTokens must be rotate, static or none, not ${refreshTokens}`);
   }
-  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0 };
+  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0 };
   const server = http.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -276,6 +276,7 @@ export async function startIdp({
     if (ctx.oidc?.params?.grant_type === 'refresh_token') {
       if (!refreshIdToken) delete ctx.body.id_token;
       if (refreshOmitsRefreshToken) delete ctx.body.refresh_token;
+      if (ctx.body.id_token) counters.refresh_id_tokens += 1;
     }
   });
 

@@ -102,6 +102,7 @@ test('by default the access token is a JWT for the API, not the client, and refr
   assert.equal(r.status, 200);
   assert.ok(r.body.id_token, 'oidc-provider returns an id token on refresh when the grant has openid');
   assert.equal(decodeJwt(r.body.id_token).sub, 'alice');
+  assert.equal(idp.stats().refresh_id_tokens, 1, 'counted');
   assert.notEqual(r.body.refresh_token, tokens.refresh_token, 'rotating by default');
 }));
 
@@ -139,6 +140,7 @@ test('refresh answers can leave out the id token, the refresh token and expires_
   const r = await refresh(idp, tokens.refresh_token);
   assert.equal(r.status, 200);
   assert.equal(r.body.id_token, undefined);
+  assert.equal(idp.stats().refresh_id_tokens, 0, 'not counted when dropped');
   assert.equal(r.body.refresh_token, undefined);
   assert.ok(r.body.access_token);
   assert.equal((await refresh(idp, tokens.refresh_token)).status, 200, 'the old one still works');

@@ -4,12 +4,15 @@
 
 mod browser;
 pub mod glewlwyd;
+pub mod mcp_auth;
 mod logs;
 mod sandbox;
 
 pub use browser::browser_login;
 pub use logs::LogCapture;
-pub use sandbox::{Gateway, Idp, IdpOptions, IdpStats, Upstream};
+pub use sandbox::{
+    AccessTokenFormat, Gateway, Idp, IdpOptions, IdpProfile, IdpStats, RefreshTokens, Upstream,
+};
 
 /// A unique, recognisable secret value (`canary-{name}-{32 hex}`) to plant in a flow and then
 /// look for in captured logs.

@@ -148,6 +148,52 @@ impl Default for IdpOptions {
     }
 }
 
+/// The sandbox IdP's access tokens (`accessTokenFormat` of `sandbox/idp.js`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccessTokenFormat {
+    /// A JWT addressed to the API `latchkey-gateway`, never to the client (Okta, Auth0).
+    #[default]
+    Jwt,
+    /// A JWT with `"aud": []`: oidc-provider 9 refuses to sign one with no `aud` at all.
+    JwtEmptyAudience,
+    /// An opaque string.
+    Opaque,
+}
+
+/// The sandbox IdP's refresh tokens (`refreshTokens` of `sandbox/idp.js`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefreshTokens {
+    /// A new refresh token on every refresh.
+    #[default]
+    Rotate,
+    /// The same refresh token, valid again and again.
+    Static,
+    /// None at all (the provider does not grant `offline_access`).
+    None,
+}
+
+/// How the sandbox IdP behaves beyond [`IdpOptions`]: like the big providers do. The default is
+/// the sandbox's usual behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdpProfile {
+    /// Access token format.
+    pub access_tokens: AccessTokenFormat,
+    /// Refresh token policy.
+    pub refresh_tokens: RefreshTokens,
+    /// Refresh answers carry no id token.
+    pub refresh_without_id_token: bool,
+    /// Refresh answers carry no refresh token (Google; pair with [`RefreshTokens::Static`]).
+    pub refresh_without_refresh_token: bool,
+    /// Token answers carry no `expires_in`.
+    pub without_expires_in: bool,
+    /// The secret of the confidential clients [`Idp::BASIC_CLIENT`] and [`Idp::POST_CLIENT`]
+    /// (the sandbox's fixed one when `None`).
+    pub client_secret: Option<String>,
+    /// The token endpoint authentication methods advertised and accepted (oidc-provider's
+    /// defaults when `None`).
+    pub client_auth_methods: Option<Vec<String>>,
+}
+
 /// Counters kept by the sandbox IdP (`GET {issuer}/__stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct IdpStats {
@@ -157,6 +203,9 @@ pub struct IdpStats {
     pub refresh_grants: u64,
     /// Requests to the revocation endpoint.
     pub revocations: u64,
+    /// Refresh answers that carried an id token.
+    #[serde(default)]
+    pub refresh_id_tokens: u64,
 }
 
 /// The sandbox IdP: a real `oidc-provider` with the public client `latchkey` (PKCE S256,
@@ -167,6 +216,11 @@ pub struct Idp {
 }
 
 impl Idp {
+    /// The confidential native client that authenticates with `client_secret_basic`.
+    pub const BASIC_CLIENT: &str = "latchkey-basic";
+    /// The confidential native client that authenticates with `client_secret_post`.
+    pub const POST_CLIENT: &str = "latchkey-post";
+
     /// Start an IdP on a free loopback port.
     pub async fn start(options: IdpOptions) -> anyhow::Result<Idp> {
         let server = Server::start(
@@ -177,6 +231,35 @@ impl Idp {
             }),
         )
         .await?;
+        Ok(Idp { server })
+    }
+
+    /// Start an IdP that behaves as `profile` says.
+    pub async fn start_with(options: IdpOptions, profile: &IdpProfile) -> anyhow::Result<Idp> {
+        let mut config = serde_json::json!({
+            "accessTtl": options.access_ttl,
+            "refreshTtl": options.refresh_ttl,
+            "accessTokenFormat": match profile.access_tokens {
+                AccessTokenFormat::Jwt => "jwt",
+                AccessTokenFormat::JwtEmptyAudience => "jwt-empty-aud",
+                AccessTokenFormat::Opaque => "opaque",
+            },
+            "refreshTokens": match profile.refresh_tokens {
+                RefreshTokens::Rotate => "rotate",
+                RefreshTokens::Static => "static",
+                RefreshTokens::None => "none",
+            },
+            "refreshIdToken": !profile.refresh_without_id_token,
+            "refreshOmitsRefreshToken": profile.refresh_without_refresh_token,
+            "omitExpiresIn": profile.without_expires_in,
+        });
+        if let Some(secret) = &profile.client_secret {
+            config["clientSecret"] = serde_json::json!(secret);
+        }
+        if let Some(methods) = &profile.client_auth_methods {
+            config["clientAuthMethods"] = serde_json::json!(methods);
+        }
+        let server = Server::start("idp", config).await?;
         Ok(Idp { server })
     }
 

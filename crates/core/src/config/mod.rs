@@ -67,12 +67,56 @@ pub struct Account {
     pub client_id: String,
     /// Scopes requested at login.
     pub scopes: Vec<String>,
-    /// Expected `aud` of access tokens; the client id when absent.
+    /// The API the access token is for, sent as `resource` (RFC 8707); also its expected `aud`
+    /// when `validate_access_token` is set.
     pub audience: Option<String>,
     /// Allows an `http://` loopback issuer (the sandbox).
     pub allow_insecure_http: bool,
     /// Port of the loopback redirect listener; 0 picks a free one.
     pub callback_port: u16,
+    /// Validate the access token as a JWT for `audience` (off: access tokens are opaque).
+    pub validate_access_token: bool,
+    /// How Latchkey authenticates at the token and revocation endpoints; `None` (unset) means
+    /// no client secret, or, when one is stored, the best method the provider advertises.
+    pub token_endpoint_auth_method: Option<ClientAuthMethod>,
+}
+
+/// OAuth client authentication at the token endpoint (`token_endpoint_auth_method`, RFC 7591).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// A public client: `client_id` in the form, no secret.
+    None,
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl ClientAuthMethod {
+    /// The registered name (`none`, `client_secret_basic`, `client_secret_post`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    /// The method with this registered name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Self::None),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            _ => None,
+        }
+    }
+
+    /// True when the method sends a client secret.
+    pub fn needs_secret(self) -> bool {
+        !matches!(self, Self::None)
+    }
 }
 
 /// The Auth Gateway.
@@ -494,6 +538,43 @@ fn validate_account(raw: &RawAccount, here: &Locator<'_>) -> Result<Account, Con
             "add \"openid\" to scopes (Latchkey needs an id token)",
         ));
     }
+    if let Some(secret) = &raw.client_secret {
+        return Err(here.error(
+            secret.span().start,
+            format!("account `{name}` has a client_secret in the configuration file"),
+            format!(
+                "remove it and store it in the keychain: `latchkey account set-secret --account {name}` (reads it from stdin); secrets never go in this file"
+            ),
+        ));
+    }
+    let validate_access_token = raw
+        .validate_access_token
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    if validate_access_token && raw.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(here.error(
+            raw.validate_access_token
+                .as_ref()
+                .map_or(raw.name.span().start, |v| v.span().start),
+            format!(
+                "account `{name}` sets validate_access_token = true but has no audience to check the access token's `aud` against"
+            ),
+            "add audience = \"<the aud your provider puts in access tokens>\", or remove validate_access_token (access tokens are then opaque to Latchkey, as most providers expect)",
+        ));
+    }
+    let token_endpoint_auth_method = match &raw.token_endpoint_auth_method {
+        None => None,
+        Some(m) => Some(ClientAuthMethod::parse(m.get_ref()).ok_or_else(|| {
+            here.error(
+                m.span().start,
+                format!(
+                    "unknown token_endpoint_auth_method `{}`",
+                    m.get_ref().escape_debug()
+                ),
+                "use \"none\" (a public client), \"client_secret_basic\" or \"client_secret_post\", or remove the key",
+            )
+        })?),
+    };
     Ok(Account {
         name,
         issuer,
@@ -502,6 +583,8 @@ fn validate_account(raw: &RawAccount, here: &Locator<'_>) -> Result<Account, Con
         audience: raw.audience.clone(),
         allow_insecure_http: raw.allow_insecure_http,
         callback_port: raw.callback_port.as_ref().map_or(0, |p| *p.get_ref()),
+        validate_access_token,
+        token_endpoint_auth_method,
     })
 }
 

@@ -47,6 +47,10 @@ pub(super) struct RawAccount {
     #[serde(default)]
     pub allow_insecure_http: bool,
     pub callback_port: Option<Spanned<u16>>,
+    pub validate_access_token: Option<Spanned<bool>>,
+    pub token_endpoint_auth_method: Option<Spanned<String>>,
+    /// Accepted only to refuse it with a pointer to `latchkey account set-secret`.
+    pub client_secret: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

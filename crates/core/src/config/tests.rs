@@ -237,3 +237,58 @@ fn missing_file_says_how_to_create_one() {
     assert_eq!(err.code(), "config_not_found");
     assert!(err.to_string().contains("latchkey config init"), "{err}");
 }
+
+const ACCOUNT: &str = "version = 1\n\n[[accounts]]\nname = \"work\"\nissuer = \"https://idp.example.com\"\nclient_id = \"latchkey\"\n";
+
+#[test]
+fn access_tokens_are_opaque_and_the_client_public_unless_the_account_says_otherwise() {
+    let c = parse(ACCOUNT).expect("valid");
+    let a = &c.accounts[0];
+    assert!(!a.validate_access_token);
+    assert_eq!(a.token_endpoint_auth_method, None);
+    let c = parse(&format!(
+        "{ACCOUNT}audience = \"api://default\"\nvalidate_access_token = true\ntoken_endpoint_auth_method = \"client_secret_post\"\n"
+    ))
+    .expect("valid");
+    let a = &c.accounts[0];
+    assert!(a.validate_access_token);
+    assert_eq!(
+        a.token_endpoint_auth_method,
+        Some(ClientAuthMethod::ClientSecretPost)
+    );
+}
+
+#[test]
+fn validate_access_token_without_an_audience_is_refused_with_its_line_and_fix() {
+    let (line, message, fix) = invalid(&format!("{ACCOUNT}validate_access_token = true\n"));
+    assert_eq!(line, 7, "{message}");
+    assert!(message.contains("validate_access_token"), "{message}");
+    assert!(fix.contains("audience"), "{fix}");
+    // Explicitly off needs nothing.
+    parse(&format!("{ACCOUNT}validate_access_token = false\n")).expect("off is fine");
+}
+
+#[test]
+fn an_unknown_client_authentication_method_is_refused() {
+    let (line, message, fix) = invalid(&format!(
+        "{ACCOUNT}token_endpoint_auth_method = \"private_key_jwt\"\n"
+    ));
+    assert_eq!(line, 7);
+    assert!(message.contains("private_key_jwt"), "{message}");
+    assert!(fix.contains("client_secret_basic"), "{fix}");
+}
+
+#[test]
+fn a_client_secret_in_the_file_is_refused_with_the_command_that_stores_it() {
+    let (line, message, fix) = invalid(&format!("{ACCOUNT}client_secret = \"GOCSPX-abc\"\n"));
+    assert_eq!(line, 7);
+    assert!(message.contains("client_secret"), "{message}");
+    assert!(
+        fix.contains("latchkey account set-secret --account work"),
+        "{fix}"
+    );
+    assert!(
+        !message.contains("GOCSPX") && !fix.contains("GOCSPX"),
+        "the value is never repeated"
+    );
+}

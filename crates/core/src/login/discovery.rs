@@ -28,6 +28,10 @@ pub struct Metadata {
     /// PKCE methods, when advertised.
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// Client authentication methods of the token endpoint, when advertised (RFC 8414 says
+    /// `client_secret_basic` when absent).
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
 /// Fetches and checks the metadata of `settings.issuer`.

@@ -1,7 +1,7 @@
 //! JWT validation against the identity provider's JWKS (PROTOCOL §1): the algorithm comes from
 //! the key, never from the token, so `alg: none` and HS/RS confusion cannot pass; `iss`, `aud`,
-//! `exp` and `nbf` are checked with at most [`LEEWAY_SECONDS`] of leeway; an unknown `kid`
-//! refetches the key set once.
+//! `azp` (for id tokens), `exp` and `nbf` are checked with at most [`LEEWAY_SECONDS`] of leeway;
+//! an unknown `kid` refetches the key set once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,9 @@ pub enum JwtError {
     /// A claim has the wrong type (e.g. a string `exp`).
     #[error("the token's `{0}` claim has the wrong type")]
     BadClaim(String),
+    /// The id token's `azp` is not this client, or it names several audiences without `azp`.
+    #[error("the id token was issued to another client (wrong or missing `azp`)")]
+    WrongAuthorizedParty,
     /// The id token's `nonce` is not the one this login sent.
     #[error("the id token's nonce does not match this login")]
     NonceMismatch,
@@ -90,6 +93,7 @@ impl JwtError {
             Self::NotYetValid => "jwt_not_yet_valid",
             Self::MissingClaim(_) => "jwt_missing_claim",
             Self::BadClaim(_) => "jwt_bad_claim",
+            Self::WrongAuthorizedParty => "jwt_wrong_azp",
             Self::NonceMismatch => "jwt_nonce_mismatch",
             Self::KeysUnavailable(_) => "jwks_unavailable",
         }
@@ -105,6 +109,9 @@ pub struct Expectations {
     pub audience: String,
     /// The id token's `nonce`, when this is a fresh login.
     pub nonce: Option<String>,
+    /// For id tokens, the client id: OIDC Core §3.1.3.7 then requires `azp` when `aud` has
+    /// several values, and `azp`, when present, to be this client.
+    pub authorized_party: Option<String>,
 }
 
 /// The claims Latchkey uses from a validated token.
@@ -236,6 +243,9 @@ impl KeySet {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(map_error)?;
         let claims = data.claims;
+        if let Some(client) = &expect.authorized_party {
+            check_authorized_party(&claims, client)?;
+        }
         if let Some(nonce) = &expect.nonce {
             let got = claims.get("nonce").and_then(Value::as_str);
             let same = got.is_some_and(|g| crate::secret::ct_eq_str(g, nonce));
@@ -257,10 +267,32 @@ impl KeySet {
     }
 }
 
+/// OIDC Core §3.1.3.7 items 4 and 5: several audiences need an `azp`; an `azp` must be `client`.
+fn check_authorized_party(claims: &Value, client: &str) -> Result<(), JwtError> {
+    let several = claims
+        .get("aud")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() > 1);
+    match claims.get("azp") {
+        None if several => Err(JwtError::WrongAuthorizedParty),
+        None => Ok(()),
+        Some(Value::String(azp)) if azp == client => Ok(()),
+        Some(Value::String(_)) => Err(JwtError::WrongAuthorizedParty),
+        Some(_) => Err(JwtError::BadClaim("azp".into())),
+    }
+}
+
 /// Whether `token` looks like a JWT (three parts, a JSON header with `alg`). Anything else is an
 /// opaque access token.
 pub fn looks_like_jwt(token: &str) -> bool {
     parts(token).is_ok_and(|(h, _)| h.get("alg").is_some())
+}
+
+/// The `exp` of a JWT read *without* verifying anything, as information only (an access token's
+/// lifetime when the token response has no `expires_in`). `None` for anything else.
+pub fn unverified_expiry(token: &str) -> Option<i64> {
+    let (_, payload) = parts(token).ok()?;
+    payload.get("exp").and_then(Value::as_i64)
 }
 
 fn parts(token: &str) -> Result<(Value, Value), JwtError> {

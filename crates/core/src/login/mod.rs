@@ -1,7 +1,16 @@
 //! Logging in to the identity provider (PROTOCOL §1): OpenID Connect discovery, the
 //! authorization-code flow with PKCE S256, `state` and `nonce`, a one-shot loopback callback, the
 //! token exchange, refresh and RFC 7009 revocation — with the `oauth2` crate — and validation of
-//! the id and access tokens against the provider's JWKS ([`jwt`]).
+//! the id token against the provider's JWKS ([`jwt`]).
+//!
+//! The access token is opaque (PROTOCOL §1): mainstream providers address it to an API, not to
+//! Latchkey, sometimes with no `aud` at all, or make it unverifiable by clients. Who logged in
+//! comes from the id token alone; the access token's lifetime from `expires_in`. It is validated
+//! only when the account asks for it (`validate_access_token`).
+//!
+//! The client authenticates as the account says ([`ClientAuth`]): a public client by default, or
+//! with a client secret from the keychain (`client_secret_basic` / `client_secret_post`), for the
+//! code exchange, refresh and revocation alike.
 //!
 //! The flow is split so that each shell shows the page its own way: [`start`] returns a
 //! [`LoginAttempt`] whose [`authorize_url`](LoginAttempt::authorize_url) the tray opens in a
@@ -23,10 +32,10 @@ use oauth2::basic::{
     BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, Client, ClientId, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, StandardRevocableToken, StandardTokenResponse,
-    TokenResponse, TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge,
+    RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -36,26 +45,72 @@ use url::Url;
 pub use discovery::Metadata;
 pub use jwt::JwtError;
 
+pub use crate::config::ClientAuthMethod;
 use crate::secret::Secret;
 
 /// Expiry assumed for an opaque access token whose response has no `expires_in`.
 pub const DEFAULT_OPAQUE_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The longest lifetime believed from an unverified JWT access token's `exp` (when the answer
+/// has no `expires_in`); beyond it, or in the past, [`DEFAULT_OPAQUE_LIFETIME`] is assumed.
+pub const MAX_UNVERIFIED_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     /// The issuer (discovery base); must equal the discovered `issuer` exactly.
     pub issuer: Url,
-    /// Public client id.
+    /// Client id.
     pub client_id: String,
     /// Scopes requested.
     pub scopes: Vec<String>,
-    /// Expected access-token audience (sent as `resource`); the client id when absent.
+    /// The API the access token is for, sent as `resource` (RFC 8707); the expected `aud` when
+    /// `validate_access_token` is set.
     pub audience: Option<String>,
+    /// Validate the access token as a JWT for `audience` (otherwise it is opaque).
+    pub validate_access_token: bool,
+    /// The configured client authentication; `None` lets [`Provider::client_auth`] decide.
+    pub auth_method: Option<ClientAuthMethod>,
     /// Allows an `http://` issuer on loopback (the sandbox).
     pub allow_insecure_http: bool,
     /// Timeout of each request to the provider.
     pub timeout: Duration,
+}
+
+/// How a request authenticates the client at the token and revocation endpoints, resolved by
+/// [`Provider::client_auth`]. `Debug` shows the method, never the secret.
+#[derive(Clone)]
+pub struct ClientAuth {
+    method: ClientAuthMethod,
+    secret: Option<Secret>,
+}
+
+impl ClientAuth {
+    /// A public client: the client id only.
+    pub fn public() -> Self {
+        Self {
+            method: ClientAuthMethod::None,
+            secret: None,
+        }
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> ClientAuthMethod {
+        self.method
+    }
+
+    /// The secret, for the methods that send one.
+    fn secret(&self) -> Option<&Secret> {
+        self.secret.as_ref().filter(|_| self.method.needs_secret())
+    }
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("method", &self.method.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which token a revocation is about (RFC 7009 `token_type_hint`).
@@ -78,21 +133,24 @@ pub struct UserInfo {
     pub email: Option<String>,
 }
 
-/// Validated tokens from a login or a refresh.
+/// Tokens from a login or a refresh, the id token validated.
 #[derive(Debug)]
 pub struct TokenSet {
-    /// The access token.
+    /// The access token (opaque unless `validate_access_token`).
     pub access_token: Secret,
-    /// The refresh token, when issued (rotated on refresh).
+    /// The refresh token, when issued (rotated on refresh; absent when the provider keeps the
+    /// previous one or grants none).
     pub refresh_token: Option<Secret>,
-    /// The id token, when issued.
+    /// The id token, when issued (always at login; a refresh answer may have none).
     pub id_token: Option<Secret>,
     /// When the access token expires.
     pub expires_at: OffsetDateTime,
-    /// When it was issued.
+    /// When the answer arrived.
     pub issued_at: OffsetDateTime,
-    /// The user.
-    pub user: UserInfo,
+    /// The user, from the id token; `None` when a refresh answer carried no id token.
+    pub user: Option<UserInfo>,
+    /// The issuer whose id token this is (`iss`, the provider's published issuer).
+    pub issuer: String,
 }
 
 /// Why a login, refresh or revocation failed. Messages say what to do; none contains a token,
@@ -169,6 +227,34 @@ pub enum LoginError {
     /// The provider does not advertise what Latchkey needs.
     #[error("the identity provider is misconfigured for Latchkey: {0}")]
     Unsupported(String),
+    /// The account's client authentication needs a secret and none is stored.
+    #[error(
+        "the identity provider requires a client secret ({method}) and none is stored: run `latchkey account set-secret` and paste the secret on stdin"
+    )]
+    ClientSecretMissing {
+        /// The method that needs it.
+        method: &'static str,
+    },
+    /// The provider refused the client's authentication (`invalid_client`).
+    #[error(
+        "the identity provider did not accept Latchkey's client authentication (invalid_client){}; check client_id, token_endpoint_auth_method and the stored client secret (`latchkey account set-secret`)",
+        .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    ClientRejected {
+        /// `error_description`, shortened.
+        description: Option<String>,
+    },
+    /// The session was logged in with another issuer than the account's (OIDC Core §12.2).
+    #[error("the account's issuer is not the one this session logged in with; log in again")]
+    IssuerChanged,
+    /// A refresh answer's id token names another user than the session's (OIDC Core §12.2).
+    #[error("the identity provider answered the refresh for another user; log in again")]
+    SubjectChanged,
+    /// `validate_access_token` is set but the access token is not a JWT.
+    #[error(
+        "the access token is opaque (not a JWT), so it cannot be validated; remove validate_access_token from the account"
+    )]
+    AccessTokenNotJwt,
 }
 
 fn authorization_message(error: &str, description: Option<&str>) -> String {
@@ -199,6 +285,11 @@ impl LoginError {
             Self::TokenEndpoint { .. } => "token_request_failed",
             Self::Token(e) => e.code(),
             Self::Unsupported(_) => "idp_unsupported",
+            Self::ClientSecretMissing { .. } => "client_secret_missing",
+            Self::ClientRejected { .. } => "client_auth_failed",
+            Self::IssuerChanged => "id_token_issuer_changed",
+            Self::SubjectChanged => "id_token_subject_changed",
+            Self::AccessTokenNotJwt => "access_token_not_jwt",
         }
     }
 }
@@ -326,12 +417,58 @@ impl Provider {
         &self.inner.keys
     }
 
-    fn audience(&self) -> &str {
-        self.inner
-            .settings
-            .audience
-            .as_deref()
-            .unwrap_or(&self.inner.settings.client_id)
+    /// How to authenticate the client, given the account's stored client secret (if any): the
+    /// configured `token_endpoint_auth_method`; when unset, none without a secret, else the
+    /// provider's advertised `client_secret_basic`, else `client_secret_post`.
+    pub fn client_auth(&self, secret: Option<Secret>) -> Result<ClientAuth, LoginError> {
+        let method = match (self.inner.settings.auth_method, &secret) {
+            (Some(m), _) => m,
+            (None, None) => ClientAuthMethod::None,
+            (None, Some(_)) => self.advertised_secret_method()?,
+        };
+        if method.needs_secret() && secret.is_none() {
+            return Err(LoginError::ClientSecretMissing {
+                method: method.as_str(),
+            });
+        }
+        Ok(ClientAuth {
+            method,
+            secret: secret.filter(|_| method.needs_secret()),
+        })
+    }
+
+    fn advertised_secret_method(&self) -> Result<ClientAuthMethod, LoginError> {
+        let Some(methods) = &self.inner.metadata.token_endpoint_auth_methods_supported else {
+            // RFC 8414 §2: absent means client_secret_basic.
+            return Ok(ClientAuthMethod::ClientSecretBasic);
+        };
+        let has = |m: ClientAuthMethod| methods.iter().any(|x| x == m.as_str());
+        [
+            ClientAuthMethod::ClientSecretBasic,
+            ClientAuthMethod::ClientSecretPost,
+            ClientAuthMethod::None,
+        ]
+        .into_iter()
+        .find(|m| has(*m))
+        .ok_or_else(|| {
+            LoginError::Unsupported(
+                "it supports neither client_secret_basic nor client_secret_post; set token_endpoint_auth_method for the account".to_owned(),
+            )
+        })
+    }
+
+    /// The `oauth2` client authenticating as `auth` says.
+    fn oauth(&self, auth: &ClientAuth) -> OAuthClient {
+        let client = self.inner.oauth.clone();
+        match (auth.method, auth.secret()) {
+            (ClientAuthMethod::ClientSecretBasic, Some(secret)) => client
+                .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
+                .set_auth_type(AuthType::BasicAuth),
+            (ClientAuthMethod::ClientSecretPost, Some(secret)) => client
+                .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
+                .set_auth_type(AuthType::RequestBody),
+            _ => client,
+        }
     }
 
     async fn timed<T>(
@@ -343,11 +480,19 @@ impl Provider {
             .map_err(|_| LoginError::Timeout(self.inner.settings.timeout))?
     }
 
-    /// Exchanges a refresh token. `invalid_grant` is [`LoginError::InvalidGrant`].
-    #[instrument(skip_all, err)]
-    pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenSet, LoginError> {
+    /// Exchanges a refresh token for the session of `subject`. `invalid_grant` is
+    /// [`LoginError::InvalidGrant`]. An id token in the answer is validated (no nonce) and must
+    /// name the same `iss` and `sub` (OIDC Core §12.2); an answer without one is fine.
+    #[instrument(skip_all, fields(auth = auth.method.as_str()), err)]
+    pub async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        auth: &ClientAuth,
+        subject: &str,
+    ) -> Result<TokenSet, LoginError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
-        let mut request = self.inner.oauth.exchange_refresh_token(&token);
+        let oauth = self.oauth(auth);
+        let mut request = oauth.exchange_refresh_token(&token);
         if let Some(aud) = &self.inner.settings.audience {
             request = request.add_extra_param("resource", aud.clone());
         }
@@ -359,15 +504,22 @@ impl Provider {
                     .map_err(token_error)
             })
             .await?;
-        self.validate(answer, None).await
+        self.validate(answer, IdTokenRule::Refresh { subject })
+            .await
     }
 
     /// Revokes `token` (RFC 7009). `Ok(false)` when the provider advertises no revocation
     /// endpoint or declines this kind of token (`unsupported_token_type`, RFC 7009 §2.2.1, as
     /// providers answer for self-contained JWT access tokens, which lapse at their `exp`).
     /// Errors are logged by the caller, which knows whether they matter.
-    #[instrument(skip_all, err(level = "debug"))]
-    pub async fn revoke(&self, token: &Secret, hint: TokenHint) -> Result<bool, LoginError> {
+    /// The client authenticates as `auth` says, like at the token endpoint.
+    #[instrument(skip_all, fields(auth = auth.method.as_str()), err(level = "debug"))]
+    pub async fn revoke(
+        &self,
+        token: &Secret,
+        hint: TokenHint,
+        auth: &ClientAuth,
+    ) -> Result<bool, LoginError> {
         // RFC 7009 is one form POST; it is sent directly because the `oauth2` crate refuses a
         // plain-http revocation endpoint even where the configuration allows one (loopback).
         let Some(endpoint) = &self.inner.metadata.revocation_endpoint else {
@@ -377,16 +529,27 @@ impl Provider {
             TokenHint::AccessToken => "access_token",
             TokenHint::RefreshToken => "refresh_token",
         };
-        let form = [
-            ("token", token.expose()),
-            ("token_type_hint", hint),
-            ("client_id", self.inner.settings.client_id.as_str()),
-        ];
+        let client_id = self.inner.settings.client_id.as_str();
+        let mut form = vec![("token", token.expose()), ("token_type_hint", hint)];
+        let mut request = self.inner.http.post(endpoint.clone());
+        match (auth.method, auth.secret()) {
+            (ClientAuthMethod::ClientSecretBasic, Some(secret)) => {
+                // RFC 6749 §2.3.1: both parts form-urlencoded before Basic encoding; reqwest
+                // marks the header sensitive.
+                let encode = |v: &str| {
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                };
+                request = request.basic_auth(encode(client_id), Some(encode(secret.expose())));
+            }
+            (ClientAuthMethod::ClientSecretPost, Some(secret)) => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret.expose()));
+            }
+            _ => form.push(("client_id", client_id)),
+        }
         let answer = self
             .timed(async {
-                self.inner
-                    .http
-                    .post(endpoint.clone())
+                request
                     .form(&form)
                     .send()
                     .await
@@ -400,8 +563,17 @@ impl Provider {
         }
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
-        if body.get("error").and_then(serde_json::Value::as_str) == Some("unsupported_token_type") {
+        let error = body.get("error").and_then(serde_json::Value::as_str);
+        if error == Some("unsupported_token_type") {
             return Ok(false);
+        }
+        if error == Some("invalid_client") {
+            return Err(LoginError::ClientRejected {
+                description: body
+                    .get("error_description")
+                    .and_then(serde_json::Value::as_str)
+                    .map(shorten),
+            });
         }
         Err(LoginError::TokenEndpoint {
             error: body
@@ -415,81 +587,66 @@ impl Provider {
         })
     }
 
-    /// Validates a token response into a [`TokenSet`]. `nonce` is the login's nonce (a refresh
-    /// has none to check).
+    /// Validates a token response into a [`TokenSet`]: the id token per OIDC Core §3.1.3.7
+    /// (required at login, with its nonce; optional on refresh, same `sub`), the access token
+    /// only when the account asks for it.
     async fn validate(
         &self,
         answer: OidcTokenResponse,
-        nonce: Option<&str>,
+        rule: IdTokenRule<'_>,
     ) -> Result<TokenSet, LoginError> {
         let now = OffsetDateTime::now_utc();
         // `iss` must be exactly the string the provider published (checked against the
         // configured issuer at discovery).
         let issuer = self.inner.metadata.issuer.clone();
-        let id_claims = match &answer.extra_fields().id_token {
-            Some(id_token) => Some(
-                self.inner
+        let client_id = self.inner.settings.client_id.clone();
+        let user = match (&answer.extra_fields().id_token, rule) {
+            (Some(id_token), rule) => {
+                let nonce = match rule {
+                    IdTokenRule::Login { nonce } => Some(nonce.to_owned()),
+                    IdTokenRule::Refresh { .. } => None,
+                };
+                let claims = self
+                    .inner
                     .keys
                     .validate(
                         id_token,
                         &jwt::Expectations {
                             issuer: issuer.clone(),
-                            audience: self.inner.settings.client_id.clone(),
-                            nonce: nonce.map(str::to_owned),
+                            audience: client_id.clone(),
+                            nonce,
+                            authorized_party: Some(client_id),
                         },
                     )
-                    .await?,
-            ),
-            None if nonce.is_some() => {
+                    .await?;
+                let subject = claims
+                    .subject
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| JwtError::MissingClaim("sub".into()))?;
+                if let IdTokenRule::Refresh { subject: original } = rule
+                    && subject != original
+                {
+                    return Err(LoginError::SubjectChanged);
+                }
+                Some(UserInfo {
+                    subject,
+                    name: claims.name,
+                    email: claims.email,
+                })
+            }
+            (None, IdTokenRule::Login { .. }) => {
                 return Err(LoginError::Unsupported(
                     "it returned no id token; request the `openid` scope".to_owned(),
                 ));
             }
-            None => None,
+            (None, IdTokenRule::Refresh { .. }) => None,
         };
         let access = answer.access_token().secret();
-        let (expires_at, access_claims) = if jwt::looks_like_jwt(access) {
-            let claims = self
-                .inner
-                .keys
-                .validate(
-                    access,
-                    &jwt::Expectations {
-                        issuer,
-                        audience: self.audience().to_owned(),
-                        nonce: None,
-                    },
-                )
-                .await?;
-            (
-                OffsetDateTime::from_unix_timestamp(claims.expires_at)
-                    .map_err(|_| JwtError::BadClaim("exp".into()))?,
-                Some(claims),
-            )
+        let expires_at = if self.inner.settings.validate_access_token {
+            self.validated_access_expiry(access, answer.expires_in(), now)
+                .await?
         } else {
-            let lifetime = answer.expires_in().unwrap_or(DEFAULT_OPAQUE_LIFETIME);
-            (now + lifetime, None)
-        };
-        let issued_at = access_claims
-            .as_ref()
-            .and_then(|c| c.issued_at)
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .filter(|t| *t <= expires_at)
-            .unwrap_or(now);
-        let claims = id_claims.or(access_claims);
-        let user = match claims {
-            Some(c) => UserInfo {
-                subject: c
-                    .subject
-                    .ok_or_else(|| JwtError::MissingClaim("sub".into()))?,
-                name: c.name,
-                email: c.email,
-            },
-            None => UserInfo {
-                subject: String::new(),
-                name: None,
-                email: None,
-            },
+            access_expiry(access, answer.expires_in(), now)
         };
         Ok(TokenSet {
             access_token: Secret::new(access.clone()),
@@ -498,10 +655,80 @@ impl Provider {
                 .map(|t| Secret::new(t.secret().clone())),
             id_token: answer.extra_fields().id_token.clone().map(Secret::new),
             expires_at,
-            issued_at,
+            issued_at: now,
             user,
+            issuer,
         })
     }
+
+    /// `validate_access_token`: the access token must be a JWT from this issuer for the
+    /// configured audience; its lifetime is `expires_in`, else its verified `exp`.
+    async fn validated_access_expiry(
+        &self,
+        access: &str,
+        expires_in: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, LoginError> {
+        if !jwt::looks_like_jwt(access) {
+            return Err(LoginError::AccessTokenNotJwt);
+        }
+        let Some(audience) = self.inner.settings.audience.clone() else {
+            // The configuration refuses validate_access_token without an audience.
+            return Err(LoginError::Unsupported(
+                "validate_access_token needs an audience".to_owned(),
+            ));
+        };
+        let claims = self
+            .inner
+            .keys
+            .validate(
+                access,
+                &jwt::Expectations {
+                    issuer: self.inner.metadata.issuer.clone(),
+                    audience,
+                    nonce: None,
+                    authorized_party: None,
+                },
+            )
+            .await?;
+        match expires_in {
+            Some(lifetime) => Ok(now + lifetime),
+            None => OffsetDateTime::from_unix_timestamp(claims.expires_at)
+                .map_err(|_| JwtError::BadClaim("exp".into()).into()),
+        }
+    }
+}
+
+/// What the id token of an answer must satisfy.
+#[derive(Debug, Clone, Copy)]
+enum IdTokenRule<'a> {
+    /// A login: an id token is required and carries this login's nonce.
+    Login {
+        /// The nonce sent with the authorization request.
+        nonce: &'a str,
+    },
+    /// A refresh: an id token is optional and, when present, names the same user.
+    Refresh {
+        /// The session's `sub`.
+        subject: &'a str,
+    },
+}
+
+/// An opaque access token's expiry: `expires_in`; without it, a JWT's `exp` read as information
+/// (unverified, believed only between now and [`MAX_UNVERIFIED_LIFETIME`] ahead); else
+/// [`DEFAULT_OPAQUE_LIFETIME`].
+fn access_expiry(
+    access: &str,
+    expires_in: Option<Duration>,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    if let Some(lifetime) = expires_in {
+        return now + lifetime;
+    }
+    jwt::unverified_expiry(access)
+        .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp).ok())
+        .filter(|exp| *exp > now && *exp <= now + MAX_UNVERIFIED_LIFETIME)
+        .unwrap_or(now + DEFAULT_OPAQUE_LIFETIME)
 }
 
 /// A login waiting for the browser: show [`authorize_url`](Self::authorize_url), then
@@ -513,6 +740,7 @@ pub struct LoginAttempt {
     verifier: oauth2::PkceCodeVerifier,
     nonce: String,
     listener: callback::Listener,
+    auth: ClientAuth,
 }
 
 impl std::fmt::Debug for LoginAttempt {
@@ -524,16 +752,22 @@ impl std::fmt::Debug for LoginAttempt {
 }
 
 /// Starts a login: opens the loopback listener on `callback_port` (0: any free port) and builds
-/// the authorization URL with PKCE S256, a random `state` and `nonce`.
+/// the authorization URL with PKCE S256, a random `state` and `nonce`. The code exchange will
+/// authenticate the client as `auth` says.
 #[instrument(skip_all, err)]
-pub async fn start(provider: &Provider, callback_port: u16) -> Result<LoginAttempt, LoginError> {
-    start_with_lifetime(provider, callback_port, callback::STATE_LIFETIME).await
+pub async fn start(
+    provider: &Provider,
+    callback_port: u16,
+    auth: ClientAuth,
+) -> Result<LoginAttempt, LoginError> {
+    start_with_lifetime(provider, callback_port, auth, callback::STATE_LIFETIME).await
 }
 
 /// [`start`] with another `state` lifetime (tests).
 pub async fn start_with_lifetime(
     provider: &Provider,
     callback_port: u16,
+    auth: ClientAuth,
     lifetime: Duration,
 ) -> Result<LoginAttempt, LoginError> {
     let state = CsrfToken::new_random();
@@ -573,6 +807,7 @@ pub async fn start_with_lifetime(
         verifier,
         nonce,
         listener,
+        auth,
     })
 }
 
@@ -596,13 +831,13 @@ impl LoginAttempt {
             verifier,
             nonce,
             listener,
+            auth,
             ..
         } = self;
         let code = listener.wait().await?;
         let code = AuthorizationCode::new(code.expose().to_owned());
-        let mut request = provider
-            .inner
-            .oauth
+        let oauth = provider.oauth(&auth);
+        let mut request = oauth
             .exchange_code(code)
             .set_pkce_verifier(verifier)
             .set_redirect_uri(Cow::Owned(redirect));
@@ -617,7 +852,9 @@ impl LoginAttempt {
                     .map_err(token_error)
             })
             .await?;
-        provider.validate(answer, Some(&nonce)).await
+        provider
+            .validate(answer, IdTokenRule::Login { nonce: &nonce })
+            .await
     }
 }
 
@@ -629,6 +866,13 @@ fn token_error(
             if *r.error() == BasicErrorResponseType::InvalidGrant =>
         {
             LoginError::InvalidGrant
+        }
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == BasicErrorResponseType::InvalidClient =>
+        {
+            LoginError::ClientRejected {
+                description: r.error_description().map(|d| shorten(d)),
+            }
         }
         RequestTokenError::ServerResponse(r) => LoginError::TokenEndpoint {
             error: r.error().to_string(),

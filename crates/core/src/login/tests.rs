@@ -1,12 +1,14 @@
 //! Login against a real loopback test provider (axum) signing with an RSA key generated for this
 //! test run (no private key lives in the repository): the negative JWT vectors, the callback's
-//! `state` rules, and a full code exchange with PKCE.
+//! `state` rules, a full code exchange with PKCE, the id-token rules at login and at refresh
+//! (`aud`, `iss`, `azp`, `sub`), opaque access tokens, and client authentication.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Form, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -25,8 +27,40 @@ const AUDIENCE: &str = "latchkey-gateway";
 #[derive(Default)]
 struct Seen {
     token_forms: Vec<HashMap<String, String>>,
+    /// The `Authorization` header of each token request.
+    token_auth: Vec<Option<String>>,
+    revoke_forms: Vec<HashMap<String, String>>,
+    revoke_auth: Vec<Option<String>>,
     jwks_fetches: usize,
     nonce: Option<String>,
+    /// Merged over the id token's claims (a `null` removes the claim).
+    id_claims: Option<Value>,
+    /// Replaces the access token.
+    access_token: Option<String>,
+    omit_expires_in: bool,
+    /// Refresh answers carry no id token / no refresh token.
+    refresh_without_id_token: bool,
+    refresh_without_refresh_token: bool,
+}
+
+fn merged(mut base: Value, overrides: Option<&Value>) -> Value {
+    if let (Some(map), Some(Value::Object(over))) = (base.as_object_mut(), overrides) {
+        for (k, v) in over {
+            if v.is_null() {
+                map.remove(k);
+            } else {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    base
+}
+
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 struct TestIdp {
@@ -86,12 +120,18 @@ fn claims(issuer: &str, aud: &str) -> Value {
 }
 
 async fn start_idp() -> TestIdp {
+    start_idp_advertising(None).await
+}
+
+/// A provider whose discovery lists `auth_methods` as `token_endpoint_auth_methods_supported`
+/// (absent when `None`).
+async fn start_idp_advertising(auth_methods: Option<&[&str]>) -> TestIdp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let issuer = format!("http://{}", listener.local_addr().expect("addr"));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let discovery = json!({
+    let mut discovery = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/auth"),
         "token_endpoint": format!("{issuer}/token"),
@@ -99,6 +139,9 @@ async fn start_idp() -> TestIdp {
         "revocation_endpoint": format!("{issuer}/revoke"),
         "code_challenge_methods_supported": ["S256"],
     });
+    if let Some(methods) = auth_methods {
+        discovery["token_endpoint_auth_methods_supported"] = json!(methods);
+    }
     let iss = issuer.clone();
     let app = Router::new()
         .route(
@@ -116,32 +159,58 @@ async fn start_idp() -> TestIdp {
             "/token",
             post(
                 move |State(seen): State<Arc<Mutex<Seen>>>,
+                      headers: HeaderMap,
                       Form(form): Form<HashMap<String, String>>| {
                     let iss = iss.clone();
                     async move {
-                        let nonce = {
+                        let s = {
                             let mut s = seen.lock().expect("lock");
                             s.token_forms.push(form.clone());
-                            s.nonce.clone()
+                            s.token_auth.push(authorization(&headers));
+                            (
+                                s.nonce.clone(),
+                                s.id_claims.clone(),
+                                s.access_token.clone(),
+                                s.omit_expires_in,
+                                s.refresh_without_id_token,
+                                s.refresh_without_refresh_token,
+                            )
                         };
+                        let (nonce, id_claims, access, no_expires_in, no_id, no_refresh) = s;
                         if form.get("refresh_token").is_some_and(|t| t == "revoked") {
                             return (
                                 axum::http::StatusCode::BAD_REQUEST,
                                 Json(json!({"error": "invalid_grant"})),
                             );
                         }
+                        if form.get("client_id").is_some_and(|c| c == "unknown-client") {
+                            return (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                Json(json!({"error": "invalid_client", "error_description": "client authentication failed"})),
+                            );
+                        }
+                        let refreshing = form.get("grant_type").map(String::as_str) == Some("refresh_token");
                         let mut id = claims(&iss, CLIENT);
                         id["nonce"] = json!(nonce);
-                        (
-                            axum::http::StatusCode::OK,
-                            Json(json!({
-                                "access_token": sign(rs256(), &claims(&iss, AUDIENCE)),
-                                "token_type": "Bearer",
-                                "expires_in": 600,
-                                "refresh_token": "refresh-1",
-                                "id_token": sign(rs256(), &id),
-                            })),
-                        )
+                        let id = merged(id, id_claims.as_ref());
+                        let mut answer = json!({
+                            "access_token": access.unwrap_or_else(|| sign(rs256(), &claims(&iss, AUDIENCE))),
+                            "token_type": "Bearer",
+                            "expires_in": 600,
+                            "refresh_token": if refreshing { "refresh-2" } else { "refresh-1" },
+                            "id_token": sign(rs256(), &id),
+                        });
+                        let map = answer.as_object_mut().expect("object");
+                        if no_expires_in {
+                            map.remove("expires_in");
+                        }
+                        if refreshing && no_id {
+                            map.remove("id_token");
+                        }
+                        if refreshing && no_refresh {
+                            map.remove("refresh_token");
+                        }
+                        (axum::http::StatusCode::OK, Json(answer))
                     }
                 },
             ),
@@ -149,7 +218,12 @@ async fn start_idp() -> TestIdp {
         .route(
             "/revoke",
             // Like oidc-provider: JWT access tokens are declined, an unknown client is refused.
-            post(|Form(form): Form<HashMap<String, String>>| async move {
+            post(|State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>| async move {
+                {
+                    let mut s = seen.lock().expect("lock");
+                    s.revoke_forms.push(form.clone());
+                    s.revoke_auth.push(authorization(&headers));
+                }
                 match (
                     form.get("token_type_hint").map(String::as_str),
                     form.get("client_id").map(String::as_str),
@@ -177,6 +251,8 @@ fn settings(issuer: &str) -> ProviderSettings {
         client_id: CLIENT.into(),
         scopes: vec!["openid".into(), "offline_access".into()],
         audience: Some(AUDIENCE.into()),
+        validate_access_token: false,
+        auth_method: None,
         allow_insecure_http: true,
         timeout: Duration::from_secs(5),
     }
@@ -202,6 +278,7 @@ fn expect(idp: &TestIdp) -> Expectations {
         issuer: idp.issuer.clone(),
         audience: AUDIENCE.into(),
         nonce: None,
+        authorized_party: None,
     }
 }
 
@@ -369,7 +446,9 @@ async fn a_full_login_sends_the_pkce_verifier_and_validates_the_tokens() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
-    let attempt = start(&provider, 0).await.expect("start");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
     let url = attempt.authorize_url().clone();
     let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256");
@@ -396,7 +475,10 @@ async fn a_full_login_sends_the_pkce_verifier_and_validates_the_tokens() {
         200
     );
     let tokens = finish.await.expect("join").expect("login");
-    assert_eq!(tokens.user.email.as_deref(), Some("alice@example.test"));
+    assert_eq!(
+        tokens.user.as_ref().and_then(|u| u.email.as_deref()),
+        Some("alice@example.test")
+    );
     assert_eq!(
         tokens.refresh_token.as_ref().map(Secret::expose),
         Some("refresh-1")
@@ -429,7 +511,9 @@ async fn the_id_token_nonce_must_match_the_login() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
-    let attempt = start(&provider, 0).await.expect("start");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     idp.seen.lock().expect("lock").nonce = Some("another-login".into());
     let finish = tokio::spawn(attempt.finish());
@@ -448,7 +532,9 @@ async fn access_denied_ends_the_login_cleanly() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
-    let attempt = start(&provider, 0).await.expect("start");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     let finish = tokio::spawn(attempt.finish());
     let status = callback(&format!(
@@ -471,7 +557,7 @@ async fn an_expired_state_is_refused() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
-    let attempt = start_with_lifetime(&provider, 0, Duration::ZERO)
+    let attempt = start_with_lifetime(&provider, 0, ClientAuth::public(), Duration::ZERO)
         .await
         .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
@@ -495,7 +581,9 @@ async fn dropping_an_attempt_closes_its_listener() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
-    let attempt = start(&provider, 0).await.expect("start");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     drop(attempt);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -517,12 +605,13 @@ async fn revocation_tells_revoked_declined_and_refused_apart() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
+    let public = ClientAuth::public();
     let refresh = provider
-        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken)
+        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken, &public)
         .await;
     assert!(matches!(refresh, Ok(true)), "revoked: {refresh:?}");
     let access = provider
-        .revoke(&Secret::new("a.jwt.token"), TokenHint::AccessToken)
+        .revoke(&Secret::new("a.jwt.token"), TokenHint::AccessToken, &public)
         .await;
     assert!(
         matches!(access, Ok(false)),
@@ -532,11 +621,16 @@ async fn revocation_tells_revoked_declined_and_refused_apart() {
     other.client_id = "someone-else".into();
     let stranger = Provider::discover(http(), other).await.expect("discover");
     let refused = stranger
-        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken)
+        .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken, &public)
         .await;
     assert!(
-        matches!(&refused, Err(LoginError::TokenEndpoint { error, .. }) if error == "invalid_client"),
+        matches!(&refused, Err(LoginError::ClientRejected { .. })),
         "any other error is one: {refused:?}"
+    );
+    let message = refused.expect_err("refused").to_string();
+    assert!(
+        message.contains("latchkey account set-secret"),
+        "an invalid_client says what to check: {message}"
     );
 }
 
@@ -546,16 +640,17 @@ async fn refresh_maps_invalid_grant_to_log_in_again() {
     let provider = Provider::discover(http(), settings(&idp.issuer))
         .await
         .expect("discover");
+    let public = ClientAuth::public();
     let err = provider
-        .refresh(&Secret::new("revoked"))
+        .refresh(&Secret::new("revoked"), &public, "alice")
         .await
         .expect_err("invalid grant");
     assert!(matches!(err, LoginError::InvalidGrant));
     let ok = provider
-        .refresh(&Secret::new("refresh-1"))
+        .refresh(&Secret::new("refresh-1"), &public, "alice")
         .await
         .expect("refresh");
-    assert_eq!(ok.user.subject, "alice");
+    assert_eq!(ok.user.map(|u| u.subject).as_deref(), Some("alice"));
     let form = idp
         .seen
         .lock()
@@ -580,4 +675,432 @@ fn errors_never_show_secrets_and_have_codes() {
         id_token: Some("eyJsecret".into()),
     };
     assert!(!format!("{f:?}").contains("eyJsecret"));
+}
+
+/// One login against `idp` through the loopback callback; the provider's answer is whatever the
+/// test configured in `idp.seen`.
+async fn log_in(
+    idp: &TestIdp,
+    provider: &Provider,
+    auth: ClientAuth,
+) -> Result<TokenSet, LoginError> {
+    let attempt = start(provider, 0, auth).await.expect("start");
+    let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
+    idp.seen.lock().expect("lock").nonce = Some(q["nonce"].clone());
+    let finish = tokio::spawn(attempt.finish());
+    assert_eq!(
+        callback(&format!(
+            "{}?code=the-code&state={}",
+            q["redirect_uri"], q["state"]
+        ))
+        .await,
+        200
+    );
+    finish.await.expect("join")
+}
+
+async fn provider_for(settings: ProviderSettings) -> Provider {
+    Provider::discover(http(), settings)
+        .await
+        .expect("discover")
+}
+
+/// Each bad id token is refused at login and, with the same claims, in a refresh answer.
+#[tokio::test]
+async fn id_tokens_with_a_wrong_aud_iss_or_azp_are_refused_at_login_and_at_refresh() {
+    let idp = start_idp().await;
+    let provider = provider_for(settings(&idp.issuer)).await;
+    let cases = [
+        (
+            "aud is the API, not the client",
+            json!({"aud": AUDIENCE}),
+            "jwt_wrong_audience",
+        ),
+        (
+            "aud is someone else",
+            json!({"aud": "someone-else"}),
+            "jwt_wrong_audience",
+        ),
+        (
+            "iss is another issuer",
+            json!({"iss": "https://evil.example"}),
+            "jwt_wrong_issuer",
+        ),
+        (
+            "azp is another client",
+            json!({"azp": "other-client"}),
+            "jwt_wrong_azp",
+        ),
+        (
+            "several audiences and no azp",
+            json!({"aud": [CLIENT, "other-client"]}),
+            "jwt_wrong_azp",
+        ),
+        (
+            "several audiences, azp another client",
+            json!({"aud": [CLIENT, "other-client"], "azp": "other-client"}),
+            "jwt_wrong_azp",
+        ),
+        ("azp is not a string", json!({"azp": 7}), "jwt_bad_claim"),
+        ("no sub", json!({"sub": null}), "jwt_missing_claim"),
+    ];
+    for (name, overrides, code) in cases {
+        idp.seen.lock().expect("lock").id_claims = Some(overrides);
+        let err = log_in(&idp, &provider, ClientAuth::public())
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), code, "at login, {name}: {err}");
+        let err = provider
+            .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), code, "at refresh, {name}: {err}");
+    }
+    // The same provider accepts a good id token again, and several audiences with azp = client.
+    idp.seen.lock().expect("lock").id_claims =
+        Some(json!({"aud": [CLIENT, "other-client"], "azp": CLIENT}));
+    let tokens = log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect("several audiences with azp = client is fine");
+    assert_eq!(tokens.user.map(|u| u.subject).as_deref(), Some("alice"));
+    provider
+        .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
+        .await
+        .expect("and at refresh");
+}
+
+#[tokio::test]
+async fn the_access_token_is_opaque_and_the_user_comes_from_the_id_token_only() {
+    let idp = start_idp().await;
+    // No audience configured, as with Okta's default server or Keycloak.
+    let mut s = settings(&idp.issuer);
+    s.audience = None;
+    let provider = provider_for(s).await;
+    let mut stranger = claims("https://another-issuer.example", "api://default");
+    stranger["sub"] = json!("mallory");
+    stranger["email"] = json!("mallory@example.test");
+    let mut no_aud = claims(&idp.issuer, "x");
+    no_aud.as_object_mut().expect("object").remove("aud");
+    let access_tokens = [
+        (
+            "a JWT for an API, from elsewhere, about someone else",
+            sign(rs256(), &stranger),
+        ),
+        ("a JWT with no aud", sign(rs256(), &no_aud)),
+        (
+            "an expired JWT",
+            sign(
+                rs256(),
+                &json!({"exp": now() - 3600, "aud": "api://default"}),
+            ),
+        ),
+        ("an opaque string", "2YotnFZFEjr1zCsicMWpAA".to_owned()),
+        (
+            "a JWT signed with an unknown key",
+            sign(
+                Header {
+                    kid: Some("elsewhere".into()),
+                    ..rs256()
+                },
+                &stranger,
+            ),
+        ),
+    ];
+    for (name, access) in access_tokens {
+        idp.seen.lock().expect("lock").access_token = Some(access.clone());
+        let tokens = log_in(&idp, &provider, ClientAuth::public())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: login must not look at it: {e}"));
+        let user = tokens.user.expect("user");
+        assert_eq!(user.subject, "alice", "{name}: the user is the id token's");
+        assert_eq!(user.email.as_deref(), Some("alice@example.test"), "{name}");
+        assert_eq!(tokens.access_token.expose(), access, "{name}");
+        let lifetime = tokens.expires_at - tokens.issued_at;
+        assert_eq!(lifetime.whole_seconds(), 600, "{name}: expires_in rules");
+    }
+}
+
+#[test]
+fn an_access_token_lifetime_comes_from_expires_in_then_a_sane_exp_then_the_default() {
+    let now = OffsetDateTime::from_unix_timestamp(now()).expect("now");
+    let t = now.unix_timestamp();
+    let jwt_exp = |exp: i64| sign(rs256(), &json!({"exp": exp}));
+    let lifetime = |access: &str, expires_in: Option<u64>| {
+        (access_expiry(access, expires_in.map(Duration::from_secs), now) - now).whole_seconds()
+    };
+    assert_eq!(
+        lifetime(&jwt_exp(t + 900), Some(300)),
+        300,
+        "expires_in wins"
+    );
+    assert_eq!(lifetime(&jwt_exp(t + 900), None), 900, "else the JWT's exp");
+    assert_eq!(lifetime("opaque", None), 3600, "else the default");
+    assert_eq!(
+        lifetime(&jwt_exp(t - 10), None),
+        3600,
+        "an exp in the past is not believed"
+    );
+    assert_eq!(
+        lifetime(&jwt_exp(t + 30 * 86_400), None),
+        3600,
+        "nor one beyond a day"
+    );
+    assert_eq!(
+        lifetime(&sign(rs256(), &json!({"exp": "soon"})), None),
+        3600,
+        "nor a string"
+    );
+}
+
+#[tokio::test]
+async fn without_expires_in_a_jwt_access_tokens_exp_is_read_as_information() {
+    let idp = start_idp().await;
+    let provider = provider_for(settings(&idp.issuer)).await;
+    let exp = now() + 900;
+    {
+        let mut s = idp.seen.lock().expect("lock");
+        s.omit_expires_in = true;
+        // Not verifiable at all (unknown key, other issuer): only its exp is read.
+        s.access_token = Some(sign(
+            Header {
+                kid: Some("elsewhere".into()),
+                ..rs256()
+            },
+            &json!({"iss": "https://elsewhere.example", "exp": exp}),
+        ));
+    }
+    let tokens = log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect("login");
+    assert_eq!(tokens.expires_at.unix_timestamp(), exp);
+}
+
+#[tokio::test]
+async fn validate_access_token_checks_the_access_token_against_the_audience() {
+    let idp = start_idp().await;
+    let mut s = settings(&idp.issuer);
+    s.validate_access_token = true;
+    let provider = provider_for(s).await;
+    // The default answer: a JWT for AUDIENCE from this issuer.
+    log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect("a valid access token for the audience");
+    idp.seen.lock().expect("lock").access_token =
+        Some(sign(rs256(), &claims(&idp.issuer, "another-api")));
+    let err = log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect_err("wrong aud");
+    assert_eq!(err.code(), "jwt_wrong_audience");
+    idp.seen.lock().expect("lock").access_token = Some("opaque-token".into());
+    let err = log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect_err("opaque");
+    assert_eq!(err.code(), "access_token_not_jwt");
+    assert!(err.to_string().contains("validate_access_token"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refresh_answer_may_lack_an_id_token_and_a_refresh_token_but_not_change_the_user() {
+    let idp = start_idp().await;
+    let provider = provider_for(settings(&idp.issuer)).await;
+    let public = ClientAuth::public();
+    let full = provider
+        .refresh(&Secret::new("refresh-1"), &public, "alice")
+        .await
+        .expect("refresh");
+    assert_eq!(
+        full.refresh_token.as_ref().map(Secret::expose),
+        Some("refresh-2")
+    );
+    assert!(full.id_token.is_some());
+    {
+        let mut s = idp.seen.lock().expect("lock");
+        s.refresh_without_id_token = true;
+        s.refresh_without_refresh_token = true;
+    }
+    let bare = provider
+        .refresh(&Secret::new("refresh-1"), &public, "alice")
+        .await
+        .expect("an answer without id token is fine");
+    assert!(
+        bare.user.is_none(),
+        "no id token, no user: the session keeps its own"
+    );
+    assert!(
+        bare.refresh_token.is_none(),
+        "the session keeps the previous one"
+    );
+    assert!(bare.id_token.is_none());
+
+    idp.seen.lock().expect("lock").refresh_without_id_token = false;
+    let err = provider
+        .refresh(&Secret::new("refresh-1"), &public, "bob")
+        .await
+        .expect_err("the id token names alice, the session bob");
+    assert_eq!(err.code(), "id_token_subject_changed");
+    // At refresh the original nonce is not checked (oidc-provider repeats it; others omit it).
+    idp.seen.lock().expect("lock").id_claims = Some(json!({"nonce": null}));
+    provider
+        .refresh(&Secret::new("refresh-1"), &public, "alice")
+        .await
+        .expect("no nonce at refresh");
+}
+
+#[tokio::test]
+async fn the_client_authentication_method_follows_the_configuration_then_the_discovery() {
+    let secret = || Some(Secret::new("canary-client-secret-4f2a"));
+    // Configured methods are used as written; a missing secret is a coded error.
+    let idp = start_idp_advertising(Some(&["client_secret_post", "none"])).await;
+    let mut s = settings(&idp.issuer);
+    s.auth_method = Some(ClientAuthMethod::ClientSecretBasic);
+    let provider = provider_for(s).await;
+    assert_eq!(
+        provider.client_auth(secret()).expect("basic").method(),
+        ClientAuthMethod::ClientSecretBasic,
+        "the configuration wins over the discovery"
+    );
+    let err = provider.client_auth(None).expect_err("no secret");
+    assert_eq!(err.code(), "client_secret_missing");
+    assert!(
+        err.to_string().contains("latchkey account set-secret"),
+        "{err}"
+    );
+
+    // Unset: public without a secret; with one, what the provider advertises, basic first.
+    let provider = provider_for(settings(&idp.issuer)).await;
+    assert_eq!(
+        provider.client_auth(None).expect("none").method(),
+        ClientAuthMethod::None
+    );
+    assert_eq!(
+        provider.client_auth(secret()).expect("post").method(),
+        ClientAuthMethod::ClientSecretPost,
+        "basic is not advertised here"
+    );
+    let both = start_idp_advertising(Some(&["client_secret_post", "client_secret_basic"])).await;
+    let provider = provider_for(settings(&both.issuer)).await;
+    assert_eq!(
+        provider.client_auth(secret()).expect("basic").method(),
+        ClientAuthMethod::ClientSecretBasic
+    );
+    let silent = start_idp().await;
+    let provider = provider_for(settings(&silent.issuer)).await;
+    assert_eq!(
+        provider.client_auth(secret()).expect("basic").method(),
+        ClientAuthMethod::ClientSecretBasic,
+        "RFC 8414: no list means client_secret_basic"
+    );
+    let jwt_only = start_idp_advertising(Some(&["private_key_jwt"])).await;
+    let provider = provider_for(settings(&jwt_only.issuer)).await;
+    assert_eq!(
+        provider
+            .client_auth(secret())
+            .expect_err("unsupported")
+            .code(),
+        "idp_unsupported"
+    );
+    let explicit_public = {
+        let mut s = settings(&silent.issuer);
+        s.auth_method = Some(ClientAuthMethod::None);
+        provider_for(s).await
+    };
+    let auth = explicit_public.client_auth(secret()).expect("none");
+    assert_eq!(auth.method(), ClientAuthMethod::None);
+    assert!(
+        !format!("{auth:?}").contains("canary"),
+        "Debug hides the secret"
+    );
+}
+
+#[tokio::test]
+async fn the_client_secret_goes_where_the_method_says_for_exchange_refresh_and_revocation() {
+    let secret = Secret::new("canary/secret:4f2a&x");
+    let idp = start_idp().await;
+    let provider = provider_for(settings(&idp.issuer)).await;
+    for method in [
+        ClientAuthMethod::ClientSecretBasic,
+        ClientAuthMethod::ClientSecretPost,
+    ] {
+        let auth = ClientAuth {
+            method,
+            secret: Some(secret.clone()),
+        };
+        log_in(&idp, &provider, auth.clone()).await.expect("login");
+        provider
+            .refresh(&Secret::new("refresh-1"), &auth, "alice")
+            .await
+            .expect("refresh");
+        provider
+            .revoke(&Secret::new("refresh-1"), TokenHint::RefreshToken, &auth)
+            .await
+            .expect("revoke");
+        let seen = idp.seen.lock().expect("lock");
+        let n = seen.token_forms.len();
+        let requests = [
+            (
+                &seen.token_forms[n - 2],
+                &seen.token_auth[n - 2],
+                "code exchange",
+            ),
+            (&seen.token_forms[n - 1], &seen.token_auth[n - 1], "refresh"),
+            (
+                seen.revoke_forms.last().expect("revoke form"),
+                seen.revoke_auth.last().expect("revoke auth"),
+                "revocation",
+            ),
+        ];
+        for (form, header, what) in requests {
+            match method {
+                ClientAuthMethod::ClientSecretBasic => {
+                    // RFC 6749 §2.3.1: form-urlencoded, then Basic.
+                    let expected = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("{CLIENT}:canary%2Fsecret%3A4f2a%26x"))
+                    );
+                    assert_eq!(header.as_deref(), Some(expected.as_str()), "{what}");
+                    assert!(!form.contains_key("client_secret"), "{what}");
+                }
+                _ => {
+                    assert_eq!(header, &None, "{what}");
+                    assert_eq!(
+                        form.get("client_id").map(String::as_str),
+                        Some(CLIENT),
+                        "{what}"
+                    );
+                    assert_eq!(
+                        form.get("client_secret").map(String::as_str),
+                        Some(secret.expose()),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+    // A public client sends its id and nothing else.
+    log_in(&idp, &provider, ClientAuth::public())
+        .await
+        .expect("login");
+    let seen = idp.seen.lock().expect("lock");
+    assert_eq!(seen.token_auth.last(), Some(&None));
+    let form = seen.token_forms.last().expect("form");
+    assert_eq!(form.get("client_id").map(String::as_str), Some(CLIENT));
+    assert!(!form.contains_key("client_secret"));
+}
+
+#[tokio::test]
+async fn an_invalid_client_at_the_token_endpoint_says_what_to_check() {
+    let idp = start_idp().await;
+    let mut s = settings(&idp.issuer);
+    s.client_id = "unknown-client".into();
+    let provider = provider_for(s).await;
+    let err = provider
+        .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
+        .await
+        .expect_err("invalid_client");
+    assert_eq!(err.code(), "client_auth_failed");
+    assert!(
+        err.to_string().contains("latchkey account set-secret"),
+        "{err}"
+    );
 }

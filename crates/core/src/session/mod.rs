@@ -1,6 +1,10 @@
 //! One session per account: log in, restore from the keychain, refresh before expiry (exactly one
 //! refresh in flight however many callers wait), log out. State changes are broadcast on a
 //! `watch` channel for the tray, the UI and the proxy.
+//!
+//! A provider that grants no refresh token (no `offline_access`) gives a session that cannot be
+//! renewed: it says so up front (`renewable: false`), serves until the access token expires, and
+//! then ends with a reason that says why.
 
 mod state;
 
@@ -12,11 +16,17 @@ use tracing::{info, instrument, warn};
 use url::Url;
 
 use crate::config::Account;
-use crate::login::{self, LoginError, Provider, ProviderSettings, TokenHint, TokenSet, UserInfo};
+use crate::login::{
+    self, ClientAuth, ClientAuthMethod, LoginError, Provider, ProviderSettings, TokenHint,
+    TokenSet, UserInfo,
+};
 use crate::secret::Secret;
 use crate::vault::{StoredTokens, StoredUser, Vault, VaultError};
 
 pub use state::{SessionState, refresh_due_at};
+
+/// Why a session without a refresh token ended.
+pub const NOT_RENEWABLE_REASON: &str = "the identity provider issued no refresh token, so the session could not be renewed; log in again";
 
 /// Refresh at this fraction of the access token's lifetime (PROTOCOL §1).
 pub const REFRESH_FRACTION: f64 = 0.8;
@@ -43,6 +53,24 @@ pub enum SessionError {
         /// The account.
         account: String,
     },
+    /// The provider granted no refresh token, so this session cannot be renewed before it ends.
+    #[error(
+        "{account}: this session cannot be renewed (the identity provider issued no refresh token); it ends when its access token expires — then log in again"
+    )]
+    NotRenewable {
+        /// The account.
+        account: String,
+    },
+    /// The account's client authentication needs a secret that is not in the keychain.
+    #[error(
+        "{account}: the identity provider requires a client secret ({method}) and none is stored — run `latchkey account set-secret --account {account}` and paste it on stdin"
+    )]
+    ClientSecretMissing {
+        /// The account.
+        account: String,
+        /// The method that needs it.
+        method: &'static str,
+    },
     /// A login is already waiting for the browser.
     #[error(
         "a login for {account} is already in progress: finish it in the browser window, or cancel it"
@@ -64,6 +92,8 @@ impl SessionError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::LoginRequired { .. } => "login_required",
+            Self::NotRenewable { .. } => "session_not_renewable",
+            Self::ClientSecretMissing { .. } => "client_secret_missing",
             Self::LoginInProgress { .. } => "login_in_progress",
             Self::Login(e) => e.code(),
             Self::Vault(e) => e.code(),
@@ -74,7 +104,8 @@ impl SessionError {
 /// What logout did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogoutReport {
-    /// The refresh token was revoked at the identity provider.
+    /// The refresh token (or, for a session without one, the access token) was revoked at the
+    /// identity provider.
     pub revoked: bool,
     /// Why revocation did not happen, when it did not.
     pub revocation_note: Option<String>,
@@ -88,6 +119,8 @@ struct Live {
     expires_at: i64,
     issued_at: i64,
     user: UserInfo,
+    /// The `iss` of the login's id token (unknown for sessions stored by older versions).
+    issuer: Option<String>,
     /// Bumped on every change, so a waiter can tell whether someone else refreshed.
     generation: u64,
 }
@@ -105,7 +138,13 @@ impl Live {
                 name: self.user.name.clone(),
                 email: self.user.email.clone(),
             },
+            issuer: self.issuer.clone(),
         }
+    }
+
+    /// A refresh token is held, so the session can be renewed.
+    fn renewable(&self) -> bool {
+        self.refresh_token.is_some()
     }
 
     fn from_stored(t: StoredTokens, generation: u64) -> Self {
@@ -120,6 +159,7 @@ impl Live {
                 name: t.user.name,
                 email: t.user.email,
             },
+            issuer: t.issuer,
             generation,
         }
     }
@@ -227,6 +267,7 @@ impl Session {
             user: live.user.clone(),
             expires_at: live.expires_at,
             issued_at: live.issued_at,
+            renewable: live.renewable(),
         });
     }
 
@@ -237,15 +278,25 @@ impl Session {
         match self.vault.load_tokens(self.account.name.as_str()).await {
             Ok(Some(tokens)) => {
                 let live = Live::from_stored(tokens, self.next_generation());
-                let usable = live.expires_at > self.now() || live.refresh_token.is_some();
-                if usable {
+                let usable = live.expires_at > self.now() || live.renewable();
+                let same_issuer = live.issuer.as_deref().is_none_or(|iss| {
+                    iss.trim_end_matches('/') == self.account.issuer.as_str().trim_end_matches('/')
+                });
+                if !same_issuer {
+                    // Never send this session's refresh token to another issuer.
+                    self.state.send_replace(SessionState::Expired {
+                        user: Some(live.user.clone()),
+                        reason: "the account's issuer changed since this login; log in again"
+                            .into(),
+                    });
+                } else if usable {
                     self.publish_active(&live);
                     self.set_live(Some(Arc::new(live)));
                     info!("session restored from keychain");
                 } else {
                     self.state.send_replace(SessionState::Expired {
                         user: Some(live.user.clone()),
-                        reason: "the session ended; log in again".into(),
+                        reason: NOT_RENEWABLE_REASON.into(),
                     });
                 }
             }
@@ -274,12 +325,34 @@ impl Session {
             client_id: self.account.client_id.clone(),
             scopes: self.account.scopes.clone(),
             audience: self.account.audience.clone(),
+            validate_access_token: self.account.validate_access_token,
+            auth_method: self.account.token_endpoint_auth_method,
             allow_insecure_http: self.account.allow_insecure_http,
             timeout: self.timeout,
         };
         let provider = Provider::discover(self.http.clone(), settings).await?;
         *slot = Some(provider.clone());
         Ok(provider)
+    }
+
+    /// How the client authenticates for the next request: the client secret is read from the
+    /// keychain each time (so `latchkey account set-secret` takes effect at once), unless the
+    /// account is explicitly a public client.
+    async fn client_auth(&self, provider: &Provider) -> Result<ClientAuth, SessionError> {
+        let secret = if self.account.token_endpoint_auth_method == Some(ClientAuthMethod::None) {
+            None
+        } else {
+            self.vault
+                .load_client_secret(self.account.name.as_str())
+                .await?
+        };
+        provider.client_auth(secret).map_err(|e| match e {
+            LoginError::ClientSecretMissing { method } => SessionError::ClientSecretMissing {
+                account: self.account.name.to_string(),
+                method,
+            },
+            other => other.into(),
+        })
     }
 
     /// Starts a login: discovers the identity provider, opens the loopback callback listener and
@@ -294,7 +367,9 @@ impl Session {
             });
         }
         let provider = self.provider().await?;
-        let attempt = login::start(&provider, self.account.callback_port).await?;
+        // A missing client secret is reported before the person signs in, not after.
+        let auth = self.client_auth(&provider).await?;
+        let attempt = login::start(&provider, self.account.callback_port, auth).await?;
         self.state.send_replace(SessionState::LoggingIn);
         Ok(PendingLogin {
             attempt,
@@ -311,7 +386,11 @@ impl Session {
     pub async fn complete_login(&self, pending: PendingLogin) -> Result<UserInfo, SessionError> {
         let PendingLogin { attempt, _guard } = pending;
         let tokens = attempt.finish().await?;
-        let live = self.live_from(tokens, None);
+        let Some(user) = tokens.user.clone() else {
+            // `finish` requires an id token; this is defence in depth.
+            return Err(LoginError::Unsupported("it returned no id token".to_owned()).into());
+        };
+        let live = self.live_from(tokens, user, None);
         self.vault
             .save_tokens(self.account.name.as_str(), &live.to_stored())
             .await?;
@@ -322,14 +401,24 @@ impl Session {
         Ok(user)
     }
 
-    fn live_from(&self, tokens: TokenSet, previous_refresh: Option<Secret>) -> Live {
+    /// The live session after a login (`previous` is `None`) or a refresh: a refresh answer
+    /// without a refresh token keeps the previous one (non-rotating providers), one without an
+    /// id token keeps the previous id token; `user` is the id token's, or the session's.
+    fn live_from(&self, tokens: TokenSet, user: UserInfo, previous: Option<&Live>) -> Live {
         Live {
             access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token.or(previous_refresh),
-            id_token: tokens.id_token,
+            refresh_token: tokens
+                .refresh_token
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            id_token: tokens
+                .id_token
+                .or_else(|| previous.and_then(|p| p.id_token.clone())),
             expires_at: tokens.expires_at.unix_timestamp(),
             issued_at: tokens.issued_at.unix_timestamp(),
-            user: tokens.user,
+            user,
+            issuer: previous
+                .and_then(|p| p.issuer.clone())
+                .or(Some(tokens.issuer)),
             generation: self.next_generation(),
         }
     }
@@ -338,6 +427,13 @@ impl Session {
     /// callers share one refresh.
     pub async fn access_token(&self) -> Result<Secret, SessionError> {
         let live = self.current().ok_or_else(|| self.login_required())?;
+        if !live.renewable() {
+            // Nothing to refresh with: serve until expiry, then end with the reason.
+            if self.now() < live.expires_at {
+                return Ok(live.access_token.clone());
+            }
+            return Err(self.expire_unrenewable(&live).await);
+        }
         let due = refresh_due_at(
             live.issued_at,
             live.expires_at,
@@ -351,7 +447,9 @@ impl Session {
         match refreshed {
             Ok(live) => Ok(live.access_token.clone()),
             // The refresh failed but the token we hold has not expired: keep serving with it.
-            Err(SessionError::Login(ref e)) if !matches!(e, LoginError::InvalidGrant) => {
+            Err(ref e @ (SessionError::Login(_) | SessionError::ClientSecretMissing { .. }))
+                if !matches!(e, SessionError::Login(LoginError::InvalidGrant)) =>
+            {
                 if let Some(current) = self.current().filter(|l| l.expires_at > self.now()) {
                     warn!(code = e.code(), "refresh failed; current token still valid");
                     Ok(current.access_token.clone())
@@ -363,17 +461,27 @@ impl Session {
         }
     }
 
-    /// Refreshes now, whatever the token's age (the tray's "Refresh now").
+    /// Refreshes now, whatever the token's age (the tray's "Refresh now"). A session without a
+    /// refresh token is left as it is: [`SessionError::NotRenewable`].
     pub async fn refresh_now(&self) -> Result<(), SessionError> {
         let live = self.current().ok_or_else(|| self.login_required())?;
+        if !live.renewable() {
+            return Err(SessionError::NotRenewable {
+                account: self.account.name.to_string(),
+            });
+        }
         self.refresh_from(live.generation).await.map(|_| ())
     }
 
-    /// The gateway answered 401 to `rejected`: refresh unless someone already replaced it.
+    /// The gateway answered 401 to `rejected`: refresh unless someone already replaced it. A
+    /// session that cannot be renewed has no better token: log in again.
     pub async fn refresh_after_rejection(&self, rejected: &Secret) -> Result<Secret, SessionError> {
         let live = self.current().ok_or_else(|| self.login_required())?;
         if !live.access_token.ct_eq(rejected) {
             return Ok(live.access_token.clone());
+        }
+        if !live.renewable() {
+            return Err(self.login_required());
         }
         Ok(self
             .refresh_from(live.generation)
@@ -391,9 +499,10 @@ impl Session {
             return Ok(live);
         }
         let Some(refresh_token) = live.refresh_token.clone() else {
-            return Err(self
-                .end_session(&live, "no refresh token was issued; log in again")
-                .await);
+            // Callers check first; a session without a refresh token is never "refreshed" away.
+            return Err(SessionError::NotRenewable {
+                account: self.account.name.to_string(),
+            });
         };
         self.state.send_replace(SessionState::Refreshing {
             user: live.user.clone(),
@@ -401,12 +510,24 @@ impl Session {
         });
         let result = async {
             let provider = self.provider().await?;
-            Ok::<_, SessionError>(provider.refresh(&refresh_token).await?)
+            // OIDC Core §12.2: the refreshed session must stay with the original issuer.
+            if let Some(original) = &live.issuer
+                && original != &provider.metadata().issuer
+            {
+                return Err(SessionError::Login(LoginError::IssuerChanged));
+            }
+            let auth = self.client_auth(&provider).await?;
+            Ok::<_, SessionError>(
+                provider
+                    .refresh(&refresh_token, &auth, &live.user.subject)
+                    .await?,
+            )
         }
         .await;
         match result {
             Ok(tokens) => {
-                let next = self.live_from(tokens, Some(refresh_token));
+                let user = tokens.user.clone().unwrap_or_else(|| live.user.clone());
+                let next = self.live_from(tokens, user, Some(&live));
                 // The rotated refresh token reaches the keychain before the new access token is
                 // handed to anyone; if the keychain fails, nothing new is used.
                 if let Err(e) = self
@@ -432,6 +553,9 @@ impl Session {
                     "the identity provider ended the session; log in again",
                 )
                 .await),
+            Err(SessionError::Login(
+                e @ (LoginError::SubjectChanged | LoginError::IssuerChanged),
+            )) => Err(self.end_session(&live, &e.to_string()).await),
             Err(e) => {
                 if live.expires_at > self.now() {
                     self.publish_active(&live);
@@ -444,6 +568,20 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// Ends a session without a refresh token whose access token expired.
+    async fn expire_unrenewable(&self, live: &Live) -> SessionError {
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        // Someone may have logged in again meanwhile: only end the session we looked at.
+        if self
+            .current()
+            .is_some_and(|current| current.generation == live.generation)
+        {
+            info!("session without refresh token expired");
+            return self.end_session(live, NOT_RENEWABLE_REASON).await;
+        }
+        self.login_required()
     }
 
     /// Ends a session the identity provider no longer honours: tokens leave memory and keychain.
@@ -504,27 +642,33 @@ impl Session {
 
     async fn revoke(&self, live: &Live) -> Result<bool, SessionError> {
         let provider = self.provider().await?;
+        let auth = self.client_auth(&provider).await?;
         let mut revoked = false;
         if let Some(refresh) = &live.refresh_token {
-            revoked = provider.revoke(refresh, TokenHint::RefreshToken).await?;
+            revoked = provider
+                .revoke(refresh, TokenHint::RefreshToken, &auth)
+                .await?;
         }
         if revoked || live.refresh_token.is_none() {
             // The access token too, where supported; a failure here changes nothing for the user.
             // A provider that declines (JWT access tokens) answers Ok(false): the token lapses
-            // at its `exp`, minutes away.
-            if let Err(e) = provider
-                .revoke(&live.access_token, TokenHint::AccessToken)
+            // at its `exp`, minutes away. Without a refresh token, the access token is what the
+            // session holds at the provider, so its revocation is the report's.
+            match provider
+                .revoke(&live.access_token, TokenHint::AccessToken, &auth)
                 .await
             {
-                warn!(code = e.code(), "access token revocation failed");
+                Ok(done) if live.refresh_token.is_none() => revoked = done,
+                Ok(_) => {}
+                Err(e) => warn!(code = e.code(), "access token revocation failed"),
             }
         }
         Ok(revoked)
     }
 
-    /// Seconds until the next refresh is due, when a session is active.
+    /// Seconds until the next refresh is due, when a renewable session is active.
     pub fn seconds_until_refresh(&self) -> Option<i64> {
-        let live = self.current()?;
+        let live = self.current().filter(|l| l.renewable())?;
         let due = refresh_due_at(
             live.issued_at,
             live.expires_at,
@@ -534,14 +678,27 @@ impl Session {
         Some((due - self.now()).max(0))
     }
 
+    /// Seconds until the background refresher has something to do: the refresh point of a
+    /// renewable session, the expiry of one that cannot be renewed.
+    fn seconds_until_due(&self) -> Option<i64> {
+        let live = self.current()?;
+        if live.renewable() {
+            self.seconds_until_refresh()
+        } else {
+            Some((live.expires_at - self.now()).max(0))
+        }
+    }
+
     /// Keeps the session fresh in the background: sleeps until the refresh point, refreshes, and
-    /// repeats until `shutdown` resolves. Failed refreshes back off up to a minute.
+    /// repeats until `shutdown` resolves. Failed refreshes back off up to a minute. A session
+    /// without a refresh token is left alone until its access token expires, then ended with
+    /// [`NOT_RENEWABLE_REASON`].
     pub async fn run_refresher(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let mut changes = self.subscribe();
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_secs(1);
         loop {
-            let wait = match self.seconds_until_refresh() {
+            let wait = match self.seconds_until_due() {
                 Some(s) => Duration::from_secs(u64::try_from(s).unwrap_or(0)),
                 None => Duration::from_secs(3600),
             };
@@ -556,7 +713,13 @@ impl Session {
             let Some(live) = self.current() else {
                 continue;
             };
-            if self.seconds_until_refresh().is_some_and(|s| s > 0) {
+            if self.seconds_until_due().is_some_and(|s| s > 0) {
+                continue;
+            }
+            if !live.renewable() {
+                // At (or past) expiry: end it; the state change wakes the loop, which then
+                // finds no session and sleeps.
+                self.expire_unrenewable(&live).await;
                 continue;
             }
             match self.refresh_from(live.generation).await {

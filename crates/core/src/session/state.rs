@@ -20,6 +20,9 @@ pub enum SessionState {
         expires_at: i64,
         /// When the access token was issued, unix seconds.
         issued_at: i64,
+        /// A refresh token is held, so the session is renewed before `expires_at`. When false
+        /// (the provider granted none), the session ends at `expires_at` and needs a new login.
+        renewable: bool,
     },
     /// A refresh is in flight; the current token is still valid until `expires_at`.
     Refreshing {
@@ -95,6 +98,27 @@ mod tests {
         assert_eq!(refresh_due_at(0, 20, 0.8, 10), 10);
         // Never before issue.
         assert_eq!(refresh_due_at(0, 5, 0.8, 10), 0);
+    }
+
+    #[test]
+    fn an_active_state_says_whether_it_can_be_renewed() {
+        let s = SessionState::Active {
+            user: UserInfo {
+                subject: "alice".into(),
+                name: None,
+                email: None,
+            },
+            expires_at: 2000,
+            issued_at: 1000,
+            renewable: false,
+        };
+        let json = serde_json::to_value(&s).expect("serialise");
+        assert_eq!(json["kind"], "active");
+        assert_eq!(
+            json["renewable"], false,
+            "the UI and `latchkey status` read it"
+        );
+        assert_eq!(json["expires_at"], 2000, "and when it ends");
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! `LATCHKEY_KEYCHAIN_SERVICE` says otherwise — with the entry name from [`VaultKey::entry`]:
 //! `tokens:{account}`, `credentials:{account}:{service}`, `index:{account}` (the JSON list of the
 //! account's credential entries, so [`Vault::wipe_account`] finds them without a keychain search),
-//! `gateway-api-key`, `manual:{service}`, `control-token`, `probe`.
+//! `gateway-api-key`, `manual:{service}`, `client-secret:{account}`, `control-token`, `probe`.
+//!
+//! An account's OAuth client secret is configuration kept in the keychain, not session: logout
+//! ([`Vault::wipe_account`]) leaves it; only [`Vault::delete_client_secret`] removes it.
 //!
 //! Values are JSON (for structured entries) inside the secret, never on disk.
 //!
@@ -145,6 +148,11 @@ pub enum VaultKey {
         /// Service name.
         service: String,
     },
+    /// An account's OAuth client secret (providers that issue one to native clients).
+    ClientSecret {
+        /// Account name.
+        account: String,
+    },
     /// The token the CLI uses to talk to the running app.
     ControlToken,
     /// The list of an account's credential entries.
@@ -164,6 +172,7 @@ impl VaultKey {
             Self::Credentials { account, service } => format!("credentials:{account}:{service}"),
             Self::GatewayApiKey => "gateway-api-key".to_owned(),
             Self::ManualSecret { service } => format!("manual:{service}"),
+            Self::ClientSecret { account } => format!("client-secret:{account}"),
             Self::ControlToken => "control-token".to_owned(),
             Self::AccountIndex { account } => format!("index:{account}"),
             Self::Probe => "probe".to_owned(),
@@ -197,6 +206,8 @@ pub struct StoredTokens {
     pub issued_at: i64,
     /// The user.
     pub user: StoredUser,
+    /// The `iss` of the login's id token (absent in entries written before it was kept).
+    pub issuer: Option<String>,
 }
 
 impl fmt::Debug for StoredTokens {
@@ -211,6 +222,7 @@ impl fmt::Debug for StoredTokens {
             .field("expires_at", &self.expires_at)
             .field("issued_at", &self.issued_at)
             .field("user", &self.user)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -244,6 +256,8 @@ struct TokensWire {
     expires_at: i64,
     issued_at: i64,
     user: StoredUser,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -408,6 +422,7 @@ impl Vault {
             expires_at: wire.expires_at,
             issued_at: wire.issued_at,
             user: wire.user,
+            issuer: wire.issuer,
         }))
     }
 
@@ -424,11 +439,43 @@ impl Vault {
             expires_at: tokens.expires_at,
             issued_at: tokens.issued_at,
             user: tokens.user.clone(),
+            issuer: tokens.issuer.clone(),
         };
         let key = VaultKey::Tokens {
             account: account.to_owned(),
         };
         self.put_bytes(&key, to_json(&wire, &key)?).await
+    }
+
+    /// An account's OAuth client secret, when one was stored.
+    pub async fn load_client_secret(&self, account: &str) -> Result<Option<Secret>, VaultError> {
+        self.get(&VaultKey::ClientSecret {
+            account: account.to_owned(),
+        })
+        .await
+    }
+
+    /// Stores an account's OAuth client secret (replacing it). It survives logout.
+    pub async fn save_client_secret(
+        &self,
+        account: &str,
+        secret: &Secret,
+    ) -> Result<(), VaultError> {
+        self.put(
+            &VaultKey::ClientSecret {
+                account: account.to_owned(),
+            },
+            secret,
+        )
+        .await
+    }
+
+    /// Deletes an account's OAuth client secret; absent is fine.
+    pub async fn delete_client_secret(&self, account: &str) -> Result<(), VaultError> {
+        self.delete(&VaultKey::ClientSecret {
+            account: account.to_owned(),
+        })
+        .await
     }
 
     /// An account's credentials for one service.
@@ -507,6 +554,7 @@ impl Vault {
     }
 
     /// Deletes an account's tokens and every credential entry it has (found through its index).
+    /// The account's client secret is configuration, not session, and stays.
     #[instrument(skip_all, fields(account = %account), err)]
     pub async fn wipe_account(&self, account: &str) -> Result<(), VaultError> {
         let _guard = self.inner.index_lock.lock().await;

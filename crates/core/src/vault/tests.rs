@@ -20,6 +20,7 @@ fn tokens(access: &str) -> StoredTokens {
             name: Some("Ada".to_owned()),
             email: None,
         },
+        issuer: Some("https://idp.example.com".to_owned()),
     }
 }
 
@@ -220,6 +221,66 @@ async fn wipe_leaves_other_accounts_alone() {
         left.iter().all(|e| !e.contains("work")),
         "nothing of `work` remains: {left:?}"
     );
+}
+
+#[tokio::test]
+async fn the_client_secret_survives_logout_and_goes_only_when_deleted() {
+    let (store, vault) = memory();
+    let secret = Secret::new(format!("{CANARY}-client-secret"));
+    vault.save_tokens("work", &tokens("a")).await.expect("save");
+    vault
+        .save_client_secret("work", &secret)
+        .await
+        .expect("save secret");
+    vault.wipe_account("work").await.expect("wipe");
+    assert!(vault.load_tokens("work").await.expect("load").is_none());
+    let kept = vault.load_client_secret("work").await.expect("load");
+    assert_eq!(
+        kept.as_ref().map(Secret::expose),
+        Some(secret.expose()),
+        "the client secret is configuration, not session"
+    );
+    assert!(
+        vault
+            .load_client_secret("home")
+            .await
+            .expect("load")
+            .is_none(),
+        "secrets are per account"
+    );
+    vault.delete_client_secret("work").await.expect("delete");
+    assert!(
+        vault
+            .load_client_secret("work")
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert!(store.is_empty(), "{:?}", store.entry_names());
+}
+
+#[tokio::test]
+async fn tokens_written_before_the_issuer_was_kept_still_load() {
+    let (store, vault) = memory();
+    let old = serde_json::json!({
+        "access_token": "a", "refresh_token": null, "id_token": null,
+        "expires_at": 2, "issued_at": 1,
+        "user": {"subject": "s", "name": null, "email": null},
+    });
+    store
+        .set(
+            "test.latchkey",
+            "tokens:work",
+            format!("lk1:1:{old}").as_bytes(),
+        )
+        .expect("seed");
+    let loaded = vault
+        .load_tokens("work")
+        .await
+        .expect("load")
+        .expect("some");
+    assert_eq!(loaded.issuer, None);
+    assert_eq!(loaded.user.subject, "s");
 }
 
 #[tokio::test]

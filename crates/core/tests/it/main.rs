@@ -2,5 +2,6 @@
 //! `oidc-provider`, the gateway double and (under `scripts/with-keychain`) the real Secret Service.
 
 mod glewlwyd;
+mod providers;
 mod session;
 mod support;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use latchkey_core::config::Config;
 use latchkey_core::credentials::{CredentialState, Credentials, CredentialsError};
 use latchkey_core::gateway::{GatewayClient, GatewayError};
-use latchkey_core::login::{LoginError, TokenHint};
+use latchkey_core::login::{ClientAuth, LoginError, TokenHint};
 use latchkey_core::secret::Secret;
 use latchkey_core::session::{Clock, Session, SessionError, SessionState};
 use latchkey_core::vault::{Vault, VaultKey};
@@ -199,7 +199,7 @@ async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
     let refresh = stored.refresh_token.expect("refresh token");
     assert!(
         provider
-            .revoke(&refresh, TokenHint::RefreshToken)
+            .revoke(&refresh, TokenHint::RefreshToken, &ClientAuth::public())
             .await
             .expect("revoke")
     );
@@ -268,7 +268,11 @@ async fn logout_revokes_at_the_idp_and_leaves_nothing_in_the_keychain() {
             .await
             .expect("discover");
     let refused = provider
-        .refresh(&stored.refresh_token.expect("refresh"))
+        .refresh(
+            &stored.refresh_token.expect("refresh"),
+            &ClientAuth::public(),
+            &stored.user.subject,
+        )
         .await;
     assert!(
         matches!(refused, Err(LoginError::InvalidGrant)),

@@ -40,6 +40,8 @@ pub fn provider_settings(cfg: &Config) -> ProviderSettings {
         client_id: a.client_id.clone(),
         scopes: a.scopes.clone(),
         audience: a.audience.clone(),
+        validate_access_token: a.validate_access_token,
+        auth_method: a.token_endpoint_auth_method,
         allow_insecure_http: a.allow_insecure_http,
         timeout: Duration::from_secs(10),
     }
