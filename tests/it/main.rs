@@ -4,6 +4,7 @@
 
 mod cli;
 mod login_errors;
+mod minimal_env;
 mod proxy;
 
 use latchkey_e2e::Home;

@@ -358,6 +358,60 @@ mod tests {
         assert_eq!(gone.code(), "not_running", "{gone}");
     }
 
+    /// The real kernel check: a process of another uid that can reach the socket file (its
+    /// permissions opened up here on purpose) gets no byte. Needs root to start that process.
+    #[tokio::test]
+    async fn a_peer_of_another_uid_gets_nothing_even_when_the_file_lets_it_in() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let python = Path::new("/usr/bin/python3");
+        if own_uid().await.expect("uid") != 0 || !python.exists() {
+            eprintln!("skipped: needs root and /usr/bin/python3 to run a peer as another uid");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = dir.path().join("instance.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Handoff {
+                pid: std::process::id(),
+                port: 40000,
+                control_token: Secret::new("lkc_not-for-nobody"),
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nd=b''\nwhile True:\n    c=s.recv(4096)\n    if not c: break\n    d+=c\nprint('connected', len(d))";
+        let mut peer = std::process::Command::new(python);
+        peer.args(["-c", script])
+            .arg(&path)
+            .uid(65534)
+            .gid(65534)
+            .env_clear();
+        let out = tokio::task::spawn_blocking(move || peer.output())
+            .await
+            .expect("join")
+            .expect("run the peer");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the peer connected: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.trim(), "connected 0", "another uid is sent nothing");
+        // The same user still gets the hand-off afterwards.
+        let handoff = fetch(&path).await.expect("same uid");
+        assert_eq!(handoff.control_token.expose(), "lkc_not-for-nobody");
+        let _ = stop.send(());
+        server.await.expect("join").expect("served");
+    }
+
     #[tokio::test]
     async fn a_missing_socket_means_not_running() {
         let dir = tempfile::tempdir().expect("tempdir");
