@@ -132,9 +132,11 @@ impl ProxyError {
             //   returned an error response" (or "Not Found" for a `404` before a session). The
             //   POST is not retried; the GET stream, opened only once a session exists, is retried
             //   at most twice on any error.
-            // So: a 4xx that is neither `401` nor `403`, no `WWW-Authenticate`, and a JSON-RPC
-            // error body for JSON-RPC requests ([`crate::refusal`]). `424 Failed Dependency` says
-            // what happened: the credential this request depends on could not be had.
+            // So: never `401`, never `WWW-Authenticate` (a plain `403` is safe, a 4xx that is
+            // neither is safest), no 5xx for what only the person can fix, and a JSON-RPC error
+            // body for JSON-RPC requests ([`crate::refusal`]). `424 Failed Dependency` says what
+            // happened: the credential this request depends on could not be had. Both SDKs are
+            // run against a logged-out proxy in `tests/it/mcp_login.rs`.
             Self::Credentials(e) => match e {
                 CredentialError::LoginRequired
                 | CredentialError::Missing { .. }
