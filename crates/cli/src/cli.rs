@@ -58,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         action: GatewayAction,
     },
+    /// An account's OAuth client secret, kept in the keychain (read from stdin).
+    Account {
+        /// What to do.
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Store the secret of a `source = "manual"` service in the keychain.
     Secret {
         /// What to do.
@@ -171,6 +177,24 @@ pub enum ConfigAction {
 pub enum GatewayAction {
     /// Read the API key from stdin and store it in the keychain.
     SetKey,
+}
+
+/// `latchkey account …`
+#[derive(Debug, Subcommand)]
+pub enum AccountAction {
+    /// Read the account's OAuth client secret from stdin and store it in the keychain (for
+    /// providers that issue one to desktop apps; it survives logout).
+    SetSecret {
+        /// Account name (default: the first configured).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Delete the account's OAuth client secret from the keychain.
+    DeleteSecret {
+        /// Account name (default: the first configured).
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 /// `latchkey secret …`

@@ -2,6 +2,7 @@
 //! API) and working in-process (when nothing runs, taking the single-instance lock), then calls
 //! one runtime operation and prints the result.
 
+mod account;
 mod clients;
 mod exec;
 mod mcp;
@@ -94,6 +95,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret {
             action: crate::cli::SecretAction::Set { service },
         } => session::secret_set(&paths, &service).await,
+        Command::Account { action } => match action {
+            crate::cli::AccountAction::SetSecret { account } => {
+                account::set_secret(&paths, account).await
+            }
+            crate::cli::AccountAction::DeleteSecret { account } => {
+                account::delete_secret(&paths, account).await
+            }
+        },
         Command::Serve { port } => session::serve(&paths, port).await,
         Command::Client { action } => clients::run(&paths, action).await,
         Command::Exec(args) => exec::run(&paths, args).await,
