@@ -2,6 +2,7 @@
 //! real `oidc-provider`, the gateway double and demo upstream, the real Secret Service (the test
 //! script runs this inside a private gnome-keyring), and MCP peers from the official SDK.
 
+mod bridge;
 mod cli;
 mod login_errors;
 mod minimal_env;

@@ -3,6 +3,10 @@
 // upstream would. Its first stdout line is {"url": "http://127.0.0.1:<port>/mcp"}.
 // whoami answers {"fingerprint": sha256(received key)[0..12], "authorization": bool,
 // "latchkeyClient": bool} — the last two say whether such headers reached the server.
+// With --resumable it keeps an event store (streams resume with Last-Event-ID, retry: 100 ms),
+// offers logging and the tools of tools-bridge.mjs, and prints a JSON line per session start,
+// GET and DELETE ({"event": "session" | "GET" | "DELETE", "session": id, "lastEventId"?}); its
+// `expire` tool forgets the session, which then answers 404 like a session that timed out.
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -10,8 +14,16 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { fingerprint, registerTools } from './tools.mjs';
+import { registerBridgeTools } from './tools-bridge.mjs';
+import { EventStore } from './event-store.mjs';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'expect-key': { type: 'string' } } });
+const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'expect-key': { type: 'string' }, resumable: { type: 'boolean', default: false } } });
+const resumable = values.resumable;
+const report = (line) => { if (resumable) process.stdout.write(`${JSON.stringify(line)}\n`); };
+// Open standalone GET responses per session (a message sent outside a request reaches the
+// client only while one is open).
+const listeners = new Map();
+const listening = (sessionId) => [...(listeners.get(sessionId) ?? [])].some((res) => res.headersSent);
 const expected = values['expect-key'] ?? process.env.EXPECT_KEY;
 if (!expected) {
   process.stderr.write('--expect-key (or env EXPECT_KEY) is required\n');
@@ -55,8 +67,22 @@ const server = http.createServer(async (req, res) => {
     }
     const body = req.method === 'POST' ? await readJson(req) : undefined;
     const sessionId = req.headers['mcp-session-id'];
+    if (req.method === 'GET' || req.method === 'DELETE') {
+      report({ event: req.method, session: sessionId, lastEventId: req.headers['last-event-id'] });
+    }
+    if (req.method === 'GET' && !req.headers['last-event-id'] && sessionId) {
+      if (!listeners.has(sessionId)) listeners.set(sessionId, new Set());
+      listeners.get(sessionId).add(res);
+      res.on('close', () => listeners.get(sessionId)?.delete(res));
+    }
     let transport = sessionId ? sessions.get(sessionId) : undefined;
     if (!transport) {
+      if (resumable && sessionId) {
+        // A session this server no longer knows: 404, as the specification says.
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found' }, id: null }));
+        return;
+      }
       if (req.method !== 'POST' || !isInitializeRequest(body)) {
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: 'no valid session' }, id: null }));
@@ -64,11 +90,23 @@ const server = http.createServer(async (req, res) => {
       }
       transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (id) => sessions.set(id, transport),
+        onsessioninitialized: (id) => { sessions.set(id, transport); report({ event: 'session', session: id }); },
+        ...(resumable ? { eventStore: new EventStore(), retryInterval: 100 } : {}),
       });
       transport.onclose = () => { if (transport.sessionId) sessions.delete(transport.sessionId); };
-      const mcp = new McpServer({ name: 'latchkey-test-http', version: '1.0.0' });
+      const mcp = new McpServer({ name: 'latchkey-test-http', version: '1.0.0' }, resumable ? { capabilities: { logging: {} } } : undefined);
       registerTools(mcp, { whoami });
+      if (resumable) {
+        registerBridgeTools(mcp, { listening });
+        mcp.registerTool(
+          'expire',
+          { description: 'Forgets this session, as a server whose sessions time out', inputSchema: {} },
+          async (_args, extra) => {
+            sessions.delete(extra.sessionId);
+            return { content: [{ type: 'text', text: 'expired' }] };
+          },
+        );
+      }
       await mcp.connect(transport);
     }
     await transport.handleRequest(req, res, body);
