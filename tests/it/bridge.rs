@@ -154,32 +154,49 @@ struct HostRun {
     stderr: String,
 }
 
-/// Runs `host-stdio.mjs` with the bridge as its stdio server; `env` replaces the bridge's
-/// environment when given (else the home's environment is added to this process's).
-async fn run_host(
-    home: &Home,
-    scenario: &str,
-    end: &str,
-    env: Option<Vec<(String, String)>>,
-) -> HostRun {
+/// How the host starts the bridge.
+enum Launch<'a> {
+    /// `latchkey mcp-stdio mcp --client bridge` with the test home's environment added to this
+    /// process's.
+    Home(&'a Home),
+    /// Exactly the `claude-desktop` entry `mcp-config` printed (command, args, env), with only a
+    /// host's minimal environment `HOME PATH USER SHELL TERM LOGNAME` besides the entry's env.
+    Entry(&'a Value, &'a std::path::Path),
+}
+
+/// Runs `host-stdio.mjs` with the bridge as its stdio server.
+async fn run_host(launch: Launch<'_>, scenario: &str, end: &str) -> HostRun {
     let mut cmd = node("tests/mcp/host-stdio.mjs");
     cmd.args(["--scenario", scenario, "--end", end, "--"])
-        .arg(latchkey_e2e::bin("latchkey"))
-        .args(["mcp-stdio", "mcp", "--client", "bridge"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    match env {
-        Some(env) => {
-            // The host passes its own environment on to the bridge: give the host exactly the
-            // bridge's environment, with node still findable.
-            cmd.env_clear().envs(env);
+    match launch {
+        Launch::Home(home) => {
+            cmd.arg(latchkey_e2e::bin("latchkey"))
+                .args(["mcp-stdio", "mcp", "--client", "bridge"])
+                .envs(
+                    home.command(&[])
+                        .get_envs()
+                        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+                );
         }
-        None => {
-            cmd.envs(
-                home.command(&[])
-                    .get_envs()
-                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-            );
+        Launch::Entry(entry, host_home) => {
+            cmd.arg(entry["command"].as_str().expect("the entry's command"));
+            for arg in entry["args"].as_array().expect("the entry's args") {
+                cmd.arg(arg.as_str().expect("string args"));
+            }
+            // The host hands its own environment to the bridge: give it only what a desktop
+            // host has, plus the entry's env.
+            cmd.env_clear()
+                .env("HOME", host_home)
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("USER", "tester")
+                .env("SHELL", "/bin/sh")
+                .env("TERM", "dumb")
+                .env("LOGNAME", "tester");
+            for (k, v) in entry["env"].as_object().into_iter().flatten() {
+                cmd.env(k, v.as_str().expect("env values are strings"));
+            }
         }
     }
     let out = tokio::task::spawn_blocking(move || cmd.output())
@@ -301,20 +318,20 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries() {
 
     // Host closes stdin.
     let before = server.events().len();
-    let run = run_host(&stack.home, "full", "stdin", None).await;
+    let run = run_host(Launch::Home(&stack.home), "full", "stdin").await;
     let session = session_after(&server, before);
     assert_full_run(&run, &server, &session, &token);
 
     // Host sends SIGTERM instead.
     let before = server.events().len();
-    let run = run_host(&stack.home, "full", "sigterm", None).await;
+    let run = run_host(Launch::Home(&stack.home), "full", "sigterm").await;
     let session = session_after(&server, before);
     assert_full_run(&run, &server, &session, &token);
 
     // The server forgets the session: the host gets a JSON-RPC error saying so, and the bridge
     // still exits cleanly.
     let before = server.events().len();
-    let run = run_host(&stack.home, "expire", "stdin", None).await;
+    let run = run_host(Launch::Home(&stack.home), "expire", "stdin").await;
     let s = &run.summary;
     assert_eq!(s["expire"], "expired", "{s:#}");
     let message = s["afterExpiry"]["message"].as_str().unwrap_or_default();
@@ -334,6 +351,31 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries() {
         "{s:#}"
     );
     let _ = session_after(&server, before);
+
+    // As Claude Desktop starts it: the entry mcp-config writes, and a host's minimal environment
+    // (no D-Bus session, so no keychain: the bridge finds the instance through its socket).
+    let config = stack
+        .home
+        .run(
+            &[
+                "mcp-config",
+                "--host",
+                "claude-desktop",
+                "--client",
+                "bridge",
+                "--service",
+                "mcp",
+            ],
+            "",
+        )
+        .expect("mcp-config");
+    assert_eq!(config.code, 0, "{}", config.stderr);
+    let entry: Value = serde_json::from_str(&config.stdout).expect("entry JSON");
+    let host_home = tempfile::tempdir().expect("host home");
+    let before = server.events().len();
+    let run = run_host(Launch::Entry(&entry, host_home.path()), "full", "stdin").await;
+    let session = session_after(&server, before);
+    assert_full_run(&run, &server, &session, &token);
 
     let logs = serve.stop().expect("clean stop");
     for secret in [MCP_KEY, GATEWAY_KEY, token.as_str()] {
