@@ -371,6 +371,32 @@ impl Glewlwyd {
         }
         answer.json().await.context("decode the user's token list")
     }
+
+    /// Revoke `token` as its owner does on their Glewlwyd profile page
+    /// (`DELETE /api/oidc/token/{hash}`): the provider then refuses it.
+    pub async fn revoke_as_user(
+        &self,
+        user: &str,
+        password: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        let browser = browser()?;
+        sign_in_api(&browser, &self.api("auth/")?, user, password).await?;
+        let mut url = self.api(&format!("{PLUGIN}/token/"))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("the API URL cannot have a path"))?
+            .pop_if_empty()
+            .push(&token_hash(token));
+        let answer = browser
+            .delete(url)
+            .send()
+            .await
+            .context("DELETE the refresh token")?;
+        if !answer.status().is_success() {
+            bail!("revoking the refresh token answered {}", answer.status());
+        }
+        Ok(())
+    }
 }
 
 /// The OpenID Connect plugin's parameters (names as in Glewlwyd's OIDC.md).
