@@ -212,6 +212,7 @@ impl KeySet {
 
     /// Validates `token` and returns its claims.
     pub async fn validate(&self, token: &str, expect: &Expectations) -> Result<Claims, JwtError> {
+        super::jws::install();
         let (header, payload) = parts(token)?;
         let alg = header
             .get("alg")

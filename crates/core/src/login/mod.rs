@@ -18,6 +18,7 @@
 
 pub mod callback;
 mod discovery;
+mod jws;
 pub mod jwt;
 pub mod preflight;
 #[cfg(test)]

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -74,7 +74,8 @@ fn now() -> i64 {
 
 /// The provider's signing key, made once per test process.
 struct TestKey {
-    private_pem: String,
+    /// PKCS#8 DER, for signing with `ring` (the shipped provider verifies only).
+    private_der: Vec<u8>,
     public_pem: String,
     jwks: Value,
 }
@@ -88,10 +89,11 @@ fn test_key() -> &'static TestKey {
         let public = private.to_public_key();
         let b64u = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
         TestKey {
-            private_pem: private
-                .to_pkcs8_pem(LineEnding::LF)
-                .expect("private pem")
-                .to_string(),
+            private_der: private
+                .to_pkcs8_der()
+                .expect("private der")
+                .as_bytes()
+                .to_vec(),
             // SPKI ("BEGIN PUBLIC KEY"), the form a provider publishes and an HS256 forger uses.
             public_pem: public
                 .to_public_key_pem(LineEnding::LF)
@@ -104,9 +106,37 @@ fn test_key() -> &'static TestKey {
     })
 }
 
+/// `base64url(header).base64url(claims)`, the part a JWS signature covers.
+fn signing_input(header: &Header, claims: &Value) -> String {
+    let header = serde_json::to_vec(header).expect("header json");
+    let claims = serde_json::to_vec(claims).expect("claims json");
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    )
+}
+
+/// Signs like the provider does, with the test key and `ring` (Latchkey's own crypto provider
+/// verifies only, so `jsonwebtoken::encode` cannot sign here).
 fn sign(header: Header, claims: &Value) -> String {
-    let key = EncodingKey::from_rsa_pem(test_key().private_pem.as_bytes()).expect("test key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    use ring::signature::{RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PKCS1_SHA512, RsaKeyPair};
+    let padding: &dyn ring::signature::RsaEncoding = match header.alg {
+        Algorithm::RS384 => &RSA_PKCS1_SHA384,
+        Algorithm::RS512 => &RSA_PKCS1_SHA512,
+        _ => &RSA_PKCS1_SHA256,
+    };
+    let input = signing_input(&header, claims);
+    let pair = RsaKeyPair::from_pkcs8(&test_key().private_der).expect("test key");
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        padding,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .expect("sign");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 fn rs256() -> Header {
@@ -315,12 +345,12 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
     // HS256 "signed" with the RSA public key as the HMAC secret (key confusion).
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(KID.into());
-    let confused = jsonwebtoken::encode(
-        &hs,
-        &base,
-        &EncodingKey::from_secret(test_key().public_pem.as_bytes()),
-    )
-    .expect("hs256");
+    let confused = {
+        let input = signing_input(&hs, &base);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, test_key().public_pem.as_bytes());
+        let tag = ring::hmac::sign(&key, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    };
     let mut wrong_iss = base.clone();
     wrong_iss["iss"] = json!("https://evil.example");
     let mut wrong_aud = base.clone();
