@@ -80,6 +80,7 @@ impl IntoResponse for ApiError {
             }
             "redirect_uri_not_registered"
             | "client_not_registered"
+            | "client_auth_failed"
             | "authorization_failed"
             | "token_request_failed"
             | "idp_discovery_failed"

@@ -252,3 +252,133 @@ fn jwt_fix(account: &Account, e: &JwtError) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(extra: &str) -> Account {
+        let text = format!(
+            "version = 1\n[[accounts]]\nname = \"work\"\nissuer = \"https://idp.example.com\"\nclient_id = \"latchkey\"\n{extra}"
+        );
+        let config = latchkey_core::config::Config::parse(&text, std::path::Path::new("t.toml"))
+            .expect("config");
+        config.accounts[0].clone()
+    }
+
+    fn failure(e: LoginError) -> RuntimeError {
+        login_failure(&account(""), &SessionError::Login(e))
+    }
+
+    #[test]
+    fn a_rejected_id_token_claim_is_named_with_its_fix() {
+        let e = failure(LoginError::Token(JwtError::WrongAudience));
+        assert_eq!(e.code, "jwt_wrong_audience");
+        assert!(
+            e.message.contains(
+                "the ID token's `aud` is not this client id (`latchkey`): check `client_id`"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .starts_with("a token from the identity provider was rejected: "),
+            "keeps the core's text: {}",
+            e.message
+        );
+        let e = failure(LoginError::Token(JwtError::WrongIssuer));
+        assert_eq!(e.code, "jwt_wrong_issuer");
+        assert!(
+            e.message
+                .contains("`iss` is not `https://idp.example.com/`: set `issuer`"),
+            "{}",
+            e.message
+        );
+        let e = failure(LoginError::Token(JwtError::Expired));
+        assert!(
+            e.message.contains("check this computer's clock"),
+            "{}",
+            e.message
+        );
+        let e = failure(LoginError::Token(JwtError::MissingClaim("sub".into())));
+        assert_eq!(e.code, "jwt_missing_claim");
+        assert!(e.message.contains("a valid `sub` claim"), "{}", e.message);
+        let e = failure(LoginError::Token(JwtError::NonceMismatch));
+        assert!(e.message.contains("start the login again"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_checked_access_token_audience_names_both_settings() {
+        let a = account("audience = \"https://api.example.com\"\nvalidate_access_token = true\n");
+        let e = login_failure(
+            &a,
+            &SessionError::Login(LoginError::Token(JwtError::WrongAudience)),
+        );
+        assert!(e.message.contains("check `client_id`"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("`aud` must be `https://api.example.com`: check `audience`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn provider_errors_keep_their_code_and_text_and_gain_a_fix() {
+        let e = failure(LoginError::Authorization {
+            error: "invalid_scope".into(),
+            description: Some("requested scope is not allowed".into()),
+        });
+        assert_eq!(e.code, "authorization_failed");
+        assert!(e.message.starts_with(
+            "the identity provider refused the sign-in (invalid_scope: requested scope is not allowed); "
+        ), "{}", e.message);
+        assert!(
+            e.message.contains("check `scopes` of account `work`"),
+            "{}",
+            e.message
+        );
+        let e = failure(LoginError::Authorization {
+            error: "access_denied".into(),
+            description: None,
+        });
+        assert_eq!(e.code, "access_denied");
+        assert!(CANCEL_CODES.contains(&e.code.as_str()));
+        let e = failure(LoginError::TokenEndpoint {
+            error: "unauthorized_client".into(),
+            description: None,
+        });
+        assert_eq!(e.code, "token_request_failed");
+        assert!(
+            e.message
+                .contains("authorization_code and refresh_token grants"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn invalid_grant_at_the_end_of_a_login_is_not_log_in_first() {
+        let e = failure(LoginError::InvalidGrant);
+        assert_eq!(
+            e.code, "token_request_failed",
+            "exit 3 (`login_required`) stays for nobody logged in"
+        );
+        assert!(e.message.contains("(invalid_grant)"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_unreachable_provider_names_the_issuer() {
+        let e = failure(LoginError::Unreachable {
+            reason: "cannot connect".into(),
+        });
+        assert_eq!(e.code, "idp_unreachable");
+        assert!(
+            e.message.contains("`https://idp.example.com/`"),
+            "{}",
+            e.message
+        );
+        assert!(!CANCEL_CODES.contains(&e.code.as_str()));
+    }
+}

@@ -481,7 +481,7 @@ impl Latchkey {
     }
 
     /// Cancels a pending login (the person closed the login window); the session returns to
-    /// where it was.
+    /// where it was, and the last login error says `login_cancelled` (a cancel, not an alarm).
     pub fn cancel_login(&self, account: &str) {
         let task = self
             .inner
@@ -491,6 +491,15 @@ impl Latchkey {
             .remove(account);
         if let Some(task) = task {
             task.abort();
+            // Kept like a failure so a waiting `latchkey login` can say so; not an alarm.
+            self.set_login_error(
+                account,
+                Some(LoginFailure {
+                    code: "login_cancelled".to_owned(),
+                    message: RuntimeError::login_cancelled(account).message,
+                    at: (self.inner.clock)(),
+                }),
+            );
             self.changed();
         }
     }
@@ -498,21 +507,24 @@ impl Latchkey {
     /// Waits for a pending login to finish (the CLI uses this); a failure says why, with the same
     /// code and message as [`Latchkey::last_login_error`].
     pub async fn wait_login(&self, account: &str) -> Result<(), RuntimeError> {
-        let task = self
+        let session = self.session(account)?;
+        // Subscribed before looking, so the end of the login (or its cancel) is never missed;
+        // the task stays in `logins`, so `cancel_login` can still stop it while someone waits.
+        let mut changes = self.subscribe();
+        while self
             .inner
             .logins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(account);
-        let mut cancelled = false;
-        if let Some(task) = task {
-            cancelled = task.await.is_err_and(|e| e.is_cancelled());
+            .contains_key(account)
+        {
+            if changes.changed().await.is_err() {
+                break;
+            }
         }
-        let usable = self.session(account)?.state().is_usable();
         match self.last_login_error(account) {
-            _ if usable => Ok(()),
+            _ if session.state().is_usable() => Ok(()),
             Some(failure) => Err(RuntimeError::new(failure.code, failure.message)),
-            None if cancelled => Err(RuntimeError::login_cancelled(account)),
             None => Err(RuntimeError::login_failed(account)),
         }
     }

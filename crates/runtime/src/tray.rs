@@ -125,6 +125,7 @@ pub fn short_login_reason(code: &str) -> &'static str {
         "login_cancelled" => "sign-in cancelled",
         "redirect_uri_not_registered" => "redirect URI not registered at the provider",
         "client_not_registered" => "client id not accepted by the provider",
+        "client_auth_failed" | "client_secret_missing" => "the client's authentication failed",
         "authorization_failed" => "the provider refused the sign-in",
         "token_request_failed" => "the provider refused the token request",
         "idp_unreachable" => "the identity provider is unreachable",

@@ -17,6 +17,8 @@ const TITLES: Record<string, string> = {
   login_cancelled: 'Sign-in cancelled',
   redirect_uri_not_registered: 'Redirect URI not registered at the provider',
   client_not_registered: 'Client id not accepted by the provider',
+  client_auth_failed: "The provider did not accept the client's authentication",
+  client_secret_missing: 'The client secret is missing',
   authorization_failed: 'The provider refused the sign-in',
   token_request_failed: 'The provider refused the token request',
   idp_unreachable: 'The identity provider is unreachable',

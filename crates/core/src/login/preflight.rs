@@ -471,6 +471,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_provider_that_does_not_answer_in_time_does_not_block_the_login() {
+        // Accepts connections and never answers: the pre-flight gives up and lets the login go on.
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = stalled.local_addr().expect("addr").port();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = stalled.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut u = url("http://127.0.0.1:1/oauth/callback");
+        u.set_scheme("http").expect("scheme");
+        u.set_port(Some(port)).expect("port");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .expect("client");
+        let started = std::time::Instant::now();
+        let verdict = check(&http, &u, false, Duration::from_millis(300))
+            .await
+            .expect("inconclusive");
+        assert_eq!(verdict, Verdict::Inconclusive);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by the timeout"
+        );
+        holder.abort();
+    }
+
+    #[tokio::test]
     async fn an_unreachable_provider_is_inconclusive_not_an_error() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();

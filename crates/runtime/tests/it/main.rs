@@ -1,0 +1,4 @@
+//! The running instance against real peers: the sandbox's `oidc-provider`, an in-memory
+//! keychain, a private data directory.
+
+mod login_failures;
