@@ -535,3 +535,34 @@ async fn without_a_refresh_token_the_session_says_so_serves_until_expiry_then_en
     );
     assert!(vault.load_tokens(&name).await.expect("read").is_none());
 }
+
+#[tokio::test]
+async fn a_stored_session_is_not_restored_for_another_issuer() {
+    // OIDC Core §12.2: a session stays with its issuer; its refresh token never goes elsewhere.
+    let idp = Idp::start_with(options(), &IdpProfile::default())
+        .await
+        .expect("idp");
+    let vault = test_vault();
+    let name = unique("issuer-moved");
+    let account = Account {
+        client_id: "latchkey",
+        auth_method: None,
+        audience: None,
+    };
+    let cfg = config(&idp, &name, &account);
+    log_in(&session(&cfg, &vault, system_clock())).await;
+    let text = format!(
+        "version = 1\n\n[[accounts]]\nname = \"{name}\"\nissuer = \"http://127.0.0.1:9/elsewhere\"\nclient_id = \"latchkey\"\nallow_insecure_http = true\n"
+    );
+    let moved = Config::parse(&text, std::path::Path::new("test.toml")).expect("valid");
+    let restored = session(&moved, &vault, system_clock());
+    match restored.restore().await.expect("restore") {
+        SessionState::Expired { reason, .. } => {
+            assert!(reason.contains("issuer changed"), "{reason}");
+        }
+        other => panic!("a session of another issuer was restored: {other:?}"),
+    }
+    let err = restored.access_token().await.expect_err("not usable");
+    assert!(matches!(err, SessionError::LoginRequired { .. }), "{err:?}");
+    vault.wipe_account(&name).await.expect("cleanup");
+}
