@@ -192,6 +192,70 @@ async fn host_started_commands_need_only_the_hosts_environment_and_the_entrys_en
         text.stdout
     );
 
+    // Following the log: a control call (status) and client traffic arrive; only the traffic is
+    // printed.
+    let mut follow = stack
+        .home
+        .command(&["log", "--follow", "--json", "--limit", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("log --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follower printed its first page");
+    let token = headers["X-Latchkey-Client"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let http = reqwest::Client::new();
+    let mut followed = vec![first];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // The follower subscribes after printing its first page: repeat a control call and a client
+    // request until the request shows up, so both were made while it listened.
+    'outer: while Instant::now() < deadline {
+        let status = stack.home.run(&["status"], "").expect("status");
+        assert_eq!(status.code, 0, "{}", status.stderr);
+        let proxied = http
+            .get(format!("{}/demo/whoami?follow=1", serve.url))
+            .header("x-latchkey-client", &token)
+            .send()
+            .await
+            .expect("proxied request");
+        assert_eq!(proxied.status(), 200);
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(500)) {
+            let done = line.contains("/demo/whoami");
+            followed.push(line);
+            if done {
+                break 'outer;
+            }
+        }
+    }
+    assert!(
+        followed.iter().any(|l| l.contains("/demo/whoami")),
+        "the proxied request reached the follower: {followed:#?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        followed.iter().all(|l| !l.contains("\"kind\":\"control\"")),
+        "the follower leaves control calls out: {followed:#?}"
+    );
+
     let logs = serve.stop().expect("stop");
     assert!(logs.contains("control socket listening"), "{logs}");
     assert!(
