@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod gateway;
 pub mod login;
+pub mod mcp_oauth;
 pub mod paths;
 pub mod secret;
 pub mod session;

@@ -1,0 +1,234 @@
+//! Getting a client id at an MCP server's authorization server, in the priority order of the
+//! MCP authorization specification: a pre-registered client id (from the person or the
+//! configuration), else a Client ID Metadata Document (Latchkey's HTTPS URL is the client id)
+//! when the server advertises `client_id_metadata_document_supported`, else Dynamic Client
+//! Registration (RFC 7591) as a native app with a loopback redirect URI, else the person must be
+//! asked for a client id ([`McpOAuthError::ClientIdRequired`]).
+
+use serde::Deserialize;
+use url::Url;
+
+use super::fetch::{Fetcher, check_scheme, display, parse_json};
+use super::metadata::AuthorizationServer;
+use super::{McpOAuthError, shorten};
+use crate::secret::Secret;
+
+/// The redirect URI registered for Latchkey: loopback, any port (RFC 8252 §7.3: the server must
+/// accept the port chosen at login time).
+pub const LOOPBACK_REDIRECT_URI: &str = "http://127.0.0.1/oauth/callback";
+
+/// The client name shown on consent pages.
+pub const CLIENT_NAME: &str = "Latchkey";
+
+/// How the client authenticates at the token endpoint. `Debug` never shows the secret.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// A public client (`token_endpoint_auth_method: none`): the client id only.
+    None,
+    /// `client_secret_basic`.
+    ClientSecretBasic(Secret),
+    /// `client_secret_post`.
+    ClientSecretPost(Secret),
+}
+
+/// How the client id was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistrationMethod {
+    /// Given by the person or the configuration.
+    PreRegistered,
+    /// Latchkey's Client ID Metadata Document URL is the client id.
+    MetadataDocument,
+    /// RFC 7591 Dynamic Client Registration.
+    Dynamic,
+}
+
+/// A client id at one authorization server (client ids are per server, never reused elsewhere).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientRegistration {
+    /// The authorization server's issuer this id belongs to.
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// How to authenticate at the token endpoint.
+    pub auth: ClientAuth,
+    /// How it was obtained.
+    pub method: RegistrationMethod,
+}
+
+/// A client id the person (or the configuration) registered beforehand.
+#[derive(Debug, Clone)]
+pub struct PreRegisteredClient {
+    /// The client id.
+    pub client_id: String,
+    /// Its secret, for a confidential client (sent `client_secret_basic`).
+    pub client_secret: Option<Secret>,
+}
+
+/// What registration may use.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationInputs {
+    /// A pre-registered client, first in priority.
+    pub pre_registered: Option<PreRegisteredClient>,
+    /// The HTTPS URL of Latchkey's Client ID Metadata Document (`docs/client-metadata.json`
+    /// served somewhere stable), used when the server supports such documents.
+    pub metadata_document_url: Option<Url>,
+}
+
+/// Obtains a client id at `server` in the specification's priority order.
+#[tracing::instrument(skip_all, fields(issuer = %shorten(&server.issuer)), err)]
+pub async fn register(
+    fetcher: &Fetcher,
+    server: &AuthorizationServer,
+    inputs: &RegistrationInputs,
+) -> Result<ClientRegistration, McpOAuthError> {
+    if let Some(pre) = &inputs.pre_registered {
+        return Ok(ClientRegistration {
+            issuer: server.issuer.clone(),
+            client_id: pre.client_id.clone(),
+            auth: pre
+                .client_secret
+                .clone()
+                .map_or(ClientAuth::None, ClientAuth::ClientSecretBasic),
+            method: RegistrationMethod::PreRegistered,
+        });
+    }
+    if server.client_id_metadata_document_supported
+        && let Some(document) = &inputs.metadata_document_url
+    {
+        // The draft requires an https URL with a path; never plain http, even on loopback.
+        check_scheme("client metadata document", document, false)?;
+        return Ok(ClientRegistration {
+            issuer: server.issuer.clone(),
+            client_id: document.to_string(),
+            auth: ClientAuth::None,
+            method: RegistrationMethod::MetadataDocument,
+        });
+    }
+    if let Some(endpoint) = &server.registration_endpoint {
+        return dynamic(fetcher, server, endpoint).await;
+    }
+    Err(McpOAuthError::ClientIdRequired {
+        issuer: shorten(&server.issuer),
+    })
+}
+
+#[derive(Deserialize)]
+struct RegistrationAnswer {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// RFC 7591 §3.1: a native public client with the loopback redirect URI.
+async fn dynamic(
+    fetcher: &Fetcher,
+    server: &AuthorizationServer,
+    endpoint: &Url,
+) -> Result<ClientRegistration, McpOAuthError> {
+    let what = "client registration endpoint";
+    fetcher.check_url(what, endpoint)?;
+    let body = serde_json::json!({
+        "client_name": CLIENT_NAME,
+        "application_type": "native",
+        "redirect_uris": [LOOPBACK_REDIRECT_URI],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    });
+    let request = fetcher.http().post(endpoint.clone()).json(&body);
+    let answer = fetcher.send(what, endpoint, request).await?;
+    let status = answer.status();
+    let bytes = fetcher.read_capped(what, endpoint, answer).await?;
+    if !status.is_success() {
+        let parsed: Option<ErrorAnswer> = serde_json::from_slice(&bytes).ok();
+        let (error, description) = parsed
+            .map(|e| (e.error, e.error_description))
+            .unwrap_or_default();
+        return Err(McpOAuthError::RegistrationRefused {
+            error: error.map_or_else(|| format!("http_{}", status.as_u16()), |e| shorten(&e)),
+            description: description.map(|d| shorten(&d)),
+        });
+    }
+    let answer: RegistrationAnswer = parse_json("client registration answer", endpoint, &bytes)?;
+    let client_id = answer
+        .client_id
+        .filter(|id| !id.is_empty())
+        .ok_or(McpOAuthError::RegistrationWithoutClientId)?;
+    let secret = answer
+        .client_secret
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    let auth = match (answer.token_endpoint_auth_method.as_deref(), secret) {
+        (None | Some("none"), _) => ClientAuth::None,
+        (Some("client_secret_post"), Some(s)) => ClientAuth::ClientSecretPost(s),
+        (Some("client_secret_basic"), Some(s)) => ClientAuth::ClientSecretBasic(s),
+        (Some(other), _) => {
+            return Err(McpOAuthError::Malformed {
+                what: "client registration answer",
+                url: display(endpoint),
+                reason: format!(
+                    "it registered token_endpoint_auth_method `{}`, which Latchkey cannot use",
+                    shorten(other)
+                ),
+            });
+        }
+    };
+    tracing::debug!(client_id = %shorten(&client_id), "registered dynamically");
+    Ok(ClientRegistration {
+        issuer: server.issuer.clone(),
+        client_id,
+        auth,
+        method: RegistrationMethod::Dynamic,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Client ID Metadata Document shipped in the repository, to be published at the HTTPS
+    /// URL it names as `client_id`.
+    const DOCUMENT: &str = include_str!("../../../../docs/client-metadata.json");
+
+    #[test]
+    fn the_shipped_client_metadata_document_describes_this_client() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        assert_eq!(doc["client_name"], CLIENT_NAME);
+        assert_eq!(doc["token_endpoint_auth_method"], "none", "a public client");
+        assert_eq!(
+            doc["grant_types"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        let redirects: Vec<&str> = doc["redirect_uris"]
+            .as_array()
+            .expect("redirect_uris")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        assert!(
+            redirects.contains(&LOOPBACK_REDIRECT_URI),
+            "the redirect URI Latchkey uses is listed: {redirects:?}"
+        );
+        for r in redirects {
+            let url = Url::parse(r).expect("redirect URI");
+            assert!(super::super::fetch::is_loopback(&url), "{r} is loopback");
+        }
+        let id = Url::parse(doc["client_id"].as_str().expect("client_id")).expect("URL");
+        assert_eq!(id.scheme(), "https", "a client id document URL is https");
+        assert!(id.path().len() > 1, "with a path, as the draft requires");
+    }
+}

@@ -1,0 +1,196 @@
+//! The real peers of Latchkey's MCP OAuth client: the sandbox's MCP authorization server
+//! (`sandbox/mcp-auth-server.js`, `oidc-provider` with Dynamic Client Registration and resource
+//! indicators) and an MCP server from the official TypeScript SDK that requires its tokens
+//! (`tests/mcp/server-oauth.mjs`), each a Node child process on a loopback port that dies with
+//! its handle; and [`sign_in`], which drives the authorization server's sign-in page.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use url::Url;
+
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+fn repo_dir(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// One Node child process that printed `{"url": ...}` when ready.
+struct NodeChild {
+    url: Url,
+    // Held so the child's stdin stays open; dropping it makes the child exit.
+    _stdin: ChildStdin,
+    _child: Child,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    url: String,
+}
+
+impl NodeChild {
+    async fn start(dir: &Path, args: &[String]) -> anyhow::Result<NodeChild> {
+        if !dir.join("node_modules").is_dir() {
+            bail!(
+                "{}/node_modules is missing: run scripts/setup (or `npm ci` there)",
+                dir.display()
+            );
+        }
+        let node = std::env::var_os("LATCHKEY_NODE").unwrap_or_else(|| "node".into());
+        let mut child = Command::new(node)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn `node {}` (is Node 20+ on PATH?)", args.join(" ")))?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut stderr = child.stderr.take().context("child stderr")?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        tokio::spawn(async move {
+            let mut buf = [0_u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut all) = sink.lock() {
+                    all.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        let stderr_text = || {
+            errors
+                .lock()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(READY_DEADLINE, lines.next_line()).await {
+            Err(_) => bail!(
+                "`node {}` was not ready within {READY_DEADLINE:?}; stderr: {}",
+                args.join(" "),
+                stderr_text()
+            ),
+            Ok(Err(e)) => return Err(e).context("read the child's stdout"),
+            Ok(Ok(None)) => {
+                let status = child.wait().await.ok();
+                bail!(
+                    "`node {}` exited before it was ready ({status:?}); stderr: {}",
+                    args.join(" "),
+                    stderr_text()
+                )
+            }
+            Ok(Ok(Some(line))) => line,
+        };
+        let ready: Ready =
+            serde_json::from_str(&line).context("the child printed an unexpected ready line")?;
+        Ok(NodeChild {
+            url: Url::parse(&ready.url).context("the child printed an invalid URL")?,
+            _stdin: stdin,
+            _child: child,
+        })
+    }
+}
+
+/// Counters of the MCP authorization server (`GET {issuer}/__stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct McpAuthStats {
+    /// Successful Dynamic Client Registrations.
+    pub registrations: u64,
+    /// Requests to the token endpoint.
+    pub token_requests: u64,
+    /// Successful `refresh_token` grants.
+    pub refresh_grants: u64,
+    /// Every resource indicator a token was asked for, in order.
+    pub resources: Vec<String>,
+}
+
+/// The sandbox MCP authorization server: users `alice`/`alice-password` and
+/// `bob`/`bob-password`, open DCR, JWT access tokens whose `aud` is the requested (loopback)
+/// resource, scopes `mcp:tools` and `mcp:admin`, rotating refresh tokens.
+pub struct McpAuthServer {
+    child: NodeChild,
+    issuer: String,
+}
+
+impl McpAuthServer {
+    /// Starts one on a free loopback port; `access_ttl` is the access tokens' lifetime (s).
+    pub async fn start(access_ttl: u64) -> anyhow::Result<McpAuthServer> {
+        let options = serde_json::json!({ "accessTtl": access_ttl }).to_string();
+        let child = NodeChild::start(
+            &repo_dir("sandbox"),
+            &["mcp-auth-server.js".to_owned(), options],
+        )
+        .await?;
+        // The issuer exactly as the server names itself (no trailing slash).
+        let issuer = child.url.as_str().trim_end_matches('/').to_owned();
+        Ok(McpAuthServer { child, issuer })
+    }
+
+    /// The issuer (`http://127.0.0.1:{port}`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Its counters.
+    pub async fn stats(&self) -> anyhow::Result<McpAuthStats> {
+        let url = self.child.url.join("/__stats").context("stats URL")?;
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(url)
+            .send()
+            .await
+            .context("GET /__stats")?
+            .error_for_status()?
+            .json()
+            .await
+            .context("decode /__stats")
+    }
+}
+
+/// The SDK's Streamable HTTP MCP server that requires tokens of an [`McpAuthServer`] for its URL.
+pub struct OAuthMcpServer {
+    child: NodeChild,
+}
+
+impl OAuthMcpServer {
+    /// Starts one on a free loopback port, trusting `issuer`.
+    pub async fn start(issuer: &str) -> anyhow::Result<OAuthMcpServer> {
+        let child = NodeChild::start(
+            &repo_dir("tests/mcp"),
+            &[
+                "server-oauth.mjs".to_owned(),
+                "--issuer".to_owned(),
+                issuer.to_owned(),
+            ],
+        )
+        .await?;
+        Ok(OAuthMcpServer { child })
+    }
+
+    /// Its MCP endpoint and resource identifier (`http://127.0.0.1:{port}/mcp`).
+    pub fn url(&self) -> &Url {
+        &self.child.url
+    }
+}
+
+/// Drives the MCP authorization server's sign-in page from `authorize_url` as `user` and
+/// delivers the redirect to the loopback callback. The page has the sandbox IdP's form, so this
+/// is the sandbox's browser stand-in.
+pub async fn sign_in(authorize_url: &Url, user: &str, password: &str) -> anyhow::Result<()> {
+    crate::browser_login(authorize_url, user, password).await
+}

@@ -1,0 +1,208 @@
+// An OAuth authorization server for remote MCP servers, for Latchkey's MCP OAuth client tests: a
+// real oidc-provider 9 on 127.0.0.1 with open Dynamic Client Registration (RFC 7591), resource
+// indicators (RFC 8707) issuing JWT access tokens whose `aud` is the requested MCP server URL,
+// rotating refresh tokens for every client allowed the refresh_token grant, PKCE S256, `iss` in
+// the authorization response (RFC 9207), and the sandbox's sign-in page. Dev/test tooling only.
+//
+//   node mcp-auth-server.js '<json options>'
+// prints {"url": "<issuer>"} when ready and exits when stdin closes (or on SIGTERM/SIGINT).
+import http from 'node:http';
+import { URLSearchParams, fileURLToPath } from 'node:url';
+import Provider from 'oidc-provider';
+import { DEFAULT_USERS } from './idp.js';
+
+/** The scopes an MCP server behind this AS may ask for. */
+export const MCP_SCOPES = ['mcp:tools', 'mcp:admin'];
+
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+})[c]);
+
+function signInPage(uid, error) {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MCP sign-in</title></head>
+<body>
+<main>
+<h1>Sign in to the sandbox MCP authorization server</h1>
+${error ? `<p role="alert">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
+<label for="login">Login</label> <input id="login" name="login" type="text" required autofocus>
+<label for="password">Password</label> <input id="password" name="password" type="password" required>
+<button type="submit">Sign in</button>
+</form>
+</main>
+</body></html>`;
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A resource indicator this AS issues tokens for: an http(s) URL on loopback (the test MCP servers). */
+function isLoopbackResource(resource) {
+  try {
+    const url = new URL(resource);
+    return (url.protocol === 'http:' || url.protocol === 'https:')
+      && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) && !url.hash;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Start the MCP authorization server.
+ * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string}>}} [options]
+ * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => object}>}
+ */
+export async function startMcpAuthServer({
+  port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS,
+} = {}) {
+  const counters = { registrations: 0, token_requests: 0, refresh_grants: 0, resources: [] };
+  const server = http.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+
+  const configuration = {
+    clients: [],
+    pkce: { required: () => true },
+    scopes: ['openid', 'offline_access'],
+    claims: { openid: ['sub'] },
+    clientBasedCORS: () => true,
+    // Refresh tokens for every client allowed the grant, without `offline_access` (MCP clients
+    // ask for the server's scopes only).
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: accessTtl,
+      AuthorizationCode: 60,
+      Grant: refreshTtl,
+      Interaction: 600,
+      Session: refreshTtl,
+      RefreshToken: refreshTtl,
+    },
+    features: {
+      devInteractions: { enabled: false },
+      registration: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // No default: a request without `resource` gets no MCP audience.
+        defaultResource: (ctx, client, oneOf) => oneOf ?? undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resource) => {
+          if (!isLoopbackResource(resource)) throw new Provider.errors.InvalidTarget();
+          counters.resources.push(resource);
+          return {
+            scope: MCP_SCOPES.join(' '),
+            audience: resource,
+            accessTokenTTL: accessTtl,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    findAccount: async (ctx, id) => {
+      if (!users[id]) return undefined;
+      return { accountId: id, claims: async () => ({ sub: id }) };
+    },
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Error</title></head><body><h1>${escapeHtml(out.error)}</h1><p>${escapeHtml(out.error_description ?? '')}</p></body></html>`;
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  provider.on('registration_create.success', () => { counters.registrations += 1; });
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params?.grant_type === 'refresh_token') counters.refresh_grants += 1;
+  });
+
+  // Sign-in, then consent auto-granted for what was asked (scopes and resource scopes).
+  provider.use(async (ctx, next) => {
+    const m = /^\/interaction\/([^/]+)(\/login)?$/.exec(ctx.path);
+    if (!m) return next();
+    ctx.set('Cache-Control', 'no-store');
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const { uid, prompt, params, session } = details;
+    if (ctx.method === 'POST' && m[2]) {
+      const form = new URLSearchParams(await readBody(ctx.req));
+      const login = form.get('login') ?? '';
+      const user = users[login];
+      if (!user || user.password !== form.get('password')) {
+        ctx.status = 401;
+        ctx.type = 'html';
+        ctx.body = signInPage(uid, 'Invalid login or password.');
+        return undefined;
+      }
+      await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
+      ctx.respond = false;
+      return undefined;
+    }
+    if (ctx.method !== 'GET') {
+      ctx.status = 405;
+      return undefined;
+    }
+    if (prompt.name === 'login') {
+      ctx.type = 'html';
+      ctx.body = signInPage(uid);
+      return undefined;
+    }
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: session?.accountId, clientId: params.client_id });
+    const d = prompt.details ?? {};
+    if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+    if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+    if (d.missingResourceScopes) {
+      for (const [indicator, scopes] of Object.entries(d.missingResourceScopes)) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+    }
+    const grantId = await grant.save();
+    await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    ctx.respond = false;
+    return undefined;
+  });
+
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/__stats' && ctx.method === 'GET') {
+      ctx.body = { ...counters };
+      return undefined;
+    }
+    if (ctx.path === '/token' && ctx.method === 'POST') counters.token_requests += 1;
+    return next();
+  });
+
+  server.on('request', provider.callback());
+
+  return {
+    issuer,
+    stats: () => ({ ...counters }),
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections?.();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const options = JSON.parse(process.argv[2] ?? '{}');
+  const started = await startMcpAuthServer(options);
+  const stop = async () => {
+    await started.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.stdin.on('end', stop);
+  process.stdin.on('close', stop);
+  process.stdin.resume();
+  process.stdout.write(`${JSON.stringify({ url: started.issuer })}\n`);
+}
