@@ -44,7 +44,8 @@ use tokio::process::{Child, Command};
 use url::Url;
 
 /// The Debian package that provides everything this module runs.
-const PACKAGE_HINT: &str = "install the Debian package `glewlwyd` (run scripts/setup)";
+const PACKAGE_HINT: &str =
+    "run scripts/setup (it installs the Debian packages glewlwyd, sqlite3 and openssl)";
 /// The SQLite schema and initial data the package ships (used by its own dbconfig set-up).
 const SCHEMA: &str = "/usr/share/dbconfig-common/data/glewlwyd/install/sqlite3";
 /// Where the package puts its user, client, scheme and plugin modules.
@@ -148,6 +149,11 @@ impl Glewlwyd {
                 bail!("{path} is missing: {PACKAGE_HINT}");
             }
         }
+        for program in ["glewlwyd", "sqlite3", "openssl"] {
+            if !on_path(program) {
+                bail!("`{program}` is not on PATH: {PACKAGE_HINT}");
+            }
+        }
         let dir = scratch_dir()?;
         let started = async {
             let (key, public) = signing_key(&dir).await?;
@@ -156,7 +162,7 @@ impl Glewlwyd {
             for _ in 0..START_ATTEMPTS {
                 // The port is free now; Glewlwyd cannot be given port 0, so another process may
                 // take it first: then Glewlwyd exits and the next attempt picks another.
-                let port = free_port()?;
+                let port = free_port(options.redirect_port)?;
                 match launch(&dir, port).await {
                     Ok(child) => {
                         let base = Url::parse(&format!("http://127.0.0.1:{port}/"))
@@ -445,6 +451,17 @@ fn plugin(issuer: &str, options: &GlewlwydOptions, key: &str, public: &str) -> s
     })
 }
 
+/// Whether an executable `program` is on `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 /// A private scratch directory for one provider's configuration, key, database and log.
 fn scratch_dir() -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
@@ -516,10 +533,17 @@ async fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        std::net::TcpListener::bind(("127.0.0.1", 0)).context("find a free loopback port")?;
-    Ok(listener.local_addr().context("local address")?.port())
+/// A free loopback port other than `reserved` (the client's callback port, free until Latchkey
+/// listens on it).
+fn free_port(reserved: u16) -> anyhow::Result<u16> {
+    loop {
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", 0)).context("find a free loopback port")?;
+        let port = listener.local_addr().context("local address")?.port();
+        if port != reserved {
+            return Ok(port);
+        }
+    }
 }
 
 /// Writes the configuration for `port` and starts Glewlwyd, then waits until it answers.
