@@ -195,3 +195,36 @@ pub struct HostApplied {
     /// Server name added.
     pub server_name: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::login::UserInfo;
+
+    use super::*;
+
+    #[test]
+    fn an_account_view_says_whether_its_session_can_be_renewed_and_when_it_ends() {
+        let view = AccountView {
+            name: "work".into(),
+            issuer: "https://idp.example.com".into(),
+            state: SessionState::Active {
+                user: UserInfo {
+                    subject: "alice".into(),
+                    name: None,
+                    email: None,
+                },
+                expires_at: 4600,
+                issued_at: 1000,
+                renewable: false,
+            },
+            last_login_error: None,
+        };
+        let json = serde_json::to_value(&view).expect("serialise");
+        assert_eq!(json["state"]["kind"], "active");
+        assert_eq!(
+            json["state"]["renewable"], false,
+            "status and the window show that this session cannot be renewed"
+        );
+        assert_eq!(json["state"]["expires_at"], 4600, "and when it ends");
+    }
+}
