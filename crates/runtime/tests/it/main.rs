@@ -2,3 +2,5 @@
 //! keychain, a private data directory.
 
 mod login_failures;
+#[cfg(unix)]
+mod socket;
