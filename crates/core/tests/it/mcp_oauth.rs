@@ -139,6 +139,11 @@ async fn discovery_registration_login_and_refresh_work_against_the_sdk_server_an
     assert!(challenge.resource_metadata().is_some());
     assert_eq!(discovery.resource.resource, server.url().as_str());
     assert_eq!(discovery.authorization_server.issuer, auth.issuer());
+    assert_eq!(
+        discovery.authorization_server.metadata_url.path(),
+        "/.well-known/oauth-authorization-server",
+        "RFC 8414 is tried first for an issuer without a path (oidc-provider 9 serves it)"
+    );
     assert!(
         discovery
             .authorization_server
@@ -160,6 +165,11 @@ async fn discovery_registration_login_and_refresh_work_against_the_sdk_server_an
     let tokens = log_in(&fetcher, &discovery, &client, &discovery.scopes()).await;
     assert!(tokens.expires_at > tokens.issued_at + time::Duration::seconds(500));
     let refresh_token = tokens.refresh_token.clone().expect("a refresh token");
+    let shown = format!("{tokens:?}");
+    assert!(
+        !shown.contains(tokens.access_token.expose()) && !shown.contains(refresh_token.expose()),
+        "Debug of a TokenSet must not show its tokens"
+    );
 
     let (status, _, listed) =
         mcp_call(server.url(), &tokens.access_token, "tools/list", json!({})).await;
@@ -329,6 +339,10 @@ struct Knobs {
     registration: Value,
     /// The `iss` of the authorization response; `None`: omitted.
     callback_iss: Option<String>,
+    /// The MCP server's `WWW-Authenticate` on its 401.
+    challenge: String,
+    /// Further documents served at these paths (everything else unknown is a 404).
+    documents: Vec<(String, Value)>,
     /// The token answer.
     token: Value,
 }
@@ -348,6 +362,8 @@ impl Default for Knobs {
             as_patch: json!({}),
             registration: json!({"client_id": "hostile-client", "token_endpoint_auth_method": "none"}),
             callback_iss: Some("{base}".into()),
+            challenge: r#"Bearer resource_metadata="{base}/prm", scope="s1""#.into(),
+            documents: Vec::new(),
             token: json!({"access_token": "at-from-hostile", "token_type": "Bearer", "expires_in": 60}),
         }
     }
@@ -355,6 +371,8 @@ impl Default for Knobs {
 
 struct Peer {
     knobs: Knobs,
+    /// `METHOD /path` of every request, in order.
+    seen: std::sync::Mutex<Vec<String>>,
     base: String,
 }
 
@@ -370,7 +388,24 @@ fn json_answer(value: Value) -> Response {
         .into_response()
 }
 
+async fn record(
+    State(p): State<Arc<Peer>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Ok(mut seen) = p.seen.lock() {
+        seen.push(format!("{} {}", request.method(), request.uri().path()));
+    }
+    next.run(request).await
+}
+
 async fn hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>) {
+    let (url, task, _) = serve_hostile(knobs).await;
+    (url, task)
+}
+
+/// The hostile peer on a free port: its MCP endpoint, its task, and its state (request log).
+async fn serve_hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>, Arc<Peer>) {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -378,6 +413,7 @@ async fn hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>) {
     let peer = Arc::new(Peer {
         knobs,
         base: base.clone(),
+        seen: std::sync::Mutex::default(),
     });
     let app = Router::new()
         .route(
@@ -385,7 +421,7 @@ async fn hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>) {
             post(|State(p): State<Arc<Peer>>| async move {
                 (
                     StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, format!(r#"Bearer resource_metadata="{}/prm", scope="s1""#, p.base))],
+                    [(header::WWW_AUTHENTICATE, p.knobs.challenge.replace("{base}", &p.base))],
                 )
             }),
         )
@@ -452,11 +488,18 @@ async fn hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>) {
             "/token",
             post(|State(p): State<Arc<Peer>>| async move { json_answer(fill(&p.knobs.token, &p.base)) }),
         )
-        .with_state(peer);
+        .fallback(|State(p): State<Arc<Peer>>, uri: axum::http::Uri| async move {
+            match p.knobs.documents.iter().find(|(path, _)| path == uri.path()) {
+                Some((_, doc)) => json_answer(fill(doc, &p.base)),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        })
+        .layer(axum::middleware::from_fn_with_state(peer.clone(), record))
+        .with_state(peer.clone());
     let task = tokio::spawn(async move {
         let _ = axum::serve(socket, app).await;
     });
-    (Url::parse(&format!("{base}/mcp")).expect("url"), task)
+    (Url::parse(&format!("{base}/mcp")).expect("url"), task, peer)
 }
 
 async fn discover_hostile(knobs: Knobs) -> Result<Discovery, McpOAuthError> {
@@ -516,6 +559,66 @@ async fn a_well_behaved_double_completes_the_flow_so_each_refusal_below_is_its_k
         .expect("the default peer is fine");
     assert_eq!(tokens.access_token.expose(), "at-from-hostile");
     assert!(tokens.refresh_token.is_none());
+}
+
+#[tokio::test]
+async fn without_resource_metadata_the_well_known_uris_are_tried_path_inserted_then_root() {
+    let prm = json!({"resource": "{base}/mcp", "authorization_servers": ["{base}"]});
+    let (url, _task, peer) = serve_hostile(Knobs {
+        challenge: r#"Bearer scope="s1""#.into(),
+        documents: vec![("/.well-known/oauth-protected-resource".into(), prm)],
+        ..Knobs::default()
+    })
+    .await;
+    let discovery = mcp_oauth::discover(&loopback_fetcher(), &url)
+        .await
+        .expect("discovery");
+    assert_eq!(
+        discovery.resource.metadata_url.path(),
+        "/.well-known/oauth-protected-resource"
+    );
+    let seen = peer.seen.lock().expect("log").clone();
+    assert_eq!(
+        seen,
+        [
+            "POST /mcp",
+            "GET /.well-known/oauth-protected-resource/mcp",
+            "GET /.well-known/oauth-protected-resource",
+            "GET /.well-known/oauth-authorization-server",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_with_a_path_is_looked_up_in_the_specified_order() {
+    let prm = json!({"resource": "{base}/mcp", "authorization_servers": ["{base}/tenant"]});
+    let metadata = json!({
+        "issuer": "{base}/tenant",
+        "authorization_endpoint": "{base}/authorize",
+        "token_endpoint": "{base}/token",
+        "code_challenge_methods_supported": ["S256"],
+    });
+    let (url, _task, peer) = serve_hostile(Knobs {
+        prm: Prm::Json(prm),
+        documents: vec![("/tenant/.well-known/openid-configuration".into(), metadata)],
+        ..Knobs::default()
+    })
+    .await;
+    let discovery = mcp_oauth::discover(&loopback_fetcher(), &url)
+        .await
+        .expect("discovery");
+    assert!(discovery.authorization_server.issuer.ends_with("/tenant"));
+    let seen = peer.seen.lock().expect("log").clone();
+    assert_eq!(
+        seen,
+        [
+            "POST /mcp",
+            "GET /prm",
+            "GET /.well-known/oauth-authorization-server/tenant",
+            "GET /.well-known/openid-configuration/tenant",
+            "GET /tenant/.well-known/openid-configuration",
+        ]
+    );
 }
 
 #[tokio::test]
