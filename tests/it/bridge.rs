@@ -166,6 +166,69 @@ enum Launch<'a> {
 
 /// Runs `host-stdio.mjs` with the bridge as its stdio server.
 async fn run_host(launch: Launch<'_>, scenario: &str, end: &str) -> HostRun {
+    let mut cmd = host_command(launch, scenario, end);
+    cmd.stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("host-stdio.mjs runs");
+    host_run(
+        &out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the `pause` scenario: `between` runs while the host waits, after its first call.
+fn run_host_paused(launch: Launch<'_>, between: impl FnOnce()) -> HostRun {
+    use std::io::{Read, Write};
+    let mut child = host_command(launch, "pause", "stdin")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("host-stdio.mjs starts");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).expect("read the host's stdout");
+        assert!(n > 0, "the host ended before it was ready: {seen}");
+        seen.push_str(&line);
+        if line.contains("\"ready\"") {
+            break;
+        }
+    }
+    between();
+    child
+        .stdin
+        .as_mut()
+        .expect("piped stdin")
+        .write_all(b"go\n")
+        .expect("tell the host to go on");
+    let _ = stdout.read_to_string(&mut seen);
+    let status = child.wait().expect("the host ends");
+    host_run(&status, seen, logs.join().unwrap_or_default())
+}
+
+fn host_run(status: &std::process::ExitStatus, stdout: String, stderr: String) -> HostRun {
+    assert!(
+        status.success(),
+        "the host failed ({status:?}):\n{stderr}\n{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no summary from the host: {stdout}\n{stderr}"));
+    HostRun { summary, stderr }
+}
+
+fn host_command(launch: Launch<'_>, scenario: &str, end: &str) -> std::process::Command {
     let mut cmd = node("tests/mcp/host-stdio.mjs");
     cmd.args(["--scenario", scenario, "--end", end, "--"])
         .stdout(Stdio::piped())
@@ -199,23 +262,7 @@ async fn run_host(launch: Launch<'_>, scenario: &str, end: &str) -> HostRun {
             }
         }
     }
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("host-stdio.mjs runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "the host failed ({:?}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let summary = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("no summary from the host: {stdout}\n{stderr}"));
-    HostRun { summary, stderr }
+    cmd
 }
 
 /// The session the server started for the run that began after `before` events.
@@ -300,11 +347,16 @@ fn assert_full_run(run: &HostRun, server: &McpServer, session: &str, token: &str
     );
 }
 
-#[tokio::test]
-async fn the_stdio_bridge_carries_everything_streamable_http_carries() {
-    if !keychain_available() {
-        return;
-    }
+/// A running stack for the bridge: the MCP server, `latchkey serve` with alice logged in, and
+/// a client `bridge` for the service; the client's token is returned for the canary checks.
+struct Running {
+    server: McpServer,
+    stack: Stack,
+    serve: latchkey_e2e::Serve,
+    token: String,
+}
+
+async fn running() -> Running {
     let server = McpServer::start();
     let stack = stack_with(&server).await;
     let serve = stack.home.serve().expect("serve");
@@ -315,23 +367,81 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries() {
         .expect("client add");
     assert_eq!(add.code, 0, "{}", add.stderr);
     let token = add.stdout.trim().to_owned();
+    Running {
+        server,
+        stack,
+        serve,
+        token,
+    }
+}
 
+impl Running {
+    /// Stops `latchkey serve` and checks no secret reached its logs.
+    fn stop(self) {
+        let logs = self.serve.stop().expect("clean stop");
+        for secret in [MCP_KEY, GATEWAY_KEY, self.token.as_str()] {
+            assert!(!logs.contains(secret), "a secret reached the server's logs");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stdio_bridge_carries_everything_streamable_http_carries_and_ends_cleanly() {
+    if !keychain_available() {
+        return;
+    }
+    let r = running().await;
     // Host closes stdin.
-    let before = server.events().len();
-    let run = run_host(Launch::Home(&stack.home), "full", "stdin").await;
-    let session = session_after(&server, before);
-    assert_full_run(&run, &server, &session, &token);
+    let before = r.server.events().len();
+    let run = run_host(Launch::Home(&r.stack.home), "full", "stdin").await;
+    let session = session_after(&r.server, before);
+    assert_full_run(&run, &r.server, &session, &r.token);
 
     // Host sends SIGTERM instead.
-    let before = server.events().len();
-    let run = run_host(Launch::Home(&stack.home), "full", "sigterm").await;
-    let session = session_after(&server, before);
-    assert_full_run(&run, &server, &session, &token);
+    let before = r.server.events().len();
+    let run = run_host(Launch::Home(&r.stack.home), "full", "sigterm").await;
+    let session = session_after(&r.server, before);
+    assert_full_run(&run, &r.server, &session, &r.token);
 
+    // As Claude Desktop starts it: the entry mcp-config writes, and a host's minimal environment
+    // (no D-Bus session, so no keychain: the bridge finds the instance through its socket).
+    let config = r
+        .stack
+        .home
+        .run(
+            &[
+                "mcp-config",
+                "--host",
+                "claude-desktop",
+                "--client",
+                "bridge",
+                "--service",
+                "mcp",
+            ],
+            "",
+        )
+        .expect("mcp-config");
+    assert_eq!(config.code, 0, "{}", config.stderr);
+    let entry: Value = serde_json::from_str(&config.stdout).expect("entry JSON");
+    let host_home = tempfile::tempdir().expect("host home");
+    let before = r.server.events().len();
+    let run = run_host(Launch::Entry(&entry, host_home.path()), "full", "stdin").await;
+    let session = session_after(&r.server, before);
+    assert_full_run(&run, &r.server, &session, &r.token);
+
+    r.stop();
+}
+
+#[tokio::test]
+async fn a_session_the_server_ended_is_reported_to_the_host_as_a_jsonrpc_error() {
+    if !keychain_available() {
+        return;
+    }
+    let r = running().await;
     // The server forgets the session: the host gets a JSON-RPC error saying so, and the bridge
     // still exits cleanly.
-    let before = server.events().len();
-    let run = run_host(Launch::Home(&stack.home), "expire", "stdin").await;
+    let before = r.server.events().len();
+    let run = run_host(Launch::Home(&r.stack.home), "expire", "stdin").await;
     let s = &run.summary;
     assert_eq!(s["expire"], "expired", "{s:#}");
     let message = s["afterExpiry"]["message"].as_str().unwrap_or_default();
@@ -350,35 +460,71 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries() {
         serde_json::json!({ "code": 0, "signal": null }),
         "{s:#}"
     );
-    let _ = session_after(&server, before);
+    let _ = session_after(&r.server, before);
 
-    // As Claude Desktop starts it: the entry mcp-config writes, and a host's minimal environment
-    // (no D-Bus session, so no keychain: the bridge finds the instance through its socket).
-    let config = stack
-        .home
-        .run(
-            &[
-                "mcp-config",
-                "--host",
-                "claude-desktop",
-                "--client",
-                "bridge",
-                "--service",
-                "mcp",
-            ],
-            "",
-        )
-        .expect("mcp-config");
-    assert_eq!(config.code, 0, "{}", config.stderr);
-    let entry: Value = serde_json::from_str(&config.stdout).expect("entry JSON");
-    let host_home = tempfile::tempdir().expect("host home");
-    let before = server.events().len();
-    let run = run_host(Launch::Entry(&entry, host_home.path()), "full", "stdin").await;
-    let session = session_after(&server, before);
-    assert_full_run(&run, &server, &session, &token);
+    r.stop();
+}
 
-    let logs = serve.stop().expect("clean stop");
-    for secret in [MCP_KEY, GATEWAY_KEY, token.as_str()] {
-        assert!(!logs.contains(secret), "a secret reached the server's logs");
+#[tokio::test]
+async fn a_refused_token_is_reminted_once_and_a_logout_reaches_the_host_as_latchkeys_error() {
+    if !keychain_available() {
+        return;
     }
+    let r = running().await;
+    // The proxy stops accepting the bridge's token (its client is revoked and added again): the
+    // bridge mints a new one, once, and the host never notices.
+    let run = run_host_paused(Launch::Home(&r.stack.home), || {
+        let revoke = r
+            .stack
+            .home
+            .run(&["client", "revoke", "bridge"], "")
+            .expect("client revoke");
+        assert_eq!(revoke.code, 0, "{}", revoke.stderr);
+        let add = r
+            .stack
+            .home
+            .run(&["client", "add", "bridge", "--service", "mcp"], "")
+            .expect("client add");
+        assert_eq!(add.code, 0, "{}", add.stderr);
+    });
+    let s = &run.summary;
+    assert_eq!(
+        s["afterPause"]["text"], "after the pause",
+        "the call after the token was refused went through: {s:#}\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("minting a new one"),
+        "the bridge re-minted its token: {}",
+        run.stderr
+    );
+    assert_eq!(
+        s["exit"],
+        serde_json::json!({ "code": 0, "signal": null }),
+        "{s:#}"
+    );
+
+    // Nobody logged in any more: the proxy's JSON-RPC error reaches the host as it is.
+    let run = run_host_paused(Launch::Home(&r.stack.home), || {
+        let logout = r.stack.home.run(&["logout"], "").expect("logout");
+        assert_eq!(logout.code, 0, "{}", logout.stderr);
+    });
+    let s = &run.summary;
+    assert_eq!(
+        s["afterPause"]["data"]["latchkey_error"], "login_required",
+        "the host sees Latchkey's JSON-RPC error: {s:#}"
+    );
+    assert!(
+        s["afterPause"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("latchkey login") || m.contains("log in")),
+        "it says what to do: {s:#}"
+    );
+    assert_eq!(
+        s["exit"],
+        serde_json::json!({ "code": 0, "signal": null }),
+        "{s:#}"
+    );
+
+    r.stop();
 }
