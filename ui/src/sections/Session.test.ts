@@ -56,6 +56,25 @@ describe('Session section', () => {
     unmount(component);
   });
 
+  it('shows a login refused by the pre-flight once, in the card, not again as a page alert', async () => {
+    const message = 'the identity provider does not accept client id `latchkey` (invalid_client): check `client_id`';
+    mockIPC((cmd) => {
+      if (cmd === 'login') throw { code: 'client_not_registered', message };
+      return null;
+    });
+    const { target, component } = render(
+      overview({ last_login_error: { code: 'client_not_registered', message, at: 990 } }),
+    );
+    (target.querySelector('button.primary') as HTMLButtonElement).click();
+    await new Promise((r) => setTimeout(r, 0));
+    flushSync();
+    const alerts = [...target.querySelectorAll('[role=alert]')];
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]?.getAttribute('data-testid')).toBe('login-error');
+    expect(alerts[0]?.textContent).toContain('Client id not accepted by the provider');
+    unmount(component);
+  });
+
   it('shows nothing about failures when there is none, or while a new login runs', () => {
     const quiet = render(overview({}));
     expect(quiet.target.querySelector('[data-testid=login-error]')).toBeNull();
