@@ -47,6 +47,8 @@ struct Account<'a> {
     auth_method: Option<&'a str>,
     /// `audience`, when written (mainstream set-ups often have none).
     audience: Option<&'a str>,
+    /// `validate_access_token = true` (needs `audience`).
+    validate_access_token: bool,
 }
 
 fn config(idp: &Idp, name: &str, a: &Account<'_>) -> Config {
@@ -60,6 +62,9 @@ fn config(idp: &Idp, name: &str, a: &Account<'_>) -> Config {
     }
     if let Some(aud) = a.audience {
         text.push_str(&format!("audience = \"{aud}\"\n"));
+    }
+    if a.validate_access_token {
+        text.push_str("validate_access_token = true\n");
     }
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config is valid")
 }
@@ -268,6 +273,7 @@ async fn okta_like_jwt_access_tokens_for_an_api_and_rotating_refresh_tokens() {
         client_id: "latchkey",
         auth_method: None,
         audience: None,
+        validate_access_token: false,
     };
     full_cycle(
         &idp,
@@ -297,6 +303,7 @@ async fn keycloak_like_jwt_without_audience_static_refresh_token_and_no_id_token
         client_id: "latchkey",
         auth_method: None,
         audience: None,
+        validate_access_token: false,
     };
     full_cycle(
         &idp,
@@ -311,7 +318,9 @@ async fn keycloak_like_jwt_without_audience_static_refresh_token_and_no_id_token
 }
 
 #[tokio::test]
-async fn a_confidential_client_with_client_secret_post_and_an_audience() {
+async fn a_confidential_client_with_client_secret_post_and_a_checked_access_token() {
+    // The account asks for its JWT access tokens to be validated for its audience: oidc-provider's
+    // `at+jwt` tokens for `latchkey-gateway` pass, at login and at refresh.
     let secret = latchkey_testkit::canary("post-secret");
     let profile = IdpProfile {
         client_secret: Some(secret.clone()),
@@ -322,6 +331,7 @@ async fn a_confidential_client_with_client_secret_post_and_an_audience() {
         client_id: Idp::POST_CLIENT,
         auth_method: Some("client_secret_post"),
         audience: Some("latchkey-gateway"),
+        validate_access_token: true,
     };
     full_cycle(
         &idp,
@@ -354,6 +364,7 @@ async fn google_like_confidential_client_with_basic_opaque_tokens_and_refresh_an
         client_id: Idp::BASIC_CLIENT,
         auth_method: None,
         audience: None,
+        validate_access_token: false,
     };
     full_cycle(
         &idp,
@@ -382,6 +393,7 @@ async fn a_required_client_secret_that_is_missing_stops_the_login_before_the_bro
             client_id: Idp::BASIC_CLIENT,
             auth_method: Some("client_secret_basic"),
             audience: None,
+            validate_access_token: false,
         },
     );
     let s = session(&cfg, &vault, system_clock());
@@ -439,6 +451,7 @@ async fn without_a_refresh_token_the_session_says_so_serves_until_expiry_then_en
         client_id: "latchkey",
         auth_method: None,
         audience: None,
+        validate_access_token: false,
     };
     let cfg = config(&idp, &name, &account);
 
@@ -548,6 +561,7 @@ async fn a_stored_session_is_not_restored_for_another_issuer() {
         client_id: "latchkey",
         auth_method: None,
         audience: None,
+        validate_access_token: false,
     };
     let cfg = config(&idp, &name, &account);
     log_in(&session(&cfg, &vault, system_clock())).await;
@@ -565,4 +579,44 @@ async fn a_stored_session_is_not_restored_for_another_issuer() {
     let err = restored.access_token().await.expect_err("not usable");
     assert!(matches!(err, SessionError::LoginRequired { .. }), "{err:?}");
     vault.wipe_account(&name).await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn validate_access_token_refuses_an_opaque_access_token_with_a_fix() {
+    // Asked to validate what the provider makes opaque, the login fails and says what to change.
+    let profile = IdpProfile {
+        access_tokens: AccessTokenFormat::Opaque,
+        ..IdpProfile::default()
+    };
+    let idp = Idp::start_with(options(), &profile).await.expect("idp");
+    let vault = test_vault();
+    let name = unique("opaque-checked");
+    let cfg = config(
+        &idp,
+        &name,
+        &Account {
+            client_id: "latchkey",
+            auth_method: None,
+            audience: Some("latchkey-gateway"),
+            validate_access_token: true,
+        },
+    );
+    let s = session(&cfg, &vault, system_clock());
+    let pending = s.begin_login().await.expect("login starts");
+    let url = pending.authorize_url().clone();
+    let (result, ()) = tokio::join!(s.complete_login(pending), async {
+        browser_login(&url, "alice", "alice-password")
+            .await
+            .expect("sign-in page")
+    });
+    let err = result.expect_err("an opaque token cannot be validated");
+    assert_eq!(err.code(), "access_token_not_jwt");
+    assert!(
+        err.to_string().contains("remove validate_access_token"),
+        "{err}"
+    );
+    assert!(
+        vault.load_tokens(&name).await.expect("read").is_none(),
+        "nothing stored"
+    );
 }
