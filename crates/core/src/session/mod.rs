@@ -272,7 +272,10 @@ impl Session {
     }
 
     /// Picks up tokens stored in the keychain, without any network call. A session whose access
-    /// token expired but that has a refresh token comes back as active and refreshes on first use.
+    /// token expired but that has a refresh token comes back as active and refreshes on first use;
+    /// one without a refresh token comes back only until its access token expires. A session
+    /// logged in with another issuer than the account's is not restored (its refresh token must
+    /// never reach another provider).
     #[instrument(skip_all, fields(account = %self.account.name), err)]
     pub async fn restore(&self) -> Result<SessionState, SessionError> {
         match self.vault.load_tokens(self.account.name.as_str()).await {
