@@ -1,6 +1,8 @@
 //! The tray icon: its image and tooltip show the session state (from the runtime's pure
 //! `tray_status`), its menu says who is signed in and until when, and offers log in/out, the
-//! window, the proxy URL and Quit. Notifications warn before expiry and when a session ends.
+//! window, the proxy URL and Quit. Notifications warn before expiry, when a session ends, and
+//! when a login fails (with the reason and its fix; a cancel is not announced). A failed login
+//! turns the icon red and the first menu line reads "Login failed: <short reason>".
 
 use latchkey_core::session::SessionState;
 use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
@@ -105,7 +107,13 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                 tauri::async_runtime::spawn(async move {
                     let browser = crate::settings::load(&app).use_system_browser;
                     if let Err(e) = crate::login::start(&app, &lk, &account, browser).await {
-                        notify(&app, "Latchkey could not start the login", &e.message);
+                        // A refused login is kept by the runtime and announced by `refresh`.
+                        let kept = lk
+                            .last_login_error(&account)
+                            .is_some_and(|f| f.code == e.code);
+                        if !kept {
+                            notify(&app, "Latchkey could not start the login", &e.message);
+                        }
                     }
                 });
             } else if let Some(account) = other.strip_prefix("logout:") {
@@ -125,6 +133,8 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
 pub struct Notifier {
     warned_for_expiry: Option<String>,
     last_icon: Option<Icon>,
+    /// `(account, at)` of login failures already announced.
+    announced_failures: Vec<(String, i64)>,
 }
 
 /// Brings the tray up to date with the runtime and sends due notifications.
@@ -149,6 +159,20 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
     }
     if !status.warn_expiry {
         notifier.warned_for_expiry = None;
+    }
+    for account in lk.overview().accounts {
+        let Some(failure) = account.last_login_error else {
+            continue;
+        };
+        let key = (account.name, failure.at);
+        if failure.is_cancel() || notifier.announced_failures.contains(&key) {
+            continue;
+        }
+        notify(app, "Latchkey could not log you in", &failure.message);
+        notifier
+            .announced_failures
+            .retain(|(name, _)| *name != key.0);
+        notifier.announced_failures.push(key);
     }
     let was_signed_in = matches!(notifier.last_icon, Some(Icon::Active | Icon::Expiring));
     if was_signed_in && matches!(status.icon, Icon::Expired | Icon::Error) {
