@@ -403,6 +403,30 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries_and_ends_cl
     let session = session_after(&r.server, before);
     assert_full_run(&run, &r.server, &session, &r.token);
 
+    // The host closes stdin while a call is in flight: the bridge still delivers its answer,
+    // then ends the session.
+    let before = r.server.events().len();
+    let run = run_host(Launch::Home(&r.stack.home), "inflight", "stdin").await;
+    let session = session_after(&r.server, before);
+    let s = &run.summary;
+    assert_eq!(
+        s["inflight"], "counted 20",
+        "the call in flight was answered: {s:#}"
+    );
+    assert_eq!(
+        s["progress"],
+        serde_json::json!((1..=20).collect::<Vec<_>>()),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["exit"],
+        serde_json::json!({ "code": 0, "signal": null }),
+        "{s:#}"
+    );
+    r.server.wait_for("the session's DELETE", |e| {
+        e["event"] == "DELETE" && e["session"] == session.as_str()
+    });
+
     // As Claude Desktop starts it: the entry mcp-config writes, and a host's minimal environment
     // (no D-Bus session, so no keychain: the bridge finds the instance through its socket).
     let config = r

@@ -2,12 +2,13 @@
 // StdioClientTransport), with elicitation and roots handlers. It spawns the given command (the
 // current environment is passed on), drives server-http.mjs --resumable's tools through it and
 // prints one JSON summary line on stdout:
-//   node host-stdio.mjs [--scenario full|expire|pause] [--end stdin|sigterm] -- <command> [args...]
+//   node host-stdio.mjs [--scenario full|expire|inflight|pause] [--end stdin|sigterm] -- <command> [args...]
 // full:   announce (waits for the log message and tools/list_changed sent outside any request),
 //         ask (elicitation answered with a nonce), roots (roots/list on the GET stream),
 //         interrupted (progress 1..5 across a stream the server breaks on purpose; the summary's
 //         interruptedWire is that call's messages in the order the bridge wrote them);
 // expire: whoami, expire, then echo, which must fail because the server ended the session;
+// inflight: count 20 with progress; stdin closes at the first progress, the answer must still come;
 // pause:  whoami, prints {"ready": true}, waits for a line on its own stdin, then echo (its text
 //         or its error in the summary's afterPause).
 // Then it ends the bridge (closes its stdin, or sends SIGTERM) and reports its exit status.
@@ -59,7 +60,7 @@ client.setNotificationHandler(ToolListChangedNotificationSchema, () => { summary
 client.onerror = (e) => { summary.errors.push(String(e?.message ?? e)); };
 
 try {
-  if (!command) throw new Error('usage: host-stdio.mjs [--scenario full|expire|pause] [--end stdin|sigterm] -- <command> [args...]');
+  if (!command) throw new Error('usage: host-stdio.mjs [--scenario full|expire|inflight|pause] [--end stdin|sigterm] -- <command> [args...]');
   const transport = new StdioClientTransport({ command, args: rest, env: process.env, stderr: 'inherit' });
   await client.connect(transport);
   // Every message as it came off the bridge's stdout, in order. The SDK client handles a
@@ -100,6 +101,17 @@ try {
     } catch (e) {
       summary.afterExpiry = { code: e?.code, message: String(e?.message ?? e) };
     }
+  } else if (scenario === 'inflight') {
+    // The host goes away (closes the bridge's stdin) while its call is in flight.
+    let started;
+    const inFlight = new Promise((resolve) => { started = resolve; });
+    summary.progress = [];
+    const call = client.callTool({ name: 'count', arguments: { n: 20 } }, undefined, {
+      onprogress: (p) => { summary.progress.push(p.progress); started(); },
+    });
+    await inFlight;
+    child.stdin.end();
+    summary.inflight = text(await call);
   } else if (scenario === 'pause') {
     summary.whoami = text(await client.callTool({ name: 'whoami', arguments: {} }));
     process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
