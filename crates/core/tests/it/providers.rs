@@ -126,7 +126,13 @@ struct Expect {
 
 /// Login → restore in a new session (no network) → refresh past the refresh point → logout, then
 /// checks at the provider and in the keychain. `secret` is stored first when the client needs it.
-async fn full_cycle(idp: &Idp, account: &Account<'_>, secret: Option<&str>, expect: &Expect) {
+/// Returns every token value the flow handled, for leak checks.
+async fn full_cycle(
+    idp: &Idp,
+    account: &Account<'_>,
+    secret: Option<&str>,
+    expect: &Expect,
+) -> Vec<String> {
     let vault = test_vault();
     let name = unique("provider");
     let cfg = config(idp, &name, account);
@@ -211,6 +217,17 @@ async fn full_cycle(idp: &Idp, account: &Account<'_>, secret: Option<&str>, expe
     }
     assert_eq!(refreshed.user.subject, "alice", "the user is kept");
     assert_eq!(refreshed.user.email.as_deref(), Some("alice@example.test"));
+    let handled: Vec<String> = [
+        &stored.access_token,
+        &first_refresh,
+        &first_id_token,
+        &refreshed.access_token,
+        &refresh_token,
+        &id_token,
+    ]
+    .iter()
+    .map(|t| t.expose().to_owned())
+    .collect();
 
     // Logout: revoked at the provider, nothing of the session left in the keychain.
     let revocations = idp.stats().await.expect("stats").revocations;
@@ -254,6 +271,7 @@ async fn full_cycle(idp: &Idp, account: &Account<'_>, secret: Option<&str>, expe
                 .is_none()
         );
     }
+    handled
 }
 
 fn options() -> IdpOptions {
@@ -366,7 +384,7 @@ async fn google_like_confidential_client_with_basic_opaque_tokens_and_refresh_an
         audience: None,
         validate_access_token: false,
     };
-    full_cycle(
+    let mut secrets = full_cycle(
         &idp,
         &account,
         Some(&secret),
@@ -376,7 +394,9 @@ async fn google_like_confidential_client_with_basic_opaque_tokens_and_refresh_an
         },
     )
     .await;
-    logs.assert_absent(&[secret.as_str()]);
+    secrets.push(secret);
+    logs.assert_absent(&secrets);
+    assert!(logs.contains("logged out"), "the capture saw the flow");
 }
 
 #[tokio::test]
