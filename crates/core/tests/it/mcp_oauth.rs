@@ -240,6 +240,10 @@ async fn discovery_registration_login_and_refresh_work_against_the_sdk_server_an
         "every token request named the MCP server as resource: {:?}",
         stats.resources
     );
+    assert!(
+        logs.contains("latchkey_core::mcp_oauth"),
+        "the flow was captured, so the absence below means something"
+    );
     logs.assert_absent(&[
         tokens.access_token.expose(),
         refresh_token.expose(),
@@ -509,6 +513,14 @@ async fn discover_hostile(knobs: Knobs) -> Result<Discovery, McpOAuthError> {
 
 /// Runs the whole flow against the hostile peer, following its redirect like a browser.
 async fn flow_hostile(knobs: Knobs) -> Result<TokenSet, McpOAuthError> {
+    flow_hostile_with(knobs, STATE_LIFETIME).await
+}
+
+/// [`flow_hostile`] with another `state` lifetime.
+async fn flow_hostile_with(
+    knobs: Knobs,
+    state_lifetime: Duration,
+) -> Result<TokenSet, McpOAuthError> {
     let (url, _task) = hostile(knobs).await;
     let fetcher = loopback_fetcher();
     let discovery = mcp_oauth::discover(&fetcher, &url).await?;
@@ -526,7 +538,7 @@ async fn flow_hostile(knobs: Knobs) -> Result<TokenSet, McpOAuthError> {
             resource: &discovery.resource.resource,
             scopes: &discovery.scopes(),
             callback_port: 0,
-            state_lifetime: STATE_LIFETIME,
+            state_lifetime,
         },
     )
     .await?;
@@ -538,12 +550,11 @@ async fn flow_hostile(knobs: Knobs) -> Result<TokenSet, McpOAuthError> {
     let visit =
         tokio::spawn(async move { browser.get(authorize_url).send().await.map(|r| r.status()) });
     let outcome = attempt.finish().await;
-    assert!(
-        visit
-            .await
-            .expect("task")
-            .expect("callback delivered")
-            .is_success()
+    let status = visit.await.expect("task").expect("callback delivered");
+    assert_eq!(
+        status.is_success(),
+        !matches!(outcome, Err(McpOAuthError::StateExpired)),
+        "the callback page says whether Latchkey took the answer"
     );
     outcome
 }
@@ -865,4 +876,32 @@ fn a_client_secret_never_shows_in_debug_output() {
         !shown.contains("canary"),
         "Debug must redact the secret: {shown}"
     );
+}
+
+#[tokio::test]
+async fn a_callback_after_the_state_expired_is_refused() {
+    let outcome = flow_hostile_with(Knobs::default(), Duration::ZERO).await;
+    assert_eq!(code_of(outcome), "mcp_oauth_login_expired");
+}
+
+#[tokio::test]
+async fn a_refused_token_answer_leaves_no_trace_of_its_token() {
+    let logs = LogCapture::start();
+    let canary = latchkey_testkit::canary("mcp-access-token");
+    let knobs = Knobs {
+        token: json!({"access_token": canary, "token_type": "Bearer", "resource": "https://evil.example/mcp"}),
+        ..Knobs::default()
+    };
+    let error = flow_hostile(knobs).await.expect_err("another resource");
+    assert_eq!(error.code(), "mcp_oauth_token_wrong_resource");
+    assert!(
+        !format!("{error} {error:?}").contains(&canary),
+        "the refusal must not carry the token"
+    );
+    assert!(
+        logs.contains("mcp_oauth_token_wrong_resource")
+            || logs.contains("latchkey_core::mcp_oauth"),
+        "the flow was captured, so the absence below means something"
+    );
+    logs.assert_absent(&[&canary]);
 }
