@@ -256,6 +256,21 @@ async fn host_started_commands_need_only_the_hosts_environment_and_the_entrys_en
         "the follower leaves control calls out: {followed:#?}"
     );
 
+    // Running, but its socket gone (someone cleaned the data directory): with no keychain in the
+    // host's environment the command says so, with a way out, instead of "not running".
+    std::fs::remove_file(stack.home.data_dir().join("instance.sock")).expect("remove the socket");
+    let stranded = as_host(host_home.path(), &env, &["headers", "desk"]);
+    assert_eq!(
+        stranded.code, 5,
+        "keychain unavailable → exit 5: {}",
+        stranded.stderr
+    );
+    assert!(
+        stranded.stderr.contains("instance.sock") && stranded.stderr.contains("Restart Latchkey"),
+        "names the socket and what to do: {}",
+        stranded.stderr
+    );
+
     let logs = serve.stop().expect("stop");
     assert!(logs.contains("control socket listening"), "{logs}");
     assert!(

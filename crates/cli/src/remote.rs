@@ -69,7 +69,7 @@ impl Remote {
             let mut coded = Coded::from(e);
             if let Some(socket) = &socket_error {
                 coded.message = format!(
-                    "Latchkey is running (pid {}) but cannot be reached: {socket}; and {}. Restart Latchkey, or run this where the keychain is available",
+                    "Latchkey is running (pid {}) but cannot be reached: {socket}, and {}. Restart Latchkey (it recreates its socket), or run this where the keychain is available",
                     info.pid, coded.message
                 );
             }
