@@ -1,7 +1,8 @@
 //! A failed `latchkey login` says why and what to fix, with its own exit code (8), against the
 //! real sandbox IdP: a redirect URI the provider does not know (caught by the pre-flight before
 //! any browser opens), a scope the client may not ask for, the person declining at the sign-in
-//! page, a token endpoint that refuses the client, and an unreachable provider. With
+//! page, a token endpoint that refuses the client, a token claim Latchkey refuses (the access
+//! token's `aud`, when the account asks for it to be checked), and an unreachable provider. With
 //! `latchkey serve` running, `latchkey status` keeps showing the reason until the next login.
 
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use latchkey_e2e::Home;
-use latchkey_testkit::{Idp, IdpOptions, browser_login};
+use latchkey_testkit::{AccessTokenFormat, Idp, IdpOptions, IdpProfile, browser_login};
 use url::Url;
 
 use crate::keychain_available;
@@ -275,6 +276,53 @@ async fn a_token_endpoint_that_refuses_the_client_says_invalid_client_and_what_t
     assert!(
         line.contains("check client_id, token_endpoint_auth_method and the stored client secret"),
         "what to check: {line}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_claim_is_named_with_the_settings_to_check() {
+    if !keychain_available() {
+        return;
+    }
+    // The provider signs a correct id token but an access token with `"aud": []`; the account
+    // asks Latchkey to check the access token's audience.
+    let idp = Idp::start_with(
+        IdpOptions::default(),
+        &IdpProfile {
+            access_tokens: AccessTokenFormat::JwtEmptyAudience,
+            ..IdpProfile::default()
+        },
+    )
+    .await
+    .expect("idp");
+    let home = Home::new(&format!(
+        r#"version = 1
+[[accounts]]
+name = "sandbox"
+issuer = "{issuer}"
+client_id = "latchkey"
+audience = "latchkey-gateway"
+validate_access_token = true
+allow_insecure_http = true
+"#,
+        issuer = idp.issuer()
+    ))
+    .expect("home");
+    let run = start_login(&home).await;
+    let url = run.url.clone().expect("authorization URL");
+    browser_login(&url, "alice", "alice-password")
+        .await
+        .expect("sign in");
+    let out = run.finish().await;
+    assert_eq!(out.code, LOGIN_FAILED, "{}", out.stderr);
+    let line = failure_line(&out.stderr);
+    assert!(
+        line.starts_with("latchkey: login failed [jwt_wrong_audience]: a token from the identity provider was rejected: "),
+        "the core's code and text: {line}"
+    );
+    assert!(
+        line.contains("a JWT access token's `aud` must be `latchkey-gateway`: check `audience`"),
+        "{line}"
     );
 }
 
