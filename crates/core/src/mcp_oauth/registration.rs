@@ -75,6 +75,10 @@ pub struct RegistrationInputs {
     /// The HTTPS URL of Latchkey's Client ID Metadata Document (`docs/client-metadata.json`
     /// served somewhere stable), used when the server supports such documents.
     pub metadata_document_url: Option<Url>,
+    /// A fixed loopback callback port to register too (`http://127.0.0.1:{port}/oauth/callback`)
+    /// for authorization servers that match redirect URIs exactly, port included, instead of
+    /// honouring RFC 8252 §7.3; the logins must then listen on that port.
+    pub callback_port: Option<u16>,
 }
 
 /// Obtains a client id at `server` in the specification's priority order.
@@ -108,7 +112,11 @@ pub async fn register(
         });
     }
     if let Some(endpoint) = &server.registration_endpoint {
-        return dynamic(fetcher, server, endpoint).await;
+        let mut redirect_uris = vec![LOOPBACK_REDIRECT_URI.to_owned()];
+        if let Some(port) = inputs.callback_port {
+            redirect_uris.push(format!("http://127.0.0.1:{port}/oauth/callback"));
+        }
+        return dynamic(fetcher, server, endpoint, &redirect_uris).await;
     }
     Err(McpOAuthError::ClientIdRequired {
         issuer: shorten(&server.issuer),
@@ -133,18 +141,19 @@ struct ErrorAnswer {
     error_description: Option<String>,
 }
 
-/// RFC 7591 §3.1: a native public client with the loopback redirect URI.
+/// RFC 7591 §3.1: a native public client with loopback redirect URIs.
 async fn dynamic(
     fetcher: &Fetcher,
     server: &AuthorizationServer,
     endpoint: &Url,
+    redirect_uris: &[String],
 ) -> Result<ClientRegistration, McpOAuthError> {
     let what = "client registration endpoint";
     fetcher.check_url(what, endpoint)?;
     let body = serde_json::json!({
         "client_name": CLIENT_NAME,
         "application_type": "native",
-        "redirect_uris": [LOOPBACK_REDIRECT_URI],
+        "redirect_uris": redirect_uris,
         "token_endpoint_auth_method": "none",
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],

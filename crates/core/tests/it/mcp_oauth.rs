@@ -316,6 +316,7 @@ async fn a_pre_registered_client_id_comes_before_any_registration() {
             metadata_document_url: Some(
                 Url::parse("https://latchkey.example/client-metadata.json").expect("url"),
             ),
+            callback_port: None,
         },
     )
     .await
@@ -377,6 +378,8 @@ struct Peer {
     knobs: Knobs,
     /// `METHOD /path` of every request, in order.
     seen: std::sync::Mutex<Vec<String>>,
+    /// The last registration request's body.
+    registered: std::sync::Mutex<Option<Value>>,
     base: String,
 }
 
@@ -418,6 +421,7 @@ async fn serve_hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>, Arc<P
         knobs,
         base: base.clone(),
         seen: std::sync::Mutex::default(),
+        registered: std::sync::Mutex::default(),
     });
     let app = Router::new()
         .route(
@@ -469,7 +473,10 @@ async fn serve_hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>, Arc<P
         )
         .route(
             "/register",
-            post(|State(p): State<Arc<Peer>>| async move {
+            post(|State(p): State<Arc<Peer>>, axum::Json(body): axum::Json<Value>| async move {
+                if let Ok(mut registered) = p.registered.lock() {
+                    *registered = Some(body);
+                }
                 (StatusCode::CREATED, json_answer(fill(&p.knobs.registration, &p.base)))
             }),
         )
@@ -799,6 +806,7 @@ async fn a_client_id_metadata_document_is_used_when_the_server_supports_it() {
         &RegistrationInputs {
             pre_registered: None,
             metadata_document_url: Some(document.clone()),
+            callback_port: None,
         },
     )
     .await
@@ -904,4 +912,41 @@ async fn a_refused_token_answer_leaves_no_trace_of_its_token() {
         "the flow was captured, so the absence below means something"
     );
     logs.assert_absent(&[&canary]);
+}
+
+#[tokio::test]
+async fn dynamic_registration_asks_for_a_native_public_client_with_loopback_redirects() {
+    let (url, _task, peer) = serve_hostile(Knobs::default()).await;
+    let fetcher = loopback_fetcher();
+    let discovery = mcp_oauth::discover(&fetcher, &url)
+        .await
+        .expect("discovery");
+    let inputs = RegistrationInputs {
+        callback_port: Some(47_999),
+        ..RegistrationInputs::default()
+    };
+    let client = registration::register(&fetcher, &discovery.authorization_server, &inputs)
+        .await
+        .expect("registration");
+    assert_eq!(client.client_id, "hostile-client");
+    let body = peer
+        .registered
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a registration request");
+    assert_eq!(body["application_type"], "native");
+    assert_eq!(body["token_endpoint_auth_method"], "none");
+    assert_eq!(
+        body["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(
+        body["redirect_uris"],
+        json!([
+            "http://127.0.0.1/oauth/callback",
+            "http://127.0.0.1:47999/oauth/callback"
+        ]),
+        "any port (RFC 8252) and the fixed port for exact-matching servers"
+    );
 }
