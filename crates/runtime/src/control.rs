@@ -158,11 +158,12 @@ async fn login_wait(
         Ok(result) => result?,
         Err(_) => {
             c.lk.cancel_login(&account);
-            return Err(RuntimeError::new(
+            // Kept as the account's last login failure (instead of the cancel just recorded).
+            let e = RuntimeError::new(
                 "login_timeout",
                 "the login was not completed within 10 minutes; try again",
-            )
-            .into());
+            );
+            return Err(c.lk.login_failed(&account, e).into());
         }
     }
     Ok(Json(

@@ -132,7 +132,7 @@ pub fn short_login_reason(code: &str) -> &'static str {
         "idp_timeout" => "the identity provider did not answer",
         "idp_discovery_failed" | "idp_unsupported" => "the identity provider's setup is unusable",
         "jwks_unavailable" => "cannot fetch the provider's keys",
-        "login_expired" => "it took more than 10 minutes",
+        "login_expired" | "login_timeout" => "it took more than 10 minutes",
         "callback_listener_failed" => "the callback port is taken",
         c if c.starts_with("jwt_") => "a token from the provider was rejected",
         c if c.starts_with("keychain_") => "the keychain failed",
