@@ -3,7 +3,9 @@
 // the issuer's JWKS, with `aud` equal to this server's URL and the scope `mcp:tools`. It serves
 // its RFC 9728 protected-resource metadata with the SDK's helpers and answers 401 with the SDK's
 // `WWW-Authenticate: Bearer ... resource_metadata="..."` challenge. `POST /admin/mcp` is the
-// same server demanding the scope `mcp:admin` too (403 insufficient_scope: a step-up).
+// same server demanding the scope `mcp:admin` too (403 insufficient_scope: a step-up). With
+// --introspect the tokens are opaque and checked at the issuer's `POST /introspect` instead
+// (auth-server-sdk.mjs), whose `aud` must be this server's URL.
 // Its first stdout line is {"url": "http://127.0.0.1:<port>/mcp"}; it exits when stdin closes.
 import { parseArgs } from 'node:util';
 import express from 'express';
@@ -15,14 +17,22 @@ import { mcpAuthMetadataRouter, getOAuthProtectedResourceMetadataUrl } from '@mo
 import { InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import { registerTools } from './tools.mjs';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, issuer: { type: 'string' } } });
+const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, issuer: { type: 'string' }, introspect: { type: 'boolean', default: false } } });
 if (!values.issuer) {
   process.stderr.write('--issuer is required\n');
   process.exit(2);
 }
 const issuer = values.issuer;
-const oauthMetadata = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
-const jwks = createRemoteJWKSet(new URL(oauthMetadata.jwks_uri));
+const base = issuer.replace(/\/$/, '');
+const discovered = async () => {
+  for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+    const answer = await fetch(`${base}${path}`);
+    if (answer.ok) return answer.json();
+  }
+  throw new Error(`no authorization server metadata at ${issuer}`);
+};
+const oauthMetadata = await discovered();
+const jwks = values.introspect ? undefined : createRemoteJWKSet(new URL(oauthMetadata.jwks_uri));
 
 const app = express();
 const server = await new Promise((resolve, reject) => {
@@ -31,8 +41,17 @@ const server = await new Promise((resolve, reject) => {
 });
 const resource = new URL(`http://127.0.0.1:${server.address().port}/mcp`);
 
+const introspected = async (token) => {
+  const answer = await fetch(`${base}/introspect`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token }) });
+  const info = await answer.json();
+  if (!info.active) throw new InvalidTokenError('token rejected: inactive');
+  if (info.aud !== resource.href) throw new InvalidTokenError('token rejected: issued for another resource');
+  return { token, clientId: String(info.client_id ?? ''), scopes: String(info.scope ?? '').split(' ').filter(Boolean), expiresAt: info.exp, resource, extra: {} };
+};
+
 const verifier = {
   async verifyAccessToken(token) {
+    if (values.introspect) return introspected(token);
     try {
       const { payload } = await jwtVerify(token, jwks, { issuer, audience: resource.href });
       return {

@@ -2,7 +2,9 @@
 //! (`sandbox/mcp-auth-server.js`, `oidc-provider` with Dynamic Client Registration and resource
 //! indicators) and an MCP server from the official TypeScript SDK that requires its tokens
 //! (`tests/mcp/server-oauth.mjs`), each a Node child process on a loopback port that dies with
-//! its handle; and [`sign_in`], which drives the authorization server's sign-in page.
+//! its handle; and [`sign_in`], which drives the authorization server's sign-in page. A second
+//! make of authorization server, the SDK's own ([`SdkAuthServer`]), behaves otherwise where
+//! servers differ (exact redirect URIs, no `iss`, opaque tokens, no refresh).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -162,23 +164,54 @@ impl McpAuthServer {
     }
 }
 
-/// The SDK's Streamable HTTP MCP server that requires tokens of an [`McpAuthServer`] for its URL.
+/// The official TypeScript SDK's authorization server (`tests/mcp/auth-server-sdk.mjs`): RFC 8414
+/// metadata only, DCR, PKCE, `resource` required; auto-approves; exact redirect URIs; no `iss`;
+/// opaque tokens checked by introspection; no refresh.
+pub struct SdkAuthServer {
+    child: NodeChild,
+}
+
+impl SdkAuthServer {
+    /// Starts one on a free loopback port.
+    pub async fn start() -> anyhow::Result<SdkAuthServer> {
+        let child =
+            NodeChild::start(&repo_dir("tests/mcp"), &["auth-server-sdk.mjs".to_owned()]).await?;
+        Ok(SdkAuthServer { child })
+    }
+
+    /// The issuer exactly as the SDK publishes it (`http://127.0.0.1:{port}/`, with the slash).
+    pub fn issuer(&self) -> &str {
+        self.child.url.as_str()
+    }
+}
+
+/// The SDK's Streamable HTTP MCP server that requires tokens of an [`McpAuthServer`] (JWTs) or
+/// of an [`SdkAuthServer`] (introspected) for its URL.
 pub struct OAuthMcpServer {
     child: NodeChild,
 }
 
 impl OAuthMcpServer {
-    /// Starts one on a free loopback port, trusting `issuer`.
+    /// Starts one on a free loopback port, trusting the JWTs of `issuer`.
     pub async fn start(issuer: &str) -> anyhow::Result<OAuthMcpServer> {
-        let child = NodeChild::start(
-            &repo_dir("tests/mcp"),
-            &[
-                "server-oauth.mjs".to_owned(),
-                "--issuer".to_owned(),
-                issuer.to_owned(),
-            ],
-        )
-        .await?;
+        Self::spawn(issuer, false).await
+    }
+
+    /// Starts one that checks tokens at `issuer`'s introspection endpoint ([`SdkAuthServer`]).
+    pub async fn start_introspecting(issuer: &str) -> anyhow::Result<OAuthMcpServer> {
+        Self::spawn(issuer, true).await
+    }
+
+    async fn spawn(issuer: &str, introspect: bool) -> anyhow::Result<OAuthMcpServer> {
+        let mut args = vec![
+            "server-oauth.mjs".to_owned(),
+            "--issuer".to_owned(),
+            issuer.to_owned(),
+        ];
+        if introspect {
+            args.push("--introspect".to_owned());
+        }
+        let child = NodeChild::start(&repo_dir("tests/mcp"), &args).await?;
         Ok(OAuthMcpServer { child })
     }
 

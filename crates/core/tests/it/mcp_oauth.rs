@@ -22,7 +22,7 @@ use latchkey_core::mcp_oauth::{
 };
 use latchkey_core::secret::Secret;
 use latchkey_testkit::LogCapture;
-use latchkey_testkit::mcp_auth::{McpAuthServer, OAuthMcpServer, sign_in};
+use latchkey_testkit::mcp_auth::{McpAuthServer, OAuthMcpServer, SdkAuthServer, sign_in};
 use serde_json::{Value, json};
 use url::Url;
 
@@ -42,6 +42,17 @@ async fn log_in(
     client: &ClientRegistration,
     scopes: &[String],
 ) -> TokenSet {
+    log_in_on(fetcher, discovery, client, scopes, 0).await
+}
+
+/// [`log_in`] with the callback listening on `callback_port`.
+async fn log_in_on(
+    fetcher: &Fetcher,
+    discovery: &Discovery,
+    client: &ClientRegistration,
+    scopes: &[String],
+    callback_port: u16,
+) -> TokenSet {
     let attempt = authorize::start(
         fetcher,
         AuthorizationRequest {
@@ -49,7 +60,7 @@ async fn log_in(
             client,
             resource: &discovery.resource.resource,
             scopes,
-            callback_port: 0,
+            callback_port,
             state_lifetime: STATE_LIFETIME,
         },
     )
@@ -290,6 +301,58 @@ async fn insufficient_scope_from_the_sdk_server_steps_up_to_the_union_of_scopes(
         status,
         StatusCode::OK,
         "the stepped-up token has mcp:admin: {listed}"
+    );
+}
+
+#[tokio::test]
+async fn the_sdk_authorization_server_with_exact_redirect_uris_works_through_a_fixed_callback_port()
+{
+    let auth = SdkAuthServer::start()
+        .await
+        .expect("SDK authorization server");
+    let server = OAuthMcpServer::start_introspecting(auth.issuer())
+        .await
+        .expect("MCP server");
+    let fetcher = loopback_fetcher();
+    let discovery = mcp_oauth::discover(&fetcher, server.url())
+        .await
+        .expect("discovery");
+    assert_eq!(
+        discovery.authorization_server.issuer,
+        auth.issuer(),
+        "the issuer with its trailing slash, exactly as published"
+    );
+    assert!(
+        !discovery
+            .authorization_server
+            .authorization_response_iss_parameter_supported,
+        "the SDK promises no iss, so a callback without one is fine"
+    );
+    // A port free now; the SDK's demo provider compares redirect URIs exactly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let inputs = RegistrationInputs {
+        callback_port: Some(port),
+        ..RegistrationInputs::default()
+    };
+    let client = registration::register(&fetcher, &discovery.authorization_server, &inputs)
+        .await
+        .expect("dynamic registration at the SDK");
+    assert_eq!(client.method, RegistrationMethod::Dynamic);
+    let tokens = log_in_on(&fetcher, &discovery, &client, &discovery.scopes(), port).await;
+    let (status, _, listed) =
+        mcp_call(server.url(), &tokens.access_token, "tools/list", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the introspected token is accepted: {listed}"
+    );
+    assert!(tool_names(&listed).contains(&"echo".to_owned()), "{listed}");
+    assert!(
+        tokens.refresh_token.is_none(),
+        "the SDK's demo issues no refresh token"
     );
 }
 
