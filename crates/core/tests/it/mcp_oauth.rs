@@ -407,7 +407,7 @@ struct Knobs {
     registration: Value,
     /// The `iss` of the authorization response; `None`: omitted.
     callback_iss: Option<String>,
-    /// The MCP server's `WWW-Authenticate` on its 401.
+    /// The MCP server's `WWW-Authenticate` on its 401; empty: it answers 200 (no login needed).
     challenge: String,
     /// Further documents served at these paths (everything else unknown is a 404).
     documents: Vec<(String, Value)>,
@@ -490,10 +490,15 @@ async fn serve_hostile(knobs: Knobs) -> (Url, tokio::task::JoinHandle<()>, Arc<P
         .route(
             "/mcp",
             post(|State(p): State<Arc<Peer>>| async move {
+                if p.knobs.challenge.is_empty() {
+                    // An MCP server that needs no login.
+                    return json_answer(json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+                }
                 (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, p.knobs.challenge.replace("{base}", &p.base))],
                 )
+                    .into_response()
             }),
         )
         .route(
@@ -1011,5 +1016,38 @@ async fn dynamic_registration_asks_for_a_native_public_client_with_loopback_redi
             "http://127.0.0.1:47999/oauth/callback"
         ]),
         "any port (RFC 8252) and the fixed port for exact-matching servers"
+    );
+}
+
+#[tokio::test]
+async fn without_a_scope_in_the_challenge_the_metadata_scopes_are_asked_for() {
+    let knobs = Knobs {
+        challenge: r#"Bearer resource_metadata="{base}/prm""#.into(),
+        prm: Prm::Json(json!({
+            "resource": "{base}/mcp",
+            "authorization_servers": ["{base}"],
+            "scopes_supported": ["files:read", "files:write"],
+        })),
+        ..Knobs::default()
+    };
+    let discovery = discover_hostile(knobs).await.expect("discovery");
+    assert_eq!(discovery.scopes(), ["files:read", "files:write"]);
+    let with_scope = discover_hostile(Knobs::default()).await.expect("discovery");
+    assert_eq!(
+        with_scope.scopes(),
+        ["s1"],
+        "the challenge's scope comes first"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_answers_without_credentials_needs_no_login() {
+    let knobs = Knobs {
+        challenge: String::new(),
+        ..Knobs::default()
+    };
+    assert_eq!(
+        code_of(discover_hostile(knobs).await),
+        "mcp_oauth_not_required"
     );
 }
