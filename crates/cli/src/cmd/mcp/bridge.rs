@@ -863,6 +863,10 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[path = "bridge_tests.rs"]
+mod wire_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
