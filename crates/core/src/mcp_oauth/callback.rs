@@ -130,7 +130,7 @@ async fn callback(
             "This login expired. Start a new login from Latchkey.",
         );
     }
-    let iss = query.get("iss").map(|i| shorten(i));
+    let iss = query.get("iss").cloned();
     let error = query.get("error").map(|e| {
         (
             e.chars().take(64).collect::<String>(),
