@@ -135,7 +135,12 @@ pub struct Notifier {
     last_icon: Option<Icon>,
     /// `(account, at)` of login failures already announced.
     announced_failures: Vec<(String, i64)>,
+    /// `(account, client, service)` of refused requests, with when each was last announced.
+    announced_requests: Vec<((String, String, String), i64)>,
 }
+
+/// A host that keeps retrying is announced once per this many seconds, not once per request.
+const REQUEST_NOTICE_INTERVAL: i64 = 600;
 
 /// Brings the tray up to date with the runtime and sends due notifications.
 pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
@@ -160,7 +165,35 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
     if !status.warn_expiry {
         notifier.warned_for_expiry = None;
     }
-    for account in lk.overview().accounts {
+    let overview = lk.overview();
+    for account in &overview.accounts {
+        let Some(asked) = &account.login_requested else {
+            continue;
+        };
+        let key = (
+            account.name.clone(),
+            asked.client.clone(),
+            asked.service.clone(),
+        );
+        let recent = notifier
+            .announced_requests
+            .iter()
+            .any(|(k, at)| *k == key && asked.at - at < REQUEST_NOTICE_INTERVAL);
+        if recent || account.state.is_usable() {
+            continue;
+        }
+        notify(
+            app,
+            "Log in to Latchkey",
+            &format!(
+                "{} asked for {}: log in to account {} to let it through",
+                asked.client, asked.service, account.name
+            ),
+        );
+        notifier.announced_requests.retain(|(k, _)| *k != key);
+        notifier.announced_requests.push((key, asked.at));
+    }
+    for account in overview.accounts {
         let Some(failure) = account.last_login_error else {
             continue;
         };

@@ -31,7 +31,7 @@
     for (const id of state.listeners[event] ?? []) window.__TAURI_INTERNALS__.callbacks[id]?.({ event, id, payload });
   };
   const overview = () => ({
-    accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session, last_login_error: state.loginError }],
+    accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session, last_login_error: state.loginError, login_requested: null }],
     services: [
       { name: 'demo', account: 'sandbox', upstream: 'http://127.0.0.1:47902', source: 'gateway', state: state.session.kind === 'active' ? 'fresh' : 'not_fetched', fetched_at: state.session.kind === 'active' ? now() - 60 : null, expires_at: null, ttl_seconds: 3600, message: null },
       { name: 'github', account: 'sandbox', upstream: 'https://api.github.com', source: 'gateway', state: 'cached', fetched_at: now() - 1800, expires_at: now() + 1800, ttl_seconds: 3600, message: 'the gateway is unavailable; serving the cached credential until it expires' },
@@ -54,7 +54,7 @@
           state.session = { kind: 'logged_out' };
           state.loginError = { ...failure, at: now() };
         } else {
-          state.session = { kind: 'active', user, issued_at: now(), expires_at: now() + 3600 };
+          state.session = { kind: 'active', user, issued_at: now(), expires_at: now() + 3600, renewable: true };
         }
         emit('latchkey://changed');
       }, 300);

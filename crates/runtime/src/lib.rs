@@ -43,7 +43,7 @@ pub use latchkey_store::{AuditPage, AuditRow};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
     AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView,
-    LoginFailure, Overview, ProxyView,
+    LoginFailure, LoginRequest, Overview, ProxyView,
 };
 
 /// How to start.
@@ -76,6 +76,8 @@ struct Inner {
     logins: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The last login failure per account, until its next login starts or succeeds.
     login_errors: Mutex<HashMap<String, LoginFailure>>,
+    /// The latest request refused for want of a login, per account, until a login succeeds.
+    login_requests: Mutex<HashMap<String, LoginRequest>>,
     /// For the login pre-flight (no cookies, no redirects followed).
     http: reqwest::Client,
     shutdown: watch::Sender<bool>,
@@ -176,6 +178,7 @@ impl Latchkey {
             changes,
             logins: Mutex::new(HashMap::new()),
             login_errors: Mutex::new(HashMap::new()),
+            login_requests: Mutex::new(HashMap::new()),
             http: http.clone(),
             shutdown,
             tasks: Mutex::new(Vec::new()),
@@ -237,6 +240,7 @@ impl Latchkey {
         )
         .map_err(RuntimeError::from)?
         .with_control(control::router(self.clone(), control_token));
+        self.watch_login_requests(state.login_needed());
         let me = self.clone();
         let shutdown = self.shutdown_signal();
         let task = tokio::spawn(async move {
@@ -335,6 +339,7 @@ impl Latchkey {
                     issuer: a.issuer.to_string(),
                     state: session.state(),
                     last_login_error: self.last_login_error(a.name.as_str()),
+                    login_requested: self.login_requested(a.name.as_str()),
                 })
             })
             .collect();
@@ -374,11 +379,15 @@ impl Latchkey {
             .sessions
             .iter()
             .map(|(name, s)| {
-                tray::with_login_failure(
-                    tray::tray_status(&s.state(), now),
-                    &s.state(),
-                    self.last_login_error(name).as_ref(),
-                )
+                let state = s.state();
+                let asked = tray::with_login_request(
+                    tray::tray_status(&state, now),
+                    &state,
+                    name,
+                    self.login_requested(name).as_ref(),
+                    now,
+                );
+                tray::with_login_failure(asked, &state, self.last_login_error(name).as_ref())
             })
             .collect();
         tray::combine(&statuses).cloned().unwrap_or_else(|| {
@@ -422,6 +431,7 @@ impl Latchkey {
                 Ok(user) => {
                     info!(account = %name, subject = %user.subject, "login complete");
                     me.set_login_error(&name, None);
+                    me.lock_login_requests().remove(&name);
                 }
                 Err(e) => {
                     me.login_failed(&name, error::login_failure(session.account(), &e));
@@ -441,6 +451,52 @@ impl Latchkey {
             .insert(account.to_owned(), task);
         self.changed();
         Ok(url)
+    }
+
+    /// The latest request the proxy refused because `account` is not logged in, until a login
+    /// succeeds.
+    pub fn login_requested(&self, account: &str) -> Option<LoginRequest> {
+        self.lock_login_requests().get(account).cloned()
+    }
+
+    fn lock_login_requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginRequest>> {
+        self.inner
+            .login_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps what the proxy announces about requests refused for want of a login, so that the
+    /// tray and the window can say who asked for what.
+    fn watch_login_requests(&self, mut needed: broadcast::Receiver<latchkey_proxy::LoginNeeded>) {
+        let me = self.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = needed.recv() => event,
+                    _ = stop.changed() => return,
+                };
+                match event {
+                    Ok(event) => {
+                        let Some(account) = event.account else {
+                            continue;
+                        };
+                        let request = LoginRequest {
+                            client: event.client,
+                            service: event.service,
+                            at: (me.inner.clock)(),
+                        };
+                        me.lock_login_requests().insert(account, request);
+                        me.changed();
+                    }
+                    // Fell behind a burst: the next event says the same thing.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        self.track(task);
     }
 
     /// Why the account's last login failed, until its next login starts or one succeeds.

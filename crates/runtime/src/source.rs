@@ -67,6 +67,13 @@ impl SessionCredentials {
 }
 
 impl CredentialSource for SessionCredentials {
+    fn account(&self, service: &str) -> Option<String> {
+        self.lk
+            .config()
+            .service(service)
+            .map(|s| s.account.to_string())
+    }
+
     fn credentials(
         &self,
         service: &str,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use latchkey_core::session::SessionState;
 
-use crate::view::LoginFailure;
+use crate::view::{LoginFailure, LoginRequest};
 
 /// The tray icon variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,6 +118,45 @@ pub fn with_login_failure(
     }
 }
 
+/// How long a refused request keeps the tray asking for a login: a host that gave up an hour ago
+/// is no reason to alarm anyone.
+pub const LOGIN_REQUEST_SHOWN_SECONDS: i64 = 30 * 60;
+
+/// An account nobody is logged in to, for which a local client just asked: "Log in needed:
+/// cursor asked for github", with the attention icon, so the person learns why their host
+/// failed. Shown while the session is not usable (and not while a login is under way), for
+/// [`LOGIN_REQUEST_SHOWN_SECONDS`].
+pub fn with_login_request(
+    status: TrayStatus,
+    state: &SessionState,
+    account: &str,
+    request: Option<&LoginRequest>,
+    now: i64,
+) -> TrayStatus {
+    let Some(request) = request else {
+        return status;
+    };
+    if state.is_usable()
+        || matches!(state, SessionState::LoggingIn)
+        || now - request.at > LOGIN_REQUEST_SHOWN_SECONDS
+    {
+        return status;
+    }
+    let title = format!(
+        "Log in needed: {} asked for {}",
+        request.client, request.service
+    );
+    TrayStatus {
+        icon: TrayIcon::Expired,
+        tooltip: format!(
+            "Latchkey — {} asked for {}: log in to account {account}",
+            request.client, request.service
+        ),
+        title,
+        warn_expiry: false,
+    }
+}
+
 /// A few words for the tray menu line; the tooltip and the window carry the whole message.
 pub fn short_login_reason(code: &str) -> &'static str {
     match code {
@@ -190,6 +229,56 @@ mod tests {
             expires_at,
             issued_at,
             renewable: true,
+        }
+    }
+
+    #[test]
+    fn a_refused_request_names_the_client_and_service_until_a_session_is_usable_or_it_is_old() {
+        let asked = LoginRequest {
+            client: "cursor".into(),
+            service: "github".into(),
+            at: 1_000,
+        };
+        let logged_out = SessionState::LoggedOut;
+        let shown = with_login_request(
+            tray_status(&logged_out, 1_010),
+            &logged_out,
+            "work",
+            Some(&asked),
+            1_010,
+        );
+        assert_eq!(shown.title, "Log in needed: cursor asked for github");
+        assert_eq!(
+            shown.icon,
+            TrayIcon::Expired,
+            "it needs the person's attention"
+        );
+        assert!(
+            shown.tooltip.contains("log in to account work"),
+            "{}",
+            shown.tooltip
+        );
+
+        let old = 1_000 + LOGIN_REQUEST_SHOWN_SECONDS + 1;
+        let faded = with_login_request(
+            tray_status(&logged_out, old),
+            &logged_out,
+            "work",
+            Some(&asked),
+            old,
+        );
+        assert_eq!(
+            faded.title, "Not signed in",
+            "a request from long ago is no alarm"
+        );
+
+        for state in [active(0, 3_600), SessionState::LoggingIn] {
+            let status = tray_status(&state, 1_010);
+            assert_eq!(
+                with_login_request(status.clone(), &state, "work", Some(&asked), 1_010),
+                status,
+                "a usable session or a login under way is shown as it is"
+            );
         }
     }
 

@@ -32,6 +32,20 @@ pub struct AccountView {
     pub state: SessionState,
     /// Why the last login failed, until the next login starts or one succeeds.
     pub last_login_error: Option<LoginFailure>,
+    /// The latest request the proxy refused because this account is not logged in, until a
+    /// login succeeds: who asked, for what.
+    pub login_requested: Option<LoginRequest>,
+}
+
+/// A local client asked for a service of an account nobody is logged in to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginRequest {
+    /// The local client's name (`latchkey` for the CLI itself).
+    pub client: String,
+    /// The service it asked for.
+    pub service: String,
+    /// When, unix seconds.
+    pub at: i64,
 }
 
 /// Why an account's last login failed: the code to match on, a sentence with the fix, and when.
@@ -218,6 +232,7 @@ mod tests {
                 renewable: false,
             },
             last_login_error: None,
+            login_requested: None,
         };
         let json = serde_json::to_value(&view).expect("serialise");
         assert_eq!(json["state"]["kind"], "active");

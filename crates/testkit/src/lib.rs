@@ -4,8 +4,8 @@
 
 mod browser;
 pub mod glewlwyd;
-pub mod mcp_auth;
 mod logs;
+pub mod mcp_auth;
 mod sandbox;
 
 pub use browser::browser_login;

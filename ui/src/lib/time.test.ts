@@ -22,7 +22,7 @@ describe('expiring soon', () => {
   });
 
   it('drives the session badge', () => {
-    const active = { kind: 'active' as const, user, issued_at: 0, expires_at: 3600 };
+    const active = { kind: 'active' as const, user, issued_at: 0, expires_at: 3600, renewable: true };
     expect(sessionBadge(active, 100)).toEqual({ label: 'Active', tone: 'ok' });
     expect(sessionBadge(active, 3300)).toEqual({ label: 'Expiring soon', tone: 'warn' });
     expect(sessionBadge({ kind: 'expired', user, reason: 'log in again' }, 0).tone).toBe('bad');

@@ -9,7 +9,7 @@ export interface UserInfo {
 export type SessionState =
   | { kind: 'logged_out' }
   | { kind: 'logging_in' }
-  | { kind: 'active'; user: UserInfo; expires_at: number; issued_at: number }
+  | { kind: 'active'; user: UserInfo; expires_at: number; issued_at: number; renewable: boolean }
   | { kind: 'refreshing'; user: UserInfo; expires_at: number }
   | { kind: 'expired'; user: UserInfo | null; reason: string }
   | { kind: 'error'; code: string; message: string };
@@ -41,6 +41,15 @@ export interface AccountView {
   state: SessionState;
   /** Until the next login starts or one succeeds. */
   last_login_error: LoginFailure | null;
+  /** The latest request refused because nobody is logged in, until a login succeeds. */
+  login_requested: LoginRequest | null;
+}
+
+/** A local client asked for a service of an account nobody is logged in to. */
+export interface LoginRequest {
+  client: string;
+  service: string;
+  at: number;
 }
 
 export interface Overview {

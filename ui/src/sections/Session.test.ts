@@ -11,7 +11,7 @@ afterEach(() => {
 
 const overview = (account: Partial<AccountView>): Overview => ({
   accounts: [
-    { name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: { kind: 'logged_out' }, last_login_error: null, ...account },
+    { name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: { kind: 'logged_out' }, last_login_error: null, login_requested: null, ...account },
   ],
   services: [],
   proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
@@ -28,6 +28,14 @@ function render(o: Overview) {
 }
 
 describe('Session section', () => {
+  it('says which local client asked for which service while nobody is logged in', () => {
+    const { target, component } = render(overview({ login_requested: { client: 'cursor', service: 'github', at: 990 } }));
+    const line = target.querySelector('[data-testid=login-requested]');
+    expect(line?.textContent).toContain('cursor asked for github');
+    expect(line?.getAttribute('role')).toBe('status');
+    unmount(component);
+  });
+
   it('shows why the last login failed, with the fix, as an alert', () => {
     const message =
       'the identity provider refuses the redirect URI `http://127.0.0.1:41234/oauth/callback` for client id `latchkey` (invalid_redirect_uri): register `http://127.0.0.1/oauth/callback` for client `latchkey` at the provider';

@@ -2,5 +2,6 @@
 //! keychain, a private data directory.
 
 mod login_failures;
+mod login_requests;
 #[cfg(unix)]
 mod socket;
