@@ -497,14 +497,31 @@ impl Provider {
         if let Some(aud) = &self.inner.settings.audience {
             request = request.add_extra_param("resource", aud.clone());
         }
-        let answer = self
-            .timed(async {
-                request
-                    .request_async(&self.inner.http)
-                    .await
-                    .map_err(token_error)
-            })
-            .await?;
+        // `oauth2` drops the status of an answer whose body is not an OAuth error document; keep
+        // it, to tell a refusal from a broken answer.
+        let recording = StatusRecorder {
+            http: &self.inner.http,
+            status: std::sync::Mutex::new(None),
+        };
+        let result = self
+            .timed(async { request.request_async(&recording).await.map_err(token_error) })
+            .await;
+        let status = recording.status;
+        let answer = match result {
+            // A 400 without an OAuth error body (Glewlwyd answers a retired refresh token so) is
+            // still the provider refusing this refresh token: retrying cannot help, only a new
+            // login can (RFC 6749 §5.2 says what the body should have been: `invalid_grant`).
+            // A 5xx or a proxy's HTML page stays a transient failure.
+            Err(LoginError::TokenEndpoint { error, .. })
+                if error == INVALID_RESPONSE
+                    && *status.lock().unwrap_or_else(|p| p.into_inner())
+                        == Some(http::StatusCode::BAD_REQUEST) =>
+            {
+                tracing::warn!("the provider refused the refresh token without an OAuth error");
+                return Err(LoginError::InvalidGrant);
+            }
+            other => other?,
+        };
         self.validate(answer, IdTokenRule::Refresh { subject })
             .await
     }
@@ -859,6 +876,31 @@ impl LoginAttempt {
     }
 }
 
+/// An HTTP client for `oauth2` that remembers the status of the answer, which `oauth2` drops when
+/// the body is not an OAuth error document.
+struct StatusRecorder<'a> {
+    http: &'a reqwest::Client,
+    status: std::sync::Mutex<Option<http::StatusCode>>,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + Sync + 'c>,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let answer = oauth2::AsyncHttpClient::call(self.http, request).await?;
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.status());
+            Ok(answer)
+        })
+    }
+}
+
+/// The `error` of a token-endpoint answer that is not an OAuth document of the expected shape.
+const INVALID_RESPONSE: &str = "invalid_response";
+
 fn token_error(
     e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
 ) -> LoginError {
@@ -881,7 +923,7 @@ fn token_error(
         },
         RequestTokenError::Request(e) => request_failure(&e),
         RequestTokenError::Parse(..) => LoginError::TokenEndpoint {
-            error: "invalid_response".into(),
+            error: INVALID_RESPONSE.into(),
             description: Some("the token response is not valid JSON of the expected shape".into()),
         },
         RequestTokenError::Other(_) => LoginError::TokenEndpoint {

@@ -213,6 +213,14 @@ async fn start_idp_advertising(auth_methods: Option<&[&str]>) -> TestIdp {
                                 Json(json!({"error": "invalid_grant"})),
                             );
                         }
+                        // Answers that are not OAuth error documents: a provider refusing
+                        // without saying why (Glewlwyd), and a proxy in front of it failing.
+                        if form.get("refresh_token").is_some_and(|t| t == "retired-silently") {
+                            return (axum::http::StatusCode::BAD_REQUEST, Json(Value::Null));
+                        }
+                        if form.get("refresh_token").is_some_and(|t| t == "behind-a-broken-proxy") {
+                            return (axum::http::StatusCode::BAD_GATEWAY, Json(json!("Bad Gateway")));
+                        }
                         if form.get("client_id").is_some_and(|c| c == "unknown-client") {
                             return (
                                 axum::http::StatusCode::UNAUTHORIZED,
@@ -676,6 +684,22 @@ async fn refresh_maps_invalid_grant_to_log_in_again() {
         .await
         .expect_err("invalid grant");
     assert!(matches!(err, LoginError::InvalidGrant));
+    let silent = provider
+        .refresh(&Secret::new("retired-silently"), &public, "alice")
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(silent, LoginError::InvalidGrant),
+        "a 400 without an OAuth error still means log in again: {silent:?}"
+    );
+    let transient = provider
+        .refresh(&Secret::new("behind-a-broken-proxy"), &public, "alice")
+        .await
+        .expect_err("bad gateway");
+    assert!(
+        !matches!(transient, LoginError::InvalidGrant),
+        "a 502 that is not an OAuth answer must not end the session: {transient:?}"
+    );
     let ok = provider
         .refresh(&Secret::new("refresh-1"), &public, "alice")
         .await

@@ -180,8 +180,6 @@ async fn a_glewlwyd_session_logs_in_refreshes_with_rotation_and_logs_out() {
 }
 
 #[tokio::test]
-#[ignore = "Glewlwyd refuses a retired refresh token with an empty 400, which Latchkey reads as a \
-            transient token-endpoint error instead of `invalid_grant`: un-ignore when login maps it"]
 async fn a_refresh_token_retired_at_glewlwyd_ends_the_session_with_log_in_again() {
     let callback_port = free_port();
     let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
