@@ -73,7 +73,12 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
 
 fn for_code(code: &str) -> u8 {
     match code {
-        "login_required" | "invalid_grant" => LOGIN_REQUIRED,
+        // The session ended or cannot be renewed: only a new login helps.
+        "login_required"
+        | "invalid_grant"
+        | "session_not_renewable"
+        | "id_token_subject_changed"
+        | "id_token_issuer_changed" => LOGIN_REQUIRED,
         "not_running" => NOT_RUNNING,
         "keychain_unavailable" | "keychain_locked" | "keychain_timeout" => KEYCHAIN,
         "config_invalid" | "config_not_found" | "config_unreadable" => CONFIG,

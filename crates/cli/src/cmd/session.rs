@@ -167,11 +167,19 @@ fn describe_state(state: &serde_json::Value, now: i64) -> String {
     match state["kind"].as_str().unwrap_or_default() {
         "active" => {
             let left = state["expires_at"].as_i64().unwrap_or(now) - now;
-            format!(
-                "Signed in as {} · access token expires in {} (renewed automatically)",
-                who(state),
-                format_remaining(left)
-            )
+            if state["renewable"].as_bool() == Some(false) {
+                format!(
+                    "Signed in as {} · session ends in {} (the identity provider gave no refresh token: log in again then)",
+                    who(state),
+                    format_remaining(left)
+                )
+            } else {
+                format!(
+                    "Signed in as {} · access token expires in {} (renewed automatically)",
+                    who(state),
+                    format_remaining(left)
+                )
+            }
         }
         "refreshing" => format!("Signed in as {} · renewing", who(state)),
         "logging_in" => "Signing in…".to_owned(),
@@ -455,5 +463,17 @@ mod tests {
             "accounts": [{ "name": "work", "issuer": "i", "state": { "kind": "logged_out" }, "last_login_error": null }],
         });
         assert!(!render_status(&without).contains("Last login failed"));
+    }
+
+    #[test]
+    fn status_says_when_a_session_without_a_refresh_token_ends() {
+        let user = serde_json::json!({ "subject": "a", "email": "alice@example.test" });
+        let state = |renewable: bool| serde_json::json!({ "kind": "active", "user": user, "issued_at": 0, "expires_at": 3_000, "renewable": renewable });
+        let once = describe_state(&state(false), 600);
+        assert!(
+            once.contains("session ends in 40 min") && once.contains("log in again then"),
+            "{once}"
+        );
+        assert!(describe_state(&state(true), 600).contains("renewed automatically"));
     }
 }
