@@ -4,11 +4,15 @@
 //! stdout through one writer. Streams that break are resumed with `Last-Event-ID`; the session is
 //! ended with `DELETE` when the host goes away.
 //!
-//! It speaks both transport eras: sessions, the `GET` stream and resumability are what servers
-//! negotiating `2025-03-26`..`2025-11-25` use; for later revisions (no sessions, no `GET` stream)
-//! the same code simply never receives a session id and gets `405` for `GET`.
+//! It speaks both transport eras. Servers negotiating `2025-03-26`..`2025-11-25` use sessions,
+//! the `GET` stream, server-to-client requests on any stream and resumability. From revision
+//! `2026-07-28` on there is none of that: the version travels in each request's `_meta` (mirrored
+//! into `MCP-Protocol-Version`, with `Mcp-Method` and `Mcp-Name`), the server never sends a
+//! session id, and a request is cancelled by closing its stream instead of posting
+//! `notifications/cancelled`. Not done: mirroring `x-mcp-header` tool parameters into
+//! `Mcp-Param-*` headers (it needs the tools' schemas from `tools/list`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +36,9 @@ const LAST_EVENT_ID: &str = "last-event-id";
 const CLIENT: &str = "x-latchkey-client";
 /// Where a request's protocol version sits from revision 2026-07-28 on (no `initialize`).
 const META_PROTOCOL: &str = "io.modelcontextprotocol/protocolVersion";
+/// The first revision without sessions, `GET` stream or resumability, where closing a request's
+/// stream cancels it.
+const STATELESS_REVISION: &str = "2026-07-28";
 /// How many event ids per stream are remembered to drop a replayed duplicate.
 const SEEN_IDS: usize = 4096;
 /// The most of an error body the bridge reads.
@@ -249,6 +256,8 @@ pub async fn run<M: Mint>(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut requests = JoinSet::new();
+    // Requests in flight whose era cancels by closing the stream (2026-07-28 on), by id.
+    let mut closable: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
@@ -260,7 +269,11 @@ pub async fn run<M: Mint>(
             }
         };
         let Some(line) = line else { break };
-        while requests.try_join_next().is_some() {}
+        while let Some(finished) = requests.try_join_next() {
+            if let Ok(done) = finished {
+                closable.remove(&done);
+            }
+        }
         let text = line.trim();
         if text.is_empty() {
             continue;
@@ -286,9 +299,39 @@ pub async fn run<M: Mint>(
                 bridge.request(text.to_owned(), &message, id, &method).await;
             }
             Kind::Request { id, method } => {
-                let bridge = bridge.clone();
-                let text = text.to_owned();
-                requests.spawn(async move { bridge.request(text, &message, id, &method).await });
+                let done = key(&id);
+                let streamed_cancel = bridge.cancels_by_closing(&message);
+                let task = {
+                    let bridge = bridge.clone();
+                    let text = text.to_owned();
+                    let done = done.clone();
+                    requests.spawn(async move {
+                        bridge.request(text, &message, id, &method).await;
+                        done
+                    })
+                };
+                if streamed_cancel {
+                    closable.insert(done, task);
+                }
+            }
+            Kind::Notification { method }
+                if method == "notifications/cancelled"
+                    && message["params"]
+                        .get("requestId")
+                        .is_some_and(|id| closable.contains_key(&key(id))) =>
+            {
+                // From revision 2026-07-28 on, closing the request's stream is the cancellation;
+                // no notification goes to the server.
+                if let Some(task) = message["params"]
+                    .get("requestId")
+                    .and_then(|id| closable.remove(&key(id)))
+                {
+                    task.abort();
+                }
+                if let Some(id) = message["params"].get("requestId") {
+                    lock(&bridge.pending).remove(&key(id));
+                }
+                tracing::debug!("request cancelled by closing its stream");
             }
             Kind::Notification { method } => {
                 let delivered = bridge.deliver(text, &message, Some(&method)).await;
@@ -342,6 +385,16 @@ async fn write_lines(mut rx: mpsc::Receiver<String>, mut stdout: impl AsyncWrite
 }
 
 impl<M: Mint> Bridge<M> {
+    /// True when `request` is cancelled by closing its stream: its era (its own `_meta`
+    /// version, else the negotiated one) is 2026-07-28 or later (versions are dates).
+    fn cancels_by_closing(&self, request: &Value) -> bool {
+        let own = request["params"]["_meta"][META_PROTOCOL].as_str();
+        let version = own
+            .map(str::to_owned)
+            .or_else(|| lock(&self.protocol).clone());
+        version.is_some_and(|v| v.as_str() >= STATELESS_REVISION)
+    }
+
     /// Forwards a request and writes its answer (or a JSON-RPC error) for the host.
     async fn request(&self, text: String, message: &Value, id: Value, method: &str) {
         lock(&self.pending).insert(key(&id));
@@ -381,7 +434,7 @@ impl<M: Mint> Bridge<M> {
         let body = response
             .text()
             .await
-            .map_err(|e| Failure::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| Failure::Unreachable(describe(e)))?;
         if body.trim().is_empty() {
             return Err(Failure::Status(status));
         }
@@ -482,7 +535,7 @@ impl<M: Mint> Bridge<M> {
             let response = build(&token)
                 .send()
                 .await
-                .map_err(|e| Failure::Unreachable(e.without_url().to_string()))?;
+                .map_err(|e| Failure::Unreachable(describe(e)))?;
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
@@ -775,6 +828,20 @@ impl<M: Mint> Bridge<M> {
             Err(_) => tracing::warn!("ending the session timed out"),
         }
     }
+}
+
+/// A transport error with its causes (`error sending request: … connection refused`), without
+/// the URL.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn is_event_stream(response: &Response) -> bool {

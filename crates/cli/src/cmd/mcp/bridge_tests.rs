@@ -36,6 +36,8 @@ struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// Keep the response open until the client goes away, then log a `CLOSED` request.
+    hold: bool,
 }
 
 impl Reply {
@@ -44,6 +46,7 @@ impl Reply {
             status,
             headers: vec![("content-type", "application/json".into())],
             body: body.to_string(),
+            hold: false,
         }
     }
 
@@ -52,6 +55,7 @@ impl Reply {
             status: 200,
             headers: vec![("content-type", "text/event-stream".into())],
             body: body.to_owned(),
+            hold: false,
         }
     }
 
@@ -60,7 +64,13 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: String::new(),
+            hold: false,
         }
+    }
+
+    fn held(mut self) -> Self {
+        self.hold = true;
+        self
     }
 
     fn with(mut self, name: &'static str, value: &str) -> Self {
@@ -128,6 +138,16 @@ async fn scripted(script: Script) -> (String, Arc<std::sync::Mutex<Vec<Seen>>>) 
                 head.push_str("\r\n");
                 let _ = write.write_all(head.as_bytes()).await;
                 let _ = write.write_all(reply.body.as_bytes()).await;
+                if reply.hold {
+                    let mut rest = Vec::new();
+                    let _ = read.read_to_end(&mut rest).await;
+                    log.lock().expect("log").push(Seen {
+                        method: "CLOSED".into(),
+                        headers: HashMap::new(),
+                        body: String::new(),
+                    });
+                    return;
+                }
                 let _ = write.shutdown().await;
             });
         }
@@ -170,6 +190,11 @@ struct Running {
 }
 
 fn start(url: String, token: &str, fresh: &'static str) -> Running {
+    start_with(url, token, fresh, Duration::from_secs(5))
+}
+
+/// As [`start`], with `drain` as the limit for requests in flight once stdin closes.
+fn start_with(url: String, token: &str, fresh: &'static str, drain: Duration) -> Running {
     let (lines, rx) = mpsc::channel(16);
     let (stdout, out) = tokio::io::duplex(1 << 16);
     let mints = Arc::new(AtomicUsize::new(0));
@@ -180,7 +205,7 @@ fn start(url: String, token: &str, fresh: &'static str) -> Running {
             .build()
             .expect("client"),
         settings: Settings {
-            drain: Duration::from_secs(5),
+            drain,
             reconnect_attempts: 3,
             first_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
@@ -435,4 +460,83 @@ async fn a_refused_token_is_reminted_once_per_request_and_a_second_refusal_reach
         .map(|r| r.header("x-latchkey-client").unwrap_or("-").to_owned())
         .collect();
     assert_eq!(tokens, vec!["lk_old", "lk_new", "lk_new", "lk_new"]);
+}
+
+#[tokio::test]
+async fn from_2026_07_28_a_cancelled_request_closes_its_stream_and_sends_no_notification() {
+    let script: Script = Arc::new(|req: &Seen| {
+        if req.method == "POST" && req.body.contains("tools/call") {
+            Reply::sse(&format!("data: {}\n\n", progress(1))).held()
+        } else {
+            Reply::status(202)
+        }
+    });
+    let (url, seen) = scripted(script).await;
+    let mut bridge = start(url, "lk_old", "lk_new");
+    bridge
+        .send(
+            json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
+            "name":"slow tool","arguments":{},
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","progressToken":7}}}),
+        )
+        .await;
+    assert_eq!(bridge.next().await["params"]["progress"], 1);
+    bridge
+        .send(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}))
+        .await;
+    wait_seen(&seen, |r| r.method == "CLOSED").await;
+    let (rest, _) = bridge.finish().await;
+    assert!(
+        rest.is_empty(),
+        "no answer for a cancelled request: {rest:?}"
+    );
+    let seen = seen.lock().expect("seen").clone();
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.body.contains("notifications/cancelled")),
+        "closing the stream is the cancellation: {seen:?}"
+    );
+    let call = &seen[0];
+    assert_eq!(call.header("mcp-protocol-version"), Some("2026-07-28"));
+    assert_eq!(call.header("mcp-method"), Some("tools/call"));
+    assert_eq!(call.header("mcp-name"), Some("slow tool"));
+    assert_eq!(call.header("mcp-session-id"), None);
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.method == "DELETE" || r.method == "GET"),
+        "no session, no GET stream: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn before_2026_07_28_a_cancellation_is_posted_and_the_drain_limit_ends_what_never_answers() {
+    let script: Script = Arc::new(|req: &Seen| {
+        if req.method == "POST" && req.body.contains("tools/call") {
+            Reply::sse(&format!("data: {}\n\n", progress(1))).held()
+        } else {
+            Reply::status(202)
+        }
+    });
+    let (url, seen) = scripted(script).await;
+    let drain = Duration::from_millis(300);
+    let mut bridge = start_with(url, "lk_old", "lk_new", drain);
+    bridge
+        .send(json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","_meta":{"progressToken":7}}}))
+        .await;
+    assert_eq!(bridge.next().await["params"]["progress"], 1);
+    bridge
+        .send(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}))
+        .await;
+    wait_seen(&seen, |r| r.body.contains("notifications/cancelled")).await;
+    let closing = tokio::time::Instant::now();
+    let (rest, _) = bridge.finish().await;
+    let took = closing.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        took >= drain && took < drain * 10,
+        "stdin closed: the request in flight had the drain limit, no more ({took:?})"
+    );
+    wait_seen(&seen, |r| r.method == "CLOSED").await;
 }
