@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -25,12 +26,11 @@ const LOGIN_WAIT: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 struct Control {
     lk: Latchkey,
-    token: Secret,
 }
 
 /// The control routes, to be nested at `/v1/control` behind the proxy's gates.
 pub fn router(lk: Latchkey, control_token: Secret) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/status", get(status))
         .route("/login/{account}", post(login))
         .route("/login/{account}/wait", post(login_wait))
@@ -46,10 +46,8 @@ pub fn router(lk: Latchkey, control_token: Secret) -> Router {
         .route("/activity/stream", get(activity_stream))
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(close_connection))
-        .with_state(Control {
-            lk,
-            token: control_token,
-        })
+        .with_state(Control { lk });
+    guarded(routes, control_token)
 }
 
 /// `{ "error", "message" }` for the CLI.
@@ -104,19 +102,29 @@ impl From<RuntimeError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn authorize(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers
+/// Refuses every request without the instance's control token, before its handler runs and so
+/// before any extractor reads the body: one layer over the whole router, so a route added later
+/// cannot forget the check.
+async fn require_control_token(State(token): State<Secret>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
         .get("x-latchkey-client")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if ct_eq_str(presented, control.token.expose()) {
-        Ok(())
+    if ct_eq_str(presented, token.expose()) {
+        next.run(req).await
     } else {
-        Err(ApiError(RuntimeError::new(
+        ApiError(RuntimeError::new(
             "control_unauthorized",
             "this endpoint is for the latchkey command of the same user",
-        )))
+        ))
+        .into_response()
     }
+}
+
+/// `router` behind [`require_control_token`]: every route and the fallback.
+fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>, token: Secret) -> Router<S> {
+    router.layer(middleware::from_fn_with_state(token, require_control_token))
 }
 
 /// Status plus clients, for `latchkey status`.
@@ -127,8 +135,7 @@ struct StatusReport {
     clients: Vec<ClientView>,
 }
 
-async fn status(State(c): State<Control>, h: HeaderMap) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
+async fn status(State(c): State<Control>) -> ApiResult<serde_json::Value> {
     let report = StatusReport {
         overview: c.lk.overview(),
         clients: c.lk.list_clients(),
@@ -140,20 +147,16 @@ async fn status(State(c): State<Control>, h: HeaderMap) -> ApiResult<serde_json:
 
 async fn login(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(account): Path<String>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     let url = c.lk.begin_login(&account).await?;
     Ok(Json(serde_json::json!({ "authorize_url": url.as_str() })))
 }
 
 async fn login_wait(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(account): Path<String>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     match tokio::time::timeout(LOGIN_WAIT, c.lk.wait_login(&account)).await {
         Ok(result) => result?,
         Err(_) => {
@@ -173,20 +176,16 @@ async fn login_wait(
 
 async fn logout(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(account): Path<String>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     c.lk.logout(&account).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
 async fn token(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&c, &h)?;
     let token = c.lk.access_token(&account).await?;
     let body = serde_json::json!({ "access_token": token.expose() });
     Ok((StatusCode::OK, [("cache-control", "no-store")], Json(body)).into_response())
@@ -199,10 +198,8 @@ struct KeyBody {
 
 async fn gateway_key(
     State(c): State<Control>,
-    h: HeaderMap,
     Json(body): Json<KeyBody>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     c.lk.set_gateway_api_key(Secret::new(body.key)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -214,17 +211,14 @@ struct SecretBody {
 
 async fn manual_secret(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(service): Path<String>,
     Json(body): Json<SecretBody>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     c.lk.set_manual_secret(&service, &body.values).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
-async fn list_clients(State(c): State<Control>, h: HeaderMap) -> ApiResult<Vec<ClientView>> {
-    authorize(&c, &h)?;
+async fn list_clients(State(c): State<Control>) -> ApiResult<Vec<ClientView>> {
     Ok(Json(c.lk.list_clients()))
 }
 
@@ -236,10 +230,8 @@ struct NewClient {
 
 async fn create_client(
     State(c): State<Control>,
-    h: HeaderMap,
     Json(body): Json<NewClient>,
 ) -> Result<Response, ApiError> {
-    authorize(&c, &h)?;
     let created: CreatedClient = c.lk.create_client(&body.name, &body.services)?;
     Ok((
         StatusCode::CREATED,
@@ -251,10 +243,8 @@ async fn create_client(
 
 async fn revoke_client(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     c.lk.revoke_client(&name)?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -266,11 +256,9 @@ struct TokenLabel {
 
 async fn issue_token(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(name): Path<String>,
     Json(body): Json<TokenLabel>,
 ) -> Result<Response, ApiError> {
-    authorize(&c, &h)?;
     let token = c.lk.issue_client_token(&name, &body.label)?;
     let body = serde_json::json!({ "token": token.expose() });
     Ok((
@@ -289,10 +277,8 @@ struct EphemeralRequest {
 
 async fn ephemeral(
     State(c): State<Control>,
-    h: HeaderMap,
     Json(body): Json<EphemeralRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&c, &h)?;
     let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(60, 86_400));
     let token = c.lk.issue_ephemeral_token(&body.client, ttl)?;
     let body = serde_json::json!({ "token": token.expose(), "expires_in": ttl.as_secs() });
@@ -316,10 +302,8 @@ struct ActivityQuery {
 
 async fn activity(
     State(c): State<Control>,
-    h: HeaderMap,
     Query(q): Query<ActivityQuery>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     let page =
         c.lk.query_activity(ActivityFilter {
             client: q.client,
@@ -337,10 +321,8 @@ async fn activity(
 
 async fn activity_stream(
     State(c): State<Control>,
-    h: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
     use tokio::sync::broadcast::error::RecvError;
-    authorize(&c, &h)?;
     let rows = c.lk.subscribe_activity();
     // Lagging readers are told how many rows they missed, then carry on.
     let stream = futures_util::stream::unfold(rows, |mut rows| async move {
@@ -354,17 +336,72 @@ async fn activity_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn connections(State(c): State<Control>, h: HeaderMap) -> ApiResult<Vec<ConnectionView>> {
-    authorize(&c, &h)?;
+async fn connections(State(c): State<Control>) -> ApiResult<Vec<ConnectionView>> {
     Ok(Json(c.lk.list_connections()))
 }
 
 async fn close_connection(
     State(c): State<Control>,
-    h: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<serde_json::Value> {
-    authorize(&c, &h)?;
     c.lk.close_connection(&id)?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A route that would answer `422` for a malformed body if it were reached.
+    fn guarded_echo() -> Router {
+        let routes = Router::new().route(
+            "/echo",
+            post(|Json(body): Json<KeyBody>| async move { body.key }),
+        );
+        guarded(routes, Secret::new("lk_control_token".to_owned()))
+    }
+
+    async fn send(token: Option<&str>, body: &'static str) -> (StatusCode, serde_json::Value) {
+        let mut req = axum::http::Request::post("/echo").header("content-type", "application/json");
+        if let Some(token) = token {
+            req = req.header("x-latchkey-client", token);
+        }
+        let response = guarded_echo()
+            .oneshot(req.body(Body::from(body)).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_control_token_is_checked_before_the_body_is_read() {
+        for token in [None, Some("lk_a_plain_client_token"), Some("")] {
+            let (status, body) = send(token, "{ not json").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+            assert_eq!(
+                body["error"], "control_unauthorized",
+                "refused for the token, not for the malformed body"
+            );
+        }
+        let (status, _) = send(Some("lk_control_token"), "{ not json").await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "with the control token the body is read (and found malformed)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_without_its_own_check_is_still_guarded() {
+        let (status, body) = send(Some("lk_wrong"), r#"{"key":"k"}"#).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"], "control_unauthorized");
+    }
 }
