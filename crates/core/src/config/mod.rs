@@ -100,6 +100,31 @@ impl ClientAuthMethod {
             Self::None => "none",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+    /// How `audience` reaches the provider.
+    pub audience_parameter: AudienceParameter,
+}
+
+/// How the account's `audience` is named in the requests to the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudienceParameter {
+    /// RFC 8707 `resource`, on the authorization, code-exchange and refresh requests (the
+    /// standard; oidc-provider, Okta, Keycloak).
+    #[default]
+    Resource,
+    /// `audience` on the authorization request only (Auth0, which hands out a JWT access token
+    /// for an API only when asked so).
+    Audience,
+}
+
+impl AudienceParameter {
+    /// The request parameter's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Resource => "resource",
+            Self::Audience => "audience",
+        }
+    }
         }
     }
 
@@ -704,6 +729,27 @@ fn validate_service(
                 format!(
                     "`{}` is not a valid environment variable name",
                     var.escape_debug()
+    let audience_parameter = match &raw.audience_parameter {
+        None => AudienceParameter::default(),
+        Some(p) if raw.audience.is_none() => {
+            return Err(here.error(
+                p.span().start,
+                format!("account `{name}` sets audience_parameter but no audience"),
+                "add audience = \"<your API's identifier>\", or remove audience_parameter",
+            ));
+        }
+        Some(p) => match p.get_ref().as_str() {
+            "resource" => AudienceParameter::Resource,
+            "audience" => AudienceParameter::Audience,
+            other => {
+                return Err(here.error(
+                    p.span().start,
+                    format!("unknown audience_parameter `{}`", other.escape_debug()),
+                    "use \"resource\" (RFC 8707, the default) or \"audience\" (Auth0)",
+                ));
+            }
+        },
+    };
                 ),
                 "use letters, digits and `_`, not starting with a digit",
             ));
@@ -727,6 +773,7 @@ fn validate_service(
         for m in &credentials {
             if m.name != "access_token" {
                 return Err(here.error(
+        audience_parameter,
                     raw.name.span().start,
                     format!("service `{name}` uses source = \"access_token\", whose only credential is `access_token`, not `{}`", m.name),
                     "name the credential \"access_token\"",

@@ -64,6 +64,7 @@ pub(super) struct RawGateway {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+    pub audience_parameter: Option<Spanned<String>>,
 pub(super) struct RawService {
     pub name: Spanned<String>,
     pub account: Spanned<String>,

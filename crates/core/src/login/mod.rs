@@ -46,7 +46,7 @@ use url::Url;
 pub use discovery::Metadata;
 pub use jwt::JwtError;
 
-pub use crate::config::ClientAuthMethod;
+pub use crate::config::{AudienceParameter, ClientAuthMethod};
 use crate::secret::Secret;
 
 /// Expiry assumed for an opaque access token whose response has no `expires_in`.
@@ -74,6 +74,9 @@ pub struct ProviderSettings {
     pub auth_method: Option<ClientAuthMethod>,
     /// Allows an `http://` issuer on loopback (the sandbox).
     pub allow_insecure_http: bool,
+    /// How `audience` is sent (`resource` on every request, or Auth0's `audience` on the
+    /// authorization request).
+    pub audience_parameter: AudienceParameter,
     /// Timeout of each request to the provider.
     pub timeout: Duration,
 }
@@ -111,6 +114,17 @@ impl std::fmt::Debug for ClientAuth {
         f.debug_struct("ClientAuth")
             .field("method", &self.method.as_str())
             .finish_non_exhaustive()
+    }
+}
+
+impl ProviderSettings {
+    /// The RFC 8707 `resource` for token requests: the audience, unless it goes to the provider
+    /// as Auth0's `audience`, which belongs on the authorization request only.
+    fn resource(&self) -> Option<&str> {
+        match self.audience_parameter {
+            AudienceParameter::Resource => self.audience.as_deref(),
+            AudienceParameter::Audience => None,
+        }
     }
 }
 
@@ -494,8 +508,8 @@ impl Provider {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let oauth = self.oauth(auth);
         let mut request = oauth.exchange_refresh_token(&token);
-        if let Some(aud) = &self.inner.settings.audience {
-            request = request.add_extra_param("resource", aud.clone());
+        if let Some(aud) = self.inner.settings.resource() {
+            request = request.add_extra_param("resource", aud.to_owned());
         }
         // `oauth2` drops the status of an answer whose body is not an OAuth error document; keep
         // it, to tell a refusal from a broken answer.
@@ -815,7 +829,8 @@ pub async fn start_with_lifetime(
                 .map(Scope::new),
         );
     if let Some(aud) = &provider.inner.settings.audience {
-        request = request.add_extra_param("resource", aud.clone());
+        let name = provider.inner.settings.audience_parameter.as_str();
+        request = request.add_extra_param(name, aud.clone());
     }
     let (url, _state) = request.url();
     Ok(LoginAttempt {
@@ -859,8 +874,8 @@ impl LoginAttempt {
             .exchange_code(code)
             .set_pkce_verifier(verifier)
             .set_redirect_uri(Cow::Owned(redirect));
-        if let Some(aud) = &provider.inner.settings.audience {
-            request = request.add_extra_param("resource", aud.clone());
+        if let Some(aud) = provider.inner.settings.resource() {
+            request = request.add_extra_param("resource", aud.to_owned());
         }
         let answer = provider
             .timed(async {

@@ -291,6 +291,7 @@ fn settings(issuer: &str) -> ProviderSettings {
         audience: Some(AUDIENCE.into()),
         validate_access_token: false,
         auth_method: None,
+        audience_parameter: AudienceParameter::Resource,
         allow_insecure_http: true,
         timeout: Duration::from_secs(5),
     }
@@ -476,6 +477,45 @@ async fn callback(url: &str) -> reqwest::StatusCode {
         .await
         .expect("callback request")
         .status()
+}
+
+#[tokio::test]
+async fn auth0_style_audience_goes_on_the_authorization_request_only() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(
+        http(),
+        ProviderSettings {
+            audience_parameter: AudienceParameter::Audience,
+            ..settings(&idp.issuer)
+        },
+    )
+    .await
+    .expect("discover");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
+    let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
+    assert_eq!(q["audience"], AUDIENCE, "Auth0 reads `audience`");
+    assert!(!q.contains_key("resource"), "no RFC 8707 parameter beside it");
+    idp.seen.lock().expect("lock").nonce = Some(q["nonce"].clone());
+    let finish = tokio::spawn(attempt.finish());
+    assert_eq!(
+        callback(&format!("{}?code=c&state={}", q["redirect_uri"], q["state"])).await,
+        200
+    );
+    finish.await.expect("join").expect("login");
+    provider
+        .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
+        .await
+        .expect("refresh");
+    let forms = idp.seen.lock().expect("lock").token_forms.clone();
+    assert_eq!(forms.len(), 2);
+    for form in forms {
+        assert!(
+            !form.contains_key("resource") && !form.contains_key("audience"),
+            "token requests carry neither: {form:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -330,6 +330,7 @@ impl Session {
             audience: self.account.audience.clone(),
             validate_access_token: self.account.validate_access_token,
             auth_method: self.account.token_endpoint_auth_method,
+            audience_parameter: self.account.audience_parameter,
             allow_insecure_http: self.account.allow_insecure_http,
             timeout: self.timeout,
         };

@@ -42,6 +42,7 @@ pub fn provider_settings(cfg: &Config) -> ProviderSettings {
         audience: a.audience.clone(),
         validate_access_token: a.validate_access_token,
         auth_method: a.token_endpoint_auth_method,
+        audience_parameter: a.audience_parameter,
         allow_insecure_http: a.allow_insecure_http,
         timeout: Duration::from_secs(10),
     }
