@@ -3,7 +3,8 @@
 //! One module per concept: [`config`] (the TOML file), [`paths`] (where files live), [`secret`]
 //! (types that keep tokens out of logs), [`vault`] (the OS keychain), [`login`] (OIDC + PKCE and
 //! JWT validation), [`session`] (per-account state, refresh, logout) and [`gateway`] (per-service
-//! credentials from the Auth Gateway).
+//! credentials from the Auth Gateway), [`mcp_oauth`] and [`remote`] (remote MCP servers Latchkey
+//! is the OAuth client of).
 
 pub mod config;
 pub mod credentials;
@@ -11,6 +12,7 @@ pub mod gateway;
 pub mod login;
 pub mod mcp_oauth;
 pub mod paths;
+pub mod remote;
 pub mod secret;
 pub mod session;
 pub mod vault;

@@ -1,6 +1,7 @@
 //! Latchkey's configuration: the TOML file of PROTOCOL §5, parsed raw and then validated into
 //! typed values. Every refusal names the file, the line and a fix; secrets never live here.
 
+pub mod edit;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,26 @@ pub struct Config {
     pub services: Vec<Service>,
     /// How long the audit log keeps rows.
     pub audit: AuditSettings,
+    /// Remote MCP servers that speak OAuth themselves, Latchkey being their client (`[[servers]]`).
+    pub servers: Vec<ServerSettings>,
+}
+
+/// A remote MCP server Latchkey logs in to as an OAuth client (PROTOCOL §6). Its tokens and any
+/// client secret live in the keychain; this is only where it is and how to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// The proxy route (`/{name}/...`); unique among servers and services.
+    pub name: Name,
+    /// The MCP endpoint, as the person gave it.
+    pub url: Url,
+    /// A client id registered beforehand at the server's authorization server (else Latchkey
+    /// registers itself).
+    pub client_id: Option<String>,
+    /// Scopes to ask for instead of the ones the server advertises.
+    pub scopes: Option<Vec<String>>,
+    /// Allows plain `http://` on loopback hosts for the server and its authorization server
+    /// (local servers and tests); never off loopback.
+    pub allow_insecure_loopback: bool,
 }
 
 /// Proxy listener and rate limit.
@@ -79,27 +100,6 @@ pub struct Account {
     /// How Latchkey authenticates at the token and revocation endpoints; `None` (unset) means
     /// no client secret, or, when one is stored, the best method the provider advertises.
     pub token_endpoint_auth_method: Option<ClientAuthMethod>,
-}
-
-/// OAuth client authentication at the token endpoint (`token_endpoint_auth_method`, RFC 7591).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthMethod {
-    /// A public client: `client_id` in the form, no secret.
-    None,
-    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
-
-impl ClientAuthMethod {
-    /// The registered name (`none`, `client_secret_basic`, `client_secret_post`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
     /// How `audience` reaches the provider.
     pub audience_parameter: AudienceParameter,
 }
@@ -125,6 +125,27 @@ impl AudienceParameter {
             Self::Audience => "audience",
         }
     }
+}
+
+/// OAuth client authentication at the token endpoint (`token_endpoint_auth_method`, RFC 7591).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// A public client: `client_id` in the form, no secret.
+    None,
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl ClientAuthMethod {
+    /// The registered name (`none`, `client_secret_basic`, `client_secret_post`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
         }
     }
 
@@ -362,6 +383,11 @@ impl Config {
         self.services.iter().find(|s| s.name.as_str() == name)
     }
 
+    /// The remote MCP server with this name.
+    pub fn server(&self, name: &str) -> Option<&ServerSettings> {
+        self.servers.iter().find(|s| s.name.as_str() == name)
+    }
+
     /// The account used when none is named: the only one, or the first.
     pub fn default_account(&self) -> Option<&Account> {
         self.accounts.first()
@@ -476,13 +502,129 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
             .map_or(100_000, |r| *r.get_ref()),
     };
 
+    let mut servers: Vec<ServerSettings> = Vec::new();
+    for raw_server in &raw.servers {
+        let server = validate_server(raw_server, here)?;
+        if servers.iter().any(|s| s.name == server.name) {
+            return Err(here.error(
+                raw_server.name.span().start,
+                format!("server `{}` is defined twice", server.name),
+                "give each [[servers]] table its own name (or `latchkey server remove` one)",
+            ));
+        }
+        if services.iter().any(|s| s.name == server.name) {
+            return Err(here.error(
+                raw_server.name.span().start,
+                format!("server `{}` has the name of a service", server.name),
+                "servers and services share the proxy's paths: rename one of them",
+            ));
+        }
+        servers.push(server);
+    }
+
     Ok(Config {
         proxy,
         accounts,
         gateway,
         services,
         audit,
+        servers,
     })
+}
+
+fn validate_server(
+    raw: &raw::RawServer,
+    here: &Locator<'_>,
+) -> Result<ServerSettings, ConfigError> {
+    let name = parse_name(&raw.name, here)?;
+    if name.as_str().eq_ignore_ascii_case("v1") {
+        return Err(here.error(
+            raw.name.span().start,
+            "`v1` is reserved for Latchkey's own endpoints",
+            "choose another name",
+        ));
+    }
+    if let Some(secret) = &raw.client_secret {
+        return Err(here.error(
+            secret.span().start,
+            "a client secret does not belong in this file",
+            "remove it; secrets never go in the configuration file",
+        ));
+    }
+    let url = Url::parse(raw.url.get_ref()).map_err(|e| {
+        here.error(
+            raw.url.span().start,
+            format!(
+                "server url `{}` is not a URL: {e}",
+                raw.url.get_ref().escape_debug()
+            ),
+            "write the MCP endpoint's full URL, such as \"https://mcp.example.com/mcp\"",
+        )
+    })?;
+    check_server_url(&url, raw.allow_insecure_loopback)
+        .map_err(|(message, fix)| here.error(raw.url.span().start, message, fix))?;
+    if let Some(id) = &raw.client_id
+        && id.get_ref().trim().is_empty()
+    {
+        return Err(here.error(
+            id.span().start,
+            "client_id is empty",
+            "remove it (Latchkey then registers itself) or give the registered client id",
+        ));
+    }
+    let scopes = match &raw.scopes {
+        Some(scopes)
+            if scopes
+                .get_ref()
+                .iter()
+                .any(|s| s.is_empty() || s.contains(' ')) =>
+        {
+            return Err(here.error(
+                scopes.span().start,
+                "a scope is empty or contains a space",
+                "list each scope as its own string, e.g. [\"read\", \"write\"]",
+            ));
+        }
+        Some(scopes) => Some(scopes.get_ref().clone()),
+        None => None,
+    };
+    Ok(ServerSettings {
+        name,
+        url,
+        client_id: raw.client_id.as_ref().map(|c| c.get_ref().clone()),
+        scopes,
+        allow_insecure_loopback: raw.allow_insecure_loopback,
+    })
+}
+
+/// Checks a remote MCP server's URL: `https://` (or `http://` on loopback when allowed), no user
+/// name or password, no fragment. The error is what is wrong and how to fix it.
+pub fn check_server_url(url: &Url, allow_insecure_loopback: bool) -> Result<(), (String, String)> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err((
+            "server url contains a user name or password".to_owned(),
+            "remove the credentials from the URL; secrets never go in this file".to_owned(),
+        ));
+    }
+    if url.fragment().is_some() || url.host().is_none() {
+        return Err((
+            format!("server url `{url}` has a fragment or no host"),
+            "give the MCP endpoint's URL without `#...`".to_owned(),
+        ));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_loopback && is_loopback_host(url) => Ok(()),
+        "http" if is_loopback_host(url) => Err((
+            "server url uses plain http://".to_owned(),
+            "use https://, or for a local test server add allow_insecure_loopback = true"
+                .to_owned(),
+        )),
+        _ => Err((
+            format!("server url `{url}` must use https://"),
+            "use an https:// URL".to_owned(),
+        )),
+    }
 }
 
 fn validate_proxy(
@@ -587,6 +729,27 @@ fn validate_account(raw: &RawAccount, here: &Locator<'_>) -> Result<Account, Con
             "add audience = \"<the aud your provider puts in access tokens>\", or remove validate_access_token (access tokens are then opaque to Latchkey, as most providers expect)",
         ));
     }
+    let audience_parameter = match &raw.audience_parameter {
+        None => AudienceParameter::default(),
+        Some(p) if raw.audience.is_none() => {
+            return Err(here.error(
+                p.span().start,
+                format!("account `{name}` sets audience_parameter but no audience"),
+                "add audience = \"<your API's identifier>\", or remove audience_parameter",
+            ));
+        }
+        Some(p) => match p.get_ref().as_str() {
+            "resource" => AudienceParameter::Resource,
+            "audience" => AudienceParameter::Audience,
+            other => {
+                return Err(here.error(
+                    p.span().start,
+                    format!("unknown audience_parameter `{}`", other.escape_debug()),
+                    "use \"resource\" (RFC 8707, the default) or \"audience\" (Auth0)",
+                ));
+            }
+        },
+    };
     let token_endpoint_auth_method = match &raw.token_endpoint_auth_method {
         None => None,
         Some(m) => Some(ClientAuthMethod::parse(m.get_ref()).ok_or_else(|| {
@@ -610,6 +773,7 @@ fn validate_account(raw: &RawAccount, here: &Locator<'_>) -> Result<Account, Con
         callback_port: raw.callback_port.as_ref().map_or(0, |p| *p.get_ref()),
         validate_access_token,
         token_endpoint_auth_method,
+        audience_parameter,
     })
 }
 
@@ -729,27 +893,6 @@ fn validate_service(
                 format!(
                     "`{}` is not a valid environment variable name",
                     var.escape_debug()
-    let audience_parameter = match &raw.audience_parameter {
-        None => AudienceParameter::default(),
-        Some(p) if raw.audience.is_none() => {
-            return Err(here.error(
-                p.span().start,
-                format!("account `{name}` sets audience_parameter but no audience"),
-                "add audience = \"<your API's identifier>\", or remove audience_parameter",
-            ));
-        }
-        Some(p) => match p.get_ref().as_str() {
-            "resource" => AudienceParameter::Resource,
-            "audience" => AudienceParameter::Audience,
-            other => {
-                return Err(here.error(
-                    p.span().start,
-                    format!("unknown audience_parameter `{}`", other.escape_debug()),
-                    "use \"resource\" (RFC 8707, the default) or \"audience\" (Auth0)",
-                ));
-            }
-        },
-    };
                 ),
                 "use letters, digits and `_`, not starting with a digit",
             ));
@@ -773,7 +916,6 @@ fn validate_service(
         for m in &credentials {
             if m.name != "access_token" {
                 return Err(here.error(
-        audience_parameter,
                     raw.name.span().start,
                     format!("service `{name}` uses source = \"access_token\", whose only credential is `access_token`, not `{}`", m.name),
                     "name the credential \"access_token\"",

@@ -19,6 +19,21 @@ pub(super) struct RawConfig {
     pub services: Vec<RawService>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub allow_insecure_loopback: bool,
+    /// Accepted only to refuse it: secrets never go in this file.
+    pub client_secret: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +64,7 @@ pub(super) struct RawAccount {
     pub callback_port: Option<Spanned<u16>>,
     pub validate_access_token: Option<Spanned<bool>>,
     pub token_endpoint_auth_method: Option<Spanned<String>>,
+    pub audience_parameter: Option<Spanned<String>>,
     /// Accepted only to refuse it with a pointer to `latchkey account set-secret`.
     pub client_secret: Option<Spanned<toml::Value>>,
 }
@@ -64,7 +80,6 @@ pub(super) struct RawGateway {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-    pub audience_parameter: Option<Spanned<String>>,
 pub(super) struct RawService {
     pub name: Spanned<String>,
     pub account: Spanned<String>,

@@ -5,7 +5,8 @@
 //! `LATCHKEY_KEYCHAIN_SERVICE` says otherwise — with the entry name from [`VaultKey::entry`]:
 //! `tokens:{account}`, `credentials:{account}:{service}`, `index:{account}` (the JSON list of the
 //! account's credential entries, so [`Vault::wipe_account`] finds them without a keychain search),
-//! `gateway-api-key`, `manual:{service}`, `client-secret:{account}`, `control-token`, `probe`.
+//! `gateway-api-key`, `manual:{service}`, `client-secret:{account}`, `control-token`, `probe`,
+//! and per remote MCP server `server-tokens:{server}` and `server-client:{server}`.
 //!
 //! An account's OAuth client secret is configuration kept in the keychain, not session: logout
 //! ([`Vault::wipe_account`]) leaves it; only [`Vault::delete_client_secret`] removes it.
@@ -162,6 +163,17 @@ pub enum VaultKey {
     },
     /// The entry [`Vault::self_test`] writes and deletes.
     Probe,
+    /// A remote MCP server's tokens (JSON, `remote::StoredServerTokens`).
+    ServerTokens {
+        /// Server name.
+        server: String,
+    },
+    /// A remote MCP server's registration: the authorization server's metadata as discovered and
+    /// Latchkey's client id there, with a client secret when registration issued one (JSON).
+    ServerClient {
+        /// Server name.
+        server: String,
+    },
 }
 
 impl VaultKey {
@@ -176,6 +188,8 @@ impl VaultKey {
             Self::ControlToken => "control-token".to_owned(),
             Self::AccountIndex { account } => format!("index:{account}"),
             Self::Probe => "probe".to_owned(),
+            Self::ServerTokens { server } => format!("server-tokens:{server}"),
+            Self::ServerClient { server } => format!("server-client:{server}"),
         }
     }
 }

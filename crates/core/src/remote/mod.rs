@@ -1,0 +1,576 @@
+//! One remote MCP server Latchkey is the OAuth client of (PROTOCOL §6): its registration and
+//! tokens in the keychain only (loaded at start without the network), the login (discovery,
+//! registration, authorization through [`crate::mcp_oauth`]), refresh before expiry (at about
+//! 80 % of the lifetime) and once when the server refuses the token, a step-up to the union of
+//! scopes after `insufficient_scope`, and removal (RFC 7009 revocation, then every keychain entry
+//! wiped). The proxy asks [`RemoteServer::credentials`] for the `access_token` it injects.
+
+mod stored;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::{info, instrument, warn};
+use url::Url;
+
+use crate::config::ServerSettings;
+use crate::credentials::CredentialValues;
+use crate::mcp_oauth::authorize::{self, AuthorizationAttempt, AuthorizationRequest};
+use crate::mcp_oauth::registration::{self, PreRegisteredClient, RegistrationInputs};
+use crate::mcp_oauth::tokens::{self, TokenClient, TokenSet};
+use crate::mcp_oauth::{self, Fetcher, McpOAuthError, Settings};
+use crate::vault::{Vault, VaultError, VaultKey};
+
+pub use stored::{StoredClient, StoredServerTokens};
+
+/// The name of the one credential a server's route injects (`Authorization: Bearer <it>`).
+pub const ACCESS_TOKEN: &str = "access_token";
+
+/// Where a server stands, as the window, the tray and `latchkey status` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Tokens are in hand (refreshed as needed).
+    Ready,
+    /// Nobody signed in yet, or the refresh token no longer works: `latchkey server login`.
+    NeedsLogin,
+    /// The server asked for more scopes (`insufficient_scope`): the next login asks for them.
+    NeedsStepUp,
+    /// A login is waiting for the browser.
+    LoggingIn,
+    /// The authorization server or the keychain failed; tokens may still work.
+    Failing,
+}
+
+impl ServerState {
+    /// The state's name (`ready`, `needs_login`, `needs_step_up`, `logging_in`, `failing`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::NeedsLogin => "needs_login",
+            Self::NeedsStepUp => "needs_step_up",
+            Self::LoggingIn => "logging_in",
+            Self::Failing => "failing",
+        }
+    }
+}
+
+/// A snapshot of a server for views. No secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// The state.
+    pub state: ServerState,
+    /// The authorization server's issuer, once known.
+    pub issuer: Option<String>,
+    /// When the access token expires, unix seconds.
+    pub expires_at: Option<i64>,
+    /// The scopes granted (or asked for, when the server did not say).
+    pub scopes: Vec<String>,
+    /// What to do, when not ready.
+    pub message: Option<String>,
+}
+
+/// Why a remote server operation failed. No variant carries a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// Discovery, registration, authorization or the token endpoint refused.
+    #[error(transparent)]
+    OAuth(#[from] McpOAuthError),
+    /// The keychain failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// No usable tokens: the person must sign in to the server.
+    #[error(
+        "sign in to the MCP server `{server}`: run `latchkey server login {server}` or use Log in in Latchkey's window"
+    )]
+    LoginRequired {
+        /// Server name.
+        server: String,
+    },
+    /// The server wants more scopes than were granted.
+    #[error(
+        "the MCP server `{server}` needs more permissions ({}): run `latchkey server login {server}` to grant them",
+        scopes.join(" ")
+    )]
+    StepUpRequired {
+        /// Server name.
+        server: String,
+        /// The scopes the next login asks for.
+        scopes: Vec<String>,
+    },
+}
+
+impl RemoteError {
+    /// Stable code: the engine's `mcp_oauth_*` codes, the vault's `keychain_*`, or
+    /// `server_login_required` / `server_step_up_required`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OAuth(McpOAuthError::InvalidGrant) | Self::LoginRequired { .. } => {
+                "server_login_required"
+            }
+            Self::OAuth(e) => e.code(),
+            Self::Vault(e) => e.code(),
+            Self::StepUpRequired { .. } => "server_step_up_required",
+        }
+    }
+}
+
+/// A login waiting for the browser: open [`authorize_url`](Self::authorize_url), then
+/// [`RemoteServer::complete_login`]. Dropping it stops the loopback listener.
+#[derive(Debug)]
+pub struct PendingLogin {
+    attempt: AuthorizationAttempt,
+    client: StoredClient,
+    scopes: Vec<String>,
+}
+
+impl PendingLogin {
+    /// The page to open (its `http(s)` scheme was checked at discovery).
+    pub fn authorize_url(&self) -> &Url {
+        self.attempt.authorize_url()
+    }
+
+    /// The authorization server's issuer.
+    pub fn issuer(&self) -> &str {
+        &self.client.issuer
+    }
+}
+
+struct Tokens {
+    stored: StoredServerTokens,
+    values: Arc<CredentialValues>,
+}
+
+#[derive(Default)]
+struct Current {
+    client: Option<StoredClient>,
+    tokens: Option<Tokens>,
+    /// Scopes the server asked for in an `insufficient_scope` answer, until a login grants them.
+    step_up: Option<Vec<String>>,
+    /// Why the last refresh or login failed (not a login problem), until one succeeds.
+    failure: Option<String>,
+    /// The refresh token stopped working: log in again.
+    login_required: bool,
+    logging_in: bool,
+}
+
+/// One remote MCP server. Cheap to share behind an `Arc`.
+pub struct RemoteServer {
+    settings: ServerSettings,
+    vault: Vault,
+    fetcher: Fetcher,
+    current: Mutex<Current>,
+    /// Single flight: one refresh at a time; waiters re-check after taking it.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for RemoteServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteServer")
+            .field("name", &self.settings.name)
+            .field("url", &self.settings.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl RemoteServer {
+    /// A server with nothing loaded (see [`RemoteServer::restore`]).
+    pub fn new(settings: ServerSettings, vault: Vault) -> Result<Self, RemoteError> {
+        let fetcher = Fetcher::new(Settings {
+            allow_insecure_loopback: settings.allow_insecure_loopback,
+            ..Settings::default()
+        })?;
+        Ok(Self {
+            settings,
+            vault,
+            fetcher,
+            current: Mutex::new(Current::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Its configuration.
+    pub fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.settings.name.as_str()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the registration and tokens from the keychain (no network).
+    #[instrument(skip_all, fields(server = %self.settings.name), err)]
+    pub async fn restore(&self) -> Result<(), RemoteError> {
+        let client = stored::load_client(&self.vault, self.name()).await?;
+        let tokens = stored::load_tokens(&self.vault, self.name()).await?;
+        let mut current = self.lock();
+        current.client = client;
+        current.tokens = tokens.map(Tokens::new);
+        Ok(())
+    }
+
+    /// A snapshot for views.
+    pub fn status(&self) -> ServerStatus {
+        let current = self.lock();
+        let name = self.name();
+        let issuer = current.client.as_ref().map(|c| c.issuer.clone());
+        let expires_at = current.tokens.as_ref().map(|t| t.stored.expires_at);
+        let scopes = current
+            .tokens
+            .as_ref()
+            .map(|t| t.stored.scopes.clone())
+            .unwrap_or_default();
+        let usable = current
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.stored.expires_at > now() || t.stored.refresh_token.is_some());
+        let (state, message) = if current.logging_in {
+            (
+                ServerState::LoggingIn,
+                Some("waiting for the sign-in in the browser".to_owned()),
+            )
+        } else if let Some(scopes) = &current.step_up {
+            let e = RemoteError::StepUpRequired {
+                server: name.to_owned(),
+                scopes: scopes.clone(),
+            };
+            (ServerState::NeedsStepUp, Some(e.to_string()))
+        } else if current.login_required || !usable {
+            let e = RemoteError::LoginRequired {
+                server: name.to_owned(),
+            };
+            (ServerState::NeedsLogin, Some(e.to_string()))
+        } else if let Some(failure) = &current.failure {
+            (ServerState::Failing, Some(failure.clone()))
+        } else {
+            (ServerState::Ready, None)
+        };
+        ServerStatus {
+            state,
+            issuer,
+            expires_at,
+            scopes,
+            message,
+        }
+    }
+
+    /// The scopes a login asks for: the configured ones, else the server's; plus what was
+    /// granted before and what a step-up asked for (the union, order kept).
+    fn login_scopes(&self, discovered: Vec<String>) -> Vec<String> {
+        let current = self.lock();
+        let base = self.settings.scopes.clone().unwrap_or(discovered);
+        let granted = current
+            .tokens
+            .as_ref()
+            .map(|t| t.stored.scopes.clone())
+            .unwrap_or_default();
+        let step_up = current.step_up.clone().unwrap_or_default();
+        let mut union = Vec::new();
+        for scope in base.into_iter().chain(granted).chain(step_up) {
+            if !union.contains(&scope) {
+                union.push(scope);
+            }
+        }
+        union
+    }
+
+    /// Starts a login: discovers the authorization server, registers (reusing a registration
+    /// kept for the same issuer), and opens the loopback listener. Nothing is stored until
+    /// [`RemoteServer::complete_login`] succeeds.
+    #[instrument(skip_all, fields(server = %self.settings.name), err)]
+    pub async fn begin_login(&self) -> Result<PendingLogin, RemoteError> {
+        let discovery = mcp_oauth::discover(&self.fetcher, &self.settings.url).await?;
+        let server = &discovery.authorization_server;
+        let kept = self
+            .lock()
+            .client
+            .clone()
+            .filter(|c| c.issuer == server.issuer && c.client_id_matches(&self.settings));
+        let client = match kept {
+            Some(mut kept) => {
+                kept.refresh_metadata(server, &discovery.resource.resource);
+                kept
+            }
+            None => {
+                let inputs = RegistrationInputs {
+                    pre_registered: self.settings.client_id.clone().map(|client_id| {
+                        PreRegisteredClient {
+                            client_id,
+                            client_secret: None,
+                        }
+                    }),
+                    ..RegistrationInputs::default()
+                };
+                let registration = registration::register(&self.fetcher, server, &inputs).await?;
+                StoredClient::new(server, &registration, &discovery.resource.resource)
+            }
+        };
+        let scopes = self.login_scopes(discovery.scopes());
+        let attempt = authorize::start(
+            &self.fetcher,
+            AuthorizationRequest {
+                server,
+                client: &client.registration(),
+                resource: &client.resource,
+                scopes: &scopes,
+                callback_port: 0,
+                state_lifetime: authorize::STATE_LIFETIME,
+            },
+        )
+        .await?;
+        self.lock().logging_in = true;
+        Ok(PendingLogin {
+            attempt,
+            client,
+            scopes,
+        })
+    }
+
+    /// Marks a pending login as over without tokens (cancelled, failed or dropped).
+    pub fn login_ended(&self) {
+        self.lock().logging_in = false;
+    }
+
+    /// Waits for the callback, exchanges the code, and stores the registration and tokens in
+    /// the keychain (registration first, so tokens never exist without their client).
+    #[instrument(skip_all, fields(server = %self.settings.name), err)]
+    pub async fn complete_login(&self, pending: PendingLogin) -> Result<(), RemoteError> {
+        let PendingLogin {
+            attempt,
+            client,
+            scopes,
+        } = pending;
+        let result = attempt.finish().await;
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                self.login_ended();
+                return Err(e.into());
+            }
+        };
+        let stored = StoredServerTokens::from_set(&tokens, &scopes);
+        let saved = async {
+            stored::save_client(&self.vault, self.name(), &client).await?;
+            stored::save_tokens(&self.vault, self.name(), &stored).await
+        }
+        .await;
+        let mut current = self.lock();
+        current.logging_in = false;
+        saved?;
+        current.client = Some(client);
+        current.tokens = Some(Tokens::new(stored));
+        current.step_up = None;
+        current.failure = None;
+        current.login_required = false;
+        info!(server = %self.settings.name, "signed in to the MCP server");
+        Ok(())
+    }
+
+    /// The `access_token` to inject, refreshed first at about 80 % of its lifetime. The same
+    /// `Arc` is handed out while the token is unchanged.
+    pub async fn credentials(&self) -> Result<Arc<CredentialValues>, RemoteError> {
+        if let Some(values) = self.fresh_values()? {
+            return Ok(values);
+        }
+        self.refresh(None).await
+    }
+
+    /// The current values when no refresh is due; an error when there is nothing to refresh.
+    fn fresh_values(&self) -> Result<Option<Arc<CredentialValues>>, RemoteError> {
+        let current = self.lock();
+        if let Some(scopes) = &current.step_up {
+            return Err(RemoteError::StepUpRequired {
+                server: self.name().to_owned(),
+                scopes: scopes.clone(),
+            });
+        }
+        let login = || RemoteError::LoginRequired {
+            server: self.name().to_owned(),
+        };
+        if current.login_required {
+            return Err(login());
+        }
+        let tokens = current.tokens.as_ref().ok_or_else(login)?;
+        if !tokens.stored.refresh_due(now()) {
+            return Ok(Some(tokens.values.clone()));
+        }
+        if tokens.stored.refresh_token.is_none() {
+            // Nothing to refresh with: usable until it expires.
+            return if tokens.stored.expires_at > now() {
+                Ok(Some(tokens.values.clone()))
+            } else {
+                Err(login())
+            };
+        }
+        Ok(None)
+    }
+
+    /// The server refused `used` (a `401`): refresh once, unless another caller already did.
+    pub async fn rejected(&self, used: &Arc<CredentialValues>) -> Result<(), RemoteError> {
+        self.refresh(Some(used)).await.map(|_| ())
+    }
+
+    /// Refreshes (single flight). With `used`, only when those values are still current (else
+    /// someone refreshed meanwhile); without, only when a refresh is still due.
+    async fn refresh(
+        &self,
+        used: Option<&Arc<CredentialValues>>,
+    ) -> Result<Arc<CredentialValues>, RemoteError> {
+        let _flight = self.refreshing.lock().await;
+        let (client, refresh_token, scopes) = {
+            let current = self.lock();
+            let login = || RemoteError::LoginRequired {
+                server: self.name().to_owned(),
+            };
+            let tokens = current.tokens.as_ref().ok_or_else(login)?;
+            let stale = match used {
+                Some(used) => Arc::ptr_eq(used, &tokens.values),
+                None => tokens.stored.refresh_due(now()),
+            };
+            if !stale && !current.login_required {
+                return Ok(tokens.values.clone());
+            }
+            let refresh_token = tokens.stored.refresh_token.clone().ok_or_else(login)?;
+            let client = current.client.clone().ok_or_else(login)?;
+            (client, refresh_token, tokens.stored.scopes.clone())
+        };
+        let server = client.authorization_server()?;
+        let registration = client.registration();
+        let target = TokenClient {
+            server: &server,
+            client: &registration,
+            resource: &client.resource,
+        };
+        match tokens::refresh(&self.fetcher, &target, &refresh_token, None).await {
+            Ok(set) => {
+                let stored = StoredServerTokens::from_set(&set, &scopes);
+                // The rotated refresh token is in the keychain before the access token is used.
+                stored::save_tokens(&self.vault, self.name(), &stored).await?;
+                let tokens = Tokens::new(stored);
+                let values = tokens.values.clone();
+                let mut current = self.lock();
+                current.tokens = Some(tokens);
+                current.failure = None;
+                current.login_required = false;
+                info!(server = %self.settings.name, "refreshed the MCP server's token");
+                Ok(values)
+            }
+            Err(McpOAuthError::InvalidGrant) => {
+                warn!(server = %self.settings.name, "refresh token refused: sign in again");
+                self.lock().login_required = true;
+                Err(RemoteError::LoginRequired {
+                    server: self.name().to_owned(),
+                })
+            }
+            Err(e) => {
+                warn!(server = %self.settings.name, code = e.code(), "refresh failed");
+                let mut current = self.lock();
+                current.failure = Some(e.to_string());
+                // A token that has not expired yet still serves while the server is down.
+                match current.tokens.as_ref() {
+                    Some(t) if t.stored.expires_at > now() && used.is_none() => {
+                        Ok(t.values.clone())
+                    }
+                    _ => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// The server answered `403` with `error="insufficient_scope"` asking for `wanted`: the
+    /// next login asks for the union with what was granted. Returns the union.
+    pub fn step_up(&self, wanted: &[String]) -> Vec<String> {
+        let mut current = self.lock();
+        let granted = current
+            .tokens
+            .as_ref()
+            .map(|t| t.stored.scopes.clone())
+            .unwrap_or_default();
+        let mut union = current.step_up.take().unwrap_or(granted);
+        for scope in wanted {
+            if !union.contains(scope) {
+                union.push(scope.clone());
+            }
+        }
+        current.step_up = Some(union.clone());
+        info!(server = %self.settings.name, scopes = %union.join(" "), "step-up needed");
+        union
+    }
+
+    /// Revokes the tokens where the authorization server advertises RFC 7009 revocation, then
+    /// deletes every keychain entry of the server. Returns a note when revocation was not done.
+    #[instrument(skip_all, fields(server = %self.settings.name))]
+    pub async fn remove(&self) -> Result<Option<String>, RemoteError> {
+        let (client, tokens) = {
+            let current = self.lock();
+            (
+                current.client.clone(),
+                current.tokens.as_ref().map(|t| t.stored.clone()),
+            )
+        };
+        let note = match (client, tokens) {
+            (Some(client), Some(tokens)) => stored::revoke(&self.fetcher, &client, &tokens).await,
+            _ => None,
+        };
+        if let Some(note) = &note {
+            warn!(server = %self.settings.name, note = %note, "not revoked");
+        }
+        for key in [
+            VaultKey::ServerTokens {
+                server: self.name().to_owned(),
+            },
+            VaultKey::ServerClient {
+                server: self.name().to_owned(),
+            },
+        ] {
+            self.vault.delete(&key).await?;
+        }
+        *self.lock() = Current::default();
+        Ok(note)
+    }
+}
+
+impl Tokens {
+    fn new(stored: StoredServerTokens) -> Self {
+        let mut values = BTreeMap::new();
+        values.insert(ACCESS_TOKEN.to_owned(), stored.access_token.clone());
+        Self {
+            stored,
+            values: Arc::new(values),
+        }
+    }
+}
+
+impl StoredServerTokens {
+    fn from_set(set: &TokenSet, asked: &[String]) -> Self {
+        Self {
+            access_token: set.access_token.clone(),
+            refresh_token: set.refresh_token.clone(),
+            expires_at: set.expires_at.unix_timestamp(),
+            issued_at: set.issued_at.unix_timestamp(),
+            scopes: set.scopes.clone().unwrap_or_else(|| asked.to_vec()),
+            resource: set.resource.clone(),
+        }
+    }
+
+    /// Past about 80 % of the lifetime.
+    fn refresh_due(&self, now: i64) -> bool {
+        let lifetime = (self.expires_at - self.issued_at).max(0);
+        now >= self.issued_at + lifetime * 4 / 5
+    }
+}
+
+#[cfg(test)]
+mod tests;
