@@ -19,6 +19,18 @@
       { id: 'claude-code', name: 'Claude Code', config_path: '/home/alice/.claude.json', installed: true, status: 'ok', error: null, servers: [], can_undo: false },
     ],
     settings: { proxy_port: null, use_system_browser: false, notifications: true, start_at_login: false },
+    // Remote MCP servers (the runtime's `ServerView`s). A test sets `refuseNextAdd` to
+    // {code, message} to have the next add refused as the engine refuses one (nothing added), and
+    // `holdServerLogins` to keep sign-ins running until it calls `finishServerLogin()`.
+    servers: [
+      { name: 'sentry', url: 'https://mcp.sentry.dev/mcp', issuer: 'https://sentry.io', state: 'needs_login', expires_at: null, scopes: ['org:read'], message: 'the refresh token was refused (invalid_grant); log in again' },
+      { name: 'stripe', url: 'https://mcp.stripe.com/', issuer: 'https://access.stripe.com', state: 'needs_step_up', expires_at: now() + 1500, scopes: ['read'], message: 'a tool call needs more access (payments:write); grant it in a new sign-in' },
+      { name: 'notion', url: 'https://mcp.notion.com/mcp', issuer: 'https://api.notion.com', state: 'ready', expires_at: now() + 2400, scopes: ['read', 'write'], message: null },
+    ],
+    refuseNextAdd: null,
+    holdServerLogins: false,
+    serverLogins: [],
+    finishServerLogin() { this.serverLogins.shift()?.(); },
     listeners: {},
     issued: [],
   };
@@ -32,6 +44,7 @@
   };
   const overview = () => ({
     accounts: [{ name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: state.session, last_login_error: state.loginError, login_requested: null }],
+    servers: state.servers.map((s) => ({ ...s })),
     services: [
       { name: 'demo', account: 'sandbox', upstream: 'http://127.0.0.1:47902', source: 'gateway', state: state.session.kind === 'active' ? 'fresh' : 'not_fetched', fetched_at: state.session.kind === 'active' ? now() - 60 : null, expires_at: null, ttl_seconds: 3600, message: null },
       { name: 'github', account: 'sandbox', upstream: 'https://api.github.com', source: 'gateway', state: 'cached', fetched_at: now() - 1800, expires_at: now() + 1800, ttl_seconds: 3600, message: 'the gateway is unavailable; serving the cached credential until it expires' },
@@ -41,6 +54,18 @@
     now: now(),
   });
   const fail = (code, message) => Promise.reject({ code, message });
+  // A server's sign-in ends after a moment, or when the test says so (`holdServerLogins`).
+  const signIn = (server) => new Promise((resolve) => {
+    server.state = 'logging_in';
+    emit('latchkey://changed');
+    const done = () => {
+      Object.assign(server, { state: 'ready', issuer: server.issuer ?? `https://auth.${new URL(server.url).hostname.split('.').slice(-2).join('.')}`, expires_at: now() + 3600, scopes: ['read', 'write'], message: null });
+      emit('latchkey://changed');
+      resolve({ ...server });
+    };
+    if (state.holdServerLogins) state.serverLogins.push(done);
+    else setTimeout(done, 300);
+  });
   const commands = {
     overview: () => overview(),
     login: () => {
@@ -103,6 +128,26 @@
       h.can_undo = false;
       return null;
     },
+    // Like the Tauri command: resolves once signed in, or rejects with the engine's error and
+    // leaves nothing behind.
+    add_server: ({ url, name }) => {
+      const refusal = state.refuseNextAdd;
+      state.refuseNextAdd = null;
+      if (refusal) return new Promise((_, reject) => setTimeout(() => reject(refusal), 150));
+      const host = new URL(url).hostname.split('.');
+      const derived = name ?? host[host.length - 2] ?? host[0];
+      if (state.servers.some((s) => s.name === derived)) return fail('server_exists', `an MCP server named ${derived} exists; pick another name`);
+      const server = { name: derived, url, issuer: null, state: 'logging_in', expires_at: null, scopes: [], message: null };
+      state.servers.push(server);
+      return signIn(server);
+    },
+    server_login: ({ name }) => {
+      const server = state.servers.find((s) => s.name === name);
+      if (!server) return fail('unknown_server', `no MCP server named ${name}`);
+      signIn(server);
+      return null;
+    },
+    remove_server: ({ name }) => { state.servers = state.servers.filter((s) => s.name !== name); emit('latchkey://changed'); return null; },
     get_settings: () => state.settings,
     set_settings: ({ settings }) => { state.settings = settings; return settings; },
   };

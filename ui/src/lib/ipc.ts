@@ -13,6 +13,7 @@ import type {
   HostPreview,
   HostView,
   Overview,
+  ServerView,
   Settings,
 } from './types';
 
@@ -50,6 +51,13 @@ export const ipc = {
   applyHostEntry: (host: string, client: string, service: string) =>
     call<HostApplied>('apply_host_entry', { host, client, service }),
   undoHostEntry: (host: string) => call<null>('undo_host_entry', { host }),
+  /** Adds a remote MCP server by URL and signs in; resolves once it is ready, rejects with the engine's error (nothing added). */
+  addServer: (url: string, name?: string, systemBrowser?: boolean) =>
+    call<ServerView>('add_server', { url, name: name || undefined, systemBrowser }),
+  /** Logs in to a remote MCP server again, or grants it more access (a step-up). */
+  serverLogin: (name: string, systemBrowser?: boolean) => call<null>('server_login', { name, systemBrowser }),
+  /** Removes a remote MCP server: revokes its tokens and forgets it. */
+  removeServer: (name: string) => call<null>('remove_server', { name }),
   getSettings: () => call<Settings>('get_settings'),
   setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
 };

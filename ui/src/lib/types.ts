@@ -55,9 +55,31 @@ export interface LoginRequest {
 export interface Overview {
   accounts: AccountView[];
   services: ServiceStatus[];
+  /** Remote MCP servers Latchkey is the OAuth client of. */
+  servers: ServerView[];
   proxy: { url: string; listening: boolean; error: string | null };
   keychain: { ok: boolean; backend: string; message: string | null };
   now: number;
+}
+
+/** Where a remote MCP server's login stands (`crates/runtime/src/view.rs` `ServerView::state`). */
+export type ServerState = 'ready' | 'needs_login' | 'needs_step_up' | 'logging_in' | 'failing';
+
+/** A remote MCP server that speaks OAuth; Latchkey holds its tokens, the window sees none. */
+export interface ServerView {
+  /** Its name, the proxy path `/<name>/…`. */
+  name: string;
+  /** The server's URL (its resource identifier). */
+  url: string;
+  /** Its authorization server, once discovered. */
+  issuer: string | null;
+  state: ServerState;
+  /** When the access token expires, unix seconds (refreshed before). */
+  expires_at: number | null;
+  /** Scopes granted. */
+  scopes: string[];
+  /** Why it needs attention, with the fix. */
+  message: string | null;
 }
 
 export interface ClientView {

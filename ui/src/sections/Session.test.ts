@@ -14,6 +14,7 @@ const overview = (account: Partial<AccountView>): Overview => ({
     { name: 'sandbox', issuer: 'http://127.0.0.1:47900', state: { kind: 'logged_out' }, last_login_error: null, login_requested: null, ...account },
   ],
   services: [],
+  servers: [],
   proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
   keychain: { ok: true, backend: 'secret-service', message: null },
   now: 1000,

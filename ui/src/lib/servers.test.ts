@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import { checkServerName, checkServerUrl, isLoopbackHost, readySummary, serverAction, serverBadge, serverFailureView } from './servers';
+import type { ServerView } from './types';
+
+const server = (over: Partial<ServerView>): ServerView => ({
+  name: 'linear',
+  url: 'https://mcp.linear.app/mcp',
+  issuer: 'https://mcp.linear.app',
+  state: 'ready',
+  expires_at: 4600,
+  scopes: ['read'],
+  message: null,
+  ...over,
+});
+
+describe('checkServerUrl', () => {
+  it('accepts https and keeps what was pasted, trimmed', () => {
+    expect(checkServerUrl('  https://mcp.example.com/mcp \n')).toEqual({ ok: true, url: 'https://mcp.example.com/mcp' });
+  });
+
+  it('accepts plain http only on this computer', () => {
+    for (const url of ['http://127.0.0.1:8123/mcp', 'http://localhost:3000/mcp', 'http://[::1]:9000/mcp', 'http://127.10.0.2/mcp']) {
+      expect(checkServerUrl(url).ok, url).toBe(true);
+    }
+    const remote = checkServerUrl('http://mcp.example.com/mcp');
+    expect(remote.ok).toBe(false);
+    expect(!remote.ok && remote.message).toMatch(/Use https:\/\//);
+    expect(checkServerUrl('http://127.0.0.1.evil.example/mcp').ok, 'a name that only starts like a loopback address').toBe(false);
+  });
+
+  it('refuses what is not an http(s) URL, or carries credentials or a fragment', () => {
+    for (const bad of ['', '   ', 'mcp.example.com', 'javascript:alert(1)', 'file:///etc/passwd', 'ftp://mcp.example.com/', 'https://user:pw@mcp.example.com/mcp', 'https://mcp.example.com/mcp#x']) {
+      expect(checkServerUrl(bad).ok, bad).toBe(false);
+    }
+  });
+
+  it('knows loopback hosts', () => {
+    expect(isLoopbackHost('127.0.0.1')).toBe(true);
+    expect(isLoopbackHost('[::1]')).toBe(true);
+    expect(isLoopbackHost('localhost')).toBe(true);
+    expect(isLoopbackHost('128.0.0.1')).toBe(false);
+    expect(isLoopbackHost('localhost.example')).toBe(false);
+  });
+});
+
+describe('checkServerName', () => {
+  it('allows no name or a proxy-path-safe one', () => {
+    expect(checkServerName('')).toBeNull();
+    expect(checkServerName('linear')).toBeNull();
+    expect(checkServerName('my.server_2-x')).toBeNull();
+    expect(checkServerName('with space')).toMatch(/letters, digits/);
+    expect(checkServerName('a/b')).not.toBeNull();
+    expect(checkServerName('x'.repeat(65))).not.toBeNull();
+  });
+});
+
+describe('serverBadge and serverAction', () => {
+  it('reads each state with its action', () => {
+    expect(serverBadge(server({}), 1000)).toEqual({ label: 'Ready', tone: 'ok' });
+    expect(serverBadge(server({ expires_at: 900 }), 1000).label, 'past expiry, refresh is under way').toBe('Renewing');
+    expect(serverBadge(server({ expires_at: null }), 1000).label).toBe('Ready');
+    expect(serverBadge(server({ state: 'needs_login' }), 1000)).toEqual({ label: 'Log in needed', tone: 'bad' });
+    expect(serverBadge(server({ state: 'needs_step_up' }), 1000)).toEqual({ label: 'More access needed', tone: 'warn' });
+    expect(serverBadge(server({ state: 'logging_in' }), 1000).label).toBe('Signing in…');
+    expect(serverBadge(server({ state: 'failing' }), 1000).tone).toBe('bad');
+    expect(serverAction('needs_login')).toBe('Log in');
+    expect(serverAction('needs_step_up')).toBe('Grant more access');
+    expect(serverAction('failing')).toBe('Log in');
+    expect(serverAction('ready')).toBeNull();
+    expect(serverAction('logging_in')).toBeNull();
+  });
+});
+
+describe('serverFailureView', () => {
+  it('titles the engine refusal by code, whatever its text', () => {
+    expect(serverFailureView({ code: 'mcp_oauth_resource_mismatch', message: 'anything' })).toEqual({
+      title: 'Refused: the metadata is for another server',
+      tone: 'bad',
+    });
+    expect(serverFailureView({ code: 'mcp_oauth_insecure_url', message: '' }).title).toBe('Refused: not https');
+    expect(serverFailureView({ code: 'mcp_oauth_client_id_required', message: '' }).title).toBe('A client ID is needed');
+    expect(serverFailureView({ code: 'mcp_oauth_iss_mismatch', message: '' }).title).toMatch(/cannot be trusted/);
+  });
+
+  it('shows a cancel as no alarm and an unknown code generically', () => {
+    expect(serverFailureView({ code: 'mcp_oauth_access_denied', message: '' }).tone).toBe('idle');
+    expect(serverFailureView({ code: 'mcp_oauth_login_cancelled', message: '' }).tone).toBe('idle');
+    expect(serverFailureView({ code: 'something_new', message: 'Access token expired' })).toEqual({ title: 'Could not add the MCP server', tone: 'bad' });
+  });
+});
+
+describe('readySummary', () => {
+  it('counts ready servers in one line', () => {
+    expect(readySummary([])).toBeNull();
+    expect(readySummary([server({ state: 'needs_login' })])).toBeNull();
+    expect(readySummary([server({})])).toBe('1 MCP server ready');
+    expect(readySummary([server({ name: 'a' }), server({ name: 'b' }), server({ name: 'c' }), server({ name: 'd', state: 'needs_step_up' })])).toBe('3 MCP servers ready');
+  });
+});
