@@ -60,6 +60,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE audit ADD COLUMN kind TEXT NOT NULL DEFAULT 'client'
         CHECK (kind IN ('client', 'control'));
      CREATE INDEX audit_by_kind ON audit(kind, id);",
+    // 3: a client may be given the right to read raw credentials (off by default).
+    "ALTER TABLE clients ADD COLUMN raw_credentials INTEGER NOT NULL DEFAULT 0
+        CHECK (raw_credentials IN (0, 1));",
 ];
 
 /// The schema version this build migrates to.

@@ -25,8 +25,8 @@ pub use audit::{
     MAX_PAGE, Retention, StatusClass,
 };
 pub use clients::{
-    ClientGrant, ClientInfo, ClientName, ClientRegistry, ClientToken, LAST_USED_FLUSH_INTERVAL,
-    MAX_EPHEMERAL_TOKENS, MAX_EPHEMERAL_TTL, TOKEN_PREFIX,
+    ClientGrant, ClientInfo, ClientName, ClientOptions, ClientRegistry, ClientToken,
+    LAST_USED_FLUSH_INTERVAL, MAX_EPHEMERAL_TOKENS, MAX_EPHEMERAL_TTL, TOKEN_PREFIX,
 };
 pub use db::{Database, SCHEMA_VERSION};
 pub use error::StoreError;

@@ -52,6 +52,8 @@ pub struct ClientGrant {
     pub services: Arc<[String]>,
     /// True for a memory-only, expiring token from [`ClientRegistry::issue_ephemeral`].
     pub ephemeral: bool,
+    /// The client may read its services' raw credentials (`GET /v1/credentials/{service}`).
+    pub raw_credentials: bool,
 }
 
 impl ClientGrant {
@@ -75,6 +77,18 @@ pub struct ClientInfo {
     pub last_used_at: Option<i64>,
     /// Stored (long-lived) tokens; ephemeral tokens are not counted.
     pub token_count: u32,
+    /// It may read its services' raw credentials ("can read raw credentials"); off by default.
+    pub raw_credentials: bool,
+}
+
+/// How a new client is set up beyond its name and services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// May read its services' raw credentials at `GET /v1/credentials/{service}`, as `latchkey
+    /// exec` does (never an account's IdP access token). Off by default: a client token then
+    /// only works through the proxy, so a copy of it is not a copy of the credentials.
+    pub allow_raw_credentials: bool,
 }
 
 /// The local clients: their stored token hashes in SQLite and a snapshot in memory for the
@@ -112,6 +126,7 @@ struct ClientState {
     services: Arc<[String]>,
     created_at: i64,
     token_count: u32,
+    raw_credentials: bool,
     /// Unix seconds; 0 means never.
     last_used: AtomicI64,
     /// `last_used` is newer than SQLite's copy.
@@ -127,6 +142,7 @@ impl ClientState {
             created_at: self.created_at,
             last_used_at: (last > 0).then_some(last),
             token_count: self.token_count,
+            raw_credentials: self.raw_credentials,
         }
     }
 }
@@ -137,6 +153,7 @@ struct StoredClient {
     name: String,
     created_at: i64,
     last_used_at: Option<i64>,
+    raw_credentials: bool,
     services: Vec<String>,
     tokens: Vec<TokenHash>,
 }
@@ -174,13 +191,23 @@ impl ClientRegistry {
         Ok(())
     }
 
-    /// Adds a client allowed to use `services` and returns it with its first token. The token is
-    /// returned only here; only its hash is stored.
-    #[tracing::instrument(skip_all, fields(client = %name), err)]
+    /// Adds a client allowed to use `services` (with the default [`ClientOptions`]) and returns
+    /// it with its first token. The token is returned only here; only its hash is stored.
     pub fn add(
         &self,
         name: &ClientName,
         services: &[String],
+    ) -> Result<(ClientInfo, ClientToken), StoreError> {
+        self.add_with(name, services, &ClientOptions::default())
+    }
+
+    /// [`ClientRegistry::add`] with `options`.
+    #[tracing::instrument(skip_all, fields(client = %name, raw_credentials = options.allow_raw_credentials), err)]
+    pub fn add_with(
+        &self,
+        name: &ClientName,
+        services: &[String],
+        options: &ClientOptions,
     ) -> Result<(ClientInfo, ClientToken), StoreError> {
         let services = normalise_services(services)?;
         let token = ClientToken::generate()?;
@@ -192,8 +219,8 @@ impl ClientRegistry {
                 return Err(StoreError::AlreadyExists(name.clone()));
             }
             tx.execute(
-                "INSERT INTO clients (name, created_at) VALUES (?1, ?2)",
-                (name.as_str(), now),
+                "INSERT INTO clients (name, created_at, raw_credentials) VALUES (?1, ?2, ?3)",
+                (name.as_str(), now, options.allow_raw_credentials),
             )
             .map_err(fail)?;
             let id = tx.last_insert_rowid();
@@ -208,6 +235,7 @@ impl ClientRegistry {
             created_at: now,
             last_used_at: None,
             token_count: 1,
+            raw_credentials: options.allow_raw_credentials,
         };
         Ok((info, token))
     }
@@ -353,6 +381,7 @@ impl ClientRegistry {
             client: entry.client.name.clone(),
             services: Arc::clone(&entry.client.services),
             ephemeral: entry.expires_at.is_some(),
+            raw_credentials: entry.client.raw_credentials,
         })
     }
 
@@ -429,6 +458,7 @@ impl Inner {
                 services: c.services.into(),
                 created_at: c.created_at,
                 token_count: u32::try_from(c.tokens.len()).unwrap_or(u32::MAX),
+                raw_credentials: c.raw_credentials,
                 last_used: AtomicI64::new(in_memory.max(c.last_used_at.unwrap_or(0))),
                 dirty: AtomicBool::new(old.is_some_and(|o| o.dirty.load(Ordering::Acquire))),
             });
@@ -573,13 +603,16 @@ fn insert_token(
 /// Every client with its services and token hashes.
 fn load(conn: &Connection) -> rusqlite::Result<Vec<StoredClient>> {
     let mut clients: Vec<StoredClient> = conn
-        .prepare_cached("SELECT id, name, created_at, last_used_at FROM clients ORDER BY id")?
+        .prepare_cached(
+            "SELECT id, name, created_at, last_used_at, raw_credentials FROM clients ORDER BY id",
+        )?
         .query_map([], |r| {
             Ok(StoredClient {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 created_at: r.get(2)?,
                 last_used_at: r.get(3)?,
+                raw_credentials: r.get(4)?,
                 services: Vec::new(),
                 tokens: Vec::new(),
             })

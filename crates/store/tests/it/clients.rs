@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use latchkey_store::{ClientName, ClientRegistry, Database, TOKEN_PREFIX};
+use latchkey_store::{ClientName, ClientOptions, ClientRegistry, Database, TOKEN_PREFIX};
 use sha2::{Digest, Sha256};
 
 use crate::{contains, disk_bytes, temp_db};
@@ -341,4 +341,49 @@ fn a_second_process_sees_new_clients_after_reload() {
     );
     app.reload().expect("reload");
     assert!(app.verify(token.expose()).is_some());
+}
+
+#[test]
+fn reading_raw_credentials_is_off_by_default_and_kept_when_granted_at_creation() {
+    let (_dir, path) = temp_db();
+    let (plain, trusted) = {
+        let db = Database::open(&path).expect("open");
+        let reg = ClientRegistry::open(&db).expect("registry");
+        let (info, plain) = reg
+            .add(&name("cursor"), &services(&["github"]))
+            .expect("add");
+        assert!(
+            !info.raw_credentials,
+            "a new client cannot read raw credentials"
+        );
+        let mut options = ClientOptions::default();
+        options.allow_raw_credentials = true;
+        let (info, trusted) = reg
+            .add_with(&name("native-server"), &services(&["github"]), &options)
+            .expect("add with the right");
+        assert!(info.raw_credentials);
+        (plain, trusted)
+    };
+    let db = Database::open(&path).expect("reopen");
+    let reg = ClientRegistry::open(&db).expect("registry");
+    let grant = reg.verify(plain.expose()).expect("plain token");
+    assert!(!grant.raw_credentials, "the plain client's grant says no");
+    let grant = reg.verify(trusted.expose()).expect("trusted token");
+    assert!(grant.raw_credentials, "the right survives a restart");
+    let listed: Vec<(String, bool)> = reg
+        .list()
+        .into_iter()
+        .map(|c| (c.name.to_string(), c.raw_credentials))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cursor".to_owned(), false),
+            ("native-server".to_owned(), true)
+        ],
+        "the list shows who can read raw credentials"
+    );
+    let json =
+        serde_json::to_value(reg.get(&name("native-server")).expect("listed")).expect("serialise");
+    assert_eq!(json["raw_credentials"], true);
 }
