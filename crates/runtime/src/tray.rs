@@ -210,6 +210,70 @@ pub fn format_remaining(seconds: i64) -> String {
     }
 }
 
+// Remote MCP servers in the tray menu.
+
+/// What clicking a server's tray line does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLineAction {
+    /// Starts the named server's login (a first login, a new one, or a step-up).
+    Login(String),
+    /// Opens the window, where the server's message says what is wrong.
+    OpenWindow,
+    /// Nothing: the line only informs.
+    None,
+}
+
+/// One tray menu line about remote MCP servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLine {
+    /// The menu item's label, e.g. "linear: log in needed" or "3 MCP servers ready".
+    pub label: String,
+    /// What a click does.
+    pub action: ServerLineAction,
+}
+
+/// The tray's lines for remote MCP servers, given as `(name, state)` in display order: one line
+/// per server that needs the person (log in, more access, a failure) or is signing in, then the
+/// ready ones summed up in one line ("3 MCP servers ready"). No servers, no lines.
+pub fn server_lines<'a>(
+    servers: impl IntoIterator<Item = (&'a str, latchkey_core::remote::ServerState)>,
+) -> Vec<ServerLine> {
+    use latchkey_core::remote::ServerState;
+    let mut lines = Vec::new();
+    let mut ready = 0_usize;
+    for (name, state) in servers {
+        let (what, action) = match state {
+            ServerState::Ready => {
+                ready += 1;
+                continue;
+            }
+            ServerState::NeedsLogin => ("log in needed", ServerLineAction::Login(name.to_owned())),
+            ServerState::NeedsStepUp => (
+                "more access needed",
+                ServerLineAction::Login(name.to_owned()),
+            ),
+            ServerState::LoggingIn => ("signing in…", ServerLineAction::None),
+            ServerState::Failing => ("failing, see Latchkey", ServerLineAction::OpenWindow),
+        };
+        lines.push(ServerLine {
+            label: format!("{name}: {what}"),
+            action,
+        });
+    }
+    if ready > 0 {
+        let label = if ready == 1 {
+            "1 MCP server ready".to_owned()
+        } else {
+            format!("{ready} MCP servers ready")
+        };
+        lines.push(ServerLine {
+            label,
+            action: ServerLineAction::None,
+        });
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +556,76 @@ mod tests {
         );
         assert_eq!(combine(&[a, x, e]).map(|s| s.icon), Some(TrayIcon::Expired));
         assert!(combine(&[]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod server_tests {
+    use latchkey_core::remote::ServerState;
+
+    use super::*;
+
+    fn labels(lines: &[ServerLine]) -> Vec<&str> {
+        lines.iter().map(|l| l.label.as_str()).collect()
+    }
+
+    #[test]
+    fn a_server_that_needs_a_login_or_more_access_gets_a_line_that_starts_its_login() {
+        let lines = server_lines([
+            ("linear", ServerState::NeedsLogin),
+            ("stripe", ServerState::NeedsStepUp),
+        ]);
+        assert_eq!(
+            labels(&lines),
+            ["linear: log in needed", "stripe: more access needed"]
+        );
+        assert_eq!(
+            lines[0].action,
+            ServerLineAction::Login("linear".into()),
+            "clicking starts that server's login"
+        );
+        assert_eq!(
+            lines[1].action,
+            ServerLineAction::Login("stripe".into()),
+            "a step-up is a new login for the union of scopes"
+        );
+    }
+
+    #[test]
+    fn ready_servers_are_summed_up_in_one_line_after_those_that_need_attention() {
+        let lines = server_lines([
+            ("docs", ServerState::Ready),
+            ("linear", ServerState::NeedsLogin),
+            ("notion", ServerState::Ready),
+            ("sentry", ServerState::Ready),
+        ]);
+        assert_eq!(
+            labels(&lines),
+            ["linear: log in needed", "3 MCP servers ready"]
+        );
+        assert_eq!(lines[1].action, ServerLineAction::None);
+        assert_eq!(
+            labels(&server_lines([("docs", ServerState::Ready)])),
+            ["1 MCP server ready"]
+        );
+    }
+
+    #[test]
+    fn a_login_under_way_is_shown_without_a_second_login_and_a_failure_opens_the_window() {
+        let lines = server_lines([
+            ("linear", ServerState::LoggingIn),
+            ("sentry", ServerState::Failing),
+        ]);
+        assert_eq!(
+            labels(&lines),
+            ["linear: signing in…", "sentry: failing, see Latchkey"]
+        );
+        assert_eq!(lines[0].action, ServerLineAction::None);
+        assert_eq!(lines[1].action, ServerLineAction::OpenWindow);
+    }
+
+    #[test]
+    fn no_servers_no_lines() {
+        assert!(server_lines([]).is_empty());
     }
 }
