@@ -3,45 +3,16 @@
 //! say "Log in needed: cursor asked for demo" instead of leaving the person to guess why their
 //! host failed.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_core::paths::Paths;
-use latchkey_core::vault::{MemoryStore, Vault};
-use latchkey_runtime::{Latchkey, StartOptions, TrayIcon};
+use latchkey_runtime::TrayIcon;
 
-const CONFIG: &str = r#"version = 1
-[[accounts]]
-name = "work"
-issuer = "https://idp.invalid"
-client_id = "latchkey"
-
-[gateway]
-url = "https://gateway.invalid"
-
-[[services]]
-name = "demo"
-account = "work"
-gateway_endpoint = "/api/v1/credentials/demo"
-upstream = "http://127.0.0.1:9"
-allow_loopback_http = true
-credentials = [{ name = "api_key", header = "X-API-Key" }]
-"#;
+use crate::serving::{paths, start};
 
 #[tokio::test]
 async fn a_request_refused_for_want_of_a_login_names_its_client_and_service_in_the_tray() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
-    std::fs::create_dir_all(paths.config_dir()).expect("config dir");
-    std::fs::write(paths.config_file(), CONFIG).expect("config");
-    let lk = Latchkey::start(StartOptions {
-        paths,
-        proxy_port: Some(0),
-        vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
-        serve_proxy: true,
-    })
-    .await
-    .expect("start");
+    let lk = start(&paths(&dir)).await.expect("start");
     let port = lk.proxy_addr().expect("serving").port();
     let cursor = lk
         .create_client("cursor", &["demo".to_owned()])

@@ -3,5 +3,6 @@
 
 mod login_failures;
 mod login_requests;
+mod serving;
 #[cfg(unix)]
 mod socket;

@@ -3,47 +3,15 @@
 //! API; a second instance neither starts nor takes the socket over; after shutdown the socket is
 //! gone; and the entries the window adds to hosts name the directories.
 
-use std::sync::Arc;
-
-use latchkey_core::paths::Paths;
-use latchkey_core::vault::{MemoryStore, Vault};
 use latchkey_runtime::instance::socket_path;
-use latchkey_runtime::{Latchkey, StartOptions, socket};
+use latchkey_runtime::socket;
 
-const CONFIG: &str = r#"version = 1
-[[accounts]]
-name = "work"
-issuer = "https://idp.invalid"
-client_id = "latchkey"
-
-[gateway]
-url = "https://gateway.invalid"
-
-[[services]]
-name = "demo"
-account = "work"
-gateway_endpoint = "/api/v1/credentials/demo"
-upstream = "http://127.0.0.1:9"
-allow_loopback_http = true
-credentials = [{ name = "api_key", header = "X-API-Key" }]
-"#;
-
-async fn start(paths: &Paths) -> Result<Latchkey, latchkey_runtime::RuntimeError> {
-    Latchkey::start(StartOptions {
-        paths: paths.clone(),
-        proxy_port: Some(0),
-        vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
-        serve_proxy: true,
-    })
-    .await
-}
+use crate::serving::{paths as serving_paths, start};
 
 #[tokio::test]
 async fn the_socket_opens_the_control_api_to_the_same_user_and_to_nobody_after_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
-    std::fs::create_dir_all(paths.config_dir()).expect("config dir");
-    std::fs::write(paths.config_file(), CONFIG).expect("config");
+    let paths = serving_paths(&dir);
     let lk = start(&paths).await.expect("start");
     let port = lk.proxy_addr().expect("serving").port();
 
