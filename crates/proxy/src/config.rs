@@ -89,6 +89,14 @@ pub struct Limits {
     pub upstream_timeout: Duration,
     /// How long an idle keep-alive connection (client or upstream) is kept open.
     pub idle_timeout: Duration,
+    /// How long a client has to send a whole request head once the proxy waits for one (the
+    /// first after connecting, and each next one on a keep-alive connection): a connection that
+    /// sends nothing, or a head a byte at a time, is closed after this.
+    pub head_timeout: Duration,
+    /// Most client connections served at once. Beyond it the connection that has held its slot
+    /// longest without a request in flight is closed for the newcomer; when every slot is busy,
+    /// a few more connections are accepted for the `latchkey` command's control token only.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +106,8 @@ impl Default for Limits {
             max_body_bytes: Some(64 * 1024 * 1024),
             upstream_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            head_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }
@@ -107,6 +117,8 @@ impl Limits {
         if self.max_header_bytes < 1024
             || self.upstream_timeout.is_zero()
             || self.idle_timeout.is_zero()
+            || self.head_timeout.is_zero()
+            || self.max_connections == 0
         {
             Err(ConfigError::InvalidLimits)
         } else {
@@ -407,7 +419,7 @@ pub enum ConfigError {
     InvalidRateLimit,
     /// A limit too small to serve anything.
     #[error(
-        "The proxy limits are too small (headers need at least 1 KiB, timeouts must be positive); fix the proxy settings."
+        "The proxy limits are too small (headers need at least 1 KiB, timeouts and the connection cap must be positive); fix the proxy settings."
     )]
     InvalidLimits,
     /// The TLS library could not be set up.

@@ -91,6 +91,11 @@ impl ProxyError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidPath => "invalid_path",
             Self::HeadersTooLarge => "headers_too_large",
+    /// Every connection slot is busy; this connection is kept for the `latchkey` command only.
+    #[error(
+        "Latchkey has too many open connections; close idle ones (see `latchkey connections`) and try again."
+    )]
+    TooManyConnections,
             Self::BodyTooLarge => "body_too_large",
             Self::Credentials(e) => e.code(),
             Self::CredentialsInvalid => "credentials_invalid",
@@ -116,6 +121,7 @@ impl ProxyError {
             // Nobody logged in to Latchkey is `424`, never `401`: MCP clients read a `401` on an MCP
             // endpoint as the server asking them to run OAuth against it. What the official SDKs
             // do with each status (read 2026-12-01):
+            Self::TooManyConnections => "too_many_connections",
             // - TypeScript SDK 1.32.2, `dist/esm/client/streamableHttp.js` `send()`: a `401` with an
             //   `authProvider` calls `auth()` (`client/auth.js`: protected-resource and
             //   authorization-server discovery under `/.well-known/...`, then dynamic registration
@@ -149,7 +155,7 @@ impl ProxyError {
                 }
             },
             Self::CredentialsInvalid | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            Self::ConnectionClosed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectionClosed | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod audit;
 mod body;
 pub mod config;
@@ -45,7 +46,7 @@ pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRe
 pub use credentials::{CredentialError, CredentialSource, CredentialValues};
 pub use error::ProxyError;
 pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
-pub use server::{bind_loopback, serve};
+pub use server::{bind_loopback, raise_open_file_limit, serve};
 pub use state::ProxyState;
 
 /// The proxy as an axum router (every path goes through the same gates). Tests drive it with

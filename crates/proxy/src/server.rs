@@ -1,25 +1,39 @@
-//! Binding the loopback listeners and serving HTTP/1 on them until shutdown: keep-alive with an
-//! idle timeout, `TCP_NODELAY`, upgrades enabled for WebSocket tunnels, and a graceful stop that
-//! closes live streams rather than waiting on them forever.
+//! Binding the loopback listeners and serving HTTP/1 on them until shutdown: keep-alive, a short
+//! deadline for each request head, `TCP_NODELAY`, upgrades enabled for WebSocket tunnels, a cap
+//! on connections with room kept for the control token ([`crate::admission`]), and a graceful
+//! stop that closes live streams rather than waiting on them forever.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Request, header};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use latchkey_core::secret::{Secret, ct_eq_str};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Admitted, Slot, Tracked};
+use crate::error::ProxyError;
+use crate::gate::presented_token;
 use crate::state::ProxyState;
 
 /// How long connections get to finish after shutdown is asked for.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// How long an evicted connection gets to finish a request that arrived as it was chosen.
+const EVICTION_GRACE: Duration = Duration::from_secs(1);
 
 /// hyper's own default read-buffer cap; raised when the configured head limit needs more, so
 /// an oversized head reaches our JSON `431` rather than hyper's bare one.
@@ -39,6 +53,14 @@ pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
+/// Raises the soft limit on open files to the hard limit, so that a burst of connections meets
+/// the connection cap ([`crate::Limits::max_connections`]) long before `accept` fails with
+/// "too many open files" (many desktops start processes with a soft limit of 1024). Returns the
+/// limit now in force. Call once at start, before serving.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Serves the proxy on `listeners` until `shutdown` completes, then stops accepting, closes live
 /// exchanges and gives open connections a few seconds to finish.
 pub async fn serve(
@@ -54,11 +76,18 @@ pub async fn serve(
     }
     let limits = state.config().limits;
     let mut builder = http1::Builder::new();
+    // hyper arms this deadline whenever it waits for a request head, so it bounds both the first
+    // head after connecting and the idle time between requests on a keep-alive connection.
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.idle_timeout)
+        .header_read_timeout(limits.head_timeout)
         .max_buf_size(DEFAULT_MAX_BUF.max(limits.max_header_bytes.saturating_add(16 * 1024)));
+    let serving = Serving {
+        admission: Admission::new(limits.max_connections),
+        control_token: state.inner.control_token.clone(),
+        builder,
+    };
 
     let (stop, stopped) = watch::channel(false);
     let connections = state.connections().clone();
@@ -71,7 +100,7 @@ pub async fn serve(
         loops.spawn(accept_loop(
             listener,
             app.clone(),
-            builder.clone(),
+            serving.clone(),
             stopped.clone(),
         ));
     }
@@ -83,10 +112,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// What every accept loop shares: the slot table, the control token and hyper's settings.
+#[derive(Clone)]
+struct Serving {
+    admission: Arc<Admission>,
+    control_token: Option<Secret>,
+    builder: http1::Builder,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
-    builder: http1::Builder,
+    serving: Serving,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -94,12 +131,24 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let Some(admitted) = serving.admission.admit() else {
+                        debug!("connection refused: every slot and the control reserve are taken");
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(kind = ?e.kind(), "TCP_NODELAY not set");
                     }
-                    let service = TowerToHyperService::new(app.clone());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                    connections.spawn(serve_connection(connection, stopped.clone()));
+                    let slot = Arc::clone(&admitted.slot);
+                    let app = app.clone();
+                    let control = serving.control_token.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        answer(app.clone(), Arc::clone(&slot), control.clone(), request)
+                    });
+                    let connection = serving
+                        .builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    connections.spawn(serve_connection(connection, admitted, stopped.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -125,18 +174,75 @@ async fn accept_loop(
     }
 }
 
-/// Serves one client connection; on shutdown, finishes the request in flight and closes.
-async fn serve_connection(connection: Connection, mut stopped: watch::Receiver<bool>) {
+/// Answers one request on an admitted connection: counted as in flight until its response body
+/// ends; on a control-only slot, anything but the control token is refused and the connection
+/// closed.
+async fn answer(
+    app: Router,
+    slot: Arc<Slot>,
+    control_token: Option<Secret>,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let in_flight = slot.begin();
+    if slot.control_only && !is_control_caller(&request, control_token.as_ref()) {
+        let mut refused = ProxyError::TooManyConnections.into_response();
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(refused);
+    }
+    let response = app.oneshot(request.map(Body::new)).await?;
+    Ok(response.map(|body| Body::new(Tracked::new(body, in_flight))))
+}
+
+/// The request presents the instance's control token (compared in constant time).
+fn is_control_caller(request: &Request<Incoming>, control_token: Option<&Secret>) -> bool {
+    match (control_token, presented_token(request.headers())) {
+        (Some(control), Some(token)) => ct_eq_str(token, control.expose()),
+        _ => false,
+    }
+}
+
+/// Serves one client connection; on shutdown, or when evicted for a newcomer, finishes the
+/// request in flight and closes. The slot is freed when this returns.
+async fn serve_connection<C>(connection: C, admitted: Admitted, mut stopped: watch::Receiver<bool>)
+where
+    C: Future<Output = hyper::Result<()>> + GracefulConnection,
+{
+    let evicted = admitted.slot.evicted.clone();
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
         () = stop_requested(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
+            connection.as_mut().shutdown_gracefully();
             connection.await
         }
+        () = evicted.cancelled() => {
+            debug!("idle connection closed for a newcomer");
+            connection.as_mut().shutdown_gracefully();
+            tokio::time::timeout(EVICTION_GRACE, connection).await.unwrap_or(Ok(()))
+        }
     };
+    drop(admitted);
     if let Err(e) = served {
         debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// hyper's `graceful_shutdown`, named so [`serve_connection`] can take any service's connection.
+trait GracefulConnection {
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -145,5 +251,24 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-type Connection =
-    http1::UpgradeableConnection<TokioIo<tokio::net::TcpStream>, TowerToHyperService<Router>>;
+#[cfg(test)]
+mod tests {
+    use rlimit::Resource;
+
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+        let (soft, hard) = Resource::NOFILE.get().expect("read the limit");
+        // Start from a low soft limit, as a desktop session gives (nextest runs each test in its
+        // own process, so no other test sees it).
+        let low = soft.min(hard).min(256);
+        Resource::NOFILE
+            .set(low, hard)
+            .expect("lower the soft limit");
+        let raised = raise_open_file_limit().expect("raise the limit");
+        let (now, _) = Resource::NOFILE.get().expect("read the limit");
+        assert_eq!(now, hard, "the soft limit is the hard limit after start");
+        assert_eq!(raised, hard);
+    }
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 use url::Url;
 
 use latchkey_core::config::Config;
@@ -147,6 +147,10 @@ impl Latchkey {
         let mut proxy = None;
         let proxy_addr = if options.serve_proxy {
             let port = options.proxy_port.unwrap_or(config.proxy.listen.port());
+            match latchkey_proxy::raise_open_file_limit() {
+                Ok(limit) => debug!(limit, "open file limit"),
+                Err(e) => warn!(kind = ?e.kind(), "open file limit not raised"),
+            }
             let listeners = latchkey_proxy::bind_loopback(port)
                 .await
                 .map_err(|e| RuntimeError::port_taken(port, &e))?;

@@ -52,6 +52,10 @@ pub(crate) fn proxy_config(config: &Config, port: u16) -> Result<ProxyConfig, Ru
             burst: config.proxy.rate_limit_burst,
         },
         ..ProxyConfig::default()
+        limits: latchkey_proxy::Limits {
+            max_connections: config.proxy.max_connections,
+            ..latchkey_proxy::Limits::default()
+        },
     })
 }
 

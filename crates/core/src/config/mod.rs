@@ -19,6 +19,13 @@ use raw::{RawAccount, RawConfig, RawMapping, RawService};
 pub const CONFIG_VERSION: u32 = 1;
 /// Default proxy address (PROTOCOL §3).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:47821";
+
+/// Client connections the proxy serves at once unless `[proxy] max_connections` says otherwise.
+const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+
+/// Highest `max_connections` accepted (each connection is a file descriptor).
+const MAX_CONNECTIONS_CEILING: u32 = 65_536;
+
 /// Default lifetime of gateway credentials in memory (PROTOCOL §2).
 pub const DEFAULT_TTL_SECONDS: u64 = 3600;
 
@@ -66,6 +73,9 @@ pub struct ProxySettings {
     pub rate_limit_per_second: f64,
     /// Burst size per client.
     pub rate_limit_burst: u32,
+    /// Most client connections served at once (a few more are kept for the `latchkey`
+    /// command).
+    pub max_connections: usize,
 }
 
 /// Audit log retention.
@@ -676,10 +686,20 @@ fn validate_proxy(
             "use a burst such as 100",
         ));
     }
+    let max_connections = raw.and_then(|p| p.max_connections.as_ref());
+    let max = max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |m| *m.get_ref());
+    if !(1..=MAX_CONNECTIONS_CEILING).contains(&max) {
+        return Err(here.error(
+            max_connections.map_or(0, |m| m.span().start),
+            format!("max_connections must be between 1 and {MAX_CONNECTIONS_CEILING}"),
+            format!("use a cap such as {DEFAULT_MAX_CONNECTIONS}"),
+        ));
+    }
     Ok(ProxySettings {
         listen,
         rate_limit_per_second: rate,
         rate_limit_burst: burst,
+        max_connections: max as usize,
     })
 }
 

@@ -42,6 +42,7 @@ pub(super) struct RawProxy {
     pub listen: Option<Spanned<String>>,
     pub rate_limit_per_second: Option<Spanned<f64>>,
     pub rate_limit_burst: Option<Spanned<u32>>,
+    pub max_connections: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

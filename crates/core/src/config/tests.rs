@@ -292,3 +292,21 @@ fn a_client_secret_in_the_file_is_refused_with_the_command_that_stores_it() {
         "the value is never repeated"
     );
 }
+
+#[test]
+fn the_proxy_connection_cap_defaults_and_is_configurable() {
+    assert_eq!(parse(SAMPLE).expect("sample").proxy.max_connections, 512);
+    let capped = SAMPLE.replace(
+        "listen = \"127.0.0.1:47821\"",
+        "listen = \"127.0.0.1:47821\"\nmax_connections = 64",
+    );
+    assert_eq!(parse(&capped).expect("capped").proxy.max_connections, 64);
+    let zero = SAMPLE.replace(
+        "listen = \"127.0.0.1:47821\"",
+        "listen = \"127.0.0.1:47821\"\nmax_connections = 0",
+    );
+    let (line, message, fix) = invalid(&zero);
+    assert_eq!(line, 6, "points at the max_connections line");
+    assert!(message.contains("max_connections"), "{message}");
+    assert!(fix.contains("512"), "{fix}");
+}

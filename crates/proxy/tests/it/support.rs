@@ -392,6 +392,8 @@ pub struct Options {
     pub source: Arc<MapSource>,
     /// A control router to mount under `/v1/control/` (as the runtime does).
     pub control: Option<axum::Router>,
+    /// The instance's control token (every scope, as the `latchkey` command's).
+    pub control_token: Option<String>,
     /// Records the method and path of every request that reaches the proxy, audited or not
     /// ([`Proxy::requests`]). The proxy is then served by `axum::serve` on its IPv4 listener.
     pub record_requests: bool,
@@ -408,6 +410,7 @@ impl Default for Options {
             extra_routes: Vec::new(),
             source: Arc::new(MapSource::with_canaries()),
             control: None,
+            control_token: None,
             record_requests: false,
         }
     }
@@ -509,7 +512,7 @@ impl Proxy {
             clients.clone(),
             audit.clone(),
             connections.clone(),
-            None,
+            options.control_token.map(Secret::new),
         )
         .expect("valid proxy config");
         let state = match options.control {

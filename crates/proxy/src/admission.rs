@@ -1,0 +1,257 @@
+//! Which client connections the proxy keeps when there are too many, so that a process opening
+//! connections and sending nothing cannot starve the other local clients nor lock out the
+//! `latchkey` command.
+//!
+//! Every accepted connection takes a slot, up to [`crate::Limits::max_connections`]. Loopback
+//! peers all come from `127.0.0.1` or `::1`, and TCP carries no process identity, so fairness
+//! is not kept per address (one address for everyone) nor per process (finding the owner of a
+//! socket means scanning `/proc`): it is kept per *behaviour*. When the cap is reached, the
+//! connection that has held its slot longest without a request in flight is closed for the
+//! newcomer, preferring one that never completed a request head. A client that connects and
+//! sends its request is therefore never the oldest idle connection for longer than the flood
+//! takes to cycle through every slot; a flood of idle connections only evicts itself. When every
+//! slot has a request in flight (a token holder's long streams), [`CONTROL_RESERVE`] more
+//! connections are accepted that serve the instance's control token only, so `latchkey status`,
+//! `latchkey connections` and `latchkey connections close` keep working; any other request on
+//! them is answered `503 too_many_connections`. Beyond that, new connections are closed at once.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use http_body::{Frame, SizeHint};
+use tokio_util::sync::CancellationToken;
+
+/// Connections accepted beyond the cap, for the control token only.
+pub(crate) const CONTROL_RESERVE: usize = 8;
+
+/// The slot table. Cheap to share behind an `Arc`.
+pub(crate) struct Admission {
+    max: usize,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    /// Open connections by id; ids grow, so iteration is oldest first.
+    open: BTreeMap<u64, Arc<Slot>>,
+    /// Slots taken by connections that are not [`Slot::control_only`].
+    regular: usize,
+}
+
+/// One admitted connection's state.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    id: u64,
+    /// Accepted over the cap: serves the control token only.
+    pub(crate) control_only: bool,
+    /// Requests whose head arrived on this connection.
+    requests: AtomicU64,
+    /// Requests whose response has not finished yet.
+    in_flight: AtomicUsize,
+    /// Cancelled when the connection is evicted for a newcomer.
+    pub(crate) evicted: CancellationToken,
+}
+
+impl Slot {
+    /// Marks a request as begun; the returned guard ends it when dropped (keep it in the
+    /// response body).
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn never_requested(&self) -> bool {
+        self.requests.load(Ordering::Acquire) == 0
+    }
+}
+
+/// A request in flight on a [`Slot`].
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Slot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's hold on its slot; dropping it frees the slot.
+pub(crate) struct Admitted {
+    admission: Arc<Admission>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut table = self.admission.lock();
+        if table.open.remove(&self.slot.id).is_some() && !self.slot.control_only {
+            table.regular = table.regular.saturating_sub(1);
+        }
+    }
+}
+
+impl Admission {
+    /// A table of `max` regular slots (plus [`CONTROL_RESERVE`]).
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            table: Mutex::new(Table::default()),
+        })
+    }
+
+    /// Admits a new connection, evicting the oldest idle one when the cap is reached; `None`
+    /// when every slot and the control reserve are taken (close the connection).
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut table = self.lock();
+        if table.regular >= self.max
+            && let Some(victim) = table.victim()
+        {
+            table.open.remove(&victim.id);
+            table.regular = table.regular.saturating_sub(1);
+            victim.evicted.cancel();
+        }
+        let control_only = table.regular >= self.max;
+        if control_only && table.open.len() >= self.max + CONTROL_RESERVE {
+            return None;
+        }
+        table.next += 1;
+        let slot = Arc::new(Slot {
+            id: table.next,
+            control_only,
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            evicted: CancellationToken::new(),
+        });
+        table.open.insert(slot.id, Arc::clone(&slot));
+        if !control_only {
+            table.regular += 1;
+        }
+        drop(table);
+        Some(Admitted {
+            admission: Arc::clone(self),
+            slot,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Table {
+    /// The regular connection to close for a newcomer: the oldest that never sent a request,
+    /// else the oldest without a request in flight.
+    fn victim(&self) -> Option<Arc<Slot>> {
+        let regular = || self.open.values().filter(|s| !s.control_only && s.idle());
+        regular()
+            .find(|s| s.never_requested())
+            .or_else(|| regular().next())
+            .cloned()
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is finished or dropped.
+pub(crate) struct Tracked {
+    inner: Body,
+    in_flight: Option<InFlight>,
+}
+
+impl Tracked {
+    /// Wraps `inner`, ending `in_flight` with it.
+    pub(crate) fn new(inner: Body, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_the_oldest_connection_that_never_sent_a_request_is_evicted() {
+        let admission = Admission::new(3);
+        let busy = admission.admit().expect("slot 1");
+        let _streaming = busy.slot.begin();
+        let served = admission.admit().expect("slot 2");
+        drop(served.slot.begin());
+        let silent = admission.admit().expect("slot 3");
+
+        let newcomer = admission
+            .admit()
+            .expect("a newcomer evicts an idle connection");
+        assert!(
+            silent.slot.evicted.is_cancelled(),
+            "the connection that never sent a request goes first, though it is the youngest"
+        );
+        assert!(!served.slot.evicted.is_cancelled());
+        assert!(!busy.slot.evicted.is_cancelled());
+        assert!(!newcomer.slot.control_only);
+        drop(newcomer.slot.begin());
+
+        let next = admission
+            .admit()
+            .expect("then the idle keep-alive connection");
+        assert!(served.slot.evicted.is_cancelled());
+        assert!(
+            !busy.slot.evicted.is_cancelled(),
+            "a request in flight is never evicted"
+        );
+        assert!(!next.slot.control_only);
+    }
+
+    #[test]
+    fn with_every_slot_busy_only_the_control_reserve_is_admitted() {
+        let admission = Admission::new(2);
+        let a = admission.admit().expect("slot 1");
+        let b = admission.admit().expect("slot 2");
+        let fa = a.slot.begin();
+        let _fb_in_flight = b.slot.begin();
+        let reserved: Vec<Admitted> = (0..CONTROL_RESERVE)
+            .map(|_| admission.admit().expect("reserve slot"))
+            .collect();
+        assert!(reserved.iter().all(|r| r.slot.control_only));
+        assert!(admission.admit().is_none(), "beyond the reserve: closed");
+        drop(reserved);
+        drop(fa);
+        drop(a);
+        let c = admission.admit().expect("a freed slot is regular again");
+        assert!(!c.slot.control_only);
+    }
+}
