@@ -21,6 +21,7 @@ pub(crate) struct Finish {
     record: Option<Record>,
 }
 
+#[derive(Clone)]
 struct Record {
     audit: AuditLog,
     registry: Option<ConnectionRegistry>,
@@ -68,6 +69,20 @@ impl Finish {
         Self {
             record: self.record.take(),
         }
+    }
+
+    /// A copy of the pending record for a first attempt that may be answered again (a remote
+    /// MCP server's refused token, [`crate::managed`]): whichever of the two is not used must be
+    /// [`discard`](Self::discard)ed, or both are written.
+    pub(crate) fn fork(&self) -> Self {
+        Self {
+            record: self.record.clone(),
+        }
+    }
+
+    /// Forgets the pending record without writing it.
+    pub(crate) fn discard(&mut self) {
+        self.record = None;
     }
 
     pub(crate) fn is_armed(&self) -> bool {

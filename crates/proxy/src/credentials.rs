@@ -23,8 +23,17 @@ pub trait CredentialSource: Send + Sync + 'static {
         service: &str,
     ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>>;
 
-    /// Account, user, session expiry and per-service credential state. Never secrets.
+    /// Account, user, session expiry and per-service credential state. Never secrets. Shown to
+    /// the instance's control token only.
     fn status(&self) -> serde_json::Value;
+
+    /// What a local client whose scope is `services` may see of [`CredentialSource::status`]:
+    /// those services and the state of the accounts behind them, never who is logged in. The
+    /// default shows nothing.
+    fn client_status(&self, services: &[String]) -> serde_json::Value {
+        let _ = services;
+        serde_json::Value::Null
+    }
 
     /// The name of the account whose login unlocks `service`, named in the "log in" answer and
     /// in [`crate::LoginNeeded`]. `None` (the default) leaves the account out of both.
@@ -32,6 +41,38 @@ pub trait CredentialSource: Send + Sync + 'static {
         let _ = service;
         None
     }
+
+    /// The upstream of a route whose token Latchkey manages (a remote MCP server added with
+    /// [`crate::ProxyState::add_server_route`]) refused the credentials `used`. `Ok(())`: worth
+    /// sending the request again (the token was refreshed, once, single flight); `Err`: what to
+    /// answer the client instead (log in, step up). The default refuses with
+    /// [`CredentialError::LoginRequired`].
+    fn upstream_refused(
+        &self,
+        service: &str,
+        used: &Arc<CredentialValues>,
+        refusal: UpstreamRefusal,
+    ) -> BoxFuture<'_, Result<(), CredentialError>> {
+        let _ = (service, used, refusal);
+        Box::pin(async { Err(CredentialError::LoginRequired) })
+    }
+}
+
+/// How a managed route's upstream refused a request (the host never sees these answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamRefusal {
+    /// `401`: the token is invalid or expired. `retried`: it already was refreshed for this
+    /// request, so refreshing again will not help.
+    Unauthorized {
+        /// A refreshed token was refused too.
+        retried: bool,
+    },
+    /// `403` with `error="insufficient_scope"`, asking for `scopes` (RFC 6750 §3.1).
+    InsufficientScope {
+        /// The scopes of the challenge (may be empty).
+        scopes: Vec<String>,
+    },
 }
 
 /// Why a service's credentials cannot be had right now.
@@ -61,6 +102,32 @@ pub enum CredentialError {
     /// The OS keychain is locked or not available.
     #[error("The OS keychain is locked or unavailable; unlock it and try again.")]
     KeychainUnavailable,
+    /// A remote MCP server has no usable token: the person must sign in to it in Latchkey.
+    #[error(
+        "Sign in to the MCP server `{server}` in Latchkey: run `latchkey server login {server}` or use Log in next to it in Latchkey's window, then retry."
+    )]
+    ServerLoginRequired {
+        /// The server's name.
+        server: String,
+    },
+    /// A remote MCP server asked for more permissions than were granted.
+    #[error(
+        "The MCP server `{server}` needs more permissions ({}): run `latchkey server login {server}` or use Log in next to it in Latchkey's window to grant them, then retry.",
+        scopes.join(" ")
+    )]
+    ServerStepUpRequired {
+        /// The server's name.
+        server: String,
+        /// The scopes the next login asks for.
+        scopes: Vec<String>,
+    },
+    /// A remote MCP server refused a token Latchkey then renewed, for a request too large to
+    /// send again by itself.
+    #[error("Latchkey renewed its sign-in to the MCP server `{server}`; send the request again.")]
+    ServerTokenRenewed {
+        /// The server's name.
+        server: String,
+    },
 }
 
 impl CredentialError {
@@ -72,6 +139,19 @@ impl CredentialError {
             Self::Forbidden => "credentials_forbidden",
             Self::GatewayUnavailable => "gateway_unavailable",
             Self::KeychainUnavailable => "keychain_unavailable",
+            Self::ServerLoginRequired { .. } => "login_required",
+            Self::ServerStepUpRequired { .. } => "step_up_required",
+            Self::ServerTokenRenewed { .. } => "retry_request",
+        }
+    }
+
+    /// The remote MCP server a refusal names, if any.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Self::ServerLoginRequired { server }
+            | Self::ServerStepUpRequired { server, .. }
+            | Self::ServerTokenRenewed { server } => Some(server),
+            _ => None,
         }
     }
 }

@@ -153,6 +153,11 @@ impl ProxyError {
                 CredentialError::GatewayUnavailable | CredentialError::KeychainUnavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
+                // A remote MCP server's own refusal is never passed on as `401`/`403` (the host
+                // would start OAuth against Latchkey): what only the person can fix is `424`.
+                CredentialError::ServerLoginRequired { .. }
+                | CredentialError::ServerStepUpRequired { .. } => StatusCode::FAILED_DEPENDENCY,
+                CredentialError::ServerTokenRenewed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
             Self::CredentialsInvalid | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::ConnectionClosed | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,

@@ -20,7 +20,7 @@ use crate::audit::Finish;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::state::{Inner, ProxyState};
-use crate::{forward, gate, native, probe, refusal};
+use crate::{gate, managed, native, probe, refusal};
 
 /// The name the control token's requests are recorded under.
 const CONTROL_CLIENT: &str = "latchkey";
@@ -103,7 +103,7 @@ pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Res
         info!(method = %req.method(), status = e.status().as_u16(), code = e.code(), "request refused");
         return e.into_response();
     }
-    if probe::is_oauth_request(req.uri().path(), &state.inner.routes) {
+    if probe::is_oauth_request(req.uri().path(), &state.inner.routes.snapshot()) {
         return probe::answer(req.method(), req.headers());
     }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -162,7 +162,7 @@ async fn dispatch(
                 .clone();
             caller.check_scope(service)?;
             caller.check_rate(inner)?;
-            forward::forward(
+            managed::forward(
                 state,
                 &route,
                 caller.name(),
@@ -178,7 +178,7 @@ async fn dispatch(
         }
         Target::Credentials(service) => {
             finish.set_service(service);
-            let route = inner
+            let route = &inner
                 .routes
                 .get(service)
                 .ok_or(ProxyError::UnknownService)?;

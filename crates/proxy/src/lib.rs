@@ -24,6 +24,7 @@ pub mod error;
 mod forward;
 mod gate;
 mod handler;
+mod managed;
 mod native;
 mod probe;
 mod rate;
@@ -43,7 +44,7 @@ use tower_http::sensitive_headers::{
 
 pub use config::{ConfigError, InjectTarget, Injection, Limits, ProxyConfig, RateLimit, Route};
 pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRegistry};
-pub use credentials::{CredentialError, CredentialSource, CredentialValues};
+pub use credentials::{CredentialError, CredentialSource, CredentialValues, UpstreamRefusal};
 pub use error::ProxyError;
 pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
 pub use server::{bind_loopback, raise_open_file_limit, serve};

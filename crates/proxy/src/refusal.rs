@@ -67,7 +67,11 @@ pub(crate) async fn refuse(
     let account = inner.credentials.account(service);
     let login = matches!(
         error,
-        ProxyError::Credentials(CredentialError::LoginRequired)
+        ProxyError::Credentials(
+            CredentialError::LoginRequired
+                | CredentialError::ServerLoginRequired { .. }
+                | CredentialError::ServerStepUpRequired { .. }
+        )
     );
     let message = match &account {
         Some(account) if login => login_message(account),
@@ -81,9 +85,14 @@ pub(crate) async fn refuse(
             client: client.to_owned(),
         });
     }
+    let code = match error {
+        // A remote MCP server's refusal carries its own code (`step_up_required`, ...).
+        ProxyError::Credentials(e) if e.server().is_some() => e.code(),
+        _ => error.code(),
+    };
     let body = match jsonrpc_request_id(parts, body).await {
-        Some(id) => jsonrpc_error(id, error.code(), &message, service, account.as_deref()),
-        None => error_body(error.code(), &message),
+        Some(id) => jsonrpc_error(id, code, &message, service, account.as_deref()),
+        None => error_body(code, &message),
     };
     json_response(error.status(), body)
 }

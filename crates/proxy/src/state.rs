@@ -3,7 +3,7 @@
 //! registry, the audit log, the live connections, the rate limiter and the pooled upstream client.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use http::uri::{Authority, Scheme};
@@ -30,7 +30,8 @@ pub struct ProxyState {
 
 pub(crate) struct Inner {
     pub(crate) config: ProxyConfig,
-    pub(crate) routes: HashMap<String, Arc<PreparedRoute>>,
+    /// The configured services, plus the remote MCP servers added while running.
+    pub(crate) routes: RouteTable,
     pub(crate) credentials: Arc<dyn CredentialSource>,
     pub(crate) clients: ClientRegistry,
     pub(crate) audit: AuditLog,
@@ -58,11 +59,13 @@ impl ProxyState {
         control_token: Option<Secret>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let routes = config
-            .services
-            .iter()
-            .map(|r| (r.service.clone(), Arc::new(PreparedRoute::new(r))))
-            .collect();
+        let routes = RouteTable::new(
+            config
+                .services
+                .iter()
+                .map(|r| (r.service.clone(), Arc::new(PreparedRoute::new(r))))
+                .collect(),
+        );
         let inner = Inner {
             hosts: HostAllowlist::new(config.port),
             limiter: RateLimiter::new(config.rate_limit),
@@ -90,6 +93,22 @@ impl ProxyState {
         self
     }
 
+    /// Serves a remote MCP server at `/{route.service}/...` from now on, its token managed by the
+    /// credential source: the upstream's `401` and `403 insufficient_scope` answers are never
+    /// passed to the client ([`crate::managed`]). Refused when the name is taken.
+    pub fn add_server_route(&self, route: Route) -> Result<(), ConfigError> {
+        route.validate()?;
+        let mut prepared = PreparedRoute::new(&route);
+        prepared.managed = true;
+        self.inner.routes.insert(Arc::new(prepared))
+    }
+
+    /// Stops serving a remote MCP server added with [`ProxyState::add_server_route`]; returns
+    /// whether there was one. Configured services are never removed.
+    pub fn remove_server_route(&self, service: &str) -> bool {
+        self.inner.routes.remove_managed(service)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
@@ -109,6 +128,58 @@ impl ProxyState {
     }
 }
 
+/// The routes by service name, replaced as a whole when a remote server is added or removed, so
+/// a request holds a consistent snapshot and never a lock.
+pub(crate) struct RouteTable {
+    map: RwLock<Arc<HashMap<String, Arc<PreparedRoute>>>>,
+}
+
+impl RouteTable {
+    fn new(map: HashMap<String, Arc<PreparedRoute>>) -> Self {
+        Self {
+            map: RwLock::new(Arc::new(map)),
+        }
+    }
+
+    /// Every route now.
+    pub(crate) fn snapshot(&self) -> Arc<HashMap<String, Arc<PreparedRoute>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The route of `service`.
+    pub(crate) fn get(&self, service: &str) -> Option<Arc<PreparedRoute>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    fn insert(&self, route: Arc<PreparedRoute>) -> Result<(), ConfigError> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&route.service) {
+            return Err(ConfigError::DuplicateService {
+                service: route.service.clone(),
+            });
+        }
+        let mut next = HashMap::clone(&map);
+        next.insert(route.service.clone(), route);
+        *map = Arc::new(next);
+        Ok(())
+    }
+
+    fn remove_managed(&self, service: &str) -> bool {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if !map.get(service).is_some_and(|r| r.managed) {
+            return false;
+        }
+        let mut next = HashMap::clone(&map);
+        next.remove(service);
+        *map = Arc::new(next);
+        true
+    }
+}
+
 /// A route with its upstream split into the parts every forwarded request reuses.
 pub(crate) struct PreparedRoute {
     pub(crate) service: String,
@@ -122,6 +193,8 @@ pub(crate) struct PreparedRoute {
     pub(crate) injected_headers: Vec<HeaderName>,
     /// Query parameters the mapping injects (removed from the client's query first).
     pub(crate) injected_params: Vec<String>,
+    /// A remote MCP server whose token Latchkey manages ([`crate::managed`]).
+    pub(crate) managed: bool,
     cache: Mutex<Option<Arc<Prepared>>>,
 }
 
@@ -169,6 +242,7 @@ impl PreparedRoute {
             route: route.clone(),
             injected_headers,
             injected_params,
+            managed: false,
             cache: Mutex::new(None),
         }
     }

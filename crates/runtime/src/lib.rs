@@ -12,6 +12,7 @@ pub mod tray;
 pub mod view;
 
 mod hosts;
+mod servers;
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ use latchkey_store::{
 
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
+pub use servers::AddServer;
 pub use latchkey_store::{AuditPage, AuditRow};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
@@ -83,6 +85,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lock: InstanceLock,
+    /// Remote MCP servers (`[[servers]]`) and those being added.
+    servers: servers::Servers,
 }
 
 /// The running instance. Cheap to clone.
@@ -187,8 +191,10 @@ impl Latchkey {
             shutdown,
             tasks: Mutex::new(Vec::new()),
             lock,
+            servers: servers::Servers::default(),
         });
         let me = Self { inner };
+        me.restore_servers().await;
         if let Some(listeners) = proxy {
             me.serve(listeners).await?;
         }
@@ -244,6 +250,7 @@ impl Latchkey {
         )
         .map_err(RuntimeError::from)?
         .with_control(control::router(self.clone(), control_token));
+        self.route_servers(&state)?;
         self.watch_login_requests(state.login_needed());
         let me = self.clone();
         let shutdown = self.shutdown_signal();
@@ -371,6 +378,7 @@ impl Latchkey {
                 backend: self.inner.keychain.backend.clone(),
                 message: self.inner.keychain.message.clone(),
             },
+            servers: self.server_views(),
             now: (self.inner.clock)(),
         }
     }
@@ -641,7 +649,7 @@ impl Latchkey {
         services: &[String],
     ) -> Result<CreatedClient, RuntimeError> {
         for s in services {
-            if self.inner.config.service(s).is_none() {
+            if self.inner.config.service(s).is_none() && !self.servers().contains(s) {
                 return Err(RuntimeError::unknown_service(s));
             }
         }

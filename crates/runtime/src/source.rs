@@ -84,6 +84,9 @@ impl CredentialSource for SessionCredentials {
     ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
         let service = service.to_owned();
         Box::pin(async move {
+            if let Some(server) = self.lk.servers().get(&service) {
+                return self.lk.server_credentials(&server).await;
+            }
             let result = self.lk.inner.credentials.get(&service).await;
             if result.is_err() {
                 self.lk.changed();
@@ -92,11 +95,28 @@ impl CredentialSource for SessionCredentials {
         })
     }
 
+    fn upstream_refused(
+        &self,
+        service: &str,
+        used: &Arc<CredentialValues>,
+        refusal: latchkey_proxy::UpstreamRefusal,
+    ) -> BoxFuture<'_, Result<(), CredentialError>> {
+        let server = self.lk.servers().get(service);
+        let used = used.clone();
+        Box::pin(async move {
+            match server {
+                Some(server) => self.lk.server_refused(&server, &used, refusal).await,
+                None => Err(CredentialError::LoginRequired),
+            }
+        })
+    }
+
     fn status(&self) -> serde_json::Value {
         let overview = self.lk.overview();
         serde_json::json!({
             "accounts": overview.accounts,
             "services": overview.services,
+            "servers": overview.servers,
             "keychain": overview.keychain,
             "now": overview.now,
         })

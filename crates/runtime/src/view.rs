@@ -17,6 +17,8 @@ pub struct Overview {
     pub proxy: ProxyView,
     /// The keychain's health at start.
     pub keychain: KeychainView,
+    /// Remote MCP servers Latchkey signs in to (`[[servers]]`), and those being added.
+    pub servers: Vec<ServerView>,
     /// Server time, unix seconds, so the UI's countdown does not drift.
     pub now: i64,
 }
@@ -65,6 +67,29 @@ impl LoginFailure {
     pub fn is_cancel(&self) -> bool {
         crate::error::CANCEL_CODES.contains(&self.code.as_str())
     }
+}
+
+/// A remote MCP server Latchkey is the OAuth client of. No secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerView {
+    /// Its name: the proxy path `/{name}/...`.
+    pub name: String,
+    /// The MCP endpoint as given.
+    pub url: String,
+    /// Where hosts reach it through the proxy (`{proxy}/{name}{url path}`).
+    pub proxy_url: String,
+    /// The authorization server's issuer, once discovered.
+    pub issuer: Option<String>,
+    /// `ready`, `needs_login`, `needs_step_up`, `logging_in` or `failing`.
+    pub state: String,
+    /// When the access token expires, unix seconds (renewed automatically while `ready`).
+    pub expires_at: Option<i64>,
+    /// Scopes granted (or asked for).
+    pub scopes: Vec<String>,
+    /// What to do when not `ready`, or why the last login failed.
+    pub message: Option<String>,
+    /// Why the last login failed, until the next one starts or one succeeds.
+    pub last_login_error: Option<LoginFailure>,
 }
 
 /// The proxy listener.

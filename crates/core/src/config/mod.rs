@@ -616,10 +616,10 @@ pub fn check_server_url(url: &Url, allow_insecure_loopback: bool) -> Result<(), 
             "remove the credentials from the URL; secrets never go in this file".to_owned(),
         ));
     }
-    if url.fragment().is_some() || url.host().is_none() {
+    if url.fragment().is_some() || url.query().is_some() || url.host().is_none() {
         return Err((
-            format!("server url `{url}` has a fragment or no host"),
-            "give the MCP endpoint's URL without `#...`".to_owned(),
+            format!("server url `{url}` has a query, a fragment or no host"),
+            "give the MCP endpoint's URL without `?...` or `#...`".to_owned(),
         ));
     }
     match url.scheme() {

@@ -489,6 +489,12 @@ impl RemoteServer {
         }
     }
 
+    /// The server refused a token that was just refreshed: only a new login helps.
+    pub fn refused_after_refresh(&self) {
+        warn!(server = %self.settings.name, "a refreshed token was refused: sign in again");
+        self.lock().login_required = true;
+    }
+
     /// The server answered `403` with `error="insufficient_scope"` asking for `wanted`: the
     /// next login asks for the union with what was granted. Returns the union.
     pub fn step_up(&self, wanted: &[String]) -> Vec<String> {

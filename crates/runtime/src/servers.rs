@@ -1,0 +1,496 @@
+//! Remote MCP servers in the running instance (PROTOCOL §6): adding one by URL (discovery,
+//! registration and the login, the `[[servers]]` entry written only once the login succeeded),
+//! logging in again or stepping up, removing (revocation, keychain wipe, entry removed), each
+//! applied to the proxy at once, and the answers the proxy needs when a server refuses a token.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use url::Url;
+
+use latchkey_core::config::{self, Name, ServerSettings};
+use latchkey_core::credentials::CredentialValues;
+use latchkey_core::remote::{RemoteError, RemoteServer, ServerState};
+use latchkey_proxy::{CredentialError, ProxyState, UpstreamRefusal};
+
+use crate::view::{LoginFailure, ServerView};
+use crate::{Latchkey, RuntimeError};
+
+/// What adding a server needs besides its URL.
+#[derive(Debug, Clone, Default)]
+pub struct AddServer {
+    /// The proxy name (default: from the URL's host).
+    pub name: Option<String>,
+    /// A client id registered beforehand at the server's authorization server.
+    pub client_id: Option<String>,
+    /// Allow plain `http://` on loopback hosts (local servers, tests).
+    pub allow_insecure_loopback: bool,
+}
+
+/// The instance's remote servers.
+#[derive(Default)]
+pub(crate) struct Servers {
+    /// Configured servers (in the file), by name.
+    ready: RwLock<BTreeMap<String, Arc<RemoteServer>>>,
+    /// Servers being added: listed, not yet in the file or the proxy.
+    adding: RwLock<BTreeMap<String, Arc<RemoteServer>>>,
+    /// Pending logins by server name.
+    logins: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The last login failure per server, until its next login starts or succeeds.
+    errors: Mutex<HashMap<String, LoginFailure>>,
+    /// The proxy, once serving, to add and remove routes.
+    pub(crate) proxy: Mutex<Option<ProxyState>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Servers {
+    /// The configured server named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<RemoteServer>> {
+        read(&self.ready).get(name).cloned()
+    }
+
+    /// Whether a configured server has this name.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        read(&self.ready).contains_key(name)
+    }
+}
+
+fn remote_error(e: &RemoteError) -> RuntimeError {
+    RuntimeError::new(e.code(), e.to_string())
+}
+
+fn unknown_server(name: &str) -> RuntimeError {
+    RuntimeError::new(
+        "unknown_server",
+        format!("no remote MCP server `{name}`: see `latchkey server list`"),
+    )
+}
+
+/// The proxy route of a server: its origin, with `Authorization: Bearer <access token>`.
+fn route(settings: &ServerSettings) -> Result<latchkey_proxy::Route, RuntimeError> {
+    let mut origin = settings.url.clone();
+    origin.set_path("/");
+    origin.set_query(None);
+    let injection = latchkey_proxy::Injection {
+        credential: latchkey_core::remote::ACCESS_TOKEN.to_owned(),
+        target: latchkey_proxy::InjectTarget::header("Authorization", "Bearer ")?,
+    };
+    Ok(latchkey_proxy::Route::new(
+        settings.name.as_str(),
+        origin,
+        vec![injection],
+    )?)
+}
+
+/// A name from the URL's host: `mcp.linear.app` → `linear`; an IP address → `mcp`.
+fn default_name(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        _ => return "mcp".to_owned(),
+    };
+    let label = host
+        .split('.')
+        .find(|l| !matches!(*l, "mcp" | "www" | "api"))
+        .unwrap_or("mcp");
+    let name: String = label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "mcp".to_owned()
+    } else {
+        name
+    }
+}
+
+impl Latchkey {
+    pub(crate) fn servers(&self) -> &Servers {
+        &self.inner.servers
+    }
+
+    /// Loads the configured servers' registrations and tokens from the keychain (no network).
+    pub(crate) async fn restore_servers(&self) {
+        for settings in &self.inner.config.servers {
+            let server = match RemoteServer::new(settings.clone(), self.inner.vault.clone()) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    warn!(server = %settings.name, code = e.code(), "server not loaded");
+                    continue;
+                }
+            };
+            if let Err(e) = server.restore().await {
+                warn!(server = %settings.name, code = e.code(), "server tokens not restored");
+            }
+            write(&self.servers().ready).insert(settings.name.to_string(), server);
+        }
+    }
+
+    /// Adds every configured server's route to a proxy that starts serving.
+    pub(crate) fn route_servers(&self, proxy: &ProxyState) -> Result<(), RuntimeError> {
+        for server in read(&self.servers().ready).values() {
+            proxy.add_server_route(route(server.settings())?)?;
+        }
+        *lock(&self.servers().proxy) = Some(proxy.clone());
+        Ok(())
+    }
+
+    /// The servers for the overview.
+    pub fn server_views(&self) -> Vec<ServerView> {
+        let proxy = self.proxy_url();
+        let errors = lock(&self.servers().errors).clone();
+        let view = |server: &Arc<RemoteServer>| {
+            let status = server.status();
+            let settings = server.settings();
+            let name = settings.name.to_string();
+            let last_login_error = errors.get(&name).cloned();
+            let message = match (&status.state, &last_login_error) {
+                (ServerState::Ready, _) => None,
+                (_, Some(failure)) if !failure.is_cancel() => Some(failure.message.clone()),
+                _ => status.message.clone(),
+            };
+            ServerView {
+                proxy_url: format!(
+                    "{proxy}/{name}{}",
+                    settings.url.path().trim_end_matches('/')
+                ),
+                url: settings.url.to_string(),
+                issuer: status.issuer,
+                state: status.state.as_str().to_owned(),
+                expires_at: status.expires_at,
+                scopes: status.scopes,
+                message,
+                last_login_error,
+                name,
+            }
+        };
+        let mut views: Vec<ServerView> = read(&self.servers().ready).values().map(view).collect();
+        views.extend(read(&self.servers().adding).values().map(view));
+        views
+    }
+
+    /// Adds a remote MCP server by URL with default settings; see [`Latchkey::add_server_with`].
+    pub async fn add_server(&self, url: &str, name: Option<&str>) -> Result<Url, RuntimeError> {
+        let options = AddServer {
+            name: name.map(str::to_owned),
+            ..AddServer::default()
+        };
+        self.add_server_with(url, options).await
+    }
+
+    /// Adds a remote MCP server by URL: discovers its authorization server, registers, and
+    /// returns the authorization URL to open. The login completes in the background (watch
+    /// [`Latchkey::subscribe`], or [`Latchkey::wait_server_login`]); only then is the
+    /// `[[servers]]` entry written and the proxy route served. Any refusal stores nothing and
+    /// carries the engine's code (`mcp_oauth_*`).
+    pub async fn add_server_with(
+        &self,
+        url: &str,
+        options: AddServer,
+    ) -> Result<Url, RuntimeError> {
+        let url = Url::parse(url.trim()).map_err(|e| {
+            RuntimeError::new(
+                "mcp_oauth_invalid_server_url",
+                format!("`{url}` is not a URL ({e}); give the MCP server's full https:// URL"),
+            )
+        })?;
+        config::check_server_url(&url, options.allow_insecure_loopback).map_err(
+            |(message, fix)| {
+                RuntimeError::new("mcp_oauth_invalid_server_url", format!("{message}: {fix}"))
+            },
+        )?;
+        let name = options.name.unwrap_or_else(|| default_name(&url));
+        let name = Name::parse(&name).map_err(RuntimeError::invalid_input)?;
+        self.check_free_name(name.as_str())?;
+        let settings = ServerSettings {
+            name: name.clone(),
+            url,
+            client_id: options.client_id.filter(|c| !c.trim().is_empty()),
+            scopes: None,
+            allow_insecure_loopback: options.allow_insecure_loopback,
+        };
+        let server = Arc::new(
+            RemoteServer::new(settings, self.inner.vault.clone()).map_err(|e| remote_error(&e))?,
+        );
+        lock(&self.servers().errors).remove(name.as_str());
+        let pending = server.begin_login().await.map_err(|e| remote_error(&e))?;
+        let authorize_url = pending.authorize_url().clone();
+        write(&self.servers().adding).insert(name.to_string(), server.clone());
+        let me = self.clone();
+        let key = name.to_string();
+        let task = tokio::spawn(async move {
+            let result = match server.complete_login(pending).await {
+                Ok(()) => me.commit_server(&server).await,
+                Err(e) => Err(remote_error(&e)),
+            };
+            write(&me.servers().adding).remove(&key);
+            if let Err(e) = result {
+                me.server_login_failed(&key, e);
+            }
+            lock(&me.servers().logins).remove(&key);
+            me.changed();
+        });
+        lock(&self.servers().logins).insert(name.to_string(), task);
+        self.changed();
+        Ok(authorize_url)
+    }
+
+    /// Refuses a name already used by a service, a server, or a server being added.
+    fn check_free_name(&self, name: &str) -> Result<(), RuntimeError> {
+        let taken = self.inner.config.service(name).is_some()
+            || self.servers().contains(name)
+            || read(&self.servers().adding).contains_key(name)
+            || name.eq_ignore_ascii_case("v1");
+        if taken {
+            return Err(RuntimeError::new(
+                "server_exists",
+                format!(
+                    "the name `{name}` is taken by a service or another server: choose another with --name"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a successful first login: the config entry, then the route. A failure wipes the
+    /// tokens just stored, so nothing is left of a server that was not added.
+    async fn commit_server(&self, server: &Arc<RemoteServer>) -> Result<(), RuntimeError> {
+        let path = self.inner.paths.config_file();
+        let settings = server.settings().clone();
+        let written =
+            tokio::task::spawn_blocking(move || config::edit::add_server(&path, &settings))
+                .await
+                .map_err(|e| RuntimeError::internal(e.to_string()))
+                .and_then(|r| r.map_err(RuntimeError::from));
+        let routed = written.and_then(|_| {
+            if let Some(proxy) = lock(&self.servers().proxy).as_ref() {
+                proxy.add_server_route(route(server.settings())?)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = routed {
+            if let Err(wipe) = server.remove().await {
+                warn!(
+                    server = server.name(),
+                    code = wipe.code(),
+                    "tokens of a server not added were not wiped"
+                );
+            }
+            return Err(e);
+        }
+        write(&self.servers().ready).insert(server.name().to_owned(), server.clone());
+        info!(server = server.name(), "remote MCP server added");
+        Ok(())
+    }
+
+    fn server_login_failed(&self, name: &str, e: RuntimeError) {
+        warn!(server = name, code = %e.code, "server login failed");
+        lock(&self.servers().errors).insert(
+            name.to_owned(),
+            LoginFailure {
+                code: e.code,
+                message: e.message,
+                at: (self.inner.clock)(),
+            },
+        );
+    }
+
+    /// Logs in to a configured server again (after `needs_login`, or to grant the scopes a
+    /// step-up asks for). Returns the authorization URL; completes in the background.
+    pub async fn server_login(&self, name: &str) -> Result<Url, RuntimeError> {
+        let server = self
+            .servers()
+            .get(name)
+            .ok_or_else(|| unknown_server(name))?;
+        self.cancel_server_login(name);
+        lock(&self.servers().errors).remove(name);
+        let pending = server.begin_login().await.map_err(|e| {
+            let e = remote_error(&e);
+            self.server_login_failed(name, e.clone());
+            self.changed();
+            e
+        })?;
+        let authorize_url = pending.authorize_url().clone();
+        let me = self.clone();
+        let key = name.to_owned();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.complete_login(pending).await {
+                me.server_login_failed(&key, remote_error(&e));
+            }
+            lock(&me.servers().logins).remove(&key);
+            me.changed();
+        });
+        lock(&self.servers().logins).insert(name.to_owned(), task);
+        self.changed();
+        Ok(authorize_url)
+    }
+
+    /// Stops a pending server login (the person closed the login window). A server being added
+    /// is forgotten; nothing of it was stored.
+    pub fn cancel_server_login(&self, name: &str) {
+        let task = lock(&self.servers().logins).remove(name);
+        if let Some(task) = task {
+            task.abort();
+            if let Some(server) = write(&self.servers().adding).remove(name) {
+                server.login_ended();
+            }
+            if let Some(server) = self.servers().get(name) {
+                server.login_ended();
+            }
+            self.server_login_failed(
+                name,
+                RuntimeError::new(
+                    "login_cancelled",
+                    format!("the sign-in to the MCP server `{name}` was cancelled"),
+                ),
+            );
+            self.changed();
+        }
+    }
+
+    /// Waits for a pending server login (add or re-login) to end; an error says why it failed.
+    pub async fn wait_server_login(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut changes = self.subscribe();
+        while lock(&self.servers().logins).contains_key(name) {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        let ready = self
+            .servers()
+            .get(name)
+            .is_some_and(|s| s.status().state == ServerState::Ready);
+        match lock(&self.servers().errors).get(name) {
+            _ if ready => Ok(()),
+            Some(failure) => Err(RuntimeError::new(
+                failure.code.clone(),
+                failure.message.clone(),
+            )),
+            None => Err(RuntimeError::new(
+                "login_failed",
+                format!("the sign-in to the MCP server `{name}` did not complete; try again"),
+            )),
+        }
+    }
+
+    /// Removes a server: revokes its tokens (RFC 7009, where advertised), deletes every keychain
+    /// entry of it, stops its route and removes its `[[servers]]` entry. Returns a note when the
+    /// tokens could not be revoked.
+    pub async fn remove_server(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        self.cancel_server_login(name);
+        let server = self
+            .servers()
+            .get(name)
+            .ok_or_else(|| unknown_server(name))?;
+        let note = server.remove().await.map_err(|e| remote_error(&e))?;
+        if let Some(proxy) = lock(&self.servers().proxy).as_ref() {
+            proxy.remove_server_route(name);
+        }
+        let path = self.inner.paths.config_file();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || config::edit::remove_server(&path, &owned))
+            .await
+            .map_err(|e| RuntimeError::internal(e.to_string()))??;
+        write(&self.servers().ready).remove(name);
+        lock(&self.servers().errors).remove(name);
+        info!(
+            server = name,
+            revoked = note.is_none(),
+            "remote MCP server removed"
+        );
+        self.changed();
+        Ok(note)
+    }
+
+    /// The token of a server's route, for the proxy.
+    pub(crate) async fn server_credentials(
+        &self,
+        server: &RemoteServer,
+    ) -> Result<Arc<CredentialValues>, CredentialError> {
+        let result = server.credentials().await;
+        if result.is_err() {
+            self.changed();
+        }
+        result.map_err(|e| credential_error(server, &e))
+    }
+
+    /// A server refused a token: refresh once, or say what the person must do.
+    pub(crate) async fn server_refused(
+        &self,
+        server: &RemoteServer,
+        used: &Arc<CredentialValues>,
+        refusal: UpstreamRefusal,
+    ) -> Result<(), CredentialError> {
+        let result = match refusal {
+            UpstreamRefusal::Unauthorized { retried: false } => server.rejected(used).await,
+            UpstreamRefusal::InsufficientScope { scopes } => {
+                let scopes = server.step_up(&scopes);
+                Err(RemoteError::StepUpRequired {
+                    server: server.name().to_owned(),
+                    scopes,
+                })
+            }
+            _ => {
+                server.refused_after_refresh();
+                Err(RemoteError::LoginRequired {
+                    server: server.name().to_owned(),
+                })
+            }
+        };
+        self.changed();
+        result.map_err(|e| credential_error(server, &e))
+    }
+}
+
+fn credential_error(server: &RemoteServer, e: &RemoteError) -> CredentialError {
+    let name = server.name().to_owned();
+    match e {
+        RemoteError::StepUpRequired { scopes, .. } => CredentialError::ServerStepUpRequired {
+            server: name,
+            scopes: scopes.clone(),
+        },
+        RemoteError::Vault(_) => CredentialError::KeychainUnavailable,
+        _ => CredentialError::ServerLoginRequired { server: name },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_name_comes_from_the_host() {
+        let name = |u: &str| default_name(&Url::parse(u).expect("url"));
+        assert_eq!(name("https://mcp.linear.app/mcp"), "linear");
+        assert_eq!(name("https://api.githubcopilot.com/mcp/"), "githubcopilot");
+        assert_eq!(name("https://docs.example.com/mcp"), "docs");
+        assert_eq!(name("http://127.0.0.1:8080/mcp"), "mcp");
+    }
+
+    #[test]
+    fn a_server_is_routed_at_its_origin_with_a_bearer_token() {
+        let settings = ServerSettings {
+            name: Name::parse("linear").expect("name"),
+            url: Url::parse("https://mcp.linear.app/mcp").expect("url"),
+            client_id: None,
+            scopes: None,
+            allow_insecure_loopback: false,
+        };
+        let route = route(&settings).expect("route");
+        assert_eq!(route.upstream.as_str(), "https://mcp.linear.app/");
+        assert_eq!(route.service, "linear");
+    }
+}
