@@ -1,7 +1,11 @@
-//! The one-shot loopback listener the identity provider redirects the browser to
-//! (`http://127.0.0.1:{port}/oauth/callback`, RFC 8252 §7.3). It accepts exactly one callback
-//! with the right `state`: a request without `state` or with another one is answered and ignored
-//! (a stray tab must not end the login); once a valid callback arrived, any further one is refused.
+//! The one-shot loopback listener a provider redirects the browser to
+//! (`http://127.0.0.1:{port}/oauth/callback`, RFC 8252 §7.3), shared by the account login and the
+//! login to a remote MCP server's authorization server. It accepts exactly one callback with the
+//! right `state` (compared in constant time): a request without `state` or with another one is
+//! answered and ignored (a stray tab must not end the login); once a valid callback arrived, any
+//! further one is refused. It hands back the code, or the provider's error, together with the
+//! `iss` parameter (RFC 9207), which the caller checks against the issuer it expects before it
+//! believes either.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +19,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 
-use super::LoginError;
 use crate::secret::{Secret, ct_eq_str};
 
 /// How long a `state` stays valid.
@@ -24,10 +27,41 @@ pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The callback path of the redirect URI.
 pub const CALLBACK_PATH: &str = "/oauth/callback";
 
-type Outcome = Result<Secret, LoginError>;
+/// What the provider sent back with the right `state`. `Debug` shows no code.
+#[derive(Debug)]
+pub struct Callback {
+    /// The authorization code, on success.
+    pub code: Option<Secret>,
+    /// The provider's `error` and `error_description` (shortened), on failure.
+    pub error: Option<(String, Option<String>)>,
+    /// The `iss` parameter (RFC 9207), when the provider sent one.
+    pub iss: Option<String>,
+}
+
+/// Why no callback came.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallbackError {
+    /// The loopback port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port} ({reason})")]
+    Listener {
+        /// The port asked for (0: any).
+        port: u16,
+        /// The OS error kind.
+        reason: String,
+    },
+    /// The valid callback arrived after the `state` expired.
+    #[error("the login took longer than allowed and expired")]
+    Expired,
+    /// The listener was stopped before a callback arrived.
+    #[error("the login was cancelled")]
+    Cancelled,
+}
+
+type Outcome = Result<Callback, CallbackError>;
 
 struct Shared {
-    state: String,
+    state: Secret,
     created: Instant,
     lifetime: Duration,
     /// Taken by the first callback with the right state; `None` afterwards (replays).
@@ -38,16 +72,23 @@ struct Shared {
 pub struct Listener {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Resolves with the authorization code, or why there is none.
     outcome: oneshot::Receiver<Outcome>,
     _stop: oneshot::Sender<()>,
 }
 
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Listener {
-    /// Waits for the callback's outcome, then stops the listener (a replay finds nobody).
+    /// Waits for the callback, then stops the listener (a replay finds nobody).
     pub async fn wait(self) -> Outcome {
         let Self { outcome, _stop, .. } = self;
-        let result = outcome.await.map_err(|_| LoginError::Cancelled)?;
+        let result = outcome.await.map_err(|_| CallbackError::Cancelled)?;
         drop(_stop);
         result
     }
@@ -55,19 +96,19 @@ impl Listener {
 
 /// Binds `127.0.0.1:{port}` (0: any free port) and serves until one valid callback arrived or
 /// the returned [`Listener`] is dropped.
-pub async fn listen(port: u16, state: String, lifetime: Duration) -> Result<Listener, LoginError> {
+pub async fn listen(
+    port: u16,
+    state: Secret,
+    lifetime: Duration,
+) -> Result<Listener, CallbackError> {
+    let failed = |e: std::io::Error| CallbackError::Listener {
+        port,
+        reason: e.kind().to_string(),
+    };
     let socket = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|e| LoginError::CallbackListener {
-            port,
-            reason: e.kind().to_string(),
-        })?;
-    let addr = socket
-        .local_addr()
-        .map_err(|e| LoginError::CallbackListener {
-            port,
-            reason: e.kind().to_string(),
-        })?;
+        .map_err(failed)?;
+    let addr = socket.local_addr().map_err(failed)?;
     let (tx, outcome) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let shared = Arc::new(Shared {
@@ -105,7 +146,7 @@ async fn callback(
             "This sign-in answer has no state parameter; Latchkey ignored it. Finish signing in in the window Latchkey opened.",
         );
     };
-    if !ct_eq_str(state, &shared.state) {
+    if !ct_eq_str(state, shared.state.expose()) {
         return page(
             StatusCode::BAD_REQUEST,
             "This sign-in answer belongs to another login; Latchkey ignored it.",
@@ -122,42 +163,35 @@ async fn callback(
         );
     };
     if shared.created.elapsed() > shared.lifetime {
-        let _ = sender.send(Err(LoginError::StateExpired));
+        let _ = sender.send(Err(CallbackError::Expired));
         return page(
             StatusCode::BAD_REQUEST,
-            "This login took longer than 10 minutes and expired. Start a new login from Latchkey.",
+            "This login took too long and expired. Start a new login from Latchkey.",
         );
     }
-    if let Some(error) = query.get("error") {
-        let description = query
-            .get("error_description")
-            .map(|d| d.chars().take(300).collect::<String>());
-        let denied = error == "access_denied";
-        let _ = sender.send(Err(LoginError::Authorization {
-            error: error.chars().take(64).collect(),
-            description,
-        }));
-        return page(
-            StatusCode::OK,
-            if denied {
-                "Sign-in was cancelled. You can close this window."
-            } else {
-                "The identity provider refused the sign-in. Latchkey shows why; you can close this window."
-            },
-        );
-    }
-    let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
-        let _ = sender.send(Err(LoginError::CallbackMalformed));
-        return page(
-            StatusCode::BAD_REQUEST,
-            "The identity provider's answer had no authorization code. Start a new login from Latchkey.",
-        );
+    let error = query.get("error").map(|e| {
+        (
+            e.chars().take(64).collect::<String>(),
+            query
+                .get("error_description")
+                .map(|d| d.chars().take(300).collect::<String>()),
+        )
+    });
+    let message = match &error {
+        Some((e, _)) if e == "access_denied" => "Sign-in was cancelled. You can close this window.",
+        Some(_) => "The sign-in was refused. Latchkey shows why; you can close this window.",
+        // The code still has to be exchanged and the tokens checked: Latchkey says how that went.
+        None => "Latchkey received your sign-in. You can close this window and return to Latchkey.",
     };
-    let _ = sender.send(Ok(Secret::new(code.clone())));
-    page(
-        StatusCode::OK,
-        "You are signed in to Latchkey. You can close this window.",
-    )
+    let _ = sender.send(Ok(Callback {
+        code: query
+            .get("code")
+            .filter(|c| !c.is_empty())
+            .map(|c| Secret::new(c.clone())),
+        error,
+        iss: query.get("iss").cloned(),
+    }));
+    page(StatusCode::OK, message)
 }
 
 fn page(status: StatusCode, message: &str) -> Response {

@@ -28,6 +28,9 @@ pub struct Metadata {
     /// PKCE methods, when advertised.
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// The provider puts `iss` in its authorization responses (RFC 9207).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
     /// Client authentication methods of the token endpoint, when advertised (RFC 8414 says
     /// `client_secret_basic` when absent).
     #[serde(default)]

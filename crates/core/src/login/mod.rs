@@ -228,6 +228,25 @@ pub enum LoginError {
     /// The login was cancelled before it completed.
     #[error("the login was cancelled")]
     Cancelled,
+    /// The callback's `iss` (RFC 9207) names another issuer: the answer may come from another
+    /// provider the browser was sent to (a mix-up attack).
+    #[error(
+        "the sign-in answer came from `{found}`, not from this account's identity provider `{expected}`; log in again, and check `issuer` if it happens again"
+    )]
+    CallbackIssuerMismatch {
+        /// The issuer the account expects.
+        expected: String,
+        /// What the callback said, shortened.
+        found: String,
+    },
+    /// The provider promises `iss` in its answers (RFC 9207), and this answer has none.
+    #[error(
+        "the sign-in answer lacks the `iss` parameter that `{expected}` promises to send; log in again"
+    )]
+    CallbackIssuerMissing {
+        /// The issuer the account expects.
+        expected: String,
+    },
     /// The provider refused a token request.
     #[error("the identity provider refused the request ({error}){}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     TokenEndpoint {
@@ -297,6 +316,8 @@ impl LoginError {
             Self::CallbackMalformed => "callback_malformed",
             Self::StateExpired => "login_expired",
             Self::Cancelled => "login_cancelled",
+            Self::CallbackIssuerMismatch { .. } => "callback_iss_mismatch",
+            Self::CallbackIssuerMissing { .. } => "callback_iss_missing",
             Self::TokenEndpoint { .. } => "token_request_failed",
             Self::Token(e) => e.code(),
             Self::Unsupported(_) => "idp_unsupported",
@@ -804,7 +825,9 @@ pub async fn start_with_lifetime(
 ) -> Result<LoginAttempt, LoginError> {
     let state = CsrfToken::new_random();
     let nonce = CsrfToken::new_random().secret().clone();
-    let listener = callback::listen(callback_port, state.secret().clone(), lifetime).await?;
+    let listener = callback::listen(callback_port, Secret::new(state.secret().clone()), lifetime)
+        .await
+        .map_err(callback_error)?;
     let redirect = RedirectUrl::new(format!(
         "http://127.0.0.1:{}{}",
         listener.addr.port(),
@@ -867,7 +890,12 @@ impl LoginAttempt {
             auth,
             ..
         } = self;
-        let code = listener.wait().await?;
+        let answer = listener.wait().await.map_err(callback_error)?;
+        provider.check_callback_issuer(answer.iss.as_deref())?;
+        if let Some((error, description)) = answer.error {
+            return Err(LoginError::Authorization { error, description });
+        }
+        let code = answer.code.ok_or(LoginError::CallbackMalformed)?;
         let code = AuthorizationCode::new(code.expose().to_owned());
         let oauth = provider.oauth(&auth);
         let mut request = oauth
@@ -888,6 +916,38 @@ impl LoginAttempt {
         provider
             .validate(answer, IdTokenRule::Login { nonce: &nonce })
             .await
+    }
+}
+
+fn callback_error(e: callback::CallbackError) -> LoginError {
+    match e {
+        callback::CallbackError::Listener { port, reason } => {
+            LoginError::CallbackListener { port, reason }
+        }
+        callback::CallbackError::Expired => LoginError::StateExpired,
+        _ => LoginError::Cancelled,
+    }
+}
+
+impl Provider {
+    /// RFC 9207 §2.4: an `iss` in the callback must be this provider's issuer; a provider that
+    /// advertises `authorization_response_iss_parameter_supported` must send it. Checked before
+    /// the code or the error of the answer is believed.
+    fn check_callback_issuer(&self, iss: Option<&str>) -> Result<(), LoginError> {
+        let metadata = &self.inner.metadata;
+        match iss {
+            Some(iss) if iss == metadata.issuer => Ok(()),
+            Some(iss) => Err(LoginError::CallbackIssuerMismatch {
+                expected: metadata.issuer.clone(),
+                found: shorten(iss),
+            }),
+            None if metadata.authorization_response_iss_parameter_supported => {
+                Err(LoginError::CallbackIssuerMissing {
+                    expected: metadata.issuer.clone(),
+                })
+            }
+            None => Ok(()),
+        }
     }
 }
 

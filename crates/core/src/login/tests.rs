@@ -156,6 +156,15 @@ async fn start_idp() -> TestIdp {
 /// A provider whose discovery lists `auth_methods` as `token_endpoint_auth_methods_supported`
 /// (absent when `None`).
 async fn start_idp_advertising(auth_methods: Option<&[&str]>) -> TestIdp {
+    start_idp_with(auth_methods.map_or_else(
+        || json!({}),
+        |m| json!({ "token_endpoint_auth_methods_supported": m }),
+    ))
+    .await
+}
+
+/// A provider whose discovery document also carries the members of `extra`.
+async fn start_idp_with(extra: Value) -> TestIdp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -169,9 +178,7 @@ async fn start_idp_advertising(auth_methods: Option<&[&str]>) -> TestIdp {
         "revocation_endpoint": format!("{issuer}/revoke"),
         "code_challenge_methods_supported": ["S256"],
     });
-    if let Some(methods) = auth_methods {
-        discovery["token_endpoint_auth_methods_supported"] = json!(methods);
-    }
+    discovery = merged(discovery, Some(&extra));
     let iss = issuer.clone();
     let app = Router::new()
         .route(
@@ -479,6 +486,63 @@ async fn callback(url: &str) -> reqwest::StatusCode {
         .status()
 }
 
+/// Starts a login at `provider`, answers its callback with `extra` query parameters, and returns
+/// how the login ended.
+async fn login_answered_with(
+    idp: &TestIdp,
+    provider: &Provider,
+    extra: &str,
+) -> Result<TokenSet, LoginError> {
+    let attempt = start(provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
+    let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
+    idp.seen.lock().expect("lock").nonce = Some(q["nonce"].clone());
+    let finish = tokio::spawn(attempt.finish());
+    assert_eq!(
+        callback(&format!(
+            "{}?code=c&state={}{extra}",
+            q["redirect_uri"], q["state"]
+        ))
+        .await,
+        200
+    );
+    finish.await.expect("join")
+}
+
+#[tokio::test]
+async fn the_callback_iss_must_name_the_provider_before_its_code_is_used() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let mixed_up = login_answered_with(&idp, &provider, "&iss=https%3A%2F%2Fevil.example")
+        .await
+        .expect_err("another issuer's answer");
+    assert_eq!(mixed_up.code(), "callback_iss_mismatch");
+    assert!(
+        idp.seen.lock().expect("lock").token_forms.is_empty(),
+        "the code of a mixed-up answer is never exchanged"
+    );
+    let iss: String = url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect();
+    login_answered_with(&idp, &provider, &format!("&iss={iss}"))
+        .await
+        .expect("the provider's own iss");
+    login_answered_with(&idp, &provider, "")
+        .await
+        .expect("no iss from a provider that does not promise one");
+
+    let promising =
+        start_idp_with(json!({ "authorization_response_iss_parameter_supported": true })).await;
+    let provider = Provider::discover(http(), settings(&promising.issuer))
+        .await
+        .expect("discover");
+    let missing = login_answered_with(&promising, &provider, "")
+        .await
+        .expect_err("iss promised, not sent");
+    assert_eq!(missing.code(), "callback_iss_missing");
+}
+
 #[tokio::test]
 async fn auth0_style_audience_goes_on_the_authorization_request_only() {
     let idp = start_idp().await;
@@ -496,11 +560,18 @@ async fn auth0_style_audience_goes_on_the_authorization_request_only() {
         .expect("start");
     let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
     assert_eq!(q["audience"], AUDIENCE, "Auth0 reads `audience`");
-    assert!(!q.contains_key("resource"), "no RFC 8707 parameter beside it");
+    assert!(
+        !q.contains_key("resource"),
+        "no RFC 8707 parameter beside it"
+    );
     idp.seen.lock().expect("lock").nonce = Some(q["nonce"].clone());
     let finish = tokio::spawn(attempt.finish());
     assert_eq!(
-        callback(&format!("{}?code=c&state={}", q["redirect_uri"], q["state"])).await,
+        callback(&format!(
+            "{}?code=c&state={}",
+            q["redirect_uri"], q["state"]
+        ))
+        .await,
         200
     );
     finish.await.expect("join").expect("login");

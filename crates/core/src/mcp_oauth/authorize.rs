@@ -9,12 +9,12 @@ use std::time::Duration;
 use oauth2::{CsrfToken, PkceCodeChallenge};
 use url::Url;
 
-use super::callback::{self, CALLBACK_PATH};
 use super::fetch::Fetcher;
 use super::metadata::AuthorizationServer;
 use super::registration::ClientRegistration;
 use super::tokens::{self, TokenClient, TokenSet};
 use super::{McpOAuthError, shorten};
+use crate::login::callback::{self, CALLBACK_PATH, CallbackError};
 use crate::secret::Secret;
 
 /// How long a `state` stays valid.
@@ -71,7 +71,8 @@ pub async fn start(
         Secret::new(state.secret().clone()),
         request.state_lifetime,
     )
-    .await?;
+    .await
+    .map_err(callback_error)?;
     let redirect_uri = format!("http://127.0.0.1:{}{CALLBACK_PATH}", listener.addr.port());
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut url = request.server.authorization_endpoint.clone();
@@ -127,7 +128,7 @@ impl AuthorizationAttempt {
             listener,
             ..
         } = self;
-        let answer = listener.wait().await?;
+        let answer = listener.wait().await.map_err(callback_error)?;
         check_issuer(&server, answer.iss.as_deref())?;
         if let Some((error, description)) = answer.error {
             return Err(McpOAuthError::Authorization { error, description });
@@ -139,6 +140,16 @@ impl AuthorizationAttempt {
             resource: &resource,
         };
         tokens::exchange_code(&fetcher, &target, &code, &verifier, &redirect_uri).await
+    }
+}
+
+fn callback_error(e: CallbackError) -> McpOAuthError {
+    match e {
+        CallbackError::Listener { port, reason } => {
+            McpOAuthError::CallbackListener { port, reason }
+        }
+        CallbackError::Expired => McpOAuthError::StateExpired,
+        _ => McpOAuthError::Cancelled,
     }
 }
 

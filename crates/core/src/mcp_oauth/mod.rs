@@ -7,7 +7,6 @@
 //! ([`McpOAuthError::code`]). Persisting tokens and wiring the proxy are the callers' business.
 
 pub mod authorize;
-mod callback;
 pub mod challenge;
 mod error;
 pub mod fetch;
