@@ -120,6 +120,12 @@ pub enum Command {
         /// Client name.
         client: String,
     },
+    /// Remote MCP servers that sign in with OAuth, Latchkey being their client.
+    Server {
+        /// What to do.
+        #[command(subcommand)]
+        action: ServerAction,
+    },
     /// Print the MCP host configuration that reaches a service through Latchkey.
     McpConfig {
         /// Local client the host authenticates as.
@@ -227,6 +233,48 @@ pub enum ClientAction {
     /// Revoke a client and all its tokens.
     Revoke {
         /// Client name.
+        name: String,
+    },
+}
+
+/// `latchkey server …`
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// Add a remote MCP server by URL: discover its authorization server, register, sign in
+    /// (system browser; prints the URL when it cannot), then save it in the configuration.
+    Add {
+        /// The MCP endpoint, e.g. https://mcp.example.com/mcp.
+        url: String,
+        /// Its name in Latchkey: hosts reach it at /<name>/... (default: from the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// A client id registered beforehand at its authorization server.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Only print the URL; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Allow plain http:// on a loopback host (local servers and tests only).
+        #[arg(long)]
+        allow_insecure_loopback: bool,
+    },
+    /// List remote servers with their state, token expiry and authorization server.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign in to a server again (after it needs a login, or to grant more permissions).
+    Login {
+        /// Server name.
+        name: String,
+        /// Only print the URL; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Revoke a server's tokens, delete its keychain entries and remove it from the configuration.
+    Remove {
+        /// Server name.
         name: String,
     },
 }

@@ -46,6 +46,10 @@ pub fn router(lk: Latchkey, control_token: Secret) -> Router {
         .route("/activity/stream", get(activity_stream))
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(close_connection))
+        .route("/servers", get(list_servers).post(add_server))
+        .route("/servers/{name}", delete(remove_server))
+        .route("/servers/{name}/login", post(server_login))
+        .route("/servers/{name}/wait", post(server_wait))
         .with_state(Control { lk });
     guarded(routes, control_token)
 }
@@ -57,10 +61,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code.as_str() {
             "control_unauthorized" | "login_required" | "invalid_grant" => StatusCode::UNAUTHORIZED,
-            "unknown_account" | "unknown_service" | "unknown_client" | "not_found" => {
-                StatusCode::NOT_FOUND
+            "unknown_account" | "unknown_service" | "unknown_client" | "unknown_server"
+            | "not_found" => StatusCode::NOT_FOUND,
+            "invalid_input" | "already_exists" | "client_exists" | "server_exists" => {
+                StatusCode::BAD_REQUEST
             }
-            "invalid_input" | "already_exists" | "client_exists" => StatusCode::BAD_REQUEST,
+            // The remote MCP server or its authorization server refused (code and fix in the body).
+            c if c.starts_with("mcp_oauth_") => StatusCode::BAD_GATEWAY,
             "keychain_unavailable"
             | "keychain_locked"
             | "keychain_timeout"
@@ -346,6 +353,75 @@ async fn close_connection(
 ) -> ApiResult<serde_json::Value> {
     c.lk.close_connection(&id)?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// `POST /servers`: what `latchkey server add` sends.
+#[derive(Deserialize)]
+struct AddServerBody {
+    url: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    allow_insecure_loopback: bool,
+}
+
+async fn list_servers(State(c): State<Control>) -> ApiResult<Vec<crate::view::ServerView>> {
+    Ok(Json(c.lk.server_views()))
+}
+
+async fn add_server(
+    State(c): State<Control>,
+    Json(body): Json<AddServerBody>,
+) -> ApiResult<serde_json::Value> {
+    let options = crate::AddServer {
+        name: body.name,
+        client_id: body.client_id,
+        allow_insecure_loopback: body.allow_insecure_loopback,
+    };
+    let added = c.lk.add_server_with(&body.url, options).await?;
+    Ok(Json(serde_json::json!({
+        "authorize_url": added.authorize_url.as_str(),
+        "name": added.name,
+    })))
+}
+
+async fn server_login(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let url = c.lk.server_login(&name).await?;
+    Ok(Json(serde_json::json!({ "authorize_url": url.as_str() })))
+}
+
+async fn server_wait(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<crate::view::ServerView>> {
+    if tokio::time::timeout(LOGIN_WAIT, c.lk.wait_server_login(&name))
+        .await
+        .is_err()
+    {
+        c.lk.cancel_server_login(&name);
+        return Err(RuntimeError::new(
+            "login_timeout",
+            "the sign-in was not completed within 10 minutes; try again",
+        )
+        .into());
+    }
+    c.lk.wait_server_login(&name).await?;
+    Ok(Json(c.lk.server_views()))
+}
+
+async fn remove_server(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let note = c.lk.remove_server(&name).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "revoked": note.is_none(), "note": note }),
+    ))
 }
 
 #[cfg(test)]

@@ -40,8 +40,8 @@ use latchkey_store::{
 
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
-pub use servers::AddServer;
 pub use latchkey_store::{AuditPage, AuditRow};
+pub use servers::{AddServer, AddedServer};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
     AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView,

@@ -29,6 +29,15 @@ pub struct AddServer {
     pub allow_insecure_loopback: bool,
 }
 
+/// A server being added: its name and the page to open.
+#[derive(Debug, Clone)]
+pub struct AddedServer {
+    /// The name chosen (given, or from the URL's host).
+    pub name: String,
+    /// The authorization URL to open.
+    pub authorize_url: Url,
+}
+
 /// The instance's remote servers.
 #[derive(Default)]
 pub(crate) struct Servers {
@@ -188,7 +197,9 @@ impl Latchkey {
             name: name.map(str::to_owned),
             ..AddServer::default()
         };
-        self.add_server_with(url, options).await
+        self.add_server_with(url, options)
+            .await
+            .map(|added| added.authorize_url)
     }
 
     /// Adds a remote MCP server by URL: discovers its authorization server, registers, and
@@ -200,7 +211,7 @@ impl Latchkey {
         &self,
         url: &str,
         options: AddServer,
-    ) -> Result<Url, RuntimeError> {
+    ) -> Result<AddedServer, RuntimeError> {
         let url = Url::parse(url.trim()).map_err(|e| {
             RuntimeError::new(
                 "mcp_oauth_invalid_server_url",
@@ -245,7 +256,10 @@ impl Latchkey {
         });
         lock(&self.servers().logins).insert(name.to_string(), task);
         self.changed();
-        Ok(authorize_url)
+        Ok(AddedServer {
+            name: name.to_string(),
+            authorize_url,
+        })
     }
 
     /// Refuses a name already used by a service, a server, or a server being added.

@@ -6,6 +6,7 @@ mod account;
 mod clients;
 mod exec;
 mod mcp;
+mod server;
 mod session;
 
 use std::process::ExitCode;
@@ -115,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             control,
         } => clients::log(&paths, follow, client, service, limit, json, control).await,
         Command::Connections { close, json } => clients::connections(&paths, close, json).await,
+        Command::Server { action } => server::run(&paths, action).await,
         Command::Headers { client } => mcp::headers(&paths, &client).await,
         Command::McpConfig {
             client,

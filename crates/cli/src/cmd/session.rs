@@ -213,6 +213,7 @@ fn render_status(r: &serde_json::Value) -> String {
             let _ = writeln!(out, "  Last login failed [{code}]: {message}");
         }
     }
+    out.push_str(&super::server::render_servers(r, now));
     let services = r["services"].as_array().cloned().unwrap_or_default();
     if !services.is_empty() {
         let _ = writeln!(out, "Services");
@@ -403,7 +404,7 @@ async fn shutdown_signal() {
 }
 
 /// Opens `url` in the system browser; false when no browser could be started.
-fn open_browser(url: &str) -> bool {
+pub(crate) fn open_browser(url: &str) -> bool {
     use std::process::{Command, Stdio};
     #[cfg(target_os = "macos")]
     let mut cmd = {

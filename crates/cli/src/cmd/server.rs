@@ -1,0 +1,193 @@
+//! `latchkey server add/list/login/remove`: remote MCP servers that sign in with OAuth, managed
+//! by the running instance over its control API (the login completes there, on its loopback
+//! callback; the configuration entry is written there, only after the login succeeded).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::Method;
+
+use latchkey_core::paths::Paths;
+use latchkey_runtime::tray::format_remaining;
+
+use super::require_running;
+use super::session::open_browser;
+use crate::cli::ServerAction;
+use crate::exit::{Coded, LoginAttempt};
+use crate::remote::Remote;
+
+/// Longest the CLI waits for the browser (the instance gives up after 10 minutes).
+const WAIT: Duration = Duration::from_secs(620);
+
+/// Runs one `latchkey server` action.
+pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode> {
+    let remote = require_running(paths).await?;
+    match action {
+        ServerAction::Add {
+            url,
+            name,
+            client_id,
+            no_browser,
+            allow_insecure_loopback,
+        } => {
+            let body = serde_json::json!({
+                "url": url,
+                "name": name,
+                "client_id": client_id,
+                "allow_insecure_loopback": allow_insecure_loopback,
+            });
+            let answer: serde_json::Value = remote
+                .post("/v1/control/servers", &body)
+                .await
+                .map_err(failed_login)?;
+            let name = answer["name"].as_str().unwrap_or_default().to_owned();
+            let url = answer["authorize_url"].as_str().unwrap_or_default();
+            sign_in(&remote, &name, url, no_browser).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerAction::Login { name, no_browser } => {
+            let answer: serde_json::Value = remote
+                .post(&format!("/v1/control/servers/{name}/login"), &())
+                .await
+                .map_err(failed_login)?;
+            let url = answer["authorize_url"].as_str().unwrap_or_default();
+            sign_in(&remote, &name, url, no_browser).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerAction::List { json } => {
+            let servers: serde_json::Value = remote.get("/v1/control/servers").await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&servers).context("json")?
+                );
+            } else {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let report = serde_json::json!({ "servers": servers });
+                let text = render_servers(&report, now);
+                if text.is_empty() {
+                    eprintln!("No remote MCP servers. Add one with `latchkey server add <url>`.");
+                }
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerAction::Remove { name } => {
+            let answer: serde_json::Value = remote
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/control/servers/{name}"),
+                    None::<&()>,
+                    Duration::from_secs(60),
+                )
+                .await?;
+            match answer["note"].as_str() {
+                None => eprintln!(
+                    "Removed `{name}`: its tokens are revoked and its keychain entries deleted."
+                ),
+                Some(note) => eprintln!(
+                    "Removed `{name}` and deleted its keychain entries; the tokens were not revoked: {note}."
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens (or prints) the sign-in page, waits for the login, and says where hosts reach it.
+async fn sign_in(remote: &Remote, name: &str, url: &str, no_browser: bool) -> anyhow::Result<()> {
+    if no_browser || !open_browser(url) {
+        eprintln!("Open this address in your browser to sign in to `{name}`:");
+        println!("{url}");
+    } else {
+        eprintln!("Your browser opened the sign-in page. If it did not, open:\n{url}");
+    }
+    eprintln!("Waiting for the sign-in to complete (Ctrl-C to cancel)…");
+    let servers: serde_json::Value = remote
+        .call(
+            Method::POST,
+            &format!("/v1/control/servers/{name}/wait"),
+            Some(&()),
+            WAIT,
+        )
+        .await
+        .map_err(failed_login)?;
+    let server = servers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name);
+    if let Some(s) = server {
+        eprintln!(
+            "Signed in to `{name}` ({}). Hosts reach it at {} with their local client token (`latchkey client add <host> --service {name}`).",
+            s["issuer"].as_str().unwrap_or("?"),
+            s["proxy_url"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(())
+}
+
+/// A failed add or login exits like a failed `latchkey login`, with its code shown.
+fn failed_login(e: anyhow::Error) -> anyhow::Error {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map(|c| c.code.clone())
+    {
+        Some(code) => e.context(LoginAttempt { code }),
+        None => e,
+    }
+}
+
+/// The "Remote MCP servers" lines of `latchkey status` and `latchkey server list`.
+pub(crate) fn render_servers(report: &serde_json::Value, now: i64) -> String {
+    use std::fmt::Write;
+    let servers = report["servers"].as_array().cloned().unwrap_or_default();
+    if servers.is_empty() {
+        return String::new();
+    }
+    let mut out = "Remote MCP servers\n".to_owned();
+    for s in servers {
+        let state = s["state"].as_str().unwrap_or("?");
+        let mut line = format!("  {:<16} {:<14}", s["name"].as_str().unwrap_or("?"), state);
+        if let Some(exp) = s["expires_at"].as_i64() {
+            if state == "ready" {
+                let _ = write!(line, " token expires in {}", format_remaining(exp - now));
+            }
+        }
+        let _ = write!(
+            line,
+            " · {} · issuer {}",
+            s["url"].as_str().unwrap_or("?"),
+            s["issuer"].as_str().unwrap_or("not yet known")
+        );
+        if let Some(msg) = s["message"].as_str() {
+            let _ = write!(line, "\n    {msg}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_listed_with_state_expiry_issuer_and_what_to_do() {
+        let report = serde_json::json!({ "servers": [
+            { "name": "linear", "state": "ready", "expires_at": 4600, "url": "https://mcp.linear.app/mcp",
+              "issuer": "https://linear.app", "message": null },
+            { "name": "docs", "state": "needs_login", "expires_at": null, "url": "https://docs.example/mcp",
+              "issuer": null, "message": "sign in to the MCP server `docs`" },
+        ]});
+        let text = render_servers(&report, 1000);
+        assert!(text.contains("linear"), "{text}");
+        assert!(text.contains("token expires in"), "{text}");
+        assert!(text.contains("issuer https://linear.app"), "{text}");
+        assert!(text.contains("needs_login"), "{text}");
+        assert!(text.contains("sign in to the MCP server `docs`"), "{text}");
+        assert_eq!(render_servers(&serde_json::json!({}), 0), "");
+    }
+}
