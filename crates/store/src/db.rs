@@ -63,6 +63,16 @@ const MIGRATIONS: &[&str] = &[
     // 3: a client may be given the right to read raw credentials (off by default).
     "ALTER TABLE clients ADD COLUMN raw_credentials INTEGER NOT NULL DEFAULT 0
         CHECK (raw_credentials IN (0, 1));",
+    // 4: a stored token may expire and records its own last use; one token per client and
+    // label (an older token of a label that piled up before is revoked, the newest kept).
+    "ALTER TABLE client_tokens ADD COLUMN expires_at INTEGER;
+     ALTER TABLE client_tokens ADD COLUMN last_used_at INTEGER;
+     DELETE FROM client_tokens AS old WHERE EXISTS (
+        SELECT 1 FROM client_tokens AS newer
+        WHERE newer.client_id = old.client_id AND newer.label = old.label
+          AND (newer.created_at > old.created_at
+               OR (newer.created_at = old.created_at AND newer.token_hash > old.token_hash)));
+     CREATE UNIQUE INDEX client_tokens_by_label ON client_tokens(client_id, label);",
 ];
 
 /// The schema version this build migrates to.
@@ -309,6 +319,43 @@ mod tests {
         drop(first);
         let again = Database::open(&path).expect("reopen must not re-run migrations");
         assert_eq!(again.schema_version().expect("version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn tokens_piled_up_under_one_label_keep_only_the_newest_after_migration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            for m in &MIGRATIONS[..3] {
+                c.execute_batch(m).expect("schema 3");
+            }
+            c.pragma_update(None, "user_version", 3).expect("version");
+            c.execute_batch(
+                "INSERT INTO clients (id, name, created_at) VALUES (1, 'claude', 1);
+                 INSERT INTO client_tokens VALUES (zeroblob(32), 1, 'mcp-config:code', 10);
+                 INSERT INTO client_tokens VALUES (randomblob(32), 1, 'mcp-config:code', 20);
+                 INSERT INTO client_tokens VALUES (randomblob(32), 1, 'default', 5);",
+            )
+            .expect("a pile of tokens");
+        }
+        let db = Database::open(&path).expect("migrate");
+        let kept: Vec<(String, i64)> = db
+            .writer()
+            .prepare("SELECT label, created_at FROM client_tokens ORDER BY label")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            kept,
+            vec![
+                ("default".to_owned(), 5),
+                ("mcp-config:code".to_owned(), 20)
+            ],
+            "the newest token of each label is kept"
+        );
     }
 
     #[test]

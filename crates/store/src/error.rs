@@ -95,6 +95,12 @@ pub enum StoreError {
     )]
     InvalidTtl,
 
+    /// A stored token's expiry outside the allowed range.
+    #[error(
+        "a token's expiry must be between 1 second and 10 years from now; pick a lifetime in that range"
+    )]
+    InvalidExpiry,
+
     /// Too many ephemeral tokens are alive at once.
     #[error(
         "too many short-lived client tokens are active ({limit}); wait a few minutes for them to expire"
@@ -131,6 +137,7 @@ impl StoreError {
             Self::AlreadyExists(_) => "client_exists",
             Self::UnknownClient(_) => "unknown_client",
             Self::InvalidTtl => "invalid_ttl",
+            Self::InvalidExpiry => "invalid_expiry",
             Self::TooManyEphemeral { .. } => "too_many_ephemeral_tokens",
             Self::Randomness(_) => "randomness_unavailable",
             Self::SpawnWriter(_) | Self::TaskFailed(_) => "store_internal",

@@ -26,7 +26,8 @@ pub use audit::{
 };
 pub use clients::{
     ClientGrant, ClientInfo, ClientName, ClientOptions, ClientRegistry, ClientToken,
-    LAST_USED_FLUSH_INTERVAL, MAX_EPHEMERAL_TOKENS, MAX_EPHEMERAL_TTL, TOKEN_PREFIX,
+    LAST_USED_FLUSH_INTERVAL, MAX_EPHEMERAL_TOKENS, MAX_EPHEMERAL_TTL, MAX_TOKEN_LIFETIME,
+    TOKEN_PREFIX, TokenInfo,
 };
 pub use db::{Database, SCHEMA_VERSION};
 pub use error::StoreError;

@@ -7,6 +7,7 @@
 //! token is refused by the very next request.
 
 mod name;
+mod stored;
 mod token;
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use tracing::{debug, info, warn};
 
 pub use name::ClientName;
 use name::normalise_services;
+pub use stored::{MAX_TOKEN_LIFETIME, TokenInfo};
+use stored::{StoredToken, TokenUse};
 pub use token::{ClientToken, TOKEN_PREFIX};
 use token::{MAX_PRESENTED_LEN, TokenHash, hash_token};
 
@@ -118,6 +121,10 @@ struct TokenEntry {
     client: Arc<ClientState>,
     /// `Some` for an ephemeral token.
     expires_at: Option<Instant>,
+    /// A stored token's expiry, unix seconds (`None`: never).
+    expires_unix: Option<i64>,
+    /// When the token was last presented (stored tokens are flushed to SQLite).
+    used: Arc<TokenUse>,
 }
 
 struct ClientState {
@@ -155,7 +162,7 @@ struct StoredClient {
     last_used_at: Option<i64>,
     raw_credentials: bool,
     services: Vec<String>,
-    tokens: Vec<TokenHash>,
+    tokens: Vec<StoredToken>,
 }
 
 impl std::fmt::Debug for ClientRegistry {
@@ -225,7 +232,7 @@ impl ClientRegistry {
             .map_err(fail)?;
             let id = tx.last_insert_rowid();
             insert_services(tx, id, &services).map_err(fail)?;
-            insert_token(tx, id, &hash, FIRST_TOKEN_LABEL, now).map_err(fail)?;
+            insert_token(tx, id, &hash, FIRST_TOKEN_LABEL, now, None).map_err(fail)?;
             Ok(())
         })?;
         info!(services = services.len(), "client added");
@@ -240,24 +247,48 @@ impl ClientRegistry {
         Ok((info, token))
     }
 
-    /// Issues another long-lived token for an existing client (for example one written into a
-    /// host's config file). `label` says where it went (at most 64 characters, no control
-    /// characters). [`ClientRegistry::revoke`] removes every token of the client.
-    #[tracing::instrument(skip_all, fields(client = %name), err)]
+    /// Issues another long-lived, never-expiring token for an existing client (for example one
+    /// written into a host's config file), replacing the client's previous token of the same
+    /// label; see [`ClientRegistry::issue_token_expiring`].
     pub fn issue_token(&self, name: &ClientName, label: &str) -> Result<ClientToken, StoreError> {
+        self.issue_token_expiring(name, label, None)
+    }
+
+    /// Issues a stored token for an existing client. `label` says where it went (at most 64
+    /// characters, no control characters, for example `mcp-config:claude-code`); the client's
+    /// previous token of that label is revoked in the same transaction, so running
+    /// `latchkey mcp-config` again leaves one valid token per host, not a pile. With
+    /// `expires_in` (1 second to 10 years) the token is refused from then on.
+    /// [`ClientRegistry::revoke`] removes every token of the client.
+    #[tracing::instrument(skip_all, fields(client = %name, expires_in_s = expires_in.map(|d| d.as_secs())), err)]
+    pub fn issue_token_expiring(
+        &self,
+        name: &ClientName,
+        label: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<ClientToken, StoreError> {
         if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
             return Err(StoreError::InvalidLabel);
         }
+        let now = unix_now();
+        let expires_at = expires_in.map(|d| stored::expiry(now, d)).transpose()?;
         let token = ClientToken::generate()?;
         let hash = token.hash();
         let fail = StoreError::db("issue a client token");
-        self.mutate(|tx| {
+        let replaced = self.mutate(|tx| {
             let id = client_id(tx, name)
                 .map_err(fail)?
                 .ok_or_else(|| StoreError::UnknownClient(name.clone()))?;
-            insert_token(tx, id, &hash, label, unix_now()).map_err(fail)
+            let replaced = tx
+                .execute(
+                    "DELETE FROM client_tokens WHERE client_id = ?1 AND label = ?2",
+                    (id, label),
+                )
+                .map_err(fail)?;
+            insert_token(tx, id, &hash, label, now, expires_at).map_err(fail)?;
+            Ok(replaced > 0)
         })?;
-        info!("client token issued");
+        info!(replaced, "client token issued");
         Ok(token)
     }
 
@@ -301,6 +332,8 @@ impl ClientRegistry {
                 hash,
                 client,
                 expires_at: Some(now + ttl),
+                expires_unix: None,
+                used: Arc::new(TokenUse::new(None)),
             },
         );
         debug!("ephemeral token issued");
@@ -377,6 +410,11 @@ impl ClientRegistry {
         if entry.expires_at.is_some_and(|at| Instant::now() >= at) {
             return None;
         }
+        let now = unix_now();
+        if entry.expires_unix.is_some_and(|at| now >= at) {
+            return None;
+        }
+        entry.used.record(now);
         Some(ClientGrant {
             client: entry.client.name.clone(),
             services: Arc::clone(&entry.client.services),
@@ -462,12 +500,19 @@ impl Inner {
                 last_used: AtomicI64::new(in_memory.max(c.last_used_at.unwrap_or(0))),
                 dirty: AtomicBool::new(old.is_some_and(|o| o.dirty.load(Ordering::Acquire))),
             });
-            for hash in c.tokens {
+            for t in c.tokens {
+                let used = snap.tokens.get(&t.hash).map_or_else(
+                    || Arc::new(TokenUse::new(t.last_used_at)),
+                    |e| Arc::clone(&e.used),
+                );
+                let hash = t.hash;
                 tokens.insert(
                     hash,
                     TokenEntry {
                         hash,
                         client: Arc::clone(&state),
+                        expires_unix: t.expires_at,
+                        used,
                         expires_at: None,
                     },
                 );
@@ -488,6 +533,8 @@ impl Inner {
                         hash: *hash,
                         client: Arc::clone(state),
                         expires_at: Some(at),
+                        expires_unix: None,
+                        used: Arc::clone(&entry.used),
                     },
                 );
             }
@@ -530,7 +577,14 @@ impl Inner {
             .filter(|c| c.dirty.swap(false, Ordering::AcqRel))
             .cloned()
             .collect();
-        if pending.is_empty() {
+        let used: Vec<(TokenHash, Arc<TokenUse>)> = self
+            .read()
+            .tokens
+            .values()
+            .filter(|e| e.expires_at.is_none() && e.used.take_dirty())
+            .map(|e| (e.hash, Arc::clone(&e.used)))
+            .collect();
+        if pending.is_empty() && used.is_empty() {
             return Ok(());
         }
         let written = self.db.write(|conn| {
@@ -542,12 +596,21 @@ impl Inner {
                 for c in &pending {
                     update.execute((c.last_used.load(Ordering::Acquire), c.id))?;
                 }
+                let mut update = tx.prepare_cached(
+                    "UPDATE client_tokens SET last_used_at = max(coalesce(last_used_at, 0), ?1) WHERE token_hash = ?2",
+                )?;
+                for (hash, u) in &used {
+                    update.execute((u.at(), hash.as_slice()))?;
+                }
             }
             tx.commit()
         });
         if let Err(e) = written {
             for c in &pending {
                 c.dirty.store(true, Ordering::Release);
+            }
+            for (_, u) in &used {
+                u.mark_dirty();
             }
             return Err(StoreError::db("record when clients were last used")(e));
         }
@@ -592,11 +655,12 @@ fn insert_token(
     hash: &TokenHash,
     label: &str,
     now: i64,
+    expires_at: Option<i64>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO client_tokens (token_hash, client_id, label, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO client_tokens (token_hash, client_id, label, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute((hash.as_slice(), id, label, now))
+    .execute((hash.as_slice(), id, label, now, expires_at))
     .map(drop)
 }
 
@@ -628,13 +692,18 @@ fn load(conn: &Connection) -> rusqlite::Result<Vec<StoredClient>> {
             clients[i].services.push(row.get(1)?);
         }
     }
-    let mut tokens = conn.prepare_cached("SELECT client_id, token_hash FROM client_tokens")?;
+    let mut tokens = conn.prepare_cached(
+        "SELECT client_id, token_hash, expires_at, last_used_at FROM client_tokens",
+    )?;
     let mut rows = tokens.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
-        let hash: [u8; 32] = row.get(1)?;
         if let Some(&i) = index.get(&id) {
-            clients[i].tokens.push(hash);
+            clients[i].tokens.push(StoredToken {
+                hash: row.get(1)?,
+                expires_at: row.get(2)?,
+                last_used_at: row.get(3)?,
+            });
         }
     }
     Ok(clients)

@@ -387,3 +387,141 @@ fn reading_raw_credentials_is_off_by_default_and_kept_when_granted_at_creation()
         serde_json::to_value(reg.get(&name("native-server")).expect("listed")).expect("serialise");
     assert_eq!(json["raw_credentials"], true);
 }
+
+#[test]
+fn a_new_token_of_the_same_label_revokes_the_previous_one_only() {
+    let reg = memory_registry();
+    let client = name("claude");
+    let (_, first) = reg.add(&client, &services(&["github"])).expect("add");
+    let old = reg
+        .issue_token(&client, "mcp-config:claude-code")
+        .expect("first host token");
+    let cursor = reg
+        .issue_token(&client, "mcp-config:cursor")
+        .expect("another host");
+    let new = reg
+        .issue_token(&client, "mcp-config:claude-code")
+        .expect("the same host again");
+
+    assert!(
+        reg.verify(old.expose()).is_none(),
+        "the token the host file held before is revoked"
+    );
+    assert!(reg.verify(new.expose()).is_some());
+    assert!(reg.verify(cursor.expose()).is_some(), "other labels stay");
+    assert!(
+        reg.verify(first.expose()).is_some(),
+        "the first token stays"
+    );
+    let labels: Vec<String> = reg
+        .tokens(&client)
+        .expect("tokens")
+        .into_iter()
+        .map(|t| t.label)
+        .collect();
+    assert_eq!(labels.len(), 3, "one token per label: {labels:?}");
+    assert_eq!(
+        reg.get(&client).expect("client").token_count,
+        3,
+        "tokens do not pile up"
+    );
+}
+
+#[test]
+fn tokens_are_listed_with_label_dates_and_expiry_but_never_the_token() {
+    let reg = memory_registry();
+    let client = name("cursor");
+    reg.add(&client, &services(&["github"])).expect("add");
+    let host = reg
+        .issue_token_expiring(
+            &client,
+            "mcp-config:cursor",
+            Some(Duration::from_secs(30 * 24 * 3600)),
+        )
+        .expect("expiring token");
+    assert!(reg.verify(host.expose()).is_some());
+
+    let tokens = reg.tokens(&client).expect("tokens");
+    let listed = tokens
+        .iter()
+        .find(|t| t.label == "mcp-config:cursor")
+        .expect("listed by label");
+    let expires_in = listed.expires_at.expect("an expiry") - listed.created_at;
+    assert_eq!(expires_in, 30 * 24 * 3600);
+    assert!(listed.last_used_at.is_some(), "its use is shown at once");
+    let default = tokens
+        .iter()
+        .find(|t| t.label == "default")
+        .expect("default");
+    assert_eq!(
+        (default.expires_at, default.last_used_at),
+        (None, None),
+        "never expires, never used"
+    );
+    let shown = format!(
+        "{tokens:?} {}",
+        serde_json::to_string(&tokens).expect("json")
+    );
+    assert!(!shown.contains(host.expose()), "no token in a listing");
+    assert!(!shown.contains(TOKEN_PREFIX), "nothing token-like");
+}
+
+#[test]
+fn the_last_use_of_a_token_reaches_sqlite() {
+    let (_dir, path) = temp_db();
+    let db = Database::open(&path).expect("db");
+    let reg = ClientRegistry::open(&db).expect("registry");
+    let client = name("zed");
+    let (_, token) = reg.add(&client, &[]).expect("add");
+    assert!(reg.verify(token.expose()).is_some());
+    reg.flush_last_used().expect("flush");
+    let reopened = ClientRegistry::open(&db).expect("reopen");
+    let tokens = reopened.tokens(&client).expect("tokens");
+    assert!(tokens[0].last_used_at.is_some(), "{tokens:?}");
+}
+
+#[test]
+fn one_token_is_revoked_by_label_and_the_others_keep_working() {
+    let reg = memory_registry();
+    let client = name("codex");
+    let (_, first) = reg.add(&client, &[]).expect("add");
+    let host = reg.issue_token(&client, "mcp-config:codex").expect("issue");
+    assert!(
+        reg.revoke_token(&client, "mcp-config:codex")
+            .expect("revoke")
+    );
+    assert!(reg.verify(host.expose()).is_none(), "refused at once");
+    assert!(reg.verify(first.expose()).is_some());
+    assert!(
+        !reg.revoke_token(&client, "mcp-config:codex")
+            .expect("again"),
+        "nothing left of that label"
+    );
+    assert!(matches!(
+        reg.revoke_token(&name("nobody"), "default"),
+        Err(latchkey_store::StoreError::UnknownClient(_))
+    ));
+}
+
+#[test]
+fn a_stored_token_is_refused_once_it_has_expired() {
+    let reg = memory_registry();
+    let client = name("short");
+    reg.add(&client, &[]).expect("add");
+    let token = reg
+        .issue_token_expiring(&client, "brief", Some(Duration::from_secs(1)))
+        .expect("issue");
+    assert!(reg.verify(token.expose()).is_some(), "valid before");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reg.verify(token.expose()).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepted 5 s after a 1 s expiry"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(
+        reg.issue_token_expiring(&client, "zero", Some(Duration::ZERO)),
+        Err(latchkey_store::StoreError::InvalidExpiry)
+    ));
+}
