@@ -10,7 +10,7 @@
     // next login end the way the runtime reports a refused one.
     loginError: null,
     failNextLogin: null,
-    clients: [{ name: 'claude-code', services: ['demo'], created_at: now() - 86400, last_used_at: now() - 120 }],
+    clients: [{ name: 'claude-code', services: ['demo'], created_at: now() - 86400, last_used_at: now() - 120, raw_credentials: false }],
     activity: [],
     hosts: [
       { id: 'claude-desktop', name: 'Claude Desktop', config_path: '/home/alice/.config/Claude/claude_desktop_config.json', installed: true, status: 'ok', error: null, servers: ['filesystem'], can_undo: false },
@@ -23,9 +23,9 @@
     // {code, message} to have the next add refused as the engine refuses one (nothing added), and
     // `holdServerLogins` to keep sign-ins running until it calls `finishServerLogin()`.
     servers: [
-      { name: 'sentry', url: 'https://mcp.sentry.dev/mcp', issuer: 'https://sentry.io', state: 'needs_login', expires_at: null, scopes: ['org:read'], message: 'the refresh token was refused (invalid_grant); log in again' },
-      { name: 'stripe', url: 'https://mcp.stripe.com/', issuer: 'https://access.stripe.com', state: 'needs_step_up', expires_at: now() + 1500, scopes: ['read'], message: 'a tool call needs more access (payments:write); grant it in a new sign-in' },
-      { name: 'notion', url: 'https://mcp.notion.com/mcp', issuer: 'https://api.notion.com', state: 'ready', expires_at: now() + 2400, scopes: ['read', 'write'], message: null },
+      { name: 'sentry', url: 'https://mcp.sentry.dev/mcp', proxy_url: 'http://127.0.0.1:47821/sentry/mcp', issuer: 'https://sentry.io', state: 'needs_login', expires_at: null, scopes: ['org:read'], message: 'sign in to the MCP server `sentry`: run `latchkey server login sentry` or use Log in in Latchkey\'s window', last_login_error: null },
+      { name: 'stripe', url: 'https://mcp.stripe.com/', proxy_url: 'http://127.0.0.1:47821/stripe', issuer: 'https://access.stripe.com', state: 'needs_step_up', expires_at: now() + 1500, scopes: ['read'], message: 'the MCP server `stripe` needs more permissions (read payments:write): run `latchkey server login stripe` to grant them', last_login_error: null },
+      { name: 'notion', url: 'https://mcp.notion.com/mcp', proxy_url: 'http://127.0.0.1:47821/notion/mcp', issuer: 'https://api.notion.com', state: 'ready', expires_at: now() + 2400, scopes: ['read', 'write'], message: null, last_login_error: null },
     ],
     refuseNextAdd: null,
     holdServerLogins: false,
@@ -91,7 +91,7 @@
     list_clients: () => state.clients,
     create_client: ({ name, services }) => {
       if (state.clients.some((c) => c.name === name)) return fail('client_exists', `a client named ${name} exists`);
-      const client = { name, services, created_at: now(), last_used_at: null };
+      const client = { name, services, created_at: now(), last_used_at: null, raw_credentials: false };
       state.clients.push(client);
       const token = `lk_${Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(36).padStart(2, '0')).join('')}`;
       state.issued.push(token);
@@ -130,14 +130,14 @@
     },
     // Like the Tauri command: resolves once signed in, or rejects with the engine's error and
     // leaves nothing behind.
-    add_server: ({ url, name }) => {
+    add_server: ({ request: { url, name } }) => {
       const refusal = state.refuseNextAdd;
       state.refuseNextAdd = null;
       if (refusal) return new Promise((_, reject) => setTimeout(() => reject(refusal), 150));
       const host = new URL(url).hostname.split('.');
       const derived = name ?? host[host.length - 2] ?? host[0];
       if (state.servers.some((s) => s.name === derived)) return fail('server_exists', `an MCP server named ${derived} exists; pick another name`);
-      const server = { name: derived, url, issuer: null, state: 'logging_in', expires_at: null, scopes: [], message: null };
+      const server = { name: derived, url, proxy_url: `http://127.0.0.1:47821/${derived}${new URL(url).pathname.replace(/\/$/, '')}`, issuer: null, state: 'logging_in', expires_at: null, scopes: [], message: null, last_login_error: null };
       state.servers.push(server);
       return signIn(server);
     },
@@ -147,6 +147,7 @@
       signIn(server);
       return null;
     },
+    cancel_server_login: () => null,
     remove_server: ({ name }) => { state.servers = state.servers.filter((s) => s.name !== name); emit('latchkey://changed'); return null; },
     get_settings: () => state.settings,
     set_settings: ({ settings }) => { state.settings = settings; return settings; },

@@ -3,6 +3,7 @@ import { invoke } from '@tauri-apps/api/core';
 import { listen, type UnlistenFn } from '@tauri-apps/api/event';
 import type {
   ActivityFilter,
+  AddServerRequest,
   AuditPage,
   AuditRow,
   ClientView,
@@ -52,12 +53,13 @@ export const ipc = {
     call<HostApplied>('apply_host_entry', { host, client, service }),
   undoHostEntry: (host: string) => call<null>('undo_host_entry', { host }),
   /** Adds a remote MCP server by URL and signs in; resolves once it is ready, rejects with the engine's error (nothing added). */
-  addServer: (url: string, name?: string, systemBrowser?: boolean) =>
-    call<ServerView>('add_server', { url, name: name || undefined, systemBrowser }),
+  addServer: (request: AddServerRequest, systemBrowser?: boolean) => call<ServerView>('add_server', { request, systemBrowser }),
   /** Logs in to a remote MCP server again, or grants it more access (a step-up). */
   serverLogin: (name: string, systemBrowser?: boolean) => call<null>('server_login', { name, systemBrowser }),
-  /** Removes a remote MCP server: revokes its tokens and forgets it. */
-  removeServer: (name: string) => call<null>('remove_server', { name }),
+  /** Stops a server's pending sign-in; one being added is forgotten. */
+  cancelServerLogin: (name: string) => call<null>('cancel_server_login', { name }),
+  /** Removes a remote MCP server: revokes its tokens and forgets it. Resolves with a note when it could not be revoked. */
+  removeServer: (name: string) => call<string | null>('remove_server', { name }),
   getSettings: () => call<Settings>('get_settings'),
   setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
 };

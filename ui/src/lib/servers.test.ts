@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkServerName, checkServerUrl, isLoopbackHost, readySummary, serverAction, serverBadge, serverFailureView } from './servers';
+import { checkServerName, checkServerUrl, isLoopbackHost, pendingServer, readySummary, serverAction, serverBadge, serverFailureView } from './servers';
 import type { ServerView } from './types';
 
 const server = (over: Partial<ServerView>): ServerView => ({
@@ -10,17 +10,19 @@ const server = (over: Partial<ServerView>): ServerView => ({
   expires_at: 4600,
   scopes: ['read'],
   message: null,
+  proxy_url: 'http://127.0.0.1:47821/linear/mcp',
+  last_login_error: null,
   ...over,
 });
 
 describe('checkServerUrl', () => {
   it('accepts https and keeps what was pasted, trimmed', () => {
-    expect(checkServerUrl('  https://mcp.example.com/mcp \n')).toEqual({ ok: true, url: 'https://mcp.example.com/mcp' });
+    expect(checkServerUrl('  https://mcp.example.com/mcp \n')).toEqual({ ok: true, url: 'https://mcp.example.com/mcp', loopbackHttp: false });
   });
 
   it('accepts plain http only on this computer', () => {
     for (const url of ['http://127.0.0.1:8123/mcp', 'http://localhost:3000/mcp', 'http://[::1]:9000/mcp', 'http://127.10.0.2/mcp']) {
-      expect(checkServerUrl(url).ok, url).toBe(true);
+      expect(checkServerUrl(url), url).toEqual({ ok: true, url, loopbackHttp: true });
     }
     const remote = checkServerUrl('http://mcp.example.com/mcp');
     expect(remote.ok).toBe(false);
@@ -95,5 +97,14 @@ describe('readySummary', () => {
     expect(readySummary([server({ state: 'needs_login' })])).toBeNull();
     expect(readySummary([server({})])).toBe('1 MCP server ready');
     expect(readySummary([server({ name: 'a' }), server({ name: 'b' }), server({ name: 'c' }), server({ name: 'd', state: 'needs_step_up' })])).toBe('3 MCP servers ready');
+  });
+});
+
+describe('pendingServer', () => {
+  it('finds the server being added for the URL pasted, as the runtime spells it', () => {
+    const adding = server({ name: 'mcp', url: 'http://127.0.0.1:4100/', state: 'logging_in' });
+    expect(pendingServer([server({}), adding], 'http://127.0.0.1:4100')).toBe(adding);
+    expect(pendingServer([server({ state: 'ready', url: 'http://127.0.0.1:4100/' })], 'http://127.0.0.1:4100')).toBeUndefined();
+    expect(pendingServer([adding], 'not a url')).toBeUndefined();
   });
 });

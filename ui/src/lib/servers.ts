@@ -5,7 +5,7 @@ import type { Badge } from './time';
 import type { CommandError, ServerState, ServerView } from './types';
 
 /** The outcome of checking a pasted URL: the URL to send, or why not. */
-export type UrlCheck = { ok: true; url: string } | { ok: false; message: string };
+export type UrlCheck = { ok: true; url: string; loopbackHttp: boolean } | { ok: false; message: string };
 
 const LOOPBACK_HOSTS = new Set(['localhost', '[::1]']);
 
@@ -16,8 +16,8 @@ export function isLoopbackHost(hostname: string): boolean {
 
 /**
  * Checks a remote MCP server's URL before it is sent: `https://`, or `http://` on this computer
- * only (Latchkey refuses it too unless loopback http is allowed in its settings); no user name,
- * password or fragment.
+ * only (`loopbackHttp`: the person must allow it explicitly, as Latchkey's configuration does);
+ * no user name, password or fragment.
  */
 export function checkServerUrl(input: string): UrlCheck {
   const raw = input.trim();
@@ -38,7 +38,7 @@ export function checkServerUrl(input: string): UrlCheck {
     return { ok: false, message: 'Remove the user name and password from the URL: Latchkey signs in for you.' };
   }
   if (url.hash) return { ok: false, message: 'Remove the #fragment from the URL.' };
-  return { ok: true, url: raw };
+  return { ok: true, url: raw, loopbackHttp: url.protocol === 'http:' };
 }
 
 /** An optional name: empty (Latchkey derives one) or 1–64 letters, digits, `.`, `_`, `-`. */
@@ -76,6 +76,17 @@ export function serverAction(state: ServerState): string | null {
     case 'logging_in':
       return null;
   }
+}
+
+/** The server being signed in to for a pasted URL, as the overview lists it while it is added. */
+export function pendingServer(servers: readonly ServerView[], url: string): ServerView | undefined {
+  let wanted: string;
+  try {
+    wanted = new URL(url).href;
+  } catch {
+    return undefined;
+  }
+  return servers.find((s) => s.state === 'logging_in' && s.url === wanted);
 }
 
 /** Codes that mean the person cancelled or declined: shown, but not as an alarm. */

@@ -71,6 +71,8 @@ export interface ServerView {
   name: string;
   /** The server's URL (its resource identifier). */
   url: string;
+  /** Where hosts reach it through Latchkey's proxy. */
+  proxy_url: string;
   /** Its authorization server, once discovered. */
   issuer: string | null;
   state: ServerState;
@@ -78,8 +80,20 @@ export interface ServerView {
   expires_at: number | null;
   /** Scopes granted. */
   scopes: string[];
-  /** Why it needs attention, with the fix. */
+  /** What to do when not ready, or why the last login failed, with the fix. */
   message: string | null;
+  /** Why the last login failed, until the next one starts or one succeeds. */
+  last_login_error: LoginFailure | null;
+}
+
+/** What *Add MCP server* sends (`src-tauri/src/commands.rs` `AddServerRequest`). */
+export interface AddServerRequest {
+  url: string;
+  name?: string;
+  /** A client ID registered beforehand, when the authorization server offers no registration. */
+  client_id?: string;
+  /** Plain http:// on this computer, allowed explicitly. */
+  allow_insecure_loopback?: boolean;
 }
 
 export interface ClientView {
@@ -87,6 +101,8 @@ export interface ClientView {
   services: string[];
   created_at: number;
   last_used_at: number | null;
+  /** May read its services' raw credentials (`latchkey client add --allow-raw-credentials`). */
+  raw_credentials: boolean;
 }
 
 export interface CreatedClient {

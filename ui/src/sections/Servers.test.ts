@@ -17,6 +17,8 @@ const server = (over: Partial<ServerView>): ServerView => ({
   expires_at: 1000 + 42 * 60 + 5,
   scopes: ['read', 'write'],
   message: null,
+  proxy_url: 'http://127.0.0.1:47821/linear/mcp',
+  last_login_error: null,
   ...over,
 });
 
@@ -125,7 +127,7 @@ describe('MCP servers section', () => {
     fill(target.querySelector('#server-name') as HTMLInputElement, 'linear');
     submit(target);
     await settle();
-    expect(calls).toEqual([['add_server', { url: 'https://mcp.linear.app/mcp', name: 'linear' }]]);
+    expect(calls).toEqual([['add_server', { request: { url: 'https://mcp.linear.app/mcp', name: 'linear', allow_insecure_loopback: false } }]]);
     expect(target.querySelector('[data-testid=add-progress]')?.getAttribute('role')).toBe('status');
     expect(target.querySelector('[data-testid=add-progress]')?.textContent).toContain('https://mcp.linear.app/mcp');
     expect(url.disabled, 'the fields wait while the sign-in runs').toBe(true);
@@ -221,6 +223,98 @@ describe('MCP servers section', () => {
     await settle();
     expect(calls).toEqual([['remove_server', { name: 'linear' }]]);
     expect(target.querySelector('[data-testid=servers-notice]')?.textContent).toContain('linear removed');
+    unmount(component);
+  });
+
+  it('asks to allow plain http for a server on this computer, and sends that choice', async () => {
+    const calls: Array<[string, unknown]> = [];
+    mockIPC((cmd, args) => {
+      calls.push([cmd, args]);
+      return cmd === 'add_server' ? server({ name: 'local', url: 'http://127.0.0.1:4100/mcp' }) : null;
+    });
+    const { target, component } = render([]);
+    button(target, 'Add MCP server')?.click();
+    flushSync();
+    fill(target.querySelector('#server-url') as HTMLInputElement, 'http://127.0.0.1:4100/mcp');
+    flushSync();
+    const allow = [...target.querySelectorAll('label')].find((l) => l.textContent?.includes('Allow plain http'))?.querySelector('input') as HTMLInputElement;
+    expect(allow, 'the explicit choice is offered for loopback http only').toBeDefined();
+    submit(target);
+    expect(target.querySelector('[data-testid=url-problem]')?.textContent).toMatch(/tick "Allow plain http"/);
+    expect(calls).toEqual([]);
+    allow.click();
+    submit(target);
+    await settle();
+    expect(calls).toEqual([['add_server', { request: { url: 'http://127.0.0.1:4100/mcp', allow_insecure_loopback: true } }]]);
+    unmount(component);
+  });
+
+  it('asks for a client ID when the engine says one is needed, and sends it on the next try', async () => {
+    const calls: Array<[string, unknown]> = [];
+    mockIPC((cmd, args) => {
+      calls.push([cmd, args]);
+      if (cmd === 'add_server' && calls.length === 1) {
+        throw { code: 'mcp_oauth_client_id_required', message: 'the authorization server offers no registration: give the client ID it issued for Latchkey' };
+      }
+      return server({});
+    });
+    const { target, component } = render([]);
+    button(target, 'Add MCP server')?.click();
+    flushSync();
+    expect(target.querySelector('#server-client-id'), 'not asked before it is needed').toBeNull();
+    fill(target.querySelector('#server-url') as HTMLInputElement, 'https://mcp.linear.app/mcp');
+    submit(target);
+    await settle();
+    expect(target.querySelector('[data-testid=add-error]')?.textContent).toContain('A client ID is needed');
+    const clientId = target.querySelector('#server-client-id') as HTMLInputElement;
+    expect(target.querySelector('label[for=server-client-id]')?.textContent).toBe('Client ID');
+    fill(clientId, 'latchkey-desktop');
+    submit(target);
+    await settle();
+    expect(calls[1]).toEqual(['add_server', { request: { url: 'https://mcp.linear.app/mcp', client_id: 'latchkey-desktop', allow_insecure_loopback: false } }]);
+    unmount(component);
+  });
+
+  it('shows why the last login of a server failed, titled by its code', () => {
+    mockIPC(() => null);
+    const message = 'the authorization server refused the token request (invalid_client); remove the server and add it again';
+    const { target, component } = render([
+      server({ state: 'needs_login', message, last_login_error: { code: 'mcp_oauth_token_request_failed', message, at: 990 } }),
+    ]);
+    const box = target.querySelector('[data-testid=server-login-error]') as HTMLElement;
+    expect(box.dataset.code).toBe('mcp_oauth_token_request_failed');
+    expect(box.getAttribute('role')).toBe('alert');
+    expect(box.textContent).toContain('The authorization server refused the token request');
+    expect(box.textContent).toContain(message);
+    expect(target.querySelector('[data-testid=server-message]'), 'the same sentence is not repeated').toBeNull();
+    unmount(component);
+  });
+
+  it('cancels a sign-in under way, which reads as a cancel, not an alarm', async () => {
+    const calls: Array<[string, unknown]> = [];
+    let refuse: (e: unknown) => void = () => {};
+    mockIPC((cmd, args) => {
+      calls.push([cmd, args]);
+      if (cmd === 'add_server') return new Promise((_, reject) => (refuse = reject));
+      if (cmd === 'cancel_server_login') refuse({ code: 'login_cancelled', message: 'the sign-in to the MCP server `linear` was cancelled' });
+      return null;
+    });
+    const { target, component } = render([server({ state: 'logging_in', issuer: null, expires_at: null })]);
+    button(target, 'Add MCP server')?.click();
+    flushSync();
+    fill(target.querySelector('#server-url') as HTMLInputElement, 'https://mcp.linear.app/mcp');
+    submit(target);
+    await settle();
+    button(target, 'Cancel sign-in')?.click();
+    await settle();
+    expect(calls.map(([c, a]) => [c, c === 'add_server' ? null : a])).toEqual([
+      ['add_server', null],
+      ['cancel_server_login', { name: 'linear' }],
+    ]);
+    const box = target.querySelector('[data-testid=add-error]') as HTMLElement;
+    expect(box.dataset.code).toBe('login_cancelled');
+    expect(box.className).toContain('tone-idle');
+    expect(box.textContent).toContain('Sign-in cancelled');
     unmount(component);
   });
 
