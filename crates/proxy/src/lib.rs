@@ -22,6 +22,9 @@ pub mod connections;
 pub mod credentials;
 pub mod error;
 mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod handler;
 mod managed;
@@ -29,6 +32,9 @@ mod native;
 mod probe;
 mod rate;
 mod refusal;
+#[cfg(test)]
+mod props;
+mod query;
 mod server;
 mod state;
 mod tunnel;
