@@ -14,6 +14,8 @@
 
 mod query;
 mod sanitize;
+#[cfg(test)]
+mod sanitize_props;
 mod writer;
 
 use std::sync::Arc;
