@@ -140,6 +140,10 @@ pub enum Command {
         /// Path of the MCP endpoint under the service's upstream.
         #[arg(long, default_value = "mcp")]
         path: String,
+        /// The token written for the host stops working after this long (`30d`, `12h`, `90m`,
+        /// `45s`); without it the token lasts until replaced or revoked.
+        #[arg(long, value_parser = parse_lifetime)]
+        expires_in: Option<std::time::Duration>,
     },
     /// Speak MCP over stdio and forward to the proxy (for hosts that only run stdio servers).
     McpStdio {
@@ -240,6 +244,21 @@ pub enum ClientAction {
 /// `latchkey server …`
 #[derive(Debug, Subcommand)]
 pub enum ServerAction {
+    /// List a client's tokens: label, created, last used, expiry (never the token itself).
+    Tokens {
+        /// Client name.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one token of a client by its label (see `latchkey client tokens`).
+    RevokeToken {
+        /// Client name.
+        name: String,
+        /// The token's label, e.g. `mcp-config:claude-code`.
+        label: String,
+    },
     /// Add a remote MCP server by URL: discover its authorization server, register, sign in
     /// (system browser; prints the URL when it cannot), then save it in the configuration.
     Add {
@@ -290,4 +309,38 @@ pub enum HostKind {
     Vscode,
     /// Claude Desktop (`claude_desktop_config.json`, stdio only).
     ClaudeDesktop,
+}
+
+/// A token lifetime: a whole number followed by `d`, `h`, `m` or `s` (`30d`).
+pub fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        || format!("`{text}` is not a lifetime; write a number and a unit, e.g. 30d, 12h, 90m");
+    let (split, _) = text.char_indices().last().ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => None,
+    }
+    .filter(|s| *s > 0)
+    .ok_or_else(bad)?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn lifetimes_are_a_number_and_a_unit() {
+        assert_eq!(parse_lifetime("30d").map(|d| d.as_secs()), Ok(30 * 86_400));
+        assert_eq!(parse_lifetime("12h").map(|d| d.as_secs()), Ok(12 * 3_600));
+        assert_eq!(parse_lifetime("90m").map(|d| d.as_secs()), Ok(5_400));
+        for bad in ["", "30", "d", "0d", "-1d", "1w", "3é", "99999999999999999d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 }

@@ -40,7 +40,8 @@ pub fn router(lk: Latchkey, control_token: Secret) -> Router {
         .route("/secret/{service}", post(manual_secret))
         .route("/clients", get(list_clients).post(create_client))
         .route("/clients/{name}", delete(revoke_client))
-        .route("/clients/{name}/tokens", post(issue_token))
+        .route("/clients/{name}/tokens", get(list_tokens).post(issue_token))
+        .route("/clients/{name}/tokens/{label}", delete(revoke_token))
         .route("/ephemeral", post(ephemeral))
         .route("/activity", get(activity))
         .route("/activity/stream", get(activity_stream))
@@ -264,9 +265,13 @@ struct TokenLabel {
 async fn issue_token(
     State(c): State<Control>,
     Path(name): Path<String>,
+    /// The token stops working after this many seconds; absent: never.
+    expires_in_seconds: Option<u64>,
     Json(body): Json<TokenLabel>,
 ) -> Result<Response, ApiError> {
-    let token = c.lk.issue_client_token(&name, &body.label)?;
+    let expires_in = body.expires_in_seconds.map(Duration::from_secs);
+    let token =
+        c.lk.issue_client_token_expiring(&name, &body.label, expires_in)?;
     let body = serde_json::json!({ "token": token.expose() });
     Ok((
         StatusCode::CREATED,
@@ -281,6 +286,21 @@ struct EphemeralRequest {
     client: String,
     ttl_seconds: Option<u64>,
 }
+async fn list_tokens(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<latchkey_store::TokenInfo>> {
+    Ok(Json(c.lk.client_tokens(&name)?))
+}
+
+async fn revoke_token(
+    State(c): State<Control>,
+    Path((name, label)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    c.lk.revoke_client_token(&name, &label)?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
 
 async fn ephemeral(
     State(c): State<Control>,

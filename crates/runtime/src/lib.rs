@@ -38,6 +38,7 @@ use latchkey_store::{
     AuditFilter, AuditLog, ClientName, ClientRegistry, ClientToken, Database, StatusClass,
 };
 
+    TokenInfo,
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
 pub use latchkey_store::{AuditPage, AuditRow};
@@ -768,6 +769,37 @@ impl Latchkey {
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
+    /// A stored token for an existing client labelled `label`, replacing the client's previous
+    /// token of that label; with `expires_in` it stops working after that long.
+    pub fn issue_client_token_expiring(
+        &self,
+        client: &str,
+        label: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client)?;
+        Ok(self
+            .inner
+            .clients
+            .issue_token_expiring(&name, label, expires_in)?)
+    }
+
+    /// A client's stored tokens: label, created, last used, expiry (never the token).
+    pub fn client_tokens(&self, client: &str) -> Result<Vec<TokenInfo>, RuntimeError> {
+        let name = ClientName::parse(client)?;
+        Ok(self.inner.clients.tokens(&name)?)
+    }
+
+    /// Revokes one stored token of a client, by label; its other tokens keep working.
+    pub fn revoke_client_token(&self, client: &str, label: &str) -> Result<(), RuntimeError> {
+        let name = ClientName::parse(client)?;
+        if self.inner.clients.revoke_token(&name, label)? {
+            Ok(())
+        } else {
+            Err(RuntimeError::not_found("token labelled", label))
+        }
+    }
+
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .is_err()

@@ -114,6 +114,53 @@ pub async fn log(
             if let Some(c) = &client {
                 q.push(format!(
                     "client={}",
+        ClientAction::Tokens { name, json } => {
+            let tokens: serde_json::Value = match target {
+                Target::Remote(r) => r.get(&format!("/v1/control/clients/{name}/tokens")).await?,
+                Target::Local(lk) => {
+                    serde_json::to_value(lk.client_tokens(&name).map_err(Coded::from)?)
+                        .context("tokens")?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens).context("json")?);
+            } else {
+                println!(
+                    "{:<32} {:<20} {:<20} EXPIRES",
+                    "LABEL", "CREATED", "LAST USED"
+                );
+                for t in tokens.as_array().into_iter().flatten() {
+                    let expires = match t["expires_at"].as_i64() {
+                        Some(at) => format_time(Some(at)),
+                        None => "never".to_owned(),
+                    };
+                    println!(
+                        "{:<32} {:<20} {:<20} {expires}",
+                        t["label"].as_str().unwrap_or("?"),
+                        format_time(t["created_at"].as_i64()),
+                        format_time(t["last_used_at"].as_i64()),
+                    );
+                }
+            }
+        }
+        ClientAction::RevokeToken { name, label } => {
+            match target {
+                Target::Remote(r) => {
+                    let label_in_path = path_segment(&label);
+                    r.call::<serde_json::Value>(
+                        Method::DELETE,
+                        &format!("/v1/control/clients/{name}/tokens/{label_in_path}"),
+                        None::<&()>,
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await?;
+                }
+                Target::Local(lk) => lk.revoke_client_token(&name, &label).map_err(Coded::from)?,
+            }
+            eprintln!(
+                "Revoked the token `{label}` of client `{name}`; its other tokens still work."
+            );
+        }
                     url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
                 ));
             }
@@ -269,4 +316,16 @@ fn format_time(unix: Option<i64>) -> String {
     };
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     t.format(&format).unwrap_or_else(|_| "-".to_owned())
+}
+
+/// `text` percent-encoded as one URL path segment (a label may hold spaces or slashes).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

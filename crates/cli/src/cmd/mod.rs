@@ -123,7 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service,
             host,
             path,
-        } => mcp::config(&paths, &client, &service, host, &path).await,
+            expires_in,
+        } => mcp::config(&paths, &client, &service, host, &path, expires_in).await,
         Command::McpStdio {
             service,
             client,

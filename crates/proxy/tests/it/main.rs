@@ -6,6 +6,7 @@ mod audit;
 mod browser;
 mod canary;
 mod control;
+mod expiry;
 mod flood;
 mod gates;
 mod injection;

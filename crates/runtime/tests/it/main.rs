@@ -1,6 +1,8 @@
 //! The running instance against real peers: the sandbox's `oidc-provider`, an in-memory
 //! keychain, a private data directory.
 
+#[cfg(unix)]
+mod control_api;
 mod login_failures;
 mod login_requests;
 mod serving;

@@ -49,16 +49,19 @@ pub async fn headers(paths: &Paths, client: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `latchkey mcp-config`: prints the host's JSON for reaching `service` through the proxy.
+/// `latchkey mcp-config`: prints the host's JSON for reaching `service` through the proxy. The
+/// token it mints replaces the client's previous one for that host, and lasts `expires_in` when
+/// given.
 pub async fn config(
     paths: &Paths,
     client: &str,
     service: &str,
     host: HostKind,
     path: &str,
+    expires_in: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
     let target = Target::open(paths).await?;
-    let result = config_with(&target, client, service, host, path).await;
+    let result = config_with(&target, client, service, host, path, expires_in).await;
     target.close().await;
     let (snippet, hint) = result?;
     println!(
@@ -75,6 +78,7 @@ async fn config_with(
     service: &str,
     host: HostKind,
     path: &str,
+    expires_in: Option<std::time::Duration>,
 ) -> anyhow::Result<(serde_json::Value, String)> {
     let base = match target {
         Target::Remote(r) => r.base().to_owned(),
@@ -102,7 +106,10 @@ async fn config_with(
                 let v: serde_json::Value = r
                     .post(
                         &format!("/v1/control/clients/{client}/tokens"),
-                        &serde_json::json!({ "label": label }),
+                        &serde_json::json!({
+                            "label": label,
+                            "expires_in_seconds": expires_in.map(|d| d.as_secs()),
+                        }),
                     )
                     .await?;
                 Secret::new(
@@ -112,7 +119,7 @@ async fn config_with(
                 )
             }
             Target::Local(lk) => Secret::new(
-                lk.issue_client_token(client, &label)
+                lk.issue_client_token_expiring(client, &label, expires_in)
                     .map_err(Coded::from)?
                     .expose(),
             ),
