@@ -136,6 +136,9 @@ pub struct Route {
     pub upstream: Url,
     /// How each credential is put on the forwarded request.
     pub injections: Vec<Injection>,
+    /// The credential is the account's own IdP access token (`source = "access_token"`): it is
+    /// injected like any other, but never served raw to a local client.
+    pub identity_token: bool,
 }
 
 impl Route {
@@ -149,9 +152,18 @@ impl Route {
             service: service.into(),
             upstream,
             injections,
+            identity_token: false,
         };
         route.validate()?;
         Ok(route)
+    }
+
+    /// Marks the route's credential as the account's IdP access token (see
+    /// [`Route::identity_token`]).
+    #[must_use]
+    pub fn with_identity_token(mut self) -> Self {
+        self.identity_token = true;
+        self
     }
 
     /// Checks the name, the upstream URL and the injections.

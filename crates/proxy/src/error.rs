@@ -34,6 +34,17 @@ pub enum ProxyError {
         /// Whole seconds until a request will be accepted.
         retry_after: u64,
     },
+    /// A client without the right to read raw credentials asked for them.
+    #[error(
+        "This client may not read raw credentials; run the program with `latchkey exec`, or create the client with `latchkey client add --allow-raw-credentials`."
+    )]
+    RawCredentialsForbidden,
+    /// A client asked for a service whose credential is an access token Latchkey signed in for
+    /// (an account's IdP access token, or a remote MCP server's token).
+    #[error(
+        "Latchkey never hands an access token it signed in for to a local client; call the service through the proxy, or run the program with `latchkey exec`."
+    )]
+    AccessTokenForbidden,
     /// No service of that name is configured.
     #[error("No service of that name is configured in Latchkey; check the first path segment.")]
     UnknownService,
@@ -43,8 +54,14 @@ pub enum ProxyError {
     /// The endpoint exists but not for this method.
     #[error("This endpoint does not accept that method; use GET.")]
     MethodNotAllowed,
-    /// The path contains `.` or `..` segments.
-    #[error("The request path contains `.` or `..` segments; send a normalised path.")]
+    /// `TRACE`, `TRACK` or `CONNECT`: never forwarded (a `TRACE` would echo the injected
+    /// credential back to the client).
+    #[error("The proxy does not forward TRACE, TRACK or CONNECT requests.")]
+    ForbiddenMethod,
+    /// A path segment is `.` or `..`, or contains `/` or `\`, once percent-decoded and cut at `;`.
+    #[error(
+        "The request path contains a `.` or `..` segment or an encoded `/` or `\\`; send a plain path."
+    )]
     InvalidPath,
     /// The request head is larger than the configured limit.
     #[error("The request headers are too large; send fewer or shorter headers.")]
@@ -75,6 +92,11 @@ pub enum ProxyError {
         "The service's upstream could not be reached; try again, or check the service's upstream URL."
     )]
     UpstreamUnreachable,
+    /// Every connection slot is busy; this connection is kept for the `latchkey` command only.
+    #[error(
+        "Latchkey has too many open connections; close idle ones (see `latchkey connections`) and try again."
+    )]
+    TooManyConnections,
 }
 
 impl ProxyError {
@@ -85,43 +107,43 @@ impl ProxyError {
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::ClientUnauthorized => "client_unauthorized",
             Self::ForbiddenScope => "forbidden_scope",
+            Self::RawCredentialsForbidden | Self::AccessTokenForbidden => {
+                "forbidden_raw_credentials"
+            }
             Self::RateLimited { .. } => "rate_limited",
             Self::UnknownService => "unknown_service",
             Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed | Self::ForbiddenMethod => "method_not_allowed",
             Self::InvalidPath => "invalid_path",
             Self::HeadersTooLarge => "headers_too_large",
-    /// Every connection slot is busy; this connection is kept for the `latchkey` command only.
-    #[error(
-        "Latchkey has too many open connections; close idle ones (see `latchkey connections`) and try again."
-    )]
-    TooManyConnections,
             Self::BodyTooLarge => "body_too_large",
             Self::Credentials(e) => e.code(),
             Self::CredentialsInvalid => "credentials_invalid",
             Self::ConnectionClosed => "connection_closed",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::OAuthNotOffered => "oauth_not_offered",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 
     /// The HTTP status it is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::ForbiddenHost | Self::ForbiddenOrigin | Self::ForbiddenScope => {
-                StatusCode::FORBIDDEN
-            }
+            Self::ForbiddenHost
+            | Self::ForbiddenOrigin
+            | Self::ForbiddenScope
+            | Self::RawCredentialsForbidden
+            | Self::AccessTokenForbidden => StatusCode::FORBIDDEN,
             Self::ClientUnauthorized => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnknownService | Self::NotFound | Self::OAuthNotOffered => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed | Self::ForbiddenMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidPath => StatusCode::BAD_REQUEST,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // Nobody logged in to Latchkey is `424`, never `401`: MCP clients read a `401` on an MCP
             // endpoint as the server asking them to run OAuth against it. What the official SDKs
             // do with each status (read 2026-12-01):
-            Self::TooManyConnections => "too_many_connections",
             // - TypeScript SDK 1.32.2, `dist/esm/client/streamableHttp.js` `send()`: a `401` with an
             //   `authProvider` calls `auth()` (`client/auth.js`: protected-resource and
             //   authorization-server discovery under `/.well-known/...`, then dynamic registration

@@ -96,6 +96,20 @@ pub(crate) fn check_origin(method: &Method, headers: &HeaderMap) -> Result<(), P
     Ok(())
 }
 
+/// `TRACE` and `TRACK` (the upstream would echo the request, injected credential included,
+/// back to the client) and `CONNECT` (a tunnel to anywhere) are never served.
+pub(crate) fn check_method(method: &Method) -> Result<(), ProxyError> {
+    let name = method.as_str();
+    if ["TRACE", "TRACK", "CONNECT"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(name))
+    {
+        Err(ProxyError::ForbiddenMethod)
+    } else {
+        Ok(())
+    }
+}
+
 /// `http://127.0.0.1[:port]`, `http://localhost[:port]` or `http://[::1][:port]`, nothing after.
 fn is_loopback_origin(origin: &[u8]) -> bool {
     let Some(rest) = strip_prefix_ignore_case(origin, b"http://") else {

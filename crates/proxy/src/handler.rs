@@ -19,7 +19,7 @@ use tracing::info;
 use crate::audit::Finish;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
-use crate::state::{Inner, ProxyState};
+use crate::state::{Inner, PreparedRoute, ProxyState};
 use crate::{gate, managed, native, probe, refusal};
 
 /// The name the control token's requests are recorded under.
@@ -47,6 +47,20 @@ impl Caller {
             Self::Control => Ok(()),
             Self::Client(grant) if grant.allows(service) => Ok(()),
             Self::Client(_) => Err(ProxyError::ForbiddenScope),
+        }
+    }
+
+    /// Raw credentials (`/v1/credentials/{service}`) leave only through `latchkey exec` (the
+    /// control token) or to a client given that right; an access token Latchkey signed in for
+    /// (an account's, or a remote MCP server's) never goes to a local client at all.
+    fn check_raw_credentials(&self, route: &PreparedRoute) -> Result<(), ProxyError> {
+        match self {
+            Self::Control => Ok(()),
+            Self::Client(_) if route.route.identity_token || route.managed => {
+                Err(ProxyError::AccessTokenForbidden)
+            }
+            Self::Client(grant) if grant.raw_credentials => Ok(()),
+            Self::Client(_) => Err(ProxyError::RawCredentialsForbidden),
         }
     }
 
@@ -98,8 +112,14 @@ impl<'a> Target<'a> {
 /// Axum handler for every path.
 pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Response {
     let started = Instant::now();
-    if let Err(e) = state.inner.hosts.check(req.uri(), req.headers()) {
-        // Not audited: a rebinding page must not be able to fill the audit log.
+    // Gates 1 and 2 are not audited: a rebinding or cross-origin page must not be able to fill
+    // the audit log with paths of its choosing and push real rows out of retention.
+    let gates = state
+        .inner
+        .hosts
+        .check(req.uri(), req.headers())
+        .and_then(|()| gate::check_origin(req.method(), req.headers()));
+    if let Err(e) = gates {
         info!(method = %req.method(), status = e.status().as_u16(), code = e.code(), "request refused");
         return e.into_response();
     }
@@ -143,7 +163,7 @@ async fn dispatch(
     let inner = &state.inner;
     let (parts, body) = req.into_parts();
     gate::check_head_size(&parts, inner.config.limits.max_header_bytes)?;
-    gate::check_origin(&parts.method, &parts.headers)?;
+    gate::check_method(&parts.method)?;
     let caller = authenticate(inner, &parts.headers)?;
     finish.set_client(caller.name());
     if matches!(caller, Caller::Control) {
@@ -174,7 +194,10 @@ async fn dispatch(
         Target::Status => {
             caller.check_rate(inner)?;
             require_get(&parts.method)?;
-            Ok(native::status(state))
+            Ok(match &caller {
+                Caller::Control => native::status(state),
+                Caller::Client(grant) => native::client_status(state, &grant.services),
+            })
         }
         Target::Credentials(service) => {
             finish.set_service(service);
@@ -183,6 +206,7 @@ async fn dispatch(
                 .get(service)
                 .ok_or(ProxyError::UnknownService)?;
             caller.check_scope(service)?;
+            caller.check_raw_credentials(route)?;
             caller.check_rate(inner)?;
             require_get(&parts.method)?;
             match native::credentials(state, route).await {

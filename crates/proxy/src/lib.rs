@@ -27,14 +27,16 @@ mod forward;
 pub mod fuzzing;
 mod gate;
 mod handler;
+mod headers;
 mod managed;
 mod native;
+mod path;
 mod probe;
-mod rate;
-mod refusal;
 #[cfg(test)]
 mod props;
 mod query;
+mod rate;
+mod refusal;
 mod server;
 mod state;
 mod tunnel;
@@ -53,7 +55,7 @@ pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRe
 pub use credentials::{CredentialError, CredentialSource, CredentialValues, UpstreamRefusal};
 pub use error::ProxyError;
 pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
-pub use server::{bind_loopback, raise_open_file_limit, serve};
+pub use server::{bind_loopback, bind_loopback_ipv4, raise_open_file_limit, serve};
 pub use state::ProxyState;
 
 /// The proxy as an axum router (every path goes through the same gates). Tests drive it with

@@ -1,6 +1,7 @@
 //! The proxy's own endpoints for local clients: `GET /v1/status` (what is logged in and what
-//! the proxy serves, no secrets) and `GET /v1/credentials/{service}` (the service's credentials,
-//! for MCP servers that integrate natively, in the Auth Gateway's shape).
+//! the proxy serves, no secrets; a client sees only its own scope) and
+//! `GET /v1/credentials/{service}` (the service's credentials in the Auth Gateway's shape, for
+//! `latchkey exec` and clients given that right).
 
 use axum::body::Body;
 use axum::response::Response;
@@ -9,7 +10,33 @@ use http::{HeaderValue, header};
 use crate::error::ProxyError;
 use crate::state::{PreparedRoute, ProxyState};
 
-/// `GET /v1/status`: the credential source's status plus the proxy's own.
+/// `GET /v1/status` for a local client: only the services of its scope (`services`) and the
+/// state of their accounts, without who is logged in, other clients or live connections.
+pub(crate) fn client_status(state: &ProxyState, services: &[String]) -> Response {
+    let inner = &state.inner;
+    let visible: Vec<&str> = inner
+        .config
+        .services
+        .iter()
+        .map(|r| r.service.as_str())
+        .filter(|name| services.iter().any(|s| s == name))
+        .collect();
+    let proxy = serde_json::json!({
+        "port": inner.config.port,
+        "services": visible,
+    });
+    let body = match inner.credentials.client_status(services) {
+        serde_json::Value::Object(mut map) => {
+            map.insert("proxy".to_owned(), proxy);
+            serde_json::Value::Object(map)
+        }
+        _ => serde_json::json!({ "proxy": proxy }),
+    };
+    json(&body)
+}
+
+/// `GET /v1/status` for the instance's control token: the credential source's whole status
+/// plus the proxy's own.
 pub(crate) fn status(state: &ProxyState) -> Response {
     let inner = &state.inner;
     let services: Vec<&str> = inner

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,18 +39,80 @@ const EVICTION_GRACE: Duration = Duration::from_secs(1);
 /// an oversized head reaches our JSON `431` rather than hyper's bare one.
 const DEFAULT_MAX_BUF: usize = 400 * 1024;
 
-/// Binds `127.0.0.1:port` and, when the machine has IPv6 loopback, `[::1]` on the same port.
-/// Port 0 picks a free port (the IPv6 listener then takes the same one). Never binds anything
-/// but loopback.
+/// How many free IPv4 ports port 0 tries before giving up when another program holds each on
+/// `[::1]`.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+/// `EAFNOSUPPORT`: the machine has no IPv6 at all.
+#[cfg(target_os = "linux")]
+const EAFNOSUPPORT: i32 = 97;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd"
+))]
+const EAFNOSUPPORT: i32 = 47;
+#[cfg(windows)]
+const EAFNOSUPPORT: i32 = 10047;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    windows
+)))]
+const EAFNOSUPPORT: i32 = i32::MIN;
+
+/// Binds `127.0.0.1:port` and `[::1]` on the same port: both or none. When `[::1]:port` is taken
+/// by another program this fails (kind `AddrInUse`, naming the address) like a taken IPv4 port,
+/// since clients that resolve `localhost` to `::1` would hand their token to that program. Only
+/// where the machine has no IPv6 loopback at all is `127.0.0.1` served alone. Port 0 picks a
+/// port free on both. Never binds anything but loopback.
 pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
-    let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
-    let port = v4.local_addr()?.port();
-    let mut listeners = vec![v4];
-    match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
-        Ok(v6) => listeners.push(v6),
-        Err(e) => debug!(kind = ?e.kind(), "no IPv6 loopback listener"),
+    let attempts = if port == 0 { PORT_ZERO_ATTEMPTS } else { 1 };
+    let mut taken = None;
+    for _ in 0..attempts {
+        let v4 = bind_one(Ipv4Addr::LOCALHOST.into(), port).await?;
+        let chosen = v4.local_addr()?.port();
+        match TcpListener::bind((Ipv6Addr::LOCALHOST, chosen)).await {
+            Ok(v6) => return Ok(vec![v4, v6]),
+            Err(e) if ipv6_unavailable(&e) => {
+                info!(kind = ?e.kind(), "no IPv6 loopback on this machine: serving 127.0.0.1 only");
+                return Ok(vec![v4]);
+            }
+            Err(e) => taken = Some(named(e, Ipv6Addr::LOCALHOST.into(), chosen)),
+        }
     }
-    Ok(listeners)
+    Err(taken
+        .unwrap_or_else(|| io::Error::other("no loopback port free on both 127.0.0.1 and [::1]")))
+}
+
+/// Binds `127.0.0.1:port` only (the configuration's `[proxy] ipv6 = false`).
+pub async fn bind_loopback_ipv4(port: u16) -> io::Result<Vec<TcpListener>> {
+    Ok(vec![bind_one(Ipv4Addr::LOCALHOST.into(), port).await?])
+}
+
+/// Binds one address; the error keeps its kind and names the address.
+async fn bind_one(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((ip, port))
+        .await
+        .map_err(|e| named(e, ip, port))
+}
+
+/// `e` with the address it is about, its kind kept.
+fn named(e: io::Error, ip: IpAddr, port: u16) -> io::Error {
+    let addr = std::net::SocketAddr::new(ip, port);
+    io::Error::new(e.kind(), format!("{addr}: {e}"))
+}
+
+/// Whether binding `[::1]` failed because the machine has no IPv6 loopback (IPv6 disabled, or
+/// not in the kernel), as opposed to another program holding the port.
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
 /// Raises the soft limit on open files to the hard limit, so that a burst of connections meets

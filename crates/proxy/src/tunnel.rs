@@ -1,6 +1,7 @@
 //! WebSocket tunnels: once the upstream accepted the handshake (101), the client's and the
 //! upstream's upgraded connections are spliced byte for byte until either side closes or the
-//! user closes the exchange. Frames are not parsed; bytes are counted as they pass.
+//! user closes the exchange. Frames are not parsed; bytes are counted as they pass. The 101's
+//! head goes through the same header policy as every answer ([`crate::headers`]).
 
 use std::io;
 use std::pin::Pin;
@@ -17,19 +18,21 @@ use tracing::debug;
 
 use crate::audit::Finish;
 use crate::connections::{ConnectionKind, Live};
-use crate::forward::rewrite_response_headers;
+use crate::headers;
+use crate::state::PreparedRoute;
 
 /// Answers the client with the upstream's 101 and splices both sides in a task of its own,
 /// which records the exchange when the tunnel ends.
 pub(crate) fn splice(
     client_upgrade: OnUpgrade,
     mut upstream: hyper::Response<Incoming>,
+    route: &PreparedRoute,
     live: Arc<Live>,
     mut finish: Finish,
 ) -> Response {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let (mut parts, _) = upstream.into_parts();
-    rewrite_response_headers(&mut parts.headers, true);
+    headers::rewrite_response(&mut parts.headers, route, true);
     live.set_kind(ConnectionKind::WebSocket);
     finish.set_status(parts.status.as_u16());
     tokio::spawn(async move {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::RuntimeError;
-use latchkey_core::config::{Config, InjectTarget};
+use latchkey_core::config::{Config, CredentialSource as SourceKind, InjectTarget};
 use latchkey_core::credentials::{CredentialValues, CredentialsError};
 use latchkey_core::gateway::GatewayError;
 use latchkey_core::session::SessionError;
@@ -41,6 +41,7 @@ pub(crate) fn proxy_config(config: &Config, port: u16) -> Result<ProxyConfig, Ru
                 service: s.name.to_string(),
                 upstream: s.upstream.clone(),
                 injections,
+                identity_token: matches!(s.source, SourceKind::AccessToken),
             })
         })
         .collect::<Result<Vec<_>, latchkey_proxy::ConfigError>>()?;
@@ -51,11 +52,11 @@ pub(crate) fn proxy_config(config: &Config, port: u16) -> Result<ProxyConfig, Ru
             per_second: config.proxy.rate_limit_per_second,
             burst: config.proxy.rate_limit_burst,
         },
-        ..ProxyConfig::default()
         limits: latchkey_proxy::Limits {
             max_connections: config.proxy.max_connections,
             ..latchkey_proxy::Limits::default()
         },
+        ..ProxyConfig::default()
     })
 }
 
@@ -118,6 +119,50 @@ impl CredentialSource for SessionCredentials {
             "services": overview.services,
             "servers": overview.servers,
             "keychain": overview.keychain,
+            "now": overview.now,
+        })
+    }
+
+    fn client_status(&self, services: &[String]) -> serde_json::Value {
+        let overview = self.lk.overview();
+        let in_scope = |name: &str| services.iter().any(|s| s == name);
+        let visible: Vec<_> = overview
+            .services
+            .into_iter()
+            .filter(|s| in_scope(&s.name))
+            .collect();
+        // The account's name and session state, never who is logged in, why a login failed or
+        // which other client asked for one.
+        let accounts: Vec<serde_json::Value> = overview
+            .accounts
+            .iter()
+            .filter(|a| visible.iter().any(|s| s.account == a.name))
+            .map(|a| {
+                let state = serde_json::to_value(&a.state).unwrap_or_default();
+                let summary: serde_json::Map<String, serde_json::Value> =
+                    ["kind", "expires_at", "renewable"]
+                        .iter()
+                        .filter_map(|k| state.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                        .collect();
+                serde_json::json!({ "name": a.name, "state": summary })
+            })
+            .collect();
+        let servers: Vec<serde_json::Value> = overview
+            .servers
+            .iter()
+            .filter(|s| in_scope(&s.name))
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "state": s.state,
+                    "expires_at": s.expires_at,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "accounts": accounts,
+            "services": visible,
+            "servers": servers,
             "now": overview.now,
         })
     }

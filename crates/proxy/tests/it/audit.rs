@@ -17,15 +17,6 @@ pub async fn rows(proxy: &Proxy) -> Vec<AuditRow> {
     rows
 }
 
-/// How many requests were refused with `code`.
-pub async fn refusals(proxy: &Proxy, code: &str) -> usize {
-    rows(proxy)
-        .await
-        .iter()
-        .filter(|r| r.error_code.as_deref() == Some(code))
-        .count()
-}
-
 #[tokio::test]
 async fn each_request_is_recorded_once_with_its_outcome_and_sizes() {
     let proxy = Proxy::start().await;

@@ -8,7 +8,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{
-    CANARY_BEARER, CANARY_KEY, CANARY_QUERY, CLIENT_OWN_AUTH, Proxy, captured_logs, read_events,
+    CANARY_BEARER, CANARY_KEY, CANARY_QUERY, CLIENT_OWN_AUTH, Proxy, SCOPED, captured_logs,
+    new_raw_client, read_events,
 };
 
 #[tokio::test]
@@ -65,9 +66,12 @@ async fn no_canary_credential_or_client_token_reaches_the_logs() {
         .await
         .expect("send");
     assert_eq!(wrong.status(), 401);
+    let scoped: Vec<String> = SCOPED.iter().map(|s| (*s).to_owned()).collect();
+    let raw = new_raw_client(&proxy.clients, "native", &scoped);
     assert_eq!(
-        proxy
-            .get("/v1/credentials/demo")
+        client
+            .get(format!("{}/v1/credentials/demo", proxy.url))
+            .header("x-latchkey-client", &raw)
             .send()
             .await
             .expect("send")

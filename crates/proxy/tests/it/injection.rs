@@ -254,6 +254,7 @@ async fn a_plain_http_upstream_off_this_machine_is_refused_at_construction() {
         service: "remote".to_owned(),
         upstream: url,
         injections: vec![],
+        identity_token: false,
     };
     let config = ProxyConfig {
         services: vec![sneaked],

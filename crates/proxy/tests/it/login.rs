@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use latchkey_proxy::{CredentialError, LoginNeeded};
 
-use crate::support::{MapSource, Options, Proxy};
+use crate::support::{MapSource, Options, Proxy, SCOPED, new_raw_client};
 
 const LOGIN_SENTENCE: &str = "Log in to Latchkey (account `work`): click Log in in the tray or run `latchkey login --account work`.";
 
@@ -204,8 +204,14 @@ async fn a_refused_login_is_announced_with_account_service_and_client() {
         }
     );
 
+    let scoped: Vec<String> = SCOPED.iter().map(|s| (*s).to_owned()).collect();
     let native = proxy
-        .get("/v1/credentials/demo")
+        .client()
+        .get(format!("{}/v1/credentials/demo", proxy.url))
+        .header(
+            "x-latchkey-client",
+            new_raw_client(&proxy.clients, "native", &scoped),
+        )
         .send()
         .await
         .expect("send");

@@ -9,6 +9,7 @@ mod control;
 mod expiry;
 mod flood;
 mod gates;
+mod hardening;
 mod injection;
 mod login;
 mod mcp;

@@ -24,7 +24,7 @@ use latchkey_proxy::{
     ConnectionRegistry, CredentialError, CredentialSource, CredentialValues, InjectTarget,
     Injection, Limits, ProxyConfig, ProxyState, RateLimit, Route,
 };
-use latchkey_store::{AuditLog, ClientName, ClientRegistry, Database, Retention};
+use latchkey_store::{AuditLog, ClientName, ClientOptions, ClientRegistry, Database, Retention};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot};
 use url::Url;
@@ -605,6 +605,17 @@ impl Proxy {
 pub fn new_client(clients: &ClientRegistry, name: &str, services: &[String]) -> String {
     let name = ClientName::parse(name).expect("client name");
     let (_, token) = clients.add(&name, services).expect("client added");
+    token.expose().to_owned()
+}
+
+/// Registers a client that may also read raw credentials and returns its token.
+pub fn new_raw_client(clients: &ClientRegistry, name: &str, services: &[String]) -> String {
+    let name = ClientName::parse(name).expect("client name");
+    let mut options = ClientOptions::default();
+    options.allow_raw_credentials = true;
+    let (_, token) = clients
+        .add_with(&name, services, &options)
+        .expect("client added");
     token.expose().to_owned()
 }
 
