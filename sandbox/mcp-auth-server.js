@@ -59,7 +59,7 @@ function isLoopbackResource(resource) {
 export async function startMcpAuthServer({
   port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS,
 } = {}) {
-  const counters = { registrations: 0, token_requests: 0, refresh_grants: 0, resources: [] };
+  const counters = { registrations: 0, token_requests: 0, refresh_grants: 0, grants_revoked: 0, resources: [] };
   const server = http.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -120,6 +120,8 @@ export async function startMcpAuthServer({
 
   const provider = new Provider(issuer, configuration);
   provider.on('registration_create.success', () => { counters.registrations += 1; });
+  // RFC 7009: revoking a refresh token revokes its whole grant (oidc-provider's default policy).
+  provider.on('grant.revoked', () => { counters.grants_revoked += 1; });
   provider.on('grant.success', (ctx) => {
     if (ctx.oidc.params?.grant_type === 'refresh_token') counters.refresh_grants += 1;
   });

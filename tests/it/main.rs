@@ -7,6 +7,7 @@ mod cli;
 mod login_errors;
 mod minimal_env;
 mod proxy;
+mod servers;
 
 use latchkey_e2e::Home;
 use latchkey_testkit::{Gateway, Idp, IdpOptions, Upstream, browser_login};

@@ -115,6 +115,9 @@ pub struct McpAuthStats {
     pub token_requests: u64,
     /// Successful `refresh_token` grants.
     pub refresh_grants: u64,
+    /// Grants revoked (RFC 7009 revocation of a refresh token revokes its grant).
+    #[serde(default)]
+    pub grants_revoked: u64,
     /// Every resource indicator a token was asked for, in order.
     pub resources: Vec<String>,
 }

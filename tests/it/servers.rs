@@ -1,0 +1,307 @@
+//! Remote MCP servers that speak OAuth, end to end as a person uses them: `latchkey server add`
+//! against the TypeScript SDK's OAuth MCP server and the sandbox's `oidc-provider`, the sign-in
+//! page, an SDK host calling tools through `latchkey serve` with its local client token, refresh
+//! on expiry, a restart without a new sign-in, a step-up on `insufficient_scope`, and removal
+//! (revoked at the provider, nothing left in the keychain or the configuration).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use latchkey_e2e::{Home, Serve};
+use latchkey_testkit::mcp_auth::{McpAuthServer, OAuthMcpServer, sign_in};
+use serde_json::Value;
+
+use crate::keychain_available;
+
+/// A home with one account that is never logged in (the servers need none).
+const CONFIG: &str = r#"version = 1
+# Latchkey's own comment, to survive `server add` and `server remove`.
+[[accounts]]
+name = "work"
+issuer = "https://idp.example.com"
+client_id = "latchkey"
+"#;
+
+/// Runs `latchkey <args> --no-browser`, signs in to the printed URL as alice, and returns the
+/// command's output once it exited.
+async fn with_sign_in(home: &Home, args: &[&str]) -> latchkey_e2e::Output {
+    let mut child = home
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("latchkey");
+    let stdout = child.stdout.take().expect("stdout");
+    let url = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("http://"))
+    })
+    .await
+    .expect("join");
+    if let Some(url) = url {
+        let url = url::Url::parse(&url).expect("a URL");
+        sign_in(&url, "alice", "alice-password")
+            .await
+            .expect("sign-in page");
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    latchkey_e2e::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The SDK host through the proxy: one JSON line (see `tests/mcp/client-remote.mjs`).
+fn host(serve: &Serve, path: &str, token: &str) -> Value {
+    let out = latchkey_e2e::node("tests/mcp/client-remote.mjs")
+        .args([
+            "--url",
+            &format!("{}/{path}", serve.url),
+            "--header",
+            &format!("X-Latchkey-Client: {token}"),
+            "--count",
+            "3",
+        ])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client-remote.mjs crashed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let statuses: Vec<u64> = answer["statuses"]
+        .as_array()
+        .expect("statuses")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        !statuses.contains(&401) && !statuses.contains(&403),
+        "the host never sees the server's OAuth refusals: {answer}"
+    );
+    assert_eq!(
+        answer["challenges"], 0,
+        "no WWW-Authenticate reached the host: {answer}"
+    );
+    answer
+}
+
+fn servers(home: &Home) -> Vec<Value> {
+    let out = home.run(&["server", "list", "--json"], "").expect("list");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str::<Value>(&out.stdout)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Keychain entries of remote servers under this home's namespace.
+fn server_entries(home: &Home) -> Vec<String> {
+    let out = std::process::Command::new("secret-tool")
+        .args(["search", "--all", "service", home.keychain_namespace()])
+        .output()
+        .expect("secret-tool");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("attribute.username = "))
+        .filter(|user| user.starts_with("server-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn config_text(home: &Home) -> String {
+    std::fs::read_to_string(home.config_dir().join("config.toml")).expect("config")
+}
+
+#[tokio::test]
+async fn a_remote_oauth_server_is_added_used_refreshed_restarted_stepped_up_and_removed() {
+    if !keychain_available() {
+        return;
+    }
+    // Access tokens live 3 s: the second round of calls needs a refresh.
+    let auth = McpAuthServer::start(3).await.expect("authorization server");
+    let mcp = OAuthMcpServer::start(auth.issuer())
+        .await
+        .expect("MCP server");
+    let home = Home::new(CONFIG).expect("home");
+    let serve = home.serve().expect("serve");
+
+    let added = with_sign_in(
+        &home,
+        &[
+            "server",
+            "add",
+            mcp.url().as_str(),
+            "--name",
+            "tracker",
+            "--no-browser",
+            "--allow-insecure-loopback",
+        ],
+    )
+    .await;
+    assert_eq!(added.code, 0, "server add: {}", added.stderr);
+    assert!(
+        added.stderr.contains("/tracker/mcp"),
+        "says where hosts reach it: {}",
+        added.stderr
+    );
+    let config = config_text(&home);
+    assert!(
+        config.starts_with(CONFIG),
+        "the person's file is kept: {config}"
+    );
+    assert!(config.contains("name = \"tracker\""), "{config}");
+    assert_eq!(auth.stats().await.expect("stats").registrations, 1);
+    let listed = servers(&home);
+    assert_eq!(listed[0]["state"], "ready", "{listed:?}");
+    assert_eq!(listed[0]["issuer"], auth.issuer(), "{listed:?}");
+
+    // A host with its own local client token, picked up by the running instance at once.
+    let client = home
+        .run(&["client", "add", "host", "--service", "tracker"], "")
+        .expect("client add");
+    assert_eq!(client.code, 0, "{}", client.stderr);
+    let token = client.stdout.trim().to_owned();
+    let first = host(&serve, "tracker/mcp", &token);
+    assert_eq!(first["whoami"]["subject"], "alice", "{first}");
+    assert_eq!(
+        first["notifications"], 3,
+        "progress streamed intact: {first}"
+    );
+
+    // Past the access token's expiry: the next call refreshes first.
+    let expires_at = listed[0]["expires_at"].as_i64().expect("expiry");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while time_now() <= expires_at && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refreshed = host(&serve, "tracker/mcp", &token);
+    assert_eq!(refreshed["whoami"]["subject"], "alice", "{refreshed}");
+    let stats = auth.stats().await.expect("stats");
+    assert!(stats.refresh_grants >= 1, "refreshed: {stats:?}");
+
+    // A restart restores the tokens from the keychain: no new registration, no sign-in.
+    serve.stop().expect("stop");
+    let serve = home.serve().expect("serve again");
+    let restarted = host(&serve, "tracker/mcp", &token);
+    assert_eq!(restarted["whoami"]["subject"], "alice", "{restarted}");
+    assert_eq!(auth.stats().await.expect("stats").registrations, 1);
+
+    // `/admin/mcp` wants `mcp:admin`: a step-up for the person, a JSON-RPC error for the host.
+    let refused = host(&serve, "tracker/admin/mcp", &token);
+    // The TypeScript SDK shows a non-2xx answer's body as the error (the JSON-RPC error inside).
+    assert_eq!(refused["error"]["code"], 424, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r#""latchkey_error":"step_up_required""#)
+            && message.contains("latchkey server login tracker"),
+        "{refused}"
+    );
+    let listed = servers(&home);
+    assert_eq!(listed[0]["state"], "needs_step_up", "{listed:?}");
+    let login = with_sign_in(&home, &["server", "login", "tracker", "--no-browser"]).await;
+    assert_eq!(login.code, 0, "server login: {}", login.stderr);
+    let admin = host(&serve, "tracker/admin/mcp", &token);
+    let scopes = admin["whoami"]["scopes"].to_string();
+    assert!(
+        scopes.contains("mcp:admin") && scopes.contains("mcp:tools"),
+        "the union: {admin}"
+    );
+    assert_eq!(servers(&home)[0]["state"], "ready");
+
+    // Removal revokes at the provider and leaves nothing behind.
+    assert!(!server_entries(&home).is_empty(), "tokens were kept");
+    let revoked_before = auth.stats().await.expect("stats").grants_revoked;
+    let removed = home
+        .run(&["server", "remove", "tracker"], "")
+        .expect("remove");
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(removed.stderr.contains("revoked"), "{}", removed.stderr);
+    assert!(
+        auth.stats().await.expect("stats").grants_revoked > revoked_before,
+        "the grant is revoked at the provider"
+    );
+    assert_eq!(
+        server_entries(&home),
+        Vec::<String>::new(),
+        "no keychain entry"
+    );
+    assert_eq!(
+        config_text(&home),
+        CONFIG,
+        "the entry is gone, the rest kept"
+    );
+    assert!(servers(&home).is_empty());
+    let logs = serve.stop().expect("stop");
+    assert!(!logs.contains("alice-password"), "no password in the logs");
+}
+
+#[tokio::test]
+async fn a_refused_server_add_stores_nothing_and_says_why() {
+    if !keychain_available() {
+        return;
+    }
+    let home = Home::new(CONFIG).expect("home");
+    let _serve = home.serve().expect("serve");
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let out = home
+        .run(
+            &[
+                "server",
+                "add",
+                &url,
+                "--no-browser",
+                "--allow-insecure-loopback",
+            ],
+            "",
+        )
+        .expect("server add");
+    assert_eq!(out.code, 8, "a failed sign-in: {}", out.stderr);
+    assert!(
+        out.stderr.contains("[mcp_oauth_unreachable]"),
+        "{}",
+        out.stderr
+    );
+    // Plain http without the setting is refused before anything is asked.
+    let out = home
+        .run(&["server", "add", &url, "--no-browser"], "")
+        .expect("server add");
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("allow_insecure_loopback"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(config_text(&home), CONFIG, "nothing written");
+    assert_eq!(
+        server_entries(&home),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+    assert!(servers(&home).is_empty());
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
