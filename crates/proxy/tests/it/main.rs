@@ -12,6 +12,7 @@ mod gates;
 mod hardening;
 mod injection;
 mod login;
+mod managed;
 mod mcp;
 mod mcp_login;
 mod native;
