@@ -16,7 +16,7 @@ impl Latchkey {
     }
 
     fn entry_spec(&self, client: &str, service: &str) -> Result<EntrySpec, RuntimeError> {
-        if self.config().service(service).is_none() {
+        if self.config().service(service).is_none() && !self.servers().contains(service) {
             return Err(RuntimeError::unknown_service(service));
         }
         let name = ClientName::parse(client)?;
