@@ -1269,3 +1269,103 @@ async fn an_invalid_client_at_the_token_endpoint_says_what_to_check() {
         "{err}"
     );
 }
+
+/// `text` with its last character replaced: a forgery of the same length.
+fn same_length_forgery(text: &str) -> String {
+    let mut forged: String = text.chars().take(text.chars().count() - 1).collect();
+    forged.push(if text.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(forged.len(), text.len());
+    assert_ne!(forged, text);
+    forged
+}
+
+#[tokio::test]
+async fn a_state_forged_to_the_same_length_is_refused() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
+    let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
+    idp.seen.lock().expect("lock").nonce = Some(q["nonce"].clone());
+    let finish = tokio::spawn(attempt.finish());
+    let forged = same_length_forgery(&q["state"]);
+    assert_eq!(
+        callback(&format!("{}?code=c&state={forged}", q["redirect_uri"])).await,
+        400,
+        "a state of the right length but another value is not this login's"
+    );
+    assert_eq!(
+        callback(&format!(
+            "{}?code=c&state={}",
+            q["redirect_uri"], q["state"]
+        ))
+        .await,
+        200,
+        "the login is still waiting for its own state"
+    );
+    finish.await.expect("join").expect("login");
+    assert_eq!(
+        idp.seen.lock().expect("lock").token_forms.len(),
+        1,
+        "only the real callback exchanged a code"
+    );
+}
+
+#[tokio::test]
+async fn an_id_token_nonce_forged_to_the_same_length_is_refused() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let attempt = start(&provider, 0, ClientAuth::public())
+        .await
+        .expect("start");
+    let q: HashMap<String, String> = attempt.authorize_url().query_pairs().into_owned().collect();
+    idp.seen.lock().expect("lock").nonce = Some(same_length_forgery(&q["nonce"]));
+    let finish = tokio::spawn(attempt.finish());
+    callback(&format!(
+        "{}?code=c&state={}",
+        q["redirect_uri"], q["state"]
+    ))
+    .await;
+    let err = finish.await.expect("join").expect_err("nonce mismatch");
+    assert_eq!(err.code(), "jwt_nonce_mismatch");
+}
+
+#[tokio::test]
+async fn discovery_refuses_an_http_endpoint_off_loopback_and_pkce_without_s256() {
+    for (extra, why) in [
+        (
+            json!({ "token_endpoint": "http://idp.example.test/token" }),
+            "a token endpoint over plain http",
+        ),
+        (
+            json!({ "authorization_endpoint": "http://idp.example.test/auth" }),
+            "an authorization endpoint over plain http",
+        ),
+        (
+            json!({ "jwks_uri": "http://idp.example.test/jwks" }),
+            "keys over plain http",
+        ),
+        (
+            json!({ "revocation_endpoint": "http://idp.example.test/revoke" }),
+            "a revocation endpoint over plain http",
+        ),
+        (
+            json!({ "code_challenge_methods_supported": ["plain"] }),
+            "PKCE with plain only",
+        ),
+    ] {
+        let idp = start_idp_with(extra).await;
+        let result = Provider::discover(http(), settings(&idp.issuer)).await;
+        assert!(result.is_err(), "{why} is refused");
+    }
+    let idp =
+        start_idp_with(json!({ "code_challenge_methods_supported": ["plain", "S256"] })).await;
+    Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("S256 among others is fine");
+}
