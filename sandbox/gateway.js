@@ -55,6 +55,11 @@ export async function startGateway({ port = 0, issuer, apiKey, audience = 'latch
       if (queue?.length) {
         const step = queue.shift();
         if (step.delay_ms) await new Promise((r) => setTimeout(r, step.delay_ms));
+        if (typeof step.raw === 'string') {
+          // A malformed answer: these bytes as they are, with the given content type.
+          res.writeHead(step.status ?? 200, { 'Content-Type': step.content_type ?? 'application/json' });
+          return res.end(step.raw);
+        }
         return json(res, step.status ?? 200, step.body ?? {});
       }
       if (req.headers['x-api-key'] !== apiKey) return json(res, 401, { error: 'invalid_api_key' });

@@ -350,10 +350,14 @@ impl Credentials {
                 ))
             }
             Err(e) => {
+                // A garbled answer is a gateway failure like a 5xx, not a refusal: it must not
+                // take away a cached credential that is still within its TTL.
                 let unavailable = matches!(
                     &e,
                     CredentialsError::Gateway(
-                        GatewayError::Unavailable { .. } | GatewayError::Timeout
+                        GatewayError::Unavailable { .. }
+                            | GatewayError::Timeout
+                            | GatewayError::InvalidAnswer { .. }
                     )
                 );
                 if unavailable && let Some(hit) = self.cache.get_usable(account, name, now) {

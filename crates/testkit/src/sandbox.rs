@@ -118,6 +118,18 @@ impl Server {
         })
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server process with `kill(1)`.
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self._child.id().context("the sandbox process has exited")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .context("run kill")?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.url);
         let res = http()?
@@ -272,6 +284,17 @@ impl Idp {
     pub async fn stats(&self) -> anyhow::Result<IdpStats> {
         self.server.get_json("/__stats").await
     }
+
+    /// Freezes the IdP process (`SIGSTOP`): its port still accepts connections, nothing answers.
+    /// A slow or hung provider, for fault tests; [`Idp::resume`] thaws it.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.server.signal("STOP")
+    }
+
+    /// Thaws a [`Idp::pause`]d IdP (`SIGCONT`).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.server.signal("CONT")
+    }
 }
 
 /// The Auth Gateway double (PROTOCOL §2), verifying JWTs against an [`Idp`].
@@ -312,7 +335,8 @@ impl Gateway {
         self.server.parsed.clone()
     }
 
-    /// Serve `responses` (`{status, body?, delay_ms?}`, one per request) for `service` before
+    /// Serve `responses` (`{status, body?, delay_ms?, raw?, content_type?}`, one per request;
+    /// `raw` is sent as it is, for a malformed answer) for `service` before
     /// normal behaviour resumes.
     pub async fn script(
         &self,

@@ -3,6 +3,8 @@
 
 #[cfg(unix)]
 mod control_api;
+mod faults;
+mod hardening;
 mod login_failures;
 mod login_requests;
 mod serving;

@@ -1,0 +1,567 @@
+//! The fault matrix (SECURITY.md, "Fault matrix"), in process: a serving instance against the
+//! real sandbox IdP, the gateway double and the demo upstream, with an in-memory keychain whose
+//! faults the test turns on mid-run. Each test is one cell: it asserts what a person sees (the
+//! proxy's JSON answer, the overview, the `{code, message}` of a call) and that nothing stored is
+//! lost (the keychain still holds the session, the cached credential still serves within its
+//! TTL, a restarted instance restores the session).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey_core::credentials::CredentialState;
+use latchkey_core::paths::Paths;
+use latchkey_core::secret::Secret;
+use latchkey_core::session::SessionState;
+use latchkey_core::vault::{MemoryStore, StoreFault, Vault};
+use latchkey_runtime::{Latchkey, StartOptions};
+use latchkey_testkit::{Gateway, Idp, IdpOptions, Upstream, browser_login};
+
+const ACCOUNT: &str = "work";
+const GATEWAY_KEY: &str = "faults-gateway-key-canary-2b7e";
+const DEMO_KEY: &str = "faults-demo-key-canary-9c04";
+/// How long a test waits for a condition before it fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// One serving instance, its peers and its keychain.
+struct Rig {
+    idp: Option<Idp>,
+    gateway: Gateway,
+    _upstream: Upstream,
+    store: Arc<MemoryStore>,
+    paths: Paths,
+    lk: Option<Latchkey>,
+    restarts: u32,
+    token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// What the proxy answered a client.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Answer {
+    fn served_the_credential(&self) -> bool {
+        self.status == 200 && self.body["matches_expected"] == true
+    }
+
+    fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+
+    fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+fn start_options(paths: &Paths, store: &Arc<MemoryStore>) -> StartOptions {
+    StartOptions {
+        paths: paths.clone(),
+        proxy_port: Some(0),
+        vault: Some(
+            Vault::new(store.clone() as Arc<dyn latchkey_core::vault::SecretStore>)
+                .with_timeout(Duration::from_millis(500)),
+        ),
+        serve_proxy: true,
+    }
+}
+
+impl Rig {
+    /// A logged-in instance whose service `demo` has a credential TTL of `ttl_seconds`, and a
+    /// local client allowed to use it.
+    async fn start(idp: IdpOptions, ttl_seconds: u64) -> Rig {
+        let idp = Idp::start(idp).await.expect("idp");
+        let gateway = Gateway::start_with(
+            idp.issuer(),
+            GATEWAY_KEY,
+            &[("alice", "demo", "api_key", DEMO_KEY)],
+        )
+        .await
+        .expect("gateway");
+        let upstream = Upstream::start(DEMO_KEY).await.expect("upstream");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
+        std::fs::create_dir_all(paths.config_dir()).expect("config dir");
+        std::fs::write(
+            paths.config_file(),
+            format!(
+                r#"version = 1
+[[accounts]]
+name = "{ACCOUNT}"
+issuer = "{issuer}"
+client_id = "latchkey"
+audience = "latchkey-gateway"
+allow_insecure_http = true
+
+[gateway]
+url = "{gateway}"
+allow_insecure_http = true
+timeout_seconds = 1
+
+[[services]]
+name = "demo"
+account = "{ACCOUNT}"
+gateway_endpoint = "/api/v1/credentials/demo"
+upstream = "{upstream}"
+allow_loopback_http = true
+credentials = [{{ name = "api_key", header = "X-API-Key" }}]
+ttl_seconds = {ttl_seconds}
+"#,
+                issuer = idp.issuer(),
+                gateway = gateway.url(),
+                upstream = upstream.url(),
+            ),
+        )
+        .expect("config");
+        let store = Arc::new(MemoryStore::new());
+        let lk = Latchkey::start(start_options(&paths, &store))
+            .await
+            .expect("start");
+        lk.set_gateway_api_key(Secret::new(GATEWAY_KEY))
+            .await
+            .expect("gateway key");
+        let url = lk.begin_login(ACCOUNT).await.expect("login starts");
+        let (done, signed_in) = tokio::join!(
+            lk.wait_login(ACCOUNT),
+            browser_login(&url, "alice", "alice-password")
+        );
+        signed_in.expect("sign-in page");
+        done.expect("login completes");
+        let token = lk
+            .create_client("faults", &["demo".to_owned()])
+            .expect("client")
+            .token;
+        Rig {
+            idp: Some(idp),
+            gateway,
+            _upstream: upstream,
+            store,
+            paths,
+            lk: Some(lk),
+            restarts: 0,
+            token,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http"),
+            _dir: dir,
+        }
+    }
+
+    fn idp(&self) -> &Idp {
+        self.idp.as_ref().expect("the IdP is running")
+    }
+
+    /// A client request through the proxy to the demo upstream.
+    async fn request(&self) -> Answer {
+        let url = format!("{}/demo/whoami", self.lk().proxy_url());
+        let response = self
+            .http
+            .get(&url)
+            .header("x-latchkey-client", &self.token)
+            .send()
+            .await
+            .expect("the proxy answers");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        Answer { status, body }
+    }
+
+    fn state(&self) -> SessionState {
+        account_state(self.lk())
+    }
+
+    fn credential_state(&self) -> (CredentialState, Option<String>) {
+        let s = self
+            .lk()
+            .overview()
+            .services
+            .into_iter()
+            .find(|s| s.name == "demo")
+            .expect("service demo");
+        (s.state, s.message)
+    }
+
+    /// The keychain entries of the account (`<kind>:work[:<service>]`), names only.
+    fn stored(&self) -> Vec<String> {
+        self.store
+            .entry_names()
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .filter(|e| e.split(':').nth(1) == Some(ACCOUNT))
+            .collect()
+    }
+
+    fn holds_tokens(&self) -> bool {
+        self.stored().iter().any(|e| e.starts_with("tokens:"))
+    }
+
+    /// Stops this instance and starts another on the same keychain and configuration: what a
+    /// person gets after a restart. (A new data directory: the old instance's lock file goes only
+    /// with its last handle, and the session lives in the keychain, not there.)
+    async fn restart(&mut self) {
+        if let Some(old) = self.lk.take() {
+            old.shutdown().await;
+        }
+        self.restarts += 1;
+        self.paths = Paths::new(
+            self.paths.config_dir().to_path_buf(),
+            self._dir.path().join(format!("data-{}", self.restarts)),
+        );
+        let lk = Latchkey::start(start_options(&self.paths, &self.store))
+            .await
+            .expect("restart");
+        self.lk = Some(lk);
+    }
+
+    fn lk(&self) -> &Latchkey {
+        self.lk.as_ref().expect("the instance is running")
+    }
+}
+
+fn account_state(lk: &Latchkey) -> SessionState {
+    lk.overview()
+        .accounts
+        .into_iter()
+        .find(|a| a.name == ACCOUNT)
+        .map(|a| a.state)
+        .expect("account")
+}
+
+/// Polls `check` until it holds or [`DEADLINE`] passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {DEADLINE:?}: {what}");
+}
+
+fn is_active(state: &SessionState) -> bool {
+    matches!(state, SessionState::Active { .. })
+}
+
+/// The session restores from the keychain in a fresh instance, without the IdP.
+async fn assert_restores(rig: &mut Rig) {
+    rig.restart().await;
+    let state = rig.state();
+    assert!(
+        state.is_usable() || matches!(state, SessionState::Error { .. }),
+        "the restarted instance restores the session from the keychain: {state:?}"
+    );
+    assert!(
+        state.user().and_then(|u| u.email.as_deref()) == Some("alice@example.test"),
+        "as alice: {state:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "bug: with discovery cached, a login while the IdP is down hands out its authorization URL (the pre-flight takes `connection refused` as inconclusive) instead of idp_unreachable"]
+async fn idp_down_during_login_says_idp_unreachable_and_keeps_the_stored_session() {
+    let mut rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential());
+    rig.idp = None; // killed
+
+    let e = rig
+        .lk()
+        .begin_login(ACCOUNT)
+        .await
+        .expect_err("no login without the provider");
+    assert_eq!(e.code, "idp_unreachable", "{e:?}");
+    assert!(
+        e.message.contains("unreachable") && e.message.contains("try again"),
+        "says what happened and what to do: {}",
+        e.message
+    );
+    assert!(rig.holds_tokens(), "the stored session is kept");
+    assert!(
+        rig.request().await.served_the_credential(),
+        "the cached credential still serves"
+    );
+    assert_restores(&mut rig).await;
+}
+
+#[tokio::test]
+async fn idp_down_during_refresh_keeps_the_session_and_says_idp_unreachable() {
+    let mut rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential());
+    rig.idp = None; // killed
+
+    let e = rig
+        .lk()
+        .refresh_now(ACCOUNT)
+        .await
+        .expect_err("no refresh without the provider");
+    assert_eq!(e.code, "idp_unreachable", "{e:?}");
+    assert!(
+        e.message.contains("try again"),
+        "says what to do: {}",
+        e.message
+    );
+    assert!(
+        is_active(&rig.state()),
+        "the token still valid keeps the session active: {:?}",
+        rig.state()
+    );
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert!(
+        rig.request().await.served_the_credential(),
+        "the cached credential still serves within its TTL"
+    );
+    assert_restores(&mut rig).await;
+}
+
+/// A logged-in instance with 2 s access tokens whose IdP has died and whose access token has
+/// expired after the background refresh failed.
+async fn expired_while_the_idp_is_down() -> Rig {
+    let mut rig = Rig::start(
+        IdpOptions {
+            access_ttl: 2,
+            refresh_ttl: 3600,
+        },
+        600,
+    )
+    .await;
+    assert!(rig.request().await.served_the_credential());
+    rig.idp = None; // killed
+    let lk = rig.lk().clone();
+    eventually("the expired session shows the provider's outage", || {
+        let state = account_state(&lk);
+        async move { matches!(state, SessionState::Error { ref code, .. } if code == "idp_unreachable") }
+    })
+    .await;
+    rig
+}
+
+#[tokio::test]
+async fn idp_down_when_the_access_token_expires_shows_idp_unreachable_and_keeps_the_session() {
+    let mut rig = expired_while_the_idp_is_down().await;
+    let SessionState::Error { message, .. } = rig.state() else {
+        unreachable!("checked by the set-up")
+    };
+    assert!(message.contains("try again"), "says what to do: {message}");
+    let tray = rig.lk().tray_status();
+    assert!(
+        !format!("{tray:?}").to_lowercase().contains("log in"),
+        "the tray does not ask for a login the provider cannot give: {tray:?}"
+    );
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert_restores(&mut rig).await;
+}
+
+#[tokio::test]
+#[ignore = "bug: once the access token expires while the IdP is down, the proxy refuses a cached credential still within its TTL and answers login_required (424, \"Log in to Latchkey\"), which a person cannot do while the provider is down"]
+async fn idp_down_when_the_access_token_expires_still_serves_cached_credentials() {
+    let rig = expired_while_the_idp_is_down().await;
+    let answer = rig.request().await;
+    assert_ne!(answer.error(), "login_required", "{answer:?}");
+    assert!(
+        answer.served_the_credential(),
+        "the cached credential serves within its TTL: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn idp_slow_during_refresh_times_out_and_keeps_the_session() {
+    let mut rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential());
+    rig.idp().pause().expect("SIGSTOP the IdP");
+    let started = Instant::now();
+    let result = rig.lk().refresh_now(ACCOUNT).await;
+    let took = started.elapsed();
+    rig.idp().resume().expect("SIGCONT the IdP");
+    let e = result.expect_err("a frozen provider gives no token");
+    assert_eq!(e.code, "idp_timeout", "{e:?}");
+    assert!(took < Duration::from_secs(20), "bounded: {took:?}");
+    assert!(is_active(&rig.state()), "{:?}", rig.state());
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert!(rig.request().await.served_the_credential());
+
+    // The provider back, the next refresh succeeds with the kept refresh token.
+    rig.lk().refresh_now(ACCOUNT).await.expect("refresh after");
+    assert_restores(&mut rig).await;
+}
+
+/// Waits until the cached credential is past its refresh point (80 % of the TTL) but still
+/// usable, so the next request asks the gateway again.
+async fn wait_until_stale(rig: &Rig) {
+    let lk = rig.lk().clone();
+    eventually("the cached credential is past its refresh point", || {
+        let o = lk.overview();
+        let stale = o.services.iter().any(|s| {
+            s.name == "demo"
+                && s.fetched_at
+                    .zip(s.expires_at)
+                    .is_some_and(|(f, e)| o.now >= f + (e - f) * 4 / 5 && o.now < e)
+        });
+        async move { stale }
+    })
+    .await;
+}
+
+/// Shared by the gateway cells: with no cached credential the proxy answers `error_code` with a
+/// message that says what to do; with one, it serves it while the gateway misbehaves, until the
+/// TTL ends; the session and the keychain are untouched; the gateway healed, all is well again.
+async fn gateway_fault_cell(fault: serde_json::Value, error_code: &str) {
+    // TTL 3 s: fresh for 2.4 s, usable until 3 s.
+    let mut rig = Rig::start(IdpOptions::default(), 3).await;
+
+    // No cached credential yet.
+    rig.gateway
+        .script("demo", &[fault.clone()])
+        .await
+        .expect("script");
+    let answer = rig.request().await;
+    assert_eq!(answer.error(), error_code, "{answer:?}");
+    assert!(answer.status >= 500, "{answer:?}");
+    assert!(
+        answer.message().contains("try again"),
+        "says what to do: {answer:?}"
+    );
+    let (state, message) = rig.credential_state();
+    assert_eq!(state, CredentialState::Error, "the overview shows it");
+    assert!(message.is_some_and(|m| !m.is_empty()));
+    assert!(is_active(&rig.state()), "the session is untouched");
+
+    // Healed: fetched and cached.
+    let answer = rig.request().await;
+    assert!(answer.served_the_credential(), "{answer:?}");
+    assert!(
+        rig.stored().iter().any(|e| e.starts_with("credentials:")),
+        "the credential is in the keychain: {:?}",
+        rig.stored()
+    );
+
+    // Misbehaving again while a cached credential is usable: it serves, and the overview says so.
+    rig.gateway
+        .script("demo", &vec![fault; 10])
+        .await
+        .expect("script");
+    wait_until_stale(&rig).await;
+    let answer = rig.request().await;
+    assert!(
+        answer.served_the_credential(),
+        "the cached credential serves within its TTL: {answer:?}"
+    );
+    assert_eq!(
+        rig.credential_state().0,
+        CredentialState::Cached,
+        "the overview says it is the cached one"
+    );
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert!(
+        rig.stored().iter().any(|e| e.starts_with("credentials:")),
+        "and the credential: {:?}",
+        rig.stored()
+    );
+    assert!(is_active(&rig.state()), "{:?}", rig.state());
+    assert_restores(&mut rig).await;
+}
+
+#[tokio::test]
+async fn gateway_5xx_says_gateway_unavailable_and_serves_the_cached_credential() {
+    gateway_fault_cell(serde_json::json!({"status": 503}), "gateway_unavailable").await;
+}
+
+#[tokio::test]
+async fn gateway_timeout_says_gateway_unavailable_and_serves_the_cached_credential() {
+    gateway_fault_cell(
+        serde_json::json!({"status": 200, "delay_ms": 2500, "body": {"data": {"api_key": "late"}}}),
+        "gateway_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_malformed_answer_is_an_error_and_keeps_the_cached_credential() {
+    gateway_fault_cell(
+        serde_json::json!({"status": 200, "raw": "<html>captive portal</html>", "content_type": "text/html"}),
+        "gateway_unavailable",
+    )
+    .await;
+}
+
+/// Shared by the keychain cells: with the keychain failing mid-run, a refresh reports `code`
+/// with what to do, the proxy keeps serving what it holds in memory, and once the keychain is
+/// back the session refreshes and restores — nothing stored was lost.
+async fn keychain_fault_cell(fault: Option<StoreFault>, delay: Option<Duration>, code: &str) {
+    let mut rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential());
+    let before = rig.stored();
+
+    rig.store.fail_with(fault);
+    rig.store.delay_each_call(delay);
+    let e = rig
+        .lk()
+        .refresh_now(ACCOUNT)
+        .await
+        .expect_err("a refresh cannot store its tokens");
+    assert_eq!(e.code, code, "{e:?}");
+    assert!(
+        e.message.to_lowercase().contains("keychain"),
+        "names the keychain: {}",
+        e.message
+    );
+    let answer = rig.request().await;
+    assert!(
+        answer.served_the_credential() || answer.error() == "keychain_unavailable",
+        "either the credential in memory, or the keychain's own error: {answer:?}"
+    );
+    if !answer.served_the_credential() {
+        assert!(answer.message().contains("unlock"), "{answer:?}");
+    }
+
+    rig.store.fail_with(None);
+    rig.store.delay_each_call(None);
+    assert_eq!(rig.stored(), before, "nothing stored was deleted");
+    rig.lk()
+        .refresh_now(ACCOUNT)
+        .await
+        .expect("the keychain back, the session refreshes");
+    assert!(rig.request().await.served_the_credential());
+    assert_restores(&mut rig).await;
+    assert!(
+        rig.lk().refresh_now(ACCOUNT).await.is_ok(),
+        "the restored refresh token is the current one"
+    );
+}
+
+#[tokio::test]
+async fn keychain_locked_mid_run_says_keychain_locked_and_loses_nothing() {
+    keychain_fault_cell(
+        Some(StoreFault::Locked {
+            message: "collection is locked".into(),
+        }),
+        None,
+        "keychain_locked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keychain_missing_mid_run_says_keychain_unavailable_and_loses_nothing() {
+    keychain_fault_cell(
+        Some(StoreFault::Unavailable {
+            message: "the Secret Service is not running".into(),
+        }),
+        None,
+        "keychain_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keychain_slow_mid_run_says_keychain_timeout_and_loses_nothing() {
+    keychain_fault_cell(None, Some(Duration::from_millis(1500)), "keychain_timeout").await;
+}
