@@ -227,6 +227,11 @@ pub enum ClientAction {
         /// Services it may use (repeatable).
         #[arg(long = "service", required = true)]
         services: Vec<String>,
+        /// Let it also read its services' raw credentials at `/v1/credentials/<service>` (for an
+        /// MCP server that integrates natively). Off by default: its token then works only
+        /// through the proxy. An account's own access token is never given out either way.
+        #[arg(long)]
+        allow_raw_credentials: bool,
     },
     /// List clients.
     List {
@@ -239,11 +244,6 @@ pub enum ClientAction {
         /// Client name.
         name: String,
     },
-}
-
-/// `latchkey server …`
-#[derive(Debug, Subcommand)]
-pub enum ServerAction {
     /// List a client's tokens: label, created, last used, expiry (never the token itself).
     Tokens {
         /// Client name.
@@ -259,6 +259,11 @@ pub enum ServerAction {
         /// The token's label, e.g. `mcp-config:claude-code`.
         label: String,
     },
+}
+
+/// `latchkey server …`
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
     /// Add a remote MCP server by URL: discover its authorization server, register, sign in
     /// (system browser; prints the URL when it cannot), then save it in the configuration.
     Add {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use latchkey_core::secret::{Secret, ct_eq_str};
 
 use crate::view::{ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview};
-use crate::{Latchkey, RuntimeError};
+use crate::{ClientOptions, Latchkey, RuntimeError};
 
 /// Longest a `latchkey login` waits for the browser.
 const LOGIN_WAIT: Duration = Duration::from_secs(600);
@@ -234,13 +234,18 @@ async fn list_clients(State(c): State<Control>) -> ApiResult<Vec<ClientView>> {
 struct NewClient {
     name: String,
     services: Vec<String>,
+    /// `latchkey client add --allow-raw-credentials`.
+    #[serde(default)]
+    allow_raw_credentials: bool,
 }
 
 async fn create_client(
     State(c): State<Control>,
     Json(body): Json<NewClient>,
 ) -> Result<Response, ApiError> {
-    let created: CreatedClient = c.lk.create_client(&body.name, &body.services)?;
+    let mut options = ClientOptions::default();
+    options.allow_raw_credentials = body.allow_raw_credentials;
+    let created: CreatedClient = c.lk.create_client_with(&body.name, &body.services, &options)?;
     Ok((
         StatusCode::CREATED,
         [("cache-control", "no-store")],
@@ -260,13 +265,13 @@ async fn revoke_client(
 #[derive(Deserialize)]
 struct TokenLabel {
     label: String,
+    /// The token stops working after this many seconds; absent: never.
+    expires_in_seconds: Option<u64>,
 }
 
 async fn issue_token(
     State(c): State<Control>,
     Path(name): Path<String>,
-    /// The token stops working after this many seconds; absent: never.
-    expires_in_seconds: Option<u64>,
     Json(body): Json<TokenLabel>,
 ) -> Result<Response, ApiError> {
     let expires_in = body.expires_in_seconds.map(Duration::from_secs);
@@ -281,11 +286,6 @@ async fn issue_token(
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct EphemeralRequest {
-    client: String,
-    ttl_seconds: Option<u64>,
-}
 async fn list_tokens(
     State(c): State<Control>,
     Path(name): Path<String>,
@@ -301,6 +301,11 @@ async fn revoke_token(
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
+#[derive(Deserialize)]
+struct EphemeralRequest {
+    client: String,
+    ttl_seconds: Option<u64>,
+}
 
 async fn ephemeral(
     State(c): State<Control>,

@@ -36,7 +36,7 @@ impl RuntimeError {
         Self::new(
             "proxy_port_unavailable",
             format!(
-                "cannot listen on 127.0.0.1:{port} ({e}): another program uses it; choose another port in Settings or the config file"
+                "cannot listen on loopback port {port} ({e}): another program uses it; choose another port in Settings or the config file (or set `ipv6 = false` under [proxy] if only [::1] is taken and must stay so)"
             ),
         )
     }

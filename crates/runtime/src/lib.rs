@@ -41,7 +41,7 @@ use latchkey_store::{
     TokenInfo,
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
-pub use latchkey_store::{AuditPage, AuditRow};
+pub use latchkey_store::{AuditPage, AuditRow, ClientOptions};
 pub use servers::{AddServer, AddedServer};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
@@ -156,9 +156,12 @@ impl Latchkey {
                 Ok(limit) => debug!(limit, "open file limit"),
                 Err(e) => warn!(kind = ?e.kind(), "open file limit not raised"),
             }
-            let listeners = latchkey_proxy::bind_loopback(port)
-                .await
-                .map_err(|e| RuntimeError::port_taken(port, &e))?;
+            let bound = if config.proxy.ipv6 {
+                latchkey_proxy::bind_loopback(port).await
+            } else {
+                latchkey_proxy::bind_loopback_ipv4(port).await
+            };
+            let listeners = bound.map_err(|e| RuntimeError::port_taken(port, &e))?;
             let addr = listeners
                 .first()
                 .and_then(|l| l.local_addr().ok())
@@ -649,13 +652,24 @@ impl Latchkey {
         name: &str,
         services: &[String],
     ) -> Result<CreatedClient, RuntimeError> {
+        self.create_client_with(name, services, &ClientOptions::default())
+    }
+
+    /// [`Latchkey::create_client`] with `options` (for example the right to read raw
+    /// credentials).
+    pub fn create_client_with(
+        &self,
+        name: &str,
+        services: &[String],
+        options: &ClientOptions,
+    ) -> Result<CreatedClient, RuntimeError> {
         for s in services {
             if self.inner.config.service(s).is_none() && !self.servers().contains(s) {
                 return Err(RuntimeError::unknown_service(s));
             }
         }
         let name = ClientName::parse(name)?;
-        let (info, token) = self.inner.clients.add(&name, services)?;
+        let (info, token) = self.inner.clients.add_with(&name, services, options)?;
         Ok(CreatedClient {
             client: client_view(info),
             token: token.expose().to_owned(),
@@ -827,6 +841,7 @@ fn client_view(info: latchkey_store::ClientInfo) -> ClientView {
         services: info.services,
         created_at: info.created_at,
         last_used_at: info.last_used_at,
+        raw_credentials: info.raw_credentials,
     }
 }
 

@@ -125,6 +125,9 @@ pub struct ClientView {
     pub created_at: i64,
     /// Last request, unix seconds.
     pub last_used_at: Option<i64>,
+    /// It may read its services' raw credentials (`latchkey client add
+    /// --allow-raw-credentials`); shown as "can read raw credentials".
+    pub raw_credentials: bool,
 }
 
 /// A new client and its token, shown exactly once.

@@ -10,7 +10,7 @@ describe('ipc', () => {
     mockIPC((cmd, args) => {
       seen.push([cmd, args]);
       if (cmd === 'create_client') {
-        return { client: { name: 'cursor', services: ['demo'], created_at: 1, last_used_at: null }, token: 'lk_x' };
+        return { client: { name: 'cursor', services: ['demo'], created_at: 1, last_used_at: null, raw_credentials: false }, token: 'lk_x' };
       }
       return null;
     });

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 
 use latchkey_core::paths::Paths;
+use latchkey_runtime::ClientOptions;
 use latchkey_runtime::view::ActivityFilter;
 
 use super::{Target, require_running};
@@ -23,20 +24,38 @@ pub async fn run(paths: &Paths, action: ClientAction) -> anyhow::Result<ExitCode
 
 async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<ExitCode> {
     match action {
-        ClientAction::Add { name, services } => {
+        ClientAction::Add {
+            name,
+            services,
+            allow_raw_credentials,
+        } => {
             let created: serde_json::Value = match target {
                 Target::Remote(r) => {
                     r.post(
                         "/v1/control/clients",
-                        &serde_json::json!({ "name": name, "services": services }),
+                        &serde_json::json!({
+                            "name": name,
+                            "services": services,
+                            "allow_raw_credentials": allow_raw_credentials,
+                        }),
                     )
                     .await?
                 }
                 Target::Local(lk) => {
-                    serde_json::to_value(lk.create_client(&name, &services).map_err(Coded::from)?)
-                        .context("client")?
+                    let mut options = ClientOptions::default();
+                    options.allow_raw_credentials = allow_raw_credentials;
+                    let created = lk
+                        .create_client_with(&name, &services, &options)
+                        .map_err(Coded::from)?;
+                    serde_json::to_value(created).context("client")?
                 }
             };
+            if allow_raw_credentials {
+                eprintln!(
+                    "`{name}` can read raw credentials of {} at /v1/credentials/<service>.",
+                    services.join(", ")
+                );
+            }
             eprintln!(
                 "Created client `{name}` for {}. Its token is shown once; store it in your MCP host's configuration:",
                 services.join(", ")
@@ -55,8 +74,8 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
                 );
             } else {
                 println!(
-                    "{:<24} {:<30} {:<20} LAST USED",
-                    "NAME", "SERVICES", "CREATED"
+                    "{:<24} {:<30} {:<20} {:<20} RIGHTS",
+                    "NAME", "SERVICES", "CREATED", "LAST USED"
                 );
                 for c in clients.as_array().into_iter().flatten() {
                     let services: Vec<&str> = c["services"]
@@ -65,8 +84,13 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
                         .flatten()
                         .filter_map(|s| s.as_str())
                         .collect();
+                    let rights = if c["raw_credentials"].as_bool() == Some(true) {
+                        "can read raw credentials"
+                    } else {
+                        "proxy only"
+                    };
                     println!(
-                        "{:<24} {:<30} {:<20} {}",
+                        "{:<24} {:<30} {:<20} {:<20} {rights}",
                         c["name"].as_str().unwrap_or("?"),
                         services.join(","),
                         format_time(c["created_at"].as_i64()),
@@ -90,30 +114,6 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
             }
             eprintln!("Revoked client `{name}`; its tokens no longer work.");
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `latchkey log`: client traffic, plus the CLI's own control calls with `--control`.
-pub async fn log(
-    paths: &Paths,
-    follow: bool,
-    client: Option<String>,
-    service: Option<String>,
-    limit: u32,
-    json: bool,
-    control: bool,
-) -> anyhow::Result<ExitCode> {
-    let target = Target::open(paths).await?;
-    let page: anyhow::Result<serde_json::Value> = match &target {
-        Target::Remote(r) => {
-            let mut q = vec![format!("limit={limit}")];
-            if control {
-                q.push("control=true".to_owned());
-            }
-            if let Some(c) = &client {
-                q.push(format!(
-                    "client={}",
         ClientAction::Tokens { name, json } => {
             let tokens: serde_json::Value = match target {
                 Target::Remote(r) => r.get(&format!("/v1/control/clients/{name}/tokens")).await?,
@@ -161,6 +161,30 @@ pub async fn log(
                 "Revoked the token `{label}` of client `{name}`; its other tokens still work."
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `latchkey log`: client traffic, plus the CLI's own control calls with `--control`.
+pub async fn log(
+    paths: &Paths,
+    follow: bool,
+    client: Option<String>,
+    service: Option<String>,
+    limit: u32,
+    json: bool,
+    control: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = Target::open(paths).await?;
+    let page: anyhow::Result<serde_json::Value> = match &target {
+        Target::Remote(r) => {
+            let mut q = vec![format!("limit={limit}")];
+            if control {
+                q.push("control=true".to_owned());
+            }
+            if let Some(c) = &client {
+                q.push(format!(
+                    "client={}",
                     url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
                 ));
             }

@@ -76,6 +76,11 @@ pub struct ProxySettings {
     /// Most client connections served at once (a few more are kept for the `latchkey`
     /// command).
     pub max_connections: usize,
+    /// Serve `[::1]` as well as `127.0.0.1` (default). Both or none: when `[::1]` on the port is
+    /// taken, Latchkey refuses to start, as clients that resolve `localhost` to `::1` would hand
+    /// their token to whoever holds it. `ipv6 = false` serves IPv4 only, for machines where
+    /// another program must keep that port on `[::1]`.
+    pub ipv6: bool,
 }
 
 /// Audit log retention.
@@ -700,6 +705,7 @@ fn validate_proxy(
         rate_limit_per_second: rate,
         rate_limit_burst: burst,
         max_connections: max as usize,
+        ipv6: raw.and_then(|p| p.ipv6).unwrap_or(true),
     })
 }
 

@@ -43,6 +43,7 @@ pub(super) struct RawProxy {
     pub rate_limit_per_second: Option<Spanned<f64>>,
     pub rate_limit_burst: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
+    pub ipv6: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -310,3 +310,16 @@ fn the_proxy_connection_cap_defaults_and_is_configurable() {
     assert!(message.contains("max_connections"), "{message}");
     assert!(fix.contains("512"), "{fix}");
 }
+
+#[test]
+fn ipv6_is_served_unless_the_proxy_section_says_ipv4_only() {
+    assert!(
+        parse(SAMPLE).expect("sample").proxy.ipv6,
+        "both listeners by default"
+    );
+    let v4_only = SAMPLE.replace(
+        "listen = \"127.0.0.1:47821\"",
+        "listen = \"127.0.0.1:47821\"\nipv6 = false",
+    );
+    assert!(!parse(&v4_only).expect("ipv4 only").proxy.ipv6);
+}
