@@ -3,6 +3,8 @@
 //! fresh, serves the loopback proxy, and answers the UI's questions. The Tauri crate and the CLI
 //! only translate to and from this API.
 
+#[cfg(test)]
+mod config_props;
 pub mod control;
 pub mod error;
 pub mod instance;
