@@ -6,6 +6,7 @@ mod audit;
 mod browser;
 mod canary;
 mod control;
+mod control_token;
 mod expiry;
 mod flood;
 mod gates;
