@@ -8,6 +8,7 @@ mod canary;
 mod control;
 mod control_token;
 mod expiry;
+mod faults;
 mod flood;
 mod gates;
 mod hardening;
