@@ -323,3 +323,50 @@ fn ipv6_is_served_unless_the_proxy_section_says_ipv4_only() {
     );
     assert!(!parse(&v4_only).expect("ipv4 only").proxy.ipv6);
 }
+
+#[test]
+fn remote_servers_parse_with_their_options() {
+    let text = format!(
+        "{SAMPLE}\n[[servers]]\nname = \"tracker\"\nurl = \"https://mcp.example.com/mcp\"\nclient_id = \"pre\"\nscopes = [\"read\", \"write\"]\n\n[[servers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8080/mcp\"\nallow_insecure_loopback = true\n"
+    );
+    let c = parse(&text).expect("valid");
+    let tracker = c.server("tracker").expect("tracker");
+    assert_eq!(tracker.client_id.as_deref(), Some("pre"));
+    assert_eq!(
+        tracker.scopes.as_deref(),
+        Some(&["read".to_owned(), "write".to_owned()][..])
+    );
+    assert!(c.server("local").is_some_and(|s| s.allow_insecure_loopback));
+}
+
+#[test]
+fn a_remote_server_is_refused_with_its_line_and_fix() {
+    let base_lines = SAMPLE.lines().count();
+    let case = |server: &str| invalid(&format!("{SAMPLE}[[servers]]\n{server}"));
+
+    let (line, message, fix) = case("name = \"github\"\nurl = \"https://mcp.example.com/mcp\"\n");
+    assert_eq!(line, base_lines + 2);
+    assert!(message.contains("has the name of a service"), "{message}");
+    assert!(fix.contains("rename"), "{fix}");
+
+    let (line, message, fix) = case("name = \"local\"\nurl = \"http://127.0.0.1:8080/mcp\"\n");
+    assert_eq!(line, base_lines + 3);
+    assert!(message.contains("plain http://"), "{message}");
+    assert!(fix.contains("allow_insecure_loopback"), "{fix}");
+
+    let (_, message, _) = case(
+        "name = \"far\"\nurl = \"http://mcp.example.com/mcp\"\nallow_insecure_loopback = true\n",
+    );
+    assert!(
+        message.contains("must use https://"),
+        "off loopback: {message}"
+    );
+
+    let (_, message, fix) =
+        case("name = \"t\"\nurl = \"https://mcp.example.com/mcp\"\nclient_secret = \"s3cret\"\n");
+    assert!(message.contains("client secret"), "{message}");
+    assert!(fix.contains("secrets never go"), "{fix}");
+
+    let (_, message, _) = case("name = \"v1\"\nurl = \"https://mcp.example.com/mcp\"\n");
+    assert!(message.contains("reserved"), "{message}");
+}
