@@ -4,5 +4,6 @@
 mod glewlwyd;
 mod mcp_oauth;
 mod providers;
+mod remote;
 mod session;
 mod support;
