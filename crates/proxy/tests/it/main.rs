@@ -7,6 +7,7 @@ mod browser;
 mod canary;
 mod control;
 mod control_token;
+mod credentials_rate;
 mod expiry;
 mod faults;
 mod flood;
