@@ -141,7 +141,16 @@ test('a full login yields a gateway JWT and a rotating refresh token; revocation
 });
 
 test('a wrong password keeps the user on the sign-in page', async () => {
-  await assert.rejects(login('alice', 'nope'));
+  // Refused by the sign-in page itself (401, the form shown again with the reason), not by a
+  // provider that is down (fetch fails) or broken (another status): those must fail this test.
+  await assert.rejects(login('alice', 'nope'), (err) => {
+    assert.ok(err instanceof assert.AssertionError, `a sign-in refusal, not ${err}`);
+    assert.match(err.message, /^unexpected 401 at \S+\/login:/, 'the sign-in form answered 401');
+    assert.match(err.message, /Invalid login or password\./, 'the page says why');
+    assert.match(err.message, /<form method="post"/, 'and offers the form again');
+    return true;
+  });
+  await login('alice');
 });
 
 test('the gateway answers 200/401/403/404 and scripted responses', async () => {
