@@ -4,9 +4,10 @@
 
 use latchkey_runtime::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
-    Overview,
+    Overview, ServerView,
 };
-use latchkey_runtime::{Latchkey, RuntimeError};
+use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
+use serde::Deserialize;
 use tauri::{AppHandle, State};
 
 use crate::settings::{self, Settings};
@@ -125,6 +126,63 @@ pub fn apply_host_entry(
 #[tauri::command]
 pub fn undo_host_entry(lk: State<'_, Latchkey>, host: String) -> Result<()> {
     lk.undo_host_entry(&host)
+}
+
+/// What *Add MCP server* sends.
+#[derive(Debug, Deserialize)]
+pub struct AddServerRequest {
+    /// The server's URL.
+    pub url: String,
+    /// Its proxy name (default: from the URL).
+    pub name: Option<String>,
+    /// A client id registered beforehand, when the server's authorization server needs one.
+    pub client_id: Option<String>,
+    /// Plain `http://` on this computer, allowed explicitly (local servers).
+    #[serde(default)]
+    pub allow_insecure_loopback: bool,
+}
+
+/// Adds a remote MCP server and signs in; resolves once it is ready, nothing kept on failure.
+#[tauri::command]
+pub async fn add_server(
+    app: AppHandle,
+    lk: State<'_, Latchkey>,
+    request: AddServerRequest,
+    system_browser: Option<bool>,
+) -> Result<ServerView> {
+    let browser = system_browser.unwrap_or_else(|| settings::load(&app).use_system_browser);
+    let options = AddServer {
+        name: request.name.filter(|n| !n.trim().is_empty()),
+        client_id: request.client_id,
+        allow_insecure_loopback: request.allow_insecure_loopback,
+    };
+    crate::login::add_server(&app, &lk, &request.url, options, browser).await
+}
+
+/// Logs in to a remote MCP server again, or grants it more access.
+#[tauri::command]
+pub async fn server_login(
+    app: AppHandle,
+    lk: State<'_, Latchkey>,
+    name: String,
+    system_browser: Option<bool>,
+) -> Result<()> {
+    let browser = system_browser.unwrap_or_else(|| settings::load(&app).use_system_browser);
+    crate::login::start_server(&app, &lk, &name, browser).await
+}
+
+/// Stops a remote MCP server's pending sign-in (one being added is forgotten).
+#[tauri::command]
+pub fn cancel_server_login(app: AppHandle, lk: State<'_, Latchkey>, name: String) {
+    lk.cancel_server_login(&name);
+    crate::login::close_window(&app);
+}
+
+/// Removes a remote MCP server: revokes its tokens, wipes them, forgets it. Returns a note when
+/// the authorization server offers no revocation.
+#[tauri::command]
+pub async fn remove_server(lk: State<'_, Latchkey>, name: String) -> Result<Option<String>> {
+    lk.remove_server(&name).await
 }
 
 /// Preferences.

@@ -56,6 +56,10 @@ pub fn run() {
             commands::preview_host_entry,
             commands::apply_host_entry,
             commands::undo_host_entry,
+            commands::add_server,
+            commands::server_login,
+            commands::cancel_server_login,
+            commands::remove_server,
             commands::get_settings,
             commands::set_settings,
         ])

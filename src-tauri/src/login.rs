@@ -1,10 +1,13 @@
 //! "Log in": the runtime's authorization URL in a `login` window (no IPC capability) or in the
-//! system browser. The window closes itself when the login ends; closing it cancels the login.
+//! system browser, for an account or a remote MCP server (adding one, logging in again, a
+//! step-up). The window closes itself when the login ends; closing it cancels the login.
 
 use latchkey_core::session::SessionState;
-use latchkey_runtime::{Latchkey, RuntimeError};
+use latchkey_runtime::view::ServerView;
+use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
 use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_opener::OpenerExt;
+use url::Url;
 
 /// Label of the login window.
 pub const LOGIN: &str = "login";
@@ -18,43 +21,141 @@ pub async fn start(
 ) -> Result<(), RuntimeError> {
     close_window(app);
     let url = lk.begin_login(account).await?;
+    let rt = lk.clone();
+    let name = account.to_owned();
+    // The login window shares one cookie jar with every later login window, so the identity
+    // provider's session would sign the same person in again without asking after "Log out"
+    // (anyone at the laptop could). OpenID Connect's `prompt=login` makes the provider ask
+    // every time; the system browser, where single sign-on belongs (RFC 8252), is left as is.
+    open_page(app, url, system_browser, true, move || {
+        rt.cancel_login(&name)
+    })?;
+    watch(app.clone(), lk.clone(), account.to_owned());
+    Ok(())
+}
+
+/// Adds a remote MCP server and signs in to it in the login window (or the system browser);
+/// returns it once ready. A refusal, a failed sign-in or a closed window leaves nothing behind
+/// (the runtime writes the server only after its first login), and the error says why.
+pub async fn add_server(
+    app: &AppHandle,
+    lk: &Latchkey,
+    url: &str,
+    options: AddServer,
+    system_browser: bool,
+) -> Result<ServerView, RuntimeError> {
+    close_window(app);
+    let added = lk.add_server_with(url, options).await?;
+    let name = added.name;
+    let rt = lk.clone();
+    let closed = name.clone();
+    let opened = open_page(app, added.authorize_url, system_browser, false, move || {
+        rt.cancel_server_login(&closed)
+    });
+    if let Err(e) = opened {
+        lk.cancel_server_login(&name);
+        return Err(e);
+    }
+    let done = lk.wait_server_login(&name).await;
+    close_window(app);
+    done?;
+    lk.overview()
+        .servers
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            RuntimeError::new(
+                "unknown_server",
+                format!("the MCP server `{name}` was removed meanwhile"),
+            )
+        })
+}
+
+/// Signs in to the remote MCP server `name` again, or grants it the scopes a step-up asks for;
+/// the login window closes itself when the login ends.
+pub async fn start_server(
+    app: &AppHandle,
+    lk: &Latchkey,
+    name: &str,
+    system_browser: bool,
+) -> Result<(), RuntimeError> {
+    close_window(app);
+    let url = lk.server_login(name).await?;
+    let rt = lk.clone();
+    let closed = name.to_owned();
+    let opened = open_page(app, url, system_browser, false, move || {
+        rt.cancel_server_login(&closed)
+    });
+    if let Err(e) = opened {
+        lk.cancel_server_login(name);
+        return Err(e);
+    }
+    let (app, lk, name) = (app.clone(), lk.clone(), name.to_owned());
+    tauri::async_runtime::spawn(async move {
+        // Its outcome is in the overview (state and last_login_error); only the window is ours.
+        let _ = lk.wait_server_login(&name).await;
+        close_window(&app);
+    });
+    Ok(())
+}
+
+/// Opens an authorization page in the `login` window, or in the system browser through the
+/// opener (never a shell). Only `http` and `https` pages are opened, whoever produced the URL.
+/// `ask_password` adds OpenID Connect's `prompt=login` in the window (see [`start`]). Closing the
+/// window calls `on_closed`, which cancels the login still waiting for its callback.
+pub fn open_page(
+    app: &AppHandle,
+    url: Url,
+    system_browser: bool,
+    ask_password: bool,
+    on_closed: impl Fn() + Send + 'static,
+) -> Result<(), RuntimeError> {
+    check_scheme(&url)?;
     if system_browser {
-        app.opener()
+        return app
+            .opener()
             .open_url(url.as_str(), None::<&str>)
             .map_err(|e| {
                 RuntimeError::new(
                     "browser_unavailable",
                     format!("cannot open your browser ({e}); turn off \"Use system browser\""),
                 )
-            })?;
-    } else {
-        // The login window shares one cookie jar with every later login window, so the identity
-        // provider's session would sign the same person in again without asking after "Log out"
-        // (anyone at the laptop could). OpenID Connect's `prompt=login` makes the provider ask
-        // every time; the system browser, where single sign-on belongs (RFC 8252), is left as is.
-        let mut url = url;
-        url.query_pairs_mut().append_pair("prompt", "login");
-        let window = WebviewWindowBuilder::new(app, LOGIN, WebviewUrl::External(url))
-            .title("Sign in — Latchkey")
-            .inner_size(520.0, 700.0)
-            .build()
-            .map_err(|e| {
-                RuntimeError::new(
-                    "window_failed",
-                    format!("cannot open the sign-in window: {e}"),
-                )
-            })?;
-        let rt = lk.clone();
-        let name = account.to_owned();
-        window.on_window_event(move |event| {
-            if matches!(event, WindowEvent::Destroyed) {
-                // Closing the window ends a login still waiting for its callback.
-                rt.cancel_login(&name);
-            }
-        });
+            });
     }
-    watch(app.clone(), lk.clone(), account.to_owned());
+    let mut url = url;
+    if ask_password {
+        url.query_pairs_mut().append_pair("prompt", "login");
+    }
+    let window = WebviewWindowBuilder::new(app, LOGIN, WebviewUrl::External(url))
+        .title("Sign in — Latchkey")
+        .inner_size(520.0, 700.0)
+        .build()
+        .map_err(|e| {
+            RuntimeError::new(
+                "window_failed",
+                format!("cannot open the sign-in window: {e}"),
+            )
+        })?;
+    window.on_window_event(move |event| {
+        if matches!(event, WindowEvent::Destroyed) {
+            on_closed();
+        }
+    });
     Ok(())
+}
+
+/// Refuses a sign-in address that is not `http(s)` (`javascript:`, `file:`, a custom scheme
+/// handed to the desktop): the page is opened only when it is a web page.
+pub fn check_scheme(url: &Url) -> Result<(), RuntimeError> {
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(RuntimeError::new(
+            "login_url_refused",
+            format!(
+                "Latchkey does not open a sign-in address with the scheme `{other}:`; only http and https pages are opened"
+            ),
+        )),
+    }
 }
 
 /// Closes the login window when the login ends, and tells the window how it ended.
@@ -96,5 +197,32 @@ fn watch(app: AppHandle, lk: Latchkey, account: String) {
 pub fn close_window(app: &AppHandle) {
     if let Some(w) = app.get_webview_window(LOGIN) {
         let _ = w.destroy();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_web_pages_are_opened() {
+        for ok in [
+            "https://auth.example.com/authorize?x=1",
+            "http://127.0.0.1:4000/auth",
+        ] {
+            let url = Url::parse(ok).expect("a valid URL");
+            assert!(check_scheme(&url).is_ok(), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "vscode://open",
+            "data:text/html,x",
+        ] {
+            let url = Url::parse(bad).expect("a valid URL");
+            let e = check_scheme(&url).expect_err(bad);
+            assert_eq!(e.code, "login_url_refused", "{bad}");
+            assert!(!e.message.contains("passwd"), "the address is not echoed");
+        }
     }
 }

@@ -2,9 +2,12 @@
 //! `tray_status`), its menu says who is signed in and until when, and offers log in/out, the
 //! window, the proxy URL and Quit. Notifications warn before expiry, when a session ends, and
 //! when a login fails (with the reason and its fix; a cancel is not announced). A failed login
-//! turns the icon red and the first menu line reads "Login failed: <short reason>".
+//! turns the icon red and the first menu line reads "Login failed: <short reason>". Remote MCP
+//! servers get a line each when they need a login or more access (a click starts it, and a
+//! notification says so once), the ready ones one summary line.
 
 use latchkey_core::session::SessionState;
+use latchkey_runtime::tray::{ServerLineAction, server_lines, server_notices};
 use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuBuilder, MenuEvent, MenuItemBuilder};
@@ -34,7 +37,8 @@ fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Me
                 .build(app)?,
         )
         .separator();
-    for account in lk.overview().accounts {
+    let overview = lk.overview();
+    for account in overview.accounts {
         let usable = account.state.is_usable();
         let pending = matches!(account.state, SessionState::LoggingIn);
         let (id, label) = if usable {
@@ -51,6 +55,22 @@ fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Me
         builder = builder.item(
             &MenuItemBuilder::with_id(id, label)
                 .enabled(!pending)
+                .build(app)?,
+        );
+    }
+    let lines = server_lines(&overview.servers);
+    if !lines.is_empty() {
+        builder = builder.separator();
+    }
+    for (i, line) in lines.into_iter().enumerate() {
+        let (id, enabled) = match line.action {
+            ServerLineAction::Login(name) => (format!("server-login:{name}"), true),
+            ServerLineAction::OpenWindow => (format!("server-open:{i}"), true),
+            ServerLineAction::None => (format!("server-info:{i}"), false),
+        };
+        builder = builder.item(
+            &MenuItemBuilder::with_id(id, line.label)
+                .enabled(enabled)
                 .build(app)?,
         );
     }
@@ -116,6 +136,20 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                         }
                     }
                 });
+            } else if let Some(server) = other.strip_prefix("server-login:") {
+                let (app, server) = (app.clone(), server.to_owned());
+                tauri::async_runtime::spawn(async move {
+                    let browser = crate::settings::load(&app).use_system_browser;
+                    if let Err(e) = crate::login::start_server(&app, &lk, &server, browser).await {
+                        notify(
+                            &app,
+                            &format!("Latchkey could not sign in to {server}"),
+                            &e.message,
+                        );
+                    }
+                });
+            } else if other.starts_with("server-open:") {
+                crate::window::show_main(app);
             } else if let Some(account) = other.strip_prefix("logout:") {
                 let (app, account) = (app.clone(), account.to_owned());
                 tauri::async_runtime::spawn(async move {
@@ -137,6 +171,8 @@ pub struct Notifier {
     announced_failures: Vec<(String, i64)>,
     /// `(account, client, service)` of refused requests, with when each was last announced.
     announced_requests: Vec<((String, String, String), i64)>,
+    /// `(server, state)` of remote MCP servers announced as needing a login or more access.
+    announced_servers: Vec<(String, String)>,
 }
 
 /// A host that keeps retrying is announced once per this many seconds, not once per request.
@@ -206,6 +242,9 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
             .announced_failures
             .retain(|(name, _)| *name != key.0);
         notifier.announced_failures.push(key);
+    }
+    for notice in server_notices(&mut notifier.announced_servers, &lk.overview().servers) {
+        notify(app, &notice.title, &notice.body);
     }
     let was_signed_in = matches!(notifier.last_icon, Some(Icon::Active | Icon::Expiring));
     if was_signed_in && matches!(status.icon, Icon::Expired | Icon::Error) {

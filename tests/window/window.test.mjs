@@ -2,7 +2,10 @@
 // D-Bus session with an unlocked gnome-keyring), driven through tauri-driver + WebKitWebDriver,
 // against the sandbox stack. Log in through the login webview, see the user and a moving
 // countdown, log out, and the keychain holds nothing of the account afterwards. The tray menu is
-// read where a desktop shell reads it, over D-Bus (libayatana's com.canonical.dbusmenu).
+// read where a desktop shell reads it, over D-Bus (libayatana's com.canonical.dbusmenu). Then
+// *Add MCP server* with the official SDK's OAuth-protected MCP server (tests/mcp/server-oauth.mjs)
+// and its authorization server (sandbox/mcp-auth-server.js, oidc-provider): sign in inside the
+// login window, the server listed as ready with its expiry, the tray summing it up, removed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -21,6 +24,8 @@ const children = [];
 let driver;
 let session;
 let env;
+/** The MCP authorization server's issuer and the SDK MCP server's URL. */
+let mcp;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -107,6 +112,23 @@ function trayMenu() {
   return null;
 }
 
+/** Starts a Node peer that prints `{"url": ...}` when ready; it exits when its stdin closes. */
+async function startPeer(cwd, args) {
+  const child = spawn('node', args, { cwd, stdio: ['pipe', 'pipe', 'inherit'] });
+  children.push(child);
+  const line = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (c) => reject(new Error(`node ${args[0]} exited ${c}`)));
+  });
+  return JSON.parse(line).url;
+}
+
+/** Keychain entries of a remote MCP server (its registration and its tokens). */
+function serverEntries(name) {
+  const out = execFileSync('sh', ['-c', `secret-tool search --all service '${env.LATCHKEY_KEYCHAIN_SERVICE}' 2>&1`], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.trim() === `attribute.username = server-tokens:${name}` || l.trim() === `attribute.username = server-client:${name}`).length;
+}
+
 /** Keychain entries of the `sandbox` account (secret-tool prints attributes on stderr). */
 function accountEntries() {
   const out = execFileSync('sh', ['-c', `secret-tool search --all service '${env.LATCHKEY_KEYCHAIN_SERVICE}' 2>&1`], { encoding: 'utf8' });
@@ -144,6 +166,8 @@ before(async () => {
   const proxyPort = await freePort();
   writeFileSync(configFile, readFileSync(configFile, 'utf8').replace('127.0.0.1:47821', `127.0.0.1:${proxyPort}`));
   execFileSync(cli, ['gateway', 'set-key'], { env, input: 'window-gateway-key' });
+  const issuer = (await startPeer(join(root, 'sandbox'), ['mcp-auth-server.js', JSON.stringify({ accessTtl: 3600 })])).replace(/\/$/, '');
+  mcp = { issuer, url: await startPeer(join(root, 'tests', 'mcp'), ['server-oauth.mjs', '--issuer', issuer]) };
 
   const port = await freePort();
   const d = spawn('tauri-driver', ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -256,4 +280,70 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.equal(status.accounts[0].state.kind, 'logged_out', `a cancelled login leaves "logged out": ${JSON.stringify(status.accounts[0].state)}`);
   assert.equal(accountEntries(), 0, 'a cancelled login stores nothing');
   await shot('7-login-cancelled');
+});
+
+test('add a remote MCP server by URL, sign in inside the login window, see it ready with its expiry, remove it', async () => {
+  const main = await wd('GET', s('/window'));
+  await click("//nav//button[normalize-space()='MCP servers']");
+  await click("//button[normalize-space()='Add MCP server']");
+  await until('the Add MCP server dialog', () => find("//*[@role='dialog']//input[@id='server-url']"));
+  await type("//input[@id='server-url']", mcp.url);
+  await type("//input[@id='server-name']", 'sdk');
+  // The SDK server is plain http on 127.0.0.1: allowed only by an explicit choice.
+  await click("//label[contains(., 'Allow plain http')]/input[@type='checkbox']");
+  await click("//button[normalize-space()='Add and sign in']");
+
+  // The authorization server's sign-in page opens in the login window.
+  const loginWindow = await until('the login window', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main), 30000);
+  await wd('POST', s('/window'), { handle: main });
+  await until('the progress in the dialog', () => find("//*[@data-testid='add-progress']"));
+  await wd('POST', s('/window'), { handle: loginWindow });
+  await until('the sign-in form', () => find("//input[@name='login']"), 30000);
+  await until('the sign-in page to finish loading', async () => (await wd('POST', s('/execute/sync'), { script: 'return document.readyState', args: [] })) === 'complete');
+  const page = await wd('POST', s('/execute/sync'), { script: 'return location.origin', args: [] });
+  assert.equal(page, new URL(mcp.issuer).origin, 'the login window shows the MCP authorization server');
+  await type("//input[@name='login']", 'alice');
+  await type("//input[@name='password']", 'alice-password');
+  await shot('8-mcp-server-sign-in');
+  await click("//button[@type='submit']");
+
+  try {
+    await until('the login window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 60000);
+  } catch (e) {
+    await shot('failure-mcp-login-window').catch(() => {});
+    throw e;
+  }
+  await wd('POST', s('/window'), { handle: main });
+  const card = "//*[@data-testid='server' and @data-name='sdk']";
+  await until('the server listed as ready', () => find(`${card}[@data-state='ready']`), 30000);
+  assert.equal(await text(`${card}//*[@data-testid='server-badge']`), 'Ready');
+  assert.equal(await text(`${card}//*[@data-testid='server-issuer']`), mcp.issuer);
+  const expiry = await text(`${card}//*[@data-testid='server-expiry']`);
+  assert.match(expiry, /^(1 h 00 min|59 min \d+ s)$/, `a one-hour token: ${expiry}`);
+  assert.match(await text(`${card}//*[@data-testid='server-proxy-url']`), /^http:\/\/127\.0\.0\.1:\d+\/sdk\/mcp$/);
+  assert.equal(await text("//*[@data-testid='servers-notice']"), 'sdk added and signed in.');
+  assert.ok(serverEntries('sdk') >= 2, 'the registration and the tokens are in the keychain');
+  const config = readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8');
+  assert.ok(config.includes('[[servers]]') && config.includes(mcp.url), 'the server is in the configuration');
+  assert.ok(!/eyJ|access_token|refresh_token/.test(config), 'and no token is');
+  const page2 = await wd('POST', s('/execute/sync'), { script: 'return document.documentElement.outerHTML', args: [] });
+  assert.ok(!/eyJ[\w-]+\.[\w-]+\./.test(page2), 'no token reaches the window');
+  await shot('9-mcp-server-ready');
+  const tray = await until('the tray to sum the server up', () => {
+    const labels = trayMenu()?.labels;
+    return labels?.includes('1 MCP server ready') ? labels : null;
+  });
+  assert.ok(!tray.some((l) => l.startsWith('sdk:')), `a ready server has no line of its own: ${tray.join(' | ')}`);
+
+  // Remove it, after the confirmation: tokens revoked and wiped, the entry gone.
+  await click(`${card}//button[@aria-label='Remove sdk']`);
+  await click(`${card}//*[@role='group']//button[normalize-space()='Remove sdk']`);
+  await until('the server gone', async () => {
+    const handles = await wd('POST', s('/elements'), { using: 'xpath', value: card });
+    return handles.length === 0;
+  });
+  assert.equal(serverEntries('sdk'), 0, 'nothing of the server is left in the keychain');
+  assert.ok(!readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8').includes(mcp.url), 'nor in the configuration');
+  await until('the tray to drop the server', () => !trayMenu()?.labels.includes('1 MCP server ready'));
+  await shot('10-mcp-server-removed');
 });

@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
+use latchkey_core::remote::ServerState;
 use latchkey_core::session::SessionState;
 
-use crate::view::{LoginFailure, LoginRequest};
+use crate::view::{LoginFailure, LoginRequest, ServerView};
 
 /// The tray icon variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,28 +233,24 @@ pub struct ServerLine {
     pub action: ServerLineAction,
 }
 
-/// The tray's lines for remote MCP servers, given as `(name, state)` in display order: one line
-/// per server that needs the person (log in, more access, a failure) or is signing in, then the
-/// ready ones summed up in one line ("3 MCP servers ready"). No servers, no lines.
-pub fn server_lines<'a>(
-    servers: impl IntoIterator<Item = (&'a str, latchkey_core::remote::ServerState)>,
-) -> Vec<ServerLine> {
-    use latchkey_core::remote::ServerState;
+/// The tray's lines for remote MCP servers, in display order: one line per server that needs
+/// the person (log in, more access, a failure) or is signing in, then the ready ones summed up in
+/// one line ("3 MCP servers ready"). No servers, no lines.
+pub fn server_lines(servers: &[ServerView]) -> Vec<ServerLine> {
     let mut lines = Vec::new();
     let mut ready = 0_usize;
-    for (name, state) in servers {
-        let (what, action) = match state {
-            ServerState::Ready => {
+    for server in servers {
+        let name = server.name.as_str();
+        let login = || ServerLineAction::Login(name.to_owned());
+        let (what, action) = match server.state.as_str() {
+            s if s == ServerState::Ready.as_str() => {
                 ready += 1;
                 continue;
             }
-            ServerState::NeedsLogin => ("log in needed", ServerLineAction::Login(name.to_owned())),
-            ServerState::NeedsStepUp => (
-                "more access needed",
-                ServerLineAction::Login(name.to_owned()),
-            ),
-            ServerState::LoggingIn => ("signing in…", ServerLineAction::None),
-            ServerState::Failing => ("failing, see Latchkey", ServerLineAction::OpenWindow),
+            s if s == ServerState::NeedsLogin.as_str() => ("log in needed", login()),
+            s if s == ServerState::NeedsStepUp.as_str() => ("more access needed", login()),
+            s if s == ServerState::LoggingIn.as_str() => ("signing in…", ServerLineAction::None),
+            _ => ("failing, see Latchkey", ServerLineAction::OpenWindow),
         };
         lines.push(ServerLine {
             label: format!("{name}: {what}"),
@@ -272,6 +269,53 @@ pub fn server_lines<'a>(
         });
     }
     lines
+}
+
+/// A desktop notification about a remote MCP server that came to need the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerNotice {
+    /// "Log in to linear" or "linear needs more access".
+    pub title: String,
+    /// The runtime's sentence, with what to do.
+    pub body: String,
+}
+
+/// The notifications due for remote MCP servers: one when a server comes to need a login or more
+/// access, not again while it stays so. `announced` holds `(name, state)` already announced and
+/// is brought up to date (a server that recovered can be announced again later).
+pub fn server_notices(
+    announced: &mut Vec<(String, String)>,
+    servers: &[ServerView],
+) -> Vec<ServerNotice> {
+    let needs = |state: &str| {
+        state == ServerState::NeedsLogin.as_str() || state == ServerState::NeedsStepUp.as_str()
+    };
+    announced.retain(|(name, state)| {
+        servers
+            .iter()
+            .any(|s| s.name == *name && s.state == *state && needs(&s.state))
+    });
+    let mut notices = Vec::new();
+    for server in servers.iter().filter(|s| needs(&s.state)) {
+        if announced
+            .iter()
+            .any(|(n, st)| *n == server.name && *st == server.state)
+        {
+            continue;
+        }
+        let title = if server.state == ServerState::NeedsStepUp.as_str() {
+            format!("{} needs more access", server.name)
+        } else {
+            format!("Log in to {}", server.name)
+        };
+        let body = server
+            .message
+            .clone()
+            .unwrap_or_else(|| "Open the tray menu to sign in again.".to_owned());
+        notices.push(ServerNotice { title, body });
+        announced.push((server.name.clone(), server.state.clone()));
+    }
+    notices
 }
 
 #[cfg(test)]
@@ -569,12 +613,28 @@ mod server_tests {
         lines.iter().map(|l| l.label.as_str()).collect()
     }
 
+    fn servers(list: &[(&str, ServerState)]) -> Vec<ServerView> {
+        list.iter()
+            .map(|(name, state)| ServerView {
+                name: (*name).to_owned(),
+                url: format!("https://mcp.{name}.example/mcp"),
+                proxy_url: format!("http://127.0.0.1:47821/{name}/mcp"),
+                issuer: Some(format!("https://auth.{name}.example")),
+                state: state.as_str().to_owned(),
+                expires_at: Some(4_600),
+                scopes: vec!["read".to_owned()],
+                message: None,
+                last_login_error: None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_server_that_needs_a_login_or_more_access_gets_a_line_that_starts_its_login() {
-        let lines = server_lines([
+        let lines = server_lines(&servers(&[
             ("linear", ServerState::NeedsLogin),
             ("stripe", ServerState::NeedsStepUp),
-        ]);
+        ]));
         assert_eq!(
             labels(&lines),
             ["linear: log in needed", "stripe: more access needed"]
@@ -593,29 +653,29 @@ mod server_tests {
 
     #[test]
     fn ready_servers_are_summed_up_in_one_line_after_those_that_need_attention() {
-        let lines = server_lines([
+        let lines = server_lines(&servers(&[
             ("docs", ServerState::Ready),
             ("linear", ServerState::NeedsLogin),
             ("notion", ServerState::Ready),
             ("sentry", ServerState::Ready),
-        ]);
+        ]));
         assert_eq!(
             labels(&lines),
             ["linear: log in needed", "3 MCP servers ready"]
         );
         assert_eq!(lines[1].action, ServerLineAction::None);
         assert_eq!(
-            labels(&server_lines([("docs", ServerState::Ready)])),
+            labels(&server_lines(&servers(&[("docs", ServerState::Ready)]))),
             ["1 MCP server ready"]
         );
     }
 
     #[test]
     fn a_login_under_way_is_shown_without_a_second_login_and_a_failure_opens_the_window() {
-        let lines = server_lines([
+        let lines = server_lines(&servers(&[
             ("linear", ServerState::LoggingIn),
             ("sentry", ServerState::Failing),
-        ]);
+        ]));
         assert_eq!(
             labels(&lines),
             ["linear: signing in…", "sentry: failing, see Latchkey"]
@@ -626,6 +686,47 @@ mod server_tests {
 
     #[test]
     fn no_servers_no_lines() {
-        assert!(server_lines([]).is_empty());
+        assert!(server_lines(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_server_that_comes_to_need_a_login_is_announced_once_until_it_recovers() {
+        let mut announced = Vec::new();
+        let mut list = servers(&[
+            ("linear", ServerState::NeedsLogin),
+            ("notion", ServerState::Ready),
+        ]);
+        list[0].message = Some("sign in to the MCP server `linear`".to_owned());
+        let first = server_notices(&mut announced, &list);
+        assert_eq!(
+            first,
+            [ServerNotice {
+                title: "Log in to linear".to_owned(),
+                body: "sign in to the MCP server `linear`".to_owned(),
+            }]
+        );
+        assert!(
+            server_notices(&mut announced, &list).is_empty(),
+            "not again on the next refresh"
+        );
+
+        let stepped = servers(&[("linear", ServerState::NeedsStepUp)]);
+        let step_up = server_notices(&mut announced, &stepped);
+        assert_eq!(step_up.len(), 1, "a new state is news");
+        assert_eq!(step_up[0].title, "linear needs more access");
+
+        assert!(
+            server_notices(&mut announced, &servers(&[("linear", ServerState::Ready)])).is_empty()
+        );
+        assert!(announced.is_empty(), "a server that recovered is forgotten");
+        assert_eq!(
+            server_notices(
+                &mut announced,
+                &servers(&[("linear", ServerState::NeedsLogin)])
+            )
+            .len(),
+            1,
+            "and announced again when it needs the person again"
+        );
     }
 }
