@@ -248,6 +248,14 @@ async fn a_remote_oauth_server_is_added_used_refreshed_restarted_stepped_up_and_
     assert!(servers(&home).is_empty());
     let logs = serve.stop().expect("stop");
     assert!(!logs.contains("alice-password"), "no password in the logs");
+    // The provider's access and refresh tokens are JWTs or random strings; a JWT starts `eyJ`.
+    assert!(!logs.contains("eyJ"), "no token in the logs");
+    for out in [&added, &login, &removed] {
+        assert!(
+            !out.stdout.contains("eyJ") && !out.stderr.contains("eyJ"),
+            "no token printed"
+        );
+    }
 }
 
 #[tokio::test]
