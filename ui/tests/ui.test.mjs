@@ -42,7 +42,8 @@ after(async () => {
   server?.close();
 });
 
-async function open(scheme = 'light') {
+// `init`, when given, is one more init script ({ fn, arg }) run after the IPC mock.
+async function open(scheme = 'light', init = null) {
   const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 440, height: 700 } });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
   const page = await context.newPage();
@@ -50,6 +51,7 @@ async function open(scheme = 'light') {
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.addInitScript({ path: join(here, 'ipc-mock.js') });
+  if (init) await page.addInitScript(init.fn, init.arg);
   await page.goto(base);
   return { page, context, errors };
 }
@@ -106,10 +108,26 @@ test('a refused login shows its reason and fix in the Session section, and goes 
 });
 
 test('services show credential state, never values', async () => {
-  const { page, context } = await open();
+  // Even if a payload carried credential values, the Services screen shows states only.
+  const canary = 'canary-credential-value-7d3e9b';
+  const withValues = (value) => {
+    const ipc = window.__TAURI_INTERNALS__;
+    const invoke = ipc.invoke.bind(ipc);
+    ipc.invoke = async (cmd, args) => {
+      const answer = await invoke(cmd, args);
+      if (cmd === 'overview') {
+        for (const s of answer.services) Object.assign(s, { api_key: value, values: { token: value } });
+      }
+      return answer;
+    };
+  };
+  const { page, context, errors } = await open('light', { fn: withValues, arg: canary });
   await nav(page, 'Services');
   await page.getByText('Cached (gateway down)').waitFor();
+  assert.ok(!(await page.content()).includes(canary), 'no credential value in the DOM');
+  assert.ok(!(await page.evaluate(() => document.body.innerText)).includes(canary), 'none on screen');
   await page.screenshot({ path: join(shots, 'services.png') });
+  assert.deepEqual(errors, []);
   await context.close();
 });
 
