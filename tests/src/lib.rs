@@ -124,9 +124,13 @@ impl Home {
             .spawn()
             .context("starting latchkey serve")?;
         let logs = Arc::new(Mutex::new(String::new()));
+        // Signals (by dropping its sender) once stderr reached its end: `stop` waits for it, so
+        // what the process logs while shutting down is in the logs it returns.
+        let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
         if let Some(stderr) = child.stderr.take() {
             let logs = logs.clone();
             std::thread::spawn(move || {
+                let _drained = drained_tx;
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     let mut l = logs.lock().unwrap_or_else(|p| p.into_inner());
                     l.push_str(&line);
@@ -154,7 +158,12 @@ impl Home {
                 bail!("latchkey serve did not start within 30 s:\n{logs}");
             }
         };
-        Ok(Serve { child, url, logs })
+        Ok(Serve {
+            child,
+            url,
+            logs,
+            drained,
+        })
     }
 }
 
@@ -164,6 +173,8 @@ pub struct Serve {
     /// Its base URL, `http://127.0.0.1:<port>`.
     pub url: String,
     logs: Arc<Mutex<String>>,
+    /// Disconnected once the stderr reader has read everything.
+    drained: std::sync::mpsc::Receiver<()>,
 }
 
 impl Serve {
@@ -182,6 +193,13 @@ impl Serve {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
+                // The pipe closes with the process; wait for the reader to reach its end.
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    self.drained.recv_timeout(left)
+                {
+                    bail!("latchkey serve stopped but its stderr was not read to the end");
+                }
                 return Ok(self.logs());
             }
             std::thread::sleep(Duration::from_millis(20));
