@@ -5,6 +5,15 @@
 //! reported and never written.
 
 mod jsonc;
+#[cfg(test)]
+mod splice_props;
+
+/// The JSONC scanner, opened to the fuzz crate (`fuzz/`) only, behind the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::jsonc::{Member, Object, SyntaxError, object_at, parse_top};
+}
 
 use std::collections::BTreeMap;
 use std::fmt;
