@@ -173,6 +173,25 @@ test('log in to a server that needs it, grant more access, remove one after conf
   await context.close();
 });
 
+test('a remote server is offered to local clients and host entries like a service', async () => {
+  const { page, context, errors } = await open();
+  await page.getByRole('navigation').getByRole('button', { name: 'Clients', exact: true }).click();
+  await page.getByLabel('Name').fill('cursor');
+  await page.getByLabel('notion (MCP server)').check();
+  await page.getByRole('button', { name: 'Create client' }).click();
+  await page.getByTestId('new-token').waitFor();
+  assert.deepEqual(await page.evaluate(() => window.__latchkeyMock.clients.find((c) => c.name === 'cursor')?.services), ['notion']);
+  await page.getByRole('button', { name: 'Done' }).click();
+  await page.getByRole('navigation').getByRole('button', { name: 'Hosts', exact: true }).click();
+  await page.getByLabel('Host').selectOption('claude-code');
+  await page.getByLabel('Client').selectOption('cursor');
+  await page.getByLabel('Service').selectOption('notion');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  assert.match(await page.getByTestId('preview').innerText(), /"url": "http:\/\/127\.0\.0\.1:47821\/notion\/mcp"/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 for (const width of [360, 1024]) {
   for (const scheme of ['light', 'dark']) {
     test(`the MCP servers section at ${width} px, ${scheme}`, async () => {
