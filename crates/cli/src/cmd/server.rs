@@ -151,10 +151,10 @@ pub(crate) fn render_servers(report: &serde_json::Value, now: i64) -> String {
     for s in servers {
         let state = s["state"].as_str().unwrap_or("?");
         let mut line = format!("  {:<16} {:<14}", s["name"].as_str().unwrap_or("?"), state);
-        if let Some(exp) = s["expires_at"].as_i64() {
-            if state == "ready" {
-                let _ = write!(line, " token expires in {}", format_remaining(exp - now));
-            }
+        if let Some(exp) = s["expires_at"].as_i64()
+            && state == "ready"
+        {
+            let _ = write!(line, " token expires in {}", format_remaining(exp - now));
         }
         let _ = write!(
             line,
