@@ -565,3 +565,27 @@ async fn keychain_missing_mid_run_says_keychain_unavailable_and_loses_nothing() 
 async fn keychain_slow_mid_run_says_keychain_timeout_and_loses_nothing() {
     keychain_fault_cell(None, Some(Duration::from_millis(1500)), "keychain_timeout").await;
 }
+
+/// A gateway refusal (`403`, `404`) evicts the cached credential: once the gateway has said no,
+/// an outage right after it must not bring the old credential back from the cache.
+#[tokio::test]
+async fn a_gateway_refusal_evicts_the_cached_credential() {
+    for refusal in [403, 404] {
+        // TTL 3 s: fresh for 2.4 s, usable until 3 s.
+        let rig = Rig::start(IdpOptions::default(), 3).await;
+        assert!(rig.request().await.served_the_credential(), "cached first");
+        let mut script = vec![serde_json::json!({ "status": refusal })];
+        script.extend(vec![serde_json::json!({ "status": 503 }); 10]);
+        rig.gateway.script("demo", &script).await.expect("script");
+        wait_until_stale(&rig).await;
+
+        let refused = rig.request().await;
+        assert!(!refused.served_the_credential(), "{refusal}: {refused:?}");
+        let outage = rig.request().await;
+        assert!(
+            !outage.served_the_credential(),
+            "{refusal} then an outage: the refused credential is gone from the cache: {outage:?}"
+        );
+        assert_eq!(outage.error(), "gateway_unavailable", "{outage:?}");
+    }
+}
