@@ -589,3 +589,30 @@ async fn a_gateway_refusal_evicts_the_cached_credential() {
         assert_eq!(outage.error(), "gateway_unavailable", "{outage:?}");
     }
 }
+
+/// A session the provider ended (`invalid_grant` at refresh: here its refresh token expired) is
+/// not served from the credential cache, though the cached credential is far from its TTL.
+#[tokio::test]
+async fn a_session_the_provider_ended_is_not_served_from_the_credential_cache() {
+    let rig = Rig::start(
+        IdpOptions {
+            access_ttl: 2,
+            refresh_ttl: 2,
+        },
+        600,
+    )
+    .await;
+    assert!(rig.request().await.served_the_credential(), "cached first");
+    let lk = rig.lk().clone();
+    eventually("the provider refuses the refresh", || {
+        let lk = lk.clone();
+        async move { lk.refresh_now(ACCOUNT).await.is_err() }
+    })
+    .await;
+    let answer = rig.request().await;
+    assert!(
+        !answer.served_the_credential(),
+        "an ended session serves nothing, not even the cached credential: {answer:?}"
+    );
+    assert_eq!(answer.error(), "login_required", "{answer:?}");
+}
