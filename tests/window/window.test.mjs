@@ -5,7 +5,8 @@
 // read where a desktop shell reads it, over D-Bus (libayatana's com.canonical.dbusmenu). Then
 // *Add MCP server* with the official SDK's OAuth-protected MCP server (tests/mcp/server-oauth.mjs)
 // and its authorization server (sandbox/mcp-auth-server.js, oidc-provider): sign in inside the
-// login window, the server listed as ready with its expiry, the tray summing it up, removed.
+// login window, the server listed as ready with its expiry, the tray summing it up, a step-up
+// after a call that needs more scope (window, tray, "Grant more access"), removed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -335,6 +336,58 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   });
   assert.ok(!tray.some((l) => l.startsWith('sdk:')), `a ready server has no line of its own: ${tray.join(' | ')}`);
 
+  // A local client for the server, made in the window; a call needing a scope not granted yet
+  // (the SDK server's /admin/mcp wants mcp:admin) turns into a step-up, shown in the window and
+  // the tray; "Grant more access" signs in again and the server is ready with the new scope.
+  const proxyUrl = await text(`${card}//*[@data-testid='server-proxy-url']`);
+  await click("//nav//button[normalize-space()='Clients']");
+  await type("//input[@placeholder='cursor']", 'window-mcp');
+  await click("//input[@type='checkbox' and @value='sdk']");
+  await click("//button[normalize-space()='Create client']");
+  const clientField = await until('the new token', () => find("//input[@data-testid='new-token']"));
+  const clientToken = await wd('GET', s(`/element/${clientField}/property/value`));
+  await click("//button[normalize-space()='Done']");
+  const admin = await fetch(proxyUrl.replace(/\/sdk\/mcp$/, '/sdk/admin/mcp'), {
+    method: 'POST',
+    headers: { 'x-latchkey-client': clientToken, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'window-test', version: '1' } } }),
+  });
+  assert.equal(admin.headers.get('www-authenticate'), null, 'no OAuth detail reaches the host');
+  assert.ok(admin.status >= 400, `the call needing more scope is refused for now: ${admin.status}`);
+  await click("//nav//button[normalize-space()='MCP servers']");
+  await until('the step-up in the window', () => find(`${card}[@data-state='needs_step_up']`), 20000);
+  assert.equal(await text(`${card}//*[@data-testid='server-badge']`), 'More access needed');
+  await until('the tray to ask for more access', () => trayMenu()?.labels.includes('sdk: more access needed'));
+  await shot('10-mcp-server-step-up');
+  await click(`${card}//button[normalize-space()='Grant more access']`);
+  // The authorization server may remember alice from the first sign-in (same webview cookies):
+  // then the login window comes and goes on its own; otherwise sign in again.
+  const opened = await until('the login window for the step-up, or the step-up done', async () => {
+    const handle = (await wd('GET', s('/window/handles'))).find((h) => h !== main);
+    if (handle) return { handle };
+    return (await find(`${card}[@data-state='ready']`).catch(() => null)) ? { done: true } : null;
+  }, 30000);
+  let form = null;
+  if (opened.handle) {
+    await wd('POST', s('/window'), { handle: opened.handle });
+    form = await until('the sign-in form or the window closing', async () => {
+      const handles = await wd('GET', s('/window/handles'));
+      if (!handles.includes(opened.handle)) return 'closed';
+      return (await find("//input[@name='login']").catch(() => null)) ? 'form' : null;
+    }, 30000);
+  }
+  if (form === 'form') {
+    await until('the sign-in page to finish loading', async () => (await wd('POST', s('/execute/sync'), { script: 'return document.readyState', args: [] })) === 'complete');
+    await type("//input[@name='login']", 'alice');
+    await type("//input[@name='password']", 'alice-password');
+    await click("//button[@type='submit']");
+  }
+  await until('the step-up window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 60000);
+  await wd('POST', s('/window'), { handle: main });
+  await until('the server ready again', () => find(`${card}[@data-state='ready']`), 30000);
+  assert.match(await text(`${card}//*[@data-testid='server-scopes']`), /mcp:admin/, 'the new scope is granted');
+  await shot('11-mcp-server-more-access-granted');
+
   // Remove it, after the confirmation: tokens revoked and wiped, the entry gone.
   await click(`${card}//button[@aria-label='Remove sdk']`);
   await click(`${card}//*[@role='group']//button[normalize-space()='Remove sdk']`);
@@ -345,5 +398,5 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   assert.equal(serverEntries('sdk'), 0, 'nothing of the server is left in the keychain');
   assert.ok(!readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8').includes(mcp.url), 'nor in the configuration');
   await until('the tray to drop the server', () => !trayMenu()?.labels.includes('1 MCP server ready'));
-  await shot('10-mcp-server-removed');
+  await shot('12-mcp-server-removed');
 });
