@@ -42,7 +42,8 @@ pub(crate) async fn forward(
     req: Request,
     finish: &mut Finish,
 ) -> Result<Response, ProxyError> {
-    if !route.managed {
+    // A WebSocket handshake keeps its upgrade handle, which a replayed copy would lose.
+    if !route.managed || req.headers().contains_key(header::UPGRADE) {
         return forward::forward(state, route, client, req, finish).await;
     }
     let (parts, body) = req.into_parts();
