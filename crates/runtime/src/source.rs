@@ -56,7 +56,6 @@ pub(crate) fn proxy_config(config: &Config, port: u16) -> Result<ProxyConfig, Ru
             max_connections: config.proxy.max_connections,
             ..latchkey_proxy::Limits::default()
         },
-        ..ProxyConfig::default()
     })
 }
 
