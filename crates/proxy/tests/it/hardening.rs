@@ -300,7 +300,10 @@ async fn both_loopback_listeners_or_none() {
         .await
         .expect_err("another program holds [::1] on the port");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
-    assert!(err.to_string().contains("[::1]"), "names the address: {err}");
+    assert!(
+        err.to_string().contains("[::1]"),
+        "names the address: {err}"
+    );
     let v4 = latchkey_proxy::bind_loopback_ipv4(port)
         .await
         .expect("IPv4 only when the configuration says so");
