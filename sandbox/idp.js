@@ -87,7 +87,10 @@ export async function startIdp({
   if (!['rotate', 'static', 'none'].includes(refreshTokens)) {
     throw new Error(`refreshTokens must be rotate, static or none, not ${refreshTokens}`);
   }
-  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0 };
+  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0 };
+  // Fault tests: while `hold` is set, token requests wait (counted) until `POST /__release-token`;
+  // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh).
+  let hold = null;
   const server = http.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -293,6 +296,31 @@ export async function startIdp({
   server.on('request', async (req, res) => {
     try {
       const url = new URL(req.url, issuer);
+      if (req.method === 'POST' && url.pathname === '/__hold-token') {
+        if (!hold) {
+          let release;
+          const released = new Promise((r) => { release = r; });
+          hold = { released, release };
+        }
+        res.writeHead(204).end();
+        return;
+      }
+      if (req.method === 'POST' && url.pathname === '/__release-token') {
+        hold?.release();
+        hold = null;
+        res.writeHead(204).end();
+        return;
+      }
+      if (hold && req.method === 'POST' && url.pathname === '/token') {
+        counters.held_token_requests += 1;
+        let gone = false;
+        req.socket.once('close', () => { gone = true; });
+        await hold.released;
+        if (gone || req.socket.destroyed) {
+          res.destroy();
+          return;
+        }
+      }
       if (req.method === 'POST' && (url.pathname === '/token' || url.pathname === '/token/revocation' || url.pathname.startsWith('/interaction/'))) {
         let body = await readBody(req);
         if (url.pathname === '/token') {

@@ -4,6 +4,7 @@
 
 mod bridge;
 mod cli;
+mod faults;
 mod login_errors;
 mod minimal_env;
 mod proxy;

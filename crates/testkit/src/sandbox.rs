@@ -130,6 +130,17 @@ impl Server {
         Ok(())
     }
 
+    async fn post(&self, path: &str) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.url);
+        http()?
+            .post(&url)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?
+            .error_for_status()?;
+        Ok(())
+    }
+
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.url);
         let res = http()?
@@ -218,6 +229,9 @@ pub struct IdpStats {
     /// Refresh answers that carried an id token.
     #[serde(default)]
     pub refresh_id_tokens: u64,
+    /// Token requests that arrived while [`Idp::hold_token_requests`] was in force.
+    #[serde(default)]
+    pub held_token_requests: u64,
 }
 
 /// The sandbox IdP: a real `oidc-provider` with the public client `latchkey` (PKCE S256,
@@ -294,6 +308,19 @@ impl Idp {
     /// Thaws a [`Idp::pause`]d IdP (`SIGCONT`).
     pub fn resume(&self) -> anyhow::Result<()> {
         self.server.signal("CONT")
+    }
+
+    /// Holds every token request from now on unanswered (counted in
+    /// [`IdpStats::held_token_requests`]) until [`Idp::release_token_requests`]: the rest of the
+    /// IdP answers. A refresh can so be caught in flight.
+    pub async fn hold_token_requests(&self) -> anyhow::Result<()> {
+        self.server.post("/__hold-token").await
+    }
+
+    /// Lets held token requests go on; one whose client has gone is dropped unprocessed, so its
+    /// refresh token is not rotated.
+    pub async fn release_token_requests(&self) -> anyhow::Result<()> {
+        self.server.post("/__release-token").await
     }
 }
 
