@@ -419,7 +419,7 @@ async fn gateway_fault_cell(fault: serde_json::Value, error_code: &str) {
 
     // No cached credential yet.
     rig.gateway
-        .script("demo", &[fault.clone()])
+        .script("demo", std::slice::from_ref(&fault))
         .await
         .expect("script");
     let answer = rig.request().await;
