@@ -37,6 +37,8 @@ async def one(port, token, rng, counts):
                     got += len(chunk)
                     head = head or chunk[:16]
                     tail = (tail + chunk)[-200:]
+                    if tail.endswith(b"\r\n0\r\n\r\n"):
+                        break  # the whole stream arrived; the connection stays open until we go
                 counts["bytes"] += got
                 if point == "full" and head.startswith(b"HTTP/1.1 200") and f"id: {n}\n".encode() in tail:
                     counts["full_ok"] += 1

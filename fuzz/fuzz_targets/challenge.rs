@@ -18,7 +18,9 @@ fn render(challenges: &[Challenge]) -> String {
                 let params: Vec<String> = c
                     .params
                     .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                    .map(|(k, v)| {
+                        format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                    })
                     .collect();
                 s.push_str(&params.join(", "));
             }
@@ -35,18 +37,31 @@ fuzz_target!(|data: &[u8]| {
     let parsed = challenge::parse(text);
     for c in &parsed {
         assert!(!c.scheme.is_empty(), "empty scheme from {text:?}");
-        assert!(c.params.iter().all(|(k, _)| !k.is_empty() && *k == k.to_ascii_lowercase()));
+        assert!(
+            c.params
+                .iter()
+                .all(|(k, _)| !k.is_empty() && *k == k.to_ascii_lowercase())
+        );
     }
     let again = challenge::parse(&render(&parsed));
-    assert_eq!(again, parsed, "canonical form of {text:?} reads back differently");
+    assert_eq!(
+        again, parsed,
+        "canonical form of {text:?} reads back differently"
+    );
 
     let granted = vec!["read".to_owned(), "write".to_owned()];
     for c in &parsed {
         if let Some(union) = challenge::step_up_scopes(&granted, c) {
             assert_eq!(&union[..2], &granted[..], "granted scopes kept first");
             let mut seen = std::collections::HashSet::new();
-            assert!(union.iter().all(|s| seen.insert(s)), "no duplicate in {union:?}");
-            assert!(c.scopes().is_some_and(|w| w.iter().all(|s| union.contains(s))));
+            assert!(
+                union.iter().all(|s| seen.insert(s)),
+                "no duplicate in {union:?}"
+            );
+            assert!(
+                c.scopes()
+                    .is_some_and(|w| w.iter().all(|s| union.contains(s)))
+            );
         }
     }
 });

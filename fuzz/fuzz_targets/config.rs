@@ -20,9 +20,9 @@ fn proxy_config(config: &Config) -> Result<ProxyConfig, latchkey_proxy::ConfigEr
                     InjectTarget::Header { name, prefix } => {
                         latchkey_proxy::InjectTarget::header(name, prefix)?
                     }
-                    InjectTarget::Query { param } => {
-                        latchkey_proxy::InjectTarget::Query { param: param.clone() }
-                    }
+                    InjectTarget::Query { param } => latchkey_proxy::InjectTarget::Query {
+                        param: param.clone(),
+                    },
                 },
             });
         }
@@ -40,7 +40,10 @@ fn proxy_config(config: &Config) -> Result<ProxyConfig, latchkey_proxy::ConfigEr
             per_second: config.proxy.rate_limit_per_second,
             burst: config.proxy.rate_limit_burst,
         },
-        limits: Limits { max_connections: config.proxy.max_connections, ..Limits::default() },
+        limits: Limits {
+            max_connections: config.proxy.max_connections,
+            ..Limits::default()
+        },
         ..ProxyConfig::default()
     })
 }

@@ -59,32 +59,49 @@ fuzz_target!(|data: &[u8]| {
         && host_oracle(hosts[0].as_bytes())
         && uri.authority().is_none_or(|a| {
             host_oracle(a.as_str().as_bytes())
-                && uri.scheme_str().is_none_or(|s| s.eq_ignore_ascii_case("http"))
+                && uri
+                    .scheme_str()
+                    .is_none_or(|s| s.eq_ignore_ascii_case("http"))
         });
-    assert_eq!(host_ok, expect_host, "Host gate verdict for {uri} {hosts:?}");
+    assert_eq!(
+        host_ok, expect_host,
+        "Host gate verdict for {uri} {hosts:?}"
+    );
 
     let origin_ok = latchkey_proxy::fuzzing::origin_allowed(&method, &headers);
     let origin = headers.get(header::ORIGIN);
     if origin_ok {
-        assert!(origin.is_none_or(|o| origin_oracle(o.as_bytes())), "origin {origin:?} passed");
-        let preflight =
-            method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        assert!(
+            origin.is_none_or(|o| origin_oracle(o.as_bytes())),
+            "origin {origin:?} passed"
+        );
+        let preflight = method == Method::OPTIONS
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         assert!(!preflight, "a CORS preflight passed");
         if origin.is_none()
             && let Some(site) = headers.get("sec-fetch-site")
         {
             let s = site.as_bytes().to_ascii_lowercase();
-            assert!(s != b"cross-site" && s != b"same-site", "cross-site without Origin passed");
+            assert!(
+                s != b"cross-site" && s != b"same-site",
+                "cross-site without Origin passed"
+            );
         }
     } else if origin.is_some_and(|o| origin_oracle(o.as_bytes())) {
         // A loopback Origin is refused only for a preflight.
-        assert!(headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) && method == Method::OPTIONS);
+        assert!(
+            headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                && method == Method::OPTIONS
+        );
     }
 
     if let Some(token) = latchkey_proxy::fuzzing::presented_token(&headers) {
         let from_header = headers
             .get("x-latchkey-client")
             .is_some_and(|v| v.as_bytes() == token.as_bytes());
-        assert!(from_header || token.starts_with("lk_"), "token {token:?} is not a Latchkey token");
+        assert!(
+            from_header || token.starts_with("lk_"),
+            "token {token:?} is not a Latchkey token"
+        );
     }
 });

@@ -64,10 +64,15 @@ fuzz_target!(|data: &[u8]| {
         service: "svc".into(),
         upstream,
         injections: vec![
-            Injection { credential: "h".into(), target },
+            Injection {
+                credential: "h".into(),
+                target,
+            },
             Injection {
                 credential: "q".into(),
-                target: InjectTarget::Query { param: "api_key".into() },
+                target: InjectTarget::Query {
+                    param: "api_key".into(),
+                },
             },
         ],
         identity_token: false,
@@ -90,19 +95,38 @@ fuzz_target!(|data: &[u8]| {
     policy.rewrite_request(&mut request, websocket);
     let values: Vec<_> = request.get_all(&injected).iter().collect();
     assert_eq!(values.len(), 1, "{injected}: {values:?}");
-    assert_eq!(values[0].as_bytes(), format!("Bearer {HEADER_SECRET}").as_bytes());
+    assert_eq!(
+        values[0].as_bytes(),
+        format!("Bearer {HEADER_SECRET}").as_bytes()
+    );
     assert_eq!(request.get_all(header::HOST).iter().count(), 1);
-    assert_eq!(request.get(header::HOST).map(HeaderValue::as_bytes), Some(&b"api.example.com"[..]));
+    assert_eq!(
+        request.get(header::HOST).map(HeaderValue::as_bytes),
+        Some(&b"api.example.com"[..])
+    );
     for (n, v) in &request {
         if *n == injected || *n == header::HOST {
             continue;
         }
         let c = canonical(n.as_str());
-        assert_ne!(c, canonical(injected.as_str()), "a look-alike of {injected} survived: {n}");
+        assert_ne!(
+            c,
+            canonical(injected.as_str()),
+            "a look-alike of {injected} survived: {n}"
+        );
         assert!(!STRIPPED.contains(&c.as_str()), "{n} survived");
-        assert!(!c.starts_with("proxy-") && !c.starts_with("x-forwarded-"), "{n} survived");
-        assert!(websocket || *n != header::UPGRADE, "Upgrade survived a plain request");
-        assert!(!String::from_utf8_lossy(v.as_bytes()).contains("SECRET"), "{n} holds a secret");
+        assert!(
+            !c.starts_with("proxy-") && !c.starts_with("x-forwarded-"),
+            "{n} survived"
+        );
+        assert!(
+            websocket || *n != header::UPGRADE,
+            "Upgrade survived a plain request"
+        );
+        assert!(
+            !String::from_utf8_lossy(v.as_bytes()).contains("SECRET"),
+            "{n} holds a secret"
+        );
     }
 
     // Client-bound: the upstream echoes its URL (with the injected credential) in URL headers.
@@ -111,7 +135,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let prefix = String::from_utf8_lossy(prefix);
     let suffix = String::from_utf8_lossy(suffix);
-    if prefix.contains(['?', '#', '&', ';', '<', '>', ',']) || suffix.contains(['#', '<', '>', ',']) {
+    if prefix.contains(['?', '#', '&', ';', '<', '>', ',']) || suffix.contains(['#', '<', '>', ','])
+    {
         return;
     }
     let echoed = format!("{prefix}?api_key={QUERY_SECRET}&{suffix}");
@@ -131,8 +156,14 @@ fuzz_target!(|data: &[u8]| {
     policy.rewrite_response(&mut response, flags.first().is_some_and(|f| f & 2 == 2));
     for (n, v) in &response {
         let text = String::from_utf8_lossy(v.as_bytes());
-        assert!(!text.contains(QUERY_SECRET), "{n}: {text:?} from {echoed:?}");
+        assert!(
+            !text.contains(QUERY_SECRET),
+            "{n}: {text:?} from {echoed:?}"
+        );
         assert_ne!(*n, header::SET_COOKIE);
-        assert!(!n.as_str().starts_with("access-control-") && !n.as_str().starts_with("proxy-"), "{n}");
+        assert!(
+            !n.as_str().starts_with("access-control-") && !n.as_str().starts_with("proxy-"),
+            "{n}"
+        );
     }
 });

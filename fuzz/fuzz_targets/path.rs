@@ -31,15 +31,26 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(out.is_ascii(), "{out:?} is not ASCII");
     assert_eq!(out.is_empty(), rest.is_empty(), "{rest:?} -> {out:?}");
-    assert_eq!(out.matches('/').count(), rest.matches('/').count(), "segments of {rest:?} -> {out:?}");
+    assert_eq!(
+        out.matches('/').count(),
+        rest.matches('/').count(),
+        "segments of {rest:?} -> {out:?}"
+    );
     assert!(
-        !out.bytes().any(|b| matches!(b, b'?' | b'#' | b';' | b'\\' | b' ') || b.is_ascii_control()),
+        !out.bytes()
+            .any(|b| matches!(b, b'?' | b'#' | b';' | b'\\' | b' ') || b.is_ascii_control()),
         "{out:?} keeps a delimiter"
     );
     for segment in out.split('/').skip(1) {
         let raw = decode(segment);
-        assert!(raw != b"." && raw != b"..", "{rest:?} -> climbing segment {segment:?}");
-        assert!(!raw.contains(&b'/') && !raw.contains(&b'\\'), "{rest:?} -> splitting {segment:?}");
+        assert!(
+            raw != b"." && raw != b"..",
+            "{rest:?} -> climbing segment {segment:?}"
+        );
+        assert!(
+            !raw.contains(&b'/') && !raw.contains(&b'\\'),
+            "{rest:?} -> splitting {segment:?}"
+        );
     }
     assert_eq!(
         latchkey_proxy::fuzzing::normalise_path(&out).as_deref(),
