@@ -73,6 +73,11 @@ impl Rig {
     /// A logged-in instance whose service `demo` has a credential TTL of `ttl_seconds`, and a
     /// local client allowed to use it.
     async fn start(idp: IdpOptions, ttl_seconds: u64) -> Rig {
+        Rig::start_in(idp, ttl_seconds, tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// As [`Rig::start`], with configuration and data under `dir`.
+    async fn start_in(idp: IdpOptions, ttl_seconds: u64, dir: tempfile::TempDir) -> Rig {
         let idp = Idp::start(idp).await.expect("idp");
         let gateway = Gateway::start_with(
             idp.issuer(),
@@ -82,7 +87,6 @@ impl Rig {
         .await
         .expect("gateway");
         let upstream = Upstream::start(DEMO_KEY).await.expect("upstream");
-        let dir = tempfile::tempdir().expect("tempdir");
         let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
         std::fs::create_dir_all(paths.config_dir()).expect("config dir");
         std::fs::write(
@@ -615,4 +619,88 @@ async fn a_session_the_provider_ended_is_not_served_from_the_credential_cache() 
         "an ended session serves nothing, not even the cached credential: {answer:?}"
     );
     assert_eq!(answer.error(), "login_required", "{answer:?}");
+}
+
+/// A small tmpfs mounted over a directory for one test, lazily unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` (as `mount -o size=`) over `dir`; `None` where mounting is not allowed.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `path` until a write fails with "no space left".
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let block = vec![0_u8; 64 * 1024];
+    loop {
+        match file.write_all(&block).and_then(|()| file.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => return, // ENOSPC
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn disk_full_while_writing_the_audit_log_keeps_serving_and_resumes_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "8m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let rig = Rig::start_in(IdpOptions::default(), 600, dir).await;
+    assert!(rig.request().await.served_the_credential());
+    let filler = rig.paths.data_dir().join("filler");
+    fill(&filler);
+
+    for _ in 0..20 {
+        let answer = rig.request().await;
+        assert!(
+            answer.served_the_credential(),
+            "a full disk never stops the proxy: {answer:?}"
+        );
+    }
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert!(is_active(&rig.state()), "{:?}", rig.state());
+
+    // Space again: the log records the next requests.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let rows = |lk: Latchkey| async move {
+        lk.query_activity(latchkey_runtime::view::ActivityFilter {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .map_or(0, |page| page.rows.len())
+    };
+    let freed = rows(rig.lk().clone()).await;
+    let lk = rig.lk().clone();
+    let rig = &rig;
+    eventually("the audit log records again", || {
+        let lk = lk.clone();
+        async move {
+            assert!(rig.request().await.served_the_credential());
+            rows(lk).await > freed
+        }
+    })
+    .await;
 }
