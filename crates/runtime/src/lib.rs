@@ -38,9 +38,9 @@ use latchkey_core::vault::{KeychainHealth, Vault, VaultKey};
 use latchkey_proxy::{ConnectionRegistry, ProxyState};
 use latchkey_store::{
     AuditFilter, AuditLog, ClientName, ClientRegistry, ClientToken, Database, StatusClass,
+    TokenInfo,
 };
 
-    TokenInfo,
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
 pub use latchkey_store::{AuditPage, AuditRow, ClientOptions};
@@ -769,22 +769,6 @@ impl Latchkey {
         Ok(self.inner.clients.issue_token(&name, label)?)
     }
 
-    /// A short-lived, memory-only token for a client (`latchkey headers`, `latchkey mcp-stdio`).
-    pub fn issue_ephemeral_token(
-        &self,
-        client: &str,
-        ttl: Duration,
-    ) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client)?;
-        Ok(self.inner.clients.issue_ephemeral(&name, ttl)?)
-    }
-
-    /// Stops the proxy and the background tasks, and waits for the audit log to be written.
-    pub async fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
     /// A stored token for an existing client labelled `label`, replacing the client's previous
     /// token of that label; with `expires_in` it stops working after that long.
     pub fn issue_client_token_expiring(
@@ -816,6 +800,22 @@ impl Latchkey {
         }
     }
 
+    /// A short-lived, memory-only token for a client (`latchkey headers`, `latchkey mcp-stdio`).
+    pub fn issue_ephemeral_token(
+        &self,
+        client: &str,
+        ttl: Duration,
+    ) -> Result<ClientToken, RuntimeError> {
+        let name = ClientName::parse(client)?;
+        Ok(self.inner.clients.issue_ephemeral(&name, ttl)?)
+    }
+
+    /// Stops the proxy and the background tasks, and waits for the audit log to be written.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .is_err()
