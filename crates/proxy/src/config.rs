@@ -107,7 +107,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             head_timeout: Duration::from_secs(10),
-            max_connections: 512,
+            max_connections: 2048,
         }
     }
 }

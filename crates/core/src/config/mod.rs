@@ -21,7 +21,7 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:47821";
 
 /// Client connections the proxy serves at once unless `[proxy] max_connections` says otherwise.
-const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
 
 /// Highest `max_connections` accepted (each connection is a file descriptor).
 const MAX_CONNECTIONS_CEILING: u32 = 65_536;

@@ -295,7 +295,7 @@ fn a_client_secret_in_the_file_is_refused_with_the_command_that_stores_it() {
 
 #[test]
 fn the_proxy_connection_cap_defaults_and_is_configurable() {
-    assert_eq!(parse(SAMPLE).expect("sample").proxy.max_connections, 512);
+    assert_eq!(parse(SAMPLE).expect("sample").proxy.max_connections, 2048);
     let capped = SAMPLE.replace(
         "listen = \"127.0.0.1:47821\"",
         "listen = \"127.0.0.1:47821\"\nmax_connections = 64",
