@@ -308,7 +308,7 @@ fn the_proxy_connection_cap_defaults_and_is_configurable() {
     let (line, message, fix) = invalid(&zero);
     assert_eq!(line, 6, "points at the max_connections line");
     assert!(message.contains("max_connections"), "{message}");
-    assert!(fix.contains("512"), "{fix}");
+    assert!(fix.contains("2048"), "{fix}");
 }
 
 #[test]
