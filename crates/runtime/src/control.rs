@@ -245,7 +245,8 @@ async fn create_client(
 ) -> Result<Response, ApiError> {
     let mut options = ClientOptions::default();
     options.allow_raw_credentials = body.allow_raw_credentials;
-    let created: CreatedClient = c.lk.create_client_with(&body.name, &body.services, &options)?;
+    let created: CreatedClient =
+        c.lk.create_client_with(&body.name, &body.services, &options)?;
     Ok((
         StatusCode::CREATED,
         [("cache-control", "no-store")],
