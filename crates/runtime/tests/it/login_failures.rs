@@ -114,7 +114,9 @@ async fn a_declined_sign_in_is_kept_until_the_next_login_starts_and_stays_clear_
     callback
         .query_pairs_mut()
         .append_pair("error", "access_denied")
-        .append_pair("state", &param("state"));
+        .append_pair("state", &param("state"))
+        // oidc-provider promises RFC 9207 `iss` in every answer, refusals included.
+        .append_pair("iss", idp.issuer());
     reqwest::get(callback).await.expect("callback");
     let e = lk.wait_login("good").await.expect_err("declined");
     assert_eq!(e.code, "access_denied");
