@@ -210,3 +210,37 @@ fn page(status: StatusCode, message: &str) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_lives_the_ten_minutes_the_protocol_gives_it() {
+        assert_eq!(STATE_LIFETIME, Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn the_page_tells_a_cancel_from_a_refusal_and_hands_back_the_error() {
+        for (error, page_says) in [("access_denied", "cancelled"), ("invalid_scope", "refused")] {
+            let listener = listen(0, Secret::new("s"), STATE_LIFETIME)
+                .await
+                .expect("listen");
+            let url = format!(
+                "http://{}{CALLBACK_PATH}?state=s&error={error}&iss=https%3A%2F%2Fidp",
+                listener.addr
+            );
+            let body = reqwest::get(url)
+                .await
+                .expect("callback")
+                .text()
+                .await
+                .expect("page");
+            assert!(body.contains(page_says), "{error}: {body}");
+            let answer = listener.wait().await.expect("answer");
+            assert_eq!(answer.error.map(|(e, _)| e).as_deref(), Some(error));
+            assert_eq!(answer.iss.as_deref(), Some("https://idp"));
+            assert!(answer.code.is_none());
+        }
+    }
+}
