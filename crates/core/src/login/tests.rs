@@ -511,6 +511,21 @@ async fn login_answered_with(
 }
 
 #[tokio::test]
+async fn a_taken_callback_port_is_reported_as_such_not_as_a_cancel() {
+    let idp = start_idp().await;
+    let provider = Provider::discover(http(), settings(&idp.issuer))
+        .await
+        .expect("discover");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let err = start(&provider, port, ClientAuth::public())
+        .await
+        .expect_err("the port is taken");
+    assert_eq!(err.code(), "callback_listener_failed");
+    assert!(err.to_string().contains("callback_port"), "{err}");
+}
+
+#[tokio::test]
 async fn the_callback_iss_must_name_the_provider_before_its_code_is_used() {
     let idp = start_idp().await;
     let provider = Provider::discover(http(), settings(&idp.issuer))
