@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use crate::config::{Config, CredentialSource, Service};
 use crate::gateway::{CachedCredentials, CredentialCache, GatewayClient, GatewayError};
 use crate::secret::Secret;
-use crate::session::{Clock, Session, SessionError};
+use crate::session::{Clock, Session, SessionError, SessionState};
 use crate::vault::{StoredCredentials, Vault, VaultError, VaultKey};
 
 /// Credential name → value, for one service.
@@ -300,8 +300,11 @@ impl Credentials {
         endpoint: &str,
     ) -> Result<Arc<CredentialValues>, CredentialsError> {
         let session = self.session(service)?;
-        // A logged-out account serves nothing, even from cache.
-        if !session.state().is_usable() {
+        // A logged-out or ended session serves nothing, even from cache. One that only failed to
+        // renew (the provider unreachable, the keychain locked) is still the person's session:
+        // its cached credentials serve within their TTL (PROTOCOL §2), as during a gateway outage.
+        let state = session.state();
+        if !(state.is_usable() || matches!(state, SessionState::Error { .. })) {
             return Err(SessionError::LoginRequired {
                 account: service.account.to_string(),
             }

@@ -365,7 +365,6 @@ async fn idp_down_when_the_access_token_expires_shows_idp_unreachable_and_keeps_
 }
 
 #[tokio::test]
-#[ignore = "bug: once the access token expires while the IdP is down, the proxy refuses a cached credential still within its TTL and answers login_required (424, \"Log in to Latchkey\"), which a person cannot do while the provider is down"]
 async fn idp_down_when_the_access_token_expires_still_serves_cached_credentials() {
     let rig = expired_while_the_idp_is_down().await;
     let answer = rig.request().await;
