@@ -5,6 +5,7 @@
 import http from 'node:http';
 import { URLSearchParams } from 'node:url';
 import Provider from 'oidc-provider';
+import { errorPage, readBody, signInPage } from './pages.js';
 
 /** The resource identifier oidc-provider needs (an absolute URI) for the audience `latchkey-gateway`. */
 const RESOURCE_URI = 'urn:latchkey-gateway';
@@ -18,31 +19,7 @@ export const DEFAULT_USERS = {
   bob: { password: 'bob-password', name: 'Bob Example', email: 'bob@example.test' },
 };
 
-const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ({
-  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
-})[c]);
-
-function signInPage(uid, error) {
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sandbox sign-in</title></head>
-<body>
-<main>
-<h1>Sign in to the Latchkey sandbox</h1>
-${error ? `<p role="alert">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
-<label for="login">Login</label> <input id="login" name="login" type="text" required autofocus>
-<label for="password">Password</label> <input id="password" name="password" type="password" required>
-<button type="submit">Sign in</button>
-</form>
-</main>
-</body></html>`;
-}
-
-async function readBody(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  return Buffer.concat(chunks).toString('utf8');
-}
+const PAGE = { title: 'Sandbox sign-in', heading: 'Sign in to the Latchkey sandbox' };
 
 /** Map `resource=latchkey-gateway` (our audience name) to the URI oidc-provider requires. */
 function rewriteResource(params) {
@@ -200,7 +177,7 @@ export async function startIdp({
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
-      ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Error</title></head><body><h1>${escapeHtml(out.error)}</h1><p>${escapeHtml(out.error_description ?? '')}</p></body></html>`;
+      ctx.body = errorPage(out);
     },
   };
 
@@ -233,7 +210,7 @@ export async function startIdp({
       if (!user || user.password !== form.get('password')) {
         ctx.status = 401;
         ctx.type = 'html';
-        ctx.body = signInPage(uid, 'Invalid login or password.');
+        ctx.body = signInPage(uid, { ...PAGE, error: 'Invalid login or password.' });
         return undefined;
       }
       await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
@@ -246,7 +223,7 @@ export async function startIdp({
     }
     if (prompt.name === 'login') {
       ctx.type = 'html';
-      ctx.body = signInPage(uid);
+      ctx.body = signInPage(uid, PAGE);
       return undefined;
     }
     // Consent: auto-granted for the requested scopes and resource.

@@ -10,35 +10,12 @@ import http from 'node:http';
 import { URLSearchParams, fileURLToPath } from 'node:url';
 import Provider from 'oidc-provider';
 import { DEFAULT_USERS } from './idp.js';
+import { errorPage, readBody, signInPage } from './pages.js';
 
 /** The scopes an MCP server behind this AS may ask for. */
 export const MCP_SCOPES = ['mcp:tools', 'mcp:admin'];
 
-const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ({
-  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
-})[c]);
-
-function signInPage(uid, error) {
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>MCP sign-in</title></head>
-<body>
-<main>
-<h1>Sign in to the sandbox MCP authorization server</h1>
-${error ? `<p role="alert">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
-<label for="login">Login</label> <input id="login" name="login" type="text" required autofocus>
-<label for="password">Password</label> <input id="password" name="password" type="password" required>
-<button type="submit">Sign in</button>
-</form>
-</main>
-</body></html>`;
-}
-
-async function readBody(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  return Buffer.concat(chunks).toString('utf8');
-}
+const PAGE = { title: 'MCP sign-in', heading: 'Sign in to the sandbox MCP authorization server' };
 
 /** A resource indicator this AS issues tokens for: an http(s) URL on loopback (the test MCP servers). */
 function isLoopbackResource(resource) {
@@ -114,7 +91,7 @@ export async function startMcpAuthServer({
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
-      ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Error</title></head><body><h1>${escapeHtml(out.error)}</h1><p>${escapeHtml(out.error_description ?? '')}</p></body></html>`;
+      ctx.body = errorPage(out);
     },
   };
 
@@ -140,7 +117,7 @@ export async function startMcpAuthServer({
       if (!user || user.password !== form.get('password')) {
         ctx.status = 401;
         ctx.type = 'html';
-        ctx.body = signInPage(uid, 'Invalid login or password.');
+        ctx.body = signInPage(uid, { ...PAGE, error: 'Invalid login or password.' });
         return undefined;
       }
       await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
@@ -153,7 +130,7 @@ export async function startMcpAuthServer({
     }
     if (prompt.name === 'login') {
       ctx.type = 'html';
-      ctx.body = signInPage(uid);
+      ctx.body = signInPage(uid, PAGE);
       return undefined;
     }
     const grant = details.grantId
