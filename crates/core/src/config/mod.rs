@@ -4,7 +4,6 @@
 pub mod edit;
 pub mod init;
 mod raw;
-pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,10 +45,6 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Remote MCP servers that speak OAuth themselves, Latchkey being their client (`[[servers]]`).
     pub servers: Vec<ServerSettings>,
-    /// The HTTPS URL where Latchkey's Client ID Metadata Document (`docs/client-metadata.json`)
-    /// is published (top-level `client_metadata_url`): the client id at authorization servers
-    /// that fetch such documents, in preference to Dynamic Client Registration.
-    pub client_metadata_url: Option<Url>,
 }
 
 /// A remote MCP server Latchkey logs in to as an OAuth client (PROTOCOL §6). Its tokens and any
@@ -68,9 +63,6 @@ pub struct ServerSettings {
     /// Allows plain `http://` on loopback hosts for the server and its authorization server
     /// (local servers and tests); never off loopback.
     pub allow_insecure_loopback: bool,
-    /// A fixed loopback port for the login's callback, registered and used by every login, for
-    /// authorization servers that match redirect URIs exactly (port included); `None`: any port.
-    pub callback_port: Option<u16>,
 }
 
 /// Proxy listener and rate limit.
@@ -270,8 +262,8 @@ pub struct Mapping {
 pub enum InjectTarget {
     /// `header: prefix + value`.
     Header {
-        /// Header name, validated by [`rules::injected_header`] (lowercase).
-        name: http::HeaderName,
+        /// Header name, validated.
+        name: String,
         /// Prepended to the value (e.g. `Bearer `).
         prefix: String,
     },
@@ -290,7 +282,15 @@ pub struct Name(String);
 impl Name {
     /// Validates a name.
     pub fn parse(value: &str) -> Result<Self, String> {
-        rules::name(value).map_err(|r| r.message)?;
+        let ok_chars = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if value.is_empty() || value.len() > 64 || !ok_chars || value.starts_with('.') {
+            return Err(format!(
+                "`{}` is not a valid name: use 1-64 letters, digits, `.`, `_` or `-`",
+                value.escape_debug()
+            ));
+        }
         Ok(Self(value.to_owned()))
     }
 
@@ -450,12 +450,11 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
 
     let proxy = validate_proxy(raw.proxy.as_ref(), here)?;
 
-    // Remote MCP servers need no account: a file with only [[servers]] is complete.
-    if raw.accounts.is_empty() && raw.servers.is_empty() {
+    if raw.accounts.is_empty() {
         return Err(here.error(
             0,
             "no [[accounts]] table",
-            "add an [[accounts]] table with name, issuer and client_id (or a [[servers]] table for a remote MCP server)",
+            "add an [[accounts]] table with name, issuer and client_id",
         ));
     }
     let mut accounts = Vec::new();
@@ -539,15 +538,6 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
         servers.push(server);
     }
 
-    let client_metadata_url = raw
-        .client_metadata_url
-        .as_ref()
-        .map(|u| {
-            parse_client_metadata_url(u.get_ref())
-                .map_err(|(message, fix)| here.error(u.span().start, message, fix))
-        })
-        .transpose()?;
-
     Ok(Config {
         proxy,
         accounts,
@@ -555,48 +545,21 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
         services,
         audit,
         servers,
-        client_metadata_url,
     })
-}
-
-/// Checks `client_metadata_url`: an `https://` URL with a path, no fragment and no credentials
-/// (the Client ID Metadata Document draft's rules for a client id).
-pub fn parse_client_metadata_url(text: &str) -> Result<Url, (String, String)> {
-    let fix = "give the https:// URL where docs/client-metadata.json is published, such as \"https://example.com/latchkey/client-metadata.json\" (its client_id must be that URL)";
-    let url = Url::parse(text).map_err(|e| {
-        (
-            format!(
-                "client_metadata_url `{}` is not a URL: {e}",
-                text.escape_debug()
-            ),
-            fix.to_owned(),
-        )
-    })?;
-    let problem = if url.scheme() != "https" {
-        Some("must use https://")
-    } else if url.fragment().is_some() {
-        Some("has a fragment (#...)")
-    } else if !url.username().is_empty() || url.password().is_some() {
-        Some("contains a user name or password")
-    } else if url.host().is_none() || url.path().len() <= 1 {
-        Some("needs a host and a path")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err((
-            format!("client_metadata_url `{url}` {problem}"),
-            fix.to_owned(),
-        )),
-        None => Ok(url),
-    }
 }
 
 fn validate_server(
     raw: &raw::RawServer,
     here: &Locator<'_>,
 ) -> Result<ServerSettings, ConfigError> {
-    let name = parse_route_name(&raw.name, here)?;
+    let name = parse_name(&raw.name, here)?;
+    if name.as_str().eq_ignore_ascii_case("v1") {
+        return Err(here.error(
+            raw.name.span().start,
+            "`v1` is reserved for Latchkey's own endpoints",
+            "choose another name",
+        ));
+    }
     if let Some(secret) = &raw.client_secret {
         return Err(here.error(
             secret.span().start,
@@ -641,22 +604,12 @@ fn validate_server(
         Some(scopes) => Some(scopes.get_ref().clone()),
         None => None,
     };
-    if let Some(port) = &raw.callback_port
-        && *port.get_ref() == 0
-    {
-        return Err(here.error(
-            port.span().start,
-            "callback_port is 0",
-            "remove it (any free port) or give the port registered at the authorization server",
-        ));
-    }
     Ok(ServerSettings {
         name,
         url,
         client_id: raw.client_id.as_ref().map(|c| c.get_ref().clone()),
         scopes,
         allow_insecure_loopback: raw.allow_insecure_loopback,
-        callback_port: raw.callback_port.as_ref().map(|p| *p.get_ref()),
     })
 }
 
@@ -857,7 +810,14 @@ fn validate_service(
     has_gateway: bool,
     here: &Locator<'_>,
 ) -> Result<Service, ConfigError> {
-    let name = parse_route_name(&raw.name, here)?;
+    let name = parse_name(&raw.name, here)?;
+    if matches!(name.as_str(), "v1" | "oauth") {
+        return Err(here.error(
+            raw.name.span().start,
+            format!("`{name}` is reserved for Latchkey's own endpoints"),
+            "choose another service name",
+        ));
+    }
     let account = parse_name(&raw.account, here)?;
     if !accounts.iter().any(|a| a.name == account) {
         let known: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
@@ -916,50 +876,30 @@ fn validate_service(
         }
     };
 
-    let upstream = Url::parse(raw.upstream.get_ref()).map_err(|e| {
-        here.error(
-            raw.upstream.span().start,
-            format!(
-                "upstream `{}` is not a URL: {e}",
-                raw.upstream.get_ref().escape_debug()
-            ),
-            "write a full URL such as \"https://api.example.com\"",
-        )
+    let upstream = parse_url(&raw.upstream, here, false, "upstream").or_else(|e| {
+        // An http:// upstream is allowed only on loopback and only when the service says so.
+        let url = Url::parse(raw.upstream.get_ref()).map_err(|_| e)?;
+        if url.scheme() == "http" && is_loopback_host(&url) && raw.allow_loopback_http {
+            Ok(url)
+        } else if url.scheme() == "http" && is_loopback_host(&url) {
+            Err(here.error(
+                raw.upstream.span().start,
+                "a plain http:// upstream must be allowed explicitly",
+                "add allow_loopback_http = true to this service (loopback only), or use https://",
+            ))
+        } else {
+            Err(here.error(
+                raw.upstream.span().start,
+                format!("upstream `{}` is not https://", url),
+                "use an https:// upstream; plain http is only allowed for a loopback upstream with allow_loopback_http = true",
+            ))
+        }
     })?;
-    rules::upstream(&upstream, raw.allow_loopback_http)
-        .map_err(|r| here.error(raw.upstream.span().start, r.message, r.fix))?;
 
     let mappings: &[RawMapping] = raw.credentials.as_ref().map_or(&[], |c| c.get_ref());
-    let mut credentials: Vec<Mapping> = Vec::new();
+    let mut credentials = Vec::new();
     for m in mappings {
-        let mapping = validate_mapping(m, &name, here)?;
-        let twice = credentials
-            .iter()
-            .any(|c| match (&c.target, &mapping.target) {
-                (InjectTarget::Header { name: a, .. }, InjectTarget::Header { name: b, .. }) => {
-                    a == b
-                }
-                (InjectTarget::Query { param: a }, InjectTarget::Query { param: b }) => {
-                    rules::query_param_key(a) == rules::query_param_key(b)
-                }
-                _ => false,
-            });
-        if twice {
-            let (offset, target) = match (&m.header, &m.query_param) {
-                (Some(h), _) => (h.span().start, h.get_ref()),
-                (_, Some(q)) => (q.span().start, q.get_ref()),
-                _ => (m.name.span().start, m.name.get_ref()),
-            };
-            return Err(here.error(
-                offset,
-                format!(
-                    "service `{name}` injects `{}` twice (names are compared ignoring letter case)",
-                    target.escape_debug()
-                ),
-                "inject each header or query parameter once: remove or rename one of the mappings",
-            ));
-        }
-        credentials.push(mapping);
+        credentials.push(validate_mapping(m, &name, here)?);
     }
     let env: BTreeMap<String, String> = raw
         .env
@@ -1049,16 +989,38 @@ fn validate_mapping(
     }
     let target = match (&raw.header, &raw.query_param) {
         (Some(header), None) => {
-            let name = rules::injected_header(header.get_ref())
-                .map_err(|r| here.error(header.span().start, r.message, r.fix))?;
+            let valid = http::HeaderName::from_bytes(header.get_ref().as_bytes()).is_ok();
+            if !valid {
+                return Err(here.error(
+                    header.span().start,
+                    format!(
+                        "`{}` is not a valid header name",
+                        header.get_ref().escape_debug()
+                    ),
+                    "use a header name such as \"Authorization\" or \"X-API-Key\"",
+                ));
+            }
             let prefix = raw.prefix.clone().unwrap_or_default();
-            rules::header_prefix(&prefix)
-                .map_err(|r| here.error(header.span().start, r.message, r.fix))?;
-            InjectTarget::Header { name, prefix }
+            if prefix.chars().any(|c| c.is_control()) {
+                return Err(here.error(
+                    header.span().start,
+                    "the prefix contains a control character",
+                    "use a plain prefix such as \"Bearer \"",
+                ));
+            }
+            InjectTarget::Header {
+                name: header.get_ref().clone(),
+                prefix,
+            }
         }
         (None, Some(param)) => {
-            rules::query_param(param.get_ref())
-                .map_err(|r| here.error(param.span().start, r.message, r.fix))?;
+            if param.get_ref().is_empty() {
+                return Err(here.error(
+                    param.span().start,
+                    "query_param is empty",
+                    "name the query parameter, e.g. \"api_key\"",
+                ));
+            }
             InjectTarget::Query {
                 param: param.get_ref().clone(),
             }
@@ -1085,11 +1047,6 @@ fn parse_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, C
             "rename it, e.g. \"work\" or \"github\"",
         )
     })
-}
-
-fn parse_route_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
-    rules::route_name(raw.get_ref()).map_err(|r| here.error(raw.span().start, r.message, r.fix))?;
-    Ok(Name(raw.get_ref().clone()))
 }
 
 fn parse_url(
@@ -1131,7 +1088,15 @@ fn parse_url(
     }
 }
 
-pub use rules::is_loopback_host;
+/// True when the URL's host is a loopback address or `localhost`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
 
 #[cfg(test)]
 mod tests;
