@@ -23,7 +23,9 @@ use crate::login::{
 use crate::secret::Secret;
 use crate::vault::{StoredTokens, StoredUser, Vault, VaultError};
 
-pub use state::{SessionState, refresh_due_at};
+pub use state::{
+    MIN_REFRESH_GAP, MIN_REFRESH_INTERVAL_SECONDS, SessionState, refresh_due_at, refresher_wait,
+};
 
 /// Why a session without a refresh token ended.
 pub const NOT_RENEWABLE_REASON: &str = "the identity provider issued no refresh token, so the session could not be renewed; log in again";
@@ -293,8 +295,9 @@ impl Session {
                             .into(),
                     });
                 } else if usable {
+                    let live = Arc::new(live);
+                    self.set_live(Some(live.clone()));
                     self.publish_active(&live);
-                    self.set_live(Some(Arc::new(live)));
                     info!("session restored from keychain");
                 } else {
                     self.state.send_replace(SessionState::Expired {
@@ -399,8 +402,11 @@ impl Session {
             .save_tokens(self.account.name.as_str(), &live.to_stored())
             .await?;
         let user = live.user.clone();
+        // Memory first, then the broadcast: whoever wakes on the new state (the background
+        // refresher) must find the new session, not the one before the login.
+        let live = Arc::new(live);
+        self.set_live(Some(live.clone()));
         self.publish_active(&live);
-        self.set_live(Some(Arc::new(live)));
         info!(subject = %user.subject, "logged in");
         Ok(user)
     }
@@ -546,8 +552,8 @@ impl Session {
                     return Err(e.into());
                 }
                 let next = Arc::new(next);
-                self.publish_active(&next);
                 self.set_live(Some(next.clone()));
+                self.publish_active(&next);
                 info!(expires_at = next.expires_at, "session refreshed");
                 Ok(next)
             }
@@ -701,11 +707,15 @@ impl Session {
         let mut changes = self.subscribe();
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_secs(1);
+        // When the loop last asked the provider, and the backoff owed when that attempt failed.
+        let mut last_attempt: Option<tokio::time::Instant> = None;
+        let mut owed: Option<Duration> = None;
         loop {
-            let wait = match self.seconds_until_due() {
+            let due_in = match self.seconds_until_due() {
                 Some(s) => Duration::from_secs(u64::try_from(s).unwrap_or(0)),
                 None => Duration::from_secs(3600),
             };
+            let wait = refresher_wait(due_in, last_attempt.map(|at| at.elapsed()), owed);
             tokio::select! {
                 () = &mut shutdown => return,
                 changed = changes.changed() => {
@@ -726,15 +736,15 @@ impl Session {
                 self.expire_unrenewable(&live).await;
                 continue;
             }
+            last_attempt = Some(tokio::time::Instant::now());
             match self.refresh_from(live.generation).await {
-                Ok(_) => backoff = Duration::from_secs(1),
-                Err(SessionError::LoginRequired { .. }) => {}
+                Ok(_) | Err(SessionError::LoginRequired { .. }) => {
+                    backoff = Duration::from_secs(1);
+                    owed = None;
+                }
                 Err(e) => {
                     warn!(code = e.code(), "background refresh failed");
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
+                    owed = Some(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }

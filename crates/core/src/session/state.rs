@@ -73,14 +73,43 @@ impl SessionState {
     }
 }
 
+/// The longest a refresh is held back after the token it replaces was issued: a token that
+/// lives less than `min_margin` would otherwise be due the moment it arrives, and every refresh
+/// would be followed at once by the next.
+pub const MIN_REFRESH_INTERVAL_SECONDS: i64 = 5;
+
+/// The least time between two background refreshes, whatever the token's lifetime (a provider
+/// that hands out tokens already expired is not asked back-to-back).
+pub const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// When a token issued at `issued_at` and expiring at `expires_at` should be refreshed: at
-/// `fraction` (about 0.8) of its lifetime, and at least `min_margin` seconds before expiry.
+/// `fraction` (about 0.8) of its lifetime, and at least `min_margin` seconds before expiry — but
+/// never sooner than half its lifetime (at most [`MIN_REFRESH_INTERVAL_SECONDS`]) after it was
+/// issued, so each refresh buys time before the next one.
 pub fn refresh_due_at(issued_at: i64, expires_at: i64, fraction: f64, min_margin: i64) -> i64 {
     let lifetime = (expires_at - issued_at).max(0);
     // Lifetimes are at most a few days, far inside f64's exact integer range.
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
     let at_fraction = issued_at + (lifetime as f64 * fraction) as i64;
-    at_fraction.min(expires_at - min_margin).max(issued_at)
+    let floor = MIN_REFRESH_INTERVAL_SECONDS.min((lifetime + 1) / 2);
+    at_fraction
+        .min(expires_at - min_margin)
+        .max(issued_at + floor)
+}
+
+/// How long the background refresher waits: until the refresh is due (`due_in`), and at least
+/// [`MIN_REFRESH_GAP`] after its last attempt (`since_last`, `None` before the first), or the
+/// failure backoff when the last attempt failed.
+pub fn refresher_wait(
+    due_in: std::time::Duration,
+    since_last: Option<std::time::Duration>,
+    backoff: Option<std::time::Duration>,
+) -> std::time::Duration {
+    let Some(since_last) = since_last else {
+        return due_in;
+    };
+    let gap = backoff.unwrap_or(MIN_REFRESH_GAP).max(MIN_REFRESH_GAP);
+    due_in.max(gap.saturating_sub(since_last))
 }
 
 #[cfg(test)]
@@ -96,8 +125,49 @@ mod tests {
     fn refresh_keeps_a_margin_before_expiry_for_short_tokens() {
         // 20 s lifetime: 80 % is 16 s, but a 10 s margin moves it to 10 s.
         assert_eq!(refresh_due_at(0, 20, 0.8, 10), 10);
-        // Never before issue.
-        assert_eq!(refresh_due_at(0, 5, 0.8, 10), 0);
+        // 12 s: the margin would say 2 s; a refresh waits at least 5 s.
+        assert_eq!(refresh_due_at(0, 12, 0.8, 10), 5);
+    }
+
+    #[test]
+    fn a_token_shorter_than_the_margin_is_not_due_the_moment_it_arrives() {
+        // 5 s lifetime: the margin would make it due at issue, so every refresh would be followed
+        // at once by the next; it is due half-way instead.
+        assert_eq!(refresh_due_at(100, 105, 0.8, 10), 103);
+        assert_eq!(refresh_due_at(100, 102, 0.8, 10), 101);
+        // Each refresh of a short token buys time: over a minute, a 2 s token refreshes at most
+        // once a second.
+        let mut issued = 0;
+        let mut refreshes = 0;
+        while issued < 60 {
+            issued = refresh_due_at(issued, issued + 2, 0.8, 10);
+            refreshes += 1;
+        }
+        assert!(refreshes <= 60, "{refreshes} refreshes in 60 s");
+        // Long tokens keep the 80 % rule.
+        assert_eq!(refresh_due_at(0, 3600, 0.8, 10), 2880);
+    }
+
+    #[test]
+    fn the_refresher_waits_a_gap_after_each_attempt_and_backs_off_after_failures() {
+        use std::time::Duration as D;
+        // First run: at the due time.
+        assert_eq!(refresher_wait(D::ZERO, None, None), D::ZERO);
+        // Due already (a token that arrived expired): not back-to-back.
+        assert_eq!(
+            refresher_wait(D::ZERO, Some(D::from_millis(200)), None),
+            D::from_millis(800)
+        );
+        // After a failure, the backoff.
+        assert_eq!(
+            refresher_wait(D::ZERO, Some(D::ZERO), Some(D::from_secs(8))),
+            D::from_secs(8)
+        );
+        // A later due time wins.
+        assert_eq!(
+            refresher_wait(D::from_secs(30), Some(D::ZERO), None),
+            D::from_secs(30)
+        );
     }
 
     #[test]
