@@ -386,6 +386,10 @@ impl Running {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn the_stdio_bridge_carries_everything_streamable_http_carries_and_ends_cleanly() {
     if !keychain_available() {
         return;
@@ -457,6 +461,10 @@ async fn the_stdio_bridge_carries_everything_streamable_http_carries_and_ends_cl
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_session_the_server_ended_is_reported_to_the_host_as_a_jsonrpc_error() {
     if !keychain_available() {
         return;
@@ -490,6 +498,10 @@ async fn a_session_the_server_ended_is_reported_to_the_host_as_a_jsonrpc_error()
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_refused_token_is_reminted_once_and_a_logout_reaches_the_host_as_latchkeys_error() {
     if !keychain_available() {
         return;

@@ -6,6 +6,10 @@ use latchkey_testkit::IdpOptions;
 use crate::{Stack, keychain_available};
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn login_status_token_logout_work_as_a_new_user_tries_them() {
     if !keychain_available() {
         return;
@@ -64,6 +68,10 @@ async fn login_status_token_logout_work_as_a_new_user_tries_them() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn commands_that_need_latchkey_running_say_so_before_starting_anything() {
     if !keychain_available() {
         return;

@@ -52,6 +52,10 @@ fn state(stack: &Stack) -> serde_json::Value {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn sigkill_mid_refresh_then_restart_restores_the_session_and_keeps_the_rotated_refresh_token()
 {
     if !keychain_available() {

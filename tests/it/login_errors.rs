@@ -88,6 +88,10 @@ fn failure_line(stderr: &str) -> &str {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn an_unregistered_redirect_uri_is_named_before_the_browser_opens_and_kept_in_status() {
     if !keychain_available() {
         return;
@@ -158,6 +162,10 @@ async fn an_unregistered_redirect_uri_is_named_before_the_browser_opens_and_kept
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_scope_the_client_may_not_ask_for_fails_with_the_providers_code_and_the_scopes_to_check()
 {
     if !keychain_available() {
@@ -182,6 +190,10 @@ async fn a_scope_the_client_may_not_ask_for_fails_with_the_providers_code_and_th
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn declining_at_the_sign_in_page_is_access_denied_and_status_shows_it_until_the_next_login() {
     if !keychain_available() {
         return;
@@ -248,6 +260,10 @@ async fn declining_at_the_sign_in_page_is_access_denied_and_status_shows_it_unti
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_token_endpoint_that_refuses_the_client_says_invalid_client_and_what_to_check() {
     if !keychain_available() {
         return;
@@ -280,6 +296,10 @@ async fn a_token_endpoint_that_refuses_the_client_says_invalid_client_and_what_t
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_refused_token_claim_is_named_with_the_settings_to_check() {
     if !keychain_available() {
         return;
@@ -327,6 +347,10 @@ allow_insecure_http = true
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn an_unreachable_provider_fails_fast_with_its_own_code() {
     if !keychain_available() {
         return;

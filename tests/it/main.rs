@@ -5,6 +5,7 @@
 mod bridge;
 mod cli;
 mod faults;
+mod keychain;
 mod login_errors;
 mod minimal_env;
 mod proxy;
@@ -140,12 +141,21 @@ env = {{ DEMO_API_KEY = "api_key" }}
     }
 }
 
-/// Tests that need the real keychain say so and return when it is absent (the test script
-/// always provides it).
+/// Why a test that needs the real Secret Service is ignored (reported as skipped) outside
+/// `scripts/with-keychain`; `build.rs` sets `keychain_session` inside it.
+pub const NEEDS_KEYCHAIN: &str = "needs the Secret Service: run under scripts/with-keychain";
+
+/// Asserts that this test runs inside a keychain session. Such tests are ignored outside one
+/// (`#[cfg_attr(not(keychain_session), ignore = …)]`), so reaching here without one (a binary
+/// built inside the session run outside it, or `--run-ignored`) fails instead of passing.
 pub fn keychain_available() -> bool {
-    let ok = std::env::var_os("LATCHKEY_TEST_KEYCHAIN").is_some();
-    if !ok {
-        eprintln!("skipped: needs LATCHKEY_TEST_KEYCHAIN=1 (run through scripts/test)");
-    }
-    ok
+    assert!(
+        cfg!(keychain_session) && std::env::var_os("LATCHKEY_TEST_KEYCHAIN").is_some(),
+        "{NEEDS_KEYCHAIN}"
+    );
+    assert!(
+        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+        "the keychain session has no D-Bus session bus, so no Secret Service"
+    );
+    true
 }

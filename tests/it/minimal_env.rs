@@ -48,6 +48,10 @@ fn log_rows(stack: &Stack, args: &[&str]) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn host_started_commands_need_only_the_hosts_environment_and_the_entrys_env() {
     if !keychain_available() {
         return;

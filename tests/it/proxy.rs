@@ -15,6 +15,10 @@ fn fingerprint(value: &str) -> String {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_local_client_reaches_the_upstream_with_the_injected_credential_only() {
     if !keychain_available() {
         return;

@@ -128,6 +128,10 @@ fn config_text(home: &Home) -> String {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_remote_oauth_server_is_added_used_refreshed_restarted_stepped_up_and_removed() {
     if !keychain_available() {
         return;
@@ -259,6 +263,10 @@ async fn a_remote_oauth_server_is_added_used_refreshed_restarted_stepped_up_and_
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn a_refused_server_add_stores_nothing_and_says_why() {
     if !keychain_available() {
         return;

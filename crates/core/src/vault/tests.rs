@@ -1,5 +1,6 @@
-//! Vault unit tests: an in-memory store with fault injection, plus the real Secret Service when
-//! `LATCHKEY_TEST_KEYCHAIN=1` (set by `scripts/with-keychain`), plus a child process without D-Bus.
+//! Vault unit tests: an in-memory store with fault injection, plus a child process without D-Bus.
+//! The real Secret Service is tried by `tests/it/keychain.rs` (ignored outside
+//! `scripts/with-keychain`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -382,23 +383,6 @@ fn entry_names_are_distinct() {
     ];
     let names: std::collections::BTreeSet<String> = keys.iter().map(VaultKey::entry).collect();
     assert_eq!(names.len(), keys.len());
-}
-
-/// The real Secret Service: run with `scripts/with-keychain cargo test -p latchkey-core vault`.
-#[tokio::test]
-async fn secret_service_round_trips_when_available() {
-    if std::env::var_os("LATCHKEY_TEST_KEYCHAIN").is_none() {
-        eprintln!("skipped: set by scripts/with-keychain");
-        return;
-    }
-    let namespace = format!("dev.latchkey.test.{}", rand::random::<u32>());
-    let vault = Vault::with_namespace(
-        Arc::new(KeyringStore::platform().expect("platform store")),
-        &namespace,
-    );
-    let health = vault.self_test().await;
-    assert!(health.ok, "the test keychain works: {:?}", health.message);
-    round_trips(&vault, "it-account").await;
 }
 
 const NO_DBUS_CHILD: &str = "LATCHKEY_TEST_NO_DBUS_CHILD";
