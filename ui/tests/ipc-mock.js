@@ -67,6 +67,7 @@
     else setTimeout(done, 300);
   });
   const commands = {
+    'plugin:app|version': () => '0.1.0',
     overview: () => overview(),
     login: () => {
       state.session = { kind: 'logging_in' };

@@ -62,6 +62,8 @@ export const ipc = {
   removeServer: (name: string) => call<string | null>('remove_server', { name }),
   getSettings: () => call<Settings>('get_settings'),
   setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
+  /** The app's version: the workspace's, which `latchkey --version` prints too (Tauri's app plugin). */
+  appVersion: () => call<string>('plugin:app|version'),
 };
 
 export const events = {
