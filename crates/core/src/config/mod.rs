@@ -4,6 +4,7 @@
 pub mod edit;
 pub mod init;
 mod raw;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -262,8 +263,8 @@ pub struct Mapping {
 pub enum InjectTarget {
     /// `header: prefix + value`.
     Header {
-        /// Header name, validated.
-        name: String,
+        /// Header name, validated by [`rules::injected_header`] (lowercase).
+        name: http::HeaderName,
         /// Prepended to the value (e.g. `Bearer `).
         prefix: String,
     },
@@ -282,15 +283,7 @@ pub struct Name(String);
 impl Name {
     /// Validates a name.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let ok_chars = value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if value.is_empty() || value.len() > 64 || !ok_chars || value.starts_with('.') {
-            return Err(format!(
-                "`{}` is not a valid name: use 1-64 letters, digits, `.`, `_` or `-`",
-                value.escape_debug()
-            ));
-        }
+        rules::name(value).map_err(|r| r.message)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -552,20 +545,46 @@ fn validate_server(
     raw: &raw::RawServer,
     here: &Locator<'_>,
 ) -> Result<ServerSettings, ConfigError> {
-    let name = parse_name(&raw.name, here)?;
-    if name.as_str().eq_ignore_ascii_case("v1") {
-        return Err(here.error(
-            raw.name.span().start,
-            "`v1` is reserved for Latchkey's own endpoints",
-            "choose another name",
-        ));
-    }
+    let name = parse_route_name(&raw.name, here)?;
     if let Some(secret) = &raw.client_secret {
         return Err(here.error(
             secret.span().start,
             "a client secret does not belong in this file",
             "remove it; secrets never go in the configuration file",
         ));
+/// Checks `client_metadata_url`: an `https://` URL with a path, no fragment and no credentials
+/// (the Client ID Metadata Document draft's rules for a client id).
+pub fn parse_client_metadata_url(text: &str) -> Result<Url, (String, String)> {
+    let fix = "give the https:// URL where docs/client-metadata.json is published, such as \"https://example.com/latchkey/client-metadata.json\" (its client_id must be that URL)";
+    let url = Url::parse(text).map_err(|e| {
+        (
+            format!(
+                "client_metadata_url `{}` is not a URL: {e}",
+                text.escape_debug()
+            ),
+            fix.to_owned(),
+        )
+    })?;
+    let problem = if url.scheme() != "https" {
+        Some("must use https://")
+    } else if url.fragment().is_some() {
+        Some("has a fragment (#...)")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("contains a user name or password")
+    } else if url.host().is_none() || url.path().len() <= 1 {
+        Some("needs a host and a path")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err((
+            format!("client_metadata_url `{url}` {problem}"),
+            fix.to_owned(),
+        )),
+        None => Ok(url),
+    }
+}
+
     }
     let url = Url::parse(raw.url.get_ref()).map_err(|e| {
         here.error(
@@ -810,14 +829,7 @@ fn validate_service(
     has_gateway: bool,
     here: &Locator<'_>,
 ) -> Result<Service, ConfigError> {
-    let name = parse_name(&raw.name, here)?;
-    if matches!(name.as_str(), "v1" | "oauth") {
-        return Err(here.error(
-            raw.name.span().start,
-            format!("`{name}` is reserved for Latchkey's own endpoints"),
-            "choose another service name",
-        ));
-    }
+    let name = parse_route_name(&raw.name, here)?;
     let account = parse_name(&raw.account, here)?;
     if !accounts.iter().any(|a| a.name == account) {
         let known: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
@@ -876,30 +888,48 @@ fn validate_service(
         }
     };
 
-    let upstream = parse_url(&raw.upstream, here, false, "upstream").or_else(|e| {
-        // An http:// upstream is allowed only on loopback and only when the service says so.
-        let url = Url::parse(raw.upstream.get_ref()).map_err(|_| e)?;
-        if url.scheme() == "http" && is_loopback_host(&url) && raw.allow_loopback_http {
-            Ok(url)
-        } else if url.scheme() == "http" && is_loopback_host(&url) {
-            Err(here.error(
-                raw.upstream.span().start,
-                "a plain http:// upstream must be allowed explicitly",
-                "add allow_loopback_http = true to this service (loopback only), or use https://",
-            ))
-        } else {
-            Err(here.error(
-                raw.upstream.span().start,
-                format!("upstream `{}` is not https://", url),
-                "use an https:// upstream; plain http is only allowed for a loopback upstream with allow_loopback_http = true",
-            ))
-        }
+    let upstream = Url::parse(raw.upstream.get_ref()).map_err(|e| {
+        here.error(
+            raw.upstream.span().start,
+            format!(
+                "upstream `{}` is not a URL: {e}",
+                raw.upstream.get_ref().escape_debug()
+            ),
+            "write a full URL such as \"https://api.example.com\"",
+        )
     })?;
 
     let mappings: &[RawMapping] = raw.credentials.as_ref().map_or(&[], |c| c.get_ref());
-    let mut credentials = Vec::new();
+    let mut credentials: Vec<Mapping> = Vec::new();
     for m in mappings {
-        credentials.push(validate_mapping(m, &name, here)?);
+        let mapping = validate_mapping(m, &name, here)?;
+        let twice = credentials
+            .iter()
+            .any(|c| match (&c.target, &mapping.target) {
+                (InjectTarget::Header { name: a, .. }, InjectTarget::Header { name: b, .. }) => {
+                    a == b
+                }
+                (InjectTarget::Query { param: a }, InjectTarget::Query { param: b }) => {
+                    rules::query_param_key(a) == rules::query_param_key(b)
+                }
+                _ => false,
+            });
+        if twice {
+            let (offset, target) = match (&m.header, &m.query_param) {
+                (Some(h), _) => (h.span().start, h.get_ref()),
+                (_, Some(q)) => (q.span().start, q.get_ref()),
+                _ => (m.name.span().start, m.name.get_ref()),
+            };
+            return Err(here.error(
+                offset,
+                format!(
+                    "service `{name}` injects `{}` twice (names are compared ignoring letter case)",
+                    target.escape_debug()
+                ),
+                "inject each header or query parameter once: remove or rename one of the mappings",
+            ));
+        }
+        credentials.push(mapping);
     }
     let env: BTreeMap<String, String> = raw
         .env
@@ -923,6 +953,8 @@ fn validate_service(
                 ),
                 "use letters, digits and `_`, not starting with a digit",
             ));
+    rules::upstream(&upstream, raw.allow_loopback_http)
+        .map_err(|r| here.error(raw.upstream.span().start, r.message, r.fix))?;
         }
         if cred.is_empty() {
             return Err(here.error(
@@ -989,38 +1021,16 @@ fn validate_mapping(
     }
     let target = match (&raw.header, &raw.query_param) {
         (Some(header), None) => {
-            let valid = http::HeaderName::from_bytes(header.get_ref().as_bytes()).is_ok();
-            if !valid {
-                return Err(here.error(
-                    header.span().start,
-                    format!(
-                        "`{}` is not a valid header name",
-                        header.get_ref().escape_debug()
-                    ),
-                    "use a header name such as \"Authorization\" or \"X-API-Key\"",
-                ));
-            }
+            let name = rules::injected_header(header.get_ref())
+                .map_err(|r| here.error(header.span().start, r.message, r.fix))?;
             let prefix = raw.prefix.clone().unwrap_or_default();
-            if prefix.chars().any(|c| c.is_control()) {
-                return Err(here.error(
-                    header.span().start,
-                    "the prefix contains a control character",
-                    "use a plain prefix such as \"Bearer \"",
-                ));
-            }
-            InjectTarget::Header {
-                name: header.get_ref().clone(),
-                prefix,
-            }
+            rules::header_prefix(&prefix)
+                .map_err(|r| here.error(header.span().start, r.message, r.fix))?;
+            InjectTarget::Header { name, prefix }
         }
         (None, Some(param)) => {
-            if param.get_ref().is_empty() {
-                return Err(here.error(
-                    param.span().start,
-                    "query_param is empty",
-                    "name the query parameter, e.g. \"api_key\"",
-                ));
-            }
+            rules::query_param(param.get_ref())
+                .map_err(|r| here.error(param.span().start, r.message, r.fix))?;
             InjectTarget::Query {
                 param: param.get_ref().clone(),
             }
@@ -1077,6 +1087,11 @@ fn parse_url(
         "http" if allow_loopback_http && is_loopback_host(&url) => Ok(url),
         "http" if is_loopback_host(&url) => Err(here.error(
             raw.span().start,
+fn parse_route_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
+    rules::route_name(raw.get_ref()).map_err(|r| here.error(raw.span().start, r.message, r.fix))?;
+    Ok(Name(raw.get_ref().clone()))
+}
+
             format!("{what} uses plain http://"),
             "use https://, or for a local test identity provider/gateway add allow_insecure_http = true",
         )),
@@ -1088,15 +1103,7 @@ fn parse_url(
     }
 }
 
-/// True when the URL's host is a loopback address or `localhost`.
-pub fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
+pub use rules::is_loopback_host;
 
 #[cfg(test)]
 mod tests;

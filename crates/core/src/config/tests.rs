@@ -47,7 +47,7 @@ fn protocol_sample_parses() {
     assert_eq!(
         s.credentials[0].target,
         InjectTarget::Header {
-            name: "Authorization".into(),
+            name: http::header::AUTHORIZATION,
             prefix: "Bearer ".into()
         }
     );
@@ -369,4 +369,73 @@ fn a_remote_server_is_refused_with_its_line_and_fix() {
 
     let (_, message, _) = case("name = \"v1\"\nurl = \"https://mcp.example.com/mcp\"\n");
     assert!(message.contains("reserved"), "{message}");
+}
+
+#[test]
+fn values_the_proxy_manages_are_refused_with_their_line() {
+    let cases = [
+        ("name = \"github\"", "name = \"V1\"", 18, "reserved"),
+        ("name = \"github\"", "name = \"OAuth\"", 18, "reserved"),
+        (
+            "upstream = \"https://api.github.com\"",
+            "upstream = \"https://api.github.com/?org=x\"",
+            21,
+            "query",
+        ),
+        (
+            "upstream = \"https://api.github.com\"",
+            "upstream = \"https://api.github.com/#top\"",
+            21,
+            "fragment",
+        ),
+        (
+            "header = \"Authorization\"",
+            "header = \"Host\"",
+            22,
+            "managed by the proxy",
+        ),
+        (
+            "header = \"Authorization\"",
+            "header = \"Proxy-Authorization\"",
+            22,
+            "managed by the proxy",
+        ),
+        (
+            "header = \"Authorization\"",
+            "header = \"X-Latchkey-Client\"",
+            22,
+            "managed by the proxy",
+        ),
+        (
+            "prefix = \"Bearer \"",
+            "prefix = \"B\\u007Fearer \"",
+            22,
+            "prefix",
+        ),
+    ];
+    for (from, to, want_line, want) in cases {
+        let text = SAMPLE.replace(from, to);
+        let (line, message, fix) = invalid(&text);
+        assert_eq!(line, want_line, "{to}: points at the value ({message})");
+        assert!(message.contains(want), "{to}: {message}");
+        assert!(!fix.is_empty(), "{to}: a fix is given");
+    }
+}
+
+#[test]
+fn the_same_header_or_parameter_injected_twice_in_another_case_is_refused() {
+    let twice = SAMPLE.replace(
+        "credentials = [{ name = \"token\", header = \"Authorization\", prefix = \"Bearer \" }]",
+        "credentials = [\n  { name = \"token\", header = \"Authorization\" },\n  { name = \"other\", header = \"authorization\" },\n]",
+    );
+    let (line, message, _) = invalid(&twice);
+    assert_eq!(line, 24, "points at the second mapping");
+    assert!(message.contains("twice"), "{message}");
+    let twice = SAMPLE.replace(
+        "credentials = [{ name = \"token\", header = \"Authorization\", prefix = \"Bearer \" }]",
+        "credentials = [{ name = \"token\", query_param = \"api_key\" }, { name = \"k\", query_param = \"API_KEY\" }]",
+    );
+    let (line, message, _) = invalid(&twice);
+    assert_eq!(line, 22);
+    assert!(message.contains("twice"), "{message}");
 }
