@@ -71,28 +71,6 @@ impl SessionCredentials {
 }
 
 impl CredentialSource for SessionCredentials {
-impl SessionCredentials {
-    /// `idp_unavailable` for `service`: its account and the host of that account's provider.
-    fn idp_unavailable(&self, service: &str) -> CredentialError {
-        let config = self.lk.config();
-        let account = config.service(service).map(|s| s.account.to_string());
-        let host = account
-            .as_deref()
-            .and_then(|name| config.accounts.iter().find(|a| a.name.as_str() == name))
-            .and_then(|a| a.issuer.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "the identity provider".to_owned());
-        CredentialError::IdpUnavailable {
-            account: account.unwrap_or_default(),
-            host,
-            retry_after: IDP_RETRY_AFTER_SECONDS,
-        }
-    }
-}
-
-/// `Retry-After` of an `idp_unavailable` answer: the refresher retries on its own meanwhile
-/// (backing off up to a minute), and the next request refreshes on demand.
-const IDP_RETRY_AFTER_SECONDS: u64 = 30;
-
     fn account(&self, service: &str) -> Option<String> {
         self.lk
             .config()
