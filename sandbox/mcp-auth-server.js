@@ -30,11 +30,13 @@ function isLoopbackResource(resource) {
 
 /**
  * Start the MCP authorization server.
- * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string}>}} [options]
+ * `cimd` turns on oidc-provider's Client ID Metadata Document support (an https client_id is
+ * fetched with `cimd.fetch`); `extraCounters` are reported with the others by /__stats.
+ * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string}>, cimd?: {fetch: Function}, extraCounters?: object}} [options]
  * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => object}>}
  */
 export async function startMcpAuthServer({
-  port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS,
+  port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS, cimd, extraCounters = {},
 } = {}) {
   const counters = { registrations: 0, token_requests: 0, refresh_grants: 0, grants_revoked: 0, resources: [] };
   const server = http.createServer();
@@ -66,6 +68,7 @@ export async function startMcpAuthServer({
       devInteractions: { enabled: false },
       registration: { enabled: true },
       revocation: { enabled: true },
+      ...(cimd ? { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } } : {}),
       resourceIndicators: {
         enabled: true,
         // No default: a request without `resource` gets no MCP audience.
@@ -89,6 +92,7 @@ export async function startMcpAuthServer({
       if (!users[id]) return undefined;
       return { accountId: id, claims: async () => ({ sub: id }) };
     },
+    ...(cimd ? { fetch: cimd.fetch } : {}),
     renderError: async (ctx, out) => {
       ctx.type = 'html';
       ctx.body = errorPage(out);
@@ -152,7 +156,7 @@ export async function startMcpAuthServer({
 
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__stats' && ctx.method === 'GET') {
-      ctx.body = { ...counters };
+      ctx.body = { ...counters, ...extraCounters };
       return undefined;
     }
     if (ctx.path === '/token' && ctx.method === 'POST') counters.token_requests += 1;
@@ -163,7 +167,7 @@ export async function startMcpAuthServer({
 
   return {
     issuer,
-    stats: () => ({ ...counters }),
+    stats: () => ({ ...counters, ...extraCounters }),
     close: () => new Promise((resolve) => {
       server.closeAllConnections?.();
       server.close(() => resolve());
