@@ -4,6 +4,7 @@
 
 mod bridge;
 mod cli;
+mod config_init;
 mod faults;
 mod keychain;
 mod login_errors;

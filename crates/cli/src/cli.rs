@@ -180,6 +180,38 @@ pub enum ConfigAction {
     },
     /// Print where the configuration file is.
     Path,
+    /// Write a first configuration: from an issuer and a client id (checked by discovery
+    /// first), or imported from a file or an https URL; asks interactively on a terminal.
+    Init(InitArgs),
+}
+
+/// `latchkey config init` flags.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The organisation's OIDC issuer URL.
+    #[arg(long, requires = "client_id", conflicts_with = "from")]
+    pub issuer: Option<String>,
+    /// The OAuth client id registered for Latchkey.
+    #[arg(long, requires = "issuer")]
+    pub client_id: Option<String>,
+    /// The Auth Gateway URL (optional).
+    #[arg(long, requires = "issuer")]
+    pub gateway_url: Option<String>,
+    /// The API the access token is for (optional; some providers need it).
+    #[arg(long, requires = "issuer")]
+    pub audience: Option<String>,
+    /// Import a configuration file or https URL an administrator handed out.
+    #[arg(long, value_name = "FILE_OR_URL")]
+    pub from: Option<String>,
+    /// Allow plain http on loopback addresses (local test providers only).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Replace an existing configuration (the old one is kept as a timestamped backup).
+    #[arg(long)]
+    pub force: bool,
+    /// Write this file instead of the default.
+    #[arg(long)]
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// `latchkey gateway …`
@@ -272,9 +304,22 @@ pub enum ServerAction {
         /// Its name in Latchkey: hosts reach it at /<name>/... (default: from the host name).
         #[arg(long)]
         name: Option<String>,
-        /// A client id registered beforehand at its authorization server.
+        /// A client id registered beforehand at its authorization server (needed when it
+        /// offers neither Dynamic Client Registration nor Client ID Metadata Documents).
         #[arg(long)]
         client_id: Option<String>,
+        /// Read that client's secret from standard input (a confidential client); it is kept
+        /// in the keychain, never in the configuration file.
+        #[arg(long, requires = "client_id")]
+        client_secret_stdin: bool,
+        /// Scopes to ask for instead of the ones the server advertises, e.g. "read write".
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Listen for the sign-in's callback on this fixed loopback port (registered as
+        /// http://127.0.0.1:<port>/oauth/callback), for authorization servers that match
+        /// redirect URIs exactly; kept for every later login.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        callback_port: Option<u16>,
         /// Only print the URL; do not open a browser.
         #[arg(long)]
         no_browser: bool,

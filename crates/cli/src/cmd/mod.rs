@@ -4,6 +4,7 @@
 
 mod account;
 mod clients;
+mod config;
 mod exec;
 mod mcp;
 mod server;
@@ -89,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", paths.config_file().display());
                 Ok(ExitCode::SUCCESS)
             }
+            ConfigAction::Init(args) => config::init(&paths, args).await,
         },
         Command::Gateway {
             action: crate::cli::GatewayAction::SetKey,
