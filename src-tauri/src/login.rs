@@ -2,12 +2,17 @@
 //! system browser, for an account or a remote MCP server (adding one, logging in again, a
 //! step-up). The window closes itself when the login ends; closing it cancels the login.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use latchkey_core::session::SessionState;
 use latchkey_runtime::view::ServerView;
 use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
 use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_opener::OpenerExt;
 use url::Url;
+
+use crate::origin::{self, Navigation};
 
 /// Label of the login window.
 pub const LOGIN: &str = "login";
@@ -126,9 +131,25 @@ pub fn open_page(
     if ask_password {
         url.query_pairs_mut().append_pair("prompt", "login");
     }
+    let first_title = match origin::judge(&url) {
+        Navigation::Allow { title } => window_title(&title),
+        _ => window_title("Latchkey"),
+    };
+    // The notice page Latchkey itself navigates to after a refusal; the only `data:` page let
+    // through.
+    let notice = Arc::new(AtomicBool::new(false));
+    let handle = app.clone();
     let window = WebviewWindowBuilder::new(app, LOGIN, WebviewUrl::External(url))
-        .title("Sign in — Latchkey")
+        .title(first_title)
         .inner_size(520.0, 700.0)
+        .on_navigation(move |to| allow_navigation(&handle, &notice, to))
+        .on_page_load(|window, payload| {
+            // Committed (reported as Started) and Finished carry the page actually shown, after
+            // any redirects; the title follows it.
+            if let Navigation::Allow { title } = origin::judge(payload.url()) {
+                let _ = window.set_title(&window_title(&title));
+            }
+        })
         .build()
         .map_err(|e| {
             RuntimeError::new(
@@ -142,6 +163,44 @@ pub fn open_page(
         }
     });
     Ok(())
+}
+
+/// The login window's navigation policy ([`origin::judge`]): a refused page is replaced by a
+/// notice saying why, and the title says it was blocked. Runs on the UI thread, so the
+/// replacement is navigated to from a task, after WebKit has its answer.
+fn allow_navigation(app: &AppHandle, notice: &AtomicBool, to: &Url) -> bool {
+    match origin::judge(to) {
+        Navigation::Allow { .. } | Navigation::Blank => true,
+        // One `data:` page is let through per refusal: the notice (WebKit may re-serialise its
+        // address, so it is not compared byte for byte).
+        Navigation::Block { .. }
+            if to.scheme() == "data" && notice.swap(false, Ordering::SeqCst) =>
+        {
+            true
+        }
+        Navigation::Block { target, message } => {
+            tracing::warn!(%target, "login window refused a navigation");
+            let Ok(page) = origin::notice_page(&message) else {
+                return false;
+            };
+            notice.store(true, Ordering::SeqCst);
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                if let Some(w) = app.get_webview_window(LOGIN) {
+                    let blocked = format!("{} blocked {target}", origin::BLOCKED);
+                    let _ = w.set_title(&window_title(&blocked));
+                    let _ = w.navigate(page);
+                }
+            });
+            false
+        }
+    }
+}
+
+/// The login window's title: "Sign in — " and where the page comes from (the window has no
+/// address bar; this is the one place the person can see which site asks for the password).
+fn window_title(origin: &str) -> String {
+    format!("Sign in — {origin}")
 }
 
 /// Refuses a sign-in address that is not `http(s)` (`javascript:`, `file:`, a custom scheme
