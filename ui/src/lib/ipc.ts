@@ -17,6 +17,7 @@ import type {
   ServerView,
   Settings,
 } from './types';
+import { asSetupError, type ConnectForm, type SetupDraft, type SetupWritten } from './setup';
 
 /** Turns whatever a command rejected with into `{code, message}`. */
 export function asCommandError(e: unknown): CommandError {
@@ -31,6 +32,14 @@ async function call<T>(command: string, args?: Record<string, unknown>): Promise
     return await invoke<T>(command, args);
   } catch (e) {
     throw asCommandError(e);
+  }
+}
+
+async function setupCall<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(command, args);
+  } catch (e) {
+    throw asSetupError(e);
   }
 }
 
@@ -60,6 +69,14 @@ export const ipc = {
   cancelServerLogin: (name: string) => call<null>('cancel_server_login', { name }),
   /** Removes a remote MCP server: revokes its tokens and forgets it. Resolves with a note when it could not be revoked. */
   removeServer: (name: string) => call<string | null>('remove_server', { name }),
+  /** Runs discovery for *Connect to your organisation*; rejects with a `SetupError` naming the field. Nothing is written. */
+  setupConnect: (form: ConnectForm) => setupCall<SetupDraft>('setup_connect', { form }),
+  /** Fetches and validates a configuration from an https URL. Nothing is written. */
+  setupImport: (source: string) => setupCall<SetupDraft>('setup_import', { source }),
+  /** Validates configuration text picked from a file or pasted. Nothing is written. */
+  setupImportText: (text: string, origin?: string) => setupCall<SetupDraft>('setup_import_text', { text, origin }),
+  /** Writes the previewed configuration (validated again); the running instance picks it up. */
+  setupSave: (toml: string, force?: boolean) => setupCall<SetupWritten>('setup_save', { toml, force }),
   getSettings: () => call<Settings>('get_settings'),
   setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
   /** The app's version: the workspace's, which `latchkey --version` prints too (Tauri's app plugin). */

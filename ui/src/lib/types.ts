@@ -60,6 +60,15 @@ export interface Overview {
   proxy: { url: string; listening: boolean; error: string | null };
   keychain: { ok: boolean; backend: string; message: string | null };
   now: number;
+  /** The configuration file: missing on a first run (the window shows Setup), invalid with its line. */
+  config?: ConfigState;
+}
+
+/** `crates/runtime/src/view.rs` config state. */
+export interface ConfigState {
+  state: 'missing' | 'invalid' | 'loaded';
+  path: string;
+  error?: { line: number; message: string } | null;
 }
 
 /** Where a remote MCP server's login stands (`crates/runtime/src/view.rs` `ServerView::state`). */

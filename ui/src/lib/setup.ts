@@ -1,0 +1,118 @@
+// First-run setup (`src-tauri/src/setup.rs`, `crates/core/src/config/init.rs`): the form's
+// types, the error's field, and the checks made before anything is sent.
+
+/** What *Connect to your organisation* sends. */
+export interface ConnectForm {
+  issuer: string;
+  client_id: string;
+  gateway_url?: string;
+  audience?: string;
+  /** Plain http:// on this computer, allowed explicitly (test providers). */
+  allow_insecure_http?: boolean;
+}
+
+/** What discovery found (`ProviderPreview`). */
+export interface ProviderPreview {
+  issuer: string;
+  authorization_endpoint: string;
+  token_endpoint: string;
+  jwks_uri: string;
+  revocation_endpoint: string | null;
+  scopes: string[];
+  pkce_methods: string[];
+  client_check: 'accepted' | 'inconclusive';
+}
+
+/** A configuration ready to be written, and what it holds (`Draft`). */
+export interface SetupDraft {
+  toml: string;
+  summary: {
+    accounts: { name: string; issuer: string; client_id: string }[];
+    gateway_url: string | null;
+    services: { name: string; source: string; upstream: string }[];
+    servers: string[];
+  };
+  provider: ProviderPreview | null;
+}
+
+/** Where the file went (`Written`). */
+export interface SetupWritten {
+  path: string;
+  backup: string | null;
+}
+
+/** A setup step's failure: `field` names the form field it is about. */
+export interface SetupError {
+  code: string;
+  message: string;
+  field: 'issuer' | 'client_id' | 'gateway_url' | 'audience' | 'source' | null;
+}
+
+/** Turns a rejection into a [`SetupError`]. */
+export function asSetupError(e: unknown): SetupError {
+  if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
+    const field = 'field' in e && typeof e.field === 'string' ? (e.field as SetupError['field']) : null;
+    return { code: String(e.code), message: String(e.message), field };
+  }
+  return { code: 'internal', message: typeof e === 'string' ? e : 'Something went wrong.', field: null };
+}
+
+/** True for an http:// URL on this computer (where plain http may be allowed explicitly). */
+export function isLoopbackHttp(text: string): boolean {
+  try {
+    const url = new URL(text.trim());
+    return url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+  } catch {
+    return false;
+  }
+}
+
+/** Checks made before discovery runs; the core checks again. `null` when nothing is wrong. */
+export function checkConnect(form: ConnectForm): Partial<Record<'issuer' | 'client_id' | 'gateway_url', string>> | null {
+  const problems: Partial<Record<'issuer' | 'client_id' | 'gateway_url', string>> = {};
+  const url = (name: 'issuer' | 'gateway_url', text: string, label: string) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(text.trim());
+    } catch {
+      problems[name] = `Enter the ${label} as https://host/…`;
+      return;
+    }
+    if (parsed.protocol === 'https:') return;
+    if (isLoopbackHttp(text)) {
+      if (!form.allow_insecure_http) problems[name] = `Plain http:// is for a provider on this computer only: tick "Allow plain http", or use https://.`;
+      return;
+    }
+    problems[name] = `The ${label} must use https://.`;
+  };
+  if (!form.issuer.trim()) problems.issuer = 'Enter the issuer URL your administrator gave you.';
+  else url('issuer', form.issuer, 'issuer URL');
+  if (!form.client_id.trim()) problems.client_id = 'Enter the client ID registered for Latchkey.';
+  if (form.gateway_url?.trim()) url('gateway_url', form.gateway_url, 'Auth Gateway URL');
+  return Object.keys(problems).length ? problems : null;
+}
+
+/** A heading for a failure, by code. */
+export function setupFailureTitle(code: string): string {
+  switch (code) {
+    case 'issuer_mismatch':
+      return 'The provider names another issuer';
+    case 'idp_unreachable':
+    case 'idp_timeout':
+      return 'The provider cannot be reached';
+    case 'idp_discovery_failed':
+      return 'No OpenID Connect provider at this address';
+    case 'client_not_registered':
+      return 'The provider does not know this client ID';
+    case 'redirect_uri_not_registered':
+      return 'The provider refuses Latchkey’s redirect URI';
+    case 'config_invalid':
+      return 'This configuration has a mistake';
+    case 'config_exists':
+      return 'A configuration exists already';
+    case 'import_unreachable':
+      return 'The configuration could not be fetched';
+    default:
+      return 'Setup failed';
+  }
+}
