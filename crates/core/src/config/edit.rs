@@ -28,6 +28,9 @@ pub fn add_server(path: &Path, server: &ServerSettings) -> Result<Config, Config
     if server.allow_insecure_loopback {
         table.insert("allow_insecure_loopback", value(true));
     }
+    if let Some(port) = server.callback_port {
+        table.insert("callback_port", value(i64::from(port)));
+    }
     servers.push(table);
     write(path, &doc)
 }
@@ -147,6 +150,7 @@ credentials = [{ name = "access_token", header = "Authorization", prefix = "Bear
             client_id: None,
             scopes: Some(vec!["read".into(), "write".into()]),
             allow_insecure_loopback: false,
+            callback_port: None,
         }
     }
 

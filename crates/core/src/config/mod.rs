@@ -46,6 +46,10 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Remote MCP servers that speak OAuth themselves, Latchkey being their client (`[[servers]]`).
     pub servers: Vec<ServerSettings>,
+    /// The HTTPS URL where Latchkey's Client ID Metadata Document (`docs/client-metadata.json`)
+    /// is published (top-level `client_metadata_url`): the client id at authorization servers
+    /// that fetch such documents, in preference to Dynamic Client Registration.
+    pub client_metadata_url: Option<Url>,
 }
 
 /// A remote MCP server Latchkey logs in to as an OAuth client (PROTOCOL §6). Its tokens and any
@@ -64,6 +68,9 @@ pub struct ServerSettings {
     /// Allows plain `http://` on loopback hosts for the server and its authorization server
     /// (local servers and tests); never off loopback.
     pub allow_insecure_loopback: bool,
+    /// A fixed loopback port for the login's callback, registered and used by every login, for
+    /// authorization servers that match redirect URIs exactly (port included); `None`: any port.
+    pub callback_port: Option<u16>,
 }
 
 /// Proxy listener and rate limit.
@@ -443,11 +450,12 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
 
     let proxy = validate_proxy(raw.proxy.as_ref(), here)?;
 
-    if raw.accounts.is_empty() {
+    // Remote MCP servers need no account: a file with only [[servers]] is complete.
+    if raw.accounts.is_empty() && raw.servers.is_empty() {
         return Err(here.error(
             0,
             "no [[accounts]] table",
-            "add an [[accounts]] table with name, issuer and client_id",
+            "add an [[accounts]] table with name, issuer and client_id (or a [[servers]] table for a remote MCP server)",
         ));
     }
     let mut accounts = Vec::new();
@@ -531,6 +539,15 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
         servers.push(server);
     }
 
+    let client_metadata_url = raw
+        .client_metadata_url
+        .as_ref()
+        .map(|u| {
+            parse_client_metadata_url(u.get_ref())
+                .map_err(|(message, fix)| here.error(u.span().start, message, fix))
+        })
+        .transpose()?;
+
     Ok(Config {
         proxy,
         accounts,
@@ -538,20 +555,10 @@ fn validate(raw: RawConfig, here: &Locator<'_>) -> Result<Config, ConfigError> {
         services,
         audit,
         servers,
+        client_metadata_url,
     })
 }
 
-fn validate_server(
-    raw: &raw::RawServer,
-    here: &Locator<'_>,
-) -> Result<ServerSettings, ConfigError> {
-    let name = parse_route_name(&raw.name, here)?;
-    if let Some(secret) = &raw.client_secret {
-        return Err(here.error(
-            secret.span().start,
-            "a client secret does not belong in this file",
-            "remove it; secrets never go in the configuration file",
-        ));
 /// Checks `client_metadata_url`: an `https://` URL with a path, no fragment and no credentials
 /// (the Client ID Metadata Document draft's rules for a client id).
 pub fn parse_client_metadata_url(text: &str) -> Result<Url, (String, String)> {
@@ -585,6 +592,17 @@ pub fn parse_client_metadata_url(text: &str) -> Result<Url, (String, String)> {
     }
 }
 
+fn validate_server(
+    raw: &raw::RawServer,
+    here: &Locator<'_>,
+) -> Result<ServerSettings, ConfigError> {
+    let name = parse_route_name(&raw.name, here)?;
+    if let Some(secret) = &raw.client_secret {
+        return Err(here.error(
+            secret.span().start,
+            "a client secret does not belong in this file",
+            "remove it; secrets never go in the configuration file",
+        ));
     }
     let url = Url::parse(raw.url.get_ref()).map_err(|e| {
         here.error(
@@ -623,12 +641,22 @@ pub fn parse_client_metadata_url(text: &str) -> Result<Url, (String, String)> {
         Some(scopes) => Some(scopes.get_ref().clone()),
         None => None,
     };
+    if let Some(port) = &raw.callback_port
+        && *port.get_ref() == 0
+    {
+        return Err(here.error(
+            port.span().start,
+            "callback_port is 0",
+            "remove it (any free port) or give the port registered at the authorization server",
+        ));
+    }
     Ok(ServerSettings {
         name,
         url,
         client_id: raw.client_id.as_ref().map(|c| c.get_ref().clone()),
         scopes,
         allow_insecure_loopback: raw.allow_insecure_loopback,
+        callback_port: raw.callback_port.as_ref().map(|p| *p.get_ref()),
     })
 }
 
@@ -898,6 +926,8 @@ fn validate_service(
             "write a full URL such as \"https://api.example.com\"",
         )
     })?;
+    rules::upstream(&upstream, raw.allow_loopback_http)
+        .map_err(|r| here.error(raw.upstream.span().start, r.message, r.fix))?;
 
     let mappings: &[RawMapping] = raw.credentials.as_ref().map_or(&[], |c| c.get_ref());
     let mut credentials: Vec<Mapping> = Vec::new();
@@ -953,8 +983,6 @@ fn validate_service(
                 ),
                 "use letters, digits and `_`, not starting with a digit",
             ));
-    rules::upstream(&upstream, raw.allow_loopback_http)
-        .map_err(|r| here.error(raw.upstream.span().start, r.message, r.fix))?;
         }
         if cred.is_empty() {
             return Err(here.error(
@@ -1059,6 +1087,11 @@ fn parse_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, C
     })
 }
 
+fn parse_route_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
+    rules::route_name(raw.get_ref()).map_err(|r| here.error(raw.span().start, r.message, r.fix))?;
+    Ok(Name(raw.get_ref().clone()))
+}
+
 fn parse_url(
     raw: &toml::Spanned<String>,
     here: &Locator<'_>,
@@ -1087,11 +1120,6 @@ fn parse_url(
         "http" if allow_loopback_http && is_loopback_host(&url) => Ok(url),
         "http" if is_loopback_host(&url) => Err(here.error(
             raw.span().start,
-fn parse_route_name(raw: &toml::Spanned<String>, here: &Locator<'_>) -> Result<Name, ConfigError> {
-    rules::route_name(raw.get_ref()).map_err(|r| here.error(raw.span().start, r.message, r.fix))?;
-    Ok(Name(raw.get_ref().clone()))
-}
-
             format!("{what} uses plain http://"),
             "use https://, or for a local test identity provider/gateway add allow_insecure_http = true",
         )),

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub audit: Option<RawAudit>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
+    pub client_metadata_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,7 @@ pub(super) struct RawServer {
     pub scopes: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub allow_insecure_loopback: bool,
+    pub callback_port: Option<Spanned<u16>>,
     /// Accepted only to refuse it: secrets never go in this file.
     pub client_secret: Option<Spanned<toml::Value>>,
 }

@@ -372,6 +372,59 @@ fn a_remote_server_is_refused_with_its_line_and_fix() {
 }
 
 #[test]
+fn a_file_with_only_remote_servers_is_valid_and_an_empty_one_is_not() {
+    let c = parse(
+        "version = 1\n\n[[servers]]\nname = \"tracker\"\nurl = \"https://mcp.example.com/mcp\"\ncallback_port = 33418\n",
+    )
+    .expect("servers need no account");
+    assert!(c.accounts.is_empty());
+    assert_eq!(
+        c.server("tracker").and_then(|s| s.callback_port),
+        Some(33418)
+    );
+    assert!(c.default_account().is_none());
+
+    let (_, message, fix) = invalid("version = 1\n");
+    assert!(message.contains("[[accounts]]"), "{message}");
+    assert!(fix.contains("[[servers]]"), "names both ways out: {fix}");
+}
+
+#[test]
+fn a_server_callback_port_of_zero_is_refused() {
+    let (_, message, fix) = invalid(&format!(
+        "{SAMPLE}[[servers]]\nname = \"t\"\nurl = \"https://mcp.example.com/mcp\"\ncallback_port = 0\n"
+    ));
+    assert!(message.contains("callback_port"), "{message}");
+    assert!(fix.contains("registered"), "{fix}");
+}
+
+#[test]
+fn the_client_metadata_url_must_be_https_with_a_path_and_no_fragment() {
+    let with = |url: &str| format!("client_metadata_url = \"{url}\"\n{SAMPLE}");
+    let c = parse(&with("https://example.com/latchkey/client-metadata.json")).expect("valid");
+    assert_eq!(
+        c.client_metadata_url.as_ref().map(Url::as_str),
+        Some("https://example.com/latchkey/client-metadata.json")
+    );
+    assert!(parse(SAMPLE).expect("valid").client_metadata_url.is_none());
+    for (url, why) in [
+        (
+            "http://example.com/client-metadata.json",
+            "must use https://",
+        ),
+        ("https://example.com/client-metadata.json#x", "fragment"),
+        ("https://example.com/", "a path"),
+        ("https://u:p@example.com/c.json", "user name"),
+        ("not a url", "is not a URL"),
+    ] {
+        let (line, message, fix) = invalid(&with(url));
+        assert_eq!(line, 1, "{url}");
+        assert!(message.contains(why), "{url}: {message}");
+        assert!(fix.contains("client-metadata.json"), "{fix}");
+    }
+}
+
+#[test]
 fn values_the_proxy_manages_are_refused_with_their_line() {
     let cases = [
         ("name = \"github\"", "name = \"V1\"", 18, "reserved"),

@@ -156,11 +156,29 @@ pub enum McpOAuthError {
     /// No way to register: no pre-registered client id, no Client ID Metadata Document support,
     /// no Dynamic Client Registration.
     #[error(
-        "the authorization server {issuer} offers no automatic client registration; register Latchkey there and enter its client id"
+        "the authorization server {issuer} offers no automatic client registration{}; register Latchkey there as a public client with the redirect URI http://127.0.0.1/oauth/callback (or http://127.0.0.1:<port>/oauth/callback with --callback-port <port>) and pass its id: `latchkey server add <url> --client-id <id>` (add --client-secret-stdin for a confidential client), or enter it in the window's Add MCP server",
+        if *.metadata_document_supported {
+            " Latchkey can use (it accepts Client ID Metadata Documents: set `client_metadata_url` in the configuration to where docs/client-metadata.json is published and try again)"
+        } else {
+            ""
+        }
     )]
     ClientIdRequired {
         /// The issuer.
         issuer: String,
+        /// It accepts Client ID Metadata Documents, but no `client_metadata_url` is configured.
+        metadata_document_supported: bool,
+    },
+    /// A pre-registered client's secret cannot be sent: the server advertises neither
+    /// `client_secret_basic` nor `client_secret_post`.
+    #[error(
+        "the authorization server {issuer} accepts no client secret at its token endpoint (it offers: {offered}); register a public client there and add the server again without --client-secret-stdin"
+    )]
+    ClientAuthUnsupported {
+        /// The issuer.
+        issuer: String,
+        /// The methods it advertises.
+        offered: String,
     },
     /// Dynamic Client Registration was refused.
     #[error("the authorization server refused to register Latchkey ({error}){}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
@@ -279,6 +297,7 @@ impl McpOAuthError {
             Self::Unreachable { .. } => "mcp_oauth_unreachable",
             Self::Timeout { .. } => "mcp_oauth_timeout",
             Self::ClientIdRequired { .. } => "mcp_oauth_client_id_required",
+            Self::ClientAuthUnsupported { .. } => "mcp_oauth_client_auth_unsupported",
             Self::RegistrationRefused { .. } => "mcp_oauth_registration_refused",
             Self::RegistrationWithoutClientId => "mcp_oauth_registration_without_client_id",
             Self::CallbackListener { .. } => "mcp_oauth_callback_listener_failed",

@@ -89,13 +89,14 @@ pub async fn register(
     inputs: &RegistrationInputs,
 ) -> Result<ClientRegistration, McpOAuthError> {
     if let Some(pre) = &inputs.pre_registered {
+        let auth = match &pre.client_secret {
+            None => ClientAuth::None,
+            Some(secret) => secret_auth(server, secret.clone())?,
+        };
         return Ok(ClientRegistration {
             issuer: server.issuer.clone(),
             client_id: pre.client_id.clone(),
-            auth: pre
-                .client_secret
-                .clone()
-                .map_or(ClientAuth::None, ClientAuth::ClientSecretBasic),
+            auth,
             method: RegistrationMethod::PreRegistered,
         });
     }
@@ -120,7 +121,27 @@ pub async fn register(
     }
     Err(McpOAuthError::ClientIdRequired {
         issuer: shorten(&server.issuer),
+        metadata_document_supported: server.client_id_metadata_document_supported,
     })
+}
+
+/// How a pre-registered confidential client sends its secret: `client_secret_basic` when the
+/// server advertises it or advertises nothing (RFC 8414 §2's default), else
+/// `client_secret_post` when advertised; a server that allows neither cannot take the secret.
+fn secret_auth(server: &AuthorizationServer, secret: Secret) -> Result<ClientAuth, McpOAuthError> {
+    let Some(methods) = &server.token_endpoint_auth_methods_supported else {
+        return Ok(ClientAuth::ClientSecretBasic(secret));
+    };
+    if methods.iter().any(|m| m == "client_secret_basic") {
+        Ok(ClientAuth::ClientSecretBasic(secret))
+    } else if methods.iter().any(|m| m == "client_secret_post") {
+        Ok(ClientAuth::ClientSecretPost(secret))
+    } else {
+        Err(McpOAuthError::ClientAuthUnsupported {
+            issuer: shorten(&server.issuer),
+            offered: shorten(&methods.join(" ")),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -212,6 +233,103 @@ mod tests {
     /// The Client ID Metadata Document shipped in the repository, to be published at the HTTPS
     /// URL it names as `client_id`.
     const DOCUMENT: &str = include_str!("../../../../docs/client-metadata.json");
+
+    fn server(methods: Option<&[&str]>, cimd: bool, dcr: bool) -> AuthorizationServer {
+        let url = |p: &str| Url::parse(&format!("https://as.example.com{p}")).expect("url");
+        AuthorizationServer {
+            issuer: "https://as.example.com".into(),
+            authorization_endpoint: url("/authorize"),
+            token_endpoint: url("/token"),
+            registration_endpoint: dcr.then(|| url("/register")),
+            revocation_endpoint: None,
+            code_challenge_methods_supported: vec!["S256".into()],
+            client_id_metadata_document_supported: cimd,
+            authorization_response_iss_parameter_supported: false,
+            token_endpoint_auth_methods_supported: methods
+                .map(|m| m.iter().map(|s| (*s).to_owned()).collect()),
+            metadata_url: url("/.well-known/oauth-authorization-server"),
+        }
+    }
+
+    fn pre(secret: Option<&str>) -> RegistrationInputs {
+        RegistrationInputs {
+            pre_registered: Some(PreRegisteredClient {
+                client_id: "pre".into(),
+                client_secret: secret.map(Secret::new),
+            }),
+            ..RegistrationInputs::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pre_registered_secret_is_sent_the_way_the_server_allows() {
+        let fetcher = Fetcher::new(super::super::Settings::default()).expect("fetcher");
+        let auth = |methods: Option<&'static [&'static str]>| {
+            let fetcher = fetcher.clone();
+            async move {
+                register(
+                    &fetcher,
+                    &server(methods, false, false),
+                    &pre(Some("s3cret")),
+                )
+                .await
+                .map(|r| r.auth)
+            }
+        };
+        assert!(
+            matches!(auth(None).await, Ok(ClientAuth::ClientSecretBasic(_))),
+            "RFC 8414 default"
+        );
+        assert!(matches!(
+            auth(Some(&["client_secret_post", "client_secret_basic"])).await,
+            Ok(ClientAuth::ClientSecretBasic(_))
+        ));
+        assert!(matches!(
+            auth(Some(&["none", "client_secret_post"])).await,
+            Ok(ClientAuth::ClientSecretPost(_))
+        ));
+        let e = auth(Some(&["private_key_jwt"]))
+            .await
+            .expect_err("no secret method");
+        assert_eq!(e.code(), "mcp_oauth_client_auth_unsupported");
+        assert!(
+            !format!("{e} {e:?}").contains("s3cret"),
+            "the secret is never shown"
+        );
+        let public = register(&fetcher, &server(None, true, true), &pre(None)).await;
+        assert!(matches!(public.map(|r| r.auth), Ok(ClientAuth::None)));
+    }
+
+    #[tokio::test]
+    async fn the_metadata_document_comes_before_dynamic_registration_and_no_way_names_the_flags() {
+        let fetcher = Fetcher::new(super::super::Settings::default()).expect("fetcher");
+        let document =
+            Url::parse("https://example.com/latchkey/client-metadata.json").expect("url");
+        let inputs = RegistrationInputs {
+            metadata_document_url: Some(document.clone()),
+            ..RegistrationInputs::default()
+        };
+        let chosen = register(&fetcher, &server(None, true, true), &inputs)
+            .await
+            .expect("document");
+        assert_eq!(chosen.method, RegistrationMethod::MetadataDocument);
+        assert_eq!(chosen.client_id, document.as_str());
+
+        let none = RegistrationInputs::default();
+        let e = register(&fetcher, &server(None, false, false), &none)
+            .await
+            .expect_err("no way to register");
+        assert_eq!(e.code(), "mcp_oauth_client_id_required");
+        let text = e.to_string();
+        assert!(
+            text.contains("--client-id") && text.contains("--client-secret-stdin"),
+            "{text}"
+        );
+        let e = register(&fetcher, &server(None, true, false), &none)
+            .await
+            .expect_err("document supported, no URL configured");
+        assert!(e.to_string().contains("client_metadata_url"), "{e}");
+    }
 
     #[test]
     fn the_shipped_client_metadata_document_describes_this_client() {

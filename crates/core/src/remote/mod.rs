@@ -3,12 +3,14 @@
 //! registration, authorization through [`crate::mcp_oauth`]), refresh before expiry (at about
 //! 80 % of the lifetime) and once when the server refuses the token, a step-up to the union of
 //! scopes after `insufficient_scope`, and removal (RFC 7009 revocation, then every keychain entry
-//! wiped). The proxy asks [`RemoteServer::credentials`] for the `access_token` it injects.
+//! wiped). The proxy asks [`RemoteServer::credentials`] for the `access_token` it injects;
+//! [`RemoteServer::run_refresher`] refreshes an idle server's token before it expires.
 
 mod stored;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -21,12 +23,16 @@ use crate::mcp_oauth::authorize::{self, AuthorizationAttempt, AuthorizationReque
 use crate::mcp_oauth::registration::{self, PreRegisteredClient, RegistrationInputs};
 use crate::mcp_oauth::tokens::{self, TokenClient, TokenSet};
 use crate::mcp_oauth::{self, Fetcher, McpOAuthError, Settings};
+use crate::secret::Secret;
 use crate::vault::{Vault, VaultError, VaultKey};
 
 pub use stored::{StoredClient, StoredServerTokens};
 
 /// The name of the one credential a server's route injects (`Authorization: Bearer <it>`).
 pub const ACCESS_TOKEN: &str = "access_token";
+
+/// How long the background refresher waits after a failed refresh before it tries again.
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
 
 /// Where a server stands, as the window, the tray and `latchkey status` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,6 +171,13 @@ pub struct RemoteServer {
     current: Mutex<Current>,
     /// Single flight: one refresh at a time; waiters re-check after taking it.
     refreshing: tokio::sync::Mutex<()>,
+    /// The secret of a pre-registered confidential client, until the first login keeps it in
+    /// the keychain with the registration.
+    client_secret: Option<Secret>,
+    /// Latchkey's Client ID Metadata Document URL (`client_metadata_url`), when configured.
+    metadata_document_url: Option<Url>,
+    /// Bumped whenever the tokens change (login, refresh, removal): wakes the refresher.
+    tokens_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for RemoteServer {
@@ -193,7 +206,30 @@ impl RemoteServer {
             fetcher,
             current: Mutex::new(Current::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            client_secret: None,
+            metadata_document_url: None,
+            tokens_changed: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// The secret of the pre-registered client (`client_id` in the settings), given once when
+    /// the server is added; the first login keeps it in the keychain, never in the file.
+    #[must_use]
+    pub fn with_client_secret(mut self, secret: Option<Secret>) -> Self {
+        self.client_secret = secret;
+        self
+    }
+
+    /// The HTTPS URL of Latchkey's Client ID Metadata Document, used as the client id where
+    /// the authorization server fetches such documents (before Dynamic Client Registration).
+    #[must_use]
+    pub fn with_metadata_document_url(mut self, url: Option<Url>) -> Self {
+        self.metadata_document_url = url;
+        self
+    }
+
+    fn tokens_changed(&self) {
+        self.tokens_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Its configuration.
@@ -215,9 +251,12 @@ impl RemoteServer {
     pub async fn restore(&self) -> Result<(), RemoteError> {
         let client = stored::load_client(&self.vault, self.name()).await?;
         let tokens = stored::load_tokens(&self.vault, self.name()).await?;
-        let mut current = self.lock();
-        current.client = client;
-        current.tokens = tokens.map(Tokens::new);
+        {
+            let mut current = self.lock();
+            current.client = client;
+            current.tokens = tokens.map(Tokens::new);
+        }
+        self.tokens_changed();
         Ok(())
     }
 
@@ -293,11 +332,15 @@ impl RemoteServer {
     pub async fn begin_login(&self) -> Result<PendingLogin, RemoteError> {
         let discovery = mcp_oauth::discover(&self.fetcher, &self.settings.url).await?;
         let server = &discovery.authorization_server;
-        let kept = self
-            .lock()
-            .client
-            .clone()
-            .filter(|c| c.issuer == server.issuer && c.client_id_matches(&self.settings));
+        let kept = self.lock().client.clone().filter(|c| {
+            c.issuer == server.issuer
+                && c.client_id_matches(&self.settings)
+                && (c.method != "metadata_document"
+                    || self
+                        .metadata_document_url
+                        .as_ref()
+                        .is_some_and(|u| u.as_str() == c.client_id))
+        });
         let client = match kept {
             Some(mut kept) => {
                 kept.refresh_metadata(server, &discovery.resource.resource);
@@ -308,10 +351,11 @@ impl RemoteServer {
                     pre_registered: self.settings.client_id.clone().map(|client_id| {
                         PreRegisteredClient {
                             client_id,
-                            client_secret: None,
+                            client_secret: self.client_secret.clone(),
                         }
                     }),
-                    ..RegistrationInputs::default()
+                    metadata_document_url: self.metadata_document_url.clone(),
+                    callback_port: self.settings.callback_port,
                 };
                 let registration = registration::register(&self.fetcher, server, &inputs).await?;
                 StoredClient::new(server, &registration, &discovery.resource.resource)
@@ -325,7 +369,7 @@ impl RemoteServer {
                 client: &client.registration(),
                 resource: &client.resource,
                 scopes: &scopes,
-                callback_port: 0,
+                callback_port: self.settings.callback_port.unwrap_or(0),
                 state_lifetime: authorize::STATE_LIFETIME,
             },
         )
@@ -374,6 +418,8 @@ impl RemoteServer {
         current.step_up = None;
         current.failure = None;
         current.login_required = false;
+        drop(current);
+        self.tokens_changed();
         info!(server = %self.settings.name, "signed in to the MCP server");
         Ok(())
     }
@@ -460,10 +506,13 @@ impl RemoteServer {
                 stored::save_tokens(&self.vault, self.name(), &stored).await?;
                 let tokens = Tokens::new(stored);
                 let values = tokens.values.clone();
-                let mut current = self.lock();
-                current.tokens = Some(tokens);
-                current.failure = None;
-                current.login_required = false;
+                {
+                    let mut current = self.lock();
+                    current.tokens = Some(tokens);
+                    current.failure = None;
+                    current.login_required = false;
+                }
+                self.tokens_changed();
                 info!(server = %self.settings.name, "refreshed the MCP server's token");
                 Ok(values)
             }
@@ -544,7 +593,67 @@ impl RemoteServer {
             self.vault.delete(&key).await?;
         }
         *self.lock() = Current::default();
+        self.tokens_changed();
         Ok(note)
+    }
+
+    /// How long until the next refresh is due, or `None` when there is nothing to refresh
+    /// (no tokens, no refresh token, or a login or step-up is needed first).
+    fn next_refresh_in(&self) -> Option<Duration> {
+        let current = self.lock();
+        if current.login_required || current.step_up.is_some() {
+            return None;
+        }
+        let tokens = current.tokens.as_ref()?;
+        tokens.stored.refresh_token.as_ref()?;
+        let due = tokens.stored.refresh_at();
+        Some(Duration::from_secs(
+            u64::try_from(due.saturating_sub(now())).unwrap_or(0),
+        ))
+    }
+
+    /// Refreshes the token when it is due (at about 80 % of its lifetime) even when no request
+    /// comes, so that an idle server stays signed in; runs until `shutdown`. It shares the
+    /// single flight of the proxy's refreshes (a due refresh happens once, whoever asks), and a
+    /// rotated refresh token is in the keychain before the new access token is used. A failed
+    /// refresh is tried again after [`REFRESH_RETRY`] (or at once when the tokens change).
+    pub async fn run_refresher(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let mut changes = self.tokens_changed.subscribe();
+        tokio::pin!(shutdown);
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            changes.borrow_and_update();
+            let due = self.next_refresh_in().map(|wait| {
+                let at = tokio::time::Instant::now() + wait;
+                retry_at.map_or(at, |retry| at.max(retry))
+            });
+            let sleep = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    retry_at = None;
+                    continue;
+                }
+                () = sleep => {}
+            }
+            // A failure that leaves the unexpired token serving still answers `Ok`.
+            let failed = match self.refresh(None).await {
+                Ok(_) => self.lock().failure.is_some(),
+                Err(e) => {
+                    warn!(server = %self.settings.name, code = e.code(), "background refresh failed");
+                    true
+                }
+            };
+            retry_at = failed.then(|| tokio::time::Instant::now() + REFRESH_RETRY);
+        }
     }
 }
 
@@ -573,8 +682,13 @@ impl StoredServerTokens {
 
     /// Past about 80 % of the lifetime.
     fn refresh_due(&self, now: i64) -> bool {
+        now >= self.refresh_at()
+    }
+
+    /// When a refresh is due (unix seconds): at about 80 % of the lifetime.
+    fn refresh_at(&self) -> i64 {
         let lifetime = (self.expires_at - self.issued_at).max(0);
-        now >= self.issued_at + lifetime * 4 / 5
+        self.issued_at + lifetime * 4 / 5
     }
 }
 

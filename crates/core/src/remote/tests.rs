@@ -15,6 +15,7 @@ fn settings() -> ServerSettings {
         client_id: None,
         scopes: None,
         allow_insecure_loopback: false,
+        callback_port: None,
     }
 }
 

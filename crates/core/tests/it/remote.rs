@@ -18,6 +18,7 @@ fn settings(url: &url::Url) -> ServerSettings {
         client_id: None,
         scopes: None,
         allow_insecure_loopback: true,
+        callback_port: None,
     }
 }
 
