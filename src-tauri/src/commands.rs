@@ -155,6 +155,7 @@ pub async fn add_server(
         name: request.name.filter(|n| !n.trim().is_empty()),
         client_id: request.client_id,
         allow_insecure_loopback: request.allow_insecure_loopback,
+        ..AddServer::default()
     };
     crate::login::add_server(&app, &lk, &request.url, options, browser).await
 }

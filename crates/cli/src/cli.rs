@@ -304,9 +304,22 @@ pub enum ServerAction {
         /// Its name in Latchkey: hosts reach it at /<name>/... (default: from the host name).
         #[arg(long)]
         name: Option<String>,
-        /// A client id registered beforehand at its authorization server.
+        /// A client id registered beforehand at its authorization server (needed when it
+        /// offers neither Dynamic Client Registration nor Client ID Metadata Documents).
         #[arg(long)]
         client_id: Option<String>,
+        /// Read that client's secret from standard input (a confidential client); it is kept
+        /// in the keychain, never in the configuration file.
+        #[arg(long, requires = "client_id")]
+        client_secret_stdin: bool,
+        /// Scopes to ask for instead of the ones the server advertises, e.g. "read write".
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Listen for the sign-in's callback on this fixed loopback port (registered as
+        /// http://127.0.0.1:<port>/oauth/callback), for authorization servers that match
+        /// redirect URIs exactly; kept for every later login.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        callback_port: Option<u16>,
         /// Only print the URL; do not open a browser.
         #[arg(long)]
         no_browser: bool,

@@ -389,6 +389,13 @@ struct AddServerBody {
     name: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
+    /// A confidential client's secret: straight into the keychain with the registration.
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    callback_port: Option<u16>,
     #[serde(default)]
     allow_insecure_loopback: bool,
 }
@@ -404,6 +411,12 @@ async fn add_server(
     let options = crate::AddServer {
         name: body.name,
         client_id: body.client_id,
+        client_secret: body
+            .client_secret
+            .filter(|s| !s.is_empty())
+            .map(latchkey_core::secret::Secret::new),
+        scopes: body.scopes,
+        callback_port: body.callback_port,
         allow_insecure_loopback: body.allow_insecure_loopback,
     };
     let added = c.lk.add_server_with(&body.url, options).await?;

@@ -407,6 +407,7 @@ impl Latchkey {
                 );
                 tray::with_login_failure(asked, &state, self.last_login_error(name).as_ref())
             })
+            .chain(self.server_tray_statuses(now))
             .collect();
         tray::combine(&statuses).cloned().unwrap_or_else(|| {
             tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now)
@@ -498,6 +499,14 @@ impl Latchkey {
                 match event {
                     Ok(event) => {
                         let Some(account) = event.account else {
+                            // A remote MCP server's refusal names the server, not an account.
+                            if me.server_login_requested(
+                                &event.service,
+                                event.client,
+                                (me.inner.clock)(),
+                            ) {
+                                me.changed();
+                            }
                             continue;
                         };
                         let request = LoginRequest {

@@ -13,9 +13,11 @@ use url::Url;
 use latchkey_core::config::{self, Name, ServerSettings};
 use latchkey_core::credentials::CredentialValues;
 use latchkey_core::remote::{RemoteError, RemoteServer, ServerState};
+use latchkey_core::secret::Secret;
 use latchkey_proxy::{CredentialError, ProxyState, UpstreamRefusal};
 
-use crate::view::{LoginFailure, ServerView};
+use crate::tray::{LOGIN_REQUEST_SHOWN_SECONDS, TrayIcon, TrayStatus};
+use crate::view::{LoginFailure, LoginRequest, ServerView};
 use crate::{Latchkey, RuntimeError};
 
 /// What adding a server needs besides its URL.
@@ -25,6 +27,13 @@ pub struct AddServer {
     pub name: Option<String>,
     /// A client id registered beforehand at the server's authorization server.
     pub client_id: Option<String>,
+    /// That client's secret (a confidential client): kept in the keychain, never in the file.
+    pub client_secret: Option<Secret>,
+    /// Scopes to ask for instead of the ones the server advertises.
+    pub scopes: Option<Vec<String>>,
+    /// A fixed loopback callback port, for authorization servers that match redirect URIs
+    /// exactly (port included).
+    pub callback_port: Option<u16>,
     /// Allow plain `http://` on loopback hosts (local servers, tests).
     pub allow_insecure_loopback: bool,
 }
@@ -47,8 +56,13 @@ pub(crate) struct Servers {
     adding: RwLock<BTreeMap<String, Arc<RemoteServer>>>,
     /// Pending logins by server name.
     logins: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The background refresher of each configured server.
+    refreshers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The last login failure per server, until its next login starts or succeeds.
     errors: Mutex<HashMap<String, LoginFailure>>,
+    /// The latest request refused for want of a login (or step-up) per server, until a login
+    /// succeeds.
+    requests: Mutex<HashMap<String, LoginRequest>>,
     /// The proxy, once serving, to add and remove routes.
     pub(crate) proxy: Mutex<Option<ProxyState>>,
 }
@@ -131,10 +145,30 @@ impl Latchkey {
         &self.inner.servers
     }
 
-    /// Loads the configured servers' registrations and tokens from the keychain (no network).
+    /// A server with the instance's keychain and Client ID Metadata Document URL.
+    fn remote_server(
+        &self,
+        settings: ServerSettings,
+        client_secret: Option<Secret>,
+    ) -> Result<RemoteServer, RemoteError> {
+        Ok(RemoteServer::new(settings, self.inner.vault.clone())?
+            .with_client_secret(client_secret)
+            .with_metadata_document_url(self.inner.config.client_metadata_url.clone()))
+    }
+
+    /// Starts the background refresher of a configured server (replacing one it had).
+    fn start_refresher(&self, server: &Arc<RemoteServer>) {
+        let task = tokio::spawn(server.clone().run_refresher(self.shutdown_signal()));
+        if let Some(old) = lock(&self.servers().refreshers).insert(server.name().to_owned(), task) {
+            old.abort();
+        }
+    }
+
+    /// Loads the configured servers' registrations and tokens from the keychain (no network),
+    /// and starts their background refreshers.
     pub(crate) async fn restore_servers(&self) {
         for settings in &self.inner.config.servers {
-            let server = match RemoteServer::new(settings.clone(), self.inner.vault.clone()) {
+            let server = match self.remote_server(settings.clone(), None) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     warn!(server = %settings.name, code = e.code(), "server not loaded");
@@ -144,6 +178,7 @@ impl Latchkey {
             if let Err(e) = server.restore().await {
                 warn!(server = %settings.name, code = e.code(), "server tokens not restored");
             }
+            self.start_refresher(&server);
             write(&self.servers().ready).insert(settings.name.to_string(), server);
         }
     }
@@ -166,6 +201,7 @@ impl Latchkey {
             let settings = server.settings();
             let name = settings.name.to_string();
             let last_login_error = errors.get(&name).cloned();
+            let login_requested = lock(&self.servers().requests).get(&name).cloned();
             let message = match (&status.state, &last_login_error) {
                 (ServerState::Ready, _) => None,
                 (_, Some(failure)) if !failure.is_cancel() => Some(failure.message.clone()),
@@ -183,6 +219,7 @@ impl Latchkey {
                 scopes: status.scopes,
                 message,
                 last_login_error,
+                login_requested,
                 name,
             }
         };
@@ -226,15 +263,44 @@ impl Latchkey {
         let name = options.name.unwrap_or_else(|| default_name(&url));
         let name = Name::parse(&name).map_err(RuntimeError::invalid_input)?;
         self.check_free_name(name.as_str())?;
+        let client_id = options.client_id.filter(|c| !c.trim().is_empty());
+        if client_id.is_none() && options.client_secret.is_some() {
+            return Err(RuntimeError::invalid_input(
+                "a client secret needs the client id it belongs to: add --client-id",
+            ));
+        }
+        let scopes = options
+            .scopes
+            .map(|s| {
+                s.into_iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty());
+        if scopes
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|s| s.contains(char::is_whitespace)))
+        {
+            return Err(RuntimeError::invalid_input(
+                "a scope contains a space: give the scopes separated by spaces, e.g. --scopes \"read write\"",
+            ));
+        }
+        if options.callback_port == Some(0) {
+            return Err(RuntimeError::invalid_input(
+                "callback port 0 is not a fixed port: leave --callback-port out for any free port",
+            ));
+        }
         let settings = ServerSettings {
             name: name.clone(),
             url,
-            client_id: options.client_id.filter(|c| !c.trim().is_empty()),
-            scopes: None,
+            client_id,
+            scopes,
             allow_insecure_loopback: options.allow_insecure_loopback,
+            callback_port: options.callback_port,
         };
         let server = Arc::new(
-            RemoteServer::new(settings, self.inner.vault.clone()).map_err(|e| remote_error(&e))?,
+            self.remote_server(settings, options.client_secret)
+                .map_err(|e| remote_error(&e))?,
         );
         lock(&self.servers().errors).remove(name.as_str());
         let pending = server.begin_login().await.map_err(|e| remote_error(&e))?;
@@ -305,6 +371,7 @@ impl Latchkey {
             }
             return Err(e);
         }
+        self.start_refresher(server);
         write(&self.servers().ready).insert(server.name().to_owned(), server.clone());
         info!(server = server.name(), "remote MCP server added");
         Ok(())
@@ -341,8 +408,11 @@ impl Latchkey {
         let me = self.clone();
         let key = name.to_owned();
         let task = tokio::spawn(async move {
-            if let Err(e) = server.complete_login(pending).await {
-                me.server_login_failed(&key, remote_error(&e));
+            match server.complete_login(pending).await {
+                Ok(()) => {
+                    lock(&me.servers().requests).remove(&key);
+                }
+                Err(e) => me.server_login_failed(&key, remote_error(&e)),
             }
             lock(&me.servers().logins).remove(&key);
             me.changed();
@@ -419,6 +489,10 @@ impl Latchkey {
             .await
             .map_err(|e| RuntimeError::internal(e.to_string()))??;
         write(&self.servers().ready).remove(name);
+        lock(&self.servers().requests).remove(name);
+        if let Some(refresher) = lock(&self.servers().refreshers).remove(name) {
+            refresher.abort();
+        }
         lock(&self.servers().errors).remove(name);
         info!(
             server = name,
@@ -427,6 +501,57 @@ impl Latchkey {
         );
         self.changed();
         Ok(note)
+    }
+
+    /// Keeps a request the proxy refused for want of a login to the server `name`: the window
+    /// and the tray say which server needs a login and who asked. False when no such server.
+    pub(crate) fn server_login_requested(&self, name: &str, client: String, at: i64) -> bool {
+        if !self.servers().contains(name) {
+            return false;
+        }
+        let request = LoginRequest {
+            client,
+            service: name.to_owned(),
+            at,
+        };
+        lock(&self.servers().requests).insert(name.to_owned(), request);
+        true
+    }
+
+    /// Tray statuses of servers that a client asked for while they need a login or a step-up
+    /// (within [`LOGIN_REQUEST_SHOWN_SECONDS`]).
+    pub(crate) fn server_tray_statuses(&self, now: i64) -> Vec<TrayStatus> {
+        let requests = lock(&self.servers().requests).clone();
+        let mut statuses = Vec::new();
+        for (name, request) in requests {
+            let Some(server) = self.servers().get(&name) else {
+                continue;
+            };
+            let state = server.status().state;
+            if matches!(state, ServerState::Ready | ServerState::LoggingIn)
+                || now - request.at > LOGIN_REQUEST_SHOWN_SECONDS
+            {
+                continue;
+            }
+            let what = if state == ServerState::NeedsStepUp {
+                "grant more access to"
+            } else {
+                "sign in to"
+            };
+            statuses.push(TrayStatus {
+                icon: TrayIcon::Expired,
+                title: format!(
+                    "Log in needed: {} asked for MCP server {name}",
+                    request.client
+                ),
+                tooltip: format!(
+                    "Latchkey — {} asked for {name}: {what} the MCP server {name} (`latchkey server login {name}`)",
+                    request.client
+                ),
+                warn_expiry: false,
+            });
+        }
+        statuses
     }
 
     /// The token of a server's route, for the proxy.
@@ -502,6 +627,7 @@ mod tests {
             client_id: None,
             scopes: None,
             allow_insecure_loopback: false,
+            callback_port: None,
         };
         let route = route(&settings).expect("route");
         assert_eq!(route.upstream.as_str(), "https://mcp.linear.app/");

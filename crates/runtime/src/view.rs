@@ -90,6 +90,9 @@ pub struct ServerView {
     pub message: Option<String>,
     /// Why the last login failed, until the next one starts or one succeeds.
     pub last_login_error: Option<LoginFailure>,
+    /// The latest request the proxy refused because this server needs a login (or a step-up),
+    /// until a login succeeds: who asked.
+    pub login_requested: Option<LoginRequest>,
 }
 
 /// The proxy listener.

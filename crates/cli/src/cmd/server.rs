@@ -9,6 +9,7 @@ use anyhow::Context;
 use reqwest::Method;
 
 use latchkey_core::paths::Paths;
+use latchkey_core::secret::Secret;
 use latchkey_runtime::tray::format_remaining;
 
 use super::require_running;
@@ -28,13 +29,26 @@ pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode
             url,
             name,
             client_id,
+            client_secret_stdin,
+            scopes,
+            callback_port,
             no_browser,
             allow_insecure_loopback,
         } => {
+            let client_secret = if client_secret_stdin {
+                Some(read_secret()?)
+            } else {
+                None
+            };
+            let scopes: Option<Vec<&str>> =
+                scopes.as_deref().map(|s| s.split_whitespace().collect());
             let body = serde_json::json!({
                 "url": url,
                 "name": name,
                 "client_id": client_id,
+                "client_secret": client_secret.as_ref().map(|s| s.expose()),
+                "scopes": scopes,
+                "callback_port": callback_port,
                 "allow_insecure_loopback": allow_insecure_loopback,
             });
             let answer: serde_json::Value = remote
@@ -93,6 +107,21 @@ pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The client secret from standard input (its first line), never echoed or logged.
+fn read_secret() -> anyhow::Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("read the client secret from standard input")?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        anyhow::bail!(
+            "no client secret on standard input: pipe it in, e.g. `printf %s \"$SECRET\" | latchkey server add <url> --client-id <id> --client-secret-stdin`"
+        );
+    }
+    Ok(Secret::new(secret))
 }
 
 /// Opens (or prints) the sign-in page, waits for the login, and says where hosts reach it.
