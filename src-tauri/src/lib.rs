@@ -4,8 +4,8 @@
 
 mod commands;
 mod login;
-mod origin;
 mod settings;
+mod setup;
 mod tray;
 mod window;
 
@@ -63,6 +63,10 @@ pub fn run() {
             commands::remove_server,
             commands::get_settings,
             commands::set_settings,
+            setup::setup_connect,
+            setup::setup_import,
+            setup::setup_import_text,
+            setup::setup_save,
         ])
         .setup(|app| {
             let prefs = settings::load(app.handle());
@@ -113,11 +117,65 @@ pub(crate) fn quit(app: &tauri::AppHandle) {
     app.exit(0);
 }
 
-/// Start-up failures are the person's to fix (configuration, keychain, a second instance): say
-/// what and exit, never panic.
+/// Start-up failures that leave nothing to run (no home directory, no window system): say what
+/// where a person sees it — a dialog when one can be shown, a log file in the data directory
+/// (`startup.log`), and stderr — then exit, never panic.
 fn fail(message: &str) -> ! {
-    eprintln!("Latchkey cannot start: {message}");
+    let text = format!("Latchkey cannot start: {message}");
+    eprintln!("{text}");
+    let log = Paths::from_env()
+        .map(|p| p.data_dir().to_owned())
+        .unwrap_or_else(|_| std::env::temp_dir())
+        .join("startup.log");
+    let logged = std::fs::create_dir_all(log.parent().unwrap_or(std::path::Path::new(".")))
+        .and_then(|()| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            writeln!(
+                file,
+                "{} {text}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            )
+        });
+    let shown = match logged {
+        Ok(()) => format!("{text}\n\n(Also written to {}.)", log.display()),
+        Err(_) => text,
+    };
+    show_error_dialog(&shown);
     std::process::exit(2);
+}
+
+/// A blocking error dialog without the window system Latchkey failed to start: the desktop's own
+/// dialog tool (zenity on GNOME, kdialog on KDE, xmessage elsewhere), whichever is installed.
+fn show_error_dialog(text: &str) {
+    if cfg!(target_os = "linux")
+        && std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        return;
+    }
+    let attempts: [(&str, Vec<&str>); 3] = [
+        (
+            "zenity",
+            vec!["--error", "--title=Latchkey", "--no-markup", "--text", text],
+        ),
+        ("kdialog", vec!["--title", "Latchkey", "--error", text]),
+        ("xmessage", vec!["-center", text]),
+    ];
+    for (program, args) in attempts {
+        if std::process::Command::new(program)
+            .args(&args)
+            .status()
+            .is_ok()
+        {
+            return;
+        }
+    }
 }
 
 /// Runtime changes become window events; the tray follows them too.

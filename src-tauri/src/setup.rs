@@ -1,0 +1,83 @@
+//! The window's *Set up Latchkey* commands: thin over `latchkey_core::config::init`. They need no
+//! running configuration (there is none yet); the file they write is picked up by the runtime's
+//! reload. Errors cross IPC as `{code, message, field}` so the form can mark the field.
+
+use latchkey_core::config::init::{self, ConnectRequest, Draft, InitError, Written};
+use latchkey_core::paths::Paths;
+use serde::{Deserialize, Serialize};
+
+/// A setup step's failure: a stable code, one sentence, and the form field it is about.
+#[derive(Debug, Serialize)]
+pub struct SetupError {
+    code: String,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl From<InitError> for SetupError {
+    fn from(e: InitError) -> Self {
+        Self {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            field: e.field(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, SetupError>;
+
+/// *Connect to your organisation*, as typed.
+#[derive(Debug, Deserialize)]
+pub struct ConnectForm {
+    issuer: String,
+    client_id: String,
+    gateway_url: Option<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+}
+
+/// Runs discovery (and the client pre-flight) for the typed issuer; nothing is written.
+#[tauri::command(async)]
+pub async fn setup_connect(form: ConnectForm) -> Result<Draft> {
+    let http = init::http_client()?;
+    let request = ConnectRequest {
+        issuer: form.issuer,
+        client_id: form.client_id,
+        gateway_url: form.gateway_url,
+        audience: form.audience,
+        allow_insecure_http: form.allow_insecure_http,
+    };
+    Ok(init::connect(&http, &request).await?)
+}
+
+/// Reads and validates a configuration from an `https` URL (or a path); nothing is written.
+#[tauri::command(async)]
+pub async fn setup_import(source: String, allow_insecure_http: Option<bool>) -> Result<Draft> {
+    let http = init::http_client()?;
+    Ok(init::import(&http, &source, allow_insecure_http.unwrap_or(false)).await?)
+}
+
+/// Validates configuration text the person picked or pasted; nothing is written.
+#[tauri::command(async)]
+pub fn setup_import_text(text: String, origin: Option<String>) -> Result<Draft> {
+    Ok(init::import_text(
+        &text,
+        origin.as_deref().unwrap_or("the imported configuration"),
+    )?)
+}
+
+/// Writes the previewed configuration (validated again) to Latchkey's configuration file.
+#[tauri::command(async)]
+pub fn setup_save(toml: String, force: Option<bool>) -> Result<Written> {
+    let paths = Paths::from_env().map_err(|e| SetupError {
+        code: "no_home".into(),
+        message: e.to_string(),
+        field: None,
+    })?;
+    Ok(init::write_config(
+        &paths.config_file(),
+        &toml,
+        force.unwrap_or(false),
+    )?)
+}
