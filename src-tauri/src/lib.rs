@@ -4,6 +4,7 @@
 
 mod commands;
 mod login;
+mod origin;
 mod settings;
 mod setup;
 mod tray;
