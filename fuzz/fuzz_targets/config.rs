@@ -1,62 +1,7 @@
 //! Fuzzes the config loader with arbitrary text: whatever `Config::parse` accepts, the proxy must
 //! accept too when built from it the way the runtime builds it (`runtime::source::proxy_config`).
 //! Seed it with `fuzz/seeds/config` (valid configs), so mutations stay near the accepted set.
+//! The target itself is `latchkey_fuzz::config::run`, shared with the stable runner (`tests/quick.rs`).
 #![no_main]
 
-use std::path::Path;
-
-use latchkey_core::config::{Config, CredentialSource, InjectTarget};
-use latchkey_proxy::{Injection, Limits, ProxyConfig, RateLimit, Route};
-use libfuzzer_sys::fuzz_target;
-
-fn proxy_config(config: &Config) -> Result<ProxyConfig, latchkey_proxy::ConfigError> {
-    let mut services = Vec::new();
-    for s in &config.services {
-        let mut injections = Vec::new();
-        for m in &s.credentials {
-            injections.push(Injection {
-                credential: m.name.clone(),
-                target: match &m.target {
-                    InjectTarget::Header { name, prefix } => {
-                        latchkey_proxy::InjectTarget::header(name, prefix)?
-                    }
-                    InjectTarget::Query { param } => latchkey_proxy::InjectTarget::Query {
-                        param: param.clone(),
-                    },
-                },
-            });
-        }
-        services.push(Route {
-            service: s.name.to_string(),
-            upstream: s.upstream.clone(),
-            injections,
-            identity_token: matches!(s.source, CredentialSource::AccessToken),
-        });
-    }
-    Ok(ProxyConfig {
-        port: config.proxy.listen.port(),
-        services,
-        rate_limit: RateLimit {
-            per_second: config.proxy.rate_limit_per_second,
-            burst: config.proxy.rate_limit_burst,
-        },
-        limits: Limits {
-            max_connections: config.proxy.max_connections,
-            ..Limits::default()
-        },
-        ..ProxyConfig::default()
-    })
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(config) = Config::parse(text, Path::new("/fuzz/latchkey.toml")) else {
-        return;
-    };
-    let built = proxy_config(&config).and_then(|p| p.validate().map(|()| p));
-    if let Err(e) = built {
-        panic!("core accepts a config the proxy refuses ({e}):\n{text}");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| latchkey_fuzz::config::run(data));
