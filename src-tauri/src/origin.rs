@@ -32,7 +32,7 @@ pub const SECURE: &str = "🔒";
 /// Mark of a plain-http page on this computer (the sandbox, a local provider).
 pub const LOCAL: &str = "⚠";
 /// Mark of a refused page.
-pub const BLOCKED: &str = "⛔";
+pub const BLOCKED: &str = "✖";
 
 /// Judges `url`: https anywhere, http only on loopback, `about:blank`/`about:srcdoc`; anything
 /// else is blocked.
@@ -102,7 +102,7 @@ pub fn notice_page(message: &str) -> Result<Url, url::ParseError> {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Blocked — Latchkey</title>\
 <style>body{{font:16px system-ui,sans-serif;margin:2rem;line-height:1.5;color:#1b1b1f;background:#fff}}\
 h1{{font-size:1.25rem;color:#a3122a}}@media (prefers-color-scheme:dark){{body{{color:#e8e8ee;background:#1b1b1f}}h1{{color:#ff8a9a}}}}</style></head>\
-<body><h1 id=\"blocked\">{BLOCKED} Latchkey blocked a page</h1><p id=\"reason\">{}</p></body></html>",
+<body><h1 id=\"blocked\">Latchkey blocked a page</h1><p id=\"reason\">{}</p></body></html>",
         escape(message)
     );
     let encoded = url::form_urlencoded::byte_serialize(html.as_bytes())
