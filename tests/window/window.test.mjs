@@ -6,7 +6,8 @@
 // *Add MCP server* with the official SDK's OAuth-protected MCP server (tests/mcp/server-oauth.mjs)
 // and its authorization server (sandbox/mcp-auth-server.js, oidc-provider): sign in inside the
 // login window, the server listed as ready with its expiry, the tray summing it up, a step-up
-// after a call that needs more scope (window, tray, "Grant more access"), removed.
+// after a call that needs more scope (window, tray, "Grant more access"), removed. The login
+// window's title names the sign-in page's origin, and a plain-http page off this computer is refused.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -111,6 +112,12 @@ function trayMenu() {
     return { labels: items.map((i) => i.label), click };
   }
   return null;
+}
+
+/** Titles of the X windows (xwininfo prints non-ASCII ones escaped; the origins are ASCII). */
+function windowTitles() {
+  const tree = execFileSync('xwininfo', ['-root', '-tree'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return [...tree.matchAll(/^\s*0x[0-9a-f]+ "((?:[^"\\]|\\.)*)"/gm)].map((m) => m[1]);
 }
 
 /** Starts a Node peer that prints `{"url": ...}` when ready; it exits when its stdin closes. */
@@ -270,6 +277,17 @@ test('log in through the login webview, see the countdown, create a client, add 
   const loginAgain = await until('the login window from the tray', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
   await wd('POST', s('/window'), { handle: loginAgain });
   await until('the sign-in form', () => find("//input[@name='login']"), 30000);
+  // The login window has no address bar, so its title names the page's origin (plain http is
+  // marked: the sandbox runs on this computer); a page off this computer in plain http is
+  // refused, and the window says so instead.
+  const idp = await wd('POST', s('/execute/sync'), { script: 'return location.origin', args: [] });
+  await until(`the login window titled with ${idp}`, () => windowTitles().some((t) => t.startsWith('Sign in') && t.includes(`${idp} (not encrypted, this computer)`)));
+  await wd('POST', s('/execute/sync'), { script: "location.href = 'http://login.example.invalid/steal?user=alice'; return true", args: [] });
+  const reason = await until('the refusal notice in the login window', () => text("//p[@id='reason']"));
+  assert.match(reason, /http:\/\/login\.example\.invalid: it is not encrypted/, 'the notice names the refused origin and why');
+  assert.ok(!reason.includes('steal') && !reason.includes('alice'), 'only the origin is shown');
+  await until('the title saying it was blocked', () => windowTitles().some((t) => t.startsWith('Sign in') && t.includes('blocked http://login.example.invalid')));
+  await shot('7-login-navigation-blocked');
   // Closed the way a window manager's close button does it (WebDriver's own "close window"
   // closes the page, not the window).
   await wd('POST', s('/window'), { handle: main });
