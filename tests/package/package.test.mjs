@@ -13,7 +13,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
@@ -141,6 +142,8 @@ before(() => {
   // The user's own directories: with-keychain's private XDG directories.
   env = {
     ...process.env,
+    // An empty home: whatever the app writes must go to the XDG directories, the user's own.
+    HOME: mkdtempSync(join(tmpdir(), 'latchkey-package-home-')),
     PATH: `/usr/bin:/bin`,
     LATCHKEY_KEYCHAIN_SERVICE: `dev.latchkey.package.${process.pid}`,
   };
@@ -232,6 +235,35 @@ test('the installed app starts as from the menu, its tray comes up, and it quits
   assert.ok(end, `the app quit from its tray menu:\n${output()}`);
 });
 
+test('the installed app\'s window says the workspace version in Settings, About', { skip }, async () => {
+  // The installed binary, driven as tests/window drives the built one (tauri-driver + WebKitWebDriver).
+  const port = await freePort();
+  const driver = spawn('tauri-driver', ['--port', String(port)], { env: { ...env, PATH: process.env.PATH, LATCHKEY_OPEN_WINDOW: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const base = `http://127.0.0.1:${port}`;
+  const wd = async (method, path, body) => {
+    const res = await fetch(`${base}${path}`, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const json = await res.json();
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json).slice(0, 300)}`);
+    return json.value;
+  };
+  let session;
+  try {
+    await until('tauri-driver', async () => (await fetch(`${base}/status`)).ok);
+    session = (await wd('POST', '/session', { capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: '/usr/bin/latchkey-app' } } } })).sessionId;
+    const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+    const find = async (xpath) => (await wd('POST', `/session/${session}/element`, { using: 'xpath', value: xpath }))[ELEMENT];
+    await wd('POST', `/session/${session}/element/${await until('the Settings button', () => find("//nav//button[normalize-space()='Settings']"))}/click`, {});
+    const about = await until('the About line with a version', async () => {
+      const t = await wd('GET', `/session/${session}/element/${await find("//*[@data-testid='about']")}/text`);
+      return t.trim() !== 'Latchkey' && t.trim();
+    });
+    assert.equal(about, `Latchkey ${version}`);
+  } finally {
+    if (session) await wd('DELETE', `/session/${session}`).catch(() => {});
+    driver.kill('SIGTERM');
+  }
+});
+
 test('apt-get remove --purge leaves nothing behind outside the user\'s directories', { skip }, () => {
   const files = run('dpkg', ['-L', pkg]).split('\n').filter((f) => f && f !== '/.');
   apt('remove', '--purge', pkg);
@@ -241,4 +273,5 @@ test('apt-get remove --purge leaves nothing behind outside the user\'s directori
   assert.deepEqual(left, [], 'every file the package installed is gone');
   const added = [...snapshot()].filter((p) => !before_.has(p));
   assert.deepEqual(added, [], `nothing new under ${watched.join(', ')}`);
+  assert.deepEqual(readdirSync(env.HOME), [], 'nothing in the home directory outside the XDG ones');
 });
