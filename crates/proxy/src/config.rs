@@ -3,11 +3,11 @@
 //! the request path never re-checks it.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, header};
-use url::{Host, Url};
+use http::HeaderName;
+use latchkey_core::config::rules;
+use url::Url;
 
 /// The proxy's whole configuration, built by the caller from the validated TOML.
 #[derive(Debug, Clone)]
@@ -166,22 +166,16 @@ impl Route {
         self
     }
 
-    /// Checks the name, the upstream URL and the injections.
+    /// Checks the name, the upstream URL and the injections with the configuration's own rules
+    /// ([`latchkey_core::config::rules`]), so that whatever the loader accepts is served.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let service = &self.service;
-        let name_ok = !service.is_empty()
-            && service.len() <= 64
-            && service
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && service != "."
-            && service != "..";
-        if !name_ok {
+        if !rules::is_valid_name(service) {
             return Err(ConfigError::InvalidServiceName {
                 service: service.clone(),
             });
         }
-        if service.eq_ignore_ascii_case("v1") {
+        if rules::route_name(service).is_err() {
             return Err(ConfigError::ReservedServiceName {
                 service: service.clone(),
             });
@@ -198,16 +192,13 @@ impl Route {
             }
             match &injection.target {
                 InjectTarget::Header { name, prefix } => {
-                    if RESERVED_HEADERS.contains(name)
-                        || name.as_str().starts_with("proxy-")
-                        || name.as_str() == "x-latchkey-client"
-                    {
+                    if rules::injected_header(name.as_str()).is_err() {
                         return Err(ConfigError::ReservedHeader {
                             service: service.clone(),
                             header: name.to_string(),
                         });
                     }
-                    if HeaderValue::from_str(prefix).is_err() {
+                    if rules::header_prefix(prefix).is_err() {
                         return Err(ConfigError::InvalidPrefix {
                             service: service.clone(),
                         });
@@ -220,12 +211,12 @@ impl Route {
                     }
                 }
                 InjectTarget::Query { param } => {
-                    if param.is_empty() {
+                    if rules::query_param(param).is_err() {
                         return Err(ConfigError::EmptyQueryParam {
                             service: service.clone(),
                         });
                     }
-                    if !params.insert(param.to_ascii_lowercase()) {
+                    if !params.insert(rules::query_param_key(param)) {
                         return Err(ConfigError::DuplicateInjection {
                             service: service.clone(),
                             target: param.clone(),
@@ -238,57 +229,23 @@ impl Route {
     }
 }
 
-/// Headers that describe the connection or the message framing: never injectable.
-const RESERVED_HEADERS: [HeaderName; 8] = [
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::EXPECT,
-];
-
+/// The upstream rule of the configuration, which lets a loopback `http://` upstream through only
+/// when the service allows it; the proxy serves any loopback `http://` upstream it is given.
 fn validate_upstream(service: &str, url: &Url) -> Result<(), ConfigError> {
-    let bad = |reason: &'static str| ConfigError::InvalidUpstream {
+    if url.scheme() == "http" && !is_loopback(url) {
+        return Err(ConfigError::InsecureUpstream {
+            service: service.to_owned(),
+        });
+    }
+    rules::upstream(url, true).map_err(|r| ConfigError::InvalidUpstream {
         service: service.to_owned(),
-        reason,
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(url) => {}
-        "http" => {
-            return Err(ConfigError::InsecureUpstream {
-                service: service.to_owned(),
-            });
-        }
-        _ => {
-            return Err(bad(
-                "only https:// (or http:// to a loopback host) upstreams are supported",
-            ));
-        }
-    }
-    if url.host().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry a user name or password"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not carry a query string or fragment"));
-    }
-    Ok(())
+        reason: r.message,
+    })
 }
 
 /// `localhost`, `127.0.0.0/8` or `::1`.
 pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
+    rules::is_loopback_host(url)
 }
 
 /// One credential put on a forwarded request.
@@ -367,12 +324,12 @@ pub enum ConfigError {
         service: String,
     },
     /// The upstream URL cannot serve as a base URL.
-    #[error("The upstream of `{service}` is not usable because {reason}; fix its URL.")]
+    #[error("The upstream of `{service}` is not usable: {reason}; fix its URL.")]
     InvalidUpstream {
         /// The service.
         service: String,
         /// What is wrong.
-        reason: &'static str,
+        reason: String,
     },
     /// Not a valid HTTP header name.
     #[error("`{header}` is not a valid HTTP header name; use letters, digits and dashes.")]

@@ -8,19 +8,14 @@ use serde::{Serialize, Serializer};
 
 use crate::error::{StoreError, for_display};
 
-/// Longest accepted name, in bytes (all accepted characters are ASCII).
-const MAX_NAME: usize = 64;
-
-/// True for 1-64 characters of `[A-Za-z0-9._-]`, the rule shared by client and service names.
+/// The configuration's name rule ([`latchkey_core::config::rules::is_valid_name`]), shared by
+/// client and service names so that every configured service can be granted.
 fn is_valid_name(raw: &str) -> bool {
-    (1..=MAX_NAME).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    latchkey_core::config::rules::is_valid_name(raw)
 }
 
 /// The name of a local client (an MCP host or tool holding a Latchkey token): 1-64 characters of
-/// `[A-Za-z0-9._-]`. Cloning is a reference-count increment, so a grant can carry it without
+/// `[A-Za-z0-9._-]`, not starting with `.`. Cloning is a reference-count increment, so a grant can carry it without
 /// allocating on the request path.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientName(Arc<str>);
@@ -116,7 +111,7 @@ mod tests {
     #[test]
     fn rejects_empty_long_spaces_slashes_and_non_ascii() {
         let long = "x".repeat(65);
-        for bad in ["", long.as_str(), "a b", "a/b", "é", "a\nb", "a:b", "../x"] {
+        for bad in ["", long.as_str(), "a b", "a/b", "é", "a\nb", "a:b", "../x", ".hidden"] {
             let err = ClientName::parse(bad).expect_err("must be rejected");
             assert_eq!(err.code(), "invalid_client_name", "{bad:?}");
         }
