@@ -4,7 +4,9 @@
 //! (`tests/mcp/server-oauth.mjs`), each a Node child process on a loopback port that dies with
 //! its handle; and [`sign_in`], which drives the authorization server's sign-in page. A second
 //! make of authorization server, the SDK's own ([`SdkAuthServer`]), behaves otherwise where
-//! servers differ (exact redirect URIs, no `iss`, opaque tokens, no refresh).
+//! servers differ (exact redirect URIs, no `iss`, opaque tokens, no refresh). A third,
+//! [`CimdAuthServer`] (`sandbox/cimd-auth-server.js`), takes Client ID Metadata Documents: it
+//! fetches Latchkey's document over HTTPS from a throwaway self-signed server.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,6 +30,7 @@ fn repo_dir(relative: &str) -> PathBuf {
 /// One Node child process that printed `{"url": ...}` when ready.
 struct NodeChild {
     url: Url,
+    document: Option<String>,
     // Held so the child's stdin stays open; dropping it makes the child exit.
     _stdin: ChildStdin,
     _child: Child,
@@ -36,6 +39,8 @@ struct NodeChild {
 #[derive(Deserialize)]
 struct Ready {
     url: String,
+    #[serde(default)]
+    document: Option<String>,
 }
 
 impl NodeChild {
@@ -100,6 +105,7 @@ impl NodeChild {
             serde_json::from_str(&line).context("the child printed an unexpected ready line")?;
         Ok(NodeChild {
             url: Url::parse(&ready.url).context("the child printed an invalid URL")?,
+            document: ready.document,
             _stdin: stdin,
             _child: child,
         })
@@ -120,6 +126,70 @@ pub struct McpAuthStats {
     pub grants_revoked: u64,
     /// Every resource indicator a token was asked for, in order.
     pub resources: Vec<String>,
+    /// GETs of Latchkey's client metadata document ([`CimdAuthServer`] only).
+    #[serde(default)]
+    pub document_fetches: u64,
+}
+
+async fn stats_of(child: &NodeChild) -> anyhow::Result<McpAuthStats> {
+    let url = child.url.join("/__stats").context("stats URL")?;
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .context("GET /__stats")?
+        .error_for_status()?
+        .json()
+        .await
+        .context("decode /__stats")
+}
+
+/// The sandbox MCP authorization server with Client ID Metadata Documents
+/// (`sandbox/cimd-auth-server.js`): as [`McpAuthServer`] (DCR stays open too), and it publishes
+/// `docs/client-metadata.json` at an `https://127.0.0.1:{port}/client-metadata.json` it alone
+/// trusts, its `client_id` set to that URL.
+pub struct CimdAuthServer {
+    child: NodeChild,
+    issuer: String,
+    document: Url,
+}
+
+impl CimdAuthServer {
+    /// Starts one on free loopback ports; `access_ttl` is the access tokens' lifetime (s).
+    pub async fn start(access_ttl: u64) -> anyhow::Result<CimdAuthServer> {
+        let options = serde_json::json!({ "accessTtl": access_ttl }).to_string();
+        let child = NodeChild::start(
+            &repo_dir("sandbox"),
+            &["cimd-auth-server.js".to_owned(), options],
+        )
+        .await?;
+        let issuer = child.url.as_str().trim_end_matches('/').to_owned();
+        let document = Url::parse(child.document.as_deref().context("no document URL")?)
+            .context("the child printed an invalid document URL")?;
+        Ok(CimdAuthServer {
+            child,
+            issuer,
+            document,
+        })
+    }
+
+    /// The issuer (`http://127.0.0.1:{port}`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Where Latchkey's client metadata document is published (the `client_metadata_url`).
+    pub fn document_url(&self) -> &Url {
+        &self.document
+    }
+
+    /// Its counters.
+    pub async fn stats(&self) -> anyhow::Result<McpAuthStats> {
+        stats_of(&self.child).await
+    }
 }
 
 /// The sandbox MCP authorization server: users `alice`/`alice-password` and
@@ -151,19 +221,7 @@ impl McpAuthServer {
 
     /// Its counters.
     pub async fn stats(&self) -> anyhow::Result<McpAuthStats> {
-        let url = self.child.url.join("/__stats").context("stats URL")?;
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()?
-            .get(url)
-            .send()
-            .await
-            .context("GET /__stats")?
-            .error_for_status()?
-            .json()
-            .await
-            .context("decode /__stats")
+        stats_of(&self.child).await
     }
 }
 

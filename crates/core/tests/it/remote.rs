@@ -148,3 +148,68 @@ async fn a_refused_refresh_token_means_sign_in_again_naming_the_server() {
         "says what to do"
     );
 }
+
+#[tokio::test]
+async fn an_idle_server_is_refreshed_in_the_background_before_its_token_expires() {
+    // Access tokens live 3 s; nobody asks for one for longer than that.
+    let auth = McpAuthServer::start(3).await.expect("authorization server");
+    let mcp = OAuthMcpServer::start(auth.issuer())
+        .await
+        .expect("MCP server");
+    let vault = Vault::new(Arc::new(MemoryStore::new()));
+    let server = Arc::new(logged_in(&vault, &mcp).await);
+    let first_expiry = server.status().expires_at.expect("expiry");
+    let before = stored(&vault, tokens_key()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let refresher = tokio::spawn(server.clone().run_refresher(async {
+        let _ = stopped.await;
+    }));
+
+    // The condition, with a deadline: two refreshes at the AS, with no request.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while auth.stats().await.expect("stats").refresh_grants < 2 {
+        assert!(Instant::now() < deadline, "no background refresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = server.status();
+    assert_eq!(status.state, ServerState::Ready);
+    assert!(
+        status.expires_at.expect("expiry") > first_expiry,
+        "a later expiry"
+    );
+    assert!(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            > u64::try_from(first_expiry).expect("positive"),
+        "the first token's lifetime is over"
+    );
+    let after = stored(&vault, tokens_key()).await;
+    assert_ne!(before, after, "the rotated tokens are in the keychain");
+
+    // A request now needs no refresh of its own: the token in hand is accepted at once.
+    let token_requests = auth.stats().await.expect("stats").token_requests;
+    let values = server.credentials().await.expect("token");
+    assert!(
+        after.contains(values[ACCESS_TOKEN].expose()),
+        "the stored token is served"
+    );
+    let answer = reqwest::Client::new()
+        .post(mcp.url().clone())
+        .bearer_auth(values[ACCESS_TOKEN].expose())
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("MCP server");
+    assert_eq!(answer.status(), 200, "no 401 round trip");
+    let grown = auth.stats().await.expect("stats").token_requests - token_requests;
+    assert!(
+        grown <= 1,
+        "at most the refresher's own next refresh: {grown}"
+    );
+
+    let _ = stop.send(());
+    refresher.await.expect("the refresher ends on shutdown");
+}
