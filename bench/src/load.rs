@@ -76,6 +76,8 @@ fn path_of(url: &str) -> String {
 
 /// Throughput and latency of one run.
 pub struct LoadResult {
+    /// Requests completed with a `200`.
+    pub requests: u64,
     /// Completed requests per second.
     pub rps: f64,
     /// Median latency.
@@ -96,18 +98,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// `settings.connections` connections POST `body_bytes` to `url` for `duration`.
+/// `connections` connections POST `settings.body_bytes` to `url` for `duration`.
 pub async fn run(
     url: &str,
     header: Option<(&str, &str)>,
     settings: &Settings,
+    connections: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     let body = Bytes::from(vec![b'b'; settings.body_bytes]);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..settings.connections {
+    for _ in 0..connections {
         let url = url.to_owned();
         let header = header.map(|(n, v)| (n.to_owned(), v.to_owned()));
         let body = body.clone();
@@ -149,6 +152,7 @@ pub async fn run(
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     Ok(LoadResult {
+        requests: all.len() as u64,
         rps: all.len() as f64 / elapsed,
         p50_us: percentile(&all, 50.0),
         p99_us: percentile(&all, 99.0),

@@ -1,16 +1,20 @@
 //! `latchkey-bench`: measures Latchkey's proxy and prints the numbers BENCHMARKS.md records.
 //!
 //! In one process tree on loopback, with keep-alive: (a) straight to a minimal hyper upstream,
-//! (b) through `latchkey serve` injecting a header, (c) through nginx adding the same header;
-//! then SSE forwarding delay over many concurrent streams, RSS per idle stream, and headless
-//! start-to-ready time. Run it with `scripts/bench` (release build, private keychain).
+//! (b) through `latchkey serve` injecting a header (audit log on), (c) through nginx adding the
+//! same header (access log on); each driven by the built-in load generator and by `wrk`, at
+//! many connections (throughput, CPU time per request from `/proc`) and at one (median
+//! latency); then SSE forwarding delay over many concurrent streams, RSS per idle stream, and
+//! headless start-to-ready time. Run it with `scripts/bench` (release build, private keychain).
 
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+mod cpu;
 mod load;
 mod targets;
 mod upstream;
+mod wrk;
 
 use std::time::Duration;
 
@@ -64,21 +68,69 @@ async fn main() -> anyhow::Result<()> {
     let direct_url = format!("http://{}/echo", upstream.addr);
     let latchkey_url = format!("{}/bench/echo", latchkey.url);
     let nginx_url = format!("http://{}/echo", nginx.addr);
+    let lk_token = latchkey.client_token.clone();
+    let lk_header = ("x-latchkey-client", lk_token.as_str());
+    let targets = [
+        Target {
+            name: "direct (hyper upstream)",
+            url: &direct_url,
+            header: None,
+            cpu: None,
+        },
+        Target {
+            name: "through Latchkey",
+            url: &latchkey_url,
+            header: Some(lk_header),
+            cpu: Some(cpu::Processes::one(latchkey.pid)),
+        },
+        Target {
+            name: "through nginx",
+            url: &nginx_url,
+            header: None,
+            cpu: Some(cpu::Processes::with_children(nginx.pid)?),
+        },
+    ];
+    let upstream_cpu = cpu::Processes::one(std::process::id());
+    let scratch = tempfile::tempdir()?;
 
     let mut rows = Vec::new();
-    for (name, url, header) in [
-        ("direct (hyper upstream)", &direct_url, None),
-        (
-            "through Latchkey",
-            &latchkey_url,
-            Some(("x-latchkey-client", latchkey.client_token.as_str())),
-        ),
-        ("through nginx", &nginx_url, None),
-    ] {
-        eprintln!("load: {name}");
-        load::run(url, header, &settings, Duration::from_secs(2)).await?; // warm-up
-        let result = load::run(url, header, &settings, settings.duration).await?;
-        rows.push((name, result));
+    let mut side = Vec::new();
+    for t in &targets {
+        eprintln!(
+            "load: {} (built-in, {} connections)",
+            t.name, settings.connections
+        );
+        let c = settings.connections;
+        load::run(t.url, t.header, &settings, c, Duration::from_secs(2)).await?; // warm-up
+        let before = cpu_of(t.cpu.as_ref())?;
+        let many = load::run(t.url, t.header, &settings, c, settings.duration).await?;
+        let builtin_cpu = per_request(before, cpu_of(t.cpu.as_ref())?, many.requests);
+        eprintln!("load: {} (built-in, 1 connection)", t.name);
+        let one = load::run(t.url, t.header, &settings, 1, settings.duration).await?;
+
+        eprintln!("load: {} (wrk, {c} connections)", t.name);
+        let script = wrk::script(scratch.path(), settings.body_bytes, t.header)?;
+        wrk::run(t.url, &script, c, Duration::from_secs(2))?; // warm-up
+        let before = cpu_of(t.cpu.as_ref())?;
+        let up_before = upstream_cpu.cpu_us()?;
+        let wrk_many = wrk::run(t.url, &script, c, settings.duration)?;
+        let wrk_cpu = per_request(before, cpu_of(t.cpu.as_ref())?, wrk_many.requests);
+        let wrk_upstream_cpu = per_request(
+            Some(up_before),
+            Some(upstream_cpu.cpu_us()?),
+            wrk_many.requests,
+        );
+        eprintln!("load: {} (wrk, 1 connection)", t.name);
+        let wrk_one = wrk::run(t.url, &script, 1, settings.duration)?;
+        side.push(Side {
+            builtin_cpu,
+            builtin_one_p50: one.p50_us,
+            wrk_many,
+            wrk_cpu,
+            wrk_upstream_cpu,
+            wrk_one_p50: wrk_one.p50_us,
+        });
+        rows.push((t.name, many));
     }
     let upstream_hits = upstream.requests_with_header();
     let sse = load::sse(&latchkey, &settings).await?;
@@ -124,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         lk.rps / ngx.rps.max(1.0),
         upstream_hits
     );
+    side_by_side(&targets, &rows, &side, &settings);
     println!();
     println!("## Streaming");
     println!();
@@ -151,6 +204,102 @@ async fn main() -> anyhow::Result<()> {
         ready.median_ms, ready.min_ms, ready.max_ms, ready.runs
     );
     Ok(())
+}
+
+/// One target of the comparison.
+struct Target<'a> {
+    name: &'static str,
+    url: &'a str,
+    header: Option<(&'static str, &'a str)>,
+    /// The processes whose CPU time is the target's (none for direct).
+    cpu: Option<cpu::Processes>,
+}
+
+/// What the side-by-side table shows of one target beyond the built-in 64-connection run.
+struct Side {
+    builtin_cpu: Option<f64>,
+    builtin_one_p50: u64,
+    wrk_many: wrk::WrkResult,
+    wrk_cpu: Option<f64>,
+    wrk_upstream_cpu: Option<f64>,
+    wrk_one_p50: u64,
+}
+
+fn cpu_of(p: Option<&cpu::Processes>) -> anyhow::Result<Option<u64>> {
+    p.map(cpu::Processes::cpu_us).transpose()
+}
+
+/// CPU microseconds per completed request.
+fn per_request(before: Option<u64>, after: Option<u64>, requests: u64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / requests.max(1) as f64)
+}
+
+fn side_by_side(
+    targets: &[Target<'_>],
+    rows: &[(&str, load::LoadResult)],
+    side: &[Side],
+    settings: &Settings,
+) {
+    println!();
+    println!("## Side by side (issue 12)");
+    println!();
+    println!(
+        "Same upstream (the harness's hyper upstream) behind all three. Latchkey with its audit log on, nginx with its access log on (2 workers). CPU time per request = (utime + stime) delta of the proxy's processes in `/proc/<pid>/stat` over the {c}-connection run / requests completed. p50 @ 1 conn from a separate one-connection run of {d} s.",
+        c = settings.connections,
+        d = settings.duration.as_secs()
+    );
+    println!();
+    println!(
+        "| target | generator | req/s @ {c} | CPU µs/req @ {c} | p50 @ 1 conn | added p50 @ 1 conn | p99 @ {c} | errors |",
+        c = settings.connections
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let direct = &side[0];
+    for ((t, (_, many)), s) in targets.iter().zip(rows).zip(side) {
+        println!(
+            "| {} | built-in | {:.0} | {} | {} | {} | {} | {} |",
+            t.name,
+            many.rps,
+            fmt_cpu(s.builtin_cpu),
+            fmt_us(s.builtin_one_p50),
+            fmt_delta(s.builtin_one_p50, direct.builtin_one_p50),
+            fmt_us(many.p99_us),
+            many.errors
+        );
+        println!(
+            "| {} | wrk | {:.0} | {} | {} | {} | {} | {} |",
+            t.name,
+            s.wrk_many.rps,
+            fmt_cpu(s.wrk_cpu),
+            fmt_us(s.wrk_one_p50),
+            fmt_delta(s.wrk_one_p50, direct.wrk_one_p50),
+            fmt_us(s.wrk_many.p99_us),
+            s.wrk_many.errors
+        );
+    }
+    let (lk, ngx) = (&side[1], &side[2]);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".to_owned(),
+    };
+    println!();
+    println!(
+        "Latchkey/nginx: CPU per request {} (wrk), {} (built-in); throughput at {} connections {:.2} (wrk), {:.2} (built-in).",
+        ratio(lk.wrk_cpu, ngx.wrk_cpu),
+        ratio(lk.builtin_cpu, ngx.builtin_cpu),
+        settings.connections,
+        lk.wrk_many.rps / ngx.wrk_many.rps.max(1.0),
+        rows[1].1.rps / rows[2].1.rps.max(1.0),
+    );
+    println!(
+        "The upstream (in the harness's process, idle otherwise under wrk) used {} per request behind Latchkey and {} behind nginx.",
+        fmt_cpu(lk.wrk_upstream_cpu),
+        fmt_cpu(ngx.wrk_upstream_cpu)
+    );
+}
+
+fn fmt_cpu(us: Option<f64>) -> String {
+    us.map_or_else(|| "–".to_owned(), |us| format!("{us:.1} µs"))
 }
 
 fn fmt_us(us: u64) -> String {

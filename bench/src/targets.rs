@@ -239,10 +239,13 @@ pub async fn start_to_ready(binary: &Path, home: &Home, runs: usize) -> anyhow::
     })
 }
 
-/// nginx in the foreground with its own prefix, adding the same header.
+/// nginx in the foreground with its own prefix, adding the same header and writing its access
+/// log to a file (Latchkey writes its audit log; fairness asks for the same kind of work).
 pub struct Nginx {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The master's process id (its workers are its children).
+    pub pid: u32,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -262,7 +265,7 @@ pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  access_log {p}/access.log combined buffer=64k flush=1s;
   client_body_temp_path {p}/body;
   proxy_temp_path {p}/proxy;
   fastcgi_temp_path {p}/fastcgi;
@@ -313,6 +316,7 @@ http {{
         }
         Ok(Self {
             addr,
+            pid: child.id(),
             child,
             _dir: dir,
         })
