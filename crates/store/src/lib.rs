@@ -21,8 +21,8 @@ mod db;
 mod error;
 
 pub use audit::{
-    AuditEvent, AuditFilter, AuditKind, AuditLog, AuditOptions, AuditPage, AuditRow, DEFAULT_PAGE,
-    MAX_PAGE, Retention, StatusClass,
+    ActivityBuckets, AuditEvent, AuditFilter, AuditKind, AuditLog, AuditOptions, AuditPage,
+    AuditRow, DEFAULT_PAGE, MAX_PAGE, Retention, ServiceSeries, StatusClass,
 };
 pub use clients::{
     ClientGrant, ClientInfo, ClientName, ClientOptions, ClientRegistry, ClientToken,

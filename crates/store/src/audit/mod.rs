@@ -12,6 +12,7 @@
 //! subscribers and enforces [`Retention`]. When the queue is full the event is dropped and
 //! counted, and a warning is logged at 1, 2, 4, 8... drops, so a flood cannot flood the log too.
 
+mod chart;
 mod query;
 mod sanitize;
 #[cfg(test)]
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::warn;
+
+pub use chart::{ActivityBuckets, ServiceSeries};
 
 use crate::db::Database;
 use crate::error::StoreError;
@@ -344,6 +347,24 @@ impl AuditLog {
             .await
             .map_err(StoreError::TaskFailed)?
             .map_err(StoreError::db("read the audit log"))
+    }
+
+    /// Client traffic per service in the `buckets` buckets of `bucket` ending with the one holding
+    /// `now_ms` (unix milliseconds), for the activity chart. Runs on the blocking pool.
+    pub async fn buckets(
+        &self,
+        now_ms: i64,
+        bucket: Duration,
+        buckets: usize,
+    ) -> Result<ActivityBuckets, StoreError> {
+        let db = self.shared.db.clone();
+        let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || {
+            db.read(|conn| chart::buckets(conn, now_ms, bucket_ms, buckets))
+        })
+        .await
+        .map_err(StoreError::TaskFailed)?
+        .map_err(StoreError::db("read the audit log"))
     }
 
     /// Rows as they are committed, with their ids, for `latchkey log --follow` and the tray's

@@ -178,3 +178,69 @@ fn record_sanitises_before_queueing() {
     assert_eq!(method, "GET");
     assert_eq!(code.len(), sanitize::MAX_NAME);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_count_requests_and_errors_per_service_per_minute() {
+    let db = Database::open_in_memory().expect("db");
+    let log = AuditLog::open(&db, Retention::default()).expect("log");
+    let minute = 60_000;
+    let now = writer::now_ms();
+    let at = |ago_minutes: i64, service: &str, status: u16| AuditEvent {
+        time: now - ago_minutes * minute,
+        service: Some(service.to_owned()),
+        status,
+        ..event(0)
+    };
+    // This minute: 2 github (1 error), 1 linear; 2 minutes ago: 1 github error; 90 minutes
+    // ago: outside the hour; a control call: not client traffic.
+    for e in [
+        at(0, "github", 200),
+        at(0, "github", 502),
+        at(0, "linear", 200),
+        at(2, "github", 401),
+        at(90, "github", 200),
+        AuditEvent {
+            kind: AuditKind::Control,
+            ..at(0, "github", 500)
+        },
+    ] {
+        log.record(e);
+    }
+    log.flush().await;
+    let got = log
+        .buckets(now, Duration::from_secs(60), 60)
+        .await
+        .expect("buckets");
+    assert_eq!(got.bucket_ms, minute);
+    assert_eq!(got.start_ms % minute, 0, "buckets align to whole minutes");
+    assert!(got.start_ms <= now - 59 * minute && now < got.start_ms + 60 * minute);
+    let names: Vec<_> = got.series.iter().map(|s| s.service.as_deref()).collect();
+    assert_eq!(
+        names,
+        [Some("github"), Some("linear")],
+        "one series per service, by name"
+    );
+    let github = &got.series[0];
+    assert_eq!(
+        github.requests.len(),
+        60,
+        "a count for every minute of the hour"
+    );
+    assert_eq!(
+        (github.requests[59], github.errors[59]),
+        (2, 1),
+        "this minute"
+    );
+    assert_eq!(
+        (github.requests[57], github.errors[57]),
+        (1, 1),
+        "two minutes ago"
+    );
+    assert_eq!(
+        github.requests.iter().sum::<u64>(),
+        3,
+        "the request 90 minutes ago and the control call are left out"
+    );
+    assert_eq!(got.series[1].requests[59], 1);
+    assert_eq!(got.series[1].errors.iter().sum::<u64>(), 0);
+}
