@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use latchkey_e2e::{Home, Serve};
-use latchkey_testkit::mcp_auth::{McpAuthServer, OAuthMcpServer, sign_in};
+use latchkey_testkit::mcp_auth::{
+    CimdAuthServer, McpAuthServer, OAuthMcpServer, SdkAuthServer, sign_in,
+};
 use serde_json::Value;
 
 use crate::keychain_available;
@@ -314,6 +316,197 @@ async fn a_refused_server_add_stores_nothing_and_says_why() {
         "nothing stored"
     );
     assert!(servers(&home).is_empty());
+}
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A host's client token for `service`, added to the running instance.
+fn client_token(home: &Home, service: &str) -> String {
+    let client = home
+        .run(&["client", "add", "host", "--service", service], "")
+        .expect("client add");
+    assert_eq!(client.code, 0, "{}", client.stderr);
+    client.stdout.trim().to_owned()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
+async fn the_sdk_authorization_server_matching_redirect_uris_exactly_works_with_a_callback_port() {
+    if !keychain_available() {
+        return;
+    }
+    // Another make of authorization server: exact redirect URIs (port included), no `iss`,
+    // opaque tokens checked by introspection, no refresh token.
+    let auth = SdkAuthServer::start()
+        .await
+        .expect("SDK authorization server");
+    let mcp = OAuthMcpServer::start_introspecting(auth.issuer())
+        .await
+        .expect("MCP server");
+    let home = Home::new(CONFIG).expect("home");
+    let serve = home.serve().expect("serve");
+    let port = free_port().to_string();
+    let added = with_sign_in(
+        &home,
+        &[
+            "server",
+            "add",
+            mcp.url().as_str(),
+            "--name",
+            "sdk",
+            "--callback-port",
+            &port,
+            "--scopes",
+            "mcp:tools",
+            "--no-browser",
+            "--allow-insecure-loopback",
+        ],
+    )
+    .await;
+    assert_eq!(added.code, 0, "server add: {}", added.stderr);
+    let config = config_text(&home);
+    assert!(
+        config.contains(&format!("callback_port = {port}")),
+        "the port is kept for later logins: {config}"
+    );
+    assert!(config.contains(r#"scopes = ["mcp:tools"]"#), "{config}");
+    let listed = servers(&home);
+    assert_eq!(listed[0]["state"], "ready", "{listed:?}");
+    assert_eq!(listed[0]["issuer"], auth.issuer(), "{listed:?}");
+
+    let token = client_token(&home, "sdk");
+    let answer = host(&serve, "sdk/mcp", &token);
+    assert!(
+        answer["error"].is_null(),
+        "tools/list through the proxy: {answer}"
+    );
+
+    // A later login listens on the same port: the SDK accepts no other.
+    let again = with_sign_in(&home, &["server", "login", "sdk", "--no-browser"]).await;
+    assert_eq!(again.code, 0, "server login: {}", again.stderr);
+    let answer = host(&serve, "sdk/mcp", &token);
+    assert!(answer["error"].is_null(), "{answer}");
+    serve.stop().expect("stop");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
+async fn a_client_metadata_document_is_used_before_dynamic_registration() {
+    if !keychain_available() {
+        return;
+    }
+    let auth = CimdAuthServer::start(600)
+        .await
+        .expect("CIMD authorization server");
+    let mcp = OAuthMcpServer::start(auth.issuer())
+        .await
+        .expect("MCP server");
+    let config = format!(
+        "client_metadata_url = \"{}\"\n{CONFIG}",
+        auth.document_url()
+    );
+    let home = Home::new(&config).expect("home");
+    let serve = home.serve().expect("serve");
+    let added = with_sign_in(
+        &home,
+        &[
+            "server",
+            "add",
+            mcp.url().as_str(),
+            "--name",
+            "tracker",
+            "--no-browser",
+            "--allow-insecure-loopback",
+        ],
+    )
+    .await;
+    assert_eq!(added.code, 0, "server add: {}", added.stderr);
+    let stats = auth.stats().await.expect("stats");
+    assert_eq!(
+        stats.registrations, 0,
+        "no Dynamic Client Registration: {stats:?}"
+    );
+    assert!(
+        stats.document_fetches >= 1,
+        "the AS fetched the document over HTTPS: {stats:?}"
+    );
+    let token = client_token(&home, "tracker");
+    let answer = host(&serve, "tracker/mcp", &token);
+    assert_eq!(answer["whoami"]["subject"], "alice", "{answer}");
+    serve.stop().expect("stop");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
+async fn a_servers_only_configuration_runs_and_a_refusal_names_the_server_to_log_in_to() {
+    if !keychain_available() {
+        return;
+    }
+    // No [[accounts]] at all; the server was never signed in to.
+    let config = format!(
+        "version = 1\n\n[[servers]]\nname = \"tracker\"\nurl = \"http://127.0.0.1:{}/mcp\"\nallow_insecure_loopback = true\n",
+        free_port()
+    );
+    let home = Home::new(&config).expect("home");
+    let serve = home.serve().expect("a servers-only configuration starts");
+    let listed = servers(&home);
+    assert_eq!(listed[0]["state"], "needs_login", "{listed:?}");
+    assert!(listed[0]["login_requested"].is_null(), "nobody asked yet");
+
+    let token = client_token(&home, "tracker");
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("{}/tracker/mcp", serve.url))
+        .header("X-Latchkey-Client", &token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("proxy");
+    assert_ne!(
+        answer.status(),
+        401,
+        "never a 401 that starts OAuth in the host"
+    );
+    let body: Value = answer.json().await.expect("JSON-RPC error");
+    assert!(
+        body.to_string().contains("latchkey server login tracker"),
+        "{body}"
+    );
+
+    // The refusal becomes the server's login request (announced asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let requested = loop {
+        let listed = servers(&home);
+        if !listed[0]["login_requested"].is_null() {
+            break listed[0]["login_requested"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no login request for the server: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(requested["client"], "host", "{requested}");
+    assert_eq!(requested["service"], "tracker", "{requested}");
+    serve.stop().expect("stop");
 }
 
 fn time_now() -> i64 {

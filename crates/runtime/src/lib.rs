@@ -431,9 +431,10 @@ impl Latchkey {
         };
         let url = pending.authorize_url().clone();
         let fixed_port = session.account().callback_port != 0;
-        if let Err(e) = preflight::check(
+        if let Err(e) = preflight::check_login(
             &self.inner.http,
             &url,
+            pending.token_endpoint(),
             fixed_port,
             preflight::PREFLIGHT_TIMEOUT,
         )
