@@ -82,6 +82,15 @@ pub async fn query_activity(
     lk.query_activity(filter).await
 }
 
+/// Requests and errors per service over the last `span` (`hour` or `day`), for the Activity chart.
+#[tauri::command]
+pub async fn activity_chart(
+    lk: State<'_, Latchkey>,
+    span: String,
+) -> Result<latchkey_runtime::ActivityBuckets> {
+    lk.activity_chart(&span).await
+}
+
 /// Live proxied connections.
 #[tauri::command]
 pub fn list_connections(lk: State<'_, Latchkey>) -> Vec<ConnectionView> {

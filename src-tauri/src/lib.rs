@@ -52,6 +52,7 @@ pub fn run() {
             commands::create_client,
             commands::revoke_client,
             commands::query_activity,
+            commands::activity_chart,
             commands::list_connections,
             commands::close_connection,
             commands::detect_hosts,

@@ -43,7 +43,7 @@ use latchkey_store::{
 
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
-pub use latchkey_store::{AuditPage, AuditRow, ClientOptions};
+pub use latchkey_store::{ActivityBuckets, AuditPage, AuditRow, ClientOptions, ServiceSeries};
 pub use servers::{AddServer, AddedServer};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{
@@ -720,6 +720,28 @@ impl Latchkey {
             limit: filter.limit.clamp(1, 500),
         };
         Ok(self.inner.audit.query(&filter).await?)
+    }
+
+    /// Requests and errors per service for the activity chart: the last `span` (`hour`, in
+    /// minutes, or `day`, in hours), from the audit log's client traffic.
+    pub async fn activity_chart(&self, span: &str) -> Result<ActivityBuckets, RuntimeError> {
+        let (bucket, count) = match span {
+            "hour" => (Duration::from_secs(60), 60),
+            "day" => (Duration::from_secs(3600), 24),
+            other => {
+                return Err(RuntimeError::invalid_input(format!(
+                    "unknown activity span `{other}`; use `hour` or `day`"
+                )));
+            }
+        };
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        Ok(self.inner.audit.buckets(now_ms, bucket, count).await?)
     }
 
     /// Open proxied connections and streams.
