@@ -10,6 +10,7 @@ mod keychain;
 mod login_errors;
 mod minimal_env;
 mod proxy;
+mod reload;
 mod servers;
 
 use latchkey_e2e::Home;

@@ -69,7 +69,7 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.per_second.is_finite() && self.per_second > 0.0 && self.burst >= 1 {
             Ok(())
         } else {

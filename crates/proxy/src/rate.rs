@@ -10,9 +10,16 @@ use crate::config::RateLimit;
 /// Buckets by client name. The lock is held for a few arithmetic operations, never across await.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
+    buckets: Mutex<Buckets>,
+}
+
+/// The limit in force and every client's bucket, under one lock so a reload swaps the limit
+/// between two requests.
+#[derive(Debug)]
+struct Buckets {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<Box<str>, Bucket>>,
+    by_client: HashMap<Box<str>, Bucket>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -24,30 +31,46 @@ struct Bucket {
 impl RateLimiter {
     pub(crate) fn new(limit: RateLimit) -> Self {
         Self {
-            per_second: limit.per_second,
-            burst: f64::from(limit.burst),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                per_second: limit.per_second,
+                burst: f64::from(limit.burst),
+                by_client: HashMap::new(),
+            }),
         }
+    }
+
+    /// Applies a new limit (a configuration reload); buckets keep their tokens, capped at the
+    /// new burst.
+    pub(crate) fn set_limit(&self, limit: RateLimit) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.per_second = limit.per_second;
+        buckets.burst = f64::from(limit.burst);
     }
 
     /// Takes one token from `client`'s bucket, or says in how many whole seconds one will be there.
     pub(crate) fn acquire(&self, client: &str, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = match buckets.get_mut(client) {
+        let Buckets {
+            per_second,
+            burst,
+            by_client,
+        } = &mut *buckets;
+        let (per_second, burst) = (*per_second, *burst);
+        let bucket = match by_client.get_mut(client) {
             Some(b) => b,
-            None => buckets.entry(client.into()).or_insert(Bucket {
-                tokens: self.burst,
+            None => by_client.entry(client.into()).or_insert(Bucket {
+                tokens: burst,
                 at: now,
             }),
         };
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / self.per_second;
+            let wait = (1.0 - bucket.tokens) / per_second;
             // Saturating float-to-int conversion; at least one second.
             Err((wait.ceil() as u64).max(1))
         }

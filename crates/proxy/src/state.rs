@@ -12,7 +12,7 @@ use latchkey_core::secret::Secret;
 use latchkey_store::{AuditLog, ClientRegistry};
 use tokio::sync::broadcast;
 
-use crate::config::{ConfigError, InjectTarget, ProxyConfig, Route};
+use crate::config::{ConfigError, InjectTarget, ProxyConfig, RateLimit, Route};
 use crate::connections::ConnectionRegistry;
 use crate::credentials::{CredentialError, CredentialSource, CredentialValues};
 use crate::error::ProxyError;
@@ -109,7 +109,33 @@ impl ProxyState {
         self.inner.routes.remove_managed(service)
     }
 
-    /// The configuration in force.
+    /// Serves `services` and `rate_limit` from the next request on (a configuration reload):
+    /// the configured routes are swapped as a whole, remote MCP servers added while running stay,
+    /// a route whose definition did not change keeps its prepared credentials, and exchanges
+    /// already under way keep the route they started with. A removed service's next request gets
+    /// `unknown_service`. Refused, changing nothing, when a route is invalid or takes a name twice.
+    pub fn reconfigure(
+        &self,
+        services: Vec<Route>,
+        rate_limit: RateLimit,
+    ) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for route in &services {
+            route.validate()?;
+            if !seen.insert(route.service.as_str()) {
+                return Err(ConfigError::DuplicateService {
+                    service: route.service.clone(),
+                });
+            }
+        }
+        rate_limit.validate()?;
+        self.inner.routes.replace_configured(services)?;
+        self.inner.limiter.set_limit(rate_limit);
+        Ok(())
+    }
+
+    /// The configuration the proxy started with (its port and limits; the routes in force are
+    /// those of the latest [`ProxyState::reconfigure`]).
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
     }
@@ -164,6 +190,31 @@ impl RouteTable {
         }
         let mut next = HashMap::clone(&map);
         next.insert(route.service.clone(), route);
+        *map = Arc::new(next);
+        Ok(())
+    }
+
+    /// Replaces every configured route with `routes`, keeping the managed ones (and the prepared
+    /// state of a configured route that did not change).
+    fn replace_configured(&self, routes: Vec<Route>) -> Result<(), ConfigError> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: HashMap<String, Arc<PreparedRoute>> = map
+            .iter()
+            .filter(|(_, r)| r.managed)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for route in routes {
+            if next.contains_key(&route.service) {
+                return Err(ConfigError::DuplicateService {
+                    service: route.service,
+                });
+            }
+            let prepared = match map.get(&route.service) {
+                Some(old) if !old.managed && old.route == route => old.clone(),
+                _ => Arc::new(PreparedRoute::new(&route)),
+            };
+            next.insert(route.service.clone(), prepared);
+        }
         *map = Arc::new(next);
         Ok(())
     }

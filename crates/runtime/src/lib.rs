@@ -14,6 +14,7 @@ pub mod tray;
 pub mod view;
 
 mod hosts;
+mod reload;
 mod servers;
 mod source;
 
@@ -28,8 +29,6 @@ use tracing::{debug, info, instrument, warn};
 use url::Url;
 
 use latchkey_core::config::Config;
-use latchkey_core::credentials::Credentials;
-use latchkey_core::gateway::GatewayClient;
 use latchkey_core::login::preflight;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
@@ -65,12 +64,15 @@ pub struct StartOptions {
 }
 
 struct Inner {
-    config: Arc<Config>,
+    /// The configuration in force with its sessions and credentials, following the file.
+    live: Arc<reload::Live>,
+    /// The tray's port setting, which wins over the file's.
+    port_override: Option<u16>,
     paths: Paths,
     vault: Vault,
     clock: Clock,
-    sessions: BTreeMap<String, Arc<Session>>,
-    credentials: Arc<Credentials>,
+    sessions: reload::LiveSessions,
+    credentials: reload::LiveCredentials,
     clients: ClientRegistry,
     audit: AuditLog,
     connections: ConnectionRegistry,
@@ -99,12 +101,20 @@ pub struct Latchkey {
 }
 
 impl Latchkey {
-    /// Starts everything. Fails when another instance runs, the configuration is invalid, or
-    /// the proxy port is taken; a broken keychain is reported in the overview, not fatal, so the
-    /// person can see what to do.
+    /// Starts everything. Fails when another instance runs or the proxy port is taken; a broken
+    /// keychain is reported in the overview, not fatal, so the person can see what to do. A
+    /// serving instance (tray or `serve`) also runs with a missing or invalid configuration file,
+    /// with nothing configured, shows why in the overview, and follows the file from then on; a
+    /// one-shot command refuses such a file.
     #[instrument(skip_all, err)]
     pub async fn start(options: StartOptions) -> Result<Self, RuntimeError> {
-        let config = Arc::new(Config::load_from(&options.paths.config_file())?);
+        let config_path = options.paths.config_file();
+        let initial = if options.serve_proxy {
+            reload::load_initial(&config_path)
+        } else {
+            reload::Initial::loaded(Config::load_from(&config_path)?)
+        };
+        let config = Arc::new(initial.config.clone());
         let lock = acquire_lock(&options.paths, options.serve_proxy).await?;
         let vault = match options.vault {
             Some(v) => v,
@@ -130,17 +140,7 @@ impl Latchkey {
             }
             sessions.insert(account.name.to_string(), session);
         }
-        let gateway = config
-            .gateway
-            .as_ref()
-            .map(|g| GatewayClient::new(http.clone(), g.url.clone(), g.timeout));
-        let credentials = Arc::new(Credentials::new(
-            config.clone(),
-            sessions.clone(),
-            gateway,
-            vault.clone(),
-            clock.clone(),
-        ));
+        let credentials = reload::credentials_for(&http, &config, &sessions, &vault, &clock);
         credentials.warm_from_keychain().await;
 
         options.paths.ensure_data_dir().map_err(RuntimeError::io)?;
@@ -176,13 +176,23 @@ impl Latchkey {
             None
         };
 
+        let live = Arc::new(reload::Live::new(
+            config_path,
+            &initial,
+            reload::Snapshot {
+                config: config.clone(),
+                sessions,
+                credentials,
+            },
+        ));
         let inner = Arc::new(Inner {
-            config: config.clone(),
+            live: live.clone(),
+            port_override: options.proxy_port,
             paths: options.paths,
             vault,
             clock,
-            sessions,
-            credentials,
+            sessions: reload::LiveSessions(live.clone()),
+            credentials: reload::LiveCredentials(live),
             clients,
             audit,
             connections,
@@ -204,24 +214,11 @@ impl Latchkey {
         if let Some(listeners) = proxy {
             me.serve(listeners).await?;
         }
-        for session in me.inner.sessions.values() {
-            let refresher = tokio::spawn(session.clone().run_refresher(me.shutdown_signal()));
-            me.track(refresher);
-            let watcher = {
-                let me = me.clone();
-                let mut rx = session.subscribe();
-                let mut stop = me.inner.shutdown.subscribe();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            changed = rx.changed() => if changed.is_err() { return },
-                            _ = stop.changed() => return,
-                        }
-                        me.changed();
-                    }
-                })
-            };
-            me.track(watcher);
+        for (name, session) in &me.inner.sessions {
+            me.watch_session(&name, session);
+        }
+        if options.serve_proxy {
+            me.watch_config();
         }
         info!(proxy = ?me.inner.proxy_addr, accounts = me.inner.sessions.len(), "latchkey ready");
         Ok(me)
@@ -245,7 +242,7 @@ impl Latchkey {
         })?;
         #[cfg(unix)]
         self.serve_socket(&control_token, addr.port());
-        let routes = source::proxy_config(&self.inner.config, addr.port())?;
+        let routes = source::proxy_config(&self.config(), addr.port())?;
         let state = ProxyState::new(
             routes,
             Arc::new(source::SessionCredentials::new(self.clone())),
@@ -256,6 +253,7 @@ impl Latchkey {
         )
         .map_err(RuntimeError::from)?
         .with_control(control::router(self.clone(), control_token));
+        self.inner.live.set_proxy(state.clone());
         self.route_servers(&state)?;
         self.watch_login_requests(state.login_needed());
         let me = self.clone();
@@ -307,9 +305,9 @@ impl Latchkey {
         self.inner.audit.subscribe()
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in force (it follows the file: hold the `Arc` for a consistent view).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.live.get().config.clone()
     }
 
     /// The proxy's address, when this instance serves it.
@@ -321,13 +319,11 @@ impl Latchkey {
     pub fn proxy_url(&self) -> String {
         format!(
             "http://{}",
-            self.inner
-                .proxy_addr
-                .unwrap_or(self.inner.config.proxy.listen)
+            self.inner.proxy_addr.unwrap_or(self.config().proxy.listen)
         )
     }
 
-    fn session(&self, account: &str) -> Result<&Arc<Session>, RuntimeError> {
+    fn session(&self, account: &str) -> Result<Arc<Session>, RuntimeError> {
         self.inner
             .sessions
             .get(account)
@@ -336,17 +332,13 @@ impl Latchkey {
 
     /// The account used when none is named.
     pub fn default_account(&self) -> Option<String> {
-        self.inner
-            .config
-            .default_account()
-            .map(|a| a.name.to_string())
+        self.config().default_account().map(|a| a.name.to_string())
     }
 
     /// Everything the window's first screen shows.
     pub fn overview(&self) -> Overview {
         let accounts = self
-            .inner
-            .config
+            .config()
             .accounts
             .iter()
             .filter_map(|a| {
@@ -386,6 +378,7 @@ impl Latchkey {
             },
             servers: self.server_views(),
             now: (self.inner.clock)(),
+            config: self.inner.live.view(),
         }
     }
 
@@ -397,6 +390,7 @@ impl Latchkey {
             .sessions
             .iter()
             .map(|(name, s)| {
+                let name = name.as_str();
                 let state = s.state();
                 let asked = tray::with_login_request(
                     tray::tray_status(&state, now),
@@ -409,9 +403,10 @@ impl Latchkey {
             })
             .chain(self.server_tray_statuses(now))
             .collect();
-        tray::combine(&statuses).cloned().unwrap_or_else(|| {
+        let status = tray::combine(&statuses).cloned().unwrap_or_else(|| {
             tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now)
-        })
+        });
+        reload::with_config_state(status, &self.inner.live.view())
     }
 
     /// Starts a login and returns the authorization URL to open. The login completes in the
@@ -676,7 +671,7 @@ impl Latchkey {
         options: &ClientOptions,
     ) -> Result<CreatedClient, RuntimeError> {
         for s in services {
-            if self.inner.config.service(s).is_none() && !self.servers().contains(s) {
+            if self.config().service(s).is_none() && !self.servers().contains(s) {
                 return Err(RuntimeError::unknown_service(s));
             }
         }

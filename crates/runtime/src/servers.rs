@@ -153,7 +153,7 @@ impl Latchkey {
     ) -> Result<RemoteServer, RemoteError> {
         Ok(RemoteServer::new(settings, self.inner.vault.clone())?
             .with_client_secret(client_secret)
-            .with_metadata_document_url(self.inner.config.client_metadata_url.clone()))
+            .with_metadata_document_url(self.config().client_metadata_url.clone()))
     }
 
     /// Starts the background refresher of a configured server (replacing one it had).
@@ -167,7 +167,7 @@ impl Latchkey {
     /// Loads the configured servers' registrations and tokens from the keychain (no network),
     /// and starts their background refreshers.
     pub(crate) async fn restore_servers(&self) {
-        for settings in &self.inner.config.servers {
+        for settings in &self.config().servers {
             let server = match self.remote_server(settings.clone(), None) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
@@ -330,7 +330,7 @@ impl Latchkey {
 
     /// Refuses a name already used by a service, a server, or a server being added.
     fn check_free_name(&self, name: &str) -> Result<(), RuntimeError> {
-        let taken = self.inner.config.service(name).is_some()
+        let taken = self.config().service(name).is_some()
             || self.servers().contains(name)
             || read(&self.servers().adding).contains_key(name)
             || name.eq_ignore_ascii_case("v1");

@@ -21,6 +21,50 @@ pub struct Overview {
     pub servers: Vec<ServerView>,
     /// Server time, unix seconds, so the UI's countdown does not drift.
     pub now: i64,
+    /// The configuration file: missing (first run: show setup), invalid (what to fix, where;
+    /// the instance keeps the last valid configuration, or none), or loaded.
+    pub config: ConfigView,
+}
+
+/// The configuration file's state as the running instance sees it (live: it follows edits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigView {
+    /// `missing`, `invalid` or `loaded`.
+    pub state: ConfigState,
+    /// The file's path.
+    pub path: String,
+    /// What is wrong, when `invalid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ConfigProblem>,
+    /// A change that takes effect only after a restart (a new listen port), when there is one:
+    /// "restart Latchkey to listen on port N".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<String>,
+}
+
+/// Whether the configuration file exists and is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigState {
+    /// No file yet: nothing is configured (first run).
+    Missing,
+    /// The file is refused; the last valid configuration (or none) stays in force.
+    Invalid,
+    /// The file is in force.
+    Loaded,
+}
+
+/// Why the configuration file is refused: where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigProblem {
+    /// 1-based line (0 when the file could not be read at all).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
 }
 
 /// One account.

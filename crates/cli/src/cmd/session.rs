@@ -195,10 +195,37 @@ fn describe_state(state: &serde_json::Value, now: i64) -> String {
     }
 }
 
+/// The configuration file's state, when it is not simply in force: missing, refused (with
+/// `file:line`, what is wrong and the fix; the previous configuration stays in force), or
+/// changed in a way that needs a restart.
+fn config_line(c: &serde_json::Value) -> String {
+    let path = c["path"].as_str().unwrap_or("the configuration file");
+    let mut out = match c["state"].as_str() {
+        Some("missing") => format!(
+            "Configuration: none yet at {path}; set Latchkey up in its window or run `latchkey config init`\n"
+        ),
+        Some("invalid") => {
+            let e = &c["error"];
+            format!(
+                "Configuration error: {path}:{}: {}\n  fix: {}\n  (the last valid configuration stays in force until the file is fixed)\n",
+                e["line"].as_u64().unwrap_or(0),
+                e["message"].as_str().unwrap_or("?"),
+                e["fix"].as_str().unwrap_or("?"),
+            )
+        }
+        _ => String::new(),
+    };
+    if let Some(note) = c["restart_needed"].as_str() {
+        out.push_str(&format!("Configuration: {note}\n"));
+    }
+    out
+}
+
 fn render_status(r: &serde_json::Value) -> String {
     use std::fmt::Write;
     let now = r["now"].as_i64().unwrap_or_default();
     let mut out = String::new();
+    out.push_str(&config_line(&r["config"]));
     for a in r["accounts"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,

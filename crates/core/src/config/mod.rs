@@ -31,8 +31,9 @@ const MAX_CONNECTIONS_CEILING: u32 = 65_536;
 /// Default lifetime of gateway credentials in memory (PROTOCOL §2).
 pub const DEFAULT_TTL_SECONDS: u64 = 3600;
 
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated configuration. The default is the empty one a running instance holds while its
+/// file is missing or invalid: nothing configured, the proxy on [`DEFAULT_LISTEN`].
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// Where the proxy listens (always a loopback address).
     pub proxy: ProxySettings,
@@ -92,6 +93,18 @@ pub struct ProxySettings {
     pub ipv6: bool,
 }
 
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 47821)),
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 100,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            ipv6: true,
+        }
+    }
+}
+
 /// Audit log retention.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditSettings {
@@ -99,6 +112,15 @@ pub struct AuditSettings {
     pub retention: Duration,
     /// At most this many rows are kept.
     pub max_rows: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            max_rows: 100_000,
+        }
+    }
 }
 
 /// An identity provider account.
