@@ -76,7 +76,8 @@ struct Inner {
     clients: ClientRegistry,
     audit: AuditLog,
     connections: ConnectionRegistry,
-    keychain: KeychainHealth,
+    /// The keychain's health: checked at start, and again every [`KEYCHAIN_RETRY`] while broken.
+    keychain: Mutex<KeychainHealth>,
     proxy_addr: Option<SocketAddr>,
     proxy_error: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
@@ -99,6 +100,9 @@ struct Inner {
 pub struct Latchkey {
     inner: Arc<Inner>,
 }
+
+/// How often a broken keychain is asked again.
+pub const KEYCHAIN_RETRY: Duration = Duration::from_secs(5);
 
 impl Latchkey {
     /// Starts everything. Fails when another instance runs or the proxy port is taken; a broken
@@ -196,7 +200,7 @@ impl Latchkey {
             clients,
             audit,
             connections,
-            keychain,
+            keychain: Mutex::new(keychain),
             proxy_addr,
             proxy_error: Mutex::new(None),
             changes,
@@ -220,6 +224,10 @@ impl Latchkey {
         if options.serve_proxy {
             me.watch_config();
         }
+        if !me.keychain_health().ok {
+            let retry = tokio::spawn(me.clone().retry_keychain());
+            me.track(retry);
+        }
         info!(proxy = ?me.inner.proxy_addr, accounts = me.inner.sessions.len(), "latchkey ready");
         Ok(me)
     }
@@ -231,10 +239,20 @@ impl Latchkey {
             return Ok(());
         };
         let control_token = instance::new_control_token();
-        self.inner
+        if let Err(e) = self
+            .inner
             .vault
             .put(&VaultKey::ControlToken, &control_token)
-            .await?;
+            .await
+        {
+            // With the keychain unavailable the proxy still runs (answering
+            // `keychain_unavailable`) and the CLI gets the token over the socket.
+            if cfg!(unix) && !self.keychain_health().ok {
+                warn!(code = e.code(), "control token not kept in the keychain");
+            } else {
+                return Err(e.into());
+            }
+        }
         self.inner.lock.publish(&InstanceInfo {
             pid: std::process::id(),
             port: addr.port(),
@@ -288,6 +306,44 @@ impl Latchkey {
                     return;
                 }
             }
+        }
+    }
+
+    fn keychain_health(&self) -> KeychainHealth {
+        self.inner
+            .keychain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks the keychain again until it answers (unlocked, or its service started), then
+    /// restores the sessions and cached credentials it holds: no restart needed.
+    async fn retry_keychain(self) {
+        let mut stop = self.inner.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(KEYCHAIN_RETRY) => {}
+                _ = stop.changed() => return,
+            }
+            let health = self.inner.vault.self_test().await;
+            if !health.ok {
+                continue;
+            }
+            info!(backend = %health.backend, "keychain available again");
+            *self
+                .inner
+                .keychain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = health;
+            for (name, session) in &self.inner.sessions {
+                if let Err(e) = session.restore().await {
+                    warn!(account = %name, code = e.code(), "session not restored");
+                }
+            }
+            self.inner.credentials.warm_from_keychain().await;
+            self.changed();
+            return;
         }
     }
 
@@ -372,9 +428,9 @@ impl Latchkey {
                     .clone(),
             },
             keychain: KeychainView {
-                ok: self.inner.keychain.ok,
-                backend: self.inner.keychain.backend.clone(),
-                message: self.inner.keychain.message.clone(),
+                ok: self.keychain_health().ok,
+                backend: self.keychain_health().backend,
+                message: self.keychain_health().message,
             },
             servers: self.server_views(),
             now: (self.inner.clock)(),

@@ -5,6 +5,7 @@
 mod control_api;
 mod faults;
 mod hardening;
+mod keychain_retry;
 mod login_failures;
 mod login_requests;
 mod serving;
