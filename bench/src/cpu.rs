@@ -40,11 +40,6 @@ impl Processes {
         Ok(Self { pids })
     }
 
-    /// How many processes are counted.
-    pub fn len(&self) -> usize {
-        self.pids.len()
-    }
-
     /// User + system time so far, microseconds.
     pub fn cpu_us(&self) -> anyhow::Result<u64> {
         let mut ticks = 0;

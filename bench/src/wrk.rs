@@ -44,14 +44,6 @@ pub fn script(
     Ok(path.display().to_string())
 }
 
-/// Whether `wrk` is on the `PATH`.
-pub fn available() -> bool {
-    Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
-}
-
 /// Runs `wrk` against `url` with `connections` for `duration`.
 pub fn run(
     url: &str,

@@ -3,6 +3,7 @@
 //! service's credentials injected, and the answer streamed back as it comes (redirects included,
 //! never followed). WebSocket upgrades are handed to [`crate::tunnel`].
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -18,7 +19,20 @@ use crate::body::{ResponseBody, UploadBody};
 use crate::connections::{ConnectionKind, unix_seconds};
 use crate::error::ProxyError;
 use crate::state::{Prepared, PreparedRoute, ProxyState};
+use crate::upstream::UpstreamClient;
 use crate::{headers, path, query, refusal, tunnel};
+
+thread_local! {
+    /// The upstream pool of this serving thread ([`crate::server`]): a pooled connection is
+    /// driven by the runtime that opened it, so a thread that reuses only its own never wakes
+    /// another thread to talk to the upstream. Threads without one use the shared pool.
+    static THREAD_UPSTREAM: RefCell<Option<UpstreamClient>> = const { RefCell::new(None) };
+}
+
+/// Makes `client` the upstream pool of requests forwarded on this thread.
+pub(crate) fn use_thread_upstream(client: UpstreamClient) {
+    THREAD_UPSTREAM.with_borrow_mut(|c| *c = Some(client));
+}
 
 /// Forwards `req` (already through every gate) to `route`'s upstream for `client`.
 pub(crate) async fn forward(
@@ -77,10 +91,14 @@ pub(crate) async fn forward(
         UploadBody::new(body, live.clone(), limits.max_body_bytes),
     );
 
+    let sending = THREAD_UPSTREAM.with_borrow(|own| match own {
+        Some(own) => own.request(request),
+        None => inner.upstream.request(request),
+    });
     let sent = tokio::select! {
         biased;
         () = live.cancel.cancelled() => return Err(ProxyError::ConnectionClosed),
-        sent = tokio::time::timeout(limits.upstream_timeout, inner.upstream.request(request)) => sent,
+        sent = tokio::time::timeout(limits.upstream_timeout, sending) => sent,
     };
     let response = match sent {
         Ok(Ok(response)) => response,

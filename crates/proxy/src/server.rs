@@ -123,8 +123,16 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
+/// Most serving threads, however many cores the machine has: a desktop proxy needs a few.
+const MAX_WORKERS: usize = 8;
+
 /// Serves the proxy on `listeners` until `shutdown` completes, then stops accepting, closes live
 /// exchanges and gives open connections a few seconds to finish.
+///
+/// Thread per core: each serving thread runs its own single-threaded Tokio runtime and accepts
+/// on every listener itself, so a connection, its requests and its upstream connections stay on
+/// the thread that accepted it, with no cross-thread wake-up per request. The slot table of the
+/// connection cap is shared by all of them.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     state: ProxyState,
@@ -151,27 +159,97 @@ pub async fn serve(
         builder,
     };
 
-    let (stop, stopped) = watch::channel(false);
-    let connections = state.connections().clone();
-    let app = crate::router(state);
-    let mut loops = JoinSet::new();
+    let mut std_listeners = Vec::with_capacity(listeners.len());
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "proxy listening");
         }
-        loops.spawn(accept_loop(
-            listener,
-            app.clone(),
-            serving.clone(),
-            stopped.clone(),
-        ));
+        std_listeners.push(listener.into_std()?);
     }
+    let (stop, stopped) = watch::channel(false);
+    let connections = state.connections().clone();
+    let app = crate::router(state);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_WORKERS);
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let mut own = Vec::with_capacity(std_listeners.len());
+        for listener in &std_listeners {
+            own.push(listener.try_clone()?);
+        }
+        let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker {
+            listeners: own,
+            app: app.clone(),
+            serving: serving.clone(),
+            stopped: stopped.clone(),
+            limits,
+        };
+        std::thread::Builder::new()
+            .name(format!("latchkey-proxy-{index}"))
+            .spawn(move || {
+                worker.run();
+                drop(done);
+            })?;
+        finished.push(finished_rx);
+    }
+    drop(std_listeners);
     shutdown.await;
     info!("proxy stopping");
     let _ = stop.send(true);
     connections.close_all();
-    while loops.join_next().await.is_some() {}
+    // Each receiver resolves when its thread has drained and ended (or died).
+    for worker in finished {
+        let _ = worker.await;
+    }
     Ok(())
+}
+
+/// One serving thread: its own current-thread runtime, its own upstream connection pool, and
+/// an accept loop on each listener.
+struct Worker {
+    listeners: Vec<std::net::TcpListener>,
+    app: Router,
+    serving: Serving,
+    stopped: watch::Receiver<bool>,
+    limits: crate::config::Limits,
+}
+
+impl Worker {
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                warn!(kind = ?e.kind(), "proxy serving thread not started");
+                return;
+            }
+        };
+        match crate::upstream::client(&self.limits) {
+            Ok(client) => crate::forward::use_thread_upstream(client),
+            Err(e) => debug!(error = %e, "shared upstream pool used on this thread"),
+        }
+        runtime.block_on(async move {
+            let mut loops = JoinSet::new();
+            for listener in self.listeners {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        loops.spawn(accept_loop(
+                            listener,
+                            self.app.clone(),
+                            self.serving.clone(),
+                            self.stopped.clone(),
+                        ));
+                    }
+                    Err(e) => warn!(kind = ?e.kind(), "listener not served on this thread"),
+                }
+            }
+            while loops.join_next().await.is_some() {}
+        });
+    }
 }
 
 /// What every accept loop shares: the slot table, the control token and hyper's settings.
