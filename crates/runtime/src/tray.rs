@@ -6,7 +6,7 @@ use serde::Serialize;
 use latchkey_core::remote::ServerState;
 use latchkey_core::session::SessionState;
 
-use crate::view::{LoginFailure, LoginRequest, ServerView};
+use crate::view::{ConfigState, LoginFailure, LoginRequest, ServerView};
 
 /// The tray icon variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -318,6 +318,40 @@ pub fn server_notices(
     notices
 }
 
+/// A tray menu line that needs the person before anything else works, and the window it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionLine {
+    /// The menu item's id.
+    pub id: &'static str,
+    /// What the menu says.
+    pub label: &'static str,
+}
+
+/// The lines shown above everything else: no configuration yet (*Set up Latchkey…*), a
+/// configuration with a mistake, an unavailable keychain (*Keychain unavailable — how to fix*).
+/// Each opens the window, which says the rest.
+pub fn attention_lines(config: ConfigState, keychain_ok: bool) -> Vec<AttentionLine> {
+    let mut lines = Vec::new();
+    match config {
+        ConfigState::Missing => lines.push(AttentionLine {
+            id: "setup",
+            label: "Set up Latchkey…",
+        }),
+        ConfigState::Invalid => lines.push(AttentionLine {
+            id: "config-invalid",
+            label: "Configuration has a mistake — show",
+        }),
+        ConfigState::Loaded => {}
+    }
+    if !keychain_ok {
+        lines.push(AttentionLine {
+            id: "keychain-help",
+            label: "Keychain unavailable — how to fix",
+        });
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,6 +659,7 @@ mod server_tests {
                 scopes: vec!["read".to_owned()],
                 message: None,
                 last_login_error: None,
+                login_requested: None,
             })
             .collect()
     }
@@ -727,6 +762,34 @@ mod server_tests {
             .len(),
             1,
             "and announced again when it needs the person again"
+        );
+    }
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+
+    #[test]
+    fn a_first_run_and_a_broken_keychain_each_get_a_line_that_opens_the_window() {
+        assert_eq!(attention_lines(ConfigState::Loaded, true), vec![]);
+        let labels = |c, k| {
+            attention_lines(c, k)
+                .into_iter()
+                .map(|l| l.label)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(ConfigState::Missing, true), ["Set up Latchkey…"]);
+        assert_eq!(
+            labels(ConfigState::Loaded, false),
+            ["Keychain unavailable — how to fix"]
+        );
+        assert_eq!(
+            labels(ConfigState::Invalid, false),
+            [
+                "Configuration has a mistake — show",
+                "Keychain unavailable — how to fix"
+            ]
         );
     }
 }
