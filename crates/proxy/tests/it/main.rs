@@ -3,6 +3,7 @@
 //! and a real Chromium as its callers.
 
 mod audit;
+mod body_cap;
 mod browser;
 mod canary;
 mod control;
