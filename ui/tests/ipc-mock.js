@@ -106,6 +106,21 @@
       const page = rows.slice(0, filter.limit);
       return { rows: page, next_before_id: rows.length > filter.limit ? page[page.length - 1].id : null };
     },
+    // The runtime's buckets over the seeded audit log (its times are seconds, the store's ms).
+    activity_chart: ({ span }) => {
+      const bucket_ms = span === 'day' ? 3600000 : 60000;
+      const count = span === 'day' ? 24 : 60;
+      const start_ms = (Math.floor(Date.now() / bucket_ms) - (count - 1)) * bucket_ms;
+      const by = new Map();
+      for (const r of state.activity) {
+        const slot = Math.floor((r.time * 1000 - start_ms) / bucket_ms);
+        if (slot < 0 || slot >= count) continue;
+        if (!by.has(r.service)) by.set(r.service, { service: r.service, requests: Array(count).fill(0), errors: Array(count).fill(0) });
+        by.get(r.service).requests[slot] += 1;
+        if (r.status >= 400) by.get(r.service).errors[slot] += 1;
+      }
+      return { start_ms, bucket_ms, series: [...by.values()].sort((a, b) => a.service.localeCompare(b.service)) };
+    },
     list_connections: () => [{ id: 'c1', client: 'claude-code', service: 'demo', kind: 'sse', started_at: now() - 300, last_activity_at: now() - 2, bytes_in: 2048, bytes_out: 91234, events: 57 }],
     close_connection: () => null,
     detect_hosts: () => state.hosts,

@@ -26,3 +26,39 @@ for (const scheme of ['light', 'dark']) {
     });
   }
 }
+
+test('the Activity chart draws requests and errors per service from the seeded audit log, under the CSP', async () => {
+  const { page, context, errors } = await chrome.open({ width: 440 });
+  await show(page, 'Activity');
+  const totals = page.getByTestId('activity-totals');
+  // The mock's audit log: 60 requests in the last 30 minutes, alternating demo/github, with
+  // 8 (demo) and 23 (github) answered 4xx/5xx.
+  await page.waitForFunction(() => /github/.test(document.querySelector('[data-testid=activity-totals]')?.textContent ?? ''));
+  assert.equal(await totals.innerText(), 'demo: 30 requests, 8 errors\ngithub: 30 requests, 23 errors');
+  const chart = page.getByTestId('activity-chart');
+  assert.match(await chart.getAttribute('aria-label'), /last hour: demo 30 requests, 8 errors; github 30 requests, 23 errors/);
+  await chart.screenshot({ path: join(shots, 'activity-chart-hour.png') });
+  // uPlot drew on its canvas: pixels in the first service's colour (#4c6ef5) and the error red.
+  const painted = await page.evaluate(() => {
+    const canvas = document.querySelector('[data-testid=activity-chart] canvas');
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    let blue = 0;
+    let red = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+      if (a > 120 && b > 170 && r < 150 && g < 170) blue += 1;
+      if (a > 120 && r > 170 && g < 90 && b < 90) red += 1;
+    }
+    return { blue, red, width: canvas.getBoundingClientRect().width };
+  });
+  assert.ok(painted.blue > 20, `the requests line is drawn: ${JSON.stringify(painted)}`);
+  assert.ok(painted.red > 20, `the errors line is drawn: ${JSON.stringify(painted)}`);
+  assert.ok(painted.width <= 440, 'the chart fits the window');
+  await page.getByRole('button', { name: 'Last day' }).click();
+  await page.waitForFunction(() => /last day/.test(document.querySelector('[data-testid=activity-chart]')?.getAttribute('aria-label') ?? ''));
+  assert.equal(await page.getByRole('button', { name: 'Last day' }).getAttribute('aria-pressed'), 'true');
+  assert.equal(await totals.innerText(), 'demo: 30 requests, 8 errors\ngithub: 30 requests, 23 errors', 'the day holds the same hour');
+  await page.screenshot({ path: join(shots, 'activity-440-light.png') });
+  assert.deepEqual(errors, [], 'no console errors or CSP violations');
+  await context.close();
+});

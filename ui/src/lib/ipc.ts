@@ -2,7 +2,9 @@
 import { invoke } from '@tauri-apps/api/core';
 import { listen, type UnlistenFn } from '@tauri-apps/api/event';
 import type {
+  ActivityBuckets,
   ActivityFilter,
+  ActivitySpan,
   AddServerRequest,
   AuditPage,
   AuditRow,
@@ -53,6 +55,7 @@ export const ipc = {
   createClient: (name: string, services: string[]) => call<CreatedClient>('create_client', { name, services }),
   revokeClient: (name: string) => call<null>('revoke_client', { name }),
   queryActivity: (filter: ActivityFilter) => call<AuditPage>('query_activity', { filter }),
+  activityChart: (span: ActivitySpan) => call<ActivityBuckets>('activity_chart', { span }),
   listConnections: () => call<ConnectionView[]>('list_connections'),
   closeConnection: (id: string) => call<null>('close_connection', { id }),
   detectHosts: () => call<HostView[]>('detect_hosts'),

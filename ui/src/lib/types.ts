@@ -140,6 +140,23 @@ export interface AuditPage {
 
 export type StatusClass = 'ok' | 'client_error' | 'server_error';
 
+/** One service's counts per bucket, oldest first (`latchkey_store::ServiceSeries`). */
+export interface ServiceSeries {
+  service: string | null;
+  requests: number[];
+  errors: number[];
+}
+
+/** Client traffic per service in time buckets (`latchkey_store::ActivityBuckets`; milliseconds). */
+export interface ActivityBuckets {
+  start_ms: number;
+  bucket_ms: number;
+  series: ServiceSeries[];
+}
+
+/** The Activity chart's span: the last hour by minute, or the last day by hour. */
+export type ActivitySpan = 'hour' | 'day';
+
 export interface ActivityFilter {
   client?: string;
   service?: string;
