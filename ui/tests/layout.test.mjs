@@ -38,20 +38,21 @@ test('the Activity chart draws requests and errors per service from the seeded a
   const chart = page.getByTestId('activity-chart');
   assert.match(await chart.getAttribute('aria-label'), /last hour: demo 30 requests, 8 errors; github 30 requests, 23 errors/);
   await chart.screenshot({ path: join(shots, 'activity-chart-hour.png') });
-  // uPlot drew on its canvas: pixels in the first service's colour (#4c6ef5) and the error red.
+  // uPlot drew on its canvas: pixels in the services' colours (#4c6ef5, #12b886; the lines overlap
+  // where both services had a request) and the error red.
   const painted = await page.evaluate(() => {
     const canvas = document.querySelector('[data-testid=activity-chart] canvas');
     const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-    let blue = 0;
+    let lines = 0;
     let red = 0;
     for (let i = 0; i < data.length; i += 4) {
       const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-      if (a > 120 && b > 170 && r < 150 && g < 170) blue += 1;
+      if (a > 120 && ((b > 170 && r < 150 && g < 170) || (g > 150 && r < 90 && b > 100 && b < 170))) lines += 1;
       if (a > 120 && r > 170 && g < 90 && b < 90) red += 1;
     }
-    return { blue, red, width: canvas.getBoundingClientRect().width };
+    return { lines, red, width: canvas.getBoundingClientRect().width };
   });
-  assert.ok(painted.blue > 20, `the requests line is drawn: ${JSON.stringify(painted)}`);
+  assert.ok(painted.lines > 20, `the requests lines are drawn: ${JSON.stringify(painted)}`);
   assert.ok(painted.red > 20, `the errors line is drawn: ${JSON.stringify(painted)}`);
   assert.ok(painted.width <= 440, 'the chart fits the window');
   await page.getByRole('button', { name: 'Last day' }).click();
