@@ -355,6 +355,10 @@ mod tests {
             assert!(super::super::fetch::is_loopback(&url), "{r} is loopback");
         }
         let id = Url::parse(doc["client_id"].as_str().expect("client_id")).expect("URL");
+        assert!(
+            crate::config::parse_client_metadata_url(id.as_str()).is_ok(),
+            "its client_id is a valid client_metadata_url, as where it is published must be"
+        );
         assert_eq!(id.scheme(), "https", "a client id document URL is https");
         assert!(id.path().len() > 1, "with a path, as the draft requires");
     }
