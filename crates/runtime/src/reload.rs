@@ -582,3 +582,117 @@ impl Latchkey {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use latchkey_core::paths::Paths;
+    use latchkey_core::vault::{MemoryStore, Vault};
+
+    use crate::view::ConfigState;
+    use crate::{Latchkey, StartOptions};
+
+    const ACCOUNT: &str = "version = 1\n\n[[accounts]]\nname = \"work\"\nissuer = \"https://idp.example.com\"\nclient_id = \"latchkey\"\n";
+
+    fn with_service(name: &str) -> String {
+        format!(
+            "{ACCOUNT}\n[[services]]\nname = \"{name}\"\naccount = \"work\"\nsource = \"manual\"\nupstream = \"http://127.0.0.1:9\"\nallow_loopback_http = true\ncredentials = [{{ name = \"key\", header = \"X-Api-Key\" }}]\n"
+        )
+    }
+
+    /// Waits (on the instance's change signal, with a deadline) until `check` holds.
+    async fn until(lk: &Latchkey, what: &str, check: impl Fn(&Latchkey) -> bool) {
+        let mut changes = lk.subscribe();
+        let wait = async {
+            while !check(lk) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), wait)
+                .await
+                .is_ok(),
+            "{what} within 5 s"
+        );
+    }
+
+    async fn refusal(lk: &Latchkey, token: &str, service: &str) -> String {
+        let addr = lk.proxy_addr().expect("serving");
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}/{service}/x"))
+            .header("x-latchkey-client", token)
+            .send()
+            .await
+            .expect("request");
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        body["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_starts_empty_and_later_edits_are_applied_or_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
+        let lk = Latchkey::start(StartOptions {
+            paths: paths.clone(),
+            proxy_port: Some(0),
+            vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
+            serve_proxy: true,
+        })
+        .await
+        .expect("starts without a configuration file");
+        let overview = lk.overview();
+        assert_eq!(overview.config.state, ConfigState::Missing);
+        assert_eq!(lk.tray_status().title, "Set up Latchkey…");
+        let json = serde_json::to_value(&overview).expect("json");
+        assert_eq!(json["config"]["state"], "missing", "{json}");
+
+        // An invalid file: reported with its line, nothing configured.
+        std::fs::write(paths.config_file(), with_service("V1")).expect("write");
+        until(&lk, "the invalid file is reported", |lk| {
+            lk.overview().config.state == ConfigState::Invalid
+        })
+        .await;
+        let config = lk.overview().config;
+        let problem = config.error.expect("error");
+        assert_eq!(problem.line, 9, "{problem:?}");
+        assert!(problem.message.contains("reserved"), "{problem:?}");
+        assert!(lk.tray_status().title.contains("config.toml:9"));
+        assert!(lk.config().accounts.is_empty());
+
+        // Fixed: applied, the service is routed.
+        std::fs::write(paths.config_file(), with_service("svc")).expect("write");
+        until(&lk, "the fixed file is applied", |lk| {
+            lk.overview().config.state == ConfigState::Loaded
+        })
+        .await;
+        assert!(lk.config().service("svc").is_some());
+        assert_eq!(lk.overview().accounts.len(), 1, "the new account's session");
+        let token = lk
+            .create_client("t", &["svc".to_owned()])
+            .expect("client")
+            .token;
+        assert_ne!(refusal(&lk, &token, "svc").await, "unknown_service");
+
+        // An invalid edit keeps the routes in force.
+        std::fs::write(paths.config_file(), with_service("OAuth")).expect("write");
+        until(&lk, "the invalid edit is reported", |lk| {
+            lk.overview().config.state == ConfigState::Invalid
+        })
+        .await;
+        assert_ne!(refusal(&lk, &token, "svc").await, "unknown_service");
+
+        // Renamed: the old name is unknown, the new one routed.
+        std::fs::write(paths.config_file(), with_service("svc2")).expect("write");
+        until(&lk, "the rename is applied", |lk| {
+            lk.config().service("svc2").is_some()
+        })
+        .await;
+        assert_eq!(refusal(&lk, &token, "svc").await, "unknown_service");
+        assert_eq!(lk.overview().config.state, ConfigState::Loaded);
+        lk.shutdown().await;
+    }
+}
