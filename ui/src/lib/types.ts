@@ -93,6 +93,8 @@ export interface ServerView {
   message: string | null;
   /** Why the last login failed, until the next one starts or one succeeds. */
   last_login_error: LoginFailure | null;
+  /** The latest request a host made while it needed a login or more access, until a login. */
+  login_requested?: LoginRequest | null;
 }
 
 /** What *Add MCP server* sends (`src-tauri/src/commands.rs` `AddServerRequest`). */
