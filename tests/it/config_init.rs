@@ -18,6 +18,10 @@ fn fresh_home() -> (Home, PathBuf) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
 async fn config_init_with_flags_checks_the_sandbox_then_the_login_works() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
     let (home, path) = fresh_home();
