@@ -102,6 +102,19 @@ pub enum CredentialError {
     /// The OS keychain is locked or not available.
     #[error("The OS keychain is locked or unavailable; unlock it and try again.")]
     KeychainUnavailable,
+    /// The session's access token needs renewing and the identity provider cannot be reached
+    /// (down, slow, or a server error). The session is kept: no new login is needed.
+    #[error(
+        "The identity provider `{host}` of account `{account}` cannot be reached, so Latchkey cannot renew its sign-in right now; no new login is needed: try again in {retry_after} seconds."
+    )]
+    IdpUnavailable {
+        /// The account whose session waits for its provider.
+        account: String,
+        /// The provider's host (from the account's `issuer`).
+        host: String,
+        /// Whole seconds after which a retry is worth it.
+        retry_after: u64,
+    },
     /// A remote MCP server has no usable token: the person must sign in to it in Latchkey.
     #[error(
         "Sign in to the MCP server `{server}` in Latchkey: run `latchkey server login {server}` or use Log in next to it in Latchkey's window, then retry."
@@ -139,9 +152,18 @@ impl CredentialError {
             Self::Forbidden => "credentials_forbidden",
             Self::GatewayUnavailable => "gateway_unavailable",
             Self::KeychainUnavailable => "keychain_unavailable",
+            Self::IdpUnavailable { .. } => "idp_unavailable",
             Self::ServerLoginRequired { .. } => "login_required",
             Self::ServerStepUpRequired { .. } => "step_up_required",
             Self::ServerTokenRenewed { .. } => "retry_request",
+        }
+    }
+
+    /// Seconds after which the same request is worth trying again, when the failure is passing.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::IdpUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

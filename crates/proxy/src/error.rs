@@ -172,9 +172,9 @@ impl ProxyError {
                 // Without `WWW-Authenticate: ... insufficient_scope` neither SDK reads a `403` as
                 // a challenge (see above); it stays `403` like the gateway's own refusal.
                 CredentialError::Forbidden => StatusCode::FORBIDDEN,
-                CredentialError::GatewayUnavailable | CredentialError::KeychainUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                CredentialError::GatewayUnavailable
+                | CredentialError::KeychainUnavailable
+                | CredentialError::IdpUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 // A remote MCP server's own refusal is never passed on as `401`/`403` (the host
                 // would start OAuth against Latchkey): what only the person can fix is `424`.
                 CredentialError::ServerLoginRequired { .. }
@@ -183,6 +183,17 @@ impl ProxyError {
             },
             Self::CredentialsInvalid | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::ConnectionClosed | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl ProxyError {
+    /// Seconds for `Retry-After`, when the refusal passes by itself.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::Credentials(e) => e.retry_after(),
+            _ => None,
         }
     }
 }
@@ -229,7 +240,7 @@ impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let body = error_body(self.code(), &self.to_string());
         let mut response = json_response(self.status(), body);
-        if let Self::RateLimited { retry_after } = self {
+        if let Some(retry_after) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -290,9 +301,36 @@ mod tests {
             (CredentialError::NotConfigured, 424),
             (CredentialError::GatewayUnavailable, 503),
             (CredentialError::KeychainUnavailable, 503),
+            (
+                CredentialError::IdpUnavailable {
+                    account: "work".into(),
+                    host: "idp.example.com".into(),
+                    retry_after: 30,
+                },
+                503,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(ProxyError::from(e).status().as_u16(), status);
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_identity_provider_is_not_a_login_and_says_when_to_retry() {
+        let (status, headers, body) = json(ProxyError::from(CredentialError::IdpUnavailable {
+            account: "work".into(),
+            host: "idp.example.com".into(),
+            retry_after: 30,
+        }))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "30");
+        assert_eq!(body["error"], "idp_unavailable");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`idp.example.com`") && message.contains("`work`"),
+            "names the provider and the account: {message}"
+        );
+        assert!(message.contains("no new login"), "{message}");
     }
 }

@@ -94,7 +94,13 @@ pub(crate) async fn refuse(
         Some(id) => jsonrpc_error(id, code, &message, service, account.as_deref()),
         None => error_body(code, &message),
     };
-    json_response(error.status(), body)
+    let mut response = json_response(error.status(), body);
+    if let Some(retry_after) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(retry_after));
+    }
+    response
 }
 
 /// `{"jsonrpc": "2.0", "id": id, "error": {"code", "message", "data": {"latchkey_error", ...}}}`.

@@ -9,6 +9,7 @@ use crate::RuntimeError;
 use latchkey_core::config::{Config, CredentialSource as SourceKind, InjectTarget};
 use latchkey_core::credentials::{CredentialValues, CredentialsError};
 use latchkey_core::gateway::GatewayError;
+use latchkey_core::login::LoginError;
 use latchkey_core::session::SessionError;
 use latchkey_proxy::{CredentialError, CredentialSource, Injection, ProxyConfig, Route};
 
@@ -70,6 +71,28 @@ impl SessionCredentials {
     }
 }
 
+impl SessionCredentials {
+    /// `idp_unavailable` for `service`: its account and the host of that account's provider.
+    fn idp_unavailable(&self, service: &str) -> CredentialError {
+        let config = self.lk.config();
+        let account = config.service(service).map(|s| s.account.to_string());
+        let host = account
+            .as_deref()
+            .and_then(|name| config.accounts.iter().find(|a| a.name.as_str() == name))
+            .and_then(|a| a.issuer.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "the identity provider".to_owned());
+        CredentialError::IdpUnavailable {
+            account: account.unwrap_or_default(),
+            host,
+            retry_after: IDP_RETRY_AFTER_SECONDS,
+        }
+    }
+}
+
+/// `Retry-After` of an `idp_unavailable` answer: the refresher retries on its own meanwhile
+/// (backing off up to a minute), and the next request refreshes on demand.
+const IDP_RETRY_AFTER_SECONDS: u64 = 30;
+
 impl CredentialSource for SessionCredentials {
     fn account(&self, service: &str) -> Option<String> {
         self.lk
@@ -91,7 +114,7 @@ impl CredentialSource for SessionCredentials {
             if result.is_err() {
                 self.lk.changed();
             }
-            result.map_err(|e| to_proxy_error(&e))
+            result.map_err(|e| to_proxy_error(&e, || self.idp_unavailable(&service)))
         })
     }
 
@@ -167,12 +190,21 @@ impl CredentialSource for SessionCredentials {
     }
 }
 
-/// Maps a credential failure to the proxy's error classes (PROTOCOL §3 codes).
-fn to_proxy_error(e: &CredentialsError) -> CredentialError {
+/// Maps a credential failure to the proxy's error classes (PROTOCOL §3 codes); an unreachable
+/// identity provider is described by `idp_unavailable`.
+fn to_proxy_error(
+    e: &CredentialsError,
+    idp_unavailable: impl FnOnce() -> CredentialError,
+) -> CredentialError {
     match e {
         CredentialsError::Session(SessionError::Vault(_)) | CredentialsError::Vault(_) => {
             CredentialError::KeychainUnavailable
         }
+        // The session needs its provider and the provider cannot answer: the session is kept,
+        // and logging in again would need the same provider. Not a login.
+        CredentialsError::Session(SessionError::Login(
+            LoginError::Unreachable { .. } | LoginError::Timeout(_),
+        )) => idp_unavailable(),
         CredentialsError::Session(_) | CredentialsError::Gateway(GatewayError::Unauthorized) => {
             CredentialError::LoginRequired
         }

@@ -873,6 +873,11 @@ impl LoginAttempt {
         &self.url
     }
 
+    /// The provider's token endpoint, where this login's code is exchanged.
+    pub fn token_endpoint(&self) -> &Url {
+        &self.provider.metadata().token_endpoint
+    }
+
     /// The loopback redirect URI of this attempt.
     pub fn redirect_uri(&self) -> &str {
         self.redirect.as_str()

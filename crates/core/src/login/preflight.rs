@@ -11,9 +11,13 @@
 //!   redirect URI): [`PreflightError::RedirectUriNotRegistered`]; `invalid_client` /
 //!   `unauthorized_client`: [`PreflightError::ClientNotRegistered`]; another OAuth error code:
 //!   [`LoginError::Authorization`];
-//! - anything else (`5xx`, a timeout, a network error, a `4xx` that says nothing we recognise):
-//!   inconclusive. The login goes on (the browser may reach what Latchkey cannot), with a debug
-//!   log line saying so.
+//! - no connection to the authorization endpoint *and* none to the token endpoint either:
+//!   [`PreflightError::IdpUnreachable`]. Latchkey itself exchanges the code at the token endpoint,
+//!   so a login it cannot finish is not started;
+//! - anything else (`5xx`, a timeout, a network error on the authorization endpoint alone, a
+//!   `4xx` that says nothing we recognise): inconclusive. The login goes on (the browser may reach
+//!   what Latchkey cannot: a browser proxy or an extension in front of the sign-in page, a slow
+//!   provider), with a debug log line saying so.
 //!
 //! Nothing here logs the URL: it carries the `state`, the `nonce` and the PKCE challenge. Those
 //! values are also scrubbed from any provider text that ends up in an error message.
@@ -84,6 +88,17 @@ pub enum PreflightError {
         /// Its description, shortened, with request values removed.
         description: Option<String>,
     },
+    /// Neither the authorization endpoint nor the token endpoint takes a connection: the
+    /// provider is down (or this computer is offline), and a login could not finish.
+    #[error(
+        "the identity provider at `{host}` is unreachable ({reason}); check that it is up and that this computer is online, then try again"
+    )]
+    IdpUnreachable {
+        /// The provider's host (and port).
+        host: String,
+        /// What failed (no URL, no query).
+        reason: String,
+    },
     /// The provider refused the request with another OAuth error (already what the callback
     /// would have said).
     #[error(transparent)]
@@ -96,6 +111,7 @@ impl PreflightError {
         match self {
             Self::RedirectUriNotRegistered { .. } => "redirect_uri_not_registered",
             Self::ClientNotRegistered { .. } => "client_not_registered",
+            Self::IdpUnreachable { .. } => "idp_unreachable",
             Self::Login(e) => e.code(),
         }
     }
@@ -138,10 +154,40 @@ pub enum Verdict {
 /// `fixed_port` says whether the redirect URI's port is configured, for the fix in the message.
 ///
 /// Errors only when the provider clearly refused; a flaky provider is [`Verdict::Inconclusive`].
-#[instrument(skip_all, fields(endpoint = %endpoint(authorize_url)))]
 pub async fn check(
     http: &reqwest::Client,
     authorize_url: &Url,
+    fixed_port: bool,
+    timeout: Duration,
+) -> Result<Verdict, PreflightError> {
+    run(http, authorize_url, None, fixed_port, timeout).await
+}
+
+/// [`check`] before a login that Latchkey must finish at `token_endpoint`: when neither the
+/// authorization endpoint nor the token endpoint takes a connection, the login could not finish,
+/// and it fails now with [`PreflightError::IdpUnreachable`].
+pub async fn check_login(
+    http: &reqwest::Client,
+    authorize_url: &Url,
+    token_endpoint: &Url,
+    fixed_port: bool,
+    timeout: Duration,
+) -> Result<Verdict, PreflightError> {
+    run(
+        http,
+        authorize_url,
+        Some(token_endpoint),
+        fixed_port,
+        timeout,
+    )
+    .await
+}
+
+#[instrument(skip_all, fields(endpoint = %endpoint(authorize_url)))]
+async fn run(
+    http: &reqwest::Client,
+    authorize_url: &Url,
+    token_endpoint: Option<&Url>,
     fixed_port: bool,
     timeout: Duration,
 ) -> Result<Verdict, PreflightError> {
@@ -157,6 +203,11 @@ pub async fn check(
         .await;
     let response = match sent {
         Ok(r) => r,
+        // Refused, reset, or a pooled connection the provider had closed: ask again, fresh.
+        Err(e) if !e.is_timeout() && token_endpoint.is_some() => {
+            let token_endpoint = token_endpoint.unwrap_or(authorize_url);
+            return unreachable_or_inconclusive(token_endpoint, timeout).await;
+        }
         Err(e) => {
             let why = if e.is_timeout() {
                 "timed out"
@@ -192,6 +243,62 @@ pub async fn check(
     }
     let body = read_capped(response).await;
     request.judge_refusal(status, &body)
+}
+
+/// The authorization endpoint gave no answer: the login can still finish if the token endpoint,
+/// which Latchkey itself must reach, takes a connection (the browser may reach the sign-in page
+/// another way); if it does not either, the provider is unreachable. The probe opens a connection
+/// of its own (none from a pool that may hold one to a provider that has since gone).
+async fn unreachable_or_inconclusive(
+    token_endpoint: &Url,
+    timeout: Duration,
+) -> Result<Verdict, PreflightError> {
+    let fresh = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(timeout)
+        .build();
+    let Ok(fresh) = fresh else {
+        return Ok(Verdict::Inconclusive);
+    };
+    // Any answer, even an error status, shows the token endpoint is there.
+    match fresh.head(token_endpoint.clone()).send().await {
+        Err(e) if e.is_connect() && !e.is_timeout() => {
+            debug!("login pre-flight: the provider takes no connection");
+            let host = match token_endpoint.port() {
+                Some(port) => format!("{}:{port}", token_endpoint.host_str().unwrap_or_default()),
+                None => token_endpoint.host_str().unwrap_or_default().to_owned(),
+            };
+            Err(PreflightError::IdpUnreachable {
+                host,
+                reason: connect_reason(&e),
+            })
+        }
+        _ => {
+            debug!(
+                "login pre-flight inconclusive (no answer from the sign-in page, but the token endpoint answers); going on with the login"
+            );
+            Ok(Verdict::Inconclusive)
+        }
+    }
+}
+
+/// Why a connection failed, in words, without the URL.
+fn connect_reason(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut kinds = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        source = s.source();
+    }
+    if kinds.contains(&std::io::ErrorKind::ConnectionRefused) {
+        "connection refused".to_owned()
+    } else {
+        "no connection".to_owned()
+    }
 }
 
 /// The parts of the authorization request the verdict needs. `secrets` are the values that must
@@ -485,6 +592,7 @@ mod tests {
         });
         let mut u = url("http://127.0.0.1:1/oauth/callback");
         u.set_scheme("http").expect("scheme");
+        u.set_host(Some("127.0.0.1")).expect("host");
         u.set_port(Some(port)).expect("port");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -492,7 +600,7 @@ mod tests {
             .build()
             .expect("client");
         let started = std::time::Instant::now();
-        let verdict = check(&http, &u, false, Duration::from_millis(300))
+        let verdict = check_login(&http, &u, &u, false, Duration::from_millis(300))
             .await
             .expect("inconclusive");
         assert_eq!(verdict, Verdict::Inconclusive);
@@ -503,22 +611,68 @@ mod tests {
         holder.abort();
     }
 
-    #[tokio::test]
-    async fn an_unreachable_provider_is_inconclusive_not_an_error() {
+    /// A loopback port nobody listens on.
+    fn closed_port() -> u16 {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = closed.local_addr().expect("addr").port();
-        drop(closed);
-        let mut u = url("http://127.0.0.1:1/oauth/callback");
-        u.set_port(Some(port)).expect("port");
-        u.set_scheme("http").expect("scheme");
-        let http = reqwest::Client::builder()
+        closed.local_addr().expect("addr").port()
+    }
+
+    fn plain_client() -> reqwest::Client {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .expect("client");
-        let verdict = check(&http, &u, false, Duration::from_secs(2))
+            .expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_takes_no_connection_at_all_is_unreachable() {
+        let port = closed_port();
+        let mut u = url("http://127.0.0.1:1/oauth/callback");
+        u.set_scheme("http").expect("scheme");
+        u.set_host(Some("127.0.0.1")).expect("host");
+        u.set_port(Some(port)).expect("port");
+        let token = Url::parse(&format!("http://127.0.0.1:{port}/token")).expect("url");
+        let e = check_login(&plain_client(), &u, &token, false, Duration::from_secs(2))
+            .await
+            .expect_err("no login that could not finish");
+        assert_eq!(e.code(), "idp_unreachable");
+        let m = e.to_string();
+        assert!(
+            m.contains(&format!("`127.0.0.1:{port}`")),
+            "names the host: {m}"
+        );
+        assert!(
+            m.contains("connection refused") && m.contains("try again"),
+            "{m}"
+        );
+        assert!(!m.contains("STATE-canary-1"), "no request value: {m}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_sign_in_page_with_a_reachable_token_endpoint_is_inconclusive() {
+        // The browser may reach the sign-in page another way; Latchkey reaches what it needs.
+        let token_endpoint = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let token_port = token_endpoint.local_addr().expect("addr").port();
+        let answering = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = token_endpoint.accept().await {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let mut u = url("http://127.0.0.1:1/oauth/callback");
+        u.set_scheme("http").expect("scheme");
+        u.set_host(Some("127.0.0.1")).expect("host");
+        u.set_port(Some(closed_port())).expect("port");
+        let token = Url::parse(&format!("http://127.0.0.1:{token_port}/token")).expect("url");
+        let verdict = check_login(&plain_client(), &u, &token, false, Duration::from_secs(2))
             .await
             .expect("inconclusive");
         assert_eq!(verdict, Verdict::Inconclusive);
+        answering.abort();
     }
 }

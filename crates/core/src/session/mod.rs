@@ -179,6 +179,11 @@ impl PendingLogin {
     pub fn authorize_url(&self) -> &Url {
         self.attempt.authorize_url()
     }
+
+    /// The provider's token endpoint, which Latchkey must reach to finish the login.
+    pub fn token_endpoint(&self) -> &Url {
+        self.attempt.token_endpoint()
+    }
 }
 
 /// Puts the session back to its state before the login if the login does not complete.
@@ -213,6 +218,21 @@ pub struct Session {
     live: RwLock<Option<Arc<Live>>>,
     state: watch::Sender<SessionState>,
     refresh_lock: Mutex<()>,
+    /// Refreshes that ended with the provider unreachable or silent, and the last such error:
+    /// callers queued behind one get its answer instead of each waiting out another timeout.
+    outages: std::sync::atomic::AtomicU64,
+    last_outage: std::sync::Mutex<Option<(u64, LoginError)>>,
+}
+
+/// A copy of an outage error (`LoginError` holds no secret but is not `Clone`).
+fn outage_copy(e: &LoginError) -> Option<LoginError> {
+    match e {
+        LoginError::Unreachable { reason } => Some(LoginError::Unreachable {
+            reason: reason.clone(),
+        }),
+        LoginError::Timeout(d) => Some(LoginError::Timeout(*d)),
+        _ => None,
+    }
 }
 
 impl Session {
@@ -229,6 +249,8 @@ impl Session {
             live: RwLock::new(None),
             state,
             refresh_lock: Mutex::new(()),
+            outages: std::sync::atomic::AtomicU64::new(0),
+            last_outage: std::sync::Mutex::new(None),
         }
     }
 
@@ -503,10 +525,23 @@ impl Session {
     /// Single-flight refresh: the first caller refreshes; the others wait on the lock and then
     /// find a newer generation.
     async fn refresh_from(&self, seen_generation: u64) -> Result<Arc<Live>, SessionError> {
+        let outages_before = self.outages.load(std::sync::atomic::Ordering::Acquire);
         let _one_at_a_time = self.refresh_lock.lock().await;
         let live = self.current().ok_or_else(|| self.login_required())?;
         if live.generation != seen_generation {
             return Ok(live);
+        }
+        // The refresh this caller queued behind found the provider down: same answer, now.
+        if self.outages.load(std::sync::atomic::Ordering::Acquire) != outages_before
+            && let Some(e) = self
+                .last_outage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(generation, _)| *generation == live.generation)
+                .and_then(|(_, e)| outage_copy(e))
+        {
+            return Err(e.into());
         }
         let Some(refresh_token) = live.refresh_token.clone() else {
             // Callers check first; a session without a refresh token is never "refreshed" away.
@@ -567,6 +602,14 @@ impl Session {
                 e @ (LoginError::SubjectChanged | LoginError::IssuerChanged),
             )) => Err(self.end_session(&live, &e.to_string()).await),
             Err(e) => {
+                if let SessionError::Login(login) = &e
+                    && let Some(copy) = outage_copy(login)
+                {
+                    *self.last_outage.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((live.generation, copy));
+                    self.outages
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 if live.expires_at > self.now() {
                     self.publish_active(&live);
                 } else {

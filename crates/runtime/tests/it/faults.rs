@@ -271,7 +271,6 @@ async fn assert_restores(rig: &mut Rig) {
 }
 
 #[tokio::test]
-#[ignore = "bug: with discovery cached, a login while the IdP is down hands out its authorization URL (the pre-flight takes `connection refused` as inconclusive) instead of idp_unreachable"]
 async fn idp_down_during_login_says_idp_unreachable_and_keeps_the_stored_session() {
     let mut rig = Rig::start(IdpOptions::default(), 600).await;
     assert!(rig.request().await.served_the_credential());
@@ -373,6 +372,127 @@ async fn idp_down_when_the_access_token_expires_still_serves_cached_credentials(
         answer.served_the_credential(),
         "the cached credential serves within its TTL: {answer:?}"
     );
+}
+
+/// With no cached credential, an access token past its expiry and the provider not answering,
+/// the proxy says the provider is unavailable (who, where, when to retry), not "log in": a new
+/// login would need the same provider, and the stored session is fine. Once the provider answers
+/// again, the next request refreshes and is served.
+#[tokio::test]
+async fn idp_down_with_the_token_expired_and_nothing_cached_says_idp_unavailable_not_login_required()
+ {
+    let mut rig = Rig::start(
+        IdpOptions {
+            access_ttl: 2,
+            refresh_ttl: 3600,
+        },
+        600,
+    )
+    .await;
+    // No request yet: no credential is cached. The provider freezes (`SIGSTOP`): its port takes
+    // connections and nothing answers, so a refresh times out.
+    rig.idp().pause().expect("SIGSTOP the IdP");
+    let lk = rig.lk().clone();
+    eventually("the access token has expired", || {
+        let o = lk.overview();
+        let state = account_state(&lk);
+        let expired = matches!(state, SessionState::Error { .. })
+            || state.expires_at().is_some_and(|e| e <= o.now);
+        async move { expired }
+    })
+    .await;
+
+    // The refresh in flight times out at the session's 15 s; the request waits for it.
+    let patient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(45))
+        .build()
+        .expect("http");
+    let response = patient
+        .get(format!("{}/demo/whoami", rig.lk().proxy_url()))
+        .header("x-latchkey-client", &rig.token)
+        .send()
+        .await
+        .expect("the proxy answers");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(
+        body["error"], "idp_unavailable",
+        "not login_required: {body}"
+    );
+    assert_eq!(status, 503, "a passing outage: {body}");
+    assert!(
+        retry_after.is_some_and(|s| s > 0),
+        "Retry-After says when: {retry_after:?}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    let host = url::Url::parse(rig.idp().issuer())
+        .expect("issuer")
+        .host_str()
+        .map(str::to_owned)
+        .expect("host");
+    assert!(
+        message.contains(&format!("`{host}`")) && message.contains(&format!("`{ACCOUNT}`")),
+        "names the provider's host and the account: {message}"
+    );
+    assert!(
+        message.contains("no new login"),
+        "tells the person not to log in again: {message}"
+    );
+    assert!(rig.holds_tokens(), "the keychain keeps the session");
+    assert!(
+        !matches!(
+            rig.state(),
+            SessionState::Expired { .. } | SessionState::LoggedOut
+        ),
+        "the session is not ended: {:?}",
+        rig.state()
+    );
+
+    // The provider back: the next request refreshes on demand and is served.
+    rig.idp().resume().expect("SIGCONT the IdP");
+    let answer = rig.request().await;
+    assert!(
+        answer.served_the_credential(),
+        "served once the provider answers: {answer:?}"
+    );
+    assert!(is_active(&rig.state()), "{:?}", rig.state());
+    assert_restores(&mut rig).await;
+}
+
+/// A token that lives 2 s is refreshed about once a second, not back-to-back: the refresh point
+/// of a token shorter than the 10 s margin used to be its issue time, so every refresh was due
+/// again the moment it landed.
+#[tokio::test]
+async fn a_short_lived_token_is_refreshed_at_a_bounded_rate() {
+    let rig = Rig::start(
+        IdpOptions {
+            access_ttl: 2,
+            refresh_ttl: 3600,
+        },
+        600,
+    )
+    .await;
+    let before = rig.idp().stats().await.expect("stats").refresh_grants;
+    // The observation window, not a synchronisation: count what the refresher does in it.
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let granted = rig.idp().stats().await.expect("stats").refresh_grants - before;
+    assert!(
+        granted >= 2,
+        "the background refresher keeps a 2 s token fresh: {granted} refreshes in {window:?}"
+    );
+    assert!(
+        granted <= 6,
+        "at most about one refresh a second: {granted} refreshes in {window:?}"
+    );
+    assert!(is_active(&rig.state()), "{:?}", rig.state());
+    assert!(rig.request().await.served_the_credential());
 }
 
 #[tokio::test]
