@@ -7,7 +7,7 @@
 //! notification says so once), the ready ones one summary line.
 
 use latchkey_core::session::SessionState;
-use latchkey_runtime::tray::{ServerLineAction, server_lines, server_notices};
+use latchkey_runtime::tray::{ServerLineAction, attention_lines, server_lines, server_notices};
 use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuBuilder, MenuEvent, MenuItemBuilder};
@@ -38,6 +38,13 @@ fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Me
         )
         .separator();
     let overview = lk.overview();
+    let attention = attention_lines(overview.config.state, overview.keychain.ok);
+    for line in &attention {
+        builder = builder.item(&MenuItemBuilder::with_id(line.id, line.label).build(app)?);
+    }
+    if !attention.is_empty() {
+        builder = builder.separator();
+    }
     for account in overview.accounts {
         let usable = account.state.is_usable();
         let pending = matches!(account.state, SessionState::LoggingIn);
@@ -114,7 +121,9 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
         return;
     };
     match id.as_str() {
-        "open" => crate::window::show_main(app),
+        // The window opens on what needs doing: Setup without a configuration, the
+        // configuration's mistake, the keychain's explanation.
+        "open" | "setup" | "config-invalid" | "keychain-help" => crate::window::show_main(app),
         "copy-proxy" => {
             if let Err(e) = app.clipboard().write_text(lk.proxy_url()) {
                 tracing::warn!(error = %e, "clipboard unavailable");
