@@ -36,7 +36,7 @@
   };
   const statuses = [200, 200, 401, 403, 502, 200, 429, 200];
   for (let i = 1; i <= 60; i += 1) {
-    state.activity.push({ id: i, time: now() - (61 - i) * 30, client: i % 3 ? 'claude-code' : 'cursor', service: i % 2 ? 'demo' : 'github', method: i % 4 ? 'POST' : 'GET', path: i % 2 ? '/demo/mcp' : '/github/user', status: statuses[i % statuses.length], bytes_in: 120 * i, bytes_out: 900 * i, duration_ms: 10 + i, error_code: statuses[i % statuses.length] >= 400 ? 'upstream_status' : null });
+    state.activity.push({ id: i, time: (now() - (61 - i) * 30) * 1000, client: i % 3 ? 'claude-code' : 'cursor', service: i % 2 ? 'demo' : 'github', method: i % 4 ? 'POST' : 'GET', path: i % 2 ? '/demo/mcp' : '/github/user', status: statuses[i % statuses.length], bytes_in: 120 * i, bytes_out: 900 * i, duration_ms: 10 + i, error_code: statuses[i % statuses.length] >= 400 ? 'upstream_status' : null });
   }
   const klass = (s) => (s < 400 ? 'ok' : s < 500 ? 'client_error' : 'server_error');
   const emit = (event, payload) => {
@@ -106,14 +106,14 @@
       const page = rows.slice(0, filter.limit);
       return { rows: page, next_before_id: rows.length > filter.limit ? page[page.length - 1].id : null };
     },
-    // The runtime's buckets over the seeded audit log (its times are seconds, the store's ms).
+    // The runtime's buckets over the seeded audit log (audit times are unix milliseconds, as the store's).
     activity_chart: ({ span }) => {
       const bucket_ms = span === 'day' ? 3600000 : 60000;
       const count = span === 'day' ? 24 : 60;
       const start_ms = (Math.floor(Date.now() / bucket_ms) - (count - 1)) * bucket_ms;
       const by = new Map();
       for (const r of state.activity) {
-        const slot = Math.floor((r.time * 1000 - start_ms) / bucket_ms);
+        const slot = Math.floor((r.time - start_ms) / bucket_ms);
         if (slot < 0 || slot >= count) continue;
         if (!by.has(r.service)) by.set(r.service, { service: r.service, requests: Array(count).fill(0), errors: Array(count).fill(0) });
         by.get(r.service).requests[slot] += 1;

@@ -159,6 +159,10 @@ test('filter activity by service and status, page with load more', async () => {
   const rows = page.getByTestId('activity').locator('tbody tr');
   await page.getByRole('button', { name: 'Load more' }).waitFor();
   assert.equal(await rows.count(), 50, 'one page of 50, newest first');
+  // Audit times are unix milliseconds (the store's unit): the newest row, 30 s old in the mock,
+  // must show today's time, not one read as seconds (a date tens of thousands of years away).
+  const newest = Date.parse(await rows.first().locator('time').getAttribute('datetime'));
+  assert.ok(Math.abs(Date.now() - 30_000 - newest) < 120_000, `newest row at ${new Date(newest).toISOString()}`);
   await page.getByRole('button', { name: 'Load more' }).click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=activity] tbody tr').length === 60);
   await page.getByLabel('Service').selectOption('github');

@@ -123,6 +123,7 @@ export interface CreatedClient {
 
 export interface AuditRow {
   id: number;
+  /** When the request started, unix milliseconds (`latchkey_store::AuditRow::time`). */
   time: number;
   client: string | null;
   service: string | null;
