@@ -171,7 +171,7 @@ impl LiveSessions {
     }
 }
 
-impl<'a> IntoIterator for &'a LiveSessions {
+impl IntoIterator for &LiveSessions {
     type Item = (String, Arc<Session>);
     type IntoIter = std::vec::IntoIter<(String, Arc<Session>)>;
 
