@@ -35,3 +35,27 @@ async fn a_declared_oversized_body_is_refused_before_credentials_are_fetched() {
     assert_eq!(proxy.upstream.hits(), 0);
     proxy.stop().await;
 }
+
+/// The cap is the largest body allowed, not the first refused (kills `len > max` made `>=`).
+#[tokio::test]
+async fn a_body_of_exactly_the_cap_is_forwarded() {
+    let proxy = Proxy::start_with(Options {
+        limits: Limits {
+            max_body_bytes: Some(1024),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let response = proxy
+        .client()
+        .post(format!("{}/demo/upload", proxy.url))
+        .header("x-latchkey-client", &proxy.token)
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(proxy.upstream.hits(), 1);
+    proxy.stop().await;
+}
