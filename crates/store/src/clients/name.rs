@@ -111,7 +111,17 @@ mod tests {
     #[test]
     fn rejects_empty_long_spaces_slashes_and_non_ascii() {
         let long = "x".repeat(65);
-        for bad in ["", long.as_str(), "a b", "a/b", "é", "a\nb", "a:b", "../x", ".hidden"] {
+        for bad in [
+            "",
+            long.as_str(),
+            "a b",
+            "a/b",
+            "é",
+            "a\nb",
+            "a:b",
+            "../x",
+            ".hidden",
+        ] {
             let err = ClientName::parse(bad).expect_err("must be rejected");
             assert_eq!(err.code(), "invalid_client_name", "{bad:?}");
         }
