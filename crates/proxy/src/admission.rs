@@ -55,7 +55,14 @@ pub(crate) struct Slot {
     in_flight: AtomicUsize,
     /// Cancelled when the connection is evicted for a newcomer.
     pub(crate) evicted: CancellationToken,
+    /// Set when the connection became a WebSocket tunnel: cancelled when the tunnel ends. Until
+    /// then the slot stays taken and busy (a tunnel counts against the cap like a stream).
+    tunnel: Mutex<Option<CancellationToken>>,
 }
+
+/// Put in a `101` answer's extensions by [`crate::tunnel`]: cancelled when the tunnel ends.
+#[derive(Clone)]
+pub(crate) struct TunnelEnded(pub(crate) CancellationToken);
 
 impl Slot {
     /// Marks a request as begun; the returned guard ends it when dropped (keep it in the
@@ -66,8 +73,22 @@ impl Slot {
         InFlight(Arc::clone(self))
     }
 
+    /// The connection became a tunnel that lives until `ended` is cancelled.
+    pub(crate) fn hold_for_tunnel(&self, ended: CancellationToken) {
+        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended);
+    }
+
+    /// The tunnel this connection became, if it did.
+    pub(crate) fn tunnel(&self) -> Option<CancellationToken> {
+        self.tunnel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
+            && self.tunnel().is_none_or(|t| t.is_cancelled())
     }
 
     fn never_requested(&self) -> bool {
@@ -131,6 +152,7 @@ impl Admission {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             evicted: CancellationToken::new(),
+            tunnel: Mutex::new(None),
         });
         table.open.insert(slot.id, Arc::clone(&slot));
         if !control_only {
@@ -253,5 +275,28 @@ mod tests {
         drop(a);
         let c = admission.admit().expect("a freed slot is regular again");
         assert!(!c.slot.control_only);
+    }
+
+    #[test]
+    fn a_tunnel_keeps_its_slot_busy_until_it_ends() {
+        let admission = Admission::new(1);
+        let tunnel = admission.admit().expect("slot 1");
+        let ended = CancellationToken::new();
+        drop(tunnel.slot.begin()); // the 101 answer is done
+        tunnel.slot.hold_for_tunnel(ended.clone());
+        let newcomer = admission.admit().expect("the control reserve");
+        assert!(
+            newcomer.slot.control_only,
+            "a live tunnel is not evicted: the newcomer only gets the control reserve"
+        );
+        assert!(!tunnel.slot.evicted.is_cancelled());
+        drop(newcomer);
+        ended.cancel();
+        let next = admission.admit().expect("the ended tunnel's slot");
+        assert!(
+            tunnel.slot.evicted.is_cancelled(),
+            "an ended tunnel is idle"
+        );
+        assert!(!next.slot.control_only);
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Admission, Admitted, Slot, Tracked};
+use crate::admission::{Admission, Admitted, Slot, Tracked, TunnelEnded};
 use crate::error::ProxyError;
 use crate::gate::presented_token;
 use crate::state::ProxyState;
@@ -331,7 +331,10 @@ async fn answer(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(refused);
     }
-    let response = app.oneshot(request.map(Body::new)).await?;
+    let mut response = app.oneshot(request.map(Body::new)).await?;
+    if let Some(TunnelEnded(ended)) = response.extensions_mut().remove::<TunnelEnded>() {
+        slot.hold_for_tunnel(ended);
+    }
     Ok(response.map(|body| Body::new(Tracked::new(body, in_flight))))
 }
 
@@ -363,6 +366,13 @@ where
             tokio::time::timeout(EVICTION_GRACE, connection).await.unwrap_or(Ok(()))
         }
     };
+    // An upgraded connection keeps its slot while its tunnel lives.
+    if let Some(tunnel) = admitted.slot.tunnel() {
+        tokio::select! {
+            () = tunnel.cancelled() => {}
+            () = stop_requested(&mut stopped) => {}
+        }
+    }
     drop(admitted);
     if let Err(e) = served {
         debug!(error = %e, "client connection ended with an error");

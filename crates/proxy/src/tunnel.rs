@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
+use crate::admission::TunnelEnded;
 use crate::audit::Finish;
 use crate::connections::{ConnectionKind, Live};
 use crate::headers;
@@ -35,7 +36,11 @@ pub(crate) fn splice(
     headers::rewrite_response(&mut parts.headers, route, true);
     live.set_kind(ConnectionKind::WebSocket);
     finish.set_status(parts.status.as_u16());
+    // The connection's slot stays taken until the tunnel ends (see [`crate::admission`]).
+    let ended = tokio_util::sync::CancellationToken::new();
+    parts.extensions.insert(TunnelEnded(ended.clone()));
     tokio::spawn(async move {
+        let _ended = ended.drop_guard();
         let cancel = live.cancel.clone();
         let upgraded = tokio::select! {
             () = cancel.cancelled() => {

@@ -146,3 +146,83 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_head_timeout() {
     );
     proxy.stop().await;
 }
+
+/// Opens a WebSocket tunnel through the proxy to the demo upstream's echo.
+async fn open_tunnel(
+    proxy: &Proxy,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "x-latchkey-client",
+        proxy.token.parse().expect("header value"),
+    );
+    let (socket, response) =
+        tokio::time::timeout(SERVED_WITHIN, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+#[tokio::test]
+async fn websocket_tunnels_count_against_the_connection_cap() {
+    let proxy = proxy_with_cap(3, Duration::from_secs(60)).await;
+    let mut tunnels = Vec::new();
+    for _ in 0..3 {
+        tunnels.push(open_tunnel(&proxy).await);
+    }
+
+    // Every slot holds a live tunnel: the next client gets no slot (a tunnel is never evicted),
+    // only the control reserve, which answers it `too_many_connections`.
+    let plain = tokio::time::timeout(SERVED_WITHIN, proxy.get("/v1/status").send())
+        .await
+        .expect("an answer, not a hang")
+        .expect("request");
+    assert_eq!(plain.status(), 503, "the cap holds with tunnels open");
+    assert_eq!(error_code(plain).await, "too_many_connections");
+
+    let control = tokio::time::timeout(
+        SERVED_WITHIN,
+        proxy
+            .client()
+            .get(format!("{}/v1/control/ping", proxy.url))
+            .header("x-latchkey-client", CONTROL)
+            .send(),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .expect("request");
+    assert_eq!(control.status(), 200, "the control token keeps its room");
+
+    // The tunnels still work, and once one closes its slot serves a client again.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let first = &mut tunnels[0];
+        first.send(Message::text("hi")).await.expect("send");
+        let reply = first.next().await.expect("a reply").expect("frame");
+        assert_eq!(reply, Message::text("echo: hi"));
+    }
+    let mut closed = tunnels.remove(0);
+    closed.close(None).await.expect("close");
+    drop(closed);
+    let deadline = Instant::now() + SERVED_WITHIN;
+    loop {
+        let response = proxy.get("/demo/x").send().await.expect("request");
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed tunnel frees its slot: still {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tunnels);
+    proxy.stop().await;
+}
