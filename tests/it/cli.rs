@@ -167,3 +167,148 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The column offsets of a table line: where each run of non-spaces after a gap of two or more
+/// spaces starts (the table pads columns with at least two spaces).
+fn column_starts(line: &str) -> Vec<usize> {
+    let bytes = line.as_bytes();
+    let mut starts = vec![0];
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b' ' {
+            let gap = bytes[i..].iter().take_while(|b| **b == b' ').count();
+            if gap >= 2 && i + gap < bytes.len() {
+                starts.push(i + gap);
+            }
+            i += gap;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
+async fn listings_stay_aligned_with_long_client_names_and_json_has_the_fields() {
+    if !keychain_available() {
+        return;
+    }
+    let stack = Stack::start(IdpOptions::default()).await;
+    let serve = stack.home.serve().expect("serve");
+    stack.login().await;
+    let long = "a-client-with-a-name-much-longer-than-any-column-width-guess";
+    let http = reqwest::Client::new();
+    for name in ["a", long] {
+        let add = stack
+            .home
+            .run(&["client", "add", name, "--service", "demo"], "")
+            .expect("client add");
+        assert_eq!(add.code, 0, "{}", add.stderr);
+        let response = http
+            .get(format!("{}/demo/whoami", serve.url))
+            .header("x-latchkey-client", add.stdout.trim())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+
+    let list = stack
+        .home
+        .run(&["client", "list"], "")
+        .expect("client list");
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{}", list.stdout);
+    let header = column_starts(lines[0]);
+    let rows: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("a ") || l.starts_with(long))
+        .collect();
+    assert_eq!(rows.len(), 2, "both clients listed:\n{}", list.stdout);
+    for row in rows {
+        let services = row.find("demo").expect("services column");
+        assert_eq!(
+            Some(&services),
+            header.get(1),
+            "SERVICES starts at the same offset on every row:\n{}",
+            list.stdout
+        );
+    }
+    assert!(
+        !list.stdout.contains('\u{1b}'),
+        "no colour when not a terminal"
+    );
+    let json = stack
+        .home
+        .run(&["client", "list", "--json"], "")
+        .expect("client list --json");
+    let clients: serde_json::Value = serde_json::from_str(&json.stdout).expect("client list json");
+    let names: Vec<&str> = clients
+        .as_array()
+        .expect("an array of clients")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&long), "{clients:#}");
+    for c in clients.as_array().into_iter().flatten() {
+        assert!(c["services"].is_array(), "{c:#}");
+        assert!(c.get("created_at").is_some(), "{c:#}");
+        assert!(c.get("token").is_none(), "no token in a listing: {c:#}");
+    }
+
+    let log = stack
+        .home
+        .run(&["log", "--service", "demo"], "")
+        .expect("log");
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    let lines: Vec<&str> = log.stdout.lines().collect();
+    let path_at = lines[0].find("PATH").expect("a PATH heading");
+    let whoami: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("/demo/whoami"))
+        .collect();
+    assert!(
+        whoami.iter().any(|l| l.contains(long)),
+        "the long name is in the log:\n{}",
+        log.stdout
+    );
+    for row in &whoami {
+        assert_eq!(
+            row.find("/demo/whoami"),
+            Some(path_at),
+            "PATH starts at the same offset on every row:\n{}",
+            log.stdout
+        );
+    }
+    let log_json = stack
+        .home
+        .run(&["log", "--json", "--service", "demo"], "")
+        .expect("log --json");
+    for line in log_json.stdout.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).expect("one JSON row per line");
+        for field in ["time", "client", "service", "method", "status", "path"] {
+            assert!(row.get(field).is_some(), "{field} in {row}");
+        }
+    }
+
+    for args in [
+        &["connections", "--json"][..],
+        &["server", "list", "--json"][..],
+    ] {
+        let out = stack.home.run(args, "").expect("listing");
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json listing");
+        assert!(v.is_array(), "{args:?}: {v:#}");
+    }
+    let status = stack.home.run(&["status", "--json"], "").expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    for field in ["accounts", "services", "keychain", "running"] {
+        assert!(status.get(field).is_some(), "{field} in {status:#}");
+    }
+    drop(serve);
+}

@@ -10,6 +10,7 @@ use latchkey_core::paths::Paths;
 use latchkey_runtime::ClientOptions;
 use latchkey_runtime::view::ActivityFilter;
 
+use super::table::Listing;
 use super::{Target, require_running};
 use crate::cli::ClientAction;
 use crate::exit::Coded;
@@ -73,10 +74,8 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
                     serde_json::to_string_pretty(&clients).context("json")?
                 );
             } else {
-                println!(
-                    "{:<24} {:<30} {:<20} {:<20} RIGHTS",
-                    "NAME", "SERVICES", "CREATED", "LAST USED"
-                );
+                let mut table =
+                    Listing::new(&["NAME", "SERVICES", "CREATED", "LAST USED", "RIGHTS"], &[]);
                 for c in clients.as_array().into_iter().flatten() {
                     let services: Vec<&str> = c["services"]
                         .as_array()
@@ -89,14 +88,15 @@ async fn client_action(target: &Target, action: ClientAction) -> anyhow::Result<
                     } else {
                         "proxy only"
                     };
-                    println!(
-                        "{:<24} {:<30} {:<20} {:<20} {rights}",
-                        c["name"].as_str().unwrap_or("?"),
+                    table.row(vec![
+                        c["name"].as_str().unwrap_or("?").to_owned(),
                         services.join(","),
                         format_time(c["created_at"].as_i64()),
-                        format_time(c["last_used_at"].as_i64())
-                    );
+                        format_time(c["last_used_at"].as_i64()),
+                        rights.to_owned(),
+                    ]);
                 }
+                print!("{}", table.render());
             }
         }
         ClientAction::Revoke { name } => {
@@ -224,14 +224,16 @@ pub async fn log(
     let page = page?;
     let mut rows: Vec<serde_json::Value> = page["rows"].as_array().cloned().unwrap_or_default();
     rows.reverse();
-    if !json {
-        println!(
-            "{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  PATH",
-            "TIME", "CLIENT", "SERVICE", "METHOD", "CODE", "BYTES", "MS"
-        );
-    }
-    for row in &rows {
-        print_row(row, json);
+    if json {
+        for row in &rows {
+            print_row(row, json);
+        }
+    } else {
+        let mut table = Listing::new(LOG_HEADERS, LOG_RIGHT);
+        for row in &rows {
+            table.row(log_cells(row));
+        }
+        print!("{}", table.render());
     }
     if follow_from && let Target::Remote(r) = &target {
         let response = r
@@ -262,32 +264,41 @@ pub async fn log(
     Ok(ExitCode::SUCCESS)
 }
 
+const LOG_HEADERS: &[&str] = &[
+    "TIME", "CLIENT", "SERVICE", "METHOD", "CODE", "BYTES", "MS", "PATH",
+];
+const LOG_RIGHT: &[usize] = &[4, 5, 6];
+
+/// One row of `latchkey log --follow` as it arrives: JSON, or a line of its own.
 fn print_row(row: &serde_json::Value, json: bool) {
     if json {
         println!("{row}");
         return;
     }
+    let mut table = Listing::bare(0);
+    table.row(log_cells(row));
+    print!("{}", table.render());
+}
+
+fn log_cells(row: &serde_json::Value) -> Vec<String> {
     let bytes = row["bytes_in"].as_u64().unwrap_or(0) + row["bytes_out"].as_u64().unwrap_or(0);
-    println!(
-        "{:<20} {:<14} {:<12} {:<7} {:<5} {:>9} {:>6}  {}{}",
+    let mut path = row["path"].as_str().unwrap_or("").to_owned();
+    if let Some(code) = row["error_code"].as_str() {
+        path.push_str(&format!("  [{code}]"));
+    }
+    if row["kind"] == "control" {
+        path.push_str("  (control)");
+    }
+    vec![
         format_time(row["time"].as_i64().map(|ms| ms / 1000)),
-        row["client"].as_str().unwrap_or("-"),
-        row["service"].as_str().unwrap_or("-"),
-        row["method"].as_str().unwrap_or("?"),
-        row["status"].as_u64().unwrap_or(0),
-        bytes,
-        row["duration_ms"].as_u64().unwrap_or(0),
-        row["path"].as_str().unwrap_or(""),
-        row["error_code"]
-            .as_str()
-            .map(|c| format!("  [{c}]"))
-            .unwrap_or_default()
-            + if row["kind"] == "control" {
-                "  (control)"
-            } else {
-                ""
-            }
-    );
+        row["client"].as_str().unwrap_or("-").to_owned(),
+        row["service"].as_str().unwrap_or("-").to_owned(),
+        row["method"].as_str().unwrap_or("?").to_owned(),
+        row["status"].as_u64().unwrap_or(0).to_string(),
+        bytes.to_string(),
+        row["duration_ms"].as_u64().unwrap_or(0).to_string(),
+        path,
+    ]
 }
 
 /// `latchkey connections`
@@ -314,23 +325,25 @@ pub async fn connections(
         println!("{}", serde_json::to_string_pretty(&list).context("json")?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}",
-        "ID", "CLIENT", "SERVICE", "KIND", "STARTED", "IN", "OUT", "EVENTS"
+    let mut table = Listing::new(
+        &[
+            "ID", "CLIENT", "SERVICE", "KIND", "STARTED", "IN", "OUT", "EVENTS",
+        ],
+        &[5, 6, 7],
     );
     for c in list.as_array().into_iter().flatten() {
-        println!(
-            "{:<14} {:<14} {:<12} {:<9} {:<20} {:>10} {:>10} {:>7}",
-            c["id"].as_str().unwrap_or("?"),
-            c["client"].as_str().unwrap_or("?"),
-            c["service"].as_str().unwrap_or("?"),
-            c["kind"].as_str().unwrap_or("?"),
+        table.row(vec![
+            c["id"].as_str().unwrap_or("?").to_owned(),
+            c["client"].as_str().unwrap_or("?").to_owned(),
+            c["service"].as_str().unwrap_or("?").to_owned(),
+            c["kind"].as_str().unwrap_or("?").to_owned(),
             format_time(c["started_at"].as_i64()),
-            c["bytes_in"].as_u64().unwrap_or(0),
-            c["bytes_out"].as_u64().unwrap_or(0),
-            c["events"].as_u64().unwrap_or(0)
-        );
+            c["bytes_in"].as_u64().unwrap_or(0).to_string(),
+            c["bytes_out"].as_u64().unwrap_or(0).to_string(),
+            c["events"].as_u64().unwrap_or(0).to_string(),
+        ]);
     }
+    print!("{}", table.render());
     Ok(ExitCode::SUCCESS)
 }
 

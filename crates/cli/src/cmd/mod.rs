@@ -9,6 +9,7 @@ mod exec;
 mod mcp;
 mod server;
 mod session;
+mod table;
 
 use std::process::ExitCode;
 

@@ -171,31 +171,36 @@ fn failed_login(e: anyhow::Error) -> anyhow::Error {
 
 /// The "Remote MCP servers" lines of `latchkey status` and `latchkey server list`.
 pub(crate) fn render_servers(report: &serde_json::Value, now: i64) -> String {
-    use std::fmt::Write;
     let servers = report["servers"].as_array().cloned().unwrap_or_default();
     if servers.is_empty() {
         return String::new();
     }
     let mut out = "Remote MCP servers\n".to_owned();
+    let mut table = super::table::Listing::bare(2);
     for s in servers {
         let state = s["state"].as_str().unwrap_or("?");
-        let mut line = format!("  {:<16} {:<14}", s["name"].as_str().unwrap_or("?"), state);
-        if let Some(exp) = s["expires_at"].as_i64()
-            && state == "ready"
-        {
-            let _ = write!(line, " token expires in {}", format_remaining(exp - now));
-        }
-        let _ = write!(
-            line,
-            " · {} · issuer {}",
+        let expiry = match s["expires_at"].as_i64() {
+            Some(exp) if state == "ready" => {
+                format!("token expires in {}", format_remaining(exp - now))
+            }
+            _ => "-".to_owned(),
+        };
+        let mut detail = format!(
+            "{} · issuer {}",
             s["url"].as_str().unwrap_or("?"),
             s["issuer"].as_str().unwrap_or("not yet known")
         );
         if let Some(msg) = s["message"].as_str() {
-            let _ = write!(line, "\n    {msg}");
+            detail.push_str(&format!(" — {msg}"));
         }
-        let _ = writeln!(out, "{line}");
+        table.row(vec![
+            s["name"].as_str().unwrap_or("?").to_owned(),
+            state.to_owned(),
+            expiry,
+            detail,
+        ]);
     }
+    out.push_str(&table.render());
     out
 }
 

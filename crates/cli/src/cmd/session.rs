@@ -244,21 +244,22 @@ fn render_status(r: &serde_json::Value) -> String {
     let services = r["services"].as_array().cloned().unwrap_or_default();
     if !services.is_empty() {
         let _ = writeln!(out, "Services");
+        let mut table = super::table::Listing::bare(2);
         for s in services {
-            let mut line = format!(
-                "  {:<16} {:<12} {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["state"].as_str().unwrap_or("?"),
-                s["source"].as_str().unwrap_or("?")
-            );
+            let mut source = s["source"].as_str().unwrap_or("?").to_owned();
             if let Some(exp) = s["expires_at"].as_i64() {
-                let _ = write!(line, ", usable for {}", format_remaining(exp - now));
+                let _ = write!(source, ", usable for {}", format_remaining(exp - now));
             }
             if let Some(msg) = s["message"].as_str() {
-                let _ = write!(line, " — {msg}");
+                let _ = write!(source, " — {msg}");
             }
-            let _ = writeln!(out, "{line}");
+            table.row(vec![
+                s["name"].as_str().unwrap_or("?").to_owned(),
+                s["state"].as_str().unwrap_or("?").to_owned(),
+                source,
+            ]);
         }
+        out.push_str(&table.render());
     }
     let k = &r["keychain"];
     let _ = writeln!(
