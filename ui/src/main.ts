@@ -1,3 +1,5 @@
+// First: a valid navigator.language before any module formats with it (see lib/locale.ts).
+import './lib/locale';
 import { mount } from 'svelte';
 import App from './App.svelte';
 import './app.css';

@@ -209,3 +209,22 @@ test('connections and settings screens render', async () => {
   await page.screenshot({ path: join(shots, 'settings.png') });
   await context.close();
 });
+
+test('the window starts when the platform language is the POSIX "C" locale (WebKitGTK under LANG=C.UTF-8)', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.addInitScript(() => {
+    Object.defineProperty(navigator, 'language', { get: () => 'C', configurable: true });
+    Object.defineProperty(navigator, 'languages', { get: () => ['C'], configurable: true });
+  });
+  await page.addInitScript({ path: join(here, 'ipc-mock.js') });
+  await page.goto(base);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user').waitFor();
+  await page.getByRole('navigation').getByRole('button', { name: 'Activity', exact: true }).click();
+  await page.getByTestId('activity').locator('tbody tr').first().waitFor();
+  assert.deepEqual(errors, [], 'no script error: a RangeError from Intl would leave the window empty');
+  await context.close();
+});
