@@ -51,7 +51,7 @@ pub fn remove_server(path: &Path, name: &str) -> Result<Option<Config>, ConfigEr
     write(path, &doc).map(Some)
 }
 
-fn read(path: &Path) -> Result<DocumentMut, ConfigError> {
+pub(super) fn read(path: &Path) -> Result<DocumentMut, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,
@@ -78,7 +78,7 @@ fn servers_mut<'a>(
 }
 
 /// Validates the edited text, then replaces the file atomically (same directory, same mode).
-fn write(path: &Path, doc: &DocumentMut) -> Result<Config, ConfigError> {
+pub(super) fn write(path: &Path, doc: &DocumentMut) -> Result<Config, ConfigError> {
     let text = doc.to_string();
     let config = Config::parse(&text, path)?;
     let io = |source| ConfigError::Io {

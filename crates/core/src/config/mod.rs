@@ -5,6 +5,7 @@ pub mod edit;
 pub mod init;
 mod raw;
 pub mod rules;
+pub mod services;
 
 use std::collections::BTreeMap;
 use std::fmt;
