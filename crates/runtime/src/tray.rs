@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use latchkey_core::credentials::{CredentialState, ServiceStatus};
 use latchkey_core::remote::ServerState;
 use latchkey_core::session::SessionState;
 
@@ -211,64 +212,108 @@ pub fn format_remaining(seconds: i64) -> String {
     }
 }
 
-// Remote MCP servers in the tray menu.
+// Services and remote MCP servers in the tray menu.
 
-/// What clicking a server's tray line does.
+/// What clicking a service's or server's tray line does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerLineAction {
     /// Starts the named server's login (a first login, a new one, or a step-up).
     Login(String),
-    /// Opens the window, where the server's message says what is wrong.
+    /// Opens the window at the line's section and item.
     OpenWindow,
     /// Nothing: the line only informs.
     None,
 }
 
-/// One tray menu line about remote MCP servers.
+/// The window's section for services (as the window names it).
+pub const SERVICES_SECTION: &str = "Services";
+/// The window's section for remote MCP servers (as the window names it).
+pub const SERVERS_SECTION: &str = "MCP servers";
+
+/// One tray menu line about a service or a remote MCP server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLine {
-    /// The menu item's label, e.g. "linear: log in needed" or "3 MCP servers ready".
+    /// The menu item's label, e.g. "linear: ready · token expires in 42 min".
     pub label: String,
     /// What a click does.
     pub action: ServerLineAction,
+    /// The window section the line belongs to ([`SERVICES_SECTION`] or [`SERVERS_SECTION`]).
+    pub section: &'static str,
+    /// The service's or server's name: the item the window opens at.
+    pub item: String,
 }
 
-/// The tray's lines for remote MCP servers, in display order: one line per server that needs
-/// the person (log in, more access, a failure) or is signing in, then the ready ones summed up in
-/// one line ("3 MCP servers ready"). No servers, no lines.
-pub fn server_lines(servers: &[ServerView]) -> Vec<ServerLine> {
-    let mut lines = Vec::new();
-    let mut ready = 0_usize;
-    for server in servers {
-        let name = server.name.as_str();
-        let login = || ServerLineAction::Login(name.to_owned());
-        let (what, action) = match server.state.as_str() {
-            s if s == ServerState::Ready.as_str() => {
-                ready += 1;
-                continue;
+/// " · expires in 42 min" when `expires_at` is still ahead, else nothing.
+fn expiry(what: &str, expires_at: Option<i64>, now: i64) -> String {
+    match expires_at {
+        Some(at) if at > now => format!(" · {what} in {}", format_remaining(at - now)),
+        _ => String::new(),
+    }
+}
+
+/// The tray's lines for remote MCP servers, one per server in display order: its state (ready,
+/// log in needed, more access needed, signing in, failing) and, when ready, when its token
+/// expires. A line that needs a login starts it; the others open the window at the server.
+pub fn server_lines(servers: &[ServerView], now: i64) -> Vec<ServerLine> {
+    servers
+        .iter()
+        .map(|server| {
+            let name = server.name.as_str();
+            let login = || ServerLineAction::Login(name.to_owned());
+            let (what, action) = match server.state.as_str() {
+                s if s == ServerState::Ready.as_str() => (
+                    format!("ready{}", expiry("token expires", server.expires_at, now)),
+                    ServerLineAction::OpenWindow,
+                ),
+                s if s == ServerState::NeedsLogin.as_str() => ("log in needed".into(), login()),
+                s if s == ServerState::NeedsStepUp.as_str() => {
+                    ("more access needed".into(), login())
+                }
+                s if s == ServerState::LoggingIn.as_str() => {
+                    ("signing in…".into(), ServerLineAction::None)
+                }
+                _ => ("failing, see Latchkey".into(), ServerLineAction::OpenWindow),
+            };
+            ServerLine {
+                label: format!("{name}: {what}"),
+                action,
+                section: SERVERS_SECTION,
+                item: name.to_owned(),
             }
-            s if s == ServerState::NeedsLogin.as_str() => ("log in needed", login()),
-            s if s == ServerState::NeedsStepUp.as_str() => ("more access needed", login()),
-            s if s == ServerState::LoggingIn.as_str() => ("signing in…", ServerLineAction::None),
-            _ => ("failing, see Latchkey", ServerLineAction::OpenWindow),
-        };
-        lines.push(ServerLine {
-            label: format!("{name}: {what}"),
-            action,
-        });
-    }
-    if ready > 0 {
-        let label = if ready == 1 {
-            "1 MCP server ready".to_owned()
-        } else {
-            format!("{ready} MCP servers ready")
-        };
-        lines.push(ServerLine {
-            label,
-            action: ServerLineAction::None,
-        });
-    }
-    lines
+        })
+        .collect()
+}
+
+/// The tray's lines for configured services, one per service: "needs login" while its account
+/// has no usable session, "failing" when the credential could not be had (missing, forbidden,
+/// an error), else "ready" with when the credential expires. Each opens the window at the
+/// service.
+pub fn service_lines(
+    services: &[ServiceStatus],
+    usable_accounts: &[&str],
+    now: i64,
+) -> Vec<ServerLine> {
+    services
+        .iter()
+        .map(|service| {
+            let what = if !usable_accounts.contains(&service.account.as_str()) {
+                "needs login".to_owned()
+            } else {
+                match service.state {
+                    CredentialState::Missing
+                    | CredentialState::Forbidden
+                    | CredentialState::Error => "failing".to_owned(),
+                    _ => format!("ready{}", expiry("expires", service.expires_at, now)),
+                }
+            };
+            ServerLine {
+                label: format!("{}: {what}", service.name),
+                action: ServerLineAction::OpenWindow,
+                section: SERVICES_SECTION,
+                item: service.name.clone(),
+            }
+        })
+        .collect()
 }
 
 /// A desktop notification about a remote MCP server that came to need the person.
@@ -666,10 +711,13 @@ mod server_tests {
 
     #[test]
     fn a_server_that_needs_a_login_or_more_access_gets_a_line_that_starts_its_login() {
-        let lines = server_lines(&servers(&[
-            ("linear", ServerState::NeedsLogin),
-            ("stripe", ServerState::NeedsStepUp),
-        ]));
+        let lines = server_lines(
+            &servers(&[
+                ("linear", ServerState::NeedsLogin),
+                ("stripe", ServerState::NeedsStepUp),
+            ]),
+            1_000,
+        );
         assert_eq!(
             labels(&lines),
             ["linear: log in needed", "stripe: more access needed"]
@@ -687,30 +735,48 @@ mod server_tests {
     }
 
     #[test]
-    fn ready_servers_are_summed_up_in_one_line_after_those_that_need_attention() {
-        let lines = server_lines(&servers(&[
-            ("docs", ServerState::Ready),
-            ("linear", ServerState::NeedsLogin),
-            ("notion", ServerState::Ready),
-            ("sentry", ServerState::Ready),
-        ]));
+    fn every_server_has_its_own_line_and_a_ready_one_says_when_its_token_expires() {
+        let lines = server_lines(
+            &servers(&[
+                ("docs", ServerState::Ready),
+                ("linear", ServerState::NeedsLogin),
+                ("notion", ServerState::Ready),
+            ]),
+            1_000,
+        );
         assert_eq!(
             labels(&lines),
-            ["linear: log in needed", "3 MCP servers ready"]
+            [
+                "docs: ready · token expires in 1 h 00 min",
+                "linear: log in needed",
+                "notion: ready · token expires in 1 h 00 min"
+            ]
         );
-        assert_eq!(lines[1].action, ServerLineAction::None);
+        assert_eq!(lines[0].action, ServerLineAction::OpenWindow);
         assert_eq!(
-            labels(&server_lines(&servers(&[("docs", ServerState::Ready)]))),
-            ["1 MCP server ready"]
+            (lines[2].section, lines[2].item.as_str()),
+            (SERVERS_SECTION, "notion"),
+            "a click opens the window at that server"
+        );
+        assert_eq!(
+            labels(&server_lines(
+                &servers(&[("docs", ServerState::Ready)]),
+                5_000
+            )),
+            ["docs: ready"],
+            "an expiry in the past is not announced as ahead"
         );
     }
 
     #[test]
     fn a_login_under_way_is_shown_without_a_second_login_and_a_failure_opens_the_window() {
-        let lines = server_lines(&servers(&[
-            ("linear", ServerState::LoggingIn),
-            ("sentry", ServerState::Failing),
-        ]));
+        let lines = server_lines(
+            &servers(&[
+                ("linear", ServerState::LoggingIn),
+                ("sentry", ServerState::Failing),
+            ]),
+            1_000,
+        );
         assert_eq!(
             labels(&lines),
             ["linear: signing in…", "sentry: failing, see Latchkey"]
@@ -721,7 +787,51 @@ mod server_tests {
 
     #[test]
     fn no_servers_no_lines() {
-        assert!(server_lines(&[]).is_empty());
+        assert!(server_lines(&[], 0).is_empty());
+        assert!(service_lines(&[], &[], 0).is_empty());
+    }
+
+    fn service(name: &str, account: &str, state: CredentialState) -> ServiceStatus {
+        ServiceStatus {
+            name: name.to_owned(),
+            account: account.to_owned(),
+            upstream: format!("https://api.{name}.example"),
+            source: "gateway",
+            state,
+            fetched_at: Some(900),
+            expires_at: Some(1_000 + 42 * 60),
+            ttl_seconds: 3_600,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn every_service_has_a_line_ready_needs_login_or_failing_with_its_expiry() {
+        let services = [
+            service("github", "work", CredentialState::Fresh),
+            service("jira", "work", CredentialState::Error),
+            service("home-api", "home", CredentialState::Fresh),
+            service("wiki", "work", CredentialState::Forbidden),
+            service("docs", "work", CredentialState::NotFetched),
+        ];
+        let lines = service_lines(&services, &["work"], 1_000);
+        assert_eq!(
+            labels(&lines),
+            [
+                "github: ready · expires in 42 min",
+                "jira: failing",
+                "home-api: needs login",
+                "wiki: failing",
+                "docs: ready · expires in 42 min",
+            ]
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.action == ServerLineAction::OpenWindow && l.section == SERVICES_SECTION),
+            "each opens the window at the Services section"
+        );
+        assert_eq!(lines[2].item, "home-api");
     }
 
     #[test]
