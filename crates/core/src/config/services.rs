@@ -12,7 +12,8 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, value};
 use super::edit::{read, write};
 use super::{Config, ConfigError};
 
-/// One service as the form has it. Keys the form does not show (`env`) are kept on edit.
+/// One service as the form has it. Keys the form does not show (`env`) are kept on edit, and so
+/// are `gateway_endpoint` and `credentials` when an edit leaves them out (`None`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ServiceForm {
     /// Proxy route name.
@@ -31,7 +32,7 @@ pub struct ServiceForm {
     pub allow_loopback_http: bool,
     /// How each credential is injected.
     #[serde(default)]
-    pub credentials: Vec<MappingForm>,
+    pub credentials: Option<Vec<MappingForm>>,
     /// Lifetime of fetched credentials; the default when absent.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
@@ -114,7 +115,7 @@ pub fn add_service(path: &Path, form: &ServiceForm) -> Result<Config, ServiceCha
     let mut doc = read(path)?;
     let services = services_mut(&mut doc, path)?;
     let mut table = Table::new();
-    fill(&mut table, form);
+    fill(&mut table, form, false);
     services.push(table);
     checked_write(path, &doc)
 }
@@ -134,7 +135,7 @@ pub fn edit_service(
         .ok_or_else(|| ServiceChangeError::UnknownService {
             name: name.to_owned(),
         })?;
-    fill(table, form);
+    fill(table, form, true);
     checked_write(path, &doc)
 }
 
@@ -155,17 +156,21 @@ pub fn remove_service(path: &Path, name: &str) -> Result<Config, ServiceChangeEr
     checked_write(path, &doc)
 }
 
-/// Sets the form's keys in `table`, keeping the decoration of keys that stay.
-fn fill(table: &mut Table, form: &ServiceForm) {
+/// Sets the form's keys in `table`, keeping the decoration of keys that stay; with `keep`,
+/// an endpoint or mappings the form leaves out stay as written.
+fn fill(table: &mut Table, form: &ServiceForm, keep: bool) {
     set(table, "name", Some(value(form.name.trim())));
     set(table, "account", Some(value(form.account.trim())));
     set(table, "source", Some(value(form.source.trim())));
+    let gateway = form.source.trim() == "gateway";
     let endpoint = form
         .gateway_endpoint
         .as_deref()
         .map(str::trim)
-        .filter(|e| !e.is_empty() && form.source.trim() == "gateway");
-    set(table, "gateway_endpoint", endpoint.map(value));
+        .filter(|e| !e.is_empty() && gateway);
+    if !(keep && gateway && form.gateway_endpoint.is_none()) {
+        set(table, "gateway_endpoint", endpoint.map(value));
+    }
     set(table, "upstream", Some(value(form.upstream.trim())));
     set(
         table,
@@ -173,7 +178,7 @@ fn fill(table: &mut Table, form: &ServiceForm) {
         form.allow_loopback_http.then(|| value(true)),
     );
     let mut array = Array::new();
-    for m in &form.credentials {
+    for m in form.credentials.iter().flatten() {
         let mut inline = InlineTable::new();
         inline.insert("name", m.name.trim().into());
         if let Some(header) = nonempty(&m.header) {
@@ -187,11 +192,13 @@ fn fill(table: &mut Table, form: &ServiceForm) {
         }
         array.push(inline);
     }
-    set(
-        table,
-        "credentials",
-        (!form.credentials.is_empty()).then(|| value(array)),
-    );
+    if !(keep && form.credentials.is_none()) {
+        set(
+            table,
+            "credentials",
+            (!array.is_empty()).then(|| value(array)),
+        );
+    }
     set(
         table,
         "ttl_seconds",
@@ -259,9 +266,9 @@ fn field_of(error: &ConfigError, text: &str) -> Option<&'static str> {
     let key = written.split('=').next()?.trim();
     FIELDS.into_iter().find(|f| *f == key).map(|f| {
         // A service without a mapping is reported on its name; the mappings are what to fix.
-        if f == "name" && message.contains("injects no credential") {
-            "credentials"
-        } else if f == "name" && message.contains("source = \"access_token\"") {
+        let about_mappings = message.contains("injects no credential")
+            || message.contains("source = \"access_token\"");
+        if f == "name" && about_mappings {
             "credentials"
         } else if f == "name" && message.contains("no gateway_endpoint") {
             "gateway_endpoint"
@@ -305,11 +312,11 @@ env = { GH_TOKEN = "access_token" }
             account: "work".into(),
             source: "manual".into(),
             upstream: upstream.into(),
-            credentials: vec![MappingForm {
+            credentials: Some(vec![MappingForm {
                 name: "token".into(),
                 header: Some("X-API-Key".into()),
                 ..MappingForm::default()
-            }],
+            }]),
             ..ServiceForm::default()
         }
     }
@@ -332,7 +339,7 @@ env = { GH_TOKEN = "access_token" }
         let (_dir, path) = file(BASE);
         let mut edited = form("gh", "https://api.github.com/v3");
         edited.source = "access_token".into();
-        edited.credentials[0].name = "access_token".into();
+        edited.credentials = None;
         let config = edit_service(&path, "github", &edited).expect("edited");
         let gh = config.service("gh").expect("renamed");
         assert_eq!(
@@ -342,6 +349,10 @@ env = { GH_TOKEN = "access_token" }
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("# the code host\n[[services]]"), "{text}");
         assert!(text.contains("name = \"gh\"   # keep me"), "{text}");
+        assert!(
+            text.contains("credentials = [{ name = \"access_token\""),
+            "{text}"
+        );
         assert!(
             text.contains("upstream = \"https://api.github.com/v3\""),
             "{text}"
@@ -358,7 +369,7 @@ env = { GH_TOKEN = "access_token" }
         assert_eq!(e.field(), Some("name"));
         assert!(e.to_string().contains("defined twice"), "{e}");
         let mut no_mapping = form("linear", "https://api.linear.app");
-        no_mapping.credentials.clear();
+        no_mapping.credentials = Some(Vec::new());
         let e = add_service(&path, &no_mapping).expect_err("no mapping");
         assert_eq!(e.field(), Some("credentials"));
         let mut bad_account = form("linear", "https://api.linear.app");
