@@ -20,6 +20,7 @@ import type {
   Settings,
 } from './types';
 import { asSetupError, type ConnectForm, type SetupDraft, type SetupWritten } from './setup';
+import type { ServiceRequest } from './services';
 
 /** Turns whatever a command rejected with into `{code, message}`. */
 export function asCommandError(e: unknown): CommandError {
@@ -80,6 +81,14 @@ export const ipc = {
   setupImportText: (text: string, origin?: string) => setupCall<SetupDraft>('setup_import_text', { text, origin }),
   /** Writes the previewed configuration (validated again); the running instance picks it up. */
   setupSave: (toml: string, force?: boolean) => setupCall<SetupWritten>('setup_save', { toml, force }),
+  /** *Services* → *Add*: written to the configuration file (the running instance applies it); rejects with a `SetupError` naming the field, nothing written. */
+  serviceAdd: (service: ServiceRequest) => setupCall<null>('service_add', { service }),
+  /** *Services* → *Edit* the service named `name` (it may be renamed). */
+  serviceEdit: (name: string, service: ServiceRequest) => setupCall<null>('service_edit', { name, service }),
+  /** *Services* → *Remove*. */
+  serviceRemove: (name: string) => setupCall<null>('service_remove', { name }),
+  /** Stores the Auth Gateway API key in the keychain. Write-only: nothing reads it back. */
+  setGatewayApiKey: (key: string) => call<null>('set_gateway_api_key', { key }),
   getSettings: () => call<Settings>('get_settings'),
   setSettings: (settings: Settings) => call<Settings>('set_settings', { settings }),
   /** The app's version: the workspace's, which `latchkey --version` prints too (Tauri's app plugin). */
@@ -88,6 +97,9 @@ export const ipc = {
 
 export const events = {
   onChanged: (f: () => void): Promise<UnlistenFn> => listen('latchkey://changed', () => f()),
+  /** A tray line asks the window to show a section and the item in it (a service or MCP server). */
+  onOpenSection: (f: (target: { section: string; item: string }) => void): Promise<UnlistenFn> =>
+    listen<{ section: string; item: string }>('latchkey://open-section', (e) => f(e.payload)),
   onActivity: (f: (row: AuditRow) => void): Promise<UnlistenFn> =>
     listen<AuditRow>('latchkey://activity', (e) => f(e.payload)),
   onLoginFailed: (f: (e: { account: string; code: string; message: string }) => void): Promise<UnlistenFn> =>
