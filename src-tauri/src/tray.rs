@@ -7,12 +7,14 @@
 //! notification says so once), the ready ones one summary line.
 
 use latchkey_core::session::SessionState;
-use latchkey_runtime::tray::{ServerLineAction, attention_lines, server_lines, server_notices};
+use latchkey_runtime::tray::{
+    ServerLineAction, attention_lines, server_lines, server_notices, service_lines,
+};
 use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuBuilder, MenuEvent, MenuItemBuilder};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
-use tauri::{AppHandle, Manager, Wry};
+use tauri::{AppHandle, Emitter, Manager, Wry};
 use tauri_plugin_clipboard_manager::ClipboardExt;
 use tauri_plugin_notification::NotificationExt;
 
@@ -45,6 +47,14 @@ fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Me
     if !attention.is_empty() {
         builder = builder.separator();
     }
+    let usable: Vec<&str> = overview
+        .accounts
+        .iter()
+        .filter(|a| a.state.is_usable())
+        .map(|a| a.name.as_str())
+        .collect();
+    let mut lines = service_lines(&overview.services, &usable, overview.now);
+    lines.extend(server_lines(&overview.servers, overview.now));
     for account in overview.accounts {
         let usable = account.state.is_usable();
         let pending = matches!(account.state, SessionState::LoggingIn);
@@ -65,15 +75,16 @@ fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Me
                 .build(app)?,
         );
     }
-    let lines = server_lines(&overview.servers);
     if !lines.is_empty() {
         builder = builder.separator();
     }
     for (i, line) in lines.into_iter().enumerate() {
         let (id, enabled) = match line.action {
             ServerLineAction::Login(name) => (format!("server-login:{name}"), true),
-            ServerLineAction::OpenWindow => (format!("server-open:{i}"), true),
-            ServerLineAction::None => (format!("server-info:{i}"), false),
+            ServerLineAction::OpenWindow => {
+                (format!("open-item:{}:{}", line.section, line.item), true)
+            }
+            ServerLineAction::None => (format!("line-info:{i}"), false),
         };
         builder = builder.item(
             &MenuItemBuilder::with_id(id, line.label)
@@ -157,8 +168,11 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                         );
                     }
                 });
-            } else if other.starts_with("server-open:") {
-                crate::window::show_main(app);
+            } else if let Some((section, item)) = other
+                .strip_prefix("open-item:")
+                .and_then(|target| target.split_once(':'))
+            {
+                open_at(app, section, item);
             } else if let Some(account) = other.strip_prefix("logout:") {
                 let (app, account) = (app.clone(), account.to_owned());
                 tauri::async_runtime::spawn(async move {
@@ -167,6 +181,41 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                     }
                 });
             }
+        }
+    }
+}
+
+/// Where a tray line opens the window: the window's section and the item in it.
+#[derive(Clone, serde::Serialize)]
+struct OpenAt<'a> {
+    section: &'a str,
+    item: &'a str,
+}
+
+/// Opens the window at a section and item. An open window gets the `latchkey://open-section`
+/// event; a window that is only being created cannot listen yet, so it is sent to the same place
+/// through its address (`#open=<section>/<item>`, read by the window when it starts).
+fn open_at(app: &AppHandle, section: &str, item: &str) {
+    let existed = app.get_webview_window(crate::window::MAIN).is_some();
+    crate::window::show_main(app);
+    if existed {
+        let _ = app.emit_to(
+            crate::window::MAIN,
+            "latchkey://open-section",
+            OpenAt { section, item },
+        );
+        return;
+    }
+    let Some(window) = app.get_webview_window(crate::window::MAIN) else {
+        return;
+    };
+    if let Ok(mut url) = window.url() {
+        let fragment: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("open", &format!("{section}/{item}"))
+            .finish();
+        url.set_fragment(Some(&fragment));
+        if let Err(e) = window.navigate(url) {
+            tracing::debug!(error = %e, "window not sent to the tray line's item");
         }
     }
 }

@@ -235,6 +235,10 @@ test('log in through the login webview, see the countdown, create a client, add 
     return labels?.some((l) => /^Signed in as alice@example\.test \S+ expires in \d/.test(l)) ? labels : null;
   });
   assert.ok(signedIn.includes('Log out (sandbox)'), `the tray offers Log out: ${signedIn.join(' | ')}`);
+  // One line per service with its state; clicking it opens the window at Services.
+  await until('the tray to show the service ready', () => trayMenu()?.labels.some((l) => /^demo: ready/.test(l)));
+  trayMenu().click(trayMenu().labels.find((l) => /^demo: ready/.test(l)));
+  await until('the window to open at Services', () => find("//nav//button[@aria-current='page' and normalize-space()='Services']"));
 
   // Create a client: its token is shown once.
   await click("//nav//button[normalize-space()='Clients']");
@@ -270,6 +274,7 @@ test('log in through the login webview, see the countdown, create a client, add 
     return labels?.includes('Log in (sandbox)') ? labels : null;
   });
   assert.ok(!signedOut.some((l) => l.startsWith('Signed in')), `no session in the tray: ${signedOut.join(' | ')}`);
+  await until('the service to need a login in the tray', () => trayMenu()?.labels.includes('demo: needs login'));
 
   // Log in from the tray menu, then close the login window instead of signing in: the login is
   // cancelled and everything is back to "logged out".
@@ -348,11 +353,9 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   const page2 = await wd('POST', s('/execute/sync'), { script: 'return document.documentElement.outerHTML', args: [] });
   assert.ok(!/eyJ[\w-]+\.[\w-]+\./.test(page2), 'no token reaches the window');
   await shot('9-mcp-server-ready');
-  const tray = await until('the tray to sum the server up', () => {
-    const labels = trayMenu()?.labels;
-    return labels?.includes('1 MCP server ready') ? labels : null;
-  });
-  assert.ok(!tray.some((l) => l.startsWith('sdk:')), `a ready server has no line of its own: ${tray.join(' | ')}`);
+  await until('the tray to show the server ready with its token expiry', () =>
+    trayMenu()?.labels.some((l) => /^sdk: ready · token expires in \d/.test(l)),
+  );
 
   // A local client for the server, made in the window; a call needing a scope not granted yet
   // (the SDK server's /admin/mcp wants mcp:admin) turns into a step-up, shown in the window and
@@ -415,6 +418,6 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   });
   assert.equal(serverEntries('sdk'), 0, 'nothing of the server is left in the keychain');
   assert.ok(!readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8').includes(mcp.url), 'nor in the configuration');
-  await until('the tray to drop the server', () => !trayMenu()?.labels.includes('1 MCP server ready'));
+  await until('the tray to drop the server', () => !trayMenu()?.labels.some((l) => l.startsWith('sdk:')));
   await shot('12-mcp-server-removed');
 });
