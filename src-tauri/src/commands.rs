@@ -51,20 +51,31 @@ pub async fn refresh_now(lk: State<'_, Latchkey>, account: String) -> Result<()>
     lk.refresh_now(&account).await
 }
 
+/// Stores the Auth Gateway API key in the keychain. Write-only: nothing reads it back.
+#[tauri::command(async)]
+pub async fn set_gateway_api_key(lk: State<'_, Latchkey>, key: String) -> Result<()> {
+    lk.set_gateway_api_key(latchkey_core::secret::Secret::new(key))
+        .await
+}
+
 /// Local clients (no tokens).
 #[tauri::command]
 pub fn list_clients(lk: State<'_, Latchkey>) -> Vec<ClientView> {
     lk.list_clients()
 }
 
-/// Creates a client; its token is returned this once.
+/// Creates a client (optionally with the right to read its services' raw credentials, off by
+/// default); its token is returned this once.
 #[tauri::command]
 pub fn create_client(
     lk: State<'_, Latchkey>,
     name: String,
     services: Vec<String>,
+    allow_raw_credentials: Option<bool>,
 ) -> Result<CreatedClient> {
-    lk.create_client(&name, &services)
+    let mut options = latchkey_runtime::ClientOptions::default();
+    options.allow_raw_credentials = allow_raw_credentials.unwrap_or(false);
+    lk.create_client_with(&name, &services, &options)
 }
 
 /// Revokes a client.

@@ -69,6 +69,10 @@ pub fn run() {
             setup::setup_import,
             setup::setup_import_text,
             setup::setup_save,
+            setup::service_add,
+            setup::service_edit,
+            setup::service_remove,
+            commands::set_gateway_api_key,
         ])
         .setup(|app| {
             let prefs = settings::load(app.handle());

@@ -3,6 +3,7 @@
 //! reload. Errors cross IPC as `{code, message, field}` so the form can mark the field.
 
 use latchkey_core::config::init::{self, ConnectRequest, Draft, InitError, Written};
+use latchkey_core::config::services::{self, ServiceChangeError, ServiceForm};
 use latchkey_core::paths::Paths;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,27 @@ impl From<InitError> for SetupError {
     }
 }
 
+impl From<ServiceChangeError> for SetupError {
+    fn from(e: ServiceChangeError) -> Self {
+        Self {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            field: e.field(),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, SetupError>;
+
+fn config_file() -> Result<std::path::PathBuf> {
+    Paths::from_env()
+        .map(|p| p.config_file())
+        .map_err(|e| SetupError {
+            code: "no_home".into(),
+            message: e.to_string(),
+            field: None,
+        })
+}
 
 /// *Connect to your organisation*, as typed.
 #[derive(Debug, Deserialize)]
@@ -80,4 +101,26 @@ pub fn setup_save(toml: String, force: Option<bool>) -> Result<Written> {
         &toml,
         force.unwrap_or(false),
     )?)
+}
+
+/// *Services* → *Add*: appends the service to the configuration file; the runtime's reload
+/// applies it.
+#[tauri::command(async)]
+pub fn service_add(service: ServiceForm) -> Result<()> {
+    services::add_service(&config_file()?, &service)?;
+    Ok(())
+}
+
+/// *Services* → *Edit*: changes the service named `name` (it may be renamed).
+#[tauri::command(async)]
+pub fn service_edit(name: String, service: ServiceForm) -> Result<()> {
+    services::edit_service(&config_file()?, &name, &service)?;
+    Ok(())
+}
+
+/// *Services* → *Remove*.
+#[tauri::command(async)]
+pub fn service_remove(name: String) -> Result<()> {
+    services::remove_service(&config_file()?, &name)?;
+    Ok(())
 }
