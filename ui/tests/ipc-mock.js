@@ -90,9 +90,9 @@
     logout: () => { state.session = { kind: 'logged_out' }; emit('latchkey://changed'); return null; },
     refresh_now: () => (state.session.kind === 'active' ? null : fail('login_required', 'Log in first.')),
     list_clients: () => state.clients,
-    create_client: ({ name, services }) => {
+    create_client: ({ name, services, allowRawCredentials }) => {
       if (state.clients.some((c) => c.name === name)) return fail('client_exists', `a client named ${name} exists`);
-      const client = { name, services, created_at: now(), last_used_at: null, raw_credentials: false };
+      const client = { name, services, created_at: now(), last_used_at: null, raw_credentials: allowRawCredentials === true };
       state.clients.push(client);
       const token = `lk_${Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(36).padStart(2, '0')).join('')}`;
       state.issued.push(token);

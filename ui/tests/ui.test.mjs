@@ -153,6 +153,30 @@ test('create a client, copy its token once', async () => {
   await context.close();
 });
 
+test('a client is given the raw-credentials right only when asked, with the warning shown, and the list says so', async () => {
+  const { page, context, errors } = await open();
+  await nav(page, 'Clients');
+  await page.getByLabel('Name').fill('plain');
+  await page.getByLabel('demo').check();
+  assert.equal(await page.getByTestId('raw-right-warning').count(), 0, 'no warning while the right is off');
+  await page.getByRole('button', { name: 'Create client' }).click();
+  await page.getByTestId('new-token').waitFor();
+  await page.getByRole('button', { name: 'Done' }).click();
+  await page.getByLabel('Name').fill('exec-only');
+  await page.getByLabel('demo').check();
+  await page.getByLabel("May read its services' raw credentials").check();
+  assert.match(await page.getByTestId('raw-right-warning').innerText(), /takes the secrets with it/);
+  await page.getByRole('button', { name: 'Create client' }).click();
+  await page.getByTestId('new-token').waitFor();
+  await page.getByRole('button', { name: 'Done' }).click();
+  const row = (name) => page.locator('tbody tr', { has: page.getByRole('cell', { name, exact: true }) });
+  await row('exec-only').getByText('can read raw credentials').waitFor();
+  assert.equal(await row('plain').getByText('can read raw credentials').count(), 0, 'a plain client has no raw right');
+  assert.equal(await page.getByLabel("May read its services' raw credentials").isChecked(), false, 'the box is off again for the next client');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('filter activity by service and status, page with load more', async () => {
   const { page, context } = await open();
   await nav(page, 'Activity');

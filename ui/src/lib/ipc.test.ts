@@ -16,10 +16,12 @@ describe('ipc', () => {
     });
     const created = await ipc.createClient('cursor', ['demo']);
     expect(created.token).toBe('lk_x');
+    await ipc.createClient('exec-only', ['demo'], true);
     await ipc.login('sandbox', true);
     await ipc.queryActivity({ service: 'demo', limit: 50 });
     expect(seen).toEqual([
-      ['create_client', { name: 'cursor', services: ['demo'] }],
+      ['create_client', { name: 'cursor', services: ['demo'], allowRawCredentials: false }],
+      ['create_client', { name: 'exec-only', services: ['demo'], allowRawCredentials: true }],
       ['login', { account: 'sandbox', systemBrowser: true }],
       ['query_activity', { filter: { service: 'demo', limit: 50 } }],
     ]);

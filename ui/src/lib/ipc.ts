@@ -53,7 +53,8 @@ export const ipc = {
   logout: (account: string) => call<null>('logout', { account }),
   refreshNow: (account: string) => call<null>('refresh_now', { account }),
   listClients: () => call<ClientView[]>('list_clients'),
-  createClient: (name: string, services: string[]) => call<CreatedClient>('create_client', { name, services }),
+  createClient: (name: string, services: string[], allowRawCredentials = false) =>
+    call<CreatedClient>('create_client', { name, services, allowRawCredentials }),
   revokeClient: (name: string) => call<null>('revoke_client', { name }),
   queryActivity: (filter: ActivityFilter) => call<AuditPage>('query_activity', { filter }),
   activityChart: (span: ActivitySpan) => call<ActivityBuckets>('activity_chart', { span }),
