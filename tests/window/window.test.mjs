@@ -143,6 +143,9 @@ function accountEntries() {
   return out.split('\n').filter((l) => /^attribute\.username = [a-z]+:sandbox/.test(l)).length;
 }
 
+/** What the app sent to the desktop's notification service (dbus-monitor's text of each Notify call). */
+let notices = '';
+
 before(async () => {
   assert.ok(existsSync(app), 'target/debug/latchkey-app is built (cargo build -p latchkey-app)');
   assert.ok(existsSync(join(root, 'ui', 'dist', 'index.html')), 'ui/dist is built');
@@ -163,7 +166,7 @@ before(async () => {
     XDG_DATA_HOME: join(home, 'xdg-data'),
   };
 
-  const stack = spawn('node', [join(root, 'sandbox', 'stack.js'), '--ephemeral', '--write-config', env.LATCHKEY_CONFIG_DIR, '--api-key', 'window-gateway-key', '--exit-on-stdin-close'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const stack = spawn('node', [join(root, 'sandbox', 'stack.js'), '--ephemeral', '--access-ttl', '300', '--write-config', env.LATCHKEY_CONFIG_DIR, '--api-key', 'window-gateway-key', '--exit-on-stdin-close'], { stdio: ['pipe', 'pipe', 'inherit'] });
   children.push(stack);
   const ready = await new Promise((resolve, reject) => {
     createInterface({ input: stack.stdout }).once('line', resolve);
@@ -177,8 +180,20 @@ before(async () => {
   const issuer = (await startPeer(join(root, 'sandbox'), ['mcp-auth-server.js', JSON.stringify({ accessTtl: 3600 })])).replace(/\/$/, '');
   mcp = { issuer, url: await startPeer(join(root, 'tests', 'mcp'), ['server-oauth.mjs', '--issuer', issuer]) };
 
+  // A real notification daemon (dunst) on the test session's bus, and a monitor of the Notify
+  // calls it receives: the app's notices are read where the desktop reads them.
+  const monitor = spawn('dbus-monitor', ['--session', "type='method_call',interface='org.freedesktop.Notifications',member='Notify'"], { stdio: ['ignore', 'pipe', 'ignore'] });
+  children.push(monitor);
+  monitor.stdout.setEncoding('utf8').on('data', (d) => (notices += d));
+  const daemon = spawn('dunst', [], { env, stdio: 'ignore' });
+  children.push(daemon);
+  await until('a notification daemon on the session bus', () =>
+    execFileSync('gdbus', ['call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method', 'org.freedesktop.DBus.NameHasOwner', 'org.freedesktop.Notifications'], { encoding: 'utf8' }).includes('true'),
+  );
+
   const port = await freePort();
-  const d = spawn('tauri-driver', ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // Its own WebKitWebDriver port: another run (or the first-run test's driver) may hold 4445.
+  const d = spawn('tauri-driver', ['--port', String(port), '--native-port', String(await freePort())], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(d);
   driver = `http://127.0.0.1:${port}`;
   await until('tauri-driver', async () => (await fetch(`${driver}/status`)).ok);
@@ -235,10 +250,20 @@ test('log in through the login webview, see the countdown, create a client, add 
     return labels?.some((l) => /^Signed in as alice@example\.test \S+ expires in \d/.test(l)) ? labels : null;
   });
   assert.ok(signedIn.includes('Log out (sandbox)'), `the tray offers Log out: ${signedIn.join(' | ')}`);
+  // Access tokens live 5 minutes here, inside the 10-minute warning: the expiry notice reaches
+  // the notification daemon, with when, and no secret.
+  await until('the expiry notice at the notification daemon', () => notices.includes('string "Your Latchkey session ends soon"'));
+  assert.match(notices, /string "Signed in as alice@example\.test \S+ expires in \d+ min"/);
+  assert.ok(!/eyJ|window-gateway-key|access_token|refresh_token/.test(notices), `no secret in a notice: ${notices}`);
   // One line per service with its state; clicking it opens the window at Services.
-  await until('the tray to show the service ready', () => trayMenu()?.labels.some((l) => /^demo: ready/.test(l)));
-  trayMenu().click(trayMenu().labels.find((l) => /^demo: ready/.test(l)));
-  await until('the window to open at Services', () => find("//nav//button[@aria-current='page' and normalize-space()='Services']"));
+  // (The menu is rebuilt on every change: a click on a layout just replaced is tried again.)
+  await until('the service line to open the window at Services', async () => {
+    const menu = trayMenu();
+    const line = menu?.labels.find((l) => /^demo: ready/.test(l));
+    if (!line) return null;
+    menu.click(line);
+    return find("//nav//button[@aria-current='page' and normalize-space()='Services']");
+  });
 
   // Create a client: its token is shown once.
   await click("//nav//button[normalize-space()='Clients']");
