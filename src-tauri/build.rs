@@ -25,6 +25,14 @@ fn main() {
             "remove_server",
             "get_settings",
             "set_settings",
+            "setup_connect",
+            "setup_import",
+            "setup_import_text",
+            "setup_save",
+            "service_add",
+            "service_edit",
+            "service_remove",
+            "set_gateway_api_key",
         ]),
     ))
     .expect("tauri build step");
