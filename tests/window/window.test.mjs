@@ -446,3 +446,90 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   await until('the tray to drop the server', () => !trayMenu()?.labels.some((l) => l.startsWith('sdk:')));
   await shot('12-mcp-server-removed');
 });
+
+// First run, self-contained: the app started on a fresh configuration directory opens on Set up
+// Latchkey; the sandbox's issuer and client ID pass discovery, Save writes the file, the running
+// app loads it and logs in through the login window; a service added from Services is picked up
+// by the reload and served by the proxy. Runs last: it ends the first app (one instance per
+// desktop session) and starts another on its own tauri-driver.
+test('first run: set up from the window against the sandbox, log in, add a service the proxy serves', async () => {
+  if (session) await wd('DELETE', `/session/${session}`);
+  session = null;
+  const sandboxConfig = readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8');
+  const issuer = sandboxConfig.match(/^issuer = "(.*)"$/m)[1];
+  const upstream = sandboxConfig.match(/^upstream = "(.*)"$/m)[1];
+  const fresh = mkdtempSync(join(tmpdir(), 'latchkey-first-run-'));
+  const proxyPort = await freePort();
+  const freshEnv = {
+    ...env,
+    LATCHKEY_CONFIG_DIR: join(fresh, 'config'),
+    LATCHKEY_DATA_DIR: join(fresh, 'data'),
+    LATCHKEY_KEYCHAIN_SERVICE: `dev.latchkey.first-run.${process.pid}`,
+    XDG_CONFIG_HOME: join(fresh, 'xdg-config'),
+    XDG_DATA_HOME: join(fresh, 'xdg-data'),
+  };
+  // The proxy on a free port (the window's Proxy port preference), not the default one.
+  mkdirSync(join(fresh, 'xdg-data', 'dev.latchkey.app'), { recursive: true });
+  writeFileSync(join(fresh, 'xdg-data', 'dev.latchkey.app', 'settings.json'), JSON.stringify({ preferences: { proxy_port: proxyPort } }));
+  const port = await freePort();
+  const d = spawn('tauri-driver', ['--port', String(port), '--native-port', String(await freePort())], { env: freshEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+  children.push(d);
+  driver = `http://127.0.0.1:${port}`;
+  await until('the second tauri-driver', async () => (await fetch(`${driver}/status`)).ok);
+  session = (await wd('POST', '/session', { capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app } } } })).sessionId;
+  const main = await wd('GET', s('/window'));
+
+  await until('the Set up Latchkey screen', () => find("//h1[normalize-space()='Set up Latchkey']"), 30000);
+  assert.ok(!existsSync(join(freshEnv.LATCHKEY_CONFIG_DIR, 'config.toml')), 'no configuration yet');
+  await type("//input[@name='issuer']", issuer);
+  await type("//input[@name='client_id']", 'latchkey');
+  await click("//label[contains(., 'Allow plain http')]/input[@type='checkbox']");
+  await click("//button[normalize-space()='Check']");
+  await until('discovery to succeed', async () => {
+    const refused = await text("//*[@role='alert']").catch(() => null);
+    if (refused) throw new Error(`discovery refused: ${refused}`);
+    return find("//h2[normalize-space()='Found your identity provider']");
+  }, 30000);
+  await shot('13-first-run-discovered');
+  await click("//button[normalize-space()='Save']");
+  await until('the saved configuration loaded (Log in)', () => find("//button[normalize-space()='Log in']"), 30000);
+  assert.match(readFileSync(join(freshEnv.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8'), new RegExp(`issuer = "${issuer}"`));
+
+  await click("//button[normalize-space()='Log in']");
+  const loginWindow = await until('the login window', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main), 30000);
+  await wd('POST', s('/window'), { handle: loginWindow });
+  await until('the sign-in form', () => find("//input[@name='login']"), 30000);
+  await until('the sign-in page to finish loading', async () => (await wd('POST', s('/execute/sync'), { script: 'return document.readyState', args: [] })) === 'complete');
+  await type("//input[@name='login']", 'alice');
+  await type("//input[@name='password']", 'alice-password');
+  await click("//button[@type='submit']");
+  await until('the login window to close', async () => (await wd('GET', s('/window/handles'))).length === 1, 60000);
+  await wd('POST', s('/window'), { handle: main });
+  await until('the session', async () => (await text("//*[@data-testid='user']")).includes('Alice Example'));
+  await shot('14-first-run-signed-in');
+
+  // A service from Services → Add, written to the file and applied by the reload.
+  await click("//nav//button[normalize-space()='Services']");
+  await click("//button[normalize-space()='Add service']");
+  const form = "//form[@aria-label='Add service']";
+  await type(`${form}//input[@name='name']`, 'echo');
+  await type(`${form}//input[@name='upstream']`, upstream);
+  await click(`${form}//button[normalize-space()='Save']`);
+  assert.match(await until('the refusal on the upstream', () => text("//*[@id='svc-upstream-problem']")), /allow_loopback_http = true/);
+  await click(`${form}//input[@name='allow_loopback_http']`);
+  await click(`${form}//button[normalize-space()='Save']`);
+  await until('the service listed', () => find("//*[@data-testid='service-row' and @data-name='echo']"), 20000);
+  await shot('15-first-run-service-added');
+  assert.match(readFileSync(join(freshEnv.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8'), /\[\[services\]\]\nname = "echo"/);
+
+  await click("//nav//button[normalize-space()='Clients']");
+  await type("//input[@placeholder='cursor']", 'first-run');
+  await click("//input[@type='checkbox' and @value='echo']");
+  await click("//button[normalize-space()='Create client']");
+  const tokenField = await until('the new token', () => find("//input[@data-testid='new-token']"));
+  const token = await wd('GET', s(`/element/${tokenField}/property/value`));
+  await click("//button[normalize-space()='Done']");
+  const res = await fetch(`http://127.0.0.1:${proxyPort}/echo/whoami`, { headers: { 'x-latchkey-client': token } });
+  assert.equal(res.status, 200, 'the proxy serves the service added in the window');
+  assert.equal((await res.json()).received.authorization, 'present', 'with the session\'s access token injected');
+});
