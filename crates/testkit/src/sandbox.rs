@@ -37,7 +37,7 @@ struct Server {
     parsed: Url,
     // Held so the child's stdin stays open; dropping it makes the child exit.
     _stdin: ChildStdin,
-    _child: Child,
+    child: Child,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +46,13 @@ struct Ready {
 }
 
 impl Server {
+    /// Kills the process and waits until it is gone, so its port takes no more connections
+    /// (dropping only sends the signal: a connection made just after could still be accepted
+    /// into the dying listener's backlog and then reset, which is not "unreachable").
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     async fn start(kind: &str, options: serde_json::Value) -> anyhow::Result<Server> {
         let dir = sandbox_dir();
         if !dir.join("node_modules").is_dir() {
@@ -114,13 +121,13 @@ impl Server {
             parsed,
             url: ready.url,
             _stdin: stdin,
-            _child: child,
+            child,
         })
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to the server process with `kill(1)`.
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self._child.id().context("the sandbox process has exited")?;
+        let pid = self.child.id().context("the sandbox process has exited")?;
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())
@@ -246,6 +253,11 @@ impl Idp {
     pub const BASIC_CLIENT: &str = "latchkey-basic";
     /// The confidential native client that authenticates with `client_secret_post`.
     pub const POST_CLIENT: &str = "latchkey-post";
+
+    /// Kills the IdP and returns once its process has exited (its port refuses connections).
+    pub async fn kill(self) {
+        self.server.kill().await;
+    }
 
     /// Start an IdP on a free loopback port.
     pub async fn start(options: IdpOptions) -> anyhow::Result<Idp> {

@@ -70,6 +70,13 @@ fn start_options(paths: &Paths, store: &Arc<MemoryStore>) -> StartOptions {
 }
 
 impl Rig {
+    /// Kills the IdP and waits until its port refuses connections.
+    async fn kill_idp(&mut self) {
+        if let Some(idp) = self.idp.take() {
+            idp.kill().await;
+        }
+    }
+
     /// A logged-in instance whose service `demo` has a credential TTL of `ttl_seconds`, and a
     /// local client allowed to use it.
     async fn start(idp: IdpOptions, ttl_seconds: u64) -> Rig {
@@ -274,7 +281,7 @@ async fn assert_restores(rig: &mut Rig) {
 async fn idp_down_during_login_says_idp_unreachable_and_keeps_the_stored_session() {
     let mut rig = Rig::start(IdpOptions::default(), 600).await;
     assert!(rig.request().await.served_the_credential());
-    rig.idp = None; // killed
+    rig.kill_idp().await;
 
     let e = rig
         .lk()
@@ -299,7 +306,7 @@ async fn idp_down_during_login_says_idp_unreachable_and_keeps_the_stored_session
 async fn idp_down_during_refresh_keeps_the_session_and_says_idp_unreachable() {
     let mut rig = Rig::start(IdpOptions::default(), 600).await;
     assert!(rig.request().await.served_the_credential());
-    rig.idp = None; // killed
+    rig.kill_idp().await;
 
     let e = rig
         .lk()
@@ -337,7 +344,7 @@ async fn expired_while_the_idp_is_down() -> Rig {
     )
     .await;
     assert!(rig.request().await.served_the_credential());
-    rig.idp = None; // killed
+    rig.kill_idp().await;
     let lk = rig.lk().clone();
     eventually("the expired session shows the provider's outage", || {
         let state = account_state(&lk);
