@@ -13,6 +13,7 @@ fn main() {
             "create_client",
             "revoke_client",
             "query_activity",
+            "activity_chart",
             "list_connections",
             "close_connection",
             "detect_hosts",
