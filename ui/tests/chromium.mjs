@@ -23,7 +23,7 @@ function csp() {
   return conf.app.security.csp;
 }
 
-/** Starts the static server and the browser; returns `{ open, close }`. */
+/** Starts the static server and the browser; returns `{ open, base, browser, close }`. */
 export async function start() {
   assert.ok(existsSync(join(dist, 'index.html')), 'ui/dist is built (npm run build)');
   mkdirSync(shots, { recursive: true });
@@ -58,7 +58,7 @@ export async function start() {
     return { page, context, errors };
   }
 
-  return { open, base, close: async () => { await browser.close(); server.close(); } };
+  return { open, base, browser, close: async () => { await browser.close(); server.close(); } };
 }
 
 /** Shows `screen` and waits for its heading and for the network of mocked calls to settle. */

@@ -5,42 +5,24 @@
 // an imported file with a mistake names its line. Photographed at 360 and 1024 px.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
-import { dirname, extname, join, normalize } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { shots, start } from './chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const dist = join(here, '..', 'dist');
-const shots = join(here, '..', '..', 'tests', 'output', 'ui');
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png' };
 
-let server;
+// The built UI served with the app's CSP, and Chromium (shared with the layout and a11y flows).
+let stack;
 let browser;
 let base;
 
 before(async () => {
-  assert.ok(existsSync(join(dist, 'index.html')), 'ui/dist is built (npm run build)');
-  mkdirSync(shots, { recursive: true });
-  server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-    const file = join(dist, path === '/' ? 'index.html' : path);
-    if (!file.startsWith(dist) || !existsSync(file)) { res.writeHead(404).end(); return; }
-    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
-    res.end(readFileSync(file));
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${server.address().port}`;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  stack = await start();
+  ({ browser, base } = stack);
 });
 
 after(async () => {
-  await browser?.close();
-  server?.close();
+  await stack?.close();
 });
 
 // Installed after ipc-mock.js: no configuration yet, and the setup commands.
