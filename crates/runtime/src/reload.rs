@@ -80,7 +80,7 @@ impl Initial {
 /// Reads the file at start. A missing or invalid file is not fatal: the instance runs with
 /// nothing configured and shows why, and picks the file up once it is there and valid.
 pub(crate) fn load_initial(path: &Path) -> Initial {
-    match read(path) {
+    match Config::load_with_text(path) {
         Ok((config, text)) => Initial {
             config,
             text: Some(text),
@@ -231,23 +231,6 @@ impl LiveCredentials {
     ) -> Result<(), latchkey_core::credentials::CredentialsError> {
         self.current().set_manual(service, values).await
     }
-}
-
-fn read(path: &Path) -> Result<(Config, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ConfigError::NotFound {
-                path: path.to_owned(),
-            }
-        } else {
-            ConfigError::Io {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })?;
-    let config = Config::parse(&text, path)?;
-    Ok((config, text))
 }
 
 fn describe(e: &ConfigError) -> (ConfigState, Option<ConfigProblem>) {
@@ -453,7 +436,7 @@ impl Latchkey {
         let live = &self.inner.live;
         let _one = live.reloading.lock().await;
         let path = live.path.clone();
-        let read = tokio::task::spawn_blocking(move || read(&path)).await;
+        let read = tokio::task::spawn_blocking(move || Config::load_with_text(&path)).await;
         let (config, text) = match read {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {

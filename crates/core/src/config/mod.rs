@@ -379,6 +379,12 @@ impl ConfigError {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load_from`], also returning the text it read (to tell a real change from a
+    /// rewrite of the same text).
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ConfigError::NotFound {
@@ -391,7 +397,8 @@ impl Config {
                 }
             }
         })?;
-        Self::parse(&text, path)
+        let config = Self::parse(&text, path)?;
+        Ok((config, text))
     }
 
     /// Parses and validates `text`; `path` is used in messages only.
