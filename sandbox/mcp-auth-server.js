@@ -31,14 +31,30 @@ function isLoopbackResource(resource) {
 /**
  * Start the MCP authorization server.
  * `cimd` turns on oidc-provider's Client ID Metadata Document support (an https client_id is
- * fetched with `cimd.fetch`); `extraCounters` are reported with the others by /__stats.
- * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string}>, cimd?: {fetch: Function}, extraCounters?: object}} [options]
+ * fetched with `cimd.fetch`); `extraCounters` are reported with the others by /__stats;
+ * `preRegistered` adds one client registered beforehand (a confidential one when it has a
+ * `client_secret`; `application_type` native, so its loopback redirect URIs match any port),
+ * allowed the authorization_code and refresh_token grants, and the token endpoint then takes
+ * (and the metadata advertises) only `none` and that client's `token_endpoint_auth_method`.
+ * Default: none.
+ * @param {{port?: number, accessTtl?: number, refreshTtl?: number, users?: Record<string, {password: string}>, cimd?: {fetch: Function}, extraCounters?: object, preRegistered?: {client_id: string, client_secret?: string, redirect_uris: string[], token_endpoint_auth_method?: string}}} [options]
  * @returns {Promise<{issuer: string, close: () => Promise<void>, stats: () => object}>}
  */
 export async function startMcpAuthServer({
   port = 0, accessTtl = 3600, refreshTtl = 86400, users = DEFAULT_USERS, cimd, extraCounters = {},
+  preRegistered,
 } = {}) {
-  const counters = { registrations: 0, token_requests: 0, refresh_grants: 0, grants_revoked: 0, resources: [] };
+  const counters = {
+    registrations: 0,
+    token_requests: 0,
+    refresh_grants: 0,
+    grants_revoked: 0,
+    resources: [],
+    // Successful grants whose client authenticated with a secret, by how it was sent
+    // (oidc-provider itself takes either, whatever the client registered).
+    client_secret_basic: 0,
+    client_secret_post: 0,
+  };
   const server = http.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -47,8 +63,17 @@ export async function startMcpAuthServer({
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
   const configuration = {
-    clients: [],
+    clients: preRegistered ? [{
+      application_type: 'native',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: preRegistered.client_secret ? 'client_secret_basic' : 'none',
+      ...preRegistered,
+    }] : [],
     pkce: { required: () => true },
+    ...(preRegistered ? {
+      clientAuthMethods: ['none', preRegistered.token_endpoint_auth_method ?? 'client_secret_basic'],
+    } : {}),
     scopes: ['openid', 'offline_access'],
     claims: { openid: ['sub'] },
     clientBasedCORS: () => true,
@@ -105,6 +130,8 @@ export async function startMcpAuthServer({
   provider.on('grant.revoked', () => { counters.grants_revoked += 1; });
   provider.on('grant.success', (ctx) => {
     if (ctx.oidc.params?.grant_type === 'refresh_token') counters.refresh_grants += 1;
+    if (ctx.oidc.params?.client_secret) counters.client_secret_post += 1;
+    else if (/^basic /i.test(ctx.headers.authorization ?? '')) counters.client_secret_basic += 1;
   });
 
   // Sign-in, then consent auto-granted for what was asked (scopes and resource scopes).

@@ -27,12 +27,25 @@ client_id = "latchkey"
 /// Runs `latchkey <args> --no-browser`, signs in to the printed URL as alice, and returns the
 /// command's output once it exited.
 async fn with_sign_in(home: &Home, args: &[&str]) -> latchkey_e2e::Output {
-    let mut child = home
-        .command(args)
+    with_sign_in_fed(home, args, None).await
+}
+
+/// [`with_sign_in`] with `stdin` (when given) written to the command's standard input.
+async fn with_sign_in_fed(home: &Home, args: &[&str], stdin: Option<&str>) -> latchkey_e2e::Output {
+    let mut command = home.command(args);
+    if stdin.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("latchkey");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        input.write_all(text.as_bytes()).expect("stdin");
+        // Dropped here: the command sees the end of its input.
+    }
     let stdout = child.stdout.take().expect("stdout");
     let url = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
@@ -446,6 +459,130 @@ async fn a_client_metadata_document_is_used_before_dynamic_registration() {
     let answer = host(&serve, "tracker/mcp", &token);
     assert_eq!(answer["whoami"]["subject"], "alice", "{answer}");
     serve.stop().expect("stop");
+}
+
+/// The pre-registered confidential client's secret (a canary: only the keychain may hold it).
+const CLIENT_SECRET: &str = "e2e-pre-registered-secret-canary-b71e";
+
+/// The keychain entries of this home's namespace with their secrets (`secret-tool` prints them).
+fn keychain_dump(home: &Home) -> String {
+    let out = std::process::Command::new("secret-tool")
+        .args(["search", "--all", "service", home.keychain_namespace()])
+        .output()
+        .expect("secret-tool");
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(keychain_session),
+    ignore = "needs the Secret Service: run under scripts/with-keychain"
+)]
+async fn a_pre_registered_confidential_client_signs_in_with_its_secret_kept_in_the_keychain_only() {
+    if !keychain_available() {
+        return;
+    }
+    // The AS advertises one secret method at a time: Latchkey must send the secret its way.
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let auth = McpAuthServer::start_with_client(600, "pre-registered", CLIENT_SECRET, method)
+            .await
+            .expect("MCP authorization server");
+        let mcp = OAuthMcpServer::start(auth.issuer())
+            .await
+            .expect("MCP server");
+        let home = Home::new(CONFIG).expect("home");
+        let serve = home.serve().expect("serve");
+        let add = [
+            "server",
+            "add",
+            mcp.url().as_str(),
+            "--name",
+            "tracker",
+            "--client-id",
+            "pre-registered",
+            "--client-secret-stdin",
+            "--no-browser",
+            "--allow-insecure-loopback",
+        ];
+
+        // A wrong secret: the AS refuses the code exchange, the add says so and keeps nothing.
+        let refused = with_sign_in_fed(&home, &add, Some("not-the-secret\n")).await;
+        assert_ne!(
+            refused.code, 0,
+            "{method}: a wrong secret: {}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains("[mcp_oauth_token_request_failed]")
+                && refused.stderr.contains("invalid_client"),
+            "{method}: the error names the client authentication: {}",
+            refused.stderr
+        );
+        assert_eq!(config_text(&home), CONFIG, "{method}: nothing written");
+        assert_eq!(
+            server_entries(&home),
+            Vec::<String>::new(),
+            "{method}: nothing stored"
+        );
+        assert!(servers(&home).is_empty(), "{method}");
+
+        let added = with_sign_in_fed(&home, &add, Some(&format!("{CLIENT_SECRET}\n"))).await;
+        assert_eq!(added.code, 0, "{method}: server add: {}", added.stderr);
+        let stats = auth.stats().await.expect("stats");
+        assert_eq!(
+            stats.registrations, 0,
+            "{method}: no Dynamic Client Registration: {stats:?}"
+        );
+        let (sent_this_way, sent_the_other) = match method {
+            "client_secret_basic" => (stats.client_secret_basic, stats.client_secret_post),
+            _ => (stats.client_secret_post, stats.client_secret_basic),
+        };
+        assert!(
+            sent_this_way >= 1 && sent_the_other == 0,
+            "{method}: the secret went the way the metadata allows: {stats:?}"
+        );
+        let config = config_text(&home);
+        assert!(
+            config.contains(r#"client_id = "pre-registered""#),
+            "{method}: the id is configuration: {config}"
+        );
+        assert!(
+            !config.contains(CLIENT_SECRET),
+            "{method}: the secret is not: {config}"
+        );
+        assert!(
+            keychain_dump(&home).contains(CLIENT_SECRET),
+            "{method}: the secret is in the keychain: {:?}",
+            server_entries(&home)
+        );
+        let listed = servers(&home);
+        assert_eq!(listed[0]["state"], "ready", "{method}: {listed:?}");
+
+        let token = client_token(&home, "tracker");
+        let answer = host(&serve, "tracker/mcp", &token);
+        assert!(
+            answer["error"].is_null(),
+            "{method}: tools/list through the proxy: {answer}"
+        );
+        assert_eq!(answer["whoami"]["subject"], "alice", "{method}: {answer}");
+
+        let logs = serve.stop().expect("stop");
+        for (what, text) in [
+            ("serve", &logs),
+            ("add stderr", &added.stderr),
+            ("add stdout", &added.stdout),
+            ("refused add stderr", &refused.stderr),
+        ] {
+            assert!(
+                !text.contains(CLIENT_SECRET),
+                "{method}: the secret is in the {what} logs"
+            );
+        }
+    }
 }
 
 #[tokio::test]

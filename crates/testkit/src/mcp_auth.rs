@@ -129,6 +129,13 @@ pub struct McpAuthStats {
     /// GETs of Latchkey's client metadata document ([`CimdAuthServer`] only).
     #[serde(default)]
     pub document_fetches: u64,
+    /// Successful grants whose client sent its secret in an HTTP Basic `Authorization` header
+    /// ([`McpAuthServer`] only).
+    #[serde(default)]
+    pub client_secret_basic: u64,
+    /// Successful grants whose client sent its secret in the form body ([`McpAuthServer`] only).
+    #[serde(default)]
+    pub client_secret_post: u64,
 }
 
 async fn stats_of(child: &NodeChild) -> anyhow::Result<McpAuthStats> {
@@ -203,7 +210,34 @@ pub struct McpAuthServer {
 impl McpAuthServer {
     /// Starts one on a free loopback port; `access_ttl` is the access tokens' lifetime (s).
     pub async fn start(access_ttl: u64) -> anyhow::Result<McpAuthServer> {
-        let options = serde_json::json!({ "accessTtl": access_ttl }).to_string();
+        Self::spawn(serde_json::json!({ "accessTtl": access_ttl })).await
+    }
+
+    /// Starts one that also knows a confidential client registered beforehand: `client_id`
+    /// with `client_secret`, redirect URI `http://127.0.0.1/oauth/callback` (any port), and
+    /// metadata that advertises only `auth_method` (`client_secret_basic` or
+    /// `client_secret_post`) besides `none`. oidc-provider takes a secret sent either way:
+    /// [`McpAuthStats::client_secret_basic`] and `client_secret_post` tell which way it came.
+    pub async fn start_with_client(
+        access_ttl: u64,
+        client_id: &str,
+        client_secret: &str,
+        auth_method: &str,
+    ) -> anyhow::Result<McpAuthServer> {
+        Self::spawn(serde_json::json!({
+            "accessTtl": access_ttl,
+            "preRegistered": {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "redirect_uris": ["http://127.0.0.1/oauth/callback"],
+                "token_endpoint_auth_method": auth_method,
+            },
+        }))
+        .await
+    }
+
+    async fn spawn(options: serde_json::Value) -> anyhow::Result<McpAuthServer> {
+        let options = options.to_string();
         let child = NodeChild::start(
             &repo_dir("sandbox"),
             &["mcp-auth-server.js".to_owned(), options],
