@@ -331,11 +331,64 @@ async fn answer(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(refused);
     }
-    let mut response = app.oneshot(request.map(Body::new)).await?;
+    // A request whose body is still unread when its answer is ready (a refusal at the gates, an
+    // upstream that answers early): hyper then closes the connection after the response, and a
+    // client that was not told sends its next request into a closing connection and sees "server
+    // disconnected". Such an answer says `Connection: close` (RFC 9112 §9.6).
+    let body_read = (!http_body::Body::is_end_stream(request.body()))
+        .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let request = match &body_read {
+        None => request.map(Body::new),
+        Some(read) => request.map(|body| Body::new(ReadToEnd::new(body, Arc::clone(read)))),
+    };
+    let mut response = app.oneshot(request).await?;
+    if body_read.is_some_and(|read| !read.load(std::sync::atomic::Ordering::Acquire)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(TunnelEnded(ended)) = response.extensions_mut().remove::<TunnelEnded>() {
         slot.hold_for_tunnel(ended);
     }
     Ok(response.map(|body| Body::new(Tracked::new(body, in_flight))))
+}
+
+/// A request body that records when it was read to its end.
+struct ReadToEnd {
+    inner: Incoming,
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReadToEnd {
+    fn new(inner: Incoming, read: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl http_body::Body for ReadToEnd {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None))
+            || (matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) && self.inner.is_end_stream())
+        {
+            self.read.store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The request presents the instance's control token (compared in constant time).

@@ -15,6 +15,7 @@ mod flood;
 mod gates;
 mod hardening;
 mod injection;
+mod keep_alive;
 mod login;
 mod managed;
 mod mcp;

@@ -1,0 +1,124 @@
+//! Connection reuse after a request with a body: when the answer is ready before the body was
+//! read (a refusal at the gates), the proxy will close the connection after it, so the answer says
+//! `Connection: close` and a client never sends its next request into a closing connection; a
+//! request whose body was read keeps its connection.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::Proxy;
+
+/// Reads one response (head and a `Content-Length` body); returns the lowercased head and the body.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "the connection closed before a response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    while buf.len() < head_end + length {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("the body in time")
+            .expect("read");
+        assert!(n > 0, "the connection closed inside the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
+    (head, body)
+}
+
+fn connection_close(head: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("connection:"))
+        .any(|v| v.split(',').any(|t| t.trim() == "close"))
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_body_was_read_says_connection_close() {
+    let proxy = Proxy::start().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .expect("connect");
+    // The head alone, as an MCP host sends it before its JSON body: the stale token is refused at
+    // the gate, before anyone reads the body.
+    let head = format!(
+        "POST /demo/mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-latchkey-client: lk_stale-token\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n",
+        proxy.port
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(body.contains("client_unauthorized"), "{body}");
+    assert!(
+        connection_close(&head),
+        "the client is told the connection ends here: {head}"
+    );
+    // And it does end: the body sent now gets no second answer.
+    let _ = stream.write_all(&[b' '; 64]).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the proxy closed the connection: {closed:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_body_was_read_keeps_its_connection() {
+    let proxy = Proxy::start().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .expect("connect");
+    let payload = "x".repeat(3000);
+    let upload = format!(
+        "POST /demo/upload HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-latchkey-client: {}\r\nContent-Length: {}\r\n\r\n",
+        proxy.port,
+        proxy.token,
+        payload.len()
+    );
+    stream
+        .write_all(upload.as_bytes())
+        .await
+        .expect("write head");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(payload.as_bytes())
+        .await
+        .expect("write body");
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains("\"bytes\":3000"), "{body}");
+    assert!(
+        !connection_close(&head),
+        "keep-alive after a read body: {head}"
+    );
+
+    let again = format!(
+        "GET /demo/again HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-latchkey-client: {}\r\n\r\n",
+        proxy.port, proxy.token
+    );
+    stream.write_all(again.as_bytes()).await.expect("write");
+    let (head, body) = read_response(&mut stream).await;
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "second request, same connection: {head}"
+    );
+    assert!(body.contains("/base/again"), "{body}");
+}
