@@ -478,10 +478,10 @@ impl Session {
         let refreshed = self.refresh_from(live.generation).await;
         match refreshed {
             Ok(live) => Ok(live.access_token.clone()),
-            // The refresh failed but the token we hold has not expired: keep serving with it.
-            Err(ref e @ (SessionError::Login(_) | SessionError::ClientSecretMissing { .. }))
-                if !matches!(e, SessionError::Login(LoginError::InvalidGrant)) =>
-            {
+            // The refresh failed but the token we hold has not expired: keep serving with it. (A
+            // session the provider ended never gets here: `refresh_from` ends it and answers
+            // `LoginRequired`, and `current()` is empty by then.)
+            Err(ref e @ (SessionError::Login(_) | SessionError::ClientSecretMissing { .. })) => {
                 if let Some(current) = self.current().filter(|l| l.expires_at > self.now()) {
                     warn!(code = e.code(), "refresh failed; current token still valid");
                     Ok(current.access_token.clone())

@@ -221,6 +221,133 @@ async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
     );
 }
 
+/// Stands in for an identity provider that went away: takes the port it listened on, counts the
+/// connections that arrive and closes each at once (the client sees the provider unreachable).
+async fn unreachable_in_place_of(
+    idp: Idp,
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let port = url::Url::parse(idp.issuer())
+        .expect("issuer url")
+        .port_or_known_default()
+        .expect("issuer port");
+    drop(idp);
+    let mut bound = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => {
+                bound = Some(listener);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let listener = bound.expect("the provider's port is free once it has gone");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (accepted, task)
+}
+
+/// Callers queued behind a refresh that found the provider unreachable get that answer (and keep
+/// the still-valid token) instead of each trying the provider again and waiting out its failure.
+#[tokio::test]
+async fn callers_queued_behind_a_refresh_that_found_the_provider_gone_share_its_answer() {
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 120,
+        refresh_ttl: 3600,
+    })
+    .await
+    .expect("idp");
+    let vault = test_vault();
+    let clock = TestClock::new();
+    let account = unique("shared-outage");
+    let (session, _) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let first = session.access_token().await.expect("token");
+    let (accepted, listener) = unreachable_in_place_of(idp).await;
+
+    // Past the refresh point (80 % of 120 s), before expiry: 20 callers at once.
+    clock.advance(100);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let session = session.clone();
+        tasks.push(tokio::spawn(async move { session.access_token().await }));
+    }
+    for t in tasks {
+        let token = t
+            .await
+            .expect("task")
+            .expect("the token has not expired: every caller is served with it");
+        assert!(token.ct_eq(&first), "the token held before the outage");
+    }
+    let attempts = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&attempts),
+        "one refresh attempt (a retried connection at most) for 20 callers, not one each: {attempts}"
+    );
+    assert!(
+        matches!(session.state(), SessionState::Active { .. }),
+        "an outage while the token is valid leaves the session active: {:?}",
+        session.state()
+    );
+    assert!(
+        vault.load_tokens(&account).await.expect("read").is_some(),
+        "an outage deletes nothing"
+    );
+    listener.abort();
+    vault.wipe_account(&account).await.expect("cleanup");
+}
+
+/// A refresh that fails at the very second the token expires: nothing is served, the session shows
+/// the provider's error (not "active"), and the stored session stays for when the provider is back.
+#[tokio::test]
+async fn a_refresh_failing_at_the_instant_of_expiry_serves_nothing_and_shows_the_outage() {
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 120,
+        refresh_ttl: 3600,
+    })
+    .await
+    .expect("idp");
+    let vault = test_vault();
+    let clock = TestClock::new();
+    let account = unique("outage-at-expiry");
+    let (session, _) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let SessionState::Active { expires_at, .. } = session.state() else {
+        panic!("logged in: {:?}", session.state());
+    };
+    let (_accepted, listener) = unreachable_in_place_of(idp).await;
+    let now = (clock.clock())();
+    clock.advance(expires_at - now);
+    assert_eq!(
+        (clock.clock())(),
+        expires_at,
+        "the clock stands at the expiry"
+    );
+
+    let err = session
+        .access_token()
+        .await
+        .expect_err("an expired token is not served");
+    assert_eq!(err.code(), "idp_unreachable", "{err:?}");
+    match session.state() {
+        SessionState::Error { code, .. } => assert_eq!(code, "idp_unreachable"),
+        other => panic!("the session shows the outage, not {other:?}"),
+    }
+    assert!(
+        vault.load_tokens(&account).await.expect("read").is_some(),
+        "an outage deletes nothing"
+    );
+    listener.abort();
+    vault.wipe_account(&account).await.expect("cleanup");
+}
+
 #[tokio::test]
 async fn logout_revokes_at_the_idp_and_leaves_nothing_in_the_keychain() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
