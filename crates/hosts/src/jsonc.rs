@@ -285,14 +285,25 @@ impl Parser<'_> {
                         Some(b'"' | b'\\' | b'/') => out.push(esc.unwrap_or(b'?')),
                         Some(b'n') => out.push(b'\n'),
                         Some(b't') => out.push(b'\t'),
-                        Some(b'r' | b'b' | b'f') => out.push(b' '),
+                        Some(b'r') => out.push(b'\r'),
+                        Some(b'b') => out.push(0x08),
+                        Some(b'f') => out.push(0x0c),
                         Some(b'u') => {
-                            self.i += 4;
-                            out.push(b'?');
+                            let c = self.unicode_escape()?;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            continue;
                         }
                         _ => return Err(self.error("invalid escape")),
                     }
                     self.i += 2;
+                }
+                // JSON (and every host's parser) refuses a raw control character in a string: a
+                // file that has one is not edited, whatever else it holds.
+                Some(b) if b < 0x20 => {
+                    return Err(self.error(&format!(
+                        "a control character (U+{b:04X}) inside a string: write it as an escape such as \\u{b:04x}"
+                    )));
                 }
                 Some(b) => {
                     out.push(b);
@@ -301,4 +312,50 @@ impl Parser<'_> {
             }
         }
     }
+
+    /// `\uXXXX` at the cursor (and its low half when it is a high surrogate), decoded the way
+    /// `JSON.parse` reads it, so keys compare by what they mean; a lone surrogate becomes U+FFFD
+    /// (such a key matches no name Latchkey writes).
+    fn unicode_escape(&mut self) -> Result<char, SyntaxError> {
+        let high = self.hex4()?;
+        if !(0xD800..0xDC00).contains(&high) {
+            return Ok(char::from_u32(high).unwrap_or(char::REPLACEMENT_CHARACTER));
+        }
+        if self.s.get(self.i) == Some(&b'\\') && self.s.get(self.i + 1) == Some(&b'u') {
+            let save = self.i;
+            let low = self.hex4()?;
+            if (0xDC00..0xE000).contains(&low) {
+                let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                return Ok(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            self.i = save;
+        }
+        Ok(char::REPLACEMENT_CHARACTER)
+    }
+
+    /// Reads `\u` and four hex digits at the cursor.
+    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+        let digits = self
+            .s
+            .get(self.i + 2..self.i + 6)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|d| u32::from_str_radix(d, 16).ok());
+        match digits {
+            Some(code) => {
+                self.i += 6;
+                Ok(code)
+            }
+            None => Err(self.error("invalid \\u escape: it needs four hex digits")),
+        }
+    }
+}
+
+/// The 1-based line of byte `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }

@@ -384,9 +384,11 @@ pub struct Preview {
 pub fn preview(id: HostId, paths: &HostPaths, spec: &EntrySpec) -> Result<Preview, HostError> {
     let path = paths.config_file(id);
     let replaces_existing = match read(&path)? {
-        Some(text) => parse(id, &path, &text)?
-            .server_names(&text)
-            .contains(&spec.server_name),
+        Some(text) => {
+            let doc = parse(id, &path, &text)?;
+            doc.refuse_twice(&text, &path, &spec.server_name)?;
+            doc.server_names(&text).contains(&spec.server_name)
+        }
         None => false,
     };
     Ok(Preview {
@@ -424,6 +426,7 @@ pub fn apply(
     let new_text = match &existing {
         Some(text) if !text.trim().is_empty() => {
             let doc = parse(id, &path, text)?;
+            doc.refuse_twice(text, &path, &spec.server_name)?;
             splice(text, &doc, id, &spec.server_name, &entry)
         }
         _ => {
@@ -581,6 +584,9 @@ fn parse(id: HostId, path: &Path, text: &str) -> Result<Doc, HostError> {
         });
     }
     let top = jsonc::parse_top(text, id.jsonc()).map_err(|e| malformed(e.to_string()))?;
+    if let Some(twice) = twice(text, &top, id.servers_key()) {
+        return Err(malformed(twice));
+    }
     let servers = match top.members.iter().find(|m| m.key == id.servers_key()) {
         Some(m) if text.as_bytes().get(m.value.start) == Some(&b'{') => Some(
             jsonc::object_at(text, m.value.start, id.jsonc())
@@ -595,6 +601,32 @@ fn parse(id: HostId, path: &Path, text: &str) -> Result<Doc, HostError> {
         None => None,
     };
     Ok(Doc { top, servers })
+}
+
+/// "`key` appears twice (lines a and b)…" when `obj` holds `key` more than once: hosts read the
+/// last, an edit of the first would change nothing they use, so such a file is not edited.
+fn twice(text: &str, obj: &jsonc::Object, key: &str) -> Option<String> {
+    let mut same = obj.members.iter().filter(|m| m.key == key);
+    let first = same.next()?;
+    let second = same.next()?;
+    Some(format!(
+        "`{key}` appears twice (lines {} and {}); the host reads only the last one. Keep one and try again",
+        jsonc::line_of(text, first.span.start),
+        jsonc::line_of(text, second.span.start)
+    ))
+}
+
+impl Doc {
+    /// Refuses a file whose servers object names `name` more than once.
+    fn refuse_twice(&self, text: &str, path: &Path, name: &str) -> Result<(), HostError> {
+        match self.servers.as_ref().and_then(|s| twice(text, s, name)) {
+            Some(error) => Err(HostError::Malformed {
+                path: path.to_owned(),
+                error,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The file with the entry added or replaced, everything else untouched.

@@ -220,6 +220,87 @@ fn malformed_files_are_reported_and_never_written() {
 }
 
 #[test]
+fn files_a_host_would_refuse_or_read_otherwise_are_reported_and_never_written() {
+    for (fixture, says) in [
+        // A raw tab inside a string: JSON.parse refuses the file.
+        ("control-char.json", "control character (U+0009)"),
+        // Two servers objects: hosts read the last, an edit of the first would change nothing.
+        (
+            "servers-key-twice.json",
+            "`mcpServers` appears twice (lines 2 and 4)",
+        ),
+    ] {
+        let id = HostId::Cursor;
+        let (_home, paths, file, original) = install(id, fixture);
+        let host = detect(&paths)
+            .into_iter()
+            .find(|h| h.id == id)
+            .expect("host");
+        assert!(
+            matches!(&host.state, FileState::Malformed { error } if error.contains(says)),
+            "{fixture}: {:?}",
+            host.state
+        );
+        let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err(fixture);
+        assert_eq!(err.code(), "host_config_malformed", "{fixture}");
+        assert!(err.to_string().contains(says), "{fixture}: {err}");
+        assert_eq!(
+            std::fs::read(&file).expect("read"),
+            original,
+            "{fixture} untouched"
+        );
+    }
+}
+
+/// With Latchkey's entry twice, replacing the first would leave the host on the last (the one it
+/// reads): the file is refused with both lines named, for preview and apply alike.
+#[test]
+fn an_entry_listed_twice_is_refused_with_both_lines() {
+    let id = HostId::Cursor;
+    let (_home, paths, file, original) = install(id, "entry-twice.json");
+    let err = preview(id, &paths, &spec()).expect_err("preview refuses");
+    assert!(
+        err.to_string()
+            .contains("`latchkey-demo` appears twice (lines 3 and 5)"),
+        "{err}"
+    );
+    let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err("apply refuses");
+    assert_eq!(err.code(), "host_config_malformed");
+    assert!(err.to_string().contains("Keep one"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("read"), original, "untouched");
+    let siblings = std::fs::read_dir(file.parent().expect("dir"))
+        .expect("dir")
+        .count();
+    assert_eq!(siblings, 1, "no backup or temp file left behind");
+}
+
+/// A key written with `\u` escapes is the same key to a host: Latchkey replaces that entry
+/// instead of adding a second `latchkey-demo` beside it.
+#[test]
+fn an_entry_whose_name_is_escaped_is_replaced_not_doubled() {
+    let id = HostId::Cursor;
+    let (_home, paths, file, _original) = install(id, "escaped-key.json");
+    let preview = preview(id, &paths, &spec()).expect("preview");
+    assert!(preview.replaces_existing, "the escaped name is ours");
+    apply(id, &paths, &spec(), token_for(id).as_ref()).expect("apply");
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        !text.contains("\"latchkey-demo\""),
+        "no second entry: {text}"
+    );
+    assert!(
+        !text.contains("mcp-old"),
+        "the old entry was replaced: {text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(
+        v["mcpServers"]["latchkey-demo"]["headers"]["X-Latchkey-Client"],
+        TOKEN
+    );
+    assert_eq!(v["mcpServers"]["emoji-\u{1F600}"]["command"], "smile");
+}
+
+#[test]
 fn a_missing_file_is_created_private_and_undo_removes_it() {
     let home = tempfile::tempdir().expect("tempdir");
     let paths = HostPaths::under(home.path());
