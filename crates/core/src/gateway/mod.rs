@@ -95,7 +95,7 @@ impl GatewayError {
             Self::Timeout => "gateway_timeout",
             Self::MissingCredentials { .. } => "credentials_missing",
             Self::InvalidAnswer { .. } => "gateway_invalid_answer",
-            Self::BadEndpoint { .. } => "invalid_config",
+            Self::BadEndpoint { .. } => "config_invalid",
             Self::InvalidApiKey => "gateway_api_key_invalid",
             Self::UnexpectedStatus { .. } => "gateway_error",
         }

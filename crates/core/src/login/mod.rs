@@ -307,7 +307,7 @@ impl LoginError {
         match self {
             Self::InvalidGrant => "login_required",
             Self::Discovery { .. } => "idp_discovery_failed",
-            Self::InsecureIssuer { .. } => "invalid_config",
+            Self::InsecureIssuer { .. } => "config_invalid",
             Self::Unreachable { .. } => "idp_unreachable",
             Self::Timeout(_) => "idp_timeout",
             Self::CallbackListener { .. } => "callback_listener_failed",

@@ -474,7 +474,7 @@ async fn discovery_rejects_an_issuer_mismatch_and_plain_http_off_loopback() {
     let err = Provider::discover(http(), s)
         .await
         .expect_err("http off loopback");
-    assert_eq!(err.code(), "invalid_config");
+    assert_eq!(err.code(), "config_invalid");
 }
 
 async fn callback(url: &str) -> reqwest::StatusCode {
