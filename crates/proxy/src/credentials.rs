@@ -102,6 +102,15 @@ pub enum CredentialError {
     /// The OS keychain is locked or not available.
     #[error("The OS keychain is locked or unavailable; unlock it and try again.")]
     KeychainUnavailable,
+    /// The account's identity provider needs a client secret to renew the sign-in and none is
+    /// in the keychain: logging in again would not help, storing the secret does.
+    #[error(
+        "The identity provider of account `{account}` needs a client secret and none is stored, so Latchkey cannot renew its sign-in: run `latchkey account set-secret --account {account}`, then retry."
+    )]
+    ClientSecretMissing {
+        /// The account.
+        account: String,
+    },
     /// The session's access token needs renewing and the identity provider cannot be reached
     /// (down, slow, or a server error). The session is kept: no new login is needed.
     #[error(
@@ -148,7 +157,9 @@ impl CredentialError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::LoginRequired => "login_required",
-            Self::Missing { .. } | Self::NotConfigured => "credentials_missing",
+            Self::Missing { .. } | Self::NotConfigured | Self::ClientSecretMissing { .. } => {
+                "credentials_missing"
+            }
             Self::Forbidden => "credentials_forbidden",
             Self::GatewayUnavailable => "gateway_unavailable",
             Self::KeychainUnavailable => "keychain_unavailable",

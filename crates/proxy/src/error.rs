@@ -168,7 +168,8 @@ impl ProxyError {
             Self::Credentials(e) => match e {
                 CredentialError::LoginRequired
                 | CredentialError::Missing { .. }
-                | CredentialError::NotConfigured => StatusCode::FAILED_DEPENDENCY,
+                | CredentialError::NotConfigured
+                | CredentialError::ClientSecretMissing { .. } => StatusCode::FAILED_DEPENDENCY,
                 // Without `WWW-Authenticate: ... insufficient_scope` neither SDK reads a `403` as
                 // a challenge (see above); it stays `403` like the gateway's own refusal.
                 CredentialError::Forbidden => StatusCode::FORBIDDEN,
@@ -299,6 +300,12 @@ mod tests {
             (CredentialError::LoginRequired, 424),
             (CredentialError::Forbidden, 403),
             (CredentialError::NotConfigured, 424),
+            (
+                CredentialError::ClientSecretMissing {
+                    account: "work".into(),
+                },
+                424,
+            ),
             (CredentialError::GatewayUnavailable, 503),
             (CredentialError::KeychainUnavailable, 503),
             (

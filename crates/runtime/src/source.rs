@@ -205,6 +205,12 @@ fn to_proxy_error(
         CredentialsError::Session(SessionError::Login(
             LoginError::Unreachable { .. } | LoginError::Timeout(_),
         )) => idp_unavailable(),
+        // Logging in again would not help: the secret must be stored (`account set-secret`).
+        CredentialsError::Session(SessionError::ClientSecretMissing { account, .. }) => {
+            CredentialError::ClientSecretMissing {
+                account: account.clone(),
+            }
+        }
         CredentialsError::Session(_) | CredentialsError::Gateway(GatewayError::Unauthorized) => {
             CredentialError::LoginRequired
         }
@@ -219,5 +225,47 @@ fn to_proxy_error(
             CredentialError::NotConfigured
         }
         _ => CredentialError::GatewayUnavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never_idp() -> CredentialError {
+        panic!("not an outage of the identity provider")
+    }
+
+    #[test]
+    fn a_missing_client_secret_asks_for_the_secret_not_for_a_login() {
+        let e = CredentialsError::Session(SessionError::ClientSecretMissing {
+            account: "work".into(),
+            method: "client_secret_basic",
+        });
+        let mapped = to_proxy_error(&e, never_idp);
+        assert_eq!(
+            mapped,
+            CredentialError::ClientSecretMissing {
+                account: "work".into()
+            }
+        );
+        assert_eq!(mapped.code(), "credentials_missing");
+        assert!(
+            mapped
+                .to_string()
+                .contains("latchkey account set-secret --account work"),
+            "{mapped}"
+        );
+    }
+
+    #[test]
+    fn an_ended_session_asks_for_a_login() {
+        let e = CredentialsError::Session(SessionError::LoginRequired {
+            account: "work".into(),
+        });
+        assert_eq!(
+            to_proxy_error(&e, never_idp),
+            CredentialError::LoginRequired
+        );
     }
 }
