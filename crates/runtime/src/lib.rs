@@ -79,6 +79,9 @@ struct Inner {
     /// The keychain's health: checked at start, and again every [`KEYCHAIN_RETRY`] while broken.
     keychain: Mutex<KeychainHealth>,
     proxy_addr: Option<SocketAddr>,
+    /// The settings read once at start (listener, connection cap, audit retention): a later
+    /// edit of them is reported as needing a restart.
+    started_with: StartedWith,
     proxy_error: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
     logins: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -93,6 +96,12 @@ struct Inner {
     lock: InstanceLock,
     /// Remote MCP servers (`[[servers]]`) and those being added.
     servers: servers::Servers,
+}
+
+/// What the instance started with that it does not follow live.
+struct StartedWith {
+    proxy: latchkey_core::config::ProxySettings,
+    audit: latchkey_core::config::AuditSettings,
 }
 
 /// The running instance. Cheap to clone.
@@ -202,6 +211,10 @@ impl Latchkey {
             connections,
             keychain: Mutex::new(keychain),
             proxy_addr,
+            started_with: StartedWith {
+                proxy: config.proxy.clone(),
+                audit: config.audit.clone(),
+            },
             proxy_error: Mutex::new(None),
             changes,
             logins: Mutex::new(HashMap::new()),

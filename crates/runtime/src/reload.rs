@@ -473,17 +473,45 @@ impl Latchkey {
         }
     }
 
-    /// "restart Latchkey to listen on port N" while the configured port is not the one served.
+    /// What the file asks for that only a restart applies, as one sentence ("restart Latchkey
+    /// to listen on …; …"): the listen address (unless the tray's port setting wins), the
+    /// connection cap and `[::1]` of a serving instance, and the activity log's retention, all
+    /// read once at start. `None` when the file and the running instance agree.
     fn restart_note(&self) -> Option<String> {
-        let served = self.inner.proxy_addr?;
-        if self.inner.port_override.is_some() {
-            return None;
-        }
         let config = self.config();
-        let wanted = config.proxy.listen;
-        (wanted.port() != served.port() || wanted.ip() != served.ip()).then(|| {
-            format!("restart Latchkey to listen on {wanted} (it still listens on {served})")
-        })
+        let started = &self.inner.started_with;
+        let mut needs = Vec::new();
+        if let Some(served) = self.inner.proxy_addr {
+            let wanted = config.proxy.listen;
+            if self.inner.port_override.is_none()
+                && (wanted.port() != served.port() || wanted.ip() != served.ip())
+            {
+                needs.push(format!("listen on {wanted} (it still listens on {served})"));
+            }
+            if config.proxy.max_connections != started.proxy.max_connections {
+                needs.push(format!(
+                    "serve up to {} connections (it still serves up to {})",
+                    config.proxy.max_connections, started.proxy.max_connections
+                ));
+            }
+            if config.proxy.ipv6 != started.proxy.ipv6 {
+                needs.push(if config.proxy.ipv6 {
+                    "listen on [::1] as well (it still listens on IPv4 only)".to_owned()
+                } else {
+                    "stop listening on [::1] (it still listens there)".to_owned()
+                });
+            }
+        }
+        if config.audit != started.audit {
+            needs.push(format!(
+                "keep the activity log for {} days or {} rows (it still keeps {} days or {} rows)",
+                config.audit.retention.as_secs() / 86_400,
+                config.audit.max_rows,
+                started.audit.retention.as_secs() / 86_400,
+                started.audit.max_rows
+            ));
+        }
+        (!needs.is_empty()).then(|| format!("restart Latchkey to {}", needs.join("; ")))
     }
 
     /// Puts `config` in force: sessions for new or changed accounts restored from the keychain,

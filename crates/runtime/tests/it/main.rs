@@ -8,6 +8,7 @@ mod hardening;
 mod keychain_retry;
 mod login_failures;
 mod login_requests;
+mod restart_note;
 mod serving;
 #[cfg(unix)]
 mod socket;
