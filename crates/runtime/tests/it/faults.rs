@@ -700,7 +700,10 @@ async fn keychain_slow_mid_run_says_keychain_timeout_and_loses_nothing() {
 /// an outage right after it must not bring the old credential back from the cache.
 #[tokio::test]
 async fn a_gateway_refusal_evicts_the_cached_credential() {
-    for refusal in [403, 404] {
+    for (refusal, shown) in [
+        (403, CredentialState::Forbidden),
+        (404, CredentialState::Missing),
+    ] {
         // TTL 3 s: fresh for 2.4 s, usable until 3 s.
         let rig = Rig::start(IdpOptions::default(), 3).await;
         assert!(rig.request().await.served_the_credential(), "cached first");
@@ -711,6 +714,9 @@ async fn a_gateway_refusal_evicts_the_cached_credential() {
 
         let refused = rig.request().await;
         assert!(!refused.served_the_credential(), "{refusal}: {refused:?}");
+        let (state, message) = rig.credential_state();
+        assert_eq!(state, shown, "{refusal}: the overview says which refusal");
+        assert!(message.is_some_and(|m| !m.is_empty()), "{refusal}");
         let outage = rig.request().await;
         assert!(
             !outage.served_the_credential(),
