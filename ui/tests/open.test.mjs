@@ -75,3 +75,14 @@ test('the open-section event moves an open window to the item', async () => {
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('an activity row says its status and its error code as two words', async () => {
+  const { page, context, errors } = await chromium.open();
+  await page.getByRole('navigation').getByRole('button', { name: 'Activity', exact: true }).click();
+  const cell = page.locator('td[data-label="Status"]', { hasText: 'upstream_status' }).first();
+  await cell.waitFor();
+  assert.match(await cell.innerText(), /^\d{3} upstream_status$/);
+  assert.match(await cell.textContent(), /^\d{3} upstream_status$/, 'a screen reader reads two words too');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
