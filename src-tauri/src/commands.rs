@@ -150,6 +150,8 @@ pub fn undo_host_entry(lk: State<'_, Latchkey>, host: String) -> Result<()> {
 
 /// What *Add MCP server* sends.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields = nullable))]
 pub struct AddServerRequest {
     /// The server's URL.
     pub url: String,
@@ -159,6 +161,7 @@ pub struct AddServerRequest {
     pub client_id: Option<String>,
     /// Plain `http://` on this computer, allowed explicitly (local servers).
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<_>", optional))]
     pub allow_insecure_loopback: bool,
 }
 

@@ -3,6 +3,8 @@
 //! window's commands; every decision is made in the runtime.
 
 mod commands;
+#[cfg(test)]
+mod ipc_types;
 mod login;
 mod origin;
 mod settings;

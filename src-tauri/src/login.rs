@@ -237,10 +237,12 @@ fn watch(app: AppHandle, lk: Latchkey, account: String) {
                 other => {
                     close_window(&app);
                     if let Some(SessionState::Error { code, message }) = other {
-                        let _ = app.emit(
-                            "latchkey://login-failed",
-                            serde_json::json!({ "account": account, "code": code, "message": message }),
-                        );
+                        let failed = LoginFailed {
+                            account,
+                            code,
+                            message,
+                        };
+                        let _ = app.emit("latchkey://login-failed", failed);
                     }
                     break;
                 }
@@ -250,6 +252,18 @@ fn watch(app: AppHandle, lk: Latchkey, account: String) {
             }
         }
     });
+}
+
+/// The `latchkey://login-failed` event: an account's login ended in an error.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LoginFailed {
+    /// The account.
+    account: String,
+    /// The session's error code.
+    code: String,
+    /// What happened and what to do.
+    message: String,
 }
 
 /// Closes the login window if it is open.

@@ -9,6 +9,7 @@ const KEY: &str = "preferences";
 
 /// What the Settings screen edits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct Settings {
     /// Proxy port override (`None`: the configuration's).

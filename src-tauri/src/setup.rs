@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A setup step's failure: a stable code, one sentence, and the form field it is about.
 #[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SetupError {
     code: String,
     message: String,
@@ -49,12 +50,15 @@ fn config_file() -> Result<std::path::PathBuf> {
 
 /// *Connect to your organisation*, as typed.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields = nullable))]
 pub struct ConnectForm {
     issuer: String,
     client_id: String,
     gateway_url: Option<String>,
     audience: Option<String>,
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<_>", optional))]
     allow_insecure_http: bool,
 }
 

@@ -186,8 +186,10 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
 }
 
 /// Where a tray line opens the window: the window's section and the item in it.
+/// It is the `latchkey://open-section` event's payload.
 #[derive(Clone, serde::Serialize)]
-struct OpenAt<'a> {
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub(crate) struct OpenAt<'a> {
     section: &'a str,
     item: &'a str,
 }

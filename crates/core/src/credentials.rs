@@ -21,6 +21,7 @@ pub type CredentialValues = BTreeMap<String, Secret>;
 
 /// How fresh a service's credential is, for status output (never the values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
     /// Fetched and within its refresh window.
@@ -41,6 +42,7 @@ pub enum CredentialState {
 
 /// Status of one service's credential.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ServiceStatus {
     /// Service name.
     pub name: String,
@@ -49,6 +51,10 @@ pub struct ServiceStatus {
     /// Upstream base URL.
     pub upstream: String,
     /// `gateway`, `access_token` or `manual`.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"gateway\" | \"access_token\" | \"manual\"")
+    )]
     pub source: &'static str,
     /// Freshness.
     pub state: CredentialState,

@@ -11,6 +11,7 @@ use latchkey_core::session::SessionError;
 
 /// An error for the UI (serialised as `{ code, message }`) and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[error("{message}")]
 pub struct RuntimeError {
     /// Stable, snake_case.

@@ -8,6 +8,7 @@ use latchkey_core::session::SessionState;
 
 /// Everything the main window's first screen needs.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Overview {
     /// Accounts with their session state.
     pub accounts: Vec<AccountView>,
@@ -28,6 +29,7 @@ pub struct Overview {
 
 /// The configuration file's state as the running instance sees it (live: it follows edits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConfigView {
     /// `missing`, `invalid` or `loaded`.
     pub state: ConfigState,
@@ -35,15 +37,18 @@ pub struct ConfigView {
     pub path: String,
     /// What is wrong, when `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub error: Option<ConfigProblem>,
     /// A change that takes effect only after a restart (a new listen port), when there is one:
     /// "restart Latchkey to listen on port N".
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub restart_needed: Option<String>,
 }
 
 /// Whether the configuration file exists and is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigState {
     /// No file yet: nothing is configured (first run).
@@ -56,6 +61,7 @@ pub enum ConfigState {
 
 /// Why the configuration file is refused: where and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConfigProblem {
     /// 1-based line (0 when the file could not be read at all).
     pub line: usize,
@@ -69,6 +75,7 @@ pub struct ConfigProblem {
 
 /// One account.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AccountView {
     /// Account name.
     pub name: String,
@@ -85,6 +92,7 @@ pub struct AccountView {
 
 /// A local client asked for a service of an account nobody is logged in to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginRequest {
     /// The local client's name (`latchkey` for the CLI itself).
     pub client: String,
@@ -96,6 +104,7 @@ pub struct LoginRequest {
 
 /// Why an account's last login failed: the code to match on, a sentence with the fix, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginFailure {
     /// Stable code (`redirect_uri_not_registered`, `access_denied`, `token_request_failed`,
     /// `jwt_wrong_audience`, `idp_unreachable`, ...).
@@ -115,6 +124,7 @@ impl LoginFailure {
 
 /// A remote MCP server Latchkey is the OAuth client of. No secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ServerView {
     /// Its name: the proxy path `/{name}/...`.
     pub name: String,
@@ -125,6 +135,12 @@ pub struct ServerView {
     /// The authorization server's issuer, once discovered.
     pub issuer: Option<String>,
     /// `ready`, `needs_login`, `needs_step_up`, `logging_in` or `failing`.
+    #[cfg_attr(
+        feature = "ts",
+        ts(
+            type = "\"ready\" | \"needs_login\" | \"needs_step_up\" | \"logging_in\" | \"failing\""
+        )
+    )]
     pub state: String,
     /// When the access token expires, unix seconds (renewed automatically while `ready`).
     pub expires_at: Option<i64>,
@@ -141,6 +157,7 @@ pub struct ServerView {
 
 /// The proxy listener.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ProxyView {
     /// Base URL local clients use.
     pub url: String,
@@ -152,6 +169,7 @@ pub struct ProxyView {
 
 /// Keychain self-test result.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct KeychainView {
     /// The probe entry round-tripped.
     pub ok: bool,
@@ -163,6 +181,7 @@ pub struct KeychainView {
 
 /// A local client (no token).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ClientView {
     /// Name.
     pub name: String,
@@ -179,6 +198,7 @@ pub struct ClientView {
 
 /// A new client and its token, shown exactly once.
 #[derive(Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CreatedClient {
     /// The client.
     pub client: ClientView,
@@ -197,6 +217,8 @@ impl std::fmt::Debug for CreatedClient {
 
 /// Which audit rows to show.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "ts", ts(optional_fields = nullable))]
 pub struct ActivityFilter {
     /// Only this client.
     pub client: Option<String>,
@@ -210,11 +232,13 @@ pub struct ActivityFilter {
     pub limit: u32,
     /// Also the `latchkey` command's own control calls (left out by default).
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<_>", optional))]
     pub include_control: bool,
 }
 
 /// A live proxied connection.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConnectionView {
     /// Opaque id for closing it.
     pub id: String,
@@ -223,6 +247,7 @@ pub struct ConnectionView {
     /// Service name.
     pub service: String,
     /// `http`, `sse` or `websocket`.
+    #[cfg_attr(feature = "ts", ts(type = "\"http\" | \"sse\" | \"websocket\""))]
     pub kind: String,
     /// Unix seconds.
     pub started_at: i64,
@@ -238,8 +263,13 @@ pub struct ConnectionView {
 
 /// A detected MCP host.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostView {
     /// `claude-desktop`, `cursor`, `vscode` or `claude-code`.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"claude-desktop\" | \"cursor\" | \"vscode\" | \"claude-code\"")
+    )]
     pub id: String,
     /// Display name.
     pub name: String,
@@ -248,6 +278,7 @@ pub struct HostView {
     /// Whether the host seems installed.
     pub installed: bool,
     /// `ok`, `missing` or `malformed`.
+    #[cfg_attr(feature = "ts", ts(type = "\"ok\" | \"missing\" | \"malformed\""))]
     pub status: String,
     /// What is wrong with a malformed file.
     pub error: Option<String>,
@@ -259,8 +290,13 @@ pub struct HostView {
 
 /// The entry Latchkey would add to a host's config (token never shown).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostPreview {
     /// Host id.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"claude-desktop\" | \"cursor\" | \"vscode\" | \"claude-code\"")
+    )]
     pub host: String,
     /// Config file.
     pub config_path: String,
@@ -274,8 +310,13 @@ pub struct HostPreview {
 
 /// What adding an entry did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostApplied {
     /// Host id.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"claude-desktop\" | \"cursor\" | \"vscode\" | \"claude-code\"")
+    )]
     pub host: String,
     /// Config file written.
     pub config_path: String,

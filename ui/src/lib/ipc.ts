@@ -1,4 +1,5 @@
-// The only module that talks to the Tauri core. Typed wrappers over `invoke` and `listen`.
+// The only module that talks to the Tauri core. Typed wrappers over `invoke` and `listen`; the
+// types are generated from the Rust commands' own (./types.ts, ./generated/).
 import { invoke } from '@tauri-apps/api/core';
 import { listen, type UnlistenFn } from '@tauri-apps/api/event';
 import type {
@@ -15,6 +16,8 @@ import type {
   HostApplied,
   HostPreview,
   HostView,
+  LoginFailed,
+  OpenAt,
   Overview,
   ServerView,
   Settings,
@@ -99,10 +102,10 @@ export const ipc = {
 export const events = {
   onChanged: (f: () => void): Promise<UnlistenFn> => listen('latchkey://changed', () => f()),
   /** A tray line asks the window to show a section and the item in it (a service or MCP server). */
-  onOpenSection: (f: (target: { section: string; item: string }) => void): Promise<UnlistenFn> =>
-    listen<{ section: string; item: string }>('latchkey://open-section', (e) => f(e.payload)),
+  onOpenSection: (f: (target: OpenAt) => void): Promise<UnlistenFn> =>
+    listen<OpenAt>('latchkey://open-section', (e) => f(e.payload)),
   onActivity: (f: (row: AuditRow) => void): Promise<UnlistenFn> =>
     listen<AuditRow>('latchkey://activity', (e) => f(e.payload)),
-  onLoginFailed: (f: (e: { account: string; code: string; message: string }) => void): Promise<UnlistenFn> =>
-    listen<{ account: string; code: string; message: string }>('latchkey://login-failed', (e) => f(e.payload)),
+  onLoginFailed: (f: (e: LoginFailed) => void): Promise<UnlistenFn> =>
+    listen<LoginFailed>('latchkey://login-failed', (e) => f(e.payload)),
 };

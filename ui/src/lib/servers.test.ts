@@ -12,6 +12,7 @@ const server = (over: Partial<ServerView>): ServerView => ({
   message: null,
   proxy_url: 'http://127.0.0.1:47821/linear/mcp',
   last_login_error: null,
+  login_requested: null,
   ...over,
 });
 

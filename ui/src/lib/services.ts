@@ -1,29 +1,15 @@
 // *Services* → *Add* / *Edit* (`crates/core/src/config/services.rs`): the form's values, the
 // request sent, and the checks made before anything is sent. The configuration's own rules (and
 // their texts) are applied by the core; these only catch an empty field.
-import type { ServiceStatus } from './types';
+import type { MappingForm, ServiceForm, ServiceSource, ServiceStatus } from './types';
 
-export type ServiceSource = 'gateway' | 'access_token' | 'manual';
+export type { ServiceSource };
 
-/** One credential mapping as sent (`MappingForm`). */
-export interface ServiceMapping {
-  name: string;
-  header?: string;
-  prefix?: string;
-  query_param?: string;
-}
+/** One credential mapping as sent (`MappingForm`, generated). */
+export type ServiceMapping = MappingForm;
 
-/** What *Add* / *Edit* sends (`ServiceForm`); on edit, absent endpoint or mappings stay as written. */
-export interface ServiceRequest {
-  name: string;
-  account: string;
-  source: ServiceSource;
-  gateway_endpoint?: string;
-  upstream: string;
-  allow_loopback_http: boolean;
-  credentials?: ServiceMapping[];
-  ttl_seconds?: number;
-}
+/** What *Add* / *Edit* sends (`ServiceForm`, generated); on edit, absent endpoint or mappings stay as written. */
+export type ServiceRequest = ServiceForm;
 
 /** The form's fields, as typed. One mapping: a header (with a prefix) or a query parameter. */
 export interface ServiceFormValues {

@@ -1,57 +1,23 @@
 // First-run setup (`src-tauri/src/setup.rs`, `crates/core/src/config/init.rs`): the form's
 // types, the error's field, and the checks made before anything is sent.
 
-/** What *Connect to your organisation* sends. */
-export interface ConnectForm {
-  issuer: string;
-  client_id: string;
-  gateway_url?: string;
-  audience?: string;
-  /** Plain http:// on this computer, allowed explicitly (test providers). */
-  allow_insecure_http?: boolean;
-}
+import type { ConnectForm, Draft, SetupError, Written } from './types';
 
-/** What discovery found (`ProviderPreview`). */
-export interface ProviderPreview {
-  issuer: string;
-  authorization_endpoint: string;
-  token_endpoint: string;
-  jwks_uri: string;
-  revocation_endpoint: string | null;
-  scopes: string[];
-  pkce_methods: string[];
-  client_check: 'accepted' | 'inconclusive';
-}
+// The commands' types are generated from the Rust ones (./generated/): `ConnectForm` is what
+// *Connect to your organisation* sends, `SetupError` what a step rejects with (`field` names the
+// form field it is about).
+export type { ConnectForm, SetupError };
 
 /** A configuration ready to be written, and what it holds (`Draft`). */
-export interface SetupDraft {
-  toml: string;
-  summary: {
-    accounts: { name: string; issuer: string; client_id: string }[];
-    gateway_url: string | null;
-    services: { name: string; source: string; upstream: string }[];
-    servers: string[];
-  };
-  provider: ProviderPreview | null;
-}
+export type SetupDraft = Draft;
 
 /** Where the file went (`Written`). */
-export interface SetupWritten {
-  path: string;
-  backup: string | null;
-}
-
-/** A setup step's failure: `field` names the form field it is about. */
-export interface SetupError {
-  code: string;
-  message: string;
-  field: 'issuer' | 'client_id' | 'gateway_url' | 'audience' | 'source' | null;
-}
+export type SetupWritten = Written;
 
 /** Turns a rejection into a [`SetupError`]. */
 export function asSetupError(e: unknown): SetupError {
   if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
-    const field = 'field' in e && typeof e.field === 'string' ? (e.field as SetupError['field']) : null;
+    const field = 'field' in e && typeof e.field === 'string' ? e.field : null;
     return { code: String(e.code), message: String(e.message), field };
   }
   return { code: 'internal', message: typeof e === 'string' ? e : 'Something went wrong.', field: null };

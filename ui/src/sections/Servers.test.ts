@@ -19,6 +19,7 @@ const server = (over: Partial<ServerView>): ServerView => ({
   message: null,
   proxy_url: 'http://127.0.0.1:47821/linear/mcp',
   last_login_error: null,
+  login_requested: null,
   ...over,
 });
 
@@ -29,6 +30,7 @@ const overview = (servers: ServerView[]): Overview => ({
   proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
   keychain: { ok: true, backend: 'secret-service', message: null },
   now: 1000,
+  config: { state: 'loaded', path: '/home/alice/.config/latchkey/config.toml' },
 });
 
 function render(servers: ServerView[]) {

@@ -18,6 +18,7 @@ const overview = (account: Partial<AccountView>): Overview => ({
   proxy: { url: 'http://127.0.0.1:47821', listening: true, error: null },
   keychain: { ok: true, backend: 'secret-service', message: null },
   now: 1000,
+  config: { state: 'loaded', path: '/home/alice/.config/latchkey/config.toml' },
 });
 
 function render(o: Overview) {

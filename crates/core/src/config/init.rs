@@ -44,6 +44,7 @@ pub struct ConnectRequest {
 
 /// A configuration ready to be written, and what it holds, for the person to confirm.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Draft {
     /// The TOML text that [`write_config`] will write.
     pub toml: String,
@@ -55,6 +56,7 @@ pub struct Draft {
 
 /// The parts of a configuration a person recognises.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Summary {
     /// Accounts: name, issuer and client id.
     pub accounts: Vec<AccountSummary>,
@@ -68,6 +70,7 @@ pub struct Summary {
 
 /// One account of a [`Summary`].
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AccountSummary {
     /// Its name.
     pub name: String,
@@ -79,10 +82,15 @@ pub struct AccountSummary {
 
 /// One service of a [`Summary`].
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ServiceSummary {
     /// Its name (the proxy route).
     pub name: String,
     /// `gateway`, `access_token` or `manual`.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"gateway\" | \"access_token\" | \"manual\"")
+    )]
     pub source: String,
     /// Where requests go.
     pub upstream: String,
@@ -90,6 +98,7 @@ pub struct ServiceSummary {
 
 /// What the provider's discovery document says, checked.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ProviderPreview {
     /// The issuer, as published (equal to the one typed).
     pub issuer: String,
@@ -107,6 +116,7 @@ pub struct ProviderPreview {
     pub pkce_methods: Vec<String>,
     /// Whether the provider accepted the client id and a loopback redirect URI when asked
     /// (`accepted`), or did not say either way (`inconclusive`).
+    #[cfg_attr(feature = "ts", ts(type = "\"accepted\" | \"inconclusive\""))]
     pub client_check: &'static str,
 }
 
@@ -339,6 +349,7 @@ pub fn import_text(text: &str, origin: &str) -> Result<Draft, InitError> {
 
 /// Where [`write_config`] put the file, and where the previous one went.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Written {
     /// The configuration file.
     pub path: PathBuf,

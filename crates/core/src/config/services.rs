@@ -15,12 +15,18 @@ use super::{Config, ConfigError};
 /// One service as the form has it. Keys the form does not show (`env`) are kept on edit, and so
 /// are `gateway_endpoint` and `credentials` when an edit leaves them out (`None`).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "ts", ts(optional_fields = nullable))]
 pub struct ServiceForm {
     /// Proxy route name.
     pub name: String,
     /// The account whose session unlocks it.
     pub account: String,
     /// `gateway`, `access_token` or `manual`.
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "\"gateway\" | \"access_token\" | \"manual\"")
+    )]
     pub source: String,
     /// Path on the Auth Gateway (source `gateway` only).
     #[serde(default)]
@@ -40,6 +46,8 @@ pub struct ServiceForm {
 
 /// One credential mapping: a header (with a prefix) or a query parameter.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "ts", ts(optional_fields = nullable))]
 pub struct MappingForm {
     /// Credential name.
     pub name: String,

@@ -139,6 +139,7 @@ pub enum TokenHint {
 
 /// Who logged in, from the validated id token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct UserInfo {
     /// `sub`.
     pub subject: String,

@@ -6,6 +6,7 @@ use crate::login::UserInfo;
 
 /// Where one account's session stands. Broadcast to the UI, the tray and the proxy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SessionState {
     /// Nobody is logged in.

@@ -8,6 +8,7 @@ use super::AuditKind;
 
 /// Counts of one service over consecutive buckets (oldest first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub struct ServiceSeries {
     /// The service (`None`: requests that named none, e.g. refused before routing).
@@ -20,6 +21,7 @@ pub struct ServiceSeries {
 
 /// Client traffic bucketed by time: `buckets` buckets of `bucket_ms` from `start_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub struct ActivityBuckets {
     /// Start of the first bucket, unix milliseconds (a multiple of `bucket_ms`).

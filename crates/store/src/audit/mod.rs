@@ -43,6 +43,7 @@ pub const MAX_PAGE: u32 = 1000;
 
 /// Which stream of the audit log a row belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// Client traffic: proxied requests, requests refused at the client gates, and every
@@ -100,6 +101,7 @@ pub struct AuditEvent {
 
 /// A committed audit row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub struct AuditRow {
     /// Increasing row id (never reused); paging and live follow use it.
@@ -201,6 +203,7 @@ pub struct AuditFilter {
 
 /// One page of rows, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub struct AuditPage {
     /// The rows.
