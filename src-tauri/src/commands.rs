@@ -1,6 +1,11 @@
 //! The window's commands: each takes the runtime, calls one of its functions, and returns its
 //! typed result or `{code, message}`. The only secret that crosses IPC is a newly created
 //! client's token, once.
+//!
+//! Tauri runs a plain `#[tauri::command]` on the main (UI) thread: only those that read the
+//! runtime's memory are plain. Every command that touches SQLite (the client registry), a file
+//! (host configurations, the settings store, the autostart entry) or the keychain is an `async fn`
+//! or `#[tauri::command(async)]`, which Tauri runs on its async runtime instead.
 
 use latchkey_runtime::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
@@ -66,7 +71,7 @@ pub fn list_clients(lk: State<'_, Latchkey>) -> Vec<ClientView> {
 
 /// Creates a client (optionally with the right to read its services' raw credentials, off by
 /// default); its token is returned this once.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn create_client(
     lk: State<'_, Latchkey>,
     name: String,
@@ -79,7 +84,7 @@ pub fn create_client(
 }
 
 /// Revokes a client.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn revoke_client(lk: State<'_, Latchkey>, name: String) -> Result<()> {
     lk.revoke_client(&name)
 }
@@ -115,13 +120,13 @@ pub fn close_connection(lk: State<'_, Latchkey>, id: String) -> Result<()> {
 }
 
 /// MCP hosts on this machine.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn detect_hosts(lk: State<'_, Latchkey>) -> Result<Vec<HostView>> {
     lk.detect_hosts()
 }
 
 /// The entry that would be added.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn preview_host_entry(
     lk: State<'_, Latchkey>,
     host: String,
@@ -132,7 +137,7 @@ pub fn preview_host_entry(
 }
 
 /// Adds it, with a backup.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn apply_host_entry(
     lk: State<'_, Latchkey>,
     host: String,
@@ -143,7 +148,7 @@ pub fn apply_host_entry(
 }
 
 /// Restores the host's file from the newest backup.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn undo_host_entry(lk: State<'_, Latchkey>, host: String) -> Result<()> {
     lk.undo_host_entry(&host)
 }
@@ -210,13 +215,13 @@ pub async fn remove_server(lk: State<'_, Latchkey>, name: String) -> Result<Opti
 }
 
 /// Preferences.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn get_settings(app: AppHandle) -> Settings {
     settings::load(&app)
 }
 
 /// Stores preferences; start-at-login takes effect at once, the proxy port at the next start.
-#[tauri::command]
+#[tauri::command(async)]
 pub fn set_settings(app: AppHandle, settings: Settings) -> Result<Settings> {
     use tauri_plugin_autostart::ManagerExt;
     let autostart = app.autolaunch();

@@ -238,6 +238,58 @@ mod tests {
             .collect()
     }
 
+    /// The commands Tauri may run on the main (UI) thread: they only read or change the runtime's
+    /// memory (and close the login window). Every other command touches SQLite, a file or the
+    /// keychain, and must be an `async fn` or `#[tauri::command(async)]`.
+    const ON_THE_MAIN_THREAD: [&str; 6] = [
+        "overview",
+        "cancel_login",
+        "list_clients",
+        "list_connections",
+        "close_connection",
+        "cancel_server_login",
+    ];
+
+    /// A plain `#[tauri::command] fn` blocks the window while it runs; one that waits on SQLite,
+    /// the disk or the keychain freezes it. A new command runs off the main thread unless it is
+    /// added to [`ON_THE_MAIN_THREAD`] on purpose.
+    #[test]
+    fn only_memory_only_commands_run_on_the_main_thread() {
+        let sources = [
+            include_str!("commands.rs"),
+            include_str!("setup.rs"),
+            include_str!("settings.rs"),
+            include_str!("login.rs"),
+        ];
+        let mut plain = BTreeSet::new();
+        for source in sources {
+            let mut lines = source.lines();
+            while let Some(line) = lines.next() {
+                if line.trim() != "#[tauri::command]" {
+                    continue;
+                }
+                let signature = lines.next().unwrap_or_default().trim();
+                if let Some(rest) = signature.strip_prefix("pub fn ") {
+                    let name = rest.split('(').next().unwrap_or_default();
+                    plain.insert(name.to_owned());
+                }
+            }
+        }
+        let allowed: BTreeSet<String> =
+            ON_THE_MAIN_THREAD.iter().map(|s| (*s).to_owned()).collect();
+        let handled = handled();
+        assert!(
+            allowed.is_subset(&handled),
+            "ON_THE_MAIN_THREAD names a command that is not registered: {:?}",
+            allowed.difference(&handled).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            plain, allowed,
+            "plain (main-thread) commands differ from ON_THE_MAIN_THREAD: make a command that \
+             touches SQLite, a file or the keychain `#[tauri::command(async)]`"
+        );
+    }
+
     /// A command registered but missing from the app manifest (build.rs) or the main window's
     /// capability is refused in the real window ("not allowed"), which the mocked-IPC tests
     /// cannot see: the activity chart and the first-run setup were both shipped that way.
