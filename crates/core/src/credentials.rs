@@ -220,13 +220,75 @@ impl Credentials {
         f(entry);
     }
 
+    /// Takes over what `previous` (the credentials of the configuration before a reload) holds
+    /// in memory for every service whose definition, session and gateway did not change: cached gateway
+    /// credentials with their status, manual secrets, the gateway API key. A configuration edit
+    /// then neither asks the keychain again for them nor loses the ones only memory holds (a
+    /// fetch whose keychain write failed).
+    pub async fn carry_over(&self, previous: &Credentials) {
+        let same_gateway = self.config.gateway == previous.config.gateway;
+        if same_gateway && let Some(key) = previous.api_key.lock().await.clone() {
+            *self.api_key.lock().await = Some(key);
+        }
+        for service in &self.config.services {
+            let (account, name) = (service.account.as_str(), service.name.as_str());
+            // The same session too: credentials fetched for another sign-in are not taken over.
+            let same_session = match (self.sessions.get(account), previous.sessions.get(account)) {
+                (Some(now), Some(before)) => Arc::ptr_eq(now, before),
+                (None, None) => true,
+                _ => false,
+            };
+            if previous.config.service(name) != Some(service) || !same_session {
+                continue;
+            }
+            match service.source {
+                CredentialSource::Gateway { .. } if same_gateway => {
+                    if let Some(hit) = previous.cache.get_usable(account, name, (self.clock)()) {
+                        self.cache.insert(account, name, hit);
+                        if let Some(status) = previous
+                            .statuses
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(name)
+                        {
+                            let status = status.clone();
+                            self.set_status(service, |st| *st = status);
+                        }
+                    }
+                }
+                CredentialSource::Manual => {
+                    let held = previous
+                        .manual
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(name)
+                        .cloned();
+                    if let Some(values) = held {
+                        self.manual
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.to_owned(), values);
+                        self.set_status(service, |st| st.state = CredentialState::Fresh);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Loads credentials persisted in the keychain into memory (at start, off the request path),
-    /// so a restart does not need the gateway. Entries past their TTL are ignored.
+    /// so a restart does not need the gateway. Entries past their TTL are ignored, and so are
+    /// services memory already holds (taken over at a reload).
     #[instrument(skip_all)]
     pub async fn warm_from_keychain(&self) {
         let now = (self.clock)();
         for service in &self.config.services {
-            if !matches!(service.source, CredentialSource::Gateway { .. }) {
+            if !matches!(service.source, CredentialSource::Gateway { .. })
+                || self
+                    .cache
+                    .get_usable(service.account.as_str(), service.name.as_str(), now)
+                    .is_some()
+            {
                 continue;
             }
             match self

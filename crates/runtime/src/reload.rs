@@ -551,6 +551,7 @@ impl Latchkey {
             &self.inner.vault,
             &self.inner.clock,
         );
+        credentials.carry_over(&old.credentials).await;
         credentials.warm_from_keychain().await;
         let gone: Vec<String> = old
             .sessions

@@ -836,3 +836,75 @@ async fn disk_full_while_writing_the_audit_log_keeps_serving_and_resumes_the_log
     })
     .await;
 }
+
+/// A configuration edit does not throw away what memory holds: with the keychain failing (so
+/// nothing can be read back from it) and the gateway down, the service is still served after
+/// the reload with the credential fetched before it.
+#[tokio::test]
+async fn a_configuration_edit_keeps_the_credentials_memory_holds() {
+    let rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential(), "fetched");
+    rig.store.fail_with(Some(StoreFault::Locked {
+        message: "locked for the test".into(),
+    }));
+    rig.gateway
+        .script("demo", &vec![serde_json::json!({ "status": 503 }); 10])
+        .await
+        .expect("script");
+    let file = rig.paths.config_file();
+    let text = std::fs::read_to_string(&file).expect("config");
+    std::fs::write(
+        &file,
+        format!("{text}\n# edited while the keychain is locked\n"),
+    )
+    .expect("edit");
+    rig.lk().reload_config().await;
+    assert!(
+        rig.lk().overview().config.error.is_none(),
+        "the edit is valid"
+    );
+
+    let answer = rig.request().await;
+    assert!(
+        answer.served_the_credential(),
+        "the credential in memory survives the reload: {answer:?}"
+    );
+    let (state, _) = rig.credential_state();
+    assert_eq!(state, CredentialState::Fresh, "and its status with it");
+    rig.store.fail_with(None);
+}
+
+/// Credentials are taken over at a reload only for the same sign-in: when the edit moves the
+/// account to another identity provider, the credential fetched for the old one is not served.
+#[tokio::test]
+async fn a_reload_that_changes_the_account_does_not_take_over_its_credentials() {
+    let rig = Rig::start(IdpOptions::default(), 600).await;
+    assert!(rig.request().await.served_the_credential(), "fetched");
+    let file = rig.paths.config_file();
+    let text = std::fs::read_to_string(&file).expect("config");
+    let issuer = text
+        .lines()
+        .find_map(|l| l.strip_prefix("issuer = "))
+        .expect("issuer line")
+        .to_owned();
+    std::fs::write(
+        &file,
+        text.replace(
+            &format!("issuer = {issuer}"),
+            "issuer = \"https://idp.invalid\"",
+        ),
+    )
+    .expect("edit");
+    rig.lk().reload_config().await;
+    assert!(
+        rig.lk().overview().config.error.is_none(),
+        "the edit is valid"
+    );
+
+    let answer = rig.request().await;
+    assert!(
+        !answer.served_the_credential(),
+        "another provider's session has not fetched this credential: {answer:?}"
+    );
+    assert_eq!(answer.error(), "login_required", "{answer:?}");
+}
