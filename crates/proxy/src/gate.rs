@@ -63,10 +63,13 @@ pub(crate) fn check_head_size(parts: &Parts, max: usize) -> Result<(), ProxyErro
         + uri.path_and_query().map_or(1, |p| p.as_str().len());
     let mut total = parts.method.as_str().len() + target + 12;
     for (name, value) in &parts.headers {
-        total += name.as_str().len() + value.len() + 4;
         if total > max {
-            return Err(ProxyError::HeadersTooLarge);
+            break;
         }
+        total += name.as_str().len() + value.len() + 4;
+    }
+    if total > max {
+        return Err(ProxyError::HeadersTooLarge);
     }
     Ok(())
 }
@@ -149,6 +152,63 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    /// The head as it goes on the wire: request line, then `name: value` per header, each line
+    /// ending in CRLF (the blank line that ends the head is not counted).
+    fn wire_size(method: &str, target: &str, headers: &[(&str, &str)]) -> (Parts, usize) {
+        let mut builder = http::Request::builder().method(method).uri(target);
+        let mut wire = format!("{method} {target} HTTP/1.1\r\n");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+            wire.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let (parts, ()) = builder.body(()).expect("request").into_parts();
+        (parts, wire.len())
+    }
+
+    #[test]
+    fn the_head_size_is_counted_as_on_the_wire_to_the_byte() {
+        for (method, target, headers) in [
+            (
+                "GET",
+                "/demo/v1/items?page=2",
+                vec![("host", "127.0.0.1:47821"), ("x-latchkey-client", "lk_abc")],
+            ),
+            (
+                "POST",
+                "http://127.0.0.1:47821/demo/mcp",
+                vec![
+                    ("host", "127.0.0.1:47821"),
+                    ("content-type", "application/json"),
+                ],
+            ),
+            ("OPTIONS", "/", vec![("host", "localhost:1")]),
+        ] {
+            let (parts, size) = wire_size(method, target, &headers);
+            assert!(
+                check_head_size(&parts, size).is_ok(),
+                "{method} {target}: a head of exactly the limit ({size} bytes) passes"
+            );
+            assert!(
+                matches!(
+                    check_head_size(&parts, size - 1),
+                    Err(ProxyError::HeadersTooLarge)
+                ),
+                "{method} {target}: one byte over the limit is refused"
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_without_headers_is_measured_too() {
+        let long = format!("/demo/{}", "a".repeat(200));
+        let (parts, size) = wire_size("GET", &long, &[]);
+        assert!(check_head_size(&parts, size).is_ok());
+        assert!(
+            check_head_size(&parts, size - 1).is_err(),
+            "the request line alone counts"
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
