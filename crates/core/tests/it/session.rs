@@ -83,6 +83,40 @@ async fn logged_in(
     (session, cfg)
 }
 
+/// Alice logged in at a provider whose access tokens live 120 s (refresh tokens an hour), on a
+/// clock the test moves.
+struct Rig {
+    idp: Idp,
+    vault: Vault,
+    clock: TestClock,
+    account: String,
+    session: Arc<Session>,
+    config: Config,
+}
+
+impl Rig {
+    async fn logged_in(prefix: &str) -> Self {
+        let idp = Idp::start(IdpOptions {
+            access_ttl: 120,
+            refresh_ttl: 3600,
+        })
+        .await
+        .expect("idp");
+        let vault = test_vault();
+        let clock = TestClock::new();
+        let account = unique(prefix);
+        let (session, config) = logged_in(&idp, &vault, clock.clock(), &account).await;
+        Self {
+            idp,
+            vault,
+            clock,
+            account,
+            session,
+            config,
+        }
+    }
+}
+
 #[tokio::test]
 async fn login_stores_tokens_and_a_new_session_restores_them_without_network() {
     let idp = Idp::start(IdpOptions::default()).await.expect("idp");
@@ -125,16 +159,14 @@ async fn login_stores_tokens_and_a_new_session_restores_them_without_network() {
 
 #[tokio::test]
 async fn refresh_runs_once_for_a_thousand_concurrent_callers() {
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 120,
-        refresh_ttl: 3600,
-    })
-    .await
-    .expect("idp");
-    let vault = test_vault();
-    let clock = TestClock::new();
-    let account = unique("single-flight");
-    let (session, _) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let Rig {
+        idp,
+        vault,
+        clock,
+        account,
+        session,
+        config: _,
+    } = Rig::logged_in("single-flight").await;
     let before = idp.stats().await.expect("stats");
     let first = session.access_token().await.expect("token");
 
@@ -177,16 +209,14 @@ async fn refresh_runs_once_for_a_thousand_concurrent_callers() {
 
 #[tokio::test]
 async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 120,
-        refresh_ttl: 3600,
-    })
-    .await
-    .expect("idp");
-    let vault = test_vault();
-    let clock = TestClock::new();
-    let account = unique("invalid-grant");
-    let (session, cfg) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let Rig {
+        idp: _provider_kept_running,
+        vault,
+        clock,
+        account,
+        session,
+        config: cfg,
+    } = Rig::logged_in("invalid-grant").await;
     let stored = vault
         .load_tokens(&account)
         .await
@@ -260,16 +290,14 @@ async fn unreachable_in_place_of(
 /// the still-valid token) instead of each trying the provider again and waiting out its failure.
 #[tokio::test]
 async fn callers_queued_behind_a_refresh_that_found_the_provider_gone_share_its_answer() {
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 120,
-        refresh_ttl: 3600,
-    })
-    .await
-    .expect("idp");
-    let vault = test_vault();
-    let clock = TestClock::new();
-    let account = unique("shared-outage");
-    let (session, _) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let Rig {
+        idp,
+        vault,
+        clock,
+        account,
+        session,
+        config: _,
+    } = Rig::logged_in("shared-outage").await;
     let first = session.access_token().await.expect("token");
     let (accepted, listener) = unreachable_in_place_of(idp).await;
 
@@ -309,16 +337,14 @@ async fn callers_queued_behind_a_refresh_that_found_the_provider_gone_share_its_
 /// the provider's error (not "active"), and the stored session stays for when the provider is back.
 #[tokio::test]
 async fn a_refresh_failing_at_the_instant_of_expiry_serves_nothing_and_shows_the_outage() {
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 120,
-        refresh_ttl: 3600,
-    })
-    .await
-    .expect("idp");
-    let vault = test_vault();
-    let clock = TestClock::new();
-    let account = unique("outage-at-expiry");
-    let (session, _) = logged_in(&idp, &vault, clock.clock(), &account).await;
+    let Rig {
+        idp,
+        vault,
+        clock,
+        account,
+        session,
+        config: _,
+    } = Rig::logged_in("outage-at-expiry").await;
     let SessionState::Active { expires_at, .. } = session.state() else {
         panic!("logged in: {:?}", session.state());
     };
