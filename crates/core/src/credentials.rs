@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
@@ -20,7 +20,7 @@ use crate::vault::{StoredCredentials, Vault, VaultError, VaultKey};
 pub type CredentialValues = BTreeMap<String, Secret>;
 
 /// How fresh a service's credential is, for status output (never the values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
@@ -41,7 +41,7 @@ pub enum CredentialState {
 }
 
 /// Status of one service's credential.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ServiceStatus {
     /// Service name.
@@ -51,11 +51,12 @@ pub struct ServiceStatus {
     /// Upstream base URL.
     pub upstream: String,
     /// `gateway`, `access_token` or `manual`.
+    #[serde(deserialize_with = "source_name")]
     #[cfg_attr(
         feature = "ts",
         ts(type = "\"gateway\" | \"access_token\" | \"manual\"")
     )]
-    pub source: &'static str,
+    pub source: SourceName,
     /// Freshness.
     pub state: CredentialState,
     /// When the values were fetched (unix seconds).
@@ -66,6 +67,24 @@ pub struct ServiceStatus {
     pub ttl_seconds: u64,
     /// What went wrong last, for a person.
     pub message: Option<String>,
+}
+
+/// A [`ServiceStatus::source`]: one of [`SOURCE_NAMES`]. (Named so that serde does not read the
+/// field as borrowed from the input, which would tie a status read back to its buffer.)
+pub type SourceName = &'static str;
+
+/// The names [`ServiceStatus::source`] takes (those of [`CredentialSource::as_str`]).
+const SOURCE_NAMES: &[&str] = &["gateway", "access_token", "manual"];
+
+/// Reads [`ServiceStatus::source`] back (the `latchkey` command reads the running instance's
+/// status): one of [`SOURCE_NAMES`].
+fn source_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    SOURCE_NAMES
+        .iter()
+        .find(|s| **s == name)
+        .copied()
+        .ok_or_else(|| serde::de::Error::unknown_variant(&name, SOURCE_NAMES))
 }
 
 /// Why a credential could not be produced.

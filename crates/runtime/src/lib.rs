@@ -40,6 +40,7 @@ use latchkey_store::{
     TokenInfo,
 };
 
+pub use control::{Control, ControlClient};
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
 pub use latchkey_store::{ActivityBuckets, AuditPage, AuditRow, ClientOptions, ServiceSeries};

@@ -7,7 +7,7 @@ use latchkey_core::credentials::ServiceStatus;
 use latchkey_core::session::SessionState;
 
 /// Everything the main window's first screen needs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Overview {
     /// Accounts with their session state.
@@ -28,7 +28,7 @@ pub struct Overview {
 }
 
 /// The configuration file's state as the running instance sees it (live: it follows edits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConfigView {
     /// `missing`, `invalid` or `loaded`.
@@ -47,7 +47,7 @@ pub struct ConfigView {
 }
 
 /// Whether the configuration file exists and is valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigState {
@@ -60,7 +60,7 @@ pub enum ConfigState {
 }
 
 /// Why the configuration file is refused: where and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConfigProblem {
     /// 1-based line (0 when the file could not be read at all).
@@ -74,7 +74,7 @@ pub struct ConfigProblem {
 }
 
 /// One account.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AccountView {
     /// Account name.
@@ -91,7 +91,7 @@ pub struct AccountView {
 }
 
 /// A local client asked for a service of an account nobody is logged in to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginRequest {
     /// The local client's name (`latchkey` for the CLI itself).
@@ -103,7 +103,7 @@ pub struct LoginRequest {
 }
 
 /// Why an account's last login failed: the code to match on, a sentence with the fix, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginFailure {
     /// Stable code (`redirect_uri_not_registered`, `access_denied`, `token_request_failed`,
@@ -123,7 +123,7 @@ impl LoginFailure {
 }
 
 /// A remote MCP server Latchkey is the OAuth client of. No secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ServerView {
     /// Its name: the proxy path `/{name}/...`.
@@ -156,7 +156,7 @@ pub struct ServerView {
 }
 
 /// The proxy listener.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ProxyView {
     /// Base URL local clients use.
@@ -168,7 +168,7 @@ pub struct ProxyView {
 }
 
 /// Keychain self-test result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct KeychainView {
     /// The probe entry round-tripped.
@@ -180,7 +180,7 @@ pub struct KeychainView {
 }
 
 /// A local client (no token).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ClientView {
     /// Name.
@@ -197,7 +197,7 @@ pub struct ClientView {
 }
 
 /// A new client and its token, shown exactly once.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CreatedClient {
     /// The client.
@@ -237,7 +237,7 @@ pub struct ActivityFilter {
 }
 
 /// A live proxied connection.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConnectionView {
     /// Opaque id for closing it.

@@ -1,11 +1,11 @@
 //! The states a session moves through, and the pure rules that pick the next one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::login::UserInfo;
 
 /// Where one account's session stands. Broadcast to the UI, the tray and the proxy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SessionState {

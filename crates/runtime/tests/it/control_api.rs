@@ -124,3 +124,59 @@ async fn tokens_are_issued_listed_and_revoked_one_by_one_through_the_control_api
     );
     lk.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_control_client_reads_the_real_answers_and_errors_as_the_in_process_calls_give_them() {
+    use latchkey_runtime::Control;
+    use latchkey_runtime::control::{ControlClient, NewClient};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+
+    let over_http = remote
+        .access_token("work")
+        .await
+        .expect_err("nobody logged in");
+    let in_process = Control::access_token(&lk, "work")
+        .await
+        .expect_err("nobody logged in");
+    assert_eq!(
+        over_http, in_process,
+        "the same code and message either way"
+    );
+
+    let created = remote
+        .create_client(&NewClient {
+            name: "cursor".into(),
+            services: vec!["demo".into()],
+            allow_raw_credentials: false,
+        })
+        .await
+        .expect("created");
+    assert!(created.token.starts_with("lk_"), "its token, once");
+    let report = remote.status().await.expect("status");
+    let local = Control::status(&lk).await.expect("status");
+    assert_eq!(
+        serde_json::to_value(&report.overview.accounts).expect("json"),
+        serde_json::to_value(&local.overview.accounts).expect("json"),
+        "the typed overview reads back what the instance sent"
+    );
+    assert_eq!(report.clients.len(), 1);
+    assert_eq!(report.clients[0].name, "cursor");
+    assert_eq!(
+        report.overview.services.len(),
+        local.overview.services.len()
+    );
+
+    let missing = remote
+        .revoke_client_token("cursor", "no such label/with a slash")
+        .await
+        .expect_err("no such token");
+    assert_eq!(missing.code, "not_found", "{missing:?}");
+    lk.shutdown().await;
+}

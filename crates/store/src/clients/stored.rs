@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::token::TokenHash;
@@ -16,7 +16,7 @@ use crate::error::StoreError;
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// One stored token as `latchkey client tokens` lists it. Contains no token and no hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     /// Where it went (`default` for the client's first token, `mcp-config:<host>`, …).
     pub label: String,
