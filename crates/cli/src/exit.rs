@@ -53,6 +53,19 @@ impl std::fmt::Display for LoginAttempt {
     }
 }
 
+/// Marks an error of a login (`latchkey login`, `server add`, `server login`) as a failed login:
+/// its own exit code, and the code printed next to the message, which says what to fix.
+pub fn failed_login(e: anyhow::Error) -> anyhow::Error {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map(|c| c.code.clone())
+    {
+        Some(code) => e.context(LoginAttempt { code }),
+        None => e,
+    }
+}
+
 /// The exit code for an error chain.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     let Some(coded) = e.chain().find_map(|c| c.downcast_ref::<Coded>()) else {

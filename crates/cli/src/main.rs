@@ -9,7 +9,6 @@
 mod cli;
 mod cmd;
 mod exit;
-mod remote;
 
 use std::process::ExitCode;
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use latchkey_core::paths::Paths;
 use latchkey_hosts::{EntrySpec, FileState, HostId, HostPaths};
 use latchkey_store::ClientName;
 
@@ -32,15 +33,13 @@ impl Latchkey {
                 "client `{client}` may not use `{service}`: create a client with that service first"
             )));
         }
-        Ok(EntrySpec {
-            server_name: format!("latchkey-{service}"),
-            service: service.to_owned(),
-            client: client.to_owned(),
-            proxy_base: self.proxy_url(),
-            latchkey_program: cli_program(),
-            mcp_path: "mcp".to_owned(),
-            env: self.paths().env_overrides(),
-        })
+        Ok(entry_spec(
+            self.proxy_url(),
+            client,
+            service,
+            "mcp",
+            self.paths(),
+        ))
     }
 
     /// MCP hosts found on this machine.
@@ -116,6 +115,26 @@ impl Latchkey {
         let id = parse_host(host)?;
         latchkey_hosts::undo(id, &self.host_paths()?)?;
         Ok(())
+    }
+}
+
+/// The entry a host needs to reach `service` as `client` through the proxy at `proxy_base`: what
+/// the window adds to a host's file and what `latchkey mcp-config` prints.
+pub fn entry_spec(
+    proxy_base: String,
+    client: &str,
+    service: &str,
+    mcp_path: &str,
+    paths: &Paths,
+) -> EntrySpec {
+    EntrySpec {
+        server_name: format!("latchkey-{service}"),
+        service: service.to_owned(),
+        client: client.to_owned(),
+        proxy_base,
+        latchkey_program: cli_program(),
+        mcp_path: mcp_path.to_owned(),
+        env: paths.env_overrides(),
     }
 }
 

@@ -13,7 +13,7 @@ pub mod socket;
 pub mod tray;
 pub mod view;
 
-mod hosts;
+pub mod hosts;
 mod reload;
 mod servers;
 mod source;
@@ -43,7 +43,9 @@ use latchkey_store::{
 pub use control::{Control, ControlClient};
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
-pub use latchkey_store::{ActivityBuckets, AuditPage, AuditRow, ClientOptions, ServiceSeries};
+pub use latchkey_store::{
+    ActivityBuckets, AuditKind, AuditPage, AuditRow, ClientOptions, ServiceSeries,
+};
 pub use servers::{AddServer, AddedServer};
 pub use tray::{TrayIcon, TrayStatus};
 use view::{

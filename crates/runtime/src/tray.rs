@@ -88,6 +88,35 @@ pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
     }
 }
 
+/// An account's session in one line with what happens next, for `latchkey status` and the end
+/// of `latchkey login`: the tray's line ([`tray_status`]) with when and how an active session
+/// ends spelled out, and what to run when there is none.
+pub fn session_line(state: &SessionState, now: i64) -> String {
+    match state {
+        SessionState::Active {
+            user,
+            expires_at,
+            renewable,
+            ..
+        } => {
+            let who = display_name(user);
+            let left = format_remaining(expires_at - now);
+            if *renewable {
+                format!(
+                    "Signed in as {who} · access token expires in {left} (renewed automatically)"
+                )
+            } else {
+                format!(
+                    "Signed in as {who} · session ends in {left} (the identity provider gave no refresh token: log in again then)"
+                )
+            }
+        }
+        SessionState::Expired { reason, .. } => format!("Session ended: {reason}"),
+        SessionState::LoggedOut => "Not signed in · run `latchkey login`".to_owned(),
+        other => tray_status(other, now).title,
+    }
+}
+
 /// An account's status once its last login failed: "Login failed: <short reason>" with the
 /// attention icon and the full message (with its fix) in the tooltip. A cancel (the person closed
 /// the window, or declined at the provider) is not an alarm: the status keeps its icon and says
@@ -651,6 +680,35 @@ mod tests {
             combine(&combined).map(|s| s.icon),
             Some(TrayIcon::Error),
             "a failed login of one account outranks another's active session"
+        );
+    }
+
+    #[test]
+    fn the_status_line_says_when_a_session_without_a_refresh_token_ends() {
+        let state = |renewable| SessionState::Active {
+            user: alice(),
+            expires_at: 3_000,
+            issued_at: 0,
+            renewable,
+        };
+        let once = session_line(&state(false), 600);
+        assert!(
+            once.contains("session ends in 40 min") && once.contains("log in again then"),
+            "{once}"
+        );
+        assert!(session_line(&state(true), 600).contains("renewed automatically"));
+        assert_eq!(
+            session_line(&SessionState::LoggedOut, 0),
+            "Not signed in · run `latchkey login`"
+        );
+        let error = SessionState::Error {
+            code: "keychain_locked".into(),
+            message: "unlock the keychain".into(),
+        };
+        assert_eq!(
+            session_line(&error, 0),
+            tray_status(&error, 0).title,
+            "the tray's words where there is nothing to add"
         );
     }
 

@@ -1,17 +1,37 @@
-//! `latchkey config init`: a first configuration from a terminal. With flags it runs once
-//! (scripts, provisioning); on a terminal without them it asks, shows what the provider
+//! `latchkey config check` (is the file valid?) and `latchkey config init`: a first
+//! configuration from a terminal. With flags `init` runs once (scripts, provisioning); on a terminal without them it asks, shows what the provider
 //! answered, and asks again after a mistake. Nothing is written before the text is valid and the
 //! person (or the flags) said so.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+
+use latchkey_core::config::Config;
 use latchkey_core::config::init::{self, ConnectRequest, Draft, InitError};
 use latchkey_core::paths::Paths;
 
 use crate::cli::InitArgs;
 use crate::exit::Coded;
+
+/// `latchkey config check`
+pub fn check(paths: &Paths, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = path.unwrap_or_else(|| paths.config_file());
+    let config = Config::load_from(&path).map_err(|e| Coded {
+        code: e.code().into(),
+        message: e.to_string(),
+    })?;
+    println!(
+        "{}: ok — {} account(s), {} service(s), proxy on {}",
+        path.display(),
+        config.accounts.len(),
+        config.services.len(),
+        config.proxy.listen
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `latchkey config init`
 pub async fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<ExitCode> {

@@ -34,20 +34,17 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
             !service.env.is_empty(),
             "service `{name}` has no env table: add e.g. env = {{ API_KEY = \"<credential name>\" }} to it"
         );
-        let answer: serde_json::Value = remote.get(&format!("/v1/credentials/{name}")).await?;
-        let data = answer["data"]
-            .as_object()
-            .context("Latchkey's credential answer has no data")?;
+        let mut data = remote.credentials(name).await.map_err(Coded::from)?;
         let mut missing = Vec::new();
         for (var, credential) in &service.env {
-            let Some(value) = data.get(credential).and_then(|v| v.as_str()) else {
+            let Some(value) = data.remove(credential) else {
                 missing.push(credential.clone());
                 continue;
             };
             if let Some((other, _)) = env.get(var) {
                 anyhow::bail!("services `{other}` and `{name}` both set {var}: rename one mapping");
             }
-            env.insert(var.clone(), (name.clone(), Secret::new(value)));
+            env.insert(var.clone(), (name.clone(), value));
         }
         if !missing.is_empty() {
             return Err(Coded {

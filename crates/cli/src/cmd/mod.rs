@@ -1,31 +1,50 @@
-//! One function per subcommand. Each decides between the running instance (over the control
-//! API) and working in-process (when nothing runs, taking the single-instance lock), then calls
-//! one runtime operation and prints the result.
+//! One file per subcommand, dispatched from the clap enum. Each opens a [`Target`] (the running
+//! instance over the control API, or this process holding the single-instance lock when nothing
+//! runs), makes one typed [`Control`] call and prints the result.
 
 mod account;
-mod clients;
+mod browser;
+mod client;
 mod config;
+mod connections;
 mod exec;
+mod gateway;
+mod log;
+mod login;
+mod logout;
 mod mcp;
+mod secret;
+mod serve;
 mod server;
-mod session;
+mod status;
 mod table;
+mod token;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
+use url::Url;
 
+use latchkey_core::config::Config;
 use latchkey_core::paths::Paths;
-use latchkey_runtime::{Latchkey, StartOptions};
+use latchkey_core::secret::Secret;
+use latchkey_runtime::control::{
+    ActivityStream, AddedServerView, EphemeralToken, NewClient, NewServer, StatusReport, TokenInfo,
+};
+use latchkey_runtime::view::{
+    ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview, ServerView,
+};
+use latchkey_runtime::{AuditPage, Control, ControlClient, Latchkey, RuntimeError, StartOptions};
 
 use crate::cli::{Cli, Command, ConfigAction};
 use crate::exit::Coded;
-use crate::remote::Remote;
 
-/// Where a command runs.
+/// Where a command runs. Both sides answer the same [`Control`] calls with the same errors.
 pub enum Target {
     /// The running tray app or `latchkey serve`.
-    Remote(Remote),
+    Remote(ControlClient),
     /// This process, holding the instance lock, without a proxy.
     Local(Latchkey),
 }
@@ -33,7 +52,7 @@ pub enum Target {
 impl Target {
     /// The running instance if there is one, else a local instance without a proxy.
     pub async fn open(paths: &Paths) -> anyhow::Result<Self> {
-        if let Some(remote) = Remote::find(paths).await? {
+        if let Some(remote) = ControlClient::find(paths).await.map_err(Coded::from)? {
             return Ok(Self::Remote(remote));
         }
         let lk = Latchkey::start(StartOptions {
@@ -47,12 +66,39 @@ impl Target {
         Ok(Self::Local(lk))
     }
 
+    /// True when this is the running instance (with its proxy).
+    pub fn is_running(&self) -> bool {
+        matches!(self, Self::Remote(_))
+    }
+
     /// The directories the instance was found through (the ones a host entry must name).
     pub fn paths(&self) -> &Paths {
         match self {
             Self::Remote(r) => r.paths(),
             Self::Local(lk) => lk.paths(),
         }
+    }
+
+    /// The proxy's base URL (the configured one when nothing serves it).
+    pub fn proxy_url(&self) -> String {
+        match self {
+            Self::Remote(r) => r.proxy_url().to_owned(),
+            Self::Local(lk) => lk.proxy_url(),
+        }
+    }
+
+    /// `account`, or the configuration's default account.
+    pub fn account_or_default(&self, account: Option<String>) -> anyhow::Result<String> {
+        if let Some(a) = account {
+            return Ok(a);
+        }
+        let default = match self {
+            Self::Local(lk) => lk.default_account(),
+            Self::Remote(r) => Config::load_from(&r.paths().config_file())
+                .ok()
+                .and_then(|c| c.default_account().map(|a| a.name.to_string())),
+        };
+        default.ok_or_else(|| anyhow::anyhow!("no account configured"))
     }
 
     /// Releases a local instance cleanly.
@@ -63,15 +109,77 @@ impl Target {
     }
 }
 
-/// The running instance, or a clear "not running" error.
-pub async fn require_running(paths: &Paths) -> anyhow::Result<Remote> {
-    Remote::find(paths).await?.ok_or_else(|| {
-        Coded {
-            code: "not_running".into(),
-            message: "Latchkey is not running: start the tray app or `latchkey serve` first".into(),
+/// [`Control`] for [`Target`]: each call goes to the side it holds.
+macro_rules! delegate {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Control for Target {
+            $(async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, RuntimeError> {
+                match self {
+                    Self::Remote(r) => r.$name($($arg),*).await,
+                    Self::Local(lk) => Control::$name(lk $(, $arg)*).await,
+                }
+            })*
         }
-        .into()
-    })
+    };
+}
+
+delegate! {
+    fn status(&self) -> StatusReport;
+    fn begin_login(&self, account: &str) -> Url;
+    fn wait_login(&self, account: &str) -> Overview;
+    fn logout(&self, account: &str) -> ();
+    fn access_token(&self, account: &str) -> Secret;
+    fn set_gateway_api_key(&self, key: Secret) -> ();
+    fn set_manual_secret(&self, service: &str, values: &BTreeMap<String, String>) -> ();
+    fn list_clients(&self) -> Vec<ClientView>;
+    fn create_client(&self, client: &NewClient) -> CreatedClient;
+    fn revoke_client(&self, name: &str) -> ();
+    fn client_tokens(&self, name: &str) -> Vec<TokenInfo>;
+    fn issue_client_token(&self, name: &str, label: &str, expires_in: Option<Duration>) -> Secret;
+    fn revoke_client_token(&self, name: &str, label: &str) -> ();
+    fn issue_ephemeral_token(&self, client: &str, ttl: Option<Duration>) -> EphemeralToken;
+    fn query_activity(&self, filter: ActivityFilter) -> AuditPage;
+    fn follow_activity(&self) -> ActivityStream;
+    fn list_connections(&self) -> Vec<ConnectionView>;
+    fn close_connection(&self, id: &str) -> ();
+    fn list_servers(&self) -> Vec<ServerView>;
+    fn add_server(&self, server: &NewServer) -> AddedServerView;
+    fn remove_server(&self, name: &str) -> Option<String>;
+    fn server_login(&self, name: &str) -> Url;
+    fn wait_server_login(&self, name: &str) -> Vec<ServerView>;
+}
+
+/// Runs `command` on `target`, then releases a local instance whatever the outcome.
+pub async fn with_target<T, F>(paths: &Paths, command: F) -> anyhow::Result<T>
+where
+    F: AsyncFnOnce(&Target) -> anyhow::Result<T>,
+{
+    let target = Target::open(paths).await?;
+    let result = command(&target).await;
+    target.close().await;
+    result
+}
+
+/// The running instance, or a clear "not running" error.
+pub async fn require_running(paths: &Paths) -> anyhow::Result<ControlClient> {
+    ControlClient::find(paths)
+        .await
+        .map_err(Coded::from)?
+        .ok_or_else(|| {
+            Coded {
+                code: "not_running".into(),
+                message: "Latchkey is not running: start the tray app or `latchkey serve` first"
+                    .into(),
+            }
+            .into()
+        })
+}
+
+/// Prints `value` as pretty JSON (keys in order, as the instance's answers always were).
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let value = serde_json::to_value(value).context("json")?;
+    println!("{}", serde_json::to_string_pretty(&value).context("json")?);
+    Ok(())
 }
 
 /// Runs the parsed command line.
@@ -81,12 +189,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login {
             account,
             no_browser,
-        } => session::login(&paths, account, no_browser).await,
-        Command::Logout { account } => session::logout(&paths, account).await,
-        Command::Status { json } => session::status(&paths, json).await,
-        Command::Token { account } => session::token(&paths, account).await,
+        } => login::run(&paths, account, no_browser).await,
+        Command::Logout { account } => logout::run(&paths, account).await,
+        Command::Status { json } => status::run(&paths, json).await,
+        Command::Token { account } => token::run(&paths, account).await,
         Command::Config { action } => match action {
-            ConfigAction::Check { path } => session::config_check(&paths, path),
+            ConfigAction::Check { path } => config::check(&paths, path),
             ConfigAction::Path => {
                 println!("{}", paths.config_file().display());
                 Ok(ExitCode::SUCCESS)
@@ -95,10 +203,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Gateway {
             action: crate::cli::GatewayAction::SetKey,
-        } => session::gateway_set_key(&paths).await,
+        } => gateway::set_key(&paths).await,
         Command::Secret {
             action: crate::cli::SecretAction::Set { service },
-        } => session::secret_set(&paths, &service).await,
+        } => secret::set(&paths, &service).await,
         Command::Account { action } => match action {
             crate::cli::AccountAction::SetSecret { account } => {
                 account::set_secret(&paths, account).await
@@ -107,8 +215,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 account::delete_secret(&paths, account).await
             }
         },
-        Command::Serve { port } => session::serve(&paths, port).await,
-        Command::Client { action } => clients::run(&paths, action).await,
+        Command::Serve { port } => serve::run(&paths, port).await,
+        Command::Client { action } => client::run(&paths, action).await,
         Command::Exec(args) => exec::run(&paths, args).await,
         Command::Log {
             follow,
@@ -117,8 +225,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
             control,
-        } => clients::log(&paths, follow, client, service, limit, json, control).await,
-        Command::Connections { close, json } => clients::connections(&paths, close, json).await,
+        } => {
+            let filter = ActivityFilter {
+                client,
+                service,
+                status: None,
+                before_id: None,
+                limit,
+                include_control: control,
+            };
+            log::run(&paths, filter, follow, json).await
+        }
+        Command::Connections { close, json } => connections::run(&paths, close, json).await,
         Command::Server { action } => server::run(&paths, action).await,
         Command::Headers { client } => mcp::headers(&paths, &client).await,
         Command::McpConfig {

@@ -3,23 +3,20 @@
 //! callback; the configuration entry is written there, only after the login succeeded).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::Method;
+use url::Url;
 
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
+use latchkey_runtime::control::NewServer;
 use latchkey_runtime::tray::format_remaining;
+use latchkey_runtime::view::ServerView;
+use latchkey_runtime::{Control, ControlClient};
 
-use super::require_running;
-use super::session::open_browser;
+use super::{browser, print_json, require_running};
 use crate::cli::ServerAction;
-use crate::exit::{Coded, LoginAttempt};
-use crate::remote::Remote;
-
-/// Longest the CLI waits for the browser (the instance gives up after 10 minutes).
-const WAIT: Duration = Duration::from_secs(620);
+use crate::exit::{Coded, failed_login};
 
 /// Runs one `latchkey server` action.
 pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode> {
@@ -40,46 +37,37 @@ pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode
             } else {
                 None
             };
-            let scopes: Option<Vec<&str>> =
-                scopes.as_deref().map(|s| s.split_whitespace().collect());
-            let body = serde_json::json!({
-                "url": url,
-                "name": name,
-                "client_id": client_id,
-                "client_secret": client_secret.as_ref().map(|s| s.expose()),
-                "scopes": scopes,
-                "callback_port": callback_port,
-                "allow_insecure_loopback": allow_insecure_loopback,
-            });
-            let answer: serde_json::Value = remote
-                .post("/v1/control/servers", &body)
+            let server = NewServer {
+                url,
+                name,
+                client_id,
+                client_secret,
+                scopes: scopes.map(|s| s.split_whitespace().map(str::to_owned).collect()),
+                callback_port,
+                allow_insecure_loopback,
+            };
+            let added = remote
+                .add_server(&server)
                 .await
-                .map_err(failed_login)?;
-            let name = answer["name"].as_str().unwrap_or_default().to_owned();
-            let url = answer["authorize_url"].as_str().unwrap_or_default();
-            sign_in(&remote, &name, url, no_browser).await?;
+                .map_err(|e| failed_login(Coded::from(e).into()))?;
+            sign_in(&remote, &added.name, &added.authorize_url, no_browser).await?;
             Ok(ExitCode::SUCCESS)
         }
         ServerAction::Login { name, no_browser } => {
-            let answer: serde_json::Value = remote
-                .post(&format!("/v1/control/servers/{name}/login"), &())
+            let url = remote
+                .server_login(&name)
                 .await
-                .map_err(failed_login)?;
-            let url = answer["authorize_url"].as_str().unwrap_or_default();
-            sign_in(&remote, &name, url, no_browser).await?;
+                .map_err(|e| failed_login(Coded::from(e).into()))?;
+            sign_in(&remote, &name, &url, no_browser).await?;
             Ok(ExitCode::SUCCESS)
         }
         ServerAction::List { json } => {
-            let servers: serde_json::Value = remote.get("/v1/control/servers").await?;
+            let servers = remote.list_servers().await.map_err(Coded::from)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&servers).context("json")?
-                );
+                print_json(&servers)?;
             } else {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let report = serde_json::json!({ "servers": servers });
-                let text = render_servers(&report, now);
+                let text = render_servers(&servers, now);
                 if text.is_empty() {
                     eprintln!("No remote MCP servers. Add one with `latchkey server add <url>`.");
                 }
@@ -88,15 +76,7 @@ pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         ServerAction::Remove { name } => {
-            let answer: serde_json::Value = remote
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/control/servers/{name}"),
-                    None::<&()>,
-                    Duration::from_secs(60),
-                )
-                .await?;
-            match answer["note"].as_str() {
+            match remote.remove_server(&name).await.map_err(Coded::from)? {
                 None => eprintln!(
                     "Removed `{name}`: its tokens are revoked and its keychain entries deleted."
                 ),
@@ -125,80 +105,56 @@ fn read_secret() -> anyhow::Result<Secret> {
 }
 
 /// Opens (or prints) the sign-in page, waits for the login, and says where hosts reach it.
-async fn sign_in(remote: &Remote, name: &str, url: &str, no_browser: bool) -> anyhow::Result<()> {
-    if no_browser || !open_browser(url) {
+async fn sign_in(
+    remote: &ControlClient,
+    name: &str,
+    url: &Url,
+    no_browser: bool,
+) -> anyhow::Result<()> {
+    if no_browser || !browser::open(url.as_str()) {
         eprintln!("Open this address in your browser to sign in to `{name}`:");
         println!("{url}");
     } else {
         eprintln!("Your browser opened the sign-in page. If it did not, open:\n{url}");
     }
     eprintln!("Waiting for the sign-in to complete (Ctrl-C to cancel)…");
-    let servers: serde_json::Value = remote
-        .call(
-            Method::POST,
-            &format!("/v1/control/servers/{name}/wait"),
-            Some(&()),
-            WAIT,
-        )
+    let servers = remote
+        .wait_server_login(name)
         .await
-        .map_err(failed_login)?;
-    let server = servers
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name);
-    if let Some(s) = server {
+        .map_err(|e| failed_login(Coded::from(e).into()))?;
+    if let Some(s) = servers.iter().find(|s| s.name == name) {
         eprintln!(
             "Signed in to `{name}` ({}). Hosts reach it at {} with their local client token (`latchkey client add <host> --service {name}`).",
-            s["issuer"].as_str().unwrap_or("?"),
-            s["proxy_url"].as_str().unwrap_or("?"),
+            s.issuer.as_deref().unwrap_or("?"),
+            s.proxy_url,
         );
     }
     Ok(())
 }
 
-/// A failed add or login exits like a failed `latchkey login`, with its code shown.
-fn failed_login(e: anyhow::Error) -> anyhow::Error {
-    match e
-        .chain()
-        .find_map(|c| c.downcast_ref::<Coded>())
-        .map(|c| c.code.clone())
-    {
-        Some(code) => e.context(LoginAttempt { code }),
-        None => e,
-    }
-}
-
 /// The "Remote MCP servers" lines of `latchkey status` and `latchkey server list`.
-pub(crate) fn render_servers(report: &serde_json::Value, now: i64) -> String {
-    let servers = report["servers"].as_array().cloned().unwrap_or_default();
+pub(crate) fn render_servers(servers: &[ServerView], now: i64) -> String {
     if servers.is_empty() {
         return String::new();
     }
     let mut out = "Remote MCP servers\n".to_owned();
     let mut table = super::table::Listing::bare(2);
     for s in servers {
-        let state = s["state"].as_str().unwrap_or("?");
-        let expiry = match s["expires_at"].as_i64() {
-            Some(exp) if state == "ready" => {
+        let expiry = match s.expires_at {
+            Some(exp) if s.state == "ready" => {
                 format!("token expires in {}", format_remaining(exp - now))
             }
             _ => "-".to_owned(),
         };
         let mut detail = format!(
             "{} · issuer {}",
-            s["url"].as_str().unwrap_or("?"),
-            s["issuer"].as_str().unwrap_or("not yet known")
+            s.url,
+            s.issuer.as_deref().unwrap_or("not yet known")
         );
-        if let Some(msg) = s["message"].as_str() {
+        if let Some(msg) = &s.message {
             detail.push_str(&format!(" — {msg}"));
         }
-        table.row(vec![
-            s["name"].as_str().unwrap_or("?").to_owned(),
-            state.to_owned(),
-            expiry,
-            detail,
-        ]);
+        table.row(vec![s.name.clone(), s.state.clone(), expiry, detail]);
     }
     out.push_str(&table.render());
     out
@@ -210,18 +166,21 @@ mod tests {
 
     #[test]
     fn servers_are_listed_with_state_expiry_issuer_and_what_to_do() {
-        let report = serde_json::json!({ "servers": [
+        let servers: Vec<ServerView> = serde_json::from_value(serde_json::json!([
             { "name": "linear", "state": "ready", "expires_at": 4600, "url": "https://mcp.linear.app/mcp",
-              "issuer": "https://linear.app", "message": null },
+              "proxy_url": "http://127.0.0.1:5000/linear/mcp", "issuer": "https://linear.app",
+              "scopes": [], "message": null, "last_login_error": null, "login_requested": null },
             { "name": "docs", "state": "needs_login", "expires_at": null, "url": "https://docs.example/mcp",
-              "issuer": null, "message": "sign in to the MCP server `docs`" },
-        ]});
-        let text = render_servers(&report, 1000);
+              "proxy_url": "http://127.0.0.1:5000/docs/mcp", "issuer": null, "scopes": [],
+              "message": "sign in to the MCP server `docs`", "last_login_error": null, "login_requested": null },
+        ]))
+        .expect("servers");
+        let text = render_servers(&servers, 1000);
         assert!(text.contains("linear"), "{text}");
         assert!(text.contains("token expires in"), "{text}");
         assert!(text.contains("issuer https://linear.app"), "{text}");
         assert!(text.contains("needs_login"), "{text}");
         assert!(text.contains("sign in to the MCP server `docs`"), "{text}");
-        assert_eq!(render_servers(&serde_json::json!({}), 0), "");
+        assert_eq!(render_servers(&[], 0), "");
     }
 }

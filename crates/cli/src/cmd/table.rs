@@ -63,6 +63,23 @@ impl Listing {
     }
 }
 
+/// A unix time as a table cell (`2026-01-31 14:05:09`, UTC), `-` when there is none.
+pub(crate) fn format_time(unix: Option<i64>) -> String {
+    let Some(t) = unix.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) else {
+        return "-".to_owned();
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.format(&format).unwrap_or_else(|_| "-".to_owned())
+}
+
+/// A unit enum variant's name as its JSON spells it (`not_fetched`).
+pub(crate) fn wire_name(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,38 +14,29 @@ use tokio::sync::mpsc;
 
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
+use latchkey_runtime::{Control, ControlClient};
 
-use super::{Target, require_running};
+use super::{Target, require_running, with_target};
 use crate::cli::HostKind;
 use crate::exit::Coded;
-use crate::remote::Remote;
 
 /// Lifetime of the tokens `headers` and `mcp-stdio` use.
-const EPHEMERAL_TTL_SECONDS: u64 = 12 * 3600;
+const EPHEMERAL_TTL: Duration = Duration::from_secs(12 * 3600);
 
-async fn ephemeral(remote: &Remote, client: &str) -> anyhow::Result<Secret> {
-    let v: serde_json::Value = remote
-        .post(
-            "/v1/control/ephemeral",
-            &serde_json::json!({ "client": client, "ttl_seconds": EPHEMERAL_TTL_SECONDS }),
-        )
-        .await?;
-    let token = v["token"]
-        .as_str()
-        .context("no token in Latchkey's answer")?;
-    Ok(Secret::new(token))
+async fn ephemeral(remote: &ControlClient, client: &str) -> anyhow::Result<Secret> {
+    let issued = remote
+        .issue_ephemeral_token(client, Some(EPHEMERAL_TTL))
+        .await
+        .map_err(Coded::from)?;
+    Ok(issued.token)
 }
 
 /// `latchkey headers <client>`: prints `{"X-Latchkey-Client": "<short-lived token>"}`.
 pub async fn headers(paths: &Paths, client: &str) -> anyhow::Result<ExitCode> {
     let remote = require_running(paths).await?;
     let token = ephemeral(&remote, client).await?;
-    let mut headers = serde_json::Map::new();
-    headers.insert(
-        "X-Latchkey-Client".into(),
-        serde_json::Value::String(token.expose().to_owned()),
-    );
-    println!("{}", serde_json::Value::Object(headers));
+    let headers = std::collections::BTreeMap::from([("X-Latchkey-Client", token.expose())]);
+    println!("{}", serde_json::to_string(&headers).context("json")?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -58,77 +49,22 @@ pub async fn config(
     service: &str,
     host: HostKind,
     path: &str,
-    expires_in: Option<std::time::Duration>,
+    expires_in: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    let target = Target::open(paths).await?;
-    let result = config_with(&target, client, service, host, path, expires_in).await;
-    target.close().await;
-    let (snippet, hint) = result?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&snippet).context("json")?
-    );
-    eprintln!("{hint}");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn config_with(
-    target: &Target,
-    client: &str,
-    service: &str,
-    host: HostKind,
-    path: &str,
-    expires_in: Option<std::time::Duration>,
-) -> anyhow::Result<(serde_json::Value, String)> {
-    let base = match target {
-        Target::Remote(r) => r.base().to_owned(),
-        Target::Local(lk) => format!("http://{}", lk.config().proxy.listen),
-    };
     let host_id = match host {
         HostKind::ClaudeCode => latchkey_hosts::HostId::ClaudeCode,
         HostKind::Cursor => latchkey_hosts::HostId::Cursor,
         HostKind::Vscode => latchkey_hosts::HostId::VsCode,
         HostKind::ClaudeDesktop => latchkey_hosts::HostId::ClaudeDesktop,
     };
-    let spec = latchkey_hosts::EntrySpec {
-        server_name: format!("latchkey-{service}"),
-        service: service.to_owned(),
-        client: client.to_owned(),
-        proxy_base: base,
-        latchkey_program: std::env::current_exe().context("locating the latchkey binary")?,
-        mcp_path: path.to_owned(),
-        env: target.paths().env_overrides(),
-    };
-    let token = if latchkey_hosts::needs_token(host_id) {
-        let label = format!("mcp-config:{}", host_id.as_str());
-        let token = match target {
-            Target::Remote(r) => {
-                let v: serde_json::Value = r
-                    .post(
-                        &format!("/v1/control/clients/{client}/tokens"),
-                        &serde_json::json!({
-                            "label": label,
-                            "expires_in_seconds": expires_in.map(|d| d.as_secs()),
-                        }),
-                    )
-                    .await?;
-                Secret::new(
-                    v["token"]
-                        .as_str()
-                        .context("no token in Latchkey's answer")?,
-                )
-            }
-            Target::Local(lk) => Secret::new(
-                lk.issue_client_token_expiring(client, &label, expires_in)
-                    .map_err(Coded::from)?
-                    .expose(),
-            ),
-        };
-        Some(latchkey_hosts::ClientToken::new(token.expose().to_owned()))
-    } else {
-        None
-    };
-    let snippet = latchkey_hosts::snippet(host_id, &spec, token.as_ref());
+    let snippet = with_target(paths, async |target| {
+        snippet(target, host_id, client, service, path, expires_in).await
+    })
+    .await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&snippet).context("json")?
+    );
     let hint = match host {
         HostKind::ClaudeCode => {
             "Add it with `claude mcp add-json` or merge it into ~/.claude.json (the token is fetched by `latchkey headers` on each connection)."
@@ -143,12 +79,43 @@ async fn config_with(
             "Merge it into claude_desktop_config.json; Claude Desktop starts `latchkey mcp-stdio`, which needs Latchkey running."
         }
     };
-    Ok((snippet, hint.to_owned()))
+    eprintln!("{hint}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host's entry (the runtime's, as the window adds it), with a token minted for the hosts
+/// that keep one in their file.
+async fn snippet(
+    target: &Target,
+    host_id: latchkey_hosts::HostId,
+    client: &str,
+    service: &str,
+    path: &str,
+    expires_in: Option<Duration>,
+) -> anyhow::Result<serde_json::Value> {
+    let spec = latchkey_runtime::hosts::entry_spec(
+        target.proxy_url(),
+        client,
+        service,
+        path,
+        target.paths(),
+    );
+    let token = if latchkey_hosts::needs_token(host_id) {
+        let label = format!("mcp-config:{}", host_id.as_str());
+        let token = target
+            .issue_client_token(client, &label, expires_in)
+            .await
+            .map_err(Coded::from)?;
+        Some(latchkey_hosts::ClientToken::new(token.expose().to_owned()))
+    } else {
+        None
+    };
+    Ok(latchkey_hosts::snippet(host_id, &spec, token.as_ref()))
 }
 
 /// Mints the bridge's short-lived tokens from the running instance.
 struct InstanceMint {
-    remote: Remote,
+    remote: ControlClient,
     client: String,
 }
 
@@ -170,7 +137,7 @@ pub async fn stdio(
     let token = ephemeral(&remote, client).await?;
     let url = format!(
         "{}/{service}/{}",
-        remote.base(),
+        remote.proxy_url(),
         path.trim_start_matches('/')
     );
     let http = reqwest::Client::builder()
