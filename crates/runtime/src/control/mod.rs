@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use latchkey_core::secret::Secret;
-use latchkey_store::{AuditPage, AuditRow};
 /// A client's stored token as listed (no token, no hash).
 pub use latchkey_store::TokenInfo;
+use latchkey_store::{AuditPage, AuditRow};
 
 use crate::RuntimeError;
 use crate::view::{
