@@ -78,6 +78,8 @@
     listeners: {},
     /** @type {string[]} */
     issued: [],
+    // Requests the activity log could not record (a test sets it to see the notice).
+    activityLost: 0,
   };
   const statuses = [200, 200, 401, 403, 502, 200, 429, 200];
   for (let i = 1; i <= 60; i += 1) {
@@ -100,6 +102,7 @@
     keychain: { ok: true, backend: 'secret-service', message: null },
     now: now(),
     config: { state: 'loaded', path: '/home/alice/.config/latchkey/config.toml' },
+    activity_lost: state.activityLost,
   });
   /** @returns {Promise<never>} */
   const fail = (/** @type {string} */ code, /** @type {string} */ message) => Promise.reject(/** @satisfies {RuntimeError} */ ({ code, message }));

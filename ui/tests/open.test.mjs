@@ -86,3 +86,23 @@ test('an activity row says its status and its error code as two words', async ()
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('the Activity screen says when the log lost rows, and only then', async () => {
+  const { page, context, errors } = await chromium.open();
+  const activity = () => page.getByRole('navigation').getByRole('button', { name: 'Activity', exact: true }).click();
+  await activity();
+  await page.locator('main h1').first().waitFor();
+  assert.equal(await page.getByTestId('activity-lost').count(), 0, 'nothing lost, nothing said');
+  await page.evaluate(() => {
+    window.__latchkeyMock.activityLost = 3;
+    const internals = window.__TAURI_INTERNALS__;
+    for (const id of window.__latchkeyMock.listeners['latchkey://changed'] ?? []) {
+      internals.callbacks[id]?.({ event: 'latchkey://changed', id, payload: null });
+    }
+  });
+  const notice = page.getByTestId('activity-lost');
+  await notice.waitFor();
+  assert.match(await notice.innerText(), /^3 requests since Latchkey started could not be recorded here/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});

@@ -451,6 +451,7 @@ impl Latchkey {
             servers: self.server_views(),
             now: (self.inner.clock)(),
             config: self.inner.live.view(),
+            activity_lost: self.inner.audit.dropped(),
         }
     }
 

@@ -25,6 +25,10 @@ pub struct Overview {
     /// The configuration file: missing (first run: show setup), invalid (what to fix, where;
     /// the instance keeps the last valid configuration, or none), or loaded.
     pub config: ConfigView,
+    /// Requests the activity log could not record since Latchkey started (the disk was full, the
+    /// database failed, or the writer fell behind): requests were served, their rows are missing.
+    #[serde(default)]
+    pub activity_lost: u64,
 }
 
 /// The configuration file's state as the running instance sees it (live: it follows edits).

@@ -31,6 +31,7 @@ const overview = (servers: ServerView[]): Overview => ({
   keychain: { ok: true, backend: 'secret-service', message: null },
   now: 1000,
   config: { state: 'loaded', path: '/home/alice/.config/latchkey/config.toml' },
+  activity_lost: 0,
 });
 
 function render(servers: ServerView[]) {

@@ -19,6 +19,7 @@ const overview = (account: Partial<AccountView>): Overview => ({
   keychain: { ok: true, backend: 'secret-service', message: null },
   now: 1000,
   config: { state: 'loaded', path: '/home/alice/.config/latchkey/config.toml' },
+  activity_lost: 0,
 });
 
 function render(o: Overview) {

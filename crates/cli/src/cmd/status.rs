@@ -110,6 +110,14 @@ fn render(r: &StatusReport, running: bool) -> String {
         );
     }
     let _ = writeln!(out, "Local clients: {}", r.clients.len());
+    if o.activity_lost > 0 {
+        let _ = writeln!(
+            out,
+            "Activity log: {} request{} since start not recorded (served, but the log could not be written: a full disk or a database error)",
+            o.activity_lost,
+            if o.activity_lost == 1 { "" } else { "s" }
+        );
+    }
     out
 }
 
@@ -129,6 +137,21 @@ mod tests {
             "clients": [],
         }))
         .expect("a status report")
+    }
+
+    #[test]
+    fn status_says_when_the_activity_log_lost_rows() {
+        let mut r = report(serde_json::json!([]));
+        assert!(
+            !render(&r, true).contains("Activity log"),
+            "nothing lost, nothing said"
+        );
+        r.overview.activity_lost = 3;
+        let text = render(&r, true);
+        assert!(
+            text.contains("Activity log: 3 requests since start not recorded"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -813,6 +813,13 @@ async fn disk_full_while_writing_the_audit_log_keeps_serving_and_resumes_the_log
     }
     assert!(rig.holds_tokens(), "the keychain keeps the session");
     assert!(is_active(&rig.state()), "{:?}", rig.state());
+    // The person is told that rows are missing (the window's Activity screen, `status`).
+    let lk = rig.lk().clone();
+    eventually("the overview counts the requests the log lost", || {
+        let lk = lk.clone();
+        async move { lk.overview().activity_lost > 0 }
+    })
+    .await;
 
     // Space again: the log records the next requests.
     std::fs::remove_file(&filler).expect("free the disk");

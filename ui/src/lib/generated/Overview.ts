@@ -38,4 +38,9 @@ now: number,
  * The configuration file: missing (first run: show setup), invalid (what to fix, where;
  * the instance keeps the last valid configuration, or none), or loaded.
  */
-config: ConfigView, };
+config: ConfigView, 
+/**
+ * Requests the activity log could not record since Latchkey started (the disk was full, the
+ * database failed, or the writer fell behind): requests were served, their rows are missing.
+ */
+activity_lost: number, };
