@@ -124,3 +124,48 @@ fn cells(row: &AuditRow) -> Vec<String> {
         path,
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: AuditKind, client: &str) -> AuditRow {
+        AuditRow {
+            id: 1,
+            kind,
+            time: 1_000,
+            client: Some(client.to_owned()),
+            service: Some("github".to_owned()),
+            method: "GET".to_owned(),
+            path: "/user".to_owned(),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 10,
+            duration_ms: 3,
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn followed_rows_pass_the_same_filter_as_the_first_page() {
+        let filter = ActivityFilter {
+            client: Some("cursor".to_owned()),
+            limit: 50,
+            ..ActivityFilter::default()
+        };
+        assert!(matches(&row(AuditKind::Client, "cursor"), &filter));
+        assert!(
+            !matches(&row(AuditKind::Client, "claude"), &filter),
+            "another client"
+        );
+        assert!(
+            !matches(&row(AuditKind::Control, "cursor"), &filter),
+            "the command's own calls only with --control"
+        );
+        let with_control = ActivityFilter {
+            include_control: true,
+            ..filter
+        };
+        assert!(matches(&row(AuditKind::Control, "cursor"), &with_control));
+    }
+}
