@@ -336,8 +336,31 @@ fn pick(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
 
 /// The algorithm a key verifies: its `alg` when published, else the usual one for its type.
 /// Symmetric keys are never accepted: a public client cannot share a secret with the IdP.
+/// A published `alg` must fit the key's own type (an RSA key labelled `ES256` verifies nothing).
 fn key_algorithm(jwk: &Jwk) -> Result<Algorithm, JwtError> {
     if let Some(alg) = jwk.common.key_algorithm {
+        let fits = match (&jwk.algorithm, alg) {
+            (
+                AlgorithmParameters::RSA(_),
+                KeyAlgorithm::RS256
+                | KeyAlgorithm::RS384
+                | KeyAlgorithm::RS512
+                | KeyAlgorithm::PS256
+                | KeyAlgorithm::PS384
+                | KeyAlgorithm::PS512,
+            ) => true,
+            (AlgorithmParameters::EllipticCurve(ec), KeyAlgorithm::ES256) => {
+                ec.curve == EllipticCurve::P256
+            }
+            (AlgorithmParameters::EllipticCurve(ec), KeyAlgorithm::ES384) => {
+                ec.curve == EllipticCurve::P384
+            }
+            (AlgorithmParameters::OctetKeyPair(_), KeyAlgorithm::EdDSA) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(JwtError::UnsupportedKey);
+        }
         return match alg {
             KeyAlgorithm::RS256 => Ok(Algorithm::RS256),
             KeyAlgorithm::RS384 => Ok(Algorithm::RS384),

@@ -1384,3 +1384,224 @@ async fn discovery_refuses_an_http_endpoint_off_loopback_and_pkce_without_s256()
         .await
         .expect("S256 among others is fine");
 }
+
+/// Serves `jwks` on a loopback port; the key set reads it from there.
+async fn jwks_at(jwks: Value) -> KeySet {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    let app = Router::new().route("/jwks", get(move || async move { Json(jwks.clone()) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    KeySet::new(
+        http(),
+        Url::parse(&url).expect("url"),
+        Duration::from_secs(5),
+    )
+}
+
+/// `header.claims.signature` for the `alg` named, signed by `sign`.
+fn token_signed(alg: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let header = b64(&json!({"alg": alg, "kid": "k", "typ": "JWT"}));
+    let input = format!("{header}.{}", b64(&claims("https://idp.test", AUDIENCE)));
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn expect_idp_test() -> Expectations {
+    Expectations {
+        issuer: "https://idp.test".into(),
+        audience: AUDIENCE.into(),
+        nonce: None,
+        authorized_party: None,
+    }
+}
+
+/// Every asymmetric algorithm a provider may publish verifies, whether the key names its `alg`
+/// or only its type (RSA → RS256, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA): Okta, Entra ID
+/// and Keycloak sign RS256, but a realm or tenant may be set to PS256, ES256 or EdDSA.
+#[tokio::test]
+async fn every_asymmetric_algorithm_verifies_with_the_key_published_for_it() {
+    use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let rsa = RsaKeyPair::from_pkcs8(&test_key().private_der).expect("test key");
+    let rsa_jwk = |alg: Option<&str>| {
+        let mut k = test_key().jwks["keys"][0].clone();
+        k["kid"] = json!("k");
+        match alg {
+            Some(a) => k["alg"] = json!(a),
+            None => {
+                k.as_object_mut().expect("object").remove("alg");
+            }
+        }
+        k
+    };
+    let rsa_signer = |padding: &'static dyn sig::RsaEncoding| {
+        let rsa = &rsa;
+        let rng = &rng;
+        move |m: &[u8]| {
+            let mut s = vec![0; rsa.public().modulus_len()];
+            rsa.sign(padding, rng, m, &mut s).expect("sign");
+            s
+        }
+    };
+    let mut cases: Vec<(String, Value, String)> = Vec::new();
+    for (alg, padding) in [
+        (
+            "RS256",
+            &sig::RSA_PKCS1_SHA256 as &'static dyn sig::RsaEncoding,
+        ),
+        ("RS384", &sig::RSA_PKCS1_SHA384),
+        ("RS512", &sig::RSA_PKCS1_SHA512),
+        ("PS256", &sig::RSA_PSS_SHA256),
+        ("PS384", &sig::RSA_PSS_SHA384),
+        ("PS512", &sig::RSA_PSS_SHA512),
+    ] {
+        cases.push((
+            alg.into(),
+            rsa_jwk(Some(alg)),
+            token_signed(alg, rsa_signer(padding)),
+        ));
+    }
+    cases.push((
+        "RSA key without alg".into(),
+        rsa_jwk(None),
+        token_signed("RS256", rsa_signer(&sig::RSA_PKCS1_SHA256)),
+    ));
+    for (alg, crv, signing, published) in [
+        (
+            "ES256",
+            "P-256",
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            Some("ES256"),
+        ),
+        (
+            "ES384",
+            "P-384",
+            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            None,
+        ),
+    ] {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).expect("pair");
+        let point = pair.public_key().as_ref();
+        let half = (point.len() - 1) / 2;
+        let mut jwk = json!({
+            "kty": "EC", "crv": crv, "kid": "k", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..=half]),
+            "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+        });
+        if let Some(a) = published {
+            jwk["alg"] = json!(a);
+        }
+        let token = token_signed(alg, |m| pair.sign(&rng, m).expect("sign").as_ref().to_vec());
+        cases.push((format!("{alg} ({crv})"), jwk, token));
+    }
+    for published in [Some("EdDSA"), None] {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+        let mut jwk = json!({
+            "kty": "OKP", "crv": "Ed25519", "kid": "k", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        });
+        if let Some(a) = published {
+            jwk["alg"] = json!(a);
+        }
+        let token = token_signed("EdDSA", |m| pair.sign(m).as_ref().to_vec());
+        cases.push((format!("EdDSA, alg {published:?}"), jwk, token));
+    }
+    for (name, jwk, token) in cases {
+        let keys = jwks_at(json!({ "keys": [jwk] })).await;
+        let claims = keys
+            .validate(&token, &expect_idp_test())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e} ({})", e.code()));
+        assert_eq!(claims.subject.as_deref(), Some("alice"), "{name}");
+    }
+}
+
+/// A key published for another family than its own (an RSA key labelled ES256) verifies
+/// nothing and says why: the key, not a bad signature.
+#[tokio::test]
+async fn a_key_labelled_with_another_familys_algorithm_is_an_unsupported_key() {
+    let mut jwk = test_key().jwks["keys"][0].clone();
+    jwk["kid"] = json!("k");
+    jwk["alg"] = json!("ES256");
+    let keys = jwks_at(json!({ "keys": [jwk] })).await;
+    let token = token_signed("ES256", |_| vec![7; 64]);
+    let err = keys
+        .validate(&token, &expect_idp_test())
+        .await
+        .expect_err("nothing verifies with it");
+    assert_eq!(err.code(), "jwt_unsupported_key", "{err}");
+}
+
+/// One audience written as an array of one needs no `azp` (OIDC Core §3.1.3.7 asks for it only
+/// with several audiences).
+#[tokio::test]
+async fn one_audience_in_an_array_needs_no_authorized_party() {
+    let idp = start_idp().await;
+    let ex = Expectations {
+        authorized_party: Some(CLIENT.into()),
+        ..expect(&idp)
+    };
+    let mut one = claims(&idp.issuer, AUDIENCE);
+    one["aud"] = json!([AUDIENCE]);
+    keys(&idp)
+        .await
+        .validate(&sign(rs256(), &one), &ex)
+        .await
+        .expect("one audience in an array, no azp: valid");
+    let mut two = claims(&idp.issuer, AUDIENCE);
+    two["aud"] = json!([AUDIENCE, "another-api"]);
+    let err = keys(&idp)
+        .await
+        .validate(&sign(rs256(), &two), &ex)
+        .await
+        .expect_err("two audiences and no azp");
+    assert_eq!(err.code(), "jwt_wrong_azp");
+}
+
+/// A provider that takes the connection and never answers is a timeout after the configured
+/// time; a port nobody listens on is unreachable, and the reason says so (without the URL).
+#[tokio::test]
+async fn discovery_tells_a_silent_provider_from_an_absent_one() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", silent.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let mut s = settings(&issuer);
+    s.timeout = Duration::from_millis(300);
+    let err = Provider::discover(http(), s)
+        .await
+        .expect_err("nothing answers");
+    assert!(
+        matches!(err, LoginError::Timeout(d) if d == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    held.abort();
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let err = Provider::discover(http(), settings(&format!("http://127.0.0.1:{closed}")))
+        .await
+        .expect_err("nobody listens");
+    match &err {
+        LoginError::Unreachable { reason } => {
+            assert!(reason.contains("cannot connect"), "{reason}");
+            assert!(
+                !reason.contains("well-known"),
+                "no URL in the reason: {reason}"
+            );
+        }
+        other => panic!("unreachable, not {other:?}"),
+    }
+}
