@@ -1605,3 +1605,60 @@ async fn discovery_tells_a_silent_provider_from_an_absent_one() {
         other => panic!("unreachable, not {other:?}"),
     }
 }
+
+/// A claim the protocol requires that is missing, or present with the wrong JSON type, is named
+/// in the refusal (`jwt_missing_claim`, `jwt_bad_claim`), never reported as a malformed token.
+#[tokio::test]
+async fn a_missing_or_mistyped_required_claim_is_named() {
+    let idp = start_idp().await;
+    let keys = keys(&idp).await;
+    for claim in ["exp", "iss", "aud"] {
+        let mut c = claims(&idp.issuer, AUDIENCE);
+        c.as_object_mut().expect("object").remove(claim);
+        let err = keys
+            .validate(&sign(rs256(), &c), &expect(&idp))
+            .await
+            .expect_err(claim);
+        assert_eq!(err.code(), "jwt_missing_claim", "{claim}: {err}");
+        assert!(err.to_string().contains(claim), "names `{claim}`: {err}");
+    }
+    // `iss` or `aud` of another JSON type count as absent (the JWT library's reading), `exp` of
+    // another type is refused by Latchkey's own check first.
+    for (claim, value, code) in [
+        ("iss", json!(42), "jwt_missing_claim"),
+        ("aud", json!(42), "jwt_missing_claim"),
+        ("exp", json!("soon"), "jwt_bad_claim"),
+    ] {
+        let mut c = claims(&idp.issuer, AUDIENCE);
+        c[claim] = value;
+        let err = keys
+            .validate(&sign(rs256(), &c), &expect(&idp))
+            .await
+            .expect_err(claim);
+        assert_eq!(err.code(), code, "{claim}: {err}");
+        assert!(err.to_string().contains(claim), "names `{claim}`: {err}");
+    }
+}
+
+/// A provider that signs without `kid` and publishes one signing key is understood; with two
+/// keys and no `kid` nothing is guessed.
+#[tokio::test]
+async fn a_token_without_kid_uses_the_only_key_and_never_guesses_between_two() {
+    let mut header = rs256();
+    header.kid = None;
+    let token = sign(header, &claims("https://idp.test", AUDIENCE));
+    let mut key = test_key().jwks["keys"][0].clone();
+    key.as_object_mut().expect("object").remove("kid");
+    let one = jwks_at(json!({ "keys": [key.clone()] })).await;
+    one.validate(&token, &expect_idp_test())
+        .await
+        .expect("the only key verifies a token without kid");
+    let mut other = key.clone();
+    other["n"] = json!(URL_SAFE_NO_PAD.encode([0xC5u8; 256]));
+    let two = jwks_at(json!({ "keys": [key, other] })).await;
+    let err = two
+        .validate(&token, &expect_idp_test())
+        .await
+        .expect_err("two keys, no kid");
+    assert_eq!(err.code(), "jwt_unknown_key", "{err}");
+}
