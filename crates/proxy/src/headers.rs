@@ -82,10 +82,12 @@ pub(crate) fn rewrite_request(
             let canonical = canonical.as_ref();
             STRIP_REQUEST.iter().any(|s| s.as_str() == canonical)
                 || CLIENT_HEADER.as_str() == canonical
+                // Both sides folded: an injected name spelled with `_` (`X-Api_Key`) is the
+                // same header as the client's `x_api_key` to a server that folds them.
                 || route
                     .injected_headers
                     .iter()
-                    .any(|i| i.as_str() == canonical)
+                    .any(|i| self::canonical(i).as_ref() == canonical)
                 || STRIP_REQUEST_PREFIXES
                     .iter()
                     .any(|p| canonical.starts_with(p))
@@ -455,5 +457,44 @@ mod tests {
         assert_eq!(left, ["host", "x-api-key", "x-api-keys"]);
         assert_eq!(h.get_all("x-api-key").iter().count(), 1);
         assert_eq!(h["x-api-key"], "K", "only the injected value");
+    }
+
+    /// Found by the `header_policy` fuzz target: an injected header whose configured name has an
+    /// underscore let the client's hyphenated or underscored look-alike through.
+    #[test]
+    fn look_alikes_of_an_injected_name_with_an_underscore_are_removed() {
+        let route = Route::new(
+            "svc",
+            Url::parse("https://api.example.test/").expect("url"),
+            vec![Injection {
+                credential: "key".into(),
+                target: InjectTarget::header("X-Api_Key", "").expect("header"),
+            }],
+        )
+        .expect("route");
+        let r = PreparedRoute::new(&route);
+        let prepared = r
+            .prepare(std::sync::Arc::new(
+                [("key".to_owned(), latchkey_core::secret::Secret::new("K"))]
+                    .into_iter()
+                    .collect(),
+            ))
+            .expect("prepared");
+        let mut h = headers(&[
+            ("x-api-key", "client-chosen"),
+            ("x_api_key", "client-chosen"),
+            ("x-api_key", "client-chosen"),
+        ]);
+        rewrite_request(&mut h, &r, &prepared, false);
+        let left: Vec<(&str, &[u8])> = h
+            .iter()
+            .filter(|(n, _)| *n != "host")
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            left,
+            [("x-api_key", &b"K"[..])],
+            "only the injected header and value"
+        );
     }
 }
