@@ -366,6 +366,48 @@ mod tests {
 
     use super::*;
 
+    /// Every class of error code gets its own status, the body keeps the code and message, and
+    /// no answer may be cached.
+    #[test]
+    fn each_error_code_class_answers_its_own_status() {
+        for (code, status) in [
+            ("control_unauthorized", 401),
+            ("login_required", 401),
+            ("unknown_server", 404),
+            ("not_found", 404),
+            ("invalid_input", 400),
+            ("server_exists", 400),
+            ("mcp_oauth_registration_refused", 502),
+            ("keychain_locked", 503),
+            ("gateway_timeout", 503),
+            ("idp_unreachable", 503),
+            ("credentials_missing", 424),
+            ("gateway_refused", 424),
+            ("idp_timeout", 503),
+            ("login_cancelled", 409),
+            ("access_denied", 409),
+            ("redirect_uri_not_registered", 502),
+            ("login_failed", 502),
+            ("jwt_wrong_audience", 502),
+            ("something_new", 500),
+        ] {
+            let response = ApiError(RuntimeError {
+                code: code.into(),
+                message: format!("what to do about {code}"),
+            })
+            .into_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("cache-control")
+                    .map(|v| v.as_bytes()),
+                Some(&b"no-store"[..]),
+                "{code}"
+            );
+        }
+    }
+
     /// A route that would answer `422` for a malformed body if it were reached.
     fn guarded_echo() -> Router {
         let routes = Router::new().route(
