@@ -55,7 +55,7 @@ pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRe
 pub use credentials::{CredentialError, CredentialSource, CredentialValues, UpstreamRefusal};
 pub use error::ProxyError;
 pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
-pub use server::{bind_loopback, bind_loopback_ipv4, raise_open_file_limit, serve};
+pub use server::{bind_loopback, bind_loopback_ipv4, raise_open_file_limit, serve, serve_router};
 pub use state::ProxyState;
 
 /// The proxy as an axum router (every path goes through the same gates). Tests drive it with

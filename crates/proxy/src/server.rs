@@ -138,6 +138,18 @@ pub async fn serve(
     state: ProxyState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let app = crate::router(state.clone());
+    serve_router(listeners, state, app, shutdown).await
+}
+
+/// [`serve`] with the proxy's router wrapped by the caller (the tests' request recorder): the
+/// same connection handling — cap, head deadline, drained refusals, graceful stop — around it.
+pub async fn serve_router(
+    listeners: Vec<TcpListener>,
+    state: ProxyState,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     if listeners.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -168,7 +180,6 @@ pub async fn serve(
     }
     let (stop, stopped) = watch::channel(false);
     let connections = state.connections().clone();
-    let app = crate::router(state);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, MAX_WORKERS);
@@ -332,9 +343,12 @@ async fn answer(
         return Ok(refused);
     }
     // A request whose body is still unread when its answer is ready (a refusal at the gates, an
-    // upstream that answers early): hyper then closes the connection after the response, and a
-    // client that was not told sends its next request into a closing connection and sees "server
-    // disconnected". Such an answer says `Connection: close` (RFC 9112 §9.6).
+    // upstream that answers early): closing the connection then would reset it under the bytes
+    // the client is still sending, and the client may lose the answer ("server disconnected").
+    // So the rest of the body is read and dropped ([`ReadToEnd`]'s `Drop`, as nginx discards a
+    // refused body) and the connection stays usable; a body declared larger than that is not
+    // waited for, and the answer says `Connection: close` (RFC 9112 §9.6).
+    let too_large_to_drain = content_length(request.headers()).is_some_and(|n| n > DRAIN_BYTES);
     let body_read = (!http_body::Body::is_end_stream(request.body()))
         .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let request = match &body_read {
@@ -342,7 +356,9 @@ async fn answer(
         Some(read) => request.map(|body| Body::new(ReadToEnd::new(body, Arc::clone(read)))),
     };
     let mut response = app.oneshot(request).await?;
-    if body_read.is_some_and(|read| !read.load(std::sync::atomic::Ordering::Acquire)) {
+    if too_large_to_drain
+        && body_read.is_some_and(|read| !read.load(std::sync::atomic::Ordering::Acquire))
+    {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -353,16 +369,70 @@ async fn answer(
     Ok(response.map(|body| Body::new(Tracked::new(body, in_flight))))
 }
 
-/// A request body that records when it was read to its end.
+/// Most of a refused request body read and dropped to keep its connection usable.
+const DRAIN_BYTES: u64 = 1024 * 1024;
+
+/// Longest a refused request body is waited for.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The request's declared `Content-Length`, if any.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A request body that records when it was read to its end, and when dropped before that, has
+/// the rest read and discarded in the background (at most [`DRAIN_BYTES`] within
+/// [`DRAIN_TIME`]) so hyper can keep the connection instead of resetting it.
 struct ReadToEnd {
-    inner: Incoming,
+    inner: Option<Incoming>,
     read: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReadToEnd {
     fn new(inner: Incoming, read: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self { inner, read }
+        Self {
+            inner: Some(inner),
+            read,
+        }
     }
+}
+
+impl Drop for ReadToEnd {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if self.read.load(std::sync::atomic::Ordering::Acquire)
+            || http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body).lower() > DRAIN_BYTES
+        {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(discard(body));
+        }
+    }
+}
+
+/// Reads `body` to its end and drops what it holds, within the drain limits.
+async fn discard(mut body: Incoming) {
+    use http_body_util::BodyExt as _;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len() as u64);
+                if seen > DRAIN_BYTES {
+                    debug!("refused request body too large to drain; the connection closes");
+                    return;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 impl http_body::Body for ReadToEnd {
@@ -373,9 +443,12 @@ impl http_body::Body for ReadToEnd {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(&mut *inner).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None))
-            || (matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) && self.inner.is_end_stream())
+            || (matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) && inner.is_end_stream())
         {
             self.read.store(true, std::sync::atomic::Ordering::Release);
         }
@@ -383,11 +456,16 @@ impl http_body::Body for ReadToEnd {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
     }
 }
 

@@ -534,14 +534,16 @@ impl Proxy {
                     next.run(req)
                 },
             ));
-            let listener = listeners.into_iter().next().expect("an IPv4 listener");
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            })
+            // The product's own server around the recording router (axum's plain server handles
+            // refused bodies differently, so a test through it would not test the proxy).
+            tokio::spawn(latchkey_proxy::serve_router(
+                listeners,
+                state.clone(),
+                app,
+                async {
+                    let _ = stopped.await;
+                },
+            ))
         } else {
             tokio::spawn(latchkey_proxy::serve(listeners, state.clone(), async {
                 let _ = stopped.await;
