@@ -1662,3 +1662,26 @@ async fn a_token_without_kid_uses_the_only_key_and_never_guesses_between_two() {
         .expect_err("two keys, no kid");
     assert_eq!(err.code(), "jwt_unknown_key", "{err}");
 }
+
+/// The issuer and every advertised endpoint must be `https`, or loopback `http` when the account
+/// allows it; anything else is refused.
+#[test]
+fn only_https_or_allowed_loopback_http_is_accepted() {
+    let url = |u: &str| Url::parse(u).expect("url");
+    for (u, allow, ok) in [
+        ("https://login.example.com/realms/work", false, true),
+        ("https://login.example.com/", true, true),
+        ("http://login.example.com/", true, false),
+        ("http://127.0.0.1:47900/", true, true),
+        ("http://localhost:47900/", true, true),
+        ("http://[::1]:47900/", true, true),
+        ("http://127.0.0.1:47900/", false, false),
+        ("ftp://login.example.com/", true, false),
+    ] {
+        assert_eq!(
+            check_scheme(&url(u), allow).is_ok(),
+            ok,
+            "{u} (allow http: {allow})"
+        );
+    }
+}
