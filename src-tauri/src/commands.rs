@@ -7,6 +7,7 @@
 //! (host configurations, the settings store, the autostart entry) or the keychain is an `async fn`
 //! or `#[tauri::command(async)]`, which Tauri runs on its async runtime instead.
 
+use latchkey_core::Code;
 use latchkey_runtime::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
     Overview, ServerView,
@@ -234,7 +235,10 @@ pub fn set_settings(app: AppHandle, settings: Settings) -> Result<Settings> {
         tracing::warn!(error = %e, "start at login not changed");
     }
     settings::save(&app, &settings).map_err(|m| {
-        RuntimeError::new("settings_unwritable", format!("cannot save settings: {m}"))
+        RuntimeError::new(
+            Code::SettingsUnwritable,
+            format!("cannot save settings: {m}"),
+        )
     })?;
     Ok(settings)
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use latchkey_core::Code;
 use latchkey_core::session::SessionState;
 use latchkey_runtime::view::ServerView;
 use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
@@ -70,7 +71,7 @@ pub async fn add_server(
         .find(|s| s.name == name)
         .ok_or_else(|| {
             RuntimeError::new(
-                "unknown_server",
+                Code::UnknownServer,
                 format!("the MCP server `{name}` was removed meanwhile"),
             )
         })
@@ -122,7 +123,7 @@ pub fn open_page(
             .open_url(url.as_str(), None::<&str>)
             .map_err(|e| {
                 RuntimeError::new(
-                    "browser_unavailable",
+                    Code::BrowserUnavailable,
                     format!("cannot open your browser ({e}); turn off \"Use system browser\""),
                 )
             });
@@ -153,7 +154,7 @@ pub fn open_page(
         .build()
         .map_err(|e| {
             RuntimeError::new(
-                "window_failed",
+                Code::WindowFailed,
                 format!("cannot open the sign-in window: {e}"),
             )
         })?;
@@ -209,7 +210,7 @@ pub fn check_scheme(url: &Url) -> Result<(), RuntimeError> {
     match url.scheme() {
         "http" | "https" => Ok(()),
         other => Err(RuntimeError::new(
-            "login_url_refused",
+            Code::LoginUrlRefused,
             format!(
                 "Latchkey does not open a sign-in address with the scheme `{other}:`; only http and https pages are opened"
             ),
@@ -261,7 +262,7 @@ pub struct LoginFailed {
     /// The account.
     account: String,
     /// The session's error code.
-    code: String,
+    code: Code,
     /// What happened and what to do.
     message: String,
 }
@@ -294,7 +295,7 @@ mod tests {
         ] {
             let url = Url::parse(bad).expect("a valid URL");
             let e = check_scheme(&url).expect_err(bad);
-            assert_eq!(e.code, "login_url_refused", "{bad}");
+            assert_eq!(e.code, latchkey_core::Code::LoginUrlRefused, "{bad}");
             assert!(!e.message.contains("passwd"), "the address is not echoed");
         }
     }

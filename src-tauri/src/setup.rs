@@ -2,6 +2,7 @@
 //! running configuration (there is none yet); the file they write is picked up by the runtime's
 //! reload. Errors cross IPC as `{code, message, field}` so the form can mark the field.
 
+use latchkey_core::Code;
 use latchkey_core::config::init::{self, ConnectRequest, Draft, InitError, Written};
 use latchkey_core::config::services::{self, ServiceChangeError, ServiceForm};
 use latchkey_core::paths::Paths;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SetupError {
-    code: String,
+    code: Code,
     message: String,
     field: Option<&'static str>,
 }
@@ -19,7 +20,7 @@ pub struct SetupError {
 impl From<InitError> for SetupError {
     fn from(e: InitError) -> Self {
         Self {
-            code: e.code().to_owned(),
+            code: e.code(),
             message: e.to_string(),
             field: e.field(),
         }
@@ -29,7 +30,7 @@ impl From<InitError> for SetupError {
 impl From<ServiceChangeError> for SetupError {
     fn from(e: ServiceChangeError) -> Self {
         Self {
-            code: e.code().to_owned(),
+            code: e.code(),
             message: e.to_string(),
             field: e.field(),
         }
@@ -42,7 +43,7 @@ fn config_file() -> Result<std::path::PathBuf> {
     Paths::from_env()
         .map(|p| p.config_file())
         .map_err(|e| SetupError {
-            code: "no_home".into(),
+            code: Code::NoHome,
             message: e.to_string(),
             field: None,
         })
@@ -96,7 +97,7 @@ pub fn setup_import_text(text: String, origin: Option<String>) -> Result<Draft> 
 #[tauri::command(async)]
 pub fn setup_save(toml: String, force: Option<bool>) -> Result<Written> {
     let paths = Paths::from_env().map_err(|e| SetupError {
-        code: "no_home".into(),
+        code: Code::NoHome,
         message: e.to_string(),
         field: None,
     })?;

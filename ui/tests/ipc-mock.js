@@ -8,6 +8,7 @@
  * @typedef {import('../src/lib/generated').ActivityBuckets} ActivityBuckets
  * @typedef {import('../src/lib/generated').AuditPage} AuditPage
  * @typedef {import('../src/lib/generated').AuditRow} AuditRow
+ * @typedef {import('../src/lib/generated').Code} Code
  * @typedef {import('../src/lib/generated').ClientView} ClientView
  * @typedef {import('../src/lib/generated').ConnectionView} ConnectionView
  * @typedef {import('../src/lib/generated').CreatedClient} CreatedClient
@@ -105,7 +106,7 @@
     activity_lost: state.activityLost,
   });
   /** @returns {Promise<never>} */
-  const fail = (/** @type {string} */ code, /** @type {string} */ message) => Promise.reject(/** @satisfies {RuntimeError} */ ({ code, message }));
+  const fail = (/** @type {Code} */ code, /** @type {string} */ message) => Promise.reject(/** @satisfies {RuntimeError} */ ({ code, message }));
   // A server's sign-in ends after a moment, or when the test says so (`holdServerLogins`).
   const signIn = (/** @type {ServerView} */ server) => new Promise((resolve) => {
     server.state = 'logging_in';

@@ -1,9 +1,12 @@
 //! Exit codes, so scripts can tell "log in first" from "Latchkey is not running" from "the login
-//! you just tried failed".
+//! you just tried failed". Each class of error code has one exit code ([`code_for`]).
+
+use latchkey_core::{Class, Code};
 
 /// Anything else.
 pub const FAILURE: u8 = 1;
-/// Nobody is logged in or the session ended: run `latchkey login`.
+/// Nobody is logged in or the session ended (run `latchkey login`), or a remote MCP server's
+/// sign-in ended or needs more access (run `latchkey server login`).
 pub const LOGIN_REQUIRED: u8 = 3;
 /// Latchkey is not running (for commands that need it).
 pub const NOT_RUNNING: u8 = 4;
@@ -24,8 +27,8 @@ pub const INTERNAL: u8 = 70;
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Coded {
-    /// Stable code.
-    pub code: String,
+    /// What to match on.
+    pub code: Code,
     /// For a person.
     pub message: String,
 }
@@ -40,11 +43,11 @@ impl From<latchkey_runtime::RuntimeError> for Coded {
 }
 
 /// Context of an error from `latchkey login`: its failures that are not about the keychain, the
-/// configuration or the instance exit with [`LOGIN_FAILED`].
+/// configuration, the instance or what was asked exit with [`LOGIN_FAILED`].
 #[derive(Debug)]
 pub struct LoginAttempt {
     /// The failure's code, printed with the message so a person can search for it.
-    pub code: String,
+    pub code: Code,
 }
 
 impl std::fmt::Display for LoginAttempt {
@@ -59,7 +62,7 @@ pub fn failed_login(e: anyhow::Error) -> anyhow::Error {
     match e
         .chain()
         .find_map(|c| c.downcast_ref::<Coded>())
-        .map(|c| c.code.clone())
+        .map(|c| c.code)
     {
         Some(code) => e.context(LoginAttempt { code }),
         None => e,
@@ -71,33 +74,36 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     let Some(coded) = e.chain().find_map(|c| c.downcast_ref::<Coded>()) else {
         return FAILURE;
     };
-    let by_code = for_code(&coded.code);
     let login_attempt = e.downcast_ref::<LoginAttempt>().is_some();
-    match by_code {
-        FAILURE | LOGIN_REQUIRED
-            if login_attempt
-                && !matches!(coded.code.as_str(), "unknown_account" | "invalid_input") =>
-        {
-            LOGIN_FAILED
-        }
-        other => other,
-    }
+    for_class(coded.code.class(), login_attempt)
 }
 
-fn for_code(code: &str) -> u8 {
-    match code {
-        // The session ended or cannot be renewed: only a new login helps.
-        "login_required"
-        | "invalid_grant"
-        | "session_not_renewable"
-        | "id_token_subject_changed"
-        | "id_token_issuer_changed" => LOGIN_REQUIRED,
-        "not_running" => NOT_RUNNING,
-        "keychain_unavailable" | "keychain_locked" | "keychain_timeout" => KEYCHAIN,
-        "config_invalid" | "config_not_found" | "config_unreadable" => CONFIG,
-        c if c.starts_with("credentials_") || c.starts_with("gateway_") => CREDENTIALS,
-        "internal" => INTERNAL,
-        _ => FAILURE,
+/// The exit code of each class of error code, in a login attempt or not.
+fn for_class(class: Class, login_attempt: bool) -> u8 {
+    match class {
+        // Inside a login, "log in first" is the login itself failing.
+        Class::LoginRequired if login_attempt => LOGIN_FAILED,
+        Class::LoginRequired => LOGIN_REQUIRED,
+        Class::NotRunning => NOT_RUNNING,
+        Class::Keychain => KEYCHAIN,
+        Class::Config => CONFIG,
+        Class::Credentials | Class::GatewayUnavailable => CREDENTIALS,
+        Class::Internal => INTERNAL,
+        // What was asked is wrong: the login never started.
+        Class::NotFound | Class::InvalidInput => FAILURE,
+        Class::ProviderRefused
+        | Class::Cancelled
+        | Class::Expired
+        | Class::Unavailable
+        | Class::Unauthorized
+        | Class::Forbidden
+        | Class::Failed => {
+            if login_attempt {
+                LOGIN_FAILED
+            } else {
+                FAILURE
+            }
+        }
     }
 }
 
@@ -105,22 +111,60 @@ fn for_code(code: &str) -> u8 {
 mod tests {
     use super::*;
 
-    fn coded(code: &str) -> anyhow::Error {
+    fn coded(code: Code) -> anyhow::Error {
         Coded {
-            code: code.into(),
+            code,
             message: "m".into(),
         }
         .into()
     }
 
+    fn login(code: Code) -> anyhow::Error {
+        coded(code).context(LoginAttempt { code })
+    }
+
+    /// Every class's exit code, outside a login and in one.
+    #[test]
+    fn each_class_exits_with_its_own_code() {
+        let table = [
+            (Class::LoginRequired, LOGIN_REQUIRED, LOGIN_FAILED),
+            (Class::NotRunning, NOT_RUNNING, NOT_RUNNING),
+            (Class::Keychain, KEYCHAIN, KEYCHAIN),
+            (Class::Config, CONFIG, CONFIG),
+            (Class::Credentials, CREDENTIALS, CREDENTIALS),
+            (Class::GatewayUnavailable, CREDENTIALS, CREDENTIALS),
+            (Class::ProviderRefused, FAILURE, LOGIN_FAILED),
+            (Class::Cancelled, FAILURE, LOGIN_FAILED),
+            (Class::Expired, FAILURE, LOGIN_FAILED),
+            (Class::Unavailable, FAILURE, LOGIN_FAILED),
+            (Class::NotFound, FAILURE, FAILURE),
+            (Class::InvalidInput, FAILURE, FAILURE),
+            (Class::Unauthorized, FAILURE, LOGIN_FAILED),
+            (Class::Forbidden, FAILURE, LOGIN_FAILED),
+            (Class::Failed, FAILURE, LOGIN_FAILED),
+            (Class::Internal, INTERNAL, INTERNAL),
+        ];
+        assert_eq!(
+            table.iter().map(|(c, ..)| *c).collect::<Vec<_>>(),
+            Class::ALL,
+            "every class, once, in declaration order"
+        );
+        for (class, outside, inside) in table {
+            for &code in Code::ALL.iter().filter(|c| c.class() == class) {
+                assert_eq!(code_for(&coded(code)), outside, "{code}");
+                assert_eq!(code_for(&login(code)), inside, "{code} in a login");
+            }
+        }
+        assert_eq!(
+            code_for(&anyhow::anyhow!("no code")),
+            FAILURE,
+            "an error without a code"
+        );
+    }
+
     #[test]
     fn a_failed_login_has_its_own_exit_code_but_keychain_and_config_keep_theirs() {
-        let login = |code: &str| {
-            coded(code).context(LoginAttempt {
-                code: code.to_owned(),
-            })
-        };
-        for code in [
+        for wire in [
             "redirect_uri_not_registered",
             "access_denied",
             "authorization_failed",
@@ -129,22 +173,40 @@ mod tests {
             "idp_unreachable",
             "login_failed",
             "login_timeout",
+            "mcp_oauth_unreachable",
         ] {
-            assert_eq!(code_for(&login(code)), LOGIN_FAILED, "{code}");
+            assert_eq!(code_for(&login(Code::parse(wire))), LOGIN_FAILED, "{wire}");
         }
-        assert_eq!(code_for(&login("keychain_locked")), KEYCHAIN);
-        assert_eq!(code_for(&login("config_invalid")), CONFIG);
-        assert_eq!(code_for(&login("not_running")), NOT_RUNNING);
-        assert_eq!(code_for(&login("unknown_account")), FAILURE);
+        assert_eq!(code_for(&login(Code::KeychainLocked)), KEYCHAIN);
+        assert_eq!(code_for(&login(Code::ConfigInvalid)), CONFIG);
+        assert_eq!(code_for(&login(Code::NotRunning)), NOT_RUNNING);
+        assert_eq!(code_for(&login(Code::UnknownAccount)), FAILURE);
+        assert_eq!(code_for(&login(Code::InvalidInput)), FAILURE);
         assert_eq!(
-            format!("{:#}", login("access_denied")),
+            format!("{:#}", login(Code::AccessDenied)),
             "login failed [access_denied]: m"
         );
     }
 
     #[test]
     fn outside_a_login_nobody_logged_in_is_still_exit_3() {
-        assert_eq!(code_for(&coded("login_required")), LOGIN_REQUIRED);
-        assert_eq!(code_for(&coded("idp_unreachable")), FAILURE);
+        assert_eq!(code_for(&coded(Code::LoginRequired)), LOGIN_REQUIRED);
+        assert_eq!(code_for(&coded(Code::SessionNotRenewable)), LOGIN_REQUIRED);
+        assert_eq!(code_for(&coded(Code::IdpUnreachable)), FAILURE);
+    }
+
+    /// A newer instance may answer with a code this build does not know: exit 1, and the
+    /// message is printed as it came.
+    #[test]
+    fn an_unknown_code_from_the_wire_exits_1_with_its_message() {
+        let code: Code = serde_json::from_str("\"quota_exceeded\"").expect("any string is a code");
+        assert_eq!(code, Code::Unknown);
+        let e: anyhow::Error = Coded {
+            code,
+            message: "you used up this month's requests".into(),
+        }
+        .into();
+        assert_eq!(code_for(&e), FAILURE);
+        assert_eq!(format!("{e:#}"), "you used up this month's requests");
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
+use crate::Code;
 use crate::config::{Config, CredentialSource, Service};
 use crate::gateway::{CachedCredentials, CredentialCache, GatewayClient, GatewayError};
 use crate::secret::Secret;
@@ -137,15 +138,15 @@ pub enum CredentialsError {
 
 impl CredentialsError {
     /// Stable code for HTTP, IPC and exit codes.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::UnknownService { .. } => "unknown_service",
+            Self::UnknownService { .. } => Code::UnknownService,
             Self::Session(e) => e.code(),
             Self::Gateway(e) => e.code(),
             Self::Vault(e) => e.code(),
-            Self::ApiKeyMissing => "gateway_api_key_missing",
-            Self::ManualMissing { .. } | Self::Missing { .. } => "credentials_missing",
-            Self::NotManual { .. } => "invalid_input",
+            Self::ApiKeyMissing => Code::GatewayApiKeyMissing,
+            Self::ManualMissing { .. } | Self::Missing { .. } => Code::CredentialsMissing,
+            Self::NotManual { .. } => Code::InvalidInput,
         }
     }
 }
@@ -330,7 +331,7 @@ impl Credentials {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    warn!(service = %service.name, code = e.code(), "could not read cached credentials")
+                    warn!(service = %service.name, code = %e.code(), "could not read cached credentials")
                 }
             }
         }
@@ -425,7 +426,7 @@ impl Credentials {
                 if let Err(e) = self.vault.save_credentials(account, name, &stored).await {
                     warn!(
                         service = name,
-                        code = e.code(),
+                        code = %e.code(),
                         "credentials kept in memory only: keychain write failed"
                     );
                 }

@@ -22,6 +22,8 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
+use latchkey_core::Code;
+
 /// Text shown instead of a token in previews.
 pub const TOKEN_PLACEHOLDER: &str = "<client token>";
 
@@ -522,13 +524,13 @@ pub enum HostError {
 
 impl HostError {
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Malformed { .. } => "host_config_malformed",
-            Self::Io { .. } => "host_io",
-            Self::NoBackup { .. } => "host_no_backup",
-            Self::UnknownHost { .. } => "invalid_input",
-            Self::TokenRequired { .. } => "invalid_input",
+            Self::Malformed { .. } => Code::HostConfigMalformed,
+            Self::Io { .. } => Code::HostIo,
+            Self::NoBackup { .. } => Code::HostNoBackup,
+            Self::UnknownHost { .. } => Code::InvalidInput,
+            Self::TokenRequired { .. } => Code::InvalidInput,
         }
     }
 }

@@ -202,7 +202,11 @@ fn malformed_files_are_reported_and_never_written() {
             host.state
         );
         let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err("malformed");
-        assert_eq!(err.code(), "host_config_malformed", "{fixture}");
+        assert_eq!(
+            err.code(),
+            latchkey_core::Code::HostConfigMalformed,
+            "{fixture}"
+        );
         assert!(
             err.to_string().contains("line"),
             "the error says where: {err}"
@@ -242,7 +246,11 @@ fn files_a_host_would_refuse_or_read_otherwise_are_reported_and_never_written() 
             host.state
         );
         let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err(fixture);
-        assert_eq!(err.code(), "host_config_malformed", "{fixture}");
+        assert_eq!(
+            err.code(),
+            latchkey_core::Code::HostConfigMalformed,
+            "{fixture}"
+        );
         assert!(err.to_string().contains(says), "{fixture}: {err}");
         assert_eq!(
             std::fs::read(&file).expect("read"),
@@ -265,7 +273,7 @@ fn an_entry_listed_twice_is_refused_with_both_lines() {
         "{err}"
     );
     let err = apply(id, &paths, &spec(), token_for(id).as_ref()).expect_err("apply refuses");
-    assert_eq!(err.code(), "host_config_malformed");
+    assert_eq!(err.code(), latchkey_core::Code::HostConfigMalformed);
     assert!(err.to_string().contains("Keep one"), "{err}");
     assert_eq!(std::fs::read(&file).expect("read"), original, "untouched");
     let siblings = std::fs::read_dir(file.parent().expect("dir"))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
+use latchkey_core::Code;
 use latchkey_store::{AuditEvent, AuditKind, AuditLog};
 use tracing::{debug, info, warn};
 
@@ -35,7 +36,7 @@ struct Record {
     /// The caller is the `latchkey` command (the instance's control token).
     control: bool,
     status: u16,
-    error: Option<&'static str>,
+    error: Option<Code>,
     bytes_out: u64,
 }
 
@@ -123,13 +124,13 @@ impl Finish {
         }
     }
 
-    pub(crate) fn set_error(&mut self, code: &'static str) {
+    pub(crate) fn set_error(&mut self, code: Code) {
         if let Some(r) = &mut self.record {
             r.error = Some(code);
         }
     }
 
-    pub(crate) fn set_error_if_none(&mut self, code: &'static str) {
+    pub(crate) fn set_error_if_none(&mut self, code: Code) {
         if let Some(r) = &mut self.record {
             r.error.get_or_insert(code);
         }
@@ -159,7 +160,10 @@ impl Drop for Finish {
 impl Record {
     fn commit(self) {
         let (status, error) = if self.status == 0 {
-            (CLIENT_CLOSED, Some(self.error.unwrap_or("client_closed")))
+            (
+                CLIENT_CLOSED,
+                Some(self.error.unwrap_or(Code::ClientClosed)),
+            )
         } else {
             (self.status, self.error)
         };
@@ -172,7 +176,7 @@ impl Record {
         }
         let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let service = self.service.as_deref().unwrap_or("-");
-        let code = error.unwrap_or("-");
+        let code = error.map_or("-", Code::as_str);
         let method = self.method.as_str();
         if status >= 500 {
             warn!(method, service, status, code, duration_ms, "request failed");
@@ -198,7 +202,7 @@ impl Record {
             bytes_in,
             bytes_out,
             duration_ms,
-            error_code: error.map(str::to_owned),
+            error_code: error.map(|c| c.as_str().to_owned()),
         });
     }
 }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use latchkey_core::Code;
 use pin_project_lite::pin_project;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -150,7 +151,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if this.finish.is_armed() && !this.inner.is_end_stream() {
-                this.finish.set_error_if_none("client_closed");
+                this.finish.set_error_if_none(Code::ClientClosed);
             }
         }
     }
@@ -190,7 +191,7 @@ where
             && cancel.poll(cx).is_ready()
         {
             this.cancel.set(None);
-            this.finish.set_error_if_none("closed");
+            this.finish.set_error_if_none(Code::Closed);
             this.finish.commit();
             return Poll::Ready(Some(Err(Box::new(BodyError::Closed))));
         }
@@ -211,7 +212,7 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                this.finish.set_error_if_none("upstream_reset");
+                this.finish.set_error_if_none(Code::UpstreamReset);
                 this.finish.commit();
                 Poll::Ready(Some(Err(e.into())))
             }

@@ -9,6 +9,8 @@ use http::HeaderName;
 use latchkey_core::config::rules;
 use url::Url;
 
+use latchkey_core::Code;
+
 /// The proxy's whole configuration, built by the caller from the validated TOML.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -398,22 +400,22 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Stable error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidServiceName { .. } => "invalid_service_name",
-            Self::ReservedServiceName { .. } => "reserved_service_name",
-            Self::DuplicateService { .. } => "duplicate_service",
-            Self::InsecureUpstream { .. } => "insecure_upstream",
-            Self::InvalidUpstream { .. } => "invalid_upstream",
-            Self::InvalidHeaderName { .. } => "invalid_header_name",
-            Self::ReservedHeader { .. } => "reserved_header",
-            Self::InvalidPrefix { .. } => "invalid_prefix",
-            Self::EmptyCredentialName { .. } => "empty_credential_name",
-            Self::EmptyQueryParam { .. } => "empty_query_param",
-            Self::DuplicateInjection { .. } => "duplicate_injection",
-            Self::InvalidRateLimit => "invalid_rate_limit",
-            Self::InvalidLimits => "invalid_limits",
-            Self::TlsUnavailable => "tls_unavailable",
+            Self::InvalidServiceName { .. } => Code::InvalidServiceName,
+            Self::ReservedServiceName { .. } => Code::ReservedServiceName,
+            Self::DuplicateService { .. } => Code::DuplicateService,
+            Self::InsecureUpstream { .. } => Code::InsecureUpstream,
+            Self::InvalidUpstream { .. } => Code::InvalidUpstream,
+            Self::InvalidHeaderName { .. } => Code::InvalidHeaderName,
+            Self::ReservedHeader { .. } => Code::ReservedHeader,
+            Self::InvalidPrefix { .. } => Code::InvalidPrefix,
+            Self::EmptyCredentialName { .. } => Code::EmptyCredentialName,
+            Self::EmptyQueryParam { .. } => Code::EmptyQueryParam,
+            Self::DuplicateInjection { .. } => Code::DuplicateInjection,
+            Self::InvalidRateLimit => Code::InvalidRateLimit,
+            Self::InvalidLimits => Code::InvalidLimits,
+            Self::TlsUnavailable => Code::TlsUnavailable,
         }
     }
 }
@@ -451,9 +453,9 @@ mod tests {
     #[test]
     fn plain_http_to_another_host_is_refused() {
         let err = Route::new("svc", url("http://api.example.com"), vec![]).expect_err("refused");
-        assert_eq!(err.code(), "insecure_upstream");
+        assert_eq!(err.code(), latchkey_core::Code::InsecureUpstream);
         let err = Route::new("svc", url("http://10.0.0.1"), vec![]).expect_err("refused");
-        assert_eq!(err.code(), "insecure_upstream");
+        assert_eq!(err.code(), latchkey_core::Code::InsecureUpstream);
     }
 
     #[test]
@@ -464,7 +466,7 @@ mod tests {
             "ftp://example.com",
         ] {
             let err = Route::new("svc", url(bad), vec![]).expect_err("refused");
-            assert_eq!(err.code(), "invalid_upstream", "{bad}");
+            assert_eq!(err.code(), latchkey_core::Code::InvalidUpstream, "{bad}");
         }
     }
 
@@ -475,21 +477,21 @@ mod tests {
             Route::new("a/b", up.clone(), vec![])
                 .expect_err("bad")
                 .code(),
-            "invalid_service_name"
+            latchkey_core::Code::InvalidServiceName
         );
         assert_eq!(
             Route::new("", up.clone(), vec![]).expect_err("bad").code(),
-            "invalid_service_name"
+            latchkey_core::Code::InvalidServiceName
         );
         assert_eq!(
             Route::new("..", up.clone(), vec![])
                 .expect_err("bad")
                 .code(),
-            "invalid_service_name"
+            latchkey_core::Code::InvalidServiceName
         );
         assert_eq!(
             Route::new("v1", up, vec![]).expect_err("bad").code(),
-            "reserved_service_name"
+            latchkey_core::Code::ReservedServiceName
         );
     }
 
@@ -500,7 +502,7 @@ mod tests {
             target: InjectTarget::header("Host", "").expect("valid name"),
         };
         let err = Route::new("svc", url("https://example.com"), vec![inj]).expect_err("refused");
-        assert_eq!(err.code(), "reserved_header");
+        assert_eq!(err.code(), latchkey_core::Code::ReservedHeader);
     }
 
     #[test]
@@ -510,7 +512,7 @@ mod tests {
             target: InjectTarget::header("X-Key", "a\r\nb").expect("valid name"),
         };
         let err = Route::new("svc", url("https://example.com"), vec![inj]).expect_err("refused");
-        assert_eq!(err.code(), "invalid_prefix");
+        assert_eq!(err.code(), latchkey_core::Code::InvalidPrefix);
     }
 
     #[test]
@@ -522,7 +524,7 @@ mod tests {
         };
         assert_eq!(
             config.validate().expect_err("dup").code(),
-            "duplicate_service"
+            latchkey_core::Code::DuplicateService
         );
         let config = ProxyConfig {
             rate_limit: RateLimit {
@@ -533,7 +535,7 @@ mod tests {
         };
         assert_eq!(
             config.validate().expect_err("nan").code(),
-            "invalid_rate_limit"
+            latchkey_core::Code::InvalidRateLimit
         );
         assert!(ProxyConfig::default().validate().is_ok());
     }

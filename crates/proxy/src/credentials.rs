@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use latchkey_core::Code;
 use latchkey_core::secret::Secret;
 
 /// A service's credentials by name (the shape of the Auth Gateway's `data` object).
@@ -154,19 +155,19 @@ pub enum CredentialError {
 
 impl CredentialError {
     /// Stable error code (PROTOCOL §3).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::LoginRequired => "login_required",
+            Self::LoginRequired => Code::LoginRequired,
             Self::Missing { .. } | Self::NotConfigured | Self::ClientSecretMissing { .. } => {
-                "credentials_missing"
+                Code::CredentialsMissing
             }
-            Self::Forbidden => "credentials_forbidden",
-            Self::GatewayUnavailable => "gateway_unavailable",
-            Self::KeychainUnavailable => "keychain_unavailable",
-            Self::IdpUnavailable { .. } => "idp_unavailable",
-            Self::ServerLoginRequired { .. } => "login_required",
-            Self::ServerStepUpRequired { .. } => "step_up_required",
-            Self::ServerTokenRenewed { .. } => "retry_request",
+            Self::Forbidden => Code::CredentialsForbidden,
+            Self::GatewayUnavailable => Code::GatewayUnavailable,
+            Self::KeychainUnavailable => Code::KeychainUnavailable,
+            Self::IdpUnavailable { .. } => Code::IdpUnavailable,
+            Self::ServerLoginRequired { .. } => Code::LoginRequired,
+            Self::ServerStepUpRequired { .. } => Code::StepUpRequired,
+            Self::ServerTokenRenewed { .. } => Code::RetryRequest,
         }
     }
 
@@ -195,18 +196,24 @@ mod tests {
 
     #[test]
     fn codes_follow_the_protocol() {
-        assert_eq!(CredentialError::LoginRequired.code(), "login_required");
-        assert_eq!(CredentialError::NotConfigured.code(), "credentials_missing");
+        assert_eq!(
+            CredentialError::LoginRequired.code(),
+            latchkey_core::Code::LoginRequired
+        );
+        assert_eq!(
+            CredentialError::NotConfigured.code(),
+            latchkey_core::Code::CredentialsMissing
+        );
         assert_eq!(
             CredentialError::Missing {
                 names: vec!["token".into()]
             }
             .code(),
-            "credentials_missing"
+            latchkey_core::Code::CredentialsMissing
         );
         assert_eq!(
             CredentialError::GatewayUnavailable.code(),
-            "gateway_unavailable"
+            latchkey_core::Code::GatewayUnavailable
         );
     }
 

@@ -8,6 +8,8 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::credentials::CredentialError;
 
+use latchkey_core::Code;
+
 /// Why the proxy did not (or could not) answer a request with the upstream's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -101,28 +103,28 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// Stable error code (PROTOCOL §3).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::ForbiddenHost => "forbidden_host",
-            Self::ForbiddenOrigin => "forbidden_origin",
-            Self::ClientUnauthorized => "client_unauthorized",
-            Self::ForbiddenScope => "forbidden_scope",
+            Self::ForbiddenHost => Code::ForbiddenHost,
+            Self::ForbiddenOrigin => Code::ForbiddenOrigin,
+            Self::ClientUnauthorized => Code::ClientUnauthorized,
+            Self::ForbiddenScope => Code::ForbiddenScope,
             Self::RawCredentialsForbidden | Self::AccessTokenForbidden => {
-                "forbidden_raw_credentials"
+                Code::ForbiddenRawCredentials
             }
-            Self::RateLimited { .. } => "rate_limited",
-            Self::UnknownService => "unknown_service",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed | Self::ForbiddenMethod => "method_not_allowed",
-            Self::InvalidPath => "invalid_path",
-            Self::HeadersTooLarge => "headers_too_large",
-            Self::BodyTooLarge => "body_too_large",
+            Self::RateLimited { .. } => Code::RateLimited,
+            Self::UnknownService => Code::UnknownService,
+            Self::NotFound => Code::NotFound,
+            Self::MethodNotAllowed | Self::ForbiddenMethod => Code::MethodNotAllowed,
+            Self::InvalidPath => Code::InvalidPath,
+            Self::HeadersTooLarge => Code::HeadersTooLarge,
+            Self::BodyTooLarge => Code::BodyTooLarge,
             Self::Credentials(e) => e.code(),
-            Self::CredentialsInvalid => "credentials_invalid",
-            Self::ConnectionClosed => "connection_closed",
-            Self::UpstreamUnreachable => "upstream_unreachable",
-            Self::OAuthNotOffered => "oauth_not_offered",
-            Self::TooManyConnections => "too_many_connections",
+            Self::CredentialsInvalid => Code::CredentialsInvalid,
+            Self::ConnectionClosed => Code::ConnectionClosed,
+            Self::UpstreamUnreachable => Code::UpstreamUnreachable,
+            Self::OAuthNotOffered => Code::OauthNotOffered,
+            Self::TooManyConnections => Code::TooManyConnections,
         }
     }
 
@@ -207,12 +209,12 @@ impl From<CredentialError> for ProxyError {
 
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
-    error: &'a str,
+    error: Code,
     message: &'a str,
 }
 
 /// The PROTOCOL §3 body `{"error": code, "message": message}`.
-pub(crate) fn error_body(code: &str, message: &str) -> Vec<u8> {
+pub(crate) fn error_body(code: Code, message: &str) -> Vec<u8> {
     serde_json::to_vec(&ErrorBody {
         error: code,
         message,

@@ -120,7 +120,7 @@ pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Res
         .check(req.uri(), req.headers())
         .and_then(|()| gate::check_origin(req.method(), req.headers()));
     if let Err(e) = gates {
-        info!(method = %req.method(), status = e.status().as_u16(), code = e.code(), "request refused");
+        info!(method = %req.method(), status = e.status().as_u16(), code = %e.code(), "request refused");
         return e.into_response();
     }
     if probe::is_oauth_request(req.uri().path(), &state.inner.routes.snapshot()) {

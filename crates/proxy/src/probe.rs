@@ -59,11 +59,11 @@ pub(crate) fn is_oauth_request(path: &str, routes: &HashMap<String, Arc<Prepared
 /// Python SDK shows the raw body).
 pub(crate) fn answer(method: &Method, headers: &HeaderMap) -> Response {
     if let Err(refusal) = gate::check_origin(method, headers) {
-        debug!(%method, code = refusal.code(), "oauth request refused");
+        debug!(%method, code = %refusal.code(), "oauth request refused");
         return refusal.into_response();
     }
     let refusal = ProxyError::OAuthNotOffered;
-    debug!(%method, code = refusal.code(), "oauth request answered");
+    debug!(%method, code = %refusal.code(), "oauth request answered");
     let message = refusal.to_string();
     let body = serde_json::json!({
         "error": refusal.code(),

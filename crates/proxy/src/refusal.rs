@@ -12,6 +12,7 @@ use axum::response::Response;
 use http::request::Parts;
 use http::{Method, header};
 use http_body_util::{BodyExt, Limited};
+use latchkey_core::Code;
 use tracing::debug;
 
 use crate::audit::Finish;
@@ -106,7 +107,7 @@ pub(crate) async fn refuse(
 /// `{"jsonrpc": "2.0", "id": id, "error": {"code", "message", "data": {"latchkey_error", ...}}}`.
 fn jsonrpc_error(
     id: serde_json::Value,
-    code: &str,
+    code: Code,
     message: &str,
     service: &str,
     account: Option<&str>,
@@ -244,7 +245,7 @@ mod tests {
     fn the_json_rpc_error_carries_the_sentence_and_the_protocol_code() {
         let body = jsonrpc_error(
             serde_json::json!(4),
-            "login_required",
+            Code::LoginRequired,
             &login_message("work"),
             "github",
             Some("work"),

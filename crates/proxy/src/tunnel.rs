@@ -13,6 +13,7 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use latchkey_core::Code;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
@@ -44,7 +45,7 @@ pub(crate) fn splice(
         let cancel = live.cancel.clone();
         let upgraded = tokio::select! {
             () = cancel.cancelled() => {
-                finish.set_error("closed");
+                finish.set_error(Code::Closed);
                 return;
             }
             both = async { tokio::join!(client_upgrade, upstream_upgrade) } => both,
@@ -52,7 +53,7 @@ pub(crate) fn splice(
         let (client, upstream) = match upgraded {
             (Ok(client), Ok(upstream)) => (client, upstream),
             _ => {
-                finish.set_error("upgrade_failed");
+                finish.set_error(Code::UpgradeFailed);
                 return;
             }
         };
@@ -62,11 +63,11 @@ pub(crate) fn splice(
         };
         let mut upstream = TokioIo::new(upstream);
         tokio::select! {
-            () = cancel.cancelled() => finish.set_error("closed"),
+            () = cancel.cancelled() => finish.set_error(Code::Closed),
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(e) = copied {
                     debug!(kind = ?e.kind(), "tunnel ended with an error");
-                    finish.set_error("tunnel_reset");
+                    finish.set_error(Code::TunnelReset);
                 }
             }
         }

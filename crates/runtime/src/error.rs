@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use latchkey_core::Code;
 use latchkey_core::config::Account;
 use latchkey_core::login::JwtError;
 use latchkey_core::login::LoginError;
@@ -14,28 +15,31 @@ use latchkey_core::session::SessionError;
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[error("{message}")]
 pub struct RuntimeError {
-    /// Stable, snake_case.
-    pub code: String,
+    /// What to match on (its snake_case wire string over IPC and HTTP).
+    pub code: Code,
     /// One actionable sentence.
     pub message: String,
 }
 
 impl RuntimeError {
     /// An error with a code and a message.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
 
     pub(crate) fn io(e: std::io::Error) -> Self {
-        Self::new("io", format!("cannot write Latchkey's data directory: {e}"))
+        Self::new(
+            Code::Io,
+            format!("cannot write Latchkey's data directory: {e}"),
+        )
     }
 
     pub(crate) fn port_taken(port: u16, e: &std::io::Error) -> Self {
         Self::new(
-            "proxy_port_unavailable",
+            Code::ProxyPortUnavailable,
             format!(
                 "cannot listen on loopback port {port} ({e}): another program uses it; choose another port in Settings or the config file (or set `ipv6 = false` under [proxy] if only [::1] is taken and must stay so)"
             ),
@@ -44,52 +48,52 @@ impl RuntimeError {
 
     pub(crate) fn unknown_account(account: &str) -> Self {
         Self::new(
-            "unknown_account",
+            Code::UnknownAccount,
             format!("no account `{account}` in the configuration"),
         )
     }
 
     pub(crate) fn unknown_service(service: &str) -> Self {
         Self::new(
-            "unknown_service",
+            Code::UnknownService,
             format!("no service `{service}` in the configuration"),
         )
     }
 
     pub(crate) fn unknown_client(client: &str) -> Self {
         Self::new(
-            "unknown_client",
+            Code::UnknownClient,
             format!("no local client named `{client}`"),
         )
     }
 
     pub(crate) fn not_found(what: &str, id: &str) -> Self {
         Self::new(
-            "not_found",
+            Code::NotFound,
             format!("no {what} `{id}` (it may have ended already)"),
         )
     }
 
     pub(crate) fn login_failed(account: &str) -> Self {
         Self::new(
-            "login_failed",
+            Code::LoginFailed,
             format!("the login for `{account}` did not complete; try again"),
         )
     }
 
     pub(crate) fn login_cancelled(account: &str) -> Self {
         Self::new(
-            "login_cancelled",
+            Code::LoginCancelled,
             format!("the login for `{account}` was cancelled"),
         )
     }
 
     pub(crate) fn invalid_input(message: impl Into<String>) -> Self {
-        Self::new("invalid_input", message)
+        Self::new(Code::InvalidInput, message)
     }
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new("internal", message)
+        Self::new(Code::Internal, message)
     }
 }
 
@@ -113,10 +117,6 @@ from_coded!(
     latchkey_hosts::HostError,
     crate::instance::InstanceError,
 );
-
-/// Codes of login failures that are the person's own choice (they cancelled, or the provider
-/// asked them and they said no): shown, but not as an alarm.
-pub const CANCEL_CODES: &[&str] = &["access_denied", "login_cancelled"];
 
 /// Why a login failed, as the person reads it: the core's code, the core's text, and what to do
 /// about it for this account's configuration. Never carries a secret (the core's errors do not).
@@ -144,7 +144,7 @@ fn from_login_error(account: &Account, e: &LoginError) -> RuntimeError {
         // not a session that ended: it is a refused token request, not "log in first".
         LoginError::InvalidGrant => {
             return RuntimeError::new(
-                "token_request_failed",
+                Code::TokenRequestFailed,
                 "the identity provider refused the request (invalid_grant): it did not accept the authorization code; log in again, and if it keeps failing check this computer's clock and that the redirect URI registered for the client is exactly the one Latchkey sends",
             );
         }
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn a_rejected_id_token_claim_is_named_with_its_fix() {
         let e = failure(LoginError::Token(JwtError::WrongAudience));
-        assert_eq!(e.code, "jwt_wrong_audience");
+        assert_eq!(e.code, Code::JwtWrongAudience);
         assert!(
             e.message.contains(
                 "the ID token's `aud` is not this client id (`latchkey`): check `client_id`"
@@ -289,7 +289,7 @@ mod tests {
             e.message
         );
         let e = failure(LoginError::Token(JwtError::WrongIssuer));
-        assert_eq!(e.code, "jwt_wrong_issuer");
+        assert_eq!(e.code, Code::JwtWrongIssuer);
         assert!(
             e.message
                 .contains("`iss` is not `https://idp.example.com/`: set `issuer`"),
@@ -303,7 +303,7 @@ mod tests {
             e.message
         );
         let e = failure(LoginError::Token(JwtError::MissingClaim("sub".into())));
-        assert_eq!(e.code, "jwt_missing_claim");
+        assert_eq!(e.code, Code::JwtMissingClaim);
         assert!(e.message.contains("a valid `sub` claim"), "{}", e.message);
         let e = failure(LoginError::Token(JwtError::NonceMismatch));
         assert!(e.message.contains("start the login again"), "{}", e.message);
@@ -331,7 +331,7 @@ mod tests {
             error: "invalid_scope".into(),
             description: Some("requested scope is not allowed".into()),
         });
-        assert_eq!(e.code, "authorization_failed");
+        assert_eq!(e.code, Code::AuthorizationFailed);
         assert!(e.message.starts_with(
             "the identity provider refused the sign-in (invalid_scope: requested scope is not allowed); "
         ), "{}", e.message);
@@ -344,13 +344,13 @@ mod tests {
             error: "access_denied".into(),
             description: None,
         });
-        assert_eq!(e.code, "access_denied");
-        assert!(CANCEL_CODES.contains(&e.code.as_str()));
+        assert_eq!(e.code, Code::AccessDenied);
+        assert!(e.code.is_cancel());
         let e = failure(LoginError::TokenEndpoint {
             error: "unauthorized_client".into(),
             description: None,
         });
-        assert_eq!(e.code, "token_request_failed");
+        assert_eq!(e.code, Code::TokenRequestFailed);
         assert!(
             e.message
                 .contains("authorization_code and refresh_token grants"),
@@ -363,7 +363,8 @@ mod tests {
     fn invalid_grant_at_the_end_of_a_login_is_not_log_in_first() {
         let e = failure(LoginError::InvalidGrant);
         assert_eq!(
-            e.code, "token_request_failed",
+            e.code,
+            Code::TokenRequestFailed,
             "exit 3 (`login_required`) stays for nobody logged in"
         );
         assert!(e.message.contains("(invalid_grant)"), "{}", e.message);
@@ -374,12 +375,12 @@ mod tests {
         let e = failure(LoginError::Unreachable {
             reason: "cannot connect".into(),
         });
-        assert_eq!(e.code, "idp_unreachable");
+        assert_eq!(e.code, Code::IdpUnreachable);
         assert!(
             e.message.contains("`https://idp.example.com/`"),
             "{}",
             e.message
         );
-        assert!(!CANCEL_CODES.contains(&e.code.as_str()));
+        assert!(!e.code.is_cancel());
     }
 }

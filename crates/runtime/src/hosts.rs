@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use latchkey_core::Code;
 use latchkey_core::paths::Paths;
 use latchkey_hosts::{EntrySpec, FileState, HostId, HostPaths};
 use latchkey_store::ClientName;
@@ -13,7 +14,7 @@ use crate::{Latchkey, RuntimeError};
 impl Latchkey {
     fn host_paths(&self) -> Result<HostPaths, RuntimeError> {
         HostPaths::from_env()
-            .ok_or_else(|| RuntimeError::new("host_io", "cannot find your home directory"))
+            .ok_or_else(|| RuntimeError::new(Code::HostIo, "cannot find your home directory"))
     }
 
     fn entry_spec(&self, client: &str, service: &str) -> Result<EntrySpec, RuntimeError> {

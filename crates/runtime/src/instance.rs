@@ -13,6 +13,7 @@ use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use latchkey_core::Code;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
 
@@ -43,11 +44,11 @@ pub enum InstanceError {
 
 impl InstanceError {
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::AlreadyRunning => "already_running",
-            Self::Io { .. } => "instance_io",
-            Self::NotRunning => "not_running",
+            Self::AlreadyRunning => Code::AlreadyRunning,
+            Self::Io { .. } => Code::InstanceIo,
+            Self::NotRunning => Code::NotRunning,
         }
     }
 }

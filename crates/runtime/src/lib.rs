@@ -152,7 +152,7 @@ impl Latchkey {
                 clock.clone(),
             ));
             if let Err(e) = session.restore().await {
-                warn!(account = %account.name, code = e.code(), "session not restored");
+                warn!(account = %account.name, code = %e.code(), "session not restored");
             }
             sessions.insert(account.name.to_string(), session);
         }
@@ -264,7 +264,7 @@ impl Latchkey {
             // With the keychain unavailable the proxy still runs (answering
             // `keychain_unavailable`) and the CLI gets the token over the socket.
             if cfg!(unix) && !self.keychain_health().ok {
-                warn!(code = e.code(), "control token not kept in the keychain");
+                warn!(code = %e.code(), "control token not kept in the keychain");
             } else {
                 return Err(e.into());
             }
@@ -354,7 +354,7 @@ impl Latchkey {
                 .unwrap_or_else(|p| p.into_inner()) = health;
             for (name, session) in &self.inner.sessions {
                 if let Err(e) = session.restore().await {
-                    warn!(account = %name, code = e.code(), "session not restored");
+                    warn!(account = %name, code = %e.code(), "session not restored");
                 }
             }
             self.inner.credentials.warm_from_keychain().await;
@@ -623,7 +623,7 @@ impl Latchkey {
         self.set_login_error(
             account,
             Some(LoginFailure {
-                code: e.code.clone(),
+                code: e.code,
                 message: e.message.clone(),
                 at: (self.inner.clock)(),
             }),
@@ -647,7 +647,7 @@ impl Latchkey {
             self.set_login_error(
                 account,
                 Some(LoginFailure {
-                    code: "login_cancelled".to_owned(),
+                    code: latchkey_core::Code::LoginCancelled,
                     message: RuntimeError::login_cancelled(account).message,
                     at: (self.inner.clock)(),
                 }),

@@ -88,7 +88,7 @@ pub(crate) fn load_initial(path: &Path) -> Initial {
         },
         Err(e) => {
             let (state, problem) = describe(&e);
-            warn!(code = e.code(), "configuration not loaded");
+            warn!(code = %e.code(), "configuration not loaded");
             Initial {
                 config: Config::default(),
                 text: None,
@@ -537,7 +537,7 @@ impl Latchkey {
                         self.inner.clock.clone(),
                     ));
                     if let Err(e) = session.restore().await {
-                        warn!(account = %name, code = e.code(), "session not restored");
+                        warn!(account = %name, code = %e.code(), "session not restored");
                     }
                     started.push((name.clone(), session.clone()));
                     sessions.insert(name, session);

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use url::Url;
 
+use latchkey_core::Code;
 use latchkey_core::config::{self, Name, ServerSettings};
 use latchkey_core::credentials::CredentialValues;
 use latchkey_core::remote::{RemoteError, RemoteServer, ServerState};
@@ -97,7 +98,7 @@ fn remote_error(e: &RemoteError) -> RuntimeError {
 
 fn unknown_server(name: &str) -> RuntimeError {
     RuntimeError::new(
-        "unknown_server",
+        Code::UnknownServer,
         format!("no remote MCP server `{name}`: see `latchkey server list`"),
     )
 }
@@ -171,12 +172,12 @@ impl Latchkey {
             let server = match self.remote_server(settings.clone(), None) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
-                    warn!(server = %settings.name, code = e.code(), "server not loaded");
+                    warn!(server = %settings.name, code = %e.code(), "server not loaded");
                     continue;
                 }
             };
             if let Err(e) = server.restore().await {
-                warn!(server = %settings.name, code = e.code(), "server tokens not restored");
+                warn!(server = %settings.name, code = %e.code(), "server tokens not restored");
             }
             self.start_refresher(&server);
             write(&self.servers().ready).insert(settings.name.to_string(), server);
@@ -251,13 +252,13 @@ impl Latchkey {
     ) -> Result<AddedServer, RuntimeError> {
         let url = Url::parse(url.trim()).map_err(|e| {
             RuntimeError::new(
-                "mcp_oauth_invalid_server_url",
+                Code::McpOauthInvalidServerUrl,
                 format!("`{url}` is not a URL ({e}); give the MCP server's full https:// URL"),
             )
         })?;
         config::check_server_url(&url, options.allow_insecure_loopback).map_err(
             |(message, fix)| {
-                RuntimeError::new("mcp_oauth_invalid_server_url", format!("{message}: {fix}"))
+                RuntimeError::new(Code::McpOauthInvalidServerUrl, format!("{message}: {fix}"))
             },
         )?;
         let name = options.name.unwrap_or_else(|| default_name(&url));
@@ -336,7 +337,7 @@ impl Latchkey {
             || name.eq_ignore_ascii_case("v1");
         if taken {
             return Err(RuntimeError::new(
-                "server_exists",
+                Code::ServerExists,
                 format!(
                     "the name `{name}` is taken by a service or another server: choose another with --name"
                 ),
@@ -365,7 +366,7 @@ impl Latchkey {
             if let Err(wipe) = server.remove().await {
                 warn!(
                     server = server.name(),
-                    code = wipe.code(),
+                    code = %wipe.code(),
                     "tokens of a server not added were not wiped"
                 );
             }
@@ -437,7 +438,7 @@ impl Latchkey {
             self.server_login_failed(
                 name,
                 RuntimeError::new(
-                    "login_cancelled",
+                    Code::LoginCancelled,
                     format!("the sign-in to the MCP server `{name}` was cancelled"),
                 ),
             );
@@ -459,12 +460,9 @@ impl Latchkey {
             .is_some_and(|s| s.status().state == ServerState::Ready);
         match lock(&self.servers().errors).get(name) {
             _ if ready => Ok(()),
-            Some(failure) => Err(RuntimeError::new(
-                failure.code.clone(),
-                failure.message.clone(),
-            )),
+            Some(failure) => Err(RuntimeError::new(failure.code, failure.message.clone())),
             None => Err(RuntimeError::new(
-                "login_failed",
+                Code::LoginFailed,
                 format!("the sign-in to the MCP server `{name}` did not complete; try again"),
             )),
         }

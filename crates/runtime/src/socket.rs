@@ -34,6 +34,8 @@ use latchkey_core::secret::Secret;
 use crate::Latchkey;
 use crate::instance::CONTROL_TOKEN_PREFIX;
 
+use latchkey_core::Code;
+
 /// Version of the hand-off line.
 const VERSION: u32 = 1;
 /// Longest hand-off line a client reads.
@@ -105,13 +107,13 @@ pub enum SocketError {
 
 impl SocketError {
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Absent { .. } => "not_running",
-            Self::ForeignPeer { .. } => "socket_foreign_peer",
-            Self::Timeout { .. } => "socket_timeout",
-            Self::Malformed { .. } => "socket_malformed",
-            Self::Io { .. } => "socket_io",
+            Self::Absent { .. } => Code::NotRunning,
+            Self::ForeignPeer { .. } => Code::SocketForeignPeer,
+            Self::Timeout { .. } => Code::SocketTimeout,
+            Self::Malformed { .. } => Code::SocketMalformed,
+            Self::Io { .. } => Code::SocketIo,
         }
     }
 }
@@ -355,7 +357,7 @@ mod tests {
         let gone = fetch(&path)
             .await
             .expect_err("nobody listens after shutdown");
-        assert_eq!(gone.code(), "not_running", "{gone}");
+        assert_eq!(gone.code(), latchkey_core::Code::NotRunning, "{gone}");
     }
 
     /// The real kernel check: a process of another uid that can reach the socket file (its
@@ -431,7 +433,7 @@ mod tests {
             s.write_all(b"{\"hello\":true}\n").await.expect("write");
         });
         let err = fetch(&path).await.expect_err("malformed");
-        assert_eq!(err.code(), "socket_malformed", "{err}");
+        assert_eq!(err.code(), latchkey_core::Code::SocketMalformed, "{err}");
         impostor.await.expect("join");
     }
 }

@@ -249,7 +249,7 @@ mod tests {
                 account: "work".into()
             }
         );
-        assert_eq!(mapped.code(), "credentials_missing");
+        assert_eq!(mapped.code(), latchkey_core::Code::CredentialsMissing);
         assert!(
             mapped
                 .to_string()

@@ -6,6 +6,7 @@ use serde::Serialize;
 use latchkey_core::credentials::{CredentialState, ServiceStatus};
 use latchkey_core::remote::ServerState;
 use latchkey_core::session::SessionState;
+use latchkey_core::{Class, Code};
 
 use crate::view::{ConfigState, LoginFailure, LoginRequest, ServerView};
 
@@ -133,14 +134,14 @@ pub fn with_login_failure(
         return status;
     }
     if failure.is_cancel() {
-        let title = format!("{} · {}", status.title, short_login_reason(&failure.code));
+        let title = format!("{} · {}", status.title, short_login_reason(failure.code));
         return TrayStatus {
             tooltip: format!("Latchkey — {title}"),
             title,
             ..status
         };
     }
-    let title = format!("Login failed: {}", short_login_reason(&failure.code));
+    let title = format!("Login failed: {}", short_login_reason(failure.code));
     TrayStatus {
         icon: TrayIcon::Error,
         tooltip: format!("Latchkey — Login failed: {}", failure.message),
@@ -188,25 +189,44 @@ pub fn with_login_request(
     }
 }
 
-/// A few words for the tray menu line; the tooltip and the window carry the whole message.
-pub fn short_login_reason(code: &str) -> &'static str {
+/// A few words for the tray menu line; the tooltip and the window carry the whole message. The
+/// codes a login ends with have their own words; any other falls back on its class.
+pub fn short_login_reason(code: Code) -> &'static str {
     match code {
-        "access_denied" => "sign-in cancelled or declined",
-        "login_cancelled" => "sign-in cancelled",
-        "redirect_uri_not_registered" => "redirect URI not registered at the provider",
-        "client_not_registered" => "client id not accepted by the provider",
-        "client_auth_failed" | "client_secret_missing" => "the client's authentication failed",
-        "authorization_failed" => "the provider refused the sign-in",
-        "token_request_failed" => "the provider refused the token request",
-        "idp_unreachable" => "the identity provider is unreachable",
-        "idp_timeout" => "the identity provider did not answer",
-        "idp_discovery_failed" | "idp_unsupported" => "the identity provider's setup is unusable",
-        "jwks_unavailable" => "cannot fetch the provider's keys",
-        "login_expired" | "login_timeout" => "it took more than 10 minutes",
-        "callback_listener_failed" => "the callback port is taken",
-        c if c.starts_with("jwt_") => "a token from the provider was rejected",
-        c if c.starts_with("keychain_") => "the keychain failed",
-        _ => "see the Latchkey window",
+        Code::AccessDenied => "sign-in cancelled or declined",
+        Code::LoginCancelled => "sign-in cancelled",
+        Code::RedirectUriNotRegistered => "redirect URI not registered at the provider",
+        Code::ClientNotRegistered => "client id not accepted by the provider",
+        Code::ClientAuthFailed | Code::ClientSecretMissing => "the client's authentication failed",
+        Code::AuthorizationFailed => "the provider refused the sign-in",
+        Code::TokenRequestFailed => "the provider refused the token request",
+        Code::IdpUnreachable => "the identity provider is unreachable",
+        Code::IdpTimeout => "the identity provider did not answer",
+        Code::IdpDiscoveryFailed | Code::IdpUnsupported => {
+            "the identity provider's setup is unusable"
+        }
+        Code::JwksUnavailable => "cannot fetch the provider's keys",
+        Code::LoginExpired | Code::LoginTimeout => "it took more than 10 minutes",
+        Code::CallbackListenerFailed => "the callback port is taken",
+        Code::JwtMalformed
+        | Code::JwtUnsigned
+        | Code::JwtAlgorithmMismatch
+        | Code::JwtUnsupportedKey
+        | Code::JwtUnknownKey
+        | Code::JwtBadSignature
+        | Code::JwtWrongIssuer
+        | Code::JwtWrongAudience
+        | Code::JwtExpired
+        | Code::JwtNotYetValid
+        | Code::JwtMissingClaim
+        | Code::JwtBadClaim
+        | Code::JwtWrongAzp
+        | Code::JwtNonceMismatch
+        | Code::AccessTokenNotJwt => "a token from the provider was rejected",
+        _ => match code.class() {
+            Class::Keychain => "the keychain failed",
+            _ => "see the Latchkey window",
+        },
     }
 }
 
@@ -574,7 +594,7 @@ mod tests {
         };
         assert_eq!(tray_status(&expired, 0).icon, TrayIcon::Expired);
         let error = SessionState::Error {
-            code: "keychain_unavailable".into(),
+            code: Code::KeychainUnavailable,
             message: "No keychain is available".into(),
         };
         let s = tray_status(&error, 0);
@@ -614,9 +634,9 @@ mod tests {
         assert!(s.title.contains("sub-1"), "{}", s.title);
     }
 
-    fn failure(code: &str) -> LoginFailure {
+    fn failure(code: Code) -> LoginFailure {
         LoginFailure {
-            code: code.into(),
+            code,
             message: format!("the message of {code}; the fix"),
             at: 0,
         }
@@ -625,7 +645,7 @@ mod tests {
     #[test]
     fn a_failed_login_turns_the_tray_red_with_a_short_reason() {
         let state = SessionState::LoggedOut;
-        let f = failure("redirect_uri_not_registered");
+        let f = failure(Code::RedirectUriNotRegistered);
         let s = with_login_failure(tray_status(&state, 0), &state, Some(&f));
         assert_eq!(s.icon, TrayIcon::Error);
         assert_eq!(
@@ -634,7 +654,7 @@ mod tests {
         );
         assert!(s.tooltip.contains(&f.message), "{}", s.tooltip);
         assert!(!s.warn_expiry);
-        let jwt = failure("jwt_wrong_audience");
+        let jwt = failure(Code::JwtWrongAudience);
         let s = with_login_failure(tray_status(&state, 0), &state, Some(&jwt));
         assert_eq!(
             s.title,
@@ -643,9 +663,22 @@ mod tests {
     }
 
     #[test]
+    fn a_code_without_words_of_its_own_falls_back_on_its_class() {
+        assert_eq!(
+            short_login_reason(Code::KeychainCorrupt),
+            "the keychain failed"
+        );
+        assert_eq!(
+            short_login_reason(Code::JwtWrongAzp),
+            "a token from the provider was rejected"
+        );
+        assert_eq!(short_login_reason(Code::Unknown), "see the Latchkey window");
+    }
+
+    #[test]
     fn a_cancelled_login_is_not_an_alarm() {
         let state = SessionState::LoggedOut;
-        for code in ["access_denied", "login_cancelled"] {
+        for code in [Code::AccessDenied, Code::LoginCancelled] {
             let s = with_login_failure(tray_status(&state, 0), &state, Some(&failure(code)));
             assert_eq!(s.icon, TrayIcon::LoggedOut, "{code}");
             assert!(
@@ -658,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_working_session_or_a_login_under_way_hides_an_old_failure() {
-        let f = failure("idp_unreachable");
+        let f = failure(Code::IdpUnreachable);
         let active = active(0, 36_000);
         let s = with_login_failure(tray_status(&active, 0), &active, Some(&f));
         assert_eq!(s.icon, TrayIcon::Active);
@@ -702,7 +735,7 @@ mod tests {
             "Not signed in · run `latchkey login`"
         );
         let error = SessionState::Error {
-            code: "keychain_locked".into(),
+            code: Code::KeychainLocked,
             message: "unlock the keychain".into(),
         };
         assert_eq!(

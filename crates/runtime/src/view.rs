@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use latchkey_core::Code;
 use latchkey_core::credentials::ServiceStatus;
 use latchkey_core::session::SessionState;
 
@@ -110,9 +111,9 @@ pub struct LoginRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginFailure {
-    /// Stable code (`redirect_uri_not_registered`, `access_denied`, `token_request_failed`,
+    /// What to match on (`redirect_uri_not_registered`, `access_denied`, `token_request_failed`,
     /// `jwt_wrong_audience`, `idp_unreachable`, ...).
-    pub code: String,
+    pub code: Code,
     /// What happened and what to do.
     pub message: String,
     /// When, unix seconds.
@@ -122,7 +123,7 @@ pub struct LoginFailure {
 impl LoginFailure {
     /// True when the person cancelled (or declined at the provider): worth showing, not an alarm.
     pub fn is_cancel(&self) -> bool {
-        crate::error::CANCEL_CODES.contains(&self.code.as_str())
+        self.code.is_cancel()
     }
 }
 

@@ -368,7 +368,7 @@ mod tests {
                 .expect("set version");
         }
         let err = Database::open(&path).expect_err("a newer schema must be refused");
-        assert_eq!(err.code(), "store_newer_schema");
+        assert_eq!(err.code(), latchkey_core::Code::StoreNewerSchema);
         assert!(err.to_string().contains("update Latchkey"), "{err}");
     }
 
@@ -379,7 +379,10 @@ mod tests {
         fs::write(&path, vec![0x42u8; 8192]).expect("write junk");
         let err = Database::open(&path).expect_err("junk must be refused");
         assert!(
-            matches!(err.code(), "store_open" | "store_database"),
+            matches!(
+                err.code(),
+                latchkey_core::Code::StoreOpen | latchkey_core::Code::StoreDatabase
+            ),
             "{err}"
         );
     }

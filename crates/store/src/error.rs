@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use crate::clients::ClientName;
 
+use latchkey_core::Code;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -125,22 +127,22 @@ pub enum StoreError {
 
 impl StoreError {
     /// A stable machine-readable code for the UI and the control API.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::CreateDir { .. } | Self::PrepareFile { .. } => "store_io",
-            Self::Open { .. } => "store_open",
-            Self::NewerSchema { .. } => "store_newer_schema",
-            Self::Database { .. } => "store_database",
-            Self::InvalidClientName { .. } => "invalid_client_name",
-            Self::InvalidService { .. } => "invalid_service_name",
-            Self::InvalidLabel => "invalid_token_label",
-            Self::AlreadyExists(_) => "client_exists",
-            Self::UnknownClient(_) => "unknown_client",
-            Self::InvalidTtl => "invalid_ttl",
-            Self::InvalidExpiry => "invalid_expiry",
-            Self::TooManyEphemeral { .. } => "too_many_ephemeral_tokens",
-            Self::Randomness(_) => "randomness_unavailable",
-            Self::SpawnWriter(_) | Self::TaskFailed(_) => "store_internal",
+            Self::CreateDir { .. } | Self::PrepareFile { .. } => Code::StoreIo,
+            Self::Open { .. } => Code::StoreOpen,
+            Self::NewerSchema { .. } => Code::StoreNewerSchema,
+            Self::Database { .. } => Code::StoreDatabase,
+            Self::InvalidClientName { .. } => Code::InvalidClientName,
+            Self::InvalidService { .. } => Code::InvalidServiceName,
+            Self::InvalidLabel => Code::InvalidTokenLabel,
+            Self::AlreadyExists(_) => Code::ClientExists,
+            Self::UnknownClient(_) => Code::UnknownClient,
+            Self::InvalidTtl => Code::InvalidTtl,
+            Self::InvalidExpiry => Code::InvalidExpiry,
+            Self::TooManyEphemeral { .. } => Code::TooManyEphemeralTokens,
+            Self::Randomness(_) => Code::RandomnessUnavailable,
+            Self::SpawnWriter(_) | Self::TaskFailed(_) => Code::StoreInternal,
         }
     }
 
@@ -179,7 +181,7 @@ mod tests {
     #[test]
     fn codes_are_stable_snake_case() {
         let e = StoreError::InvalidTtl;
-        assert_eq!(e.code(), "invalid_ttl");
+        assert_eq!(e.code(), latchkey_core::Code::InvalidTtl);
         assert!(e.to_string().ends_with("in that range"));
     }
 }

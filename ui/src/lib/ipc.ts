@@ -10,6 +10,7 @@ import type {
   AuditPage,
   AuditRow,
   ClientView,
+  Code,
   CommandError,
   ConnectionView,
   CreatedClient,
@@ -28,7 +29,8 @@ import type { ServiceRequest } from './services';
 /** Turns whatever a command rejected with into `{code, message}`. */
 export function asCommandError(e: unknown): CommandError {
   if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
-    return { code: String(e.code), message: String(e.message) };
+    // The code comes from the Rust side, whose type it is (./generated/Code).
+    return { code: String(e.code) as Code, message: String(e.message) };
   }
   return { code: 'internal', message: typeof e === 'string' ? e : 'Something went wrong.' };
 }

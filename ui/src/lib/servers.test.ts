@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkServerName, checkServerUrl, isLoopbackHost, pendingServer, readySummary, serverAction, serverBadge, serverFailureView } from './servers';
+import { checkServerName, checkServerUrl, isLoopbackHost, pendingServer, readySummary, serverAction, serverBadge } from './servers';
 import type { ServerView } from './types';
 
 const server = (over: Partial<ServerView>): ServerView => ({
@@ -71,24 +71,6 @@ describe('serverBadge and serverAction', () => {
     expect(serverAction('failing')).toBe('Log in');
     expect(serverAction('ready')).toBeNull();
     expect(serverAction('logging_in')).toBeNull();
-  });
-});
-
-describe('serverFailureView', () => {
-  it('titles the engine refusal by code, whatever its text', () => {
-    expect(serverFailureView({ code: 'mcp_oauth_resource_mismatch', message: 'anything' })).toEqual({
-      title: 'Refused: the metadata is for another server',
-      tone: 'bad',
-    });
-    expect(serverFailureView({ code: 'mcp_oauth_insecure_url', message: '' }).title).toBe('Refused: not https');
-    expect(serverFailureView({ code: 'mcp_oauth_client_id_required', message: '' }).title).toBe('A client ID is needed');
-    expect(serverFailureView({ code: 'mcp_oauth_iss_mismatch', message: '' }).title).toMatch(/cannot be trusted/);
-  });
-
-  it('shows a cancel as no alarm and an unknown code generically', () => {
-    expect(serverFailureView({ code: 'mcp_oauth_access_denied', message: '' }).tone).toBe('idle');
-    expect(serverFailureView({ code: 'mcp_oauth_login_cancelled', message: '' }).tone).toBe('idle');
-    expect(serverFailureView({ code: 'something_new', message: 'Access token expired' })).toEqual({ title: 'Could not add the MCP server', tone: 'bad' });
   });
 });
 

@@ -1,8 +1,8 @@
 // What the MCP servers section shows and checks, as pure functions: the URL a person pastes is
-// checked here before anything is sent, a server's state becomes a badge and an action, and a
-// refused add is titled by the engine's stable code (its message, with the fix, is shown as is).
+// checked here before anything is sent, and a server's state becomes a badge and an action (a
+// refused add or login is titled in ./failures).
 import type { Badge } from './time';
-import type { CommandError, ServerState, ServerView } from './types';
+import type { ServerState, ServerView } from './types';
 
 /** The outcome of checking a pasted URL: the URL to send, or why not. */
 export type UrlCheck = { ok: true; url: string; loopbackHttp: boolean } | { ok: false; message: string };
@@ -87,60 +87,6 @@ export function pendingServer(servers: readonly ServerView[], url: string): Serv
     return undefined;
   }
   return servers.find((s) => s.state === 'logging_in' && s.url === wanted);
-}
-
-/** Codes that mean the person cancelled or declined: shown, but not as an alarm. */
-export const SERVER_CANCEL_CODES: readonly string[] = ['mcp_oauth_access_denied', 'mcp_oauth_login_cancelled', 'login_cancelled'];
-
-const UNTRUSTWORTHY = 'Refused: the sign-in answer cannot be trusted';
-
-const TITLES: Record<string, string> = {
-  mcp_oauth_invalid_server_url: 'Not a usable MCP server URL',
-  mcp_oauth_insecure_url: 'Refused: not https',
-  mcp_oauth_redirect_refused: 'Refused: redirected to another site',
-  mcp_oauth_document_too_large: "The server's OAuth metadata is unusable",
-  mcp_oauth_document_malformed: "The server's OAuth metadata is unusable",
-  mcp_oauth_resource_mismatch: 'Refused: the metadata is for another server',
-  mcp_oauth_issuer_mismatch: 'Refused: the authorization server names another issuer',
-  mcp_oauth_bad_authorization_endpoint: 'Refused: unsafe sign-in address',
-  mcp_oauth_pkce_unsupported: 'The authorization server does not support PKCE',
-  mcp_oauth_resource_metadata_not_found: 'No OAuth metadata found for this server',
-  mcp_oauth_no_authorization_server: 'The server names no authorization server',
-  mcp_oauth_authorization_server_metadata_not_found: "The authorization server's metadata is missing",
-  mcp_oauth_not_required: 'This server needs no sign-in',
-  mcp_oauth_unexpected_status: 'Unexpected answer from the server',
-  mcp_oauth_unreachable: 'The server is unreachable',
-  mcp_oauth_timeout: 'The server did not answer',
-  mcp_oauth_client_id_required: 'A client ID is needed',
-  mcp_oauth_registration_refused: 'The authorization server refused to register Latchkey',
-  mcp_oauth_registration_without_client_id: 'Refused: the registration gave no client ID',
-  mcp_oauth_callback_listener_failed: 'The callback port is taken',
-  mcp_oauth_access_denied: 'Sign-in cancelled or declined',
-  mcp_oauth_login_cancelled: 'Sign-in cancelled',
-  login_cancelled: 'Sign-in cancelled',
-  mcp_oauth_authorization_failed: 'The authorization server refused the sign-in',
-  mcp_oauth_callback_malformed: UNTRUSTWORTHY,
-  mcp_oauth_iss_mismatch: UNTRUSTWORTHY,
-  mcp_oauth_iss_missing: UNTRUSTWORTHY,
-  mcp_oauth_login_expired: 'The sign-in took too long',
-  mcp_oauth_login_required: 'Log in again',
-  mcp_oauth_token_request_failed: 'The authorization server refused the token request',
-  mcp_oauth_token_wrong_resource: 'Refused: a token for another server',
-  server_exists: 'A server of that name exists',
-  browser_unavailable: 'Cannot open your browser',
-  window_failed: 'Cannot open the sign-in window',
-};
-
-/** How a refused add or login reads: a heading for the engine's code and whether it is an alarm. */
-export interface ServerFailureView {
-  title: string;
-  tone: 'idle' | 'bad';
-}
-
-/** The heading and tone for a refused add or login, matched on its code. */
-export function serverFailureView(error: CommandError): ServerFailureView {
-  const tone = SERVER_CANCEL_CODES.includes(error.code) ? 'idle' : 'bad';
-  return { title: TITLES[error.code] ?? 'Could not add the MCP server', tone };
 }
 
 /** "ready" servers summed up for a line like the tray's: "3 MCP servers ready". */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { asSetupError, checkConnect, isLoopbackHttp, setupFailureTitle } from './setup';
+import { asSetupError, checkConnect, isLoopbackHttp } from './setup';
 
 describe('checkConnect', () => {
   it('asks for https, or an explicit allowance on this computer', () => {
@@ -25,12 +25,6 @@ describe('setup errors', () => {
     expect(asSetupError({ code: 'issuer_mismatch', message: 'm', field: 'issuer' }).field).toBe('issuer');
     expect(asSetupError({ code: 'config_invalid', message: 'm' }).field).toBeNull();
     expect(asSetupError('boom')).toEqual({ code: 'internal', message: 'boom', field: null });
-  });
-
-  it('are titled by code', () => {
-    expect(setupFailureTitle('issuer_mismatch')).toBe('The provider names another issuer');
-    expect(setupFailureTitle('client_not_registered')).toMatch(/client ID/);
-    expect(setupFailureTitle('new_code')).toBe('Setup failed');
   });
 
   it('recognise http on this computer only', () => {

@@ -1,7 +1,7 @@
 // First-run setup (`src-tauri/src/setup.rs`, `crates/core/src/config/init.rs`): the form's
 // types, the error's field, and the checks made before anything is sent.
 
-import type { ConnectForm, Draft, SetupError, Written } from './types';
+import type { Code, ConnectForm, Draft, SetupError, Written } from './types';
 
 // The commands' types are generated from the Rust ones (./generated/): `ConnectForm` is what
 // *Connect to your organisation* sends, `SetupError` what a step rejects with (`field` names the
@@ -18,7 +18,8 @@ export type SetupWritten = Written;
 export function asSetupError(e: unknown): SetupError {
   if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
     const field = 'field' in e && typeof e.field === 'string' ? e.field : null;
-    return { code: String(e.code), message: String(e.message), field };
+    // The code comes from the Rust side, whose type it is (./generated/Code).
+    return { code: String(e.code) as Code, message: String(e.message), field };
   }
   return { code: 'internal', message: typeof e === 'string' ? e : 'Something went wrong.', field: null };
 }
@@ -56,29 +57,4 @@ export function checkConnect(form: ConnectForm): Partial<Record<'issuer' | 'clie
   if (!form.client_id.trim()) problems.client_id = 'Enter the client ID registered for Latchkey.';
   if (form.gateway_url?.trim()) url('gateway_url', form.gateway_url, 'Auth Gateway URL');
   return Object.keys(problems).length ? problems : null;
-}
-
-/** A heading for a failure, by code. */
-export function setupFailureTitle(code: string): string {
-  switch (code) {
-    case 'issuer_mismatch':
-      return 'The provider names another issuer';
-    case 'idp_unreachable':
-    case 'idp_timeout':
-      return 'The provider cannot be reached';
-    case 'idp_discovery_failed':
-      return 'No OpenID Connect provider at this address';
-    case 'client_not_registered':
-      return 'The provider does not know this client ID';
-    case 'redirect_uri_not_registered':
-      return 'The provider refuses Latchkey’s redirect URI';
-    case 'config_invalid':
-      return 'This configuration has a mistake';
-    case 'config_exists':
-      return 'A configuration exists already';
-    case 'import_unreachable':
-      return 'The configuration could not be fetched';
-    default:
-      return 'Setup failed';
-  }
 }

@@ -5,6 +5,7 @@
 
 use std::process::ExitCode;
 
+use latchkey_core::Code;
 use latchkey_core::config::Config;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
@@ -38,7 +39,7 @@ pub async fn delete_secret(paths: &Paths, account: Option<String>) -> anyhow::Re
 /// The named account, or the default one, as the configuration defines it.
 fn account_name(paths: &Paths, account: Option<String>) -> anyhow::Result<String> {
     let config = Config::load_from(&paths.config_file()).map_err(|e| Coded {
-        code: e.code().into(),
+        code: e.code(),
         message: e.to_string(),
     })?;
     let found = match &account {
@@ -47,7 +48,7 @@ fn account_name(paths: &Paths, account: Option<String>) -> anyhow::Result<String
     };
     let Some(found) = found else {
         return Err(Coded {
-            code: "unknown_account".into(),
+            code: Code::UnknownAccount,
             message: format!(
                 "no account `{}` in {}",
                 account.unwrap_or_default(),
@@ -65,7 +66,7 @@ fn vault() -> anyhow::Result<Vault> {
 
 fn coded(e: VaultError) -> Coded {
     Coded {
-        code: e.code().into(),
+        code: e.code(),
         message: e.to_string(),
     }
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use latchkey_core::Code;
 use latchkey_core::config::Config;
 use latchkey_core::config::init::{self, ConnectRequest, Draft, InitError};
 use latchkey_core::paths::Paths;
@@ -20,7 +21,7 @@ use crate::exit::Coded;
 pub fn check(paths: &Paths, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let path = path.unwrap_or_else(|| paths.config_file());
     let config = Config::load_from(&path).map_err(|e| Coded {
-        code: e.code().into(),
+        code: e.code(),
         message: e.to_string(),
     })?;
     println!(
@@ -64,7 +65,7 @@ pub async fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         return Err(Coded {
-            code: "invalid_input".into(),
+            code: Code::InvalidInput,
             message: "no terminal to ask on: pass --issuer URL --client-id ID (and optionally --gateway-url URL), or --from FILE_OR_URL".into(),
         }
         .into());
@@ -195,7 +196,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 fn coded(e: InitError) -> anyhow::Error {
     Coded {
-        code: e.code().into(),
+        code: e.code(),
         message: e.to_string(),
     }
     .into()

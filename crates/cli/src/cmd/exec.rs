@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use latchkey_core::Code;
 use latchkey_core::config::Config;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
@@ -21,13 +22,13 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
     // Not running is the first thing to say: it is what a host's bare environment runs into.
     let remote = require_running(paths).await?;
     let config = Config::load_from(&paths.config_file()).map_err(|e| Coded {
-        code: e.code().into(),
+        code: e.code(),
         message: e.to_string(),
     })?;
     let mut env: BTreeMap<String, (String, Secret)> = BTreeMap::new();
     for name in &args.services {
         let service = config.service(name).ok_or_else(|| Coded {
-            code: "unknown_service".into(),
+            code: Code::UnknownService,
             message: format!("no service `{name}` in {}", paths.config_file().display()),
         })?;
         anyhow::ensure!(
@@ -48,7 +49,7 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         if !missing.is_empty() {
             return Err(Coded {
-                code: "credentials_missing".into(),
+                code: Code::CredentialsMissing,
                 message: format!("`{name}` has no credential named {}: check the service's env table and the Auth Gateway", missing.join(", ")),
             }
             .into());

@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use url::Url;
 
+use latchkey_core::Code;
 use latchkey_core::config::Config;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
@@ -167,7 +168,7 @@ pub async fn require_running(paths: &Paths) -> anyhow::Result<ControlClient> {
         .map_err(Coded::from)?
         .ok_or_else(|| {
             Coded {
-                code: "not_running".into(),
+                code: Code::NotRunning,
                 message: "Latchkey is not running: start the tray app or `latchkey serve` first"
                     .into(),
             }

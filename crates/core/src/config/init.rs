@@ -14,6 +14,7 @@ use toml_edit::{DocumentMut, Item, Table, value};
 use url::Url;
 
 use super::{CONFIG_VERSION, Config, ConfigError};
+use crate::Code;
 use crate::login::preflight::{self, PreflightError, Verdict};
 use crate::login::{self, ClientAuth, LoginError, Provider, ProviderSettings};
 
@@ -170,20 +171,20 @@ pub enum InitError {
 
 impl InitError {
     /// A stable code for the window, the CLI and the tests.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Field { .. } => "invalid_field",
+            Self::Field { .. } => Code::InvalidField,
             Self::Discovery(LoginError::Discovery { reason, .. })
                 if reason.starts_with("it says its issuer is") =>
             {
-                "issuer_mismatch"
+                Code::IssuerMismatch
             }
             Self::Discovery(e) => e.code(),
             Self::Client(e) => e.code(),
             Self::Config(e) => e.code(),
-            Self::Fetch { .. } => "import_unreachable",
-            Self::Exists { .. } => "config_exists",
-            Self::Io { .. } => "config_unwritable",
+            Self::Fetch { .. } => Code::ImportUnreachable,
+            Self::Exists { .. } => Code::ConfigExists,
+            Self::Io { .. } => Code::ConfigUnwritable,
         }
     }
 
@@ -639,7 +640,7 @@ mod tests {
         }
         let second = VALID.replace("latchkey\"", "other\"");
         let e = write_config(&path, &second, false).expect_err("exists");
-        assert_eq!(e.code(), "config_exists");
+        assert_eq!(e.code(), crate::Code::ConfigExists);
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             VALID,
@@ -657,7 +658,7 @@ mod tests {
         let path = dir.path().join("config.toml");
         let e = write_config(&path, "version = 1\n[[accounts]]\nname = \"w\"\nissuer = \"http://idp.example.com\"\nclient_id = \"x\"\n", false)
             .expect_err("http issuer");
-        assert_eq!(e.code(), "config_invalid");
+        assert_eq!(e.code(), crate::Code::ConfigInvalid);
         assert!(e.to_string().contains(":4:"), "names the line: {e}");
         assert!(!path.exists(), "nothing written");
         let e = import_text("version = 1\nbogus = 2\n", "pasted").expect_err("unknown key");

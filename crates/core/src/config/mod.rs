@@ -18,6 +18,8 @@ use url::Url;
 
 use raw::{RawAccount, RawConfig, RawMapping, RawService};
 
+use crate::Code;
+
 /// The configuration format this build understands.
 pub const CONFIG_VERSION: u32 = 1;
 /// Default proxy address (PROTOCOL §3).
@@ -367,11 +369,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Stable code for IPC and JSON output.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::NotFound { .. } => "config_not_found",
-            Self::Io { .. } => "config_unreadable",
-            Self::Invalid { .. } => "config_invalid",
+            Self::NotFound { .. } => Code::ConfigNotFound,
+            Self::Io { .. } => Code::ConfigUnreadable,
+            Self::Invalid { .. } => Code::ConfigInvalid,
         }
     }
 }

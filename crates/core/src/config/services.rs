@@ -11,6 +11,7 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, value};
 
 use super::edit::{read, write};
 use super::{Config, ConfigError};
+use crate::Code;
 
 /// One service as the form has it. Keys the form does not show (`env`) are kept on edit, and so
 /// are `gateway_endpoint` and `credentials` when an edit leaves them out (`None`).
@@ -84,10 +85,10 @@ pub enum ServiceChangeError {
 
 impl ServiceChangeError {
     /// Stable code for IPC.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::Refused { error, .. } => error.code(),
-            Self::UnknownService { .. } => "unknown_service",
+            Self::UnknownService { .. } => Code::UnknownService,
         }
     }
 
@@ -386,7 +387,7 @@ env = { GH_TOKEN = "access_token" }
         assert_eq!(e.field(), Some("account"));
         assert!(e.to_string().contains("unknown account `home`"), "{e}");
         let e = remove_service(&path, "nope").expect_err("unknown");
-        assert_eq!(e.code(), "unknown_service");
+        assert_eq!(e.code(), crate::Code::UnknownService);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), BASE);
     }
 

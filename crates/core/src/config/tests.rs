@@ -234,7 +234,7 @@ fn bad_header_name_and_env_var_are_refused() {
 #[test]
 fn missing_file_says_how_to_create_one() {
     let err = Config::load_from(Path::new("/nonexistent/latchkey.toml")).expect_err("missing");
-    assert_eq!(err.code(), "config_not_found");
+    assert_eq!(err.code(), crate::Code::ConfigNotFound);
     assert!(err.to_string().contains("latchkey config init"), "{err}");
 }
 

@@ -18,6 +18,8 @@ use crate::secret::Secret;
 
 pub use cache::{CachedCredentials, CredentialCache};
 
+use crate::Code;
+
 /// Why the gateway gave no credentials.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -86,18 +88,18 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// Stable code for HTTP, IPC and exit codes.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Unauthorized => "login_required",
-            Self::Forbidden { .. } => "forbidden_service",
-            Self::NotConfigured { .. } => "credentials_not_configured",
-            Self::Unavailable { .. } => "gateway_unavailable",
-            Self::Timeout => "gateway_timeout",
-            Self::MissingCredentials { .. } => "credentials_missing",
-            Self::InvalidAnswer { .. } => "gateway_invalid_answer",
-            Self::BadEndpoint { .. } => "config_invalid",
-            Self::InvalidApiKey => "gateway_api_key_invalid",
-            Self::UnexpectedStatus { .. } => "gateway_error",
+            Self::Unauthorized => Code::LoginRequired,
+            Self::Forbidden { .. } => Code::ForbiddenService,
+            Self::NotConfigured { .. } => Code::CredentialsNotConfigured,
+            Self::Unavailable { .. } => Code::GatewayUnavailable,
+            Self::Timeout => Code::GatewayTimeout,
+            Self::MissingCredentials { .. } => Code::CredentialsMissing,
+            Self::InvalidAnswer { .. } => Code::GatewayInvalidAnswer,
+            Self::BadEndpoint { .. } => Code::ConfigInvalid,
+            Self::InvalidApiKey => Code::GatewayApiKeyInvalid,
+            Self::UnexpectedStatus { .. } => Code::GatewayError,
         }
     }
 }

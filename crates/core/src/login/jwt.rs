@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
 
+use crate::Code;
+
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 60;
 
@@ -79,23 +81,23 @@ pub enum JwtError {
 
 impl JwtError {
     /// A stable code for the UI and the tests.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Malformed => "jwt_malformed",
-            Self::Unsigned => "jwt_unsigned",
-            Self::AlgorithmMismatch { .. } => "jwt_algorithm_mismatch",
-            Self::UnsupportedKey => "jwt_unsupported_key",
-            Self::UnknownKey => "jwt_unknown_key",
-            Self::BadSignature => "jwt_bad_signature",
-            Self::WrongIssuer => "jwt_wrong_issuer",
-            Self::WrongAudience => "jwt_wrong_audience",
-            Self::Expired => "jwt_expired",
-            Self::NotYetValid => "jwt_not_yet_valid",
-            Self::MissingClaim(_) => "jwt_missing_claim",
-            Self::BadClaim(_) => "jwt_bad_claim",
-            Self::WrongAuthorizedParty => "jwt_wrong_azp",
-            Self::NonceMismatch => "jwt_nonce_mismatch",
-            Self::KeysUnavailable(_) => "jwks_unavailable",
+            Self::Malformed => Code::JwtMalformed,
+            Self::Unsigned => Code::JwtUnsigned,
+            Self::AlgorithmMismatch { .. } => Code::JwtAlgorithmMismatch,
+            Self::UnsupportedKey => Code::JwtUnsupportedKey,
+            Self::UnknownKey => Code::JwtUnknownKey,
+            Self::BadSignature => Code::JwtBadSignature,
+            Self::WrongIssuer => Code::JwtWrongIssuer,
+            Self::WrongAudience => Code::JwtWrongAudience,
+            Self::Expired => Code::JwtExpired,
+            Self::NotYetValid => Code::JwtNotYetValid,
+            Self::MissingClaim(_) => Code::JwtMissingClaim,
+            Self::BadClaim(_) => Code::JwtBadClaim,
+            Self::WrongAuthorizedParty => Code::JwtWrongAzp,
+            Self::NonceMismatch => Code::JwtNonceMismatch,
+            Self::KeysUnavailable(_) => Code::JwksUnavailable,
         }
     }
 }

@@ -46,6 +46,7 @@ use url::Url;
 pub use discovery::Metadata;
 pub use jwt::JwtError;
 
+use crate::Code;
 pub use crate::config::{AudienceParameter, ClientAuthMethod};
 use crate::secret::Secret;
 
@@ -304,29 +305,29 @@ fn authorization_message(error: &str, description: Option<&str>) -> String {
 
 impl LoginError {
     /// A stable code for the UI, the CLI and the tests.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidGrant => "login_required",
-            Self::Discovery { .. } => "idp_discovery_failed",
-            Self::InsecureIssuer { .. } => "config_invalid",
-            Self::Unreachable { .. } => "idp_unreachable",
-            Self::Timeout(_) => "idp_timeout",
-            Self::CallbackListener { .. } => "callback_listener_failed",
-            Self::Authorization { error, .. } if error == "access_denied" => "access_denied",
-            Self::Authorization { .. } => "authorization_failed",
-            Self::CallbackMalformed => "callback_malformed",
-            Self::StateExpired => "login_expired",
-            Self::Cancelled => "login_cancelled",
-            Self::CallbackIssuerMismatch { .. } => "callback_iss_mismatch",
-            Self::CallbackIssuerMissing { .. } => "callback_iss_missing",
-            Self::TokenEndpoint { .. } => "token_request_failed",
+            Self::InvalidGrant => Code::LoginRequired,
+            Self::Discovery { .. } => Code::IdpDiscoveryFailed,
+            Self::InsecureIssuer { .. } => Code::ConfigInvalid,
+            Self::Unreachable { .. } => Code::IdpUnreachable,
+            Self::Timeout(_) => Code::IdpTimeout,
+            Self::CallbackListener { .. } => Code::CallbackListenerFailed,
+            Self::Authorization { error, .. } if error == "access_denied" => Code::AccessDenied,
+            Self::Authorization { .. } => Code::AuthorizationFailed,
+            Self::CallbackMalformed => Code::CallbackMalformed,
+            Self::StateExpired => Code::LoginExpired,
+            Self::Cancelled => Code::LoginCancelled,
+            Self::CallbackIssuerMismatch { .. } => Code::CallbackIssMismatch,
+            Self::CallbackIssuerMissing { .. } => Code::CallbackIssMissing,
+            Self::TokenEndpoint { .. } => Code::TokenRequestFailed,
             Self::Token(e) => e.code(),
-            Self::Unsupported(_) => "idp_unsupported",
-            Self::ClientSecretMissing { .. } => "client_secret_missing",
-            Self::ClientRejected { .. } => "client_auth_failed",
-            Self::IssuerChanged => "id_token_issuer_changed",
-            Self::SubjectChanged => "id_token_subject_changed",
-            Self::AccessTokenNotJwt => "access_token_not_jwt",
+            Self::Unsupported(_) => Code::IdpUnsupported,
+            Self::ClientSecretMissing { .. } => Code::ClientSecretMissing,
+            Self::ClientRejected { .. } => Code::ClientAuthFailed,
+            Self::IssuerChanged => Code::IdTokenIssuerChanged,
+            Self::SubjectChanged => Code::IdTokenSubjectChanged,
+            Self::AccessTokenNotJwt => Code::AccessTokenNotJwt,
         }
     }
 }

@@ -29,6 +29,7 @@ use tracing::{debug, instrument};
 use url::Url;
 
 use super::LoginError;
+use crate::Code;
 
 /// How long the pre-flight waits for the provider before giving up (and going on).
 pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,11 +108,11 @@ pub enum PreflightError {
 
 impl PreflightError {
     /// A stable code for the UI, the CLI and the tests.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::RedirectUriNotRegistered { .. } => "redirect_uri_not_registered",
-            Self::ClientNotRegistered { .. } => "client_not_registered",
-            Self::IdpUnreachable { .. } => "idp_unreachable",
+            Self::RedirectUriNotRegistered { .. } => Code::RedirectUriNotRegistered,
+            Self::ClientNotRegistered { .. } => Code::ClientNotRegistered,
+            Self::IdpUnreachable { .. } => Code::IdpUnreachable,
             Self::Login(e) => e.code(),
         }
     }
@@ -427,7 +428,7 @@ impl Request {
         };
         debug!(
             status = status.as_u16(),
-            code = verdict.code(),
+            code = %verdict.code(),
             "login pre-flight: the provider refused the request"
         );
         Err(verdict)
@@ -495,7 +496,7 @@ mod tests {
                 r#"{"error":"invalid_redirect_uri","error_description":"redirect_uri did not match (state STATE-canary-1)"}"#,
             )
             .expect_err("refused");
-        assert_eq!(e.code(), "redirect_uri_not_registered");
+        assert_eq!(e.code(), crate::Code::RedirectUriNotRegistered);
         let m = e.to_string();
         assert!(m.contains("`http://127.0.0.1:41234/oauth/callback`"), "{m}");
         assert!(m.contains("`http://127.0.0.1/oauth/callback`"), "{m}");
@@ -513,7 +514,7 @@ mod tests {
                 "<html><h1>Error 400: redirect_uri_mismatch</h1></html>",
             )
             .expect_err("refused");
-        assert_eq!(e.code(), "redirect_uri_not_registered");
+        assert_eq!(e.code(), crate::Code::RedirectUriNotRegistered);
         assert!(
             e.to_string()
                 .contains("register exactly `http://127.0.0.1:8765/oauth/callback`"),
@@ -530,7 +531,7 @@ mod tests {
                 "<p>Invalid parameter: redirect_uri</p>",
             )
             .expect_err("refused");
-        assert_eq!(e.code(), "redirect_uri_not_registered");
+        assert_eq!(e.code(), crate::Code::RedirectUriNotRegistered);
         assert!(e.to_string().contains("(http_400)"), "{e}");
     }
 
@@ -543,7 +544,7 @@ mod tests {
                 "<h1>invalid_client</h1><p>client is invalid</p>",
             )
             .expect_err("refused");
-        assert_eq!(e.code(), "client_not_registered");
+        assert_eq!(e.code(), crate::Code::ClientNotRegistered);
         assert!(e.to_string().contains("check `client_id`"), "{e}");
     }
 
@@ -567,7 +568,7 @@ mod tests {
         let e = r
             .judge_redirect(StatusCode::SEE_OTHER, Some(&location))
             .expect_err("refused");
-        assert_eq!(e.code(), "authorization_failed");
+        assert_eq!(e.code(), crate::Code::AuthorizationFailed);
         assert!(e.to_string().contains("invalid_scope"), "{e}");
         let signin = Url::parse("https://idp.example.com/interaction/abc").expect("url");
         assert_eq!(
@@ -636,7 +637,7 @@ mod tests {
         let e = check_login(&plain_client(), &u, &token, false, Duration::from_secs(2))
             .await
             .expect_err("no login that could not finish");
-        assert_eq!(e.code(), "idp_unreachable");
+        assert_eq!(e.code(), crate::Code::IdpUnreachable);
         let m = e.to_string();
         assert!(
             m.contains(&format!("`127.0.0.1:{port}`")),

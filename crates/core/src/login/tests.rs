@@ -411,7 +411,7 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
     let mut codes = Vec::new();
     for (name, token, code) in cases {
         let err = keys.validate(&token, &ex).await.expect_err(name);
-        assert_eq!(err.code(), code, "{name}: {err}");
+        assert_eq!(err.code().as_str(), code, "{name}: {err}");
         codes.push(code);
     }
     // An unknown kid made exactly one refetch, not one per attempt.
@@ -432,7 +432,7 @@ async fn negative_jwt_vectors_are_each_rejected_with_their_own_reason() {
             .await
             .expect_err("unknown")
             .code(),
-        "jwt_unknown_key"
+        crate::Code::JwtUnknownKey
     );
     assert_eq!(
         idp.seen.lock().expect("lock").jwks_fetches,
@@ -457,7 +457,7 @@ async fn leeway_is_sixty_seconds_at_most() {
             .await
             .expect_err("90 s")
             .code(),
-        "jwt_expired"
+        crate::Code::JwtExpired
     );
 }
 
@@ -474,7 +474,7 @@ async fn discovery_rejects_an_issuer_mismatch_and_plain_http_off_loopback() {
     let err = Provider::discover(http(), s)
         .await
         .expect_err("http off loopback");
-    assert_eq!(err.code(), "config_invalid");
+    assert_eq!(err.code(), crate::Code::ConfigInvalid);
 }
 
 async fn callback(url: &str) -> reqwest::StatusCode {
@@ -521,7 +521,7 @@ async fn a_taken_callback_port_is_reported_as_such_not_as_a_cancel() {
     let err = start(&provider, port, ClientAuth::public())
         .await
         .expect_err("the port is taken");
-    assert_eq!(err.code(), "callback_listener_failed");
+    assert_eq!(err.code(), crate::Code::CallbackListenerFailed);
     assert!(err.to_string().contains("callback_port"), "{err}");
 }
 
@@ -534,7 +534,7 @@ async fn the_callback_iss_must_name_the_provider_before_its_code_is_used() {
     let mixed_up = login_answered_with(&idp, &provider, "&iss=https%3A%2F%2Fevil.example")
         .await
         .expect_err("another issuer's answer");
-    assert_eq!(mixed_up.code(), "callback_iss_mismatch");
+    assert_eq!(mixed_up.code(), crate::Code::CallbackIssMismatch);
     assert!(
         idp.seen.lock().expect("lock").token_forms.is_empty(),
         "the code of a mixed-up answer is never exchanged"
@@ -555,7 +555,7 @@ async fn the_callback_iss_must_name_the_provider_before_its_code_is_used() {
     let missing = login_answered_with(&promising, &provider, "")
         .await
         .expect_err("iss promised, not sent");
-    assert_eq!(missing.code(), "callback_iss_missing");
+    assert_eq!(missing.code(), crate::Code::CallbackIssMissing);
 }
 
 #[tokio::test]
@@ -687,7 +687,7 @@ async fn the_id_token_nonce_must_match_the_login() {
     ))
     .await;
     let err = finish.await.expect("join").expect_err("nonce mismatch");
-    assert_eq!(err.code(), "jwt_nonce_mismatch");
+    assert_eq!(err.code(), crate::Code::JwtNonceMismatch);
 }
 
 #[tokio::test]
@@ -708,7 +708,7 @@ async fn access_denied_ends_the_login_cleanly() {
     .await;
     assert_eq!(status, 200);
     let err = finish.await.expect("join").expect_err("denied");
-    assert_eq!(err.code(), "access_denied");
+    assert_eq!(err.code(), crate::Code::AccessDenied);
     assert!(
         idp.seen.lock().expect("lock").token_forms.is_empty(),
         "no token request"
@@ -736,7 +736,7 @@ async fn an_expired_state_is_refused() {
         400
     );
     let err = finish.await.expect("join").expect_err("expired");
-    assert_eq!(err.code(), "login_expired");
+    assert_eq!(err.code(), crate::Code::LoginExpired);
 }
 
 #[tokio::test]
@@ -849,8 +849,8 @@ fn errors_never_show_secrets_and_have_codes() {
         error: "invalid_request".into(),
         description: Some("bad".into()),
     };
-    assert_eq!(e.code(), "token_request_failed");
-    assert_eq!(JwtError::Unsigned.code(), "jwt_unsigned");
+    assert_eq!(e.code(), crate::Code::TokenRequestFailed);
+    assert_eq!(JwtError::Unsigned.code(), crate::Code::JwtUnsigned);
     let f = IdTokenField {
         id_token: Some("eyJsecret".into()),
     };
@@ -929,12 +929,12 @@ async fn id_tokens_with_a_wrong_aud_iss_or_azp_are_refused_at_login_and_at_refre
         let err = log_in(&idp, &provider, ClientAuth::public())
             .await
             .expect_err(name);
-        assert_eq!(err.code(), code, "at login, {name}: {err}");
+        assert_eq!(err.code().as_str(), code, "at login, {name}: {err}");
         let err = provider
             .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
             .await
             .expect_err(name);
-        assert_eq!(err.code(), code, "at refresh, {name}: {err}");
+        assert_eq!(err.code().as_str(), code, "at refresh, {name}: {err}");
     }
     // The same provider accepts a good id token again, and several audiences with azp = client.
     idp.seen.lock().expect("lock").id_claims =
@@ -1070,12 +1070,12 @@ async fn validate_access_token_checks_the_access_token_against_the_audience() {
     let err = log_in(&idp, &provider, ClientAuth::public())
         .await
         .expect_err("wrong aud");
-    assert_eq!(err.code(), "jwt_wrong_audience");
+    assert_eq!(err.code(), crate::Code::JwtWrongAudience);
     idp.seen.lock().expect("lock").access_token = Some("opaque-token".into());
     let err = log_in(&idp, &provider, ClientAuth::public())
         .await
         .expect_err("opaque");
-    assert_eq!(err.code(), "access_token_not_jwt");
+    assert_eq!(err.code(), crate::Code::AccessTokenNotJwt);
     assert!(err.to_string().contains("validate_access_token"), "{err}");
 }
 
@@ -1117,7 +1117,7 @@ async fn a_refresh_answer_may_lack_an_id_token_and_a_refresh_token_but_not_chang
         .refresh(&Secret::new("refresh-1"), &public, "bob")
         .await
         .expect_err("the id token names alice, the session bob");
-    assert_eq!(err.code(), "id_token_subject_changed");
+    assert_eq!(err.code(), crate::Code::IdTokenSubjectChanged);
     // At refresh the original nonce is not checked (oidc-provider repeats it; others omit it).
     idp.seen.lock().expect("lock").id_claims = Some(json!({"nonce": null}));
     provider
@@ -1140,7 +1140,7 @@ async fn the_client_authentication_method_follows_the_configuration_then_the_dis
         "the configuration wins over the discovery"
     );
     let err = provider.client_auth(None).expect_err("no secret");
-    assert_eq!(err.code(), "client_secret_missing");
+    assert_eq!(err.code(), crate::Code::ClientSecretMissing);
     assert!(
         err.to_string().contains("latchkey account set-secret"),
         "{err}"
@@ -1177,7 +1177,7 @@ async fn the_client_authentication_method_follows_the_configuration_then_the_dis
             .client_auth(secret())
             .expect_err("unsupported")
             .code(),
-        "idp_unsupported"
+        crate::Code::IdpUnsupported
     );
     let explicit_public = {
         let mut s = settings(&silent.issuer);
@@ -1278,7 +1278,7 @@ async fn an_invalid_client_at_the_token_endpoint_says_what_to_check() {
         .refresh(&Secret::new("refresh-1"), &ClientAuth::public(), "alice")
         .await
         .expect_err("invalid_client");
-    assert_eq!(err.code(), "client_auth_failed");
+    assert_eq!(err.code(), crate::Code::ClientAuthFailed);
     assert!(
         err.to_string().contains("latchkey account set-secret"),
         "{err}"
@@ -1347,7 +1347,7 @@ async fn an_id_token_nonce_forged_to_the_same_length_is_refused() {
     ))
     .await;
     let err = finish.await.expect("join").expect_err("nonce mismatch");
-    assert_eq!(err.code(), "jwt_nonce_mismatch");
+    assert_eq!(err.code(), crate::Code::JwtNonceMismatch);
 }
 
 #[tokio::test]
@@ -1533,7 +1533,7 @@ async fn a_key_labelled_with_another_familys_algorithm_is_an_unsupported_key() {
         .validate(&token, &expect_idp_test())
         .await
         .expect_err("nothing verifies with it");
-    assert_eq!(err.code(), "jwt_unsupported_key", "{err}");
+    assert_eq!(err.code(), crate::Code::JwtUnsupportedKey, "{err}");
 }
 
 /// One audience written as an array of one needs no `azp` (OIDC Core §3.1.3.7 asks for it only
@@ -1559,7 +1559,7 @@ async fn one_audience_in_an_array_needs_no_authorized_party() {
         .validate(&sign(rs256(), &two), &ex)
         .await
         .expect_err("two audiences and no azp");
-    assert_eq!(err.code(), "jwt_wrong_azp");
+    assert_eq!(err.code(), crate::Code::JwtWrongAzp);
 }
 
 /// A provider that takes the connection and never answers is a timeout after the configured
@@ -1619,7 +1619,7 @@ async fn a_missing_or_mistyped_required_claim_is_named() {
             .validate(&sign(rs256(), &c), &expect(&idp))
             .await
             .expect_err(claim);
-        assert_eq!(err.code(), "jwt_missing_claim", "{claim}: {err}");
+        assert_eq!(err.code(), crate::Code::JwtMissingClaim, "{claim}: {err}");
         assert!(err.to_string().contains(claim), "names `{claim}`: {err}");
     }
     // `iss` or `aud` of another JSON type count as absent (the JWT library's reading), `exp` of
@@ -1635,7 +1635,7 @@ async fn a_missing_or_mistyped_required_claim_is_named() {
             .validate(&sign(rs256(), &c), &expect(&idp))
             .await
             .expect_err(claim);
-        assert_eq!(err.code(), code, "{claim}: {err}");
+        assert_eq!(err.code().as_str(), code, "{claim}: {err}");
         assert!(err.to_string().contains(claim), "names `{claim}`: {err}");
     }
 }
@@ -1660,7 +1660,7 @@ async fn a_token_without_kid_uses_the_only_key_and_never_guesses_between_two() {
         .validate(&token, &expect_idp_test())
         .await
         .expect_err("two keys, no kid");
-    assert_eq!(err.code(), "jwt_unknown_key", "{err}");
+    assert_eq!(err.code(), crate::Code::JwtUnknownKey, "{err}");
 }
 
 /// The issuer and every advertised endpoint must be `https`, or loopback `http` when the account

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::Code;
+
 /// Why discovering, registering with, authorizing at or getting tokens from an MCP server's
 /// authorization server failed. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -276,43 +278,43 @@ fn authorization_message(error: &str, description: Option<&str>) -> String {
 
 impl McpOAuthError {
     /// A stable code for the UI, the CLI and the tests.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidServerUrl { .. } => "mcp_oauth_invalid_server_url",
-            Self::InsecureUrl { .. } => "mcp_oauth_insecure_url",
-            Self::Redirected { .. } => "mcp_oauth_redirect_refused",
-            Self::TooLarge { .. } => "mcp_oauth_document_too_large",
-            Self::Malformed { .. } => "mcp_oauth_document_malformed",
-            Self::ResourceMismatch { .. } => "mcp_oauth_resource_mismatch",
-            Self::IssuerMismatch { .. } => "mcp_oauth_issuer_mismatch",
-            Self::BadAuthorizationEndpoint { .. } => "mcp_oauth_bad_authorization_endpoint",
-            Self::PkceUnsupported { .. } => "mcp_oauth_pkce_unsupported",
-            Self::ResourceMetadataNotFound { .. } => "mcp_oauth_resource_metadata_not_found",
-            Self::NoAuthorizationServer => "mcp_oauth_no_authorization_server",
+            Self::InvalidServerUrl { .. } => Code::McpOauthInvalidServerUrl,
+            Self::InsecureUrl { .. } => Code::McpOauthInsecureUrl,
+            Self::Redirected { .. } => Code::McpOauthRedirectRefused,
+            Self::TooLarge { .. } => Code::McpOauthDocumentTooLarge,
+            Self::Malformed { .. } => Code::McpOauthDocumentMalformed,
+            Self::ResourceMismatch { .. } => Code::McpOauthResourceMismatch,
+            Self::IssuerMismatch { .. } => Code::McpOauthIssuerMismatch,
+            Self::BadAuthorizationEndpoint { .. } => Code::McpOauthBadAuthorizationEndpoint,
+            Self::PkceUnsupported { .. } => Code::McpOauthPkceUnsupported,
+            Self::ResourceMetadataNotFound { .. } => Code::McpOauthResourceMetadataNotFound,
+            Self::NoAuthorizationServer => Code::McpOauthNoAuthorizationServer,
             Self::AuthorizationServerMetadataNotFound { .. } => {
-                "mcp_oauth_authorization_server_metadata_not_found"
+                Code::McpOauthAuthorizationServerMetadataNotFound
             }
-            Self::NotProtected { .. } => "mcp_oauth_not_required",
-            Self::UnexpectedStatus { .. } => "mcp_oauth_unexpected_status",
-            Self::Unreachable { .. } => "mcp_oauth_unreachable",
-            Self::Timeout { .. } => "mcp_oauth_timeout",
-            Self::ClientIdRequired { .. } => "mcp_oauth_client_id_required",
-            Self::ClientAuthUnsupported { .. } => "mcp_oauth_client_auth_unsupported",
-            Self::RegistrationRefused { .. } => "mcp_oauth_registration_refused",
-            Self::RegistrationWithoutClientId => "mcp_oauth_registration_without_client_id",
-            Self::CallbackListener { .. } => "mcp_oauth_callback_listener_failed",
+            Self::NotProtected { .. } => Code::McpOauthNotRequired,
+            Self::UnexpectedStatus { .. } => Code::McpOauthUnexpectedStatus,
+            Self::Unreachable { .. } => Code::McpOauthUnreachable,
+            Self::Timeout { .. } => Code::McpOauthTimeout,
+            Self::ClientIdRequired { .. } => Code::McpOauthClientIdRequired,
+            Self::ClientAuthUnsupported { .. } => Code::McpOauthClientAuthUnsupported,
+            Self::RegistrationRefused { .. } => Code::McpOauthRegistrationRefused,
+            Self::RegistrationWithoutClientId => Code::McpOauthRegistrationWithoutClientId,
+            Self::CallbackListener { .. } => Code::McpOauthCallbackListenerFailed,
             Self::Authorization { error, .. } if error == "access_denied" => {
-                "mcp_oauth_access_denied"
+                Code::McpOauthAccessDenied
             }
-            Self::Authorization { .. } => "mcp_oauth_authorization_failed",
-            Self::CallbackMalformed => "mcp_oauth_callback_malformed",
-            Self::IssuerParameterMismatch { .. } => "mcp_oauth_iss_mismatch",
-            Self::IssuerParameterMissing { .. } => "mcp_oauth_iss_missing",
-            Self::StateExpired => "mcp_oauth_login_expired",
-            Self::Cancelled => "mcp_oauth_login_cancelled",
-            Self::InvalidGrant => "mcp_oauth_login_required",
-            Self::TokenEndpoint { .. } => "mcp_oauth_token_request_failed",
-            Self::TokenForOtherResource { .. } => "mcp_oauth_token_wrong_resource",
+            Self::Authorization { .. } => Code::McpOauthAuthorizationFailed,
+            Self::CallbackMalformed => Code::McpOauthCallbackMalformed,
+            Self::IssuerParameterMismatch { .. } => Code::McpOauthIssMismatch,
+            Self::IssuerParameterMissing { .. } => Code::McpOauthIssMissing,
+            Self::StateExpired => Code::McpOauthLoginExpired,
+            Self::Cancelled => Code::McpOauthLoginCancelled,
+            Self::InvalidGrant => Code::McpOauthLoginRequired,
+            Self::TokenEndpoint { .. } => Code::McpOauthTokenRequestFailed,
+            Self::TokenForOtherResource { .. } => Code::McpOauthTokenWrongResource,
         }
     }
 }

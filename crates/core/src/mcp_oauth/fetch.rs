@@ -264,7 +264,7 @@ mod tests {
             ("ftp://127.0.0.1/x", true),
         ] {
             let e = check_scheme("x", &url(u), allow).expect_err(u);
-            assert_eq!(e.code(), "mcp_oauth_insecure_url", "{u}");
+            assert_eq!(e.code(), crate::Code::McpOauthInsecureUrl, "{u}");
         }
     }
 

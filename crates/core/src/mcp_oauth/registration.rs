@@ -291,7 +291,7 @@ mod tests {
         let e = auth(Some(&["private_key_jwt"]))
             .await
             .expect_err("no secret method");
-        assert_eq!(e.code(), "mcp_oauth_client_auth_unsupported");
+        assert_eq!(e.code(), crate::Code::McpOauthClientAuthUnsupported);
         assert!(
             !format!("{e} {e:?}").contains("s3cret"),
             "the secret is never shown"
@@ -319,7 +319,7 @@ mod tests {
         let e = register(&fetcher, &server(None, false, false), &none)
             .await
             .expect_err("no way to register");
-        assert_eq!(e.code(), "mcp_oauth_client_id_required");
+        assert_eq!(e.code(), crate::Code::McpOauthClientIdRequired);
         let text = e.to_string();
         assert!(
             text.contains("--client-id") && text.contains("--client-secret-stdin"),

@@ -276,6 +276,6 @@ mod tests {
             Some(&OneOrMany::One("https://evil.example/mcp".into())),
         )
         .expect_err("another resource");
-        assert_eq!(e.code(), "mcp_oauth_token_wrong_resource");
+        assert_eq!(e.code(), crate::Code::McpOauthTokenWrongResource);
     }
 }

@@ -28,6 +28,8 @@ use crate::vault::{Vault, VaultError, VaultKey};
 
 pub use stored::{StoredClient, StoredServerTokens};
 
+use crate::Code;
+
 /// The name of the one credential a server's route injects (`Authorization: Bearer <it>`).
 pub const ACCESS_TOKEN: &str = "access_token";
 
@@ -112,14 +114,14 @@ pub enum RemoteError {
 impl RemoteError {
     /// Stable code: the engine's `mcp_oauth_*` codes, the vault's `keychain_*`, or
     /// `server_login_required` / `server_step_up_required`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::OAuth(McpOAuthError::InvalidGrant) | Self::LoginRequired { .. } => {
-                "server_login_required"
+                Code::ServerLoginRequired
             }
             Self::OAuth(e) => e.code(),
             Self::Vault(e) => e.code(),
-            Self::StepUpRequired { .. } => "server_step_up_required",
+            Self::StepUpRequired { .. } => Code::ServerStepUpRequired,
         }
     }
 }
@@ -524,7 +526,7 @@ impl RemoteServer {
                 })
             }
             Err(e) => {
-                warn!(server = %self.settings.name, code = e.code(), "refresh failed");
+                warn!(server = %self.settings.name, code = %e.code(), "refresh failed");
                 let mut current = self.lock();
                 current.failure = Some(e.to_string());
                 // A token that has not expired yet still serves while the server is down.
@@ -648,7 +650,7 @@ impl RemoteServer {
             let failed = match self.refresh(None).await {
                 Ok(_) => self.lock().failure.is_some(),
                 Err(e) => {
-                    warn!(server = %self.settings.name, code = e.code(), "background refresh failed");
+                    warn!(server = %self.settings.name, code = %e.code(), "background refresh failed");
                     true
                 }
             };

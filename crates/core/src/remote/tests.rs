@@ -84,7 +84,7 @@ async fn a_server_without_tokens_or_with_expired_unrenewable_ones_needs_a_login(
     let server = restored(&vault, None).await;
     assert_eq!(server.status().state, ServerState::NeedsLogin);
     let e = server.credentials().await.expect_err("no tokens");
-    assert_eq!(e.code(), "server_login_required");
+    assert_eq!(e.code(), crate::Code::ServerLoginRequired);
     assert!(
         e.to_string().contains("latchkey server login linear"),
         "{e}"
@@ -94,7 +94,7 @@ async fn a_server_without_tokens_or_with_expired_unrenewable_ones_needs_a_login(
     assert_eq!(server.status().state, ServerState::NeedsLogin);
     assert_eq!(
         server.credentials().await.expect_err("expired").code(),
-        "server_login_required"
+        crate::Code::ServerLoginRequired
     );
 }
 
@@ -114,7 +114,7 @@ async fn insufficient_scope_asks_the_next_login_for_the_union() {
     assert_eq!(server.status().state, ServerState::NeedsStepUp);
     assert_eq!(
         server.credentials().await.expect_err("step-up").code(),
-        "server_step_up_required"
+        crate::Code::ServerStepUpRequired
     );
     assert_eq!(
         server.login_scopes(vec!["read".into(), "write".into()]),

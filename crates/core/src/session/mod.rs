@@ -27,6 +27,8 @@ pub use state::{
     MIN_REFRESH_GAP, MIN_REFRESH_INTERVAL_SECONDS, SessionState, refresh_due_at, refresher_wait,
 };
 
+use crate::Code;
+
 /// Why a session without a refresh token ended.
 pub const NOT_RENEWABLE_REASON: &str = "the identity provider issued no refresh token, so the session could not be renewed; log in again";
 
@@ -91,12 +93,12 @@ pub enum SessionError {
 
 impl SessionError {
     /// Stable code for IPC, JSON and exit codes.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::LoginRequired { .. } => "login_required",
-            Self::NotRenewable { .. } => "session_not_renewable",
-            Self::ClientSecretMissing { .. } => "client_secret_missing",
-            Self::LoginInProgress { .. } => "login_in_progress",
+            Self::LoginRequired { .. } => Code::LoginRequired,
+            Self::NotRenewable { .. } => Code::SessionNotRenewable,
+            Self::ClientSecretMissing { .. } => Code::ClientSecretMissing,
+            Self::LoginInProgress { .. } => Code::LoginInProgress,
             Self::Login(e) => e.code(),
             Self::Vault(e) => e.code(),
         }
@@ -333,7 +335,7 @@ impl Session {
             }
             Err(e) => {
                 self.state.send_replace(SessionState::Error {
-                    code: e.code().into(),
+                    code: e.code(),
                     message: e.to_string(),
                 });
                 return Err(e.into());
@@ -483,7 +485,7 @@ impl Session {
             // `LoginRequired`, and `current()` is empty by then.)
             Err(ref e @ (SessionError::Login(_) | SessionError::ClientSecretMissing { .. })) => {
                 if let Some(current) = self.current().filter(|l| l.expires_at > self.now()) {
-                    warn!(code = e.code(), "refresh failed; current token still valid");
+                    warn!(code = %e.code(), "refresh failed; current token still valid");
                     Ok(current.access_token.clone())
                 } else {
                     Err(refreshed.err().unwrap_or_else(|| self.login_required()))
@@ -581,7 +583,7 @@ impl Session {
                     .await
                 {
                     self.state.send_replace(SessionState::Error {
-                        code: e.code().into(),
+                        code: e.code(),
                         message: e.to_string(),
                     });
                     return Err(e.into());
@@ -614,7 +616,7 @@ impl Session {
                     self.publish_active(&live);
                 } else {
                     self.state.send_replace(SessionState::Error {
-                        code: e.code().into(),
+                        code: e.code(),
                         message: e.to_string(),
                     });
                 }
@@ -642,7 +644,7 @@ impl Session {
         self.set_live(None);
         if let Err(e) = self.vault.wipe_account(self.account.name.as_str()).await {
             warn!(
-                code = e.code(),
+                code = %e.code(),
                 "could not delete ended session from keychain"
             );
         }
@@ -679,7 +681,7 @@ impl Session {
                 }
                 Err(e) => {
                     warn!(
-                        code = e.code(),
+                        code = %e.code(),
                         "revocation failed; wiping local tokens anyway"
                     );
                     report.revocation_note = Some(e.to_string());
@@ -713,7 +715,7 @@ impl Session {
             {
                 Ok(done) if live.refresh_token.is_none() => revoked = done,
                 Ok(_) => {}
-                Err(e) => warn!(code = e.code(), "access token revocation failed"),
+                Err(e) => warn!(code = %e.code(), "access token revocation failed"),
             }
         }
         Ok(revoked)
@@ -786,7 +788,7 @@ impl Session {
                     owed = None;
                 }
                 Err(e) => {
-                    warn!(code = e.code(), "background refresh failed");
+                    warn!(code = %e.code(), "background refresh failed");
                     owed = Some(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }

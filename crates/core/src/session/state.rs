@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Code;
 use crate::login::UserInfo;
 
 /// Where one account's session stands. Broadcast to the UI, the tray and the proxy.
@@ -41,8 +42,8 @@ pub enum SessionState {
     },
     /// Something needs attention (keychain locked, identity provider unreachable).
     Error {
-        /// Stable code.
-        code: String,
+        /// What to match on.
+        code: Code,
         /// What to do, for a person.
         message: String,
     },

@@ -37,6 +37,8 @@ use crate::secret::Secret;
 
 pub use store::{KeyringStore, MemoryStore, SecretStore, StoreFault};
 
+use crate::Code;
+
 /// Largest value written to one keychain entry, header included (Windows' limit).
 pub const CHUNK_LIMIT: usize = 2560;
 
@@ -104,13 +106,13 @@ fn unavailable_hint() -> &'static str {
 
 impl VaultError {
     /// Stable code for HTTP, IPC and exit codes.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::KeychainUnavailable { .. } => "keychain_unavailable",
-            Self::Locked { .. } => "keychain_locked",
-            Self::Timeout { .. } => "keychain_timeout",
-            Self::Corrupt { .. } => "keychain_corrupt",
-            Self::Backend { .. } => "keychain_error",
+            Self::KeychainUnavailable { .. } => Code::KeychainUnavailable,
+            Self::Locked { .. } => Code::KeychainLocked,
+            Self::Timeout { .. } => Code::KeychainTimeout,
+            Self::Corrupt { .. } => Code::KeychainCorrupt,
+            Self::Backend { .. } => Code::KeychainError,
         }
     }
 
@@ -290,8 +292,8 @@ pub struct KeychainHealth {
     pub backend: String,
     /// What went wrong, for a person.
     pub message: Option<String>,
-    /// Stable error code when not ok.
-    pub code: Option<String>,
+    /// What to match on when not ok.
+    pub code: Option<Code>,
 }
 
 struct Inner {
@@ -627,7 +629,7 @@ impl Vault {
                 ok: false,
                 backend,
                 message: Some(e.to_string()),
-                code: Some(e.code().to_owned()),
+                code: Some(e.code()),
             },
         }
     }

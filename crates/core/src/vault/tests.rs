@@ -294,7 +294,7 @@ async fn unavailable_store_gives_an_actionable_error() {
         .put(&VaultKey::ControlToken, &Secret::new(CANARY))
         .await
         .expect_err("a failing store fails");
-    assert_eq!(err.code(), "keychain_unavailable");
+    assert_eq!(err.code(), crate::Code::KeychainUnavailable);
     let text = err.to_string();
     assert!(
         text.contains("no D-Bus session"),
@@ -309,7 +309,7 @@ async fn unavailable_store_gives_an_actionable_error() {
     assert!(!text.contains(CANARY));
     let health = vault.self_test().await;
     assert!(!health.ok);
-    assert_eq!(health.code.as_deref(), Some("keychain_unavailable"));
+    assert_eq!(health.code, Some(crate::Code::KeychainUnavailable));
     assert_eq!(health.backend, "memory");
     store.fail_with(None);
     assert!(
@@ -328,7 +328,7 @@ async fn slow_store_times_out() {
         .get(&VaultKey::ControlToken)
         .await
         .expect_err("a slow store times out");
-    assert_eq!(err.code(), "keychain_timeout");
+    assert_eq!(err.code(), crate::Code::KeychainTimeout);
     assert!(matches!(err, VaultError::Timeout { .. }));
 }
 
@@ -339,7 +339,7 @@ async fn damaged_entries_are_reported_as_corrupt() {
         .set("test.latchkey", "tokens:work", b"not a header")
         .expect("seed");
     let err = vault.load_tokens("work").await.expect_err("corrupt");
-    assert_eq!(err.code(), "keychain_corrupt");
+    assert_eq!(err.code(), crate::Code::KeychainCorrupt);
     store
         .set("test.latchkey", "tokens:work", b"lk1:3:{\"a")
         .expect("seed");
@@ -349,7 +349,7 @@ async fn damaged_entries_are_reported_as_corrupt() {
         .set("test.latchkey", "tokens:work", b"lk1:1:{}")
         .expect("seed");
     let err = vault.load_tokens("work").await.expect_err("bad json");
-    assert_eq!(err.code(), "keychain_corrupt");
+    assert_eq!(err.code(), crate::Code::KeychainCorrupt);
 }
 
 #[test]
@@ -432,7 +432,7 @@ async fn no_dbus_child() {
     }
     .await;
     let err = result.expect_err("no D-Bus means no keychain");
-    assert_eq!(err.code(), "keychain_unavailable", "{err}");
+    assert_eq!(err.code(), crate::Code::KeychainUnavailable, "{err}");
     let text = err.to_string();
     eprintln!("no-D-Bus error shown to the person: {text}");
     assert!(
@@ -442,5 +442,5 @@ async fn no_dbus_child() {
     assert!(!text.contains(CANARY));
     let health = Vault::platform().expect("platform").self_test().await;
     assert!(!health.ok);
-    assert_eq!(health.code.as_deref(), Some("keychain_unavailable"));
+    assert_eq!(health.code, Some(crate::Code::KeychainUnavailable));
 }

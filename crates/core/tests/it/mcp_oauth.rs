@@ -241,7 +241,7 @@ async fn discovery_registration_login_and_refresh_work_against_the_sdk_server_an
     let reused = tokens::refresh(&fetcher, &target, &refresh_token, None).await;
     assert_eq!(
         reused.expect_err("a rotated-out refresh token").code(),
-        "mcp_oauth_login_required"
+        latchkey_core::Code::McpOauthLoginRequired
     );
 
     let stats = auth.stats().await.expect("stats");
@@ -634,7 +634,7 @@ async fn flow_hostile_with(
     outcome
 }
 
-fn code_of<T: std::fmt::Debug>(r: Result<T, McpOAuthError>) -> &'static str {
+fn code_of<T: std::fmt::Debug>(r: Result<T, McpOAuthError>) -> latchkey_core::Code {
     r.expect_err("the hostile peer must be refused").code()
 }
 
@@ -713,7 +713,7 @@ async fn plain_http_is_refused_without_the_loopback_setting_and_off_loopback_alw
     let strict = Fetcher::new(Settings::default()).expect("fetcher");
     assert_eq!(
         code_of(mcp_oauth::discover(&strict, &url).await),
-        "mcp_oauth_insecure_url"
+        latchkey_core::Code::McpOauthInsecureUrl
     );
 
     let off_loopback = Knobs {
@@ -724,7 +724,7 @@ async fn plain_http_is_refused_without_the_loopback_setting_and_off_loopback_alw
     };
     assert_eq!(
         code_of(discover_hostile(off_loopback).await),
-        "mcp_oauth_insecure_url"
+        latchkey_core::Code::McpOauthInsecureUrl
     );
     let token_endpoint = Knobs {
         as_patch: json!({"token_endpoint": "http://as.example.test/token"}),
@@ -732,7 +732,7 @@ async fn plain_http_is_refused_without_the_loopback_setting_and_off_loopback_alw
     };
     assert_eq!(
         code_of(discover_hostile(token_endpoint).await),
-        "mcp_oauth_insecure_url"
+        latchkey_core::Code::McpOauthInsecureUrl
     );
 }
 
@@ -746,7 +746,7 @@ async fn metadata_for_another_resource_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_resource_mismatch"
+        latchkey_core::Code::McpOauthResourceMismatch
     );
 }
 
@@ -758,7 +758,7 @@ async fn authorization_server_metadata_naming_another_issuer_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_issuer_mismatch"
+        latchkey_core::Code::McpOauthIssuerMismatch
     );
 }
 
@@ -770,7 +770,7 @@ async fn an_authorization_endpoint_that_is_not_http_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_bad_authorization_endpoint"
+        latchkey_core::Code::McpOauthBadAuthorizationEndpoint
     );
 }
 
@@ -783,7 +783,7 @@ async fn an_authorization_server_without_pkce_s256_is_refused() {
         };
         assert_eq!(
             code_of(discover_hostile(knobs).await),
-            "mcp_oauth_pkce_unsupported"
+            latchkey_core::Code::McpOauthPkceUnsupported
         );
     }
 }
@@ -796,7 +796,7 @@ async fn a_redirect_during_discovery_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_redirect_refused"
+        latchkey_core::Code::McpOauthRedirectRefused
     );
 }
 
@@ -808,7 +808,7 @@ async fn an_oversized_document_is_refused_while_reading() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_document_too_large"
+        latchkey_core::Code::McpOauthDocumentTooLarge
     );
 }
 
@@ -820,7 +820,7 @@ async fn a_malformed_document_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_document_malformed"
+        latchkey_core::Code::McpOauthDocumentMalformed
     );
     let no_resource = Knobs {
         prm: Prm::Json(json!({"authorization_servers": ["{base}"]})),
@@ -828,7 +828,7 @@ async fn a_malformed_document_is_refused() {
     };
     assert_eq!(
         code_of(discover_hostile(no_resource).await),
-        "mcp_oauth_document_malformed"
+        latchkey_core::Code::McpOauthDocumentMalformed
     );
 }
 
@@ -840,7 +840,7 @@ async fn a_registration_answer_without_client_id_is_refused() {
     };
     assert_eq!(
         code_of(flow_hostile(knobs).await),
-        "mcp_oauth_registration_without_client_id"
+        latchkey_core::Code::McpOauthRegistrationWithoutClientId
     );
 }
 
@@ -852,7 +852,7 @@ async fn without_any_registration_mechanism_the_person_is_asked_for_a_client_id(
     };
     assert_eq!(
         code_of(flow_hostile(knobs).await),
-        "mcp_oauth_client_id_required"
+        latchkey_core::Code::McpOauthClientIdRequired
     );
 }
 
@@ -907,7 +907,7 @@ async fn a_token_answer_for_another_resource_is_refused() {
         };
         assert_eq!(
             code_of(flow_hostile(knobs).await),
-            "mcp_oauth_token_wrong_resource"
+            latchkey_core::Code::McpOauthTokenWrongResource
         );
     }
 }
@@ -918,7 +918,10 @@ async fn an_authorization_response_from_another_issuer_is_refused() {
         callback_iss: Some("https://evil.example".into()),
         ..Knobs::default()
     };
-    assert_eq!(code_of(flow_hostile(knobs).await), "mcp_oauth_iss_mismatch");
+    assert_eq!(
+        code_of(flow_hostile(knobs).await),
+        latchkey_core::Code::McpOauthIssMismatch
+    );
 }
 
 #[tokio::test]
@@ -930,7 +933,7 @@ async fn a_missing_iss_is_refused_only_when_the_server_promises_one() {
     };
     assert_eq!(
         code_of(flow_hostile(promised).await),
-        "mcp_oauth_iss_missing"
+        latchkey_core::Code::McpOauthIssMissing
     );
     let not_promised = Knobs {
         callback_iss: None,
@@ -957,7 +960,7 @@ fn a_client_secret_never_shows_in_debug_output() {
 #[tokio::test]
 async fn a_callback_after_the_state_expired_is_refused() {
     let outcome = flow_hostile_with(Knobs::default(), Duration::ZERO).await;
-    assert_eq!(code_of(outcome), "mcp_oauth_login_expired");
+    assert_eq!(code_of(outcome), latchkey_core::Code::McpOauthLoginExpired);
 }
 
 #[tokio::test]
@@ -969,7 +972,10 @@ async fn a_refused_token_answer_leaves_no_trace_of_its_token() {
         ..Knobs::default()
     };
     let error = flow_hostile(knobs).await.expect_err("another resource");
-    assert_eq!(error.code(), "mcp_oauth_token_wrong_resource");
+    assert_eq!(
+        error.code(),
+        latchkey_core::Code::McpOauthTokenWrongResource
+    );
     assert!(
         !format!("{error} {error:?}").contains(&canary),
         "the refusal must not carry the token"
@@ -1048,6 +1054,6 @@ async fn a_server_that_answers_without_credentials_needs_no_login() {
     };
     assert_eq!(
         code_of(discover_hostile(knobs).await),
-        "mcp_oauth_not_required"
+        latchkey_core::Code::McpOauthNotRequired
     );
 }

@@ -420,7 +420,7 @@ async fn a_required_client_secret_that_is_missing_stops_the_login_before_the_bro
     let Err(err) = s.begin_login().await else {
         panic!("a login started without the required client secret");
     };
-    assert_eq!(err.code(), "client_secret_missing");
+    assert_eq!(err.code(), latchkey_core::Code::ClientSecretMissing);
     let message = err.to_string();
     assert!(
         message.contains(&format!("latchkey account set-secret --account {name}")),
@@ -630,7 +630,7 @@ async fn validate_access_token_refuses_an_opaque_access_token_with_a_fix() {
             .expect("sign-in page")
     });
     let err = result.expect_err("an opaque token cannot be validated");
-    assert_eq!(err.code(), "access_token_not_jwt");
+    assert_eq!(err.code(), latchkey_core::Code::AccessTokenNotJwt);
     assert!(
         err.to_string().contains("remove validate_access_token"),
         "{err}"

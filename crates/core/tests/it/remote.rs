@@ -138,7 +138,7 @@ async fn a_refused_refresh_token_means_sign_in_again_naming_the_server() {
     restarted.restore().await.expect("restore");
     let stale = restarted.credentials().await.expect("still unexpired");
     let e = restarted.rejected(&stale).await.expect_err("invalid_grant");
-    assert_eq!(e.code(), "server_login_required");
+    assert_eq!(e.code(), latchkey_core::Code::ServerLoginRequired);
     let status = restarted.status();
     assert_eq!(status.state, ServerState::NeedsLogin);
     assert!(

@@ -361,9 +361,9 @@ async fn a_refresh_failing_at_the_instant_of_expiry_serves_nothing_and_shows_the
         .access_token()
         .await
         .expect_err("an expired token is not served");
-    assert_eq!(err.code(), "idp_unreachable", "{err:?}");
+    assert_eq!(err.code(), latchkey_core::Code::IdpUnreachable, "{err:?}");
     match session.state() {
-        SessionState::Error { code, .. } => assert_eq!(code, "idp_unreachable"),
+        SessionState::Error { code, .. } => assert_eq!(code, latchkey_core::Code::IdpUnreachable),
         other => panic!("the session shows the outage, not {other:?}"),
     }
     assert!(
@@ -493,7 +493,7 @@ async fn gateway_credentials_follow_the_protocol_and_never_reach_the_logs() {
 
     // No API key yet: an actionable error.
     let err = creds.get("demo").await.expect_err("no key");
-    assert_eq!(err.code(), "gateway_api_key_missing");
+    assert_eq!(err.code(), latchkey_core::Code::GatewayApiKeyMissing);
     creds
         .set_api_key(Secret::new(api_key.clone()))
         .await
@@ -561,13 +561,13 @@ async fn gateway_credentials_follow_the_protocol_and_never_reach_the_logs() {
         .await
         .expect("script");
     let err = creds.get("demo").await.expect_err("403");
-    assert_eq!(err.code(), "forbidden_service");
+    assert_eq!(err.code(), latchkey_core::Code::ForbiddenService);
     gateway
         .script("demo", &[serde_json::json!({"status": 404})])
         .await
         .expect("script");
     let err = creds.get("demo").await.expect_err("404");
-    assert_eq!(err.code(), "credentials_not_configured");
+    assert_eq!(err.code(), latchkey_core::Code::CredentialsNotConfigured);
     assert!(
         vault.load_tokens(&account).await.expect("read").is_some(),
         "the session survives gateway errors"

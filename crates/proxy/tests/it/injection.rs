@@ -248,7 +248,7 @@ async fn an_unreachable_upstream_is_502() {
 async fn a_plain_http_upstream_off_this_machine_is_refused_at_construction() {
     let url = Url::parse("http://api.example.com/").expect("url");
     let err = Route::new("remote", url.clone(), vec![]).expect_err("refused by Route::new");
-    assert_eq!(err.code(), "insecure_upstream");
+    assert_eq!(err.code(), latchkey_core::Code::InsecureUpstream);
 
     let sneaked = Route {
         service: "remote".to_owned(),

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use latchkey_core::Code;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
 use latchkey_core::vault::{Vault, VaultKey};
@@ -36,10 +37,6 @@ use crate::view::{
 
 /// The header that carries the control token (and a local client's token on the proxy).
 const TOKEN_HEADER: &str = "x-latchkey-client";
-
-/// The code of an answer that is not the control API's: another program on the port, or a
-/// body this command cannot read.
-const UNEXPECTED_ANSWER: &str = "unexpected_answer";
 
 /// A connection to the running instance's control API.
 pub struct ControlClient {
@@ -75,7 +72,7 @@ impl ControlClient {
                     return Self::new(handoff.port, handoff.control_token, paths).map(Some);
                 }
                 Err(e) => {
-                    tracing::debug!(code = e.code(), error = %e, "control socket gave no hand-off");
+                    tracing::debug!(code = %e.code(), error = %e, "control socket gave no hand-off");
                     Some(e)
                 }
             }
@@ -106,7 +103,7 @@ impl ControlClient {
             .map_err(|e| unreachable(e.into()))?
             .ok_or_else(|| {
                 RuntimeError::new(
-                    "not_running",
+                    Code::NotRunning,
                     "Latchkey is running but has not published its control key; restart it",
                 )
             })?;
@@ -191,7 +188,10 @@ impl ControlClient {
         let response = request.send().await.map_err(|_| self.not_answering())?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| {
-            RuntimeError::new(UNEXPECTED_ANSWER, format!("reading Latchkey's answer: {e}"))
+            RuntimeError::new(
+                Code::UnexpectedAnswer,
+                format!("reading Latchkey's answer: {e}"),
+            )
         })?;
         decode(status, &bytes)
     }
@@ -217,7 +217,7 @@ impl ControlClient {
 
     fn not_answering(&self) -> RuntimeError {
         RuntimeError::new(
-            "not_running",
+            Code::NotRunning,
             format!(
                 "Latchkey does not answer on {}: is it still running?",
                 self.base
@@ -233,14 +233,14 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Ru
         let bytes = if bytes.is_empty() { b"null" } else { bytes };
         return serde_json::from_slice(bytes).map_err(|e| {
             RuntimeError::new(
-                UNEXPECTED_ANSWER,
+                Code::UnexpectedAnswer,
                 format!("Latchkey's answer is not the expected JSON: {e}"),
             )
         });
     }
     Err(error_body(bytes).unwrap_or_else(|| {
         RuntimeError::new(
-            UNEXPECTED_ANSWER,
+            Code::UnexpectedAnswer,
             format!(
                 "Latchkey answered {status} without its error body (is another program listening on its port?)"
             ),
@@ -248,11 +248,12 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Ru
     }))
 }
 
-/// The runtime's error from a `{error, message}` body.
+/// The runtime's error from a `{error, message}` body (a code this build does not know, from a
+/// newer instance, is [`Code::Unknown`] with its message kept).
 fn error_body(bytes: &[u8]) -> Option<RuntimeError> {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
-        error: String,
+        error: Code,
         message: String,
     }
     let e = serde_json::from_slice::<ErrorBody>(bytes).ok()?;
@@ -317,7 +318,7 @@ impl EventParser {
             let event = match kind {
                 "lagged" => data.parse().ok().map(|n| Ok(ActivityEvent::Lagged(n))),
                 "error" => Some(Err(error_body(data.as_bytes()).unwrap_or_else(|| {
-                    RuntimeError::new(UNEXPECTED_ANSWER, "the audit stream failed")
+                    RuntimeError::new(Code::UnexpectedAnswer, "the audit stream failed")
                 }))),
                 _ => serde_json::from_str::<AuditRow>(&data)
                     .ok()
@@ -442,7 +443,7 @@ impl Control for ControlClient {
             let bytes = response.bytes().await.unwrap_or_default();
             return Err(decode::<()>(status, &bytes)
                 .err()
-                .unwrap_or_else(|| RuntimeError::new(UNEXPECTED_ANSWER, "no stream")));
+                .unwrap_or_else(|| RuntimeError::new(Code::UnexpectedAnswer, "no stream")));
         }
         let stream = response
             .bytes_stream()
@@ -450,7 +451,7 @@ impl Control for ControlClient {
                 let events = match chunk {
                     Ok(chunk) => parser.push(&chunk),
                     Err(e) => vec![Err(RuntimeError::new(
-                        "not_running",
+                        Code::NotRunning,
                         format!("the audit stream ended: {e}"),
                     ))],
                 };
@@ -519,7 +520,7 @@ mod tests {
         assert_eq!(
             e,
             RuntimeError::new(
-                "login_required",
+                Code::LoginRequired,
                 "log in to `work` first: run `latchkey login`"
             ),
             "the code and message the in-process call would have returned"
@@ -527,18 +528,33 @@ mod tests {
     }
 
     #[test]
+    fn a_code_from_a_newer_instance_is_unknown_and_keeps_its_message() {
+        let body = br#"{"error":"quota_exceeded","message":"you used up this month's requests"}"#;
+        let e = decode::<()>(StatusCode::TOO_MANY_REQUESTS, body).expect_err("an error");
+        assert_eq!(
+            e,
+            RuntimeError::new(Code::Unknown, "you used up this month's requests"),
+            "read, not refused as an unexpected answer"
+        );
+    }
+
+    #[test]
     fn a_non_json_502_is_a_clear_error_not_a_decoding_failure() {
         let e = decode::<()>(StatusCode::BAD_GATEWAY, b"<html>Bad Gateway</html>")
             .expect_err("an error");
-        assert_eq!(e.code, UNEXPECTED_ANSWER);
+        assert_eq!(e.code, Code::UnexpectedAnswer);
         assert!(
             e.message.contains("502 Bad Gateway") && e.message.contains("without its error body"),
             "says what came back: {}",
             e.message
         );
         let e = decode::<Vec<ClientView>>(StatusCode::OK, b"{}").expect_err("wrong shape");
-        assert_eq!(e.code, UNEXPECTED_ANSWER, "{}", e.message);
-        assert_ne!(e.code, "internal", "not Latchkey's own failure (exit 70)");
+        assert_eq!(e.code, Code::UnexpectedAnswer, "{}", e.message);
+        assert_ne!(
+            e.code.class(),
+            latchkey_core::Class::Internal,
+            "not Latchkey's own failure (exit 70)"
+        );
     }
 
     #[test]
@@ -558,7 +574,7 @@ mod tests {
         let mut parser = EventParser::default();
         let row = r#"{"id":7,"kind":"client","time":1000,"client":"c","service":"s","method":"GET","path":"/","status":200,"bytes_in":0,"bytes_out":3,"duration_ms":1,"error_code":null}"#;
         let text = format!(
-            ":keep-alive\n\ndata: {row}\n\nevent: lagged\ndata: 4\n\nevent: error\ndata: {{\"error\":\"e\",\"message\":\"m\"}}\n\n"
+            ":keep-alive\n\ndata: {row}\n\nevent: lagged\ndata: 4\n\nevent: error\ndata: {{\"error\":\"keychain_locked\",\"message\":\"m\"}}\n\n"
         );
         let (first, second) = text.split_at(20);
         let mut events = parser.push(first.as_bytes());
@@ -566,7 +582,7 @@ mod tests {
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(matches!(&events[0], Ok(ActivityEvent::Row(r)) if r.id == 7));
         assert_eq!(events[1], Ok(ActivityEvent::Lagged(4)));
-        assert_eq!(events[2], Err(RuntimeError::new("e", "m")));
+        assert_eq!(events[2], Err(RuntimeError::new(Code::KeychainLocked, "m")));
     }
 
     /// Every route of the table, served by a probe that answers with a coded error naming it.
@@ -639,7 +655,11 @@ mod tests {
             .into_iter()
             .map(|e| {
                 let e = e.expect("the probe answers every call with an error");
-                assert_eq!(e.code, "probe", "reached a route of the table: {e:?}");
+                assert_eq!(
+                    e.code,
+                    Code::Unknown,
+                    "reached a route of the table (whose code `probe` this build does not know): {e:?}"
+                );
                 e.message
             })
             .collect();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use url::Url;
 
+use latchkey_core::Code;
 use latchkey_core::secret::Secret;
 use latchkey_store::{AuditPage, TokenInfo};
 
@@ -46,7 +47,7 @@ impl Control for Latchkey {
                 self.cancel_login(account);
                 // Kept as the account's last login failure (instead of the cancel just recorded).
                 let e = RuntimeError::new(
-                    "login_timeout",
+                    Code::LoginTimeout,
                     "the login was not completed within 10 minutes; try again",
                 );
                 return Err(self.login_failed(account, e));
@@ -187,7 +188,7 @@ impl Control for Latchkey {
         {
             self.cancel_server_login(name);
             return Err(RuntimeError::new(
-                "login_timeout",
+                Code::LoginTimeout,
                 "the sign-in was not completed within 10 minutes; try again",
             ));
         }

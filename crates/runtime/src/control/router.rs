@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 
 use latchkey_core::secret::{Secret, ct_eq_str};
+use latchkey_core::{Class, Code};
 use latchkey_store::TokenInfo;
 
 use super::wire;
@@ -71,46 +72,31 @@ fn handler(route: Route) -> MethodRouter<ControlState> {
 /// `{ "error", "message" }` for the CLI.
 struct ApiError(RuntimeError);
 
+/// The status of each class of error code. The CLI reads the body's code, not the status; the
+/// status is for everything else that may read the answer (a log, a proxy, a person with curl).
+fn status_of(class: Class) -> StatusCode {
+    match class {
+        Class::LoginRequired | Class::Unauthorized => StatusCode::UNAUTHORIZED,
+        Class::Forbidden => StatusCode::FORBIDDEN,
+        Class::NotFound => StatusCode::NOT_FOUND,
+        Class::InvalidInput => StatusCode::BAD_REQUEST,
+        // A login that ended without a session because the person cancelled or took too long.
+        Class::Cancelled | Class::Expired => StatusCode::CONFLICT,
+        Class::Credentials => StatusCode::FAILED_DEPENDENCY,
+        // The identity provider, an authorization server or a remote MCP server refused (its
+        // answer and the fix are in the body).
+        Class::ProviderRefused => StatusCode::BAD_GATEWAY,
+        Class::Keychain | Class::GatewayUnavailable | Class::Unavailable | Class::NotRunning => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Class::Config | Class::Failed | Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self.0.code.as_str() {
-            "control_unauthorized" | "login_required" | "invalid_grant" => StatusCode::UNAUTHORIZED,
-            "unknown_account" | "unknown_service" | "unknown_client" | "unknown_server"
-            | "not_found" => StatusCode::NOT_FOUND,
-            "invalid_input" | "already_exists" | "client_exists" | "server_exists" => {
-                StatusCode::BAD_REQUEST
-            }
-            // The remote MCP server or its authorization server refused (code and fix in the body).
-            c if c.starts_with("mcp_oauth_") => StatusCode::BAD_GATEWAY,
-            "keychain_unavailable"
-            | "keychain_locked"
-            | "keychain_timeout"
-            | "gateway_unavailable"
-            | "gateway_timeout"
-            | "idp_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
-            c if c.starts_with("credentials_") || c.starts_with("gateway_") => {
-                StatusCode::FAILED_DEPENDENCY
-            }
-            // A login that ended without a session: the identity provider refused (its answer is
-            // in the body), or the person cancelled or took too long.
-            "idp_timeout" => StatusCode::SERVICE_UNAVAILABLE,
-            "login_cancelled" | "login_timeout" | "login_expired" | "access_denied" => {
-                StatusCode::CONFLICT
-            }
-            "redirect_uri_not_registered"
-            | "client_not_registered"
-            | "client_auth_failed"
-            | "authorization_failed"
-            | "token_request_failed"
-            | "idp_discovery_failed"
-            | "idp_unsupported"
-            | "jwks_unavailable"
-            | "callback_malformed"
-            | "login_failed" => StatusCode::BAD_GATEWAY,
-            c if c.starts_with("jwt_") => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         let body = serde_json::json!({ "error": self.0.code, "message": self.0.message });
+        let status = status_of(self.0.code.class());
         (status, [("cache-control", "no-store")], Json(body)).into_response()
     }
 }
@@ -146,7 +132,7 @@ async fn require_control_token(State(token): State<Secret>, req: Request, next: 
         next.run(req).await
     } else {
         ApiError(RuntimeError::new(
-            "control_unauthorized",
+            Code::ControlUnauthorized,
             "this endpoint is for the latchkey command of the same user",
         ))
         .into_response()
@@ -366,46 +352,91 @@ mod tests {
 
     use super::*;
 
-    /// Every class of error code gets its own status, the body keeps the code and message, and
-    /// no answer may be cached.
-    #[test]
-    fn each_error_code_class_answers_its_own_status() {
-        for (code, status) in [
+    /// Every class of error code answers its status, a few codes are checked by their wire
+    /// spelling (so a code moved to another class shows here), the body keeps the code and
+    /// message, and no answer may be cached.
+    #[tokio::test]
+    async fn each_error_code_class_answers_its_own_status() {
+        let table = [
+            (Class::LoginRequired, 401),
+            (Class::NotRunning, 503),
+            (Class::Keychain, 503),
+            (Class::Config, 500),
+            (Class::Credentials, 424),
+            (Class::GatewayUnavailable, 503),
+            (Class::ProviderRefused, 502),
+            (Class::Cancelled, 409),
+            (Class::Expired, 409),
+            (Class::Unavailable, 503),
+            (Class::NotFound, 404),
+            (Class::InvalidInput, 400),
+            (Class::Unauthorized, 401),
+            (Class::Forbidden, 403),
+            (Class::Failed, 500),
+            (Class::Internal, 500),
+        ];
+        assert_eq!(
+            table.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            Class::ALL,
+            "every class, once, in declaration order"
+        );
+        for (class, want) in table {
+            for code in Code::ALL.iter().filter(|c| c.class() == class) {
+                assert_eq!(status_of(class).as_u16(), want, "{class:?} ({code})");
+                assert_answers(*code, want).await;
+            }
+        }
+        for (wire, want) in [
             ("control_unauthorized", 401),
             ("login_required", 401),
+            ("session_not_renewable", 401),
             ("unknown_server", 404),
             ("not_found", 404),
             ("invalid_input", 400),
             ("server_exists", 400),
+            ("invalid_client_name", 400),
             ("mcp_oauth_registration_refused", 502),
+            ("mcp_oauth_access_denied", 409),
             ("keychain_locked", 503),
             ("gateway_timeout", 503),
             ("idp_unreachable", 503),
-            ("credentials_missing", 424),
-            ("gateway_refused", 424),
             ("idp_timeout", 503),
+            ("credentials_missing", 424),
+            ("gateway_api_key_invalid", 424),
             ("login_cancelled", 409),
+            ("login_timeout", 409),
             ("access_denied", 409),
             ("redirect_uri_not_registered", 502),
             ("login_failed", 502),
             ("jwt_wrong_audience", 502),
+            ("config_invalid", 500),
+            ("internal", 500),
             ("something_new", 500),
         ] {
-            let response = ApiError(RuntimeError {
-                code: code.into(),
-                message: format!("what to do about {code}"),
-            })
-            .into_response();
-            assert_eq!(response.status().as_u16(), status, "{code}");
-            assert_eq!(
-                response
-                    .headers()
-                    .get("cache-control")
-                    .map(|v| v.as_bytes()),
-                Some(&b"no-store"[..]),
-                "{code}"
-            );
+            assert_answers(Code::parse(wire), want).await;
         }
+    }
+
+    async fn assert_answers(code: Code, want: u16) {
+        let message = format!("what to do about {code}");
+        let response = ApiError(RuntimeError::new(code, message.clone())).into_response();
+        assert_eq!(response.status().as_u16(), want, "{code}");
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.as_bytes()),
+            Some(&b"no-store"[..]),
+            "{code}"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": code.as_str(), "message": message })
+        );
     }
 
     /// A route that would answer `422` for a malformed body if it were reached.

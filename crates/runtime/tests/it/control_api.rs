@@ -177,6 +177,6 @@ async fn the_control_client_reads_the_real_answers_and_errors_as_the_in_process_
         .revoke_client_token("cursor", "no such label/with a slash")
         .await
         .expect_err("no such token");
-    assert_eq!(missing.code, "not_found", "{missing:?}");
+    assert_eq!(missing.code, latchkey_core::Code::NotFound, "{missing:?}");
     lk.shutdown().await;
 }

@@ -288,7 +288,7 @@ async fn idp_down_during_login_says_idp_unreachable_and_keeps_the_stored_session
         .begin_login(ACCOUNT)
         .await
         .expect_err("no login without the provider");
-    assert_eq!(e.code, "idp_unreachable", "{e:?}");
+    assert_eq!(e.code, latchkey_core::Code::IdpUnreachable, "{e:?}");
     assert!(
         e.message.contains("unreachable") && e.message.contains("try again"),
         "says what happened and what to do: {}",
@@ -313,7 +313,7 @@ async fn idp_down_during_refresh_keeps_the_session_and_says_idp_unreachable() {
         .refresh_now(ACCOUNT)
         .await
         .expect_err("no refresh without the provider");
-    assert_eq!(e.code, "idp_unreachable", "{e:?}");
+    assert_eq!(e.code, latchkey_core::Code::IdpUnreachable, "{e:?}");
     assert!(
         e.message.contains("try again"),
         "says what to do: {}",
@@ -348,7 +348,15 @@ async fn expired_while_the_idp_is_down() -> Rig {
     let lk = rig.lk().clone();
     eventually("the expired session shows the provider's outage", || {
         let state = account_state(&lk);
-        async move { matches!(state, SessionState::Error { ref code, .. } if code == "idp_unreachable") }
+        async move {
+            matches!(
+                state,
+                SessionState::Error {
+                    code: latchkey_core::Code::IdpUnreachable,
+                    ..
+                }
+            )
+        }
     })
     .await;
     rig
@@ -512,7 +520,7 @@ async fn idp_slow_during_refresh_times_out_and_keeps_the_session() {
     let took = started.elapsed();
     rig.idp().resume().expect("SIGCONT the IdP");
     let e = result.expect_err("a frozen provider gives no token");
-    assert_eq!(e.code, "idp_timeout", "{e:?}");
+    assert_eq!(e.code, latchkey_core::Code::IdpTimeout, "{e:?}");
     assert!(took < Duration::from_secs(20), "bounded: {took:?}");
     assert!(is_active(&rig.state()), "{:?}", rig.state());
     assert!(rig.holds_tokens(), "the keychain keeps the session");
@@ -637,7 +645,7 @@ async fn keychain_fault_cell(fault: Option<StoreFault>, delay: Option<Duration>,
         .refresh_now(ACCOUNT)
         .await
         .expect_err("a refresh cannot store its tokens");
-    assert_eq!(e.code, code, "{e:?}");
+    assert_eq!(e.code.as_str(), code, "{e:?}");
     assert!(
         e.message.to_lowercase().contains("keychain"),
         "names the keychain: {}",

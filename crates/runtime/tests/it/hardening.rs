@@ -175,7 +175,12 @@ async fn a_port_taken_on_ipv6_loopback_refuses_to_start_unless_ipv4_only() {
     let Err(e) = refused else {
         panic!("started while another program holds [::1]:{port}");
     };
-    assert_eq!(e.code, "proxy_port_unavailable", "{}", e.message);
+    assert_eq!(
+        e.code,
+        latchkey_core::Code::ProxyPortUnavailable,
+        "{}",
+        e.message
+    );
     assert!(
         e.message.contains("[::1]"),
         "says which address: {}",

@@ -62,7 +62,7 @@ async fn a_refused_pre_flight_is_kept_shown_in_the_tray_and_returned_by_wait_log
     let (lk, _dir) = start(&idp).await;
 
     let e = lk.begin_login("bad").await.expect_err("refused");
-    assert_eq!(e.code, "redirect_uri_not_registered");
+    assert_eq!(e.code, latchkey_core::Code::RedirectUriNotRegistered);
     assert!(
         matches!(account_state(&lk, "bad"), SessionState::LoggedOut),
         "the session is back where it was"
@@ -93,7 +93,7 @@ async fn a_refused_pre_flight_is_kept_shown_in_the_tray_and_returned_by_wait_log
     assert!(tray.tooltip.contains(&kept.message), "{}", tray.tooltip);
 
     let waited = lk.wait_login("bad").await.expect_err("no session");
-    assert_eq!(waited.code, "redirect_uri_not_registered");
+    assert_eq!(waited.code, latchkey_core::Code::RedirectUriNotRegistered);
     lk.shutdown().await;
 }
 
@@ -119,10 +119,10 @@ async fn a_declined_sign_in_is_kept_until_the_next_login_starts_and_stays_clear_
         .append_pair("iss", idp.issuer());
     reqwest::get(callback).await.expect("callback");
     let e = lk.wait_login("good").await.expect_err("declined");
-    assert_eq!(e.code, "access_denied");
+    assert_eq!(e.code, latchkey_core::Code::AccessDenied);
     assert_eq!(
         lk.last_login_error("good").map(|f| f.code),
-        Some("access_denied".to_owned())
+        Some(latchkey_core::Code::AccessDenied)
     );
     assert_eq!(
         lk.tray_status().icon,
@@ -160,7 +160,7 @@ async fn cancelling_ends_a_waiting_login_with_login_cancelled_and_no_alarm() {
         .expect("the waiter returns once the login is cancelled")
         .expect("join")
         .expect_err("cancelled");
-    assert_eq!(e.code, "login_cancelled");
+    assert_eq!(e.code, latchkey_core::Code::LoginCancelled);
     let kept = lk.last_login_error("good").expect("kept");
     assert!(kept.is_cancel());
     assert_eq!(lk.tray_status().icon, TrayIcon::LoggedOut);

@@ -36,7 +36,7 @@ async fn the_socket_opens_the_control_api_to_the_same_user_and_to_nobody_after_s
     let second = start(&paths).await;
     assert_eq!(
         second.err().map(|e| e.code),
-        Some("already_running".to_owned())
+        Some(latchkey_core::Code::AlreadyRunning)
     );
     let again = socket::fetch(&socket_path(&paths))
         .await
@@ -74,5 +74,5 @@ async fn the_socket_opens_the_control_api_to_the_same_user_and_to_nobody_after_s
     let gone = socket::fetch(&socket_path(&paths))
         .await
         .expect_err("nobody answers after shutdown");
-    assert_eq!(gone.code(), "not_running", "{gone}");
+    assert_eq!(gone.code(), latchkey_core::Code::NotRunning, "{gone}");
 }

@@ -563,7 +563,7 @@ impl Inner {
             let joined = tokio::task::spawn_blocking(move || inner.flush_last_used()).await;
             match joined {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(code = e.code(), error = %e, "last-used times not saved"),
+                Ok(Err(e)) => warn!(code = %e.code(), error = %e, "last-used times not saved"),
                 Err(e) => warn!(error = %e, "last-used flush task failed"),
             }
         });
@@ -622,7 +622,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Err(e) = self.flush_last_used() {
-            warn!(code = e.code(), error = %e, "last-used times not saved at shutdown");
+            warn!(code = %e.code(), error = %e, "last-used times not saved at shutdown");
         }
     }
 }

@@ -123,7 +123,11 @@ mod tests {
             ".hidden",
         ] {
             let err = ClientName::parse(bad).expect_err("must be rejected");
-            assert_eq!(err.code(), "invalid_client_name", "{bad:?}");
+            assert_eq!(
+                err.code(),
+                latchkey_core::Code::InvalidClientName,
+                "{bad:?}"
+            );
         }
     }
 
@@ -149,6 +153,6 @@ mod tests {
         let list = vec!["b".to_owned(), "a".to_owned(), "b".to_owned()];
         assert_eq!(normalise_services(&list).expect("valid"), vec!["a", "b"]);
         let err = normalise_services(&["ok".to_owned(), "no way".to_owned()]).expect_err("invalid");
-        assert_eq!(err.code(), "invalid_service_name");
+        assert_eq!(err.code(), latchkey_core::Code::InvalidServiceName);
     }
 }

@@ -95,12 +95,12 @@ fn ephemeral_ttl_must_be_between_one_second_and_a_day() {
         let err = reg
             .issue_ephemeral(&name("cli"), bad)
             .expect_err("out of range");
-        assert_eq!(err.code(), "invalid_ttl");
+        assert_eq!(err.code(), latchkey_core::Code::InvalidTtl);
     }
     let err = reg
         .issue_ephemeral(&name("ghost"), Duration::from_secs(5))
         .expect_err("unknown client");
-    assert_eq!(err.code(), "unknown_client");
+    assert_eq!(err.code(), latchkey_core::Code::UnknownClient);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn ephemeral_tokens_are_capped() {
     let err = reg
         .issue_ephemeral(&name("cli"), Duration::from_secs(600))
         .expect_err("over the cap");
-    assert_eq!(err.code(), "too_many_ephemeral_tokens");
+    assert_eq!(err.code(), latchkey_core::Code::TooManyEphemeralTokens);
 }
 
 #[test]

@@ -218,37 +218,37 @@ fn writes_report_typed_errors() {
     let reg = memory_registry();
     reg.add(&name("cursor"), &[]).expect("add");
     let dup = reg.add(&name("cursor"), &[]).expect_err("duplicate");
-    assert_eq!(dup.code(), "client_exists");
+    assert_eq!(dup.code(), latchkey_core::Code::ClientExists);
     assert!(dup.to_string().contains("`cursor` already exists"), "{dup}");
     assert_eq!(
         reg.issue_token(&name("ghost"), "x")
             .expect_err("unknown")
             .code(),
-        "unknown_client"
+        latchkey_core::Code::UnknownClient
     );
     assert_eq!(
         reg.set_services(&name("ghost"), &[])
             .expect_err("unknown")
             .code(),
-        "unknown_client"
+        latchkey_core::Code::UnknownClient
     );
     assert_eq!(
         reg.issue_token(&name("cursor"), "a\nb")
             .expect_err("label")
             .code(),
-        "invalid_token_label"
+        latchkey_core::Code::InvalidTokenLabel
     );
     assert_eq!(
         reg.issue_token(&name("cursor"), &"x".repeat(65))
             .expect_err("label")
             .code(),
-        "invalid_token_label"
+        latchkey_core::Code::InvalidTokenLabel
     );
     assert_eq!(
         reg.add(&name("new"), &services(&["bad name"]))
             .expect_err("service")
             .code(),
-        "invalid_service_name"
+        latchkey_core::Code::InvalidServiceName
     );
     assert!(
         reg.get(&name("new")).is_none(),
@@ -256,7 +256,7 @@ fn writes_report_typed_errors() {
     );
     assert_eq!(
         ClientName::parse("no spaces").expect_err("name").code(),
-        "invalid_client_name"
+        latchkey_core::Code::InvalidClientName
     );
 }
 

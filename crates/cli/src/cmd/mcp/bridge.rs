@@ -26,6 +26,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use latchkey_core::Code;
 use latchkey_core::secret::Secret;
 
 use super::sse;
@@ -91,6 +92,8 @@ enum Failure {
     SessionExpired,
     #[error("{0}")]
     JsonRpc(String),
+    /// Latchkey's own `{error, message}` answer; the code is relayed to the host as the proxy
+    /// wrote it (a newer proxy's code included).
     #[error("{message}")]
     Latchkey { code: String, message: String },
     #[error("the MCP server answered HTTP {0}")]
@@ -117,7 +120,7 @@ impl Failure {
             return v;
         }
         let (code, data) = match self {
-            Self::SessionExpired => (-32001, json!({ "latchkey": "session_expired" })),
+            Self::SessionExpired => (-32001, json!({ "latchkey": Code::SessionExpired })),
             Self::Latchkey { code, .. } => (-32000, json!({ "latchkey": code })),
             Self::Status(status) => (-32000, json!({ "http_status": status.as_u16() })),
             _ => (-32000, Value::Null),
@@ -540,8 +543,9 @@ impl<M: Mint> Bridge<M> {
                 return Ok(response);
             }
             let body = read_capped(response).await;
-            let ours = serde_json::from_str::<Value>(&body)
-                .is_ok_and(|v| v["error"] == "client_unauthorized");
+            let ours = serde_json::from_str::<Value>(&body).is_ok_and(|v| {
+                v["error"].as_str().map(Code::parse) == Some(Code::ClientUnauthorized)
+            });
             if !ours || reminted {
                 return Err(refusal_of(StatusCode::UNAUTHORIZED, &body, false));
             }
