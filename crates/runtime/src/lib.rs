@@ -13,10 +13,17 @@ pub mod socket;
 pub mod tray;
 pub mod view;
 
+mod activity;
+mod clients;
+mod credentials;
 pub mod hosts;
+mod keychain;
+mod login;
 mod reload;
 mod servers;
+mod sessions;
 mod source;
+mod status;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -26,32 +33,24 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
-use url::Url;
 
 use latchkey_core::config::Config;
-use latchkey_core::login::preflight;
 use latchkey_core::paths::Paths;
-use latchkey_core::secret::Secret;
 use latchkey_core::session::{Clock, Session, system_clock};
 use latchkey_core::vault::{KeychainHealth, Vault, VaultKey};
 use latchkey_proxy::{ConnectionRegistry, ProxyState};
-use latchkey_store::{
-    AuditFilter, AuditLog, ClientName, ClientRegistry, ClientToken, Database, StatusClass,
-    TokenInfo,
-};
+use latchkey_store::{AuditLog, ClientRegistry, Database};
 
 pub use control::{Control, ControlClient};
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
+pub use keychain::KEYCHAIN_RETRY;
 pub use latchkey_store::{
     ActivityBuckets, AuditKind, AuditPage, AuditRow, ClientOptions, ServiceSeries,
 };
 pub use servers::{AddServer, AddedServer};
 pub use tray::{TrayIcon, TrayStatus};
-use view::{
-    AccountView, ActivityFilter, ClientView, ConnectionView, CreatedClient, KeychainView,
-    LoginFailure, LoginRequest, Overview, ProxyView,
-};
+use view::{LoginFailure, LoginRequest};
 
 /// How to start.
 #[derive(Debug, Clone)]
@@ -112,9 +111,6 @@ struct StartedWith {
 pub struct Latchkey {
     inner: Arc<Inner>,
 }
-
-/// How often a broken keychain is asked again.
-pub const KEYCHAIN_RETRY: Duration = Duration::from_secs(5);
 
 impl Latchkey {
     /// Starts everything. Fails when another instance runs or the proxy port is taken; a broken
@@ -325,44 +321,7 @@ impl Latchkey {
         }
     }
 
-    fn keychain_health(&self) -> KeychainHealth {
-        self.inner
-            .keychain
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Asks the keychain again until it answers (unlocked, or its service started), then
-    /// restores the sessions and cached credentials it holds: no restart needed.
-    async fn retry_keychain(self) {
-        let mut stop = self.inner.shutdown.subscribe();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(KEYCHAIN_RETRY) => {}
-                _ = stop.changed() => return,
-            }
-            let health = self.inner.vault.self_test().await;
-            if !health.ok {
-                continue;
-            }
-            info!(backend = %health.backend, "keychain available again");
-            *self
-                .inner
-                .keychain
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = health;
-            for (name, session) in &self.inner.sessions {
-                if let Err(e) = session.restore().await {
-                    warn!(account = %name, code = %e.code(), "session not restored");
-                }
-            }
-            self.inner.credentials.warm_from_keychain().await;
-            self.changed();
-            return;
-        }
-    }
-
+    /// Tells the subscribers that something in the overview may have changed.
     fn changed(&self) {
         self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -395,6 +354,7 @@ impl Latchkey {
         )
     }
 
+    /// The session of `account`, or `unknown_account`.
     fn session(&self, account: &str) -> Result<Arc<Session>, RuntimeError> {
         self.inner
             .sessions
@@ -405,509 +365,6 @@ impl Latchkey {
     /// The account used when none is named.
     pub fn default_account(&self) -> Option<String> {
         self.config().default_account().map(|a| a.name.to_string())
-    }
-
-    /// Everything the window's first screen shows.
-    pub fn overview(&self) -> Overview {
-        let accounts = self
-            .config()
-            .accounts
-            .iter()
-            .filter_map(|a| {
-                let session = self.inner.sessions.get(a.name.as_str())?;
-                Some(AccountView {
-                    name: a.name.to_string(),
-                    issuer: a.issuer.to_string(),
-                    state: session.state(),
-                    last_login_error: self.last_login_error(a.name.as_str()),
-                    login_requested: self.login_requested(a.name.as_str()),
-                })
-            })
-            .collect();
-        Overview {
-            accounts,
-            services: self.inner.credentials.statuses(),
-            proxy: ProxyView {
-                url: self.proxy_url(),
-                listening: self.inner.proxy_addr.is_some()
-                    && self
-                        .inner
-                        .proxy_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_none(),
-                error: self
-                    .inner
-                    .proxy_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            },
-            keychain: KeychainView {
-                ok: self.keychain_health().ok,
-                backend: self.keychain_health().backend,
-                message: self.keychain_health().message,
-            },
-            servers: self.server_views(),
-            now: (self.inner.clock)(),
-            config: self.inner.live.view(),
-            activity_lost: self.inner.audit.dropped(),
-        }
-    }
-
-    /// Icon and status line for the tray, across all accounts.
-    pub fn tray_status(&self) -> TrayStatus {
-        let now = (self.inner.clock)();
-        let statuses: Vec<TrayStatus> = self
-            .inner
-            .sessions
-            .iter()
-            .map(|(name, s)| {
-                let name = name.as_str();
-                let state = s.state();
-                let asked = tray::with_login_request(
-                    tray::tray_status(&state, now),
-                    &state,
-                    name,
-                    self.login_requested(name).as_ref(),
-                    now,
-                );
-                tray::with_login_failure(asked, &state, self.last_login_error(name).as_ref())
-            })
-            .chain(self.server_tray_statuses(now))
-            .collect();
-        let status = tray::combine(&statuses).cloned().unwrap_or_else(|| {
-            tray::tray_status(&latchkey_core::session::SessionState::LoggedOut, now)
-        });
-        reload::with_config_state(status, &self.inner.live.view())
-    }
-
-    /// Starts a login and returns the authorization URL to open. The login completes in the
-    /// background when the identity provider redirects to the loopback callback; watch
-    /// [`Latchkey::subscribe`]. Starting again replaces a pending login and forgets the last
-    /// failure. Before the URL is returned, a pre-flight asks the provider whether it accepts this
-    /// client and redirect URI (it shows its own error page otherwise, and never calls back).
-    pub async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
-        self.cancel_login(account);
-        let session = self.session(account)?.clone();
-        self.set_login_error(account, None);
-        let pending = match session.begin_login().await {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(self.login_failed(account, error::login_failure(session.account(), &e)));
-            }
-        };
-        let url = pending.authorize_url().clone();
-        let fixed_port = session.account().callback_port != 0;
-        if let Err(e) = preflight::check_login(
-            &self.inner.http,
-            &url,
-            pending.token_endpoint(),
-            fixed_port,
-            preflight::PREFLIGHT_TIMEOUT,
-        )
-        .await
-        {
-            // Dropping the pending login stops its listener and restores the session's state.
-            drop(pending);
-            return Err(self.login_failed(account, error::preflight_failure(session.account(), &e)));
-        }
-        let me = self.clone();
-        let name = account.to_owned();
-        let task = tokio::spawn(async move {
-            match session.complete_login(pending).await {
-                Ok(user) => {
-                    info!(account = %name, subject = %user.subject, "login complete");
-                    me.set_login_error(&name, None);
-                    me.lock_login_requests().remove(&name);
-                }
-                Err(e) => {
-                    me.login_failed(&name, error::login_failure(session.account(), &e));
-                }
-            }
-            me.inner
-                .logins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&name);
-            me.changed();
-        });
-        self.inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(account.to_owned(), task);
-        self.changed();
-        Ok(url)
-    }
-
-    /// The latest request the proxy refused because `account` is not logged in, until a login
-    /// succeeds.
-    pub fn login_requested(&self, account: &str) -> Option<LoginRequest> {
-        self.lock_login_requests().get(account).cloned()
-    }
-
-    fn lock_login_requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginRequest>> {
-        self.inner
-            .login_requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Keeps what the proxy announces about requests refused for want of a login, so that the
-    /// tray and the window can say who asked for what.
-    fn watch_login_requests(&self, mut needed: broadcast::Receiver<latchkey_proxy::LoginNeeded>) {
-        let me = self.clone();
-        let mut stop = self.inner.shutdown.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    event = needed.recv() => event,
-                    _ = stop.changed() => return,
-                };
-                match event {
-                    Ok(event) => {
-                        let Some(account) = event.account else {
-                            // A remote MCP server's refusal names the server, not an account.
-                            if me.server_login_requested(
-                                &event.service,
-                                event.client,
-                                (me.inner.clock)(),
-                            ) {
-                                me.changed();
-                            }
-                            continue;
-                        };
-                        let request = LoginRequest {
-                            client: event.client,
-                            service: event.service,
-                            at: (me.inner.clock)(),
-                        };
-                        me.lock_login_requests().insert(account, request);
-                        me.changed();
-                    }
-                    // Fell behind a burst: the next event says the same thing.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        self.track(task);
-    }
-
-    /// Why the account's last login failed, until its next login starts or one succeeds.
-    pub fn last_login_error(&self, account: &str) -> Option<LoginFailure> {
-        self.inner
-            .login_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(account)
-            .cloned()
-    }
-
-    fn set_login_error(&self, account: &str, failure: Option<LoginFailure>) {
-        let mut errors = self
-            .inner
-            .login_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match failure {
-            Some(f) => errors.insert(account.to_owned(), f),
-            None => errors.remove(account),
-        };
-    }
-
-    /// Keeps `e` as the account's last login failure (logged by code only) and returns it.
-    fn login_failed(&self, account: &str, e: RuntimeError) -> RuntimeError {
-        warn!(account, code = %e.code, "login failed");
-        self.set_login_error(
-            account,
-            Some(LoginFailure {
-                code: e.code,
-                message: e.message.clone(),
-                at: (self.inner.clock)(),
-            }),
-        );
-        self.changed();
-        e
-    }
-
-    /// Cancels a pending login (the person closed the login window); the session returns to
-    /// where it was, and the last login error says `login_cancelled` (a cancel, not an alarm).
-    pub fn cancel_login(&self, account: &str) {
-        let task = self
-            .inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(account);
-        if let Some(task) = task {
-            task.abort();
-            // Kept like a failure so a waiting `latchkey login` can say so; not an alarm.
-            self.set_login_error(
-                account,
-                Some(LoginFailure {
-                    code: latchkey_core::Code::LoginCancelled,
-                    message: RuntimeError::login_cancelled(account).message,
-                    at: (self.inner.clock)(),
-                }),
-            );
-            self.changed();
-        }
-    }
-
-    /// Waits for a pending login to finish (the CLI uses this); a failure says why, with the same
-    /// code and message as [`Latchkey::last_login_error`].
-    pub async fn wait_login(&self, account: &str) -> Result<(), RuntimeError> {
-        let session = self.session(account)?;
-        // Subscribed before looking, so the end of the login (or its cancel) is never missed;
-        // the task stays in `logins`, so `cancel_login` can still stop it while someone waits.
-        let mut changes = self.subscribe();
-        while self
-            .inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(account)
-        {
-            if changes.changed().await.is_err() {
-                break;
-            }
-        }
-        match self.last_login_error(account) {
-            _ if session.state().is_usable() => Ok(()),
-            Some(failure) => Err(RuntimeError::new(failure.code, failure.message)),
-            None => Err(RuntimeError::login_failed(account)),
-        }
-    }
-
-    /// Revokes and wipes the account's tokens and cached credentials.
-    pub async fn logout(&self, account: &str) -> Result<(), RuntimeError> {
-        self.cancel_login(account);
-        let report = self.session(account)?.logout().await?;
-        self.inner.credentials.forget_account(account);
-        if let Some(note) = report.revocation_note {
-            info!(account, note = %note, "logged out without revocation");
-        }
-        self.changed();
-        Ok(())
-    }
-
-    /// Refreshes the account's tokens now.
-    pub async fn refresh_now(&self, account: &str) -> Result<(), RuntimeError> {
-        self.session(account)?.refresh_now().await?;
-        self.changed();
-        Ok(())
-    }
-
-    /// Credentials of a service (used by the in-process CLI paths and tests).
-    pub async fn credentials(
-        &self,
-        service: &str,
-    ) -> Result<Arc<latchkey_core::credentials::CredentialValues>, RuntimeError> {
-        let values = self.inner.credentials.get(service).await;
-        self.changed();
-        Ok(values?)
-    }
-
-    /// Stores the Auth Gateway API key in the keychain.
-    pub async fn set_gateway_api_key(&self, key: Secret) -> Result<(), RuntimeError> {
-        self.inner.credentials.set_api_key(key).await?;
-        Ok(())
-    }
-
-    /// Local clients.
-    pub fn list_clients(&self) -> Vec<ClientView> {
-        self.inner
-            .clients
-            .list()
-            .into_iter()
-            .map(client_view)
-            .collect()
-    }
-
-    /// Creates a client and returns its token once.
-    pub fn create_client(
-        &self,
-        name: &str,
-        services: &[String],
-    ) -> Result<CreatedClient, RuntimeError> {
-        self.create_client_with(name, services, &ClientOptions::default())
-    }
-
-    /// [`Latchkey::create_client`] with `options` (for example the right to read raw
-    /// credentials).
-    pub fn create_client_with(
-        &self,
-        name: &str,
-        services: &[String],
-        options: &ClientOptions,
-    ) -> Result<CreatedClient, RuntimeError> {
-        for s in services {
-            if self.config().service(s).is_none() && !self.servers().contains(s) {
-                return Err(RuntimeError::unknown_service(s));
-            }
-        }
-        let name = ClientName::parse(name)?;
-        let (info, token) = self.inner.clients.add_with(&name, services, options)?;
-        Ok(CreatedClient {
-            client: client_view(info),
-            token: token.expose().to_owned(),
-        })
-    }
-
-    /// Revokes a client and all its tokens.
-    pub fn revoke_client(&self, name: &str) -> Result<(), RuntimeError> {
-        let name = ClientName::parse(name)?;
-        if self.inner.clients.revoke(&name)? {
-            Ok(())
-        } else {
-            Err(RuntimeError::unknown_client(name.as_str()))
-        }
-    }
-
-    /// A page of the audit log, newest first.
-    pub async fn query_activity(&self, filter: ActivityFilter) -> Result<AuditPage, RuntimeError> {
-        let status = match filter.status.as_deref() {
-            None | Some("") => None,
-            Some("ok") => Some(StatusClass::Ok),
-            Some("client_error") => Some(StatusClass::ClientError),
-            Some("server_error") => Some(StatusClass::ServerError),
-            Some(other) => {
-                return Err(RuntimeError::invalid_input(format!(
-                    "unknown status filter `{other}`"
-                )));
-            }
-        };
-        let filter = AuditFilter {
-            kind: (!filter.include_control).then_some(latchkey_store::AuditKind::Client),
-            client: filter.client.filter(|c| !c.is_empty()),
-            service: filter.service.filter(|s| !s.is_empty()),
-            status,
-            before_id: filter.before_id,
-            limit: filter.limit.clamp(1, 500),
-        };
-        Ok(self.inner.audit.query(&filter).await?)
-    }
-
-    /// Requests and errors per service for the activity chart: the last `span` (`hour`, in
-    /// minutes, or `day`, in hours), from the audit log's client traffic.
-    pub async fn activity_chart(&self, span: &str) -> Result<ActivityBuckets, RuntimeError> {
-        let (bucket, count) = match span {
-            "hour" => (Duration::from_secs(60), 60),
-            "day" => (Duration::from_secs(3600), 24),
-            other => {
-                return Err(RuntimeError::invalid_input(format!(
-                    "unknown activity span `{other}`; use `hour` or `day`"
-                )));
-            }
-        };
-        let now_ms = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(i64::MAX);
-        Ok(self.inner.audit.buckets(now_ms, bucket, count).await?)
-    }
-
-    /// Open proxied connections and streams.
-    pub fn list_connections(&self) -> Vec<ConnectionView> {
-        self.inner
-            .connections
-            .list()
-            .into_iter()
-            .map(|c| ConnectionView {
-                id: c.id.to_string(),
-                client: c.client,
-                service: c.service,
-                kind: c.kind.as_str().to_owned(),
-                started_at: c.started_at,
-                last_activity_at: c.last_activity_at,
-                bytes_in: c.bytes_in,
-                bytes_out: c.bytes_out,
-                events: c.events,
-            })
-            .collect()
-    }
-
-    /// Closes one connection (and its upstream request).
-    pub fn close_connection(&self, id: &str) -> Result<(), RuntimeError> {
-        if self.inner.connections.close(id) {
-            Ok(())
-        } else {
-            Err(RuntimeError::not_found("connection", id))
-        }
-    }
-
-    /// A valid access token for scripts (`latchkey token`), refreshed first when due.
-    pub async fn access_token(&self, account: &str) -> Result<Secret, RuntimeError> {
-        let token = self.session(account)?.access_token().await?;
-        self.changed();
-        Ok(token)
-    }
-
-    /// Stores the named secrets of a `source = "manual"` service in the keychain.
-    pub async fn set_manual_secret(
-        &self,
-        service: &str,
-        values: &BTreeMap<String, String>,
-    ) -> Result<(), RuntimeError> {
-        self.inner.credentials.set_manual(service, values).await?;
-        self.changed();
-        Ok(())
-    }
-
-    /// An additional token for an existing client (e.g. written into a host's config file).
-    pub fn issue_client_token(
-        &self,
-        client: &str,
-        label: &str,
-    ) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client)?;
-        Ok(self.inner.clients.issue_token(&name, label)?)
-    }
-
-    /// A stored token for an existing client labelled `label`, replacing the client's previous
-    /// token of that label; with `expires_in` it stops working after that long.
-    pub fn issue_client_token_expiring(
-        &self,
-        client: &str,
-        label: &str,
-        expires_in: Option<Duration>,
-    ) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client)?;
-        Ok(self
-            .inner
-            .clients
-            .issue_token_expiring(&name, label, expires_in)?)
-    }
-
-    /// A client's stored tokens: label, created, last used, expiry (never the token).
-    pub fn client_tokens(&self, client: &str) -> Result<Vec<TokenInfo>, RuntimeError> {
-        let name = ClientName::parse(client)?;
-        Ok(self.inner.clients.tokens(&name)?)
-    }
-
-    /// Revokes one stored token of a client, by label; its other tokens keep working.
-    pub fn revoke_client_token(&self, client: &str, label: &str) -> Result<(), RuntimeError> {
-        let name = ClientName::parse(client)?;
-        if self.inner.clients.revoke_token(&name, label)? {
-            Ok(())
-        } else {
-            Err(RuntimeError::not_found("token labelled", label))
-        }
-    }
-
-    /// A short-lived, memory-only token for a client (`latchkey headers`, `latchkey mcp-stdio`).
-    pub fn issue_ephemeral_token(
-        &self,
-        client: &str,
-        ttl: Duration,
-    ) -> Result<ClientToken, RuntimeError> {
-        let name = ClientName::parse(client)?;
-        Ok(self.inner.clients.issue_ephemeral(&name, ttl)?)
     }
 
     /// Stops the proxy and the background tasks, and waits for the audit log to be written.
@@ -934,16 +391,6 @@ impl Latchkey {
     /// Where files live.
     pub fn paths(&self) -> &Paths {
         &self.inner.paths
-    }
-}
-
-fn client_view(info: latchkey_store::ClientInfo) -> ClientView {
-    ClientView {
-        name: info.name.to_string(),
-        services: info.services,
-        created_at: info.created_at,
-        last_used_at: info.last_used_at,
-        raw_credentials: info.raw_credentials,
     }
 }
 
