@@ -25,11 +25,11 @@ impl Latchkey {
     /// Asks the keychain again until it answers (unlocked, or its service started), then
     /// restores the sessions and cached credentials it holds: no restart needed.
     pub(crate) async fn retry_keychain(self) {
-        let mut stop = self.inner.shutdown.subscribe();
+        let stop = self.inner.shutdown.clone();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(KEYCHAIN_RETRY) => {}
-                _ = stop.changed() => return,
+                () = tokio::time::sleep(KEYCHAIN_RETRY) => {}
+                () = stop.cancelled() => return,
             }
             let health = self.inner.vault.self_test().await;
             if !health.ok {

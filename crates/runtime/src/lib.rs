@@ -26,12 +26,15 @@ mod source;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
 
 use latchkey_core::config::Config;
@@ -86,15 +89,19 @@ struct Inner {
     started_with: StartedWith,
     proxy_error: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
-    logins: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Pending logins by account.
+    logins: login::Logins,
     /// The last login failure per account, until its next login starts or succeeds.
     login_errors: Mutex<HashMap<String, LoginFailure>>,
     /// The latest request refused for want of a login, per account, until a login succeeds.
     login_requests: Mutex<HashMap<String, LoginRequest>>,
     /// For the login pre-flight (no cookies, no redirects followed).
     http: reqwest::Client,
-    shutdown: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Cancelled by [`Latchkey::shutdown`]: every background task stops on it, or on a child
+    /// token of it when it can also be stopped alone (a login, a removed account's refresher).
+    shutdown: CancellationToken,
+    /// Every background task, so that [`Latchkey::shutdown`] can wait for them to end.
+    tasks: TaskTracker,
     lock: InstanceLock,
     /// Remote MCP servers (`[[servers]]`) and those being added.
     servers: servers::Servers,
@@ -111,6 +118,9 @@ struct StartedWith {
 pub struct Latchkey {
     inner: Arc<Inner>,
 }
+
+/// How long [`Latchkey::shutdown`] waits for the background tasks to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl Latchkey {
     /// Starts everything. Fails when another instance runs or the proxy port is taken; a broken
@@ -162,7 +172,6 @@ impl Latchkey {
         let connections = ConnectionRegistry::default();
 
         let (changes, _) = watch::channel(0u64);
-        let (shutdown, _) = watch::channel(false);
         let mut proxy = None;
         let proxy_addr = if options.serve_proxy {
             let port = options.proxy_port.unwrap_or(config.proxy.listen.port());
@@ -216,12 +225,12 @@ impl Latchkey {
             },
             proxy_error: Mutex::new(None),
             changes,
-            logins: Mutex::new(HashMap::new()),
+            logins: login::Logins::default(),
             login_errors: Mutex::new(HashMap::new()),
             login_requests: Mutex::new(HashMap::new()),
             http: http.clone(),
-            shutdown,
-            tasks: Mutex::new(Vec::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             lock,
             servers: servers::Servers::default(),
         });
@@ -237,8 +246,7 @@ impl Latchkey {
             me.watch_config();
         }
         if !me.keychain_health().ok {
-            let retry = tokio::spawn(me.clone().retry_keychain());
-            me.track(retry);
+            me.spawn(me.clone().retry_keychain());
         }
         info!(proxy = ?me.inner.proxy_addr, accounts = me.inner.sessions.len(), "latchkey ready");
         Ok(me)
@@ -288,7 +296,7 @@ impl Latchkey {
         self.watch_login_requests(state.login_needed());
         let me = self.clone();
         let shutdown = self.shutdown_signal();
-        let task = tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = latchkey_proxy::serve(listeners, state, shutdown).await {
                 warn!(error = %e, "proxy stopped");
                 *me.inner
@@ -298,27 +306,21 @@ impl Latchkey {
                 me.changed();
             }
         });
-        self.track(task);
         Ok(())
     }
 
-    fn track(&self, task: JoinHandle<()>) {
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+    /// Runs `task` in the background as one of the instance's tasks: [`Latchkey::shutdown`]
+    /// waits for it, so it must end on [`Latchkey::shutdown_signal`] (or a child token of it).
+    fn spawn<F>(&self, task: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(task)
     }
 
-    fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.inner.shutdown.subscribe();
-        async move {
-            while !*rx.borrow_and_update() {
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
+    /// Resolves when the instance shuts down.
+    fn shutdown_signal(&self) -> WaitForCancellationFutureOwned {
+        self.inner.shutdown.clone().cancelled_owned()
     }
 
     /// Tells the subscribers that something in the overview may have changed.
@@ -367,18 +369,20 @@ impl Latchkey {
         self.config().default_account().map(|a| a.name.to_string())
     }
 
-    /// Stops the proxy and the background tasks, and waits for the audit log to be written.
+    /// Stops the proxy and the background tasks (pending logins included), waits up to five
+    /// seconds for them to end, then waits for the audit log to be written. A task still running
+    /// after that is logged and left to the runtime, never waited for.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                warn!("a background task did not stop in time");
-            }
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = self.inner.tasks.len(),
+                "background tasks did not stop in time"
+            );
         }
         self.inner.audit.flush().await;
     }
@@ -429,4 +433,144 @@ pub fn http_client() -> Result<reqwest::Client, RuntimeError> {
         .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| RuntimeError::internal(format!("cannot build the HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use latchkey_core::paths::Paths;
+    use latchkey_core::session::SessionState;
+    use latchkey_core::vault::{MemoryStore, SecretStore, StoreFault, Vault};
+    use latchkey_testkit::{Idp, IdpOptions};
+
+    use super::{Latchkey, SHUTDOWN_GRACE, StartOptions};
+
+    fn paths(dir: &tempfile::TempDir, config: &str) -> Paths {
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
+        std::fs::create_dir_all(paths.config_dir()).expect("config dir");
+        std::fs::write(paths.config_file(), config).expect("config");
+        paths
+    }
+
+    /// Shuts `lk` down and checks that it took less than its grace period (so every task ended
+    /// by itself rather than being given up on) and that no tracked task is left.
+    async fn shut_down(lk: &Latchkey) {
+        let started = tokio::time::Instant::now();
+        lk.shutdown().await;
+        let took = started.elapsed();
+        assert!(
+            took < SHUTDOWN_GRACE,
+            "shutdown took {took:?}: a background task ignored the shutdown signal"
+        );
+        assert!(lk.inner.tasks.is_closed(), "no task is accepted as running");
+        assert_eq!(
+            lk.inner.tasks.len(),
+            0,
+            "every background task has ended when shutdown returns"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_every_background_task_within_its_grace_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = paths(
+            &dir,
+            "version = 1\n[[accounts]]\nname = \"work\"\nissuer = \"https://idp.invalid\"\nclient_id = \"latchkey\"\n",
+        );
+        // A keychain that does not answer, so the retry loop runs too.
+        let store = Arc::new(MemoryStore::new());
+        store.fail_with(Some(StoreFault::Unavailable {
+            message: "org.freedesktop.secrets was not provided by any .service files".into(),
+        }));
+        let lk = Latchkey::start(StartOptions {
+            paths,
+            proxy_port: Some(0),
+            vault: Some(
+                Vault::new(store as Arc<dyn SecretStore>).with_timeout(Duration::from_millis(500)),
+            ),
+            serve_proxy: true,
+        })
+        .await
+        .expect("start");
+        // The proxy, the control socket (unix), the login-request watcher, the configuration
+        // watcher, the account's refresher and state watcher, the keychain retry loop.
+        let expected = if cfg!(unix) { 7 } else { 6 };
+        assert!(
+            lk.inner.tasks.len() >= expected,
+            "{} background tasks tracked, at least {expected} expected",
+            lk.inner.tasks.len()
+        );
+        let addr = lk.proxy_addr().expect("serving");
+
+        shut_down(&lk).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the proxy no longer listens"
+        );
+        // A second call has nothing left to stop and returns at once.
+        shut_down(&lk).await;
+    }
+
+    #[tokio::test]
+    async fn a_login_pending_at_shutdown_ends_with_the_instance_and_its_waiter_returns() {
+        let idp = Idp::start(IdpOptions::default()).await.expect("idp");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = paths(
+            &dir,
+            &format!(
+                "version = 1\n[[accounts]]\nname = \"good\"\nissuer = \"{}\"\nclient_id = \"latchkey\"\nallow_insecure_http = true\n",
+                idp.issuer()
+            ),
+        );
+        let lk = Latchkey::start(StartOptions {
+            paths,
+            proxy_port: None,
+            vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
+            serve_proxy: false,
+        })
+        .await
+        .expect("start");
+        let url = lk.begin_login("good").await.expect("login starts");
+        let callback = url
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .and_then(|(_, v)| url::Url::parse(&v).ok())
+            .and_then(|u| u.socket_addrs(|| None).ok())
+            .and_then(|a| a.first().copied())
+            .expect("a loopback redirect URI");
+        assert!(
+            tokio::net::TcpStream::connect(callback).await.is_ok(),
+            "the login's callback listener is up"
+        );
+        let waiter = {
+            let lk = lk.clone();
+            tokio::spawn(async move { lk.wait_login("good").await })
+        };
+
+        shut_down(&lk).await;
+        assert!(
+            !lk.inner.logins.contains("good"),
+            "the login is no longer pending"
+        );
+        // The listener is the login's own task in the core: it closes once the login is gone.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(callback).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the login's callback listener closes once the login is dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            matches!(lk.overview().accounts[0].state, SessionState::LoggedOut),
+            "the session is back where it was"
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("a waiting `latchkey login` returns once the instance shuts down")
+            .expect("join");
+        assert!(waited.is_err(), "the login did not complete");
+    }
 }

@@ -1,11 +1,15 @@
 //! Logging in to an account: the pre-flight, the pending login that completes in the background
 //! when the provider calls back, cancelling and waiting for it, the last failure per account,
-//! and the requests the proxy refused for want of a login.
+//! and the requests the proxy refused for want of a login. [`Logins`] runs the pending logins of
+//! accounts and remote servers alike, each stopped by name or with the instance.
 
 use std::collections::HashMap;
-use std::sync::MutexGuard;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
+use tokio::task::Id;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
@@ -14,7 +18,89 @@ use latchkey_core::login::preflight;
 use crate::view::{LoginFailure, LoginRequest};
 use crate::{Latchkey, RuntimeError, error};
 
+/// Logins in progress by name (an account, or a remote server), each a background task of the
+/// instance that stops when it is cancelled by name or when the instance shuts down.
+#[derive(Default)]
+pub(crate) struct Logins(Mutex<HashMap<String, PendingLogin>>);
+
+/// One login in progress.
+struct PendingLogin {
+    /// Its task, to tell it apart from a later login of the same name.
+    task: Id,
+    /// A child of the instance's shutdown token: cancelled alone by [`Logins::cancel`].
+    cancel: CancellationToken,
+}
+
+impl Logins {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PendingLogin>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a login of `name` is in progress.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Stops the login of `name`: its future is dropped where it waits (which closes a pending
+    /// login's callback listener). False when none was in progress.
+    pub(crate) fn cancel(&self, name: &str) -> bool {
+        // Removed and cancelled under the lock, so its task never mistakes a later login of
+        // the same name for its own.
+        let mut logins = self.lock();
+        let Some(login) = logins.remove(name) else {
+            return false;
+        };
+        login.cancel.cancel();
+        true
+    }
+
+    /// Forgets the login of `name` if it is still the one run by `task`; true when it was.
+    fn forget(&self, name: &str, task: Id) -> bool {
+        let mut logins = self.lock();
+        if logins.get(name).is_some_and(|l| l.task == task) {
+            logins.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Latchkey {
+    /// Runs `login` as the login `name` in the `logins` of this instance, replacing (and
+    /// cancelling) one in progress. It is listed until it ends, is cancelled by name, or the
+    /// instance shuts down; the subscribers are told when it ends, except after a cancel by name,
+    /// whose caller tells them once it has recorded why.
+    pub(crate) fn spawn_login<F>(&self, logins: fn(&Latchkey) -> &Logins, name: &str, login: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.inner.shutdown.child_token();
+        let stop = cancel.clone();
+        let me = self.clone();
+        let key = name.to_owned();
+        // Held while spawning: the task looks itself up only once it is listed.
+        let mut pending = logins(self).lock();
+        let task = self.spawn(async move {
+            let ended = stop.run_until_cancelled(login).await.is_some();
+            let listed = tokio::task::try_id().is_some_and(|id| logins(&me).forget(&key, id));
+            if ended || listed {
+                me.changed();
+            }
+        });
+        let replaced = pending.insert(
+            name.to_owned(),
+            PendingLogin {
+                task: task.id(),
+                cancel,
+            },
+        );
+        drop(pending);
+        if let Some(old) = replaced {
+            old.cancel.cancel();
+        }
+    }
+
     /// Starts a login and returns the authorization URL to open. The login completes in the
     /// background when the identity provider redirects to the loopback callback; watch
     /// [`Latchkey::subscribe`]. Starting again replaces a pending login and forgets the last
@@ -47,7 +133,7 @@ impl Latchkey {
         }
         let me = self.clone();
         let name = account.to_owned();
-        let task = tokio::spawn(async move {
+        let login = async move {
             match session.complete_login(pending).await {
                 Ok(user) => {
                     info!(account = %name, subject = %user.subject, "login complete");
@@ -58,18 +144,8 @@ impl Latchkey {
                     me.login_failed(&name, error::login_failure(session.account(), &e));
                 }
             }
-            me.inner
-                .logins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&name);
-            me.changed();
-        });
-        self.inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(account.to_owned(), task);
+        };
+        self.spawn_login(|lk| &lk.inner.logins, account, login);
         self.changed();
         Ok(url)
     }
@@ -94,12 +170,12 @@ impl Latchkey {
         mut needed: broadcast::Receiver<latchkey_proxy::LoginNeeded>,
     ) {
         let me = self.clone();
-        let mut stop = self.inner.shutdown.subscribe();
-        let task = tokio::spawn(async move {
+        let stop = self.inner.shutdown.clone();
+        self.spawn(async move {
             loop {
                 let event = tokio::select! {
                     event = needed.recv() => event,
-                    _ = stop.changed() => return,
+                    () = stop.cancelled() => return,
                 };
                 match event {
                     Ok(event) => {
@@ -128,7 +204,6 @@ impl Latchkey {
                 }
             }
         });
-        self.track(task);
     }
 
     /// Why the account's last login failed, until its next login starts or one succeeds.
@@ -171,14 +246,7 @@ impl Latchkey {
     /// Cancels a pending login (the person closed the login window); the session returns to
     /// where it was, and the last login error says `login_cancelled` (a cancel, not an alarm).
     pub fn cancel_login(&self, account: &str) {
-        let task = self
-            .inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(account);
-        if let Some(task) = task {
-            task.abort();
+        if self.inner.logins.cancel(account) {
             // Kept like a failure so a waiting `latchkey login` can say so; not an alarm.
             self.set_login_error(
                 account,
@@ -199,13 +267,7 @@ impl Latchkey {
         // Subscribed before looking, so the end of the login (or its cancel) is never missed;
         // the task stays in `logins`, so `cancel_login` can still stop it while someone waits.
         let mut changes = self.subscribe();
-        while self
-            .inner
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(account)
-        {
+        while self.inner.logins.contains(account) {
             if changes.changed().await.is_err() {
                 break;
             }
@@ -215,5 +277,97 @@ impl Latchkey {
             Some(failure) => Err(RuntimeError::new(failure.code, failure.message)),
             None => Err(RuntimeError::login_failed(account)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use latchkey_core::paths::Paths;
+    use latchkey_core::vault::{MemoryStore, Vault};
+    use tokio::sync::oneshot;
+
+    use super::Logins;
+    use crate::{Latchkey, StartOptions};
+
+    /// A one-shot instance with one account, whose provider is never reached.
+    async fn idle(dir: &tempfile::TempDir) -> Latchkey {
+        let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
+        std::fs::create_dir_all(paths.config_dir()).expect("config dir");
+        std::fs::write(
+            paths.config_file(),
+            "version = 1\n[[accounts]]\nname = \"work\"\nissuer = \"https://idp.invalid\"\nclient_id = \"latchkey\"\n",
+        )
+        .expect("config");
+        Latchkey::start(StartOptions {
+            paths,
+            proxy_port: None,
+            vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
+            serve_proxy: false,
+        })
+        .await
+        .expect("start")
+    }
+
+    /// A login that never completes, and a receiver that resolves once it has been dropped.
+    fn endless_login() -> (
+        impl Future<Output = ()> + Send + 'static,
+        oneshot::Receiver<()>,
+    ) {
+        let (held, dropped) = oneshot::channel::<()>();
+        let login = async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        };
+        (login, dropped)
+    }
+
+    async fn assert_dropped(dropped: oneshot::Receiver<()>, what: &str) {
+        let ended = tokio::time::timeout(Duration::from_secs(5), dropped).await;
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "{what}: its future is dropped, closing its callback listener"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_cancelled_by_name_stops_and_a_replaced_one_too_while_the_others_run_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lk = idle(&dir).await;
+        let logins: fn(&Latchkey) -> &Logins = |lk| &lk.inner.logins;
+        let (first, first_dropped) = endless_login();
+        let (other, other_dropped) = endless_login();
+        let before = lk.inner.tasks.len();
+        lk.spawn_login(logins, "work", first);
+        lk.spawn_login(logins, "home", other);
+        assert_eq!(
+            lk.inner.tasks.len(),
+            before + 2,
+            "both logins run as tracked tasks"
+        );
+
+        assert!(lk.inner.logins.cancel("work"), "a login was pending");
+        assert!(!lk.inner.logins.contains("work"));
+        assert_dropped(first_dropped, "the cancelled login").await;
+        assert!(
+            !lk.inner.logins.cancel("work"),
+            "nothing is left to cancel twice"
+        );
+
+        let (again, again_dropped) = endless_login();
+        lk.spawn_login(logins, "home", again);
+        assert_dropped(other_dropped, "the replaced login").await;
+        assert!(lk.inner.logins.contains("home"), "the new login is listed");
+
+        lk.shutdown().await;
+        assert_dropped(again_dropped, "the login pending at shutdown").await;
+        assert!(
+            !lk.inner.logins.contains("home"),
+            "a login stopped by shutdown is no longer listed, so nobody waits for it"
+        );
+        assert!(lk.inner.tasks.is_empty(), "no login task outlives shutdown");
     }
 }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use latchkey_core::config::{Config, ConfigError};
@@ -46,8 +47,9 @@ pub(crate) struct Live {
     /// The text last applied, so a write that changes nothing (or a change this instance made
     /// and applied itself, such as `[[servers]]` added from the window) is not applied twice.
     applied_text: Mutex<Option<String>>,
-    /// Stops the refresher and state watcher of each account's session.
-    session_stops: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Stops the refresher and state watcher of each account's session: a child of the
+    /// instance's shutdown token, cancelled alone when the account leaves the configuration.
+    session_stops: Mutex<HashMap<String, CancellationToken>>,
     /// The proxy whose routes follow the file, once it serves.
     proxy: Mutex<Option<ProxyState>>,
     /// One reload at a time (the watcher, and a caller that asks for one).
@@ -326,44 +328,33 @@ impl Latchkey {
     /// Starts the refresher and the state watcher of `session`, stopped at shutdown or when its
     /// account leaves the configuration.
     pub(crate) fn watch_session(&self, account: &str, session: Arc<Session>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = self.inner.shutdown.child_token();
         if let Some(old) = self
             .inner
             .live
             .session_stops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(account.to_owned(), stop_tx)
+            .insert(account.to_owned(), stop.clone())
         {
-            old.send_replace(true);
+            old.cancel();
         }
-        let stopped = {
-            let shutdown = self.shutdown_signal();
-            let mut stop_rx = stop_rx.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    _ = stop_rx.wait_for(|s| *s) => {}
-                }
-            }
-        };
-        let refresher = tokio::spawn(session.clone().run_refresher(stopped));
-        self.track(refresher);
+        self.spawn(
+            session
+                .clone()
+                .run_refresher(stop.clone().cancelled_owned()),
+        );
         let me = self.clone();
         let mut rx = session.subscribe();
-        let mut stop = self.inner.shutdown.subscribe();
-        let mut removed = stop_rx;
-        let watcher = tokio::spawn(async move {
+        self.spawn(async move {
             loop {
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
-                    _ = stop.changed() => return,
-                    _ = removed.wait_for(|s| *s) => return,
+                    () = stop.cancelled() => return,
                 }
                 me.changed();
             }
         });
-        self.track(watcher);
     }
 
     /// Watches the configuration file's directory (editors replace the file by renaming a copy
@@ -404,14 +395,14 @@ impl Latchkey {
             return;
         }
         let me = self.clone();
-        let mut stop = self.inner.shutdown.subscribe();
-        let task = tokio::spawn(async move {
+        let stop = self.inner.shutdown.clone();
+        self.spawn(async move {
             // Owned by the task: dropping it stops the OS watch.
             let _watcher = watcher;
             loop {
                 tokio::select! {
                     event = rx.recv() => if event.is_none() { return },
-                    _ = stop.changed() => return,
+                    () = stop.cancelled() => return,
                 }
                 // Debounce: wait for the burst to end.
                 loop {
@@ -421,13 +412,12 @@ impl Latchkey {
                             Ok(None) => return,
                             Err(_) => break,
                         },
-                        _ = stop.changed() => return,
+                        () = stop.cancelled() => return,
                     }
                 }
                 me.reload_config().await;
             }
         });
-        self.track(task);
     }
 
     /// Reads the configuration file again and applies it when it is valid and changed; an
@@ -571,7 +561,7 @@ impl Latchkey {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name)
             {
-                stop.send_replace(true);
+                stop.cancel();
             }
         }
         for (name, session) in started {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 use tracing::{info, warn};
 use url::Url;
 
@@ -17,6 +17,7 @@ use latchkey_core::remote::{RemoteError, RemoteServer, ServerState};
 use latchkey_core::secret::Secret;
 use latchkey_proxy::{CredentialError, ProxyState, UpstreamRefusal};
 
+use crate::login::Logins;
 use crate::tray::{LOGIN_REQUEST_SHOWN_SECONDS, TrayIcon, TrayStatus};
 use crate::view::{LoginFailure, LoginRequest, ServerView};
 use crate::{Latchkey, RuntimeError};
@@ -56,9 +57,10 @@ pub(crate) struct Servers {
     /// Servers being added: listed, not yet in the file or the proxy.
     adding: RwLock<BTreeMap<String, Arc<RemoteServer>>>,
     /// Pending logins by server name.
-    logins: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// The background refresher of each configured server.
-    refreshers: Mutex<HashMap<String, JoinHandle<()>>>,
+    logins: Logins,
+    /// The background refresher of each configured server (aborted when it is removed, even
+    /// mid-refresh; it stops by itself at shutdown).
+    refreshers: Mutex<HashMap<String, AbortHandle>>,
     /// The last login failure per server, until its next login starts or succeeds.
     errors: Mutex<HashMap<String, LoginFailure>>,
     /// The latest request refused for want of a login (or step-up) per server, until a login
@@ -159,7 +161,9 @@ impl Latchkey {
 
     /// Starts the background refresher of a configured server (replacing one it had).
     fn start_refresher(&self, server: &Arc<RemoteServer>) {
-        let task = tokio::spawn(server.clone().run_refresher(self.shutdown_signal()));
+        let task = self
+            .spawn(server.clone().run_refresher(self.shutdown_signal()))
+            .abort_handle();
         if let Some(old) = lock(&self.servers().refreshers).insert(server.name().to_owned(), task) {
             old.abort();
         }
@@ -309,7 +313,7 @@ impl Latchkey {
         write(&self.servers().adding).insert(name.to_string(), server.clone());
         let me = self.clone();
         let key = name.to_string();
-        let task = tokio::spawn(async move {
+        let login = async move {
             let result = match server.complete_login(pending).await {
                 Ok(()) => me.commit_server(&server).await,
                 Err(e) => Err(remote_error(&e)),
@@ -318,10 +322,8 @@ impl Latchkey {
             if let Err(e) = result {
                 me.server_login_failed(&key, e);
             }
-            lock(&me.servers().logins).remove(&key);
-            me.changed();
-        });
-        lock(&self.servers().logins).insert(name.to_string(), task);
+        };
+        self.spawn_login(|lk| &lk.servers().logins, name.as_str(), login);
         self.changed();
         Ok(AddedServer {
             name: name.to_string(),
@@ -408,17 +410,15 @@ impl Latchkey {
         let authorize_url = pending.authorize_url().clone();
         let me = self.clone();
         let key = name.to_owned();
-        let task = tokio::spawn(async move {
+        let login = async move {
             match server.complete_login(pending).await {
                 Ok(()) => {
                     lock(&me.servers().requests).remove(&key);
                 }
                 Err(e) => me.server_login_failed(&key, remote_error(&e)),
             }
-            lock(&me.servers().logins).remove(&key);
-            me.changed();
-        });
-        lock(&self.servers().logins).insert(name.to_owned(), task);
+        };
+        self.spawn_login(|lk| &lk.servers().logins, name, login);
         self.changed();
         Ok(authorize_url)
     }
@@ -426,9 +426,7 @@ impl Latchkey {
     /// Stops a pending server login (the person closed the login window). A server being added
     /// is forgotten; nothing of it was stored.
     pub fn cancel_server_login(&self, name: &str) {
-        let task = lock(&self.servers().logins).remove(name);
-        if let Some(task) = task {
-            task.abort();
+        if self.servers().logins.cancel(name) {
             if let Some(server) = write(&self.servers().adding).remove(name) {
                 server.login_ended();
             }
@@ -449,7 +447,7 @@ impl Latchkey {
     /// Waits for a pending server login (add or re-login) to end; an error says why it failed.
     pub async fn wait_server_login(&self, name: &str) -> Result<(), RuntimeError> {
         let mut changes = self.subscribe();
-        while lock(&self.servers().logins).contains_key(name) {
+        while self.servers().logins.contains(name) {
             if changes.changed().await.is_err() {
                 break;
             }

@@ -272,12 +272,11 @@ impl Latchkey {
             control_token: control_token.clone(),
         };
         let shutdown = self.shutdown_signal();
-        let task = tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = serve(listener, handoff, shutdown).await {
                 warn!(error = %e, "control socket stopped");
             }
         });
-        self.track(task);
         info!(
             path = %crate::instance::socket_path(self.paths()).display(),
             "control socket listening"
