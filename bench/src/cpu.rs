@@ -56,6 +56,30 @@ impl Processes {
     }
 }
 
+/// User + system time so far of the threads of `pid` named `name` (`/proc/<pid>/task/*/stat`),
+/// microseconds: what one part of a process (Latchkey's audit writer) costs.
+pub fn threads_cpu_us(pid: u32, name: &str) -> anyhow::Result<u64> {
+    let mut ticks = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let command = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .map(|(open, close)| &stat[open + 1..close]);
+        if command != Some(name) {
+            continue;
+        }
+        let f = fields(&stat).context("parsing a thread's stat")?;
+        let utime: u64 = f.get(11).context("utime")?.parse()?;
+        let stime: u64 = f.get(12).context("stime")?.parse()?;
+        ticks += utime + stime;
+    }
+    Ok(ticks * 1_000_000 / TICKS_PER_SECOND)
+}
+
 /// The fields after `(command)`, which may itself hold spaces.
 fn fields(stat: &str) -> Option<Vec<&str>> {
     let after = &stat[stat.rfind(')')? + 1..];

@@ -181,18 +181,22 @@ pub struct SseResult {
     pub max_us: u64,
 }
 
-/// Opens `settings.streams` SSE streams through Latchkey; each event carries its emission time
-/// (same process, same clock), so arrival minus emission is the forwarding delay.
-pub async fn sse(lk: &Latchkey, settings: &Settings) -> anyhow::Result<SseResult> {
+/// Opens `settings.streams` SSE streams to `base` (`…/sse` is appended), with `header` on each
+/// request; each event carries its emission time (same process, same clock), so arrival minus
+/// emission is the delivery delay. Run direct, it is the harness's own share (its upstream and
+/// client tasks waiting for a core); through a proxy, that plus the forwarding delay.
+pub async fn sse(
+    base: &str,
+    header: Option<(&str, &str)>,
+    settings: &Settings,
+) -> anyhow::Result<SseResult> {
     let (count, interval_ms) = (20u64, 50u64);
-    let url = format!(
-        "{}/bench/sse?count={count}&interval_ms={interval_ms}",
-        lk.url
-    );
+    let url = format!("{base}/sse?count={count}&interval_ms={interval_ms}");
+    let header = header.map(|(name, value)| (name.to_owned(), value.to_owned()));
     let mut tasks = Vec::new();
     for _ in 0..settings.streams {
         let url = url.clone();
-        let token = lk.client_token.clone();
+        let header = header.clone();
         tasks.push(tokio::spawn(async move {
             let mut delays = Vec::new();
             let authority = authority(&url)?;
@@ -203,11 +207,13 @@ pub async fn sse(lk: &Latchkey, settings: &Settings) -> anyhow::Result<SseResult
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let request = Request::get(path_of(&url))
+            let mut request = Request::get(path_of(&url))
                 .header("host", authority)
-                .header("accept", "text/event-stream")
-                .header("x-latchkey-client", token)
-                .body(Empty::new())?;
+                .header("accept", "text/event-stream");
+            if let Some((name, value)) = &header {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let request = request.body(Empty::new())?;
             let mut body = sender.send_request(request).await?.into_body();
             let mut buffer = String::new();
             while let Some(frame) = body.frame().await {

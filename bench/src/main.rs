@@ -76,18 +76,21 @@ async fn main() -> anyhow::Result<()> {
             url: &direct_url,
             header: None,
             cpu: None,
+            audit_of: None,
         },
         Target {
             name: "through Latchkey",
             url: &latchkey_url,
             header: Some(lk_header),
             cpu: Some(cpu::Processes::one(latchkey.pid)),
+            audit_of: Some(latchkey.pid),
         },
         Target {
             name: "through nginx",
             url: &nginx_url,
             header: None,
             cpu: Some(cpu::Processes::with_children(nginx.pid)?),
+            audit_of: None,
         },
     ];
     let upstream_cpu = cpu::Processes::one(std::process::id());
@@ -113,8 +116,20 @@ async fn main() -> anyhow::Result<()> {
         wrk::run(t.url, &script, c, Duration::from_secs(2))?; // warm-up
         let before = cpu_of(t.cpu.as_ref())?;
         let up_before = upstream_cpu.cpu_us()?;
+        let audit_before = t
+            .audit_of
+            .map(|pid| cpu::threads_cpu_us(pid, AUDIT_THREAD))
+            .transpose()?;
         let wrk_many = wrk::run(t.url, &script, c, settings.duration)?;
         let wrk_cpu = per_request(before, cpu_of(t.cpu.as_ref())?, wrk_many.requests);
+        let wrk_audit_cpu = match t.audit_of {
+            Some(pid) => per_request(
+                audit_before,
+                Some(cpu::threads_cpu_us(pid, AUDIT_THREAD)?),
+                wrk_many.requests,
+            ),
+            None => None,
+        };
         let wrk_upstream_cpu = per_request(
             Some(up_before),
             Some(upstream_cpu.cpu_us()?),
@@ -127,13 +142,26 @@ async fn main() -> anyhow::Result<()> {
             builtin_one_p50: one.p50_us,
             wrk_many,
             wrk_cpu,
+            wrk_audit_cpu,
             wrk_upstream_cpu,
             wrk_one_p50: wrk_one.p50_us,
         });
         rows.push((t.name, many));
     }
     let upstream_hits = upstream.requests_with_header();
-    let sse = load::sse(&latchkey, &settings).await?;
+    eprintln!(
+        "sse: {} streams, direct / through Latchkey / through nginx",
+        settings.streams
+    );
+    let upstream_base = format!("http://{}", upstream.addr);
+    let sse_direct = load::sse(&upstream_base, None, &settings).await?;
+    let sse = load::sse(
+        &format!("{}/bench", latchkey.url),
+        Some(lk_header),
+        &settings,
+    )
+    .await?;
+    let sse_nginx = load::sse(&format!("http://{}", nginx.addr), None, &settings).await?;
     let idle = load::idle_stream_rss(&latchkey, &settings).await?;
     drop(nginx);
     let lk_bin = latchkey.binary.clone();
@@ -181,16 +209,28 @@ async fn main() -> anyhow::Result<()> {
     println!("## Streaming");
     println!();
     println!(
-        "{} concurrent SSE streams through Latchkey, {} events each, one every {} ms: forwarding delay p50 {}, p99 {}, max {} over {} events ({} streams completed).",
-        sse.streams,
-        sse.events_per_stream,
-        sse.interval_ms,
-        fmt_us(sse.p50_us),
-        fmt_us(sse.p99_us),
-        fmt_us(sse.max_us),
-        sse.events,
-        sse.completed
+        "{} concurrent SSE streams, {} events each, one every {} ms; delay from the upstream's emission to the client's arrival (both in the harness, one clock). Direct is the harness's own share; the proxy adds the rest.",
+        sse.streams, sse.events_per_stream, sse.interval_ms
     );
+    println!();
+    println!("| path | p50 | p99 | max | added p50 | added p99 | events | streams completed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("direct", &sse_direct),
+        ("through Latchkey", &sse),
+        ("through nginx", &sse_nginx),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_us(r.p50_us),
+            fmt_us(r.p99_us),
+            fmt_us(r.max_us),
+            fmt_delta(r.p50_us, sse_direct.p50_us),
+            fmt_delta(r.p99_us, sse_direct.p99_us),
+            r.events,
+            r.completed
+        );
+    }
     println!();
     println!(
         "Idle streams: RSS {} KiB before, {} KiB with {} idle SSE streams open: {:.1} KiB per stream.",
@@ -213,7 +253,12 @@ struct Target<'a> {
     header: Option<(&'static str, &'a str)>,
     /// The processes whose CPU time is the target's (none for direct).
     cpu: Option<cpu::Processes>,
+    /// The process whose audit writer thread is measured apart (Latchkey).
+    audit_of: Option<u32>,
 }
+
+/// The name of Latchkey's audit writer thread (`latchkey_store::AuditLog`).
+const AUDIT_THREAD: &str = "latchkey-audit";
 
 /// What the side-by-side table shows of one target beyond the built-in 64-connection run.
 struct Side {
@@ -221,6 +266,8 @@ struct Side {
     builtin_one_p50: u64,
     wrk_many: wrk::WrkResult,
     wrk_cpu: Option<f64>,
+    /// Of `wrk_cpu`, Latchkey's audit writer thread.
+    wrk_audit_cpu: Option<f64>,
     wrk_upstream_cpu: Option<f64>,
     wrk_one_p50: u64,
 }
@@ -295,6 +342,10 @@ fn side_by_side(
         "The upstream (in the harness's process, idle otherwise under wrk) used {} per request behind Latchkey and {} behind nginx.",
         fmt_cpu(lk.wrk_upstream_cpu),
         fmt_cpu(ngx.wrk_upstream_cpu)
+    );
+    println!(
+        "Of Latchkey's CPU per request under wrk, its audit writer thread (SQLite) used {}.",
+        fmt_cpu(lk.wrk_audit_cpu)
     );
 }
 
