@@ -20,6 +20,7 @@ impl Latchkey {
                     state: session.state(),
                     last_login_error: self.last_login_error(a.name.as_str()),
                     login_requested: self.login_requested(a.name.as_str()),
+                    refresh_failure: session.refresh_failure(),
                 })
             })
             .collect();

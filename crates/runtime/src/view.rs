@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use latchkey_core::Code;
 use latchkey_core::credentials::ServiceStatus;
-use latchkey_core::session::SessionState;
+use latchkey_core::session::{RefreshFailure, SessionState};
 
 /// Everything the main window's first screen needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +93,11 @@ pub struct AccountView {
     /// The latest request the proxy refused because this account is not logged in, until a
     /// login succeeds: who asked, for what.
     pub login_requested: Option<LoginRequest>,
+    /// Refreshes that failed in a row while the session was kept (the provider unreachable, a
+    /// refused token request), until one succeeds or the session ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub refresh_failure: Option<RefreshFailure>,
 }
 
 /// A local client asked for a service of an account nobody is logged in to.
@@ -354,6 +359,7 @@ mod tests {
             },
             last_login_error: None,
             login_requested: None,
+            refresh_failure: None,
         };
         let json = serde_json::to_value(&view).expect("serialise");
         assert_eq!(json["state"]["kind"], "active");

@@ -24,7 +24,8 @@ use crate::secret::Secret;
 use crate::vault::{StoredTokens, StoredUser, Vault, VaultError};
 
 pub use state::{
-    MIN_REFRESH_GAP, MIN_REFRESH_INTERVAL_SECONDS, SessionState, refresh_due_at, refresher_wait,
+    MIN_REFRESH_GAP, MIN_REFRESH_INTERVAL_SECONDS, RefreshFailure, SessionState, refresh_due_at,
+    refresher_wait,
 };
 
 use crate::Code;
@@ -224,6 +225,9 @@ pub struct Session {
     /// callers queued behind one get its answer instead of each waiting out another timeout.
     outages: std::sync::atomic::AtomicU64,
     last_outage: std::sync::Mutex<Option<(u64, LoginError)>>,
+    /// The run of failed refreshes since the tokens held were last replaced (none while every
+    /// refresh succeeds): cleared whenever the session's tokens change.
+    refresh_failure: std::sync::Mutex<Option<RefreshFailure>>,
 }
 
 /// A copy of an outage error (`LoginError` holds no secret but is not `Clone`).
@@ -253,6 +257,7 @@ impl Session {
             refresh_lock: Mutex::new(()),
             outages: std::sync::atomic::AtomicU64::new(0),
             last_outage: std::sync::Mutex::new(None),
+            refresh_failure: std::sync::Mutex::new(None),
         }
     }
 
@@ -282,6 +287,33 @@ impl Session {
 
     fn set_live(&self, live: Option<Arc<Live>>) {
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
+        // New tokens (a refresh, a login) or none (logout, an ended session): the failures were
+        // about the tokens replaced.
+        *self.lock_refresh_failure() = None;
+    }
+
+    fn lock_refresh_failure(&self) -> std::sync::MutexGuard<'_, Option<RefreshFailure>> {
+        // A poisoned lock only means a panic elsewhere while replacing the value: it is intact.
+        self.refresh_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The run of refreshes that failed while the session was kept, until one succeeds or the
+    /// session ends: whether requests still work is the state's `expires_at`.
+    pub fn refresh_failure(&self) -> Option<RefreshFailure> {
+        self.lock_refresh_failure().clone()
+    }
+
+    /// Counts a failed refresh of the session held (before the state that says so is published).
+    fn note_refresh_failure(&self, e: &SessionError) {
+        let mut failure = self.lock_refresh_failure();
+        *failure = Some(RefreshFailure::after(
+            failure.as_ref(),
+            e.code(),
+            e.to_string(),
+            self.now(),
+        ));
     }
 
     fn next_generation(&self) -> u64 {
@@ -582,11 +614,13 @@ impl Session {
                     .save_tokens(self.account.name.as_str(), &next.to_stored())
                     .await
                 {
+                    let e = SessionError::from(e);
+                    self.note_refresh_failure(&e);
                     self.state.send_replace(SessionState::Error {
                         code: e.code(),
                         message: e.to_string(),
                     });
-                    return Err(e.into());
+                    return Err(e);
                 }
                 let next = Arc::new(next);
                 self.set_live(Some(next.clone()));
@@ -612,6 +646,7 @@ impl Session {
                     self.outages
                         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 }
+                self.note_refresh_failure(&e);
                 if live.expires_at > self.now() {
                     self.publish_active(&live);
                 } else {

@@ -75,6 +75,39 @@ impl SessionState {
     }
 }
 
+/// A run of failed refreshes of a session that was kept (the provider unreachable or silent, a
+/// refused token request, the keychain failing to store the new tokens): what the tray announces
+/// once and the window shows, until a refresh succeeds or the session ends. A refresh the
+/// provider answers with "this session is over" is not one: the session ends instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct RefreshFailure {
+    /// What to match on (`idp_unreachable`, `idp_timeout`, `token_request_failed`, ...).
+    pub code: Code,
+    /// The latest failure, for a person (no token, no URL query).
+    pub message: String,
+    /// When the first failure of this run happened, unix seconds: one run, one notice.
+    pub since: i64,
+    /// When the latest one happened, unix seconds.
+    pub at: i64,
+    /// How many refreshes in a row failed.
+    pub attempts: u32,
+}
+
+impl RefreshFailure {
+    /// The run after one more failure at `now`: a new run when there was none, else the same run
+    /// (its `since` kept) with the latest code and message.
+    pub fn after(previous: Option<&Self>, code: Code, message: String, now: i64) -> Self {
+        Self {
+            code,
+            message,
+            since: previous.map_or(now, |p| p.since),
+            at: now,
+            attempts: previous.map_or(1, |p| p.attempts.saturating_add(1)),
+        }
+    }
+}
+
 /// The longest a refresh is held back after the token it replaces was issued: a token that
 /// lives less than `min_margin` would otherwise be due the moment it arrives, and every refresh
 /// would be followed at once by the next.
@@ -117,6 +150,23 @@ pub fn refresher_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_refreshes_in_a_row_are_one_run_that_keeps_its_start() {
+        let first = RefreshFailure::after(None, Code::IdpUnreachable, "down".into(), 100);
+        assert_eq!((first.since, first.at, first.attempts), (100, 100, 1));
+        let second = RefreshFailure::after(Some(&first), Code::IdpTimeout, "silent".into(), 160);
+        assert_eq!(
+            (second.since, second.at, second.attempts),
+            (100, 160, 2),
+            "a retry is not a new run"
+        );
+        assert_eq!(
+            (second.code, second.message.as_str()),
+            (Code::IdpTimeout, "silent"),
+            "the latest failure is the one shown"
+        );
+    }
 
     #[test]
     fn refresh_is_due_at_eighty_percent_of_lifetime() {

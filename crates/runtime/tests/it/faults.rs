@@ -329,6 +329,29 @@ async fn idp_down_during_refresh_keeps_the_session_and_says_idp_unreachable() {
         rig.request().await.served_the_credential(),
         "the cached credential still serves within its TTL"
     );
+    // The failure is kept for the tray's notice and the window, as one run however many retries.
+    let failure =
+        |lk: &latchkey_runtime::Latchkey| lk.overview().accounts[0].refresh_failure.clone();
+    let first = failure(rig.lk()).expect("the failed refresh is recorded");
+    assert_eq!(
+        (first.code, first.attempts),
+        (latchkey_core::Code::IdpUnreachable, 1)
+    );
+    assert!(
+        !first.message.contains("eyJ"),
+        "no token in the message: {}",
+        first.message
+    );
+    rig.lk()
+        .refresh_now(ACCOUNT)
+        .await
+        .expect_err("still no provider");
+    let second = failure(rig.lk()).expect("still failing");
+    assert_eq!(
+        (second.since, second.attempts),
+        (first.since, 2),
+        "a retry continues the run"
+    );
     assert_restores(&mut rig).await;
 }
 
@@ -526,8 +549,22 @@ async fn idp_slow_during_refresh_times_out_and_keeps_the_session() {
     assert!(rig.holds_tokens(), "the keychain keeps the session");
     assert!(rig.request().await.served_the_credential());
 
+    assert_eq!(
+        rig.lk().overview().accounts[0]
+            .refresh_failure
+            .as_ref()
+            .map(|f| f.code),
+        Some(latchkey_core::Code::IdpTimeout),
+        "the silent provider is recorded"
+    );
+
     // The provider back, the next refresh succeeds with the kept refresh token.
     rig.lk().refresh_now(ACCOUNT).await.expect("refresh after");
+    assert_eq!(
+        rig.lk().overview().accounts[0].refresh_failure,
+        None,
+        "a refresh that succeeds ends the run"
+    );
     assert_restores(&mut rig).await;
 }
 

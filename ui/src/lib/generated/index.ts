@@ -30,6 +30,7 @@ export type * from './OpenAt';
 export type * from './Overview';
 export type * from './ProviderPreview';
 export type * from './ProxyView';
+export type * from './RefreshFailure';
 export type * from './RuntimeError';
 export type * from './ServerView';
 export type * from './ServiceForm';
