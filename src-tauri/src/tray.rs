@@ -1,14 +1,16 @@
 //! The tray icon: its image and tooltip show the session state (from the runtime's pure
 //! `tray_status`), its menu says who is signed in and until when, and offers log in/out, the
-//! window, the proxy URL and Quit. Notifications warn before expiry, when a session ends, and
-//! when a login fails (with the reason and its fix; a cancel is not announced). A failed login
-//! turns the icon red and the first menu line reads "Login failed: <short reason>". Remote MCP
-//! servers get a line each when they need a login or more access (a click starts it, and a
-//! notification says so once), the ready ones one summary line.
+//! window, the proxy URL and Quit. Notifications warn before expiry, when a session ends (and
+//! why), when its refresh keeps failing (once per run of failures, saying how long requests still
+//! work), and when a login fails (with the reason and its fix; a cancel is not announced). A
+//! failed login turns the icon red and the first menu line reads "Login failed: <short reason>".
+//! Remote MCP servers get a line each when they need a login or more access (a click starts it,
+//! and a notification says so once), the ready ones one summary line.
 
 use latchkey_core::session::SessionState;
 use latchkey_runtime::tray::{
-    ServerLineAction, attention_lines, server_lines, server_notices, service_lines,
+    RefreshAnnouncements, ServerLineAction, attention_lines, ended_notice, expiry_notice,
+    refresh_notices, server_lines, server_notices, service_lines,
 };
 use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
 use tauri::image::Image;
@@ -225,7 +227,8 @@ fn open_at(app: &AppHandle, section: &str, item: &str) {
 /// Remembers what was already announced, so each warning is shown once.
 #[derive(Default)]
 pub struct Notifier {
-    warned_for_expiry: Option<String>,
+    /// The "ends soon" warning was shown for the current stretch of expiring.
+    warned_for_expiry: bool,
     last_icon: Option<Icon>,
     /// `(account, at)` of login failures already announced.
     announced_failures: Vec<(String, i64)>,
@@ -233,6 +236,8 @@ pub struct Notifier {
     announced_requests: Vec<((String, String, String), i64)>,
     /// `(server, state)` of remote MCP servers announced as needing a login or more access.
     announced_servers: Vec<(String, String)>,
+    /// Runs of failed refreshes already announced.
+    announced_refreshes: RefreshAnnouncements,
 }
 
 /// A host that keeps retrying is announced once per this many seconds, not once per request.
@@ -252,16 +257,24 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
         notifier.last_icon = Some(status.icon);
         return;
     }
-    if status.warn_expiry && notifier.warned_for_expiry.as_deref() != Some(&status.title) {
-        if notifier.warned_for_expiry.is_none() {
-            notify(app, "Your Latchkey session ends soon", &status.title);
-        }
-        notifier.warned_for_expiry = Some(status.title.clone());
-    }
-    if !status.warn_expiry {
-        notifier.warned_for_expiry = None;
-    }
     let overview = lk.overview();
+    if let Some(notice) = expiry_notice(&mut notifier.warned_for_expiry, &status) {
+        notify(app, &notice.title, &notice.body);
+    }
+    for notice in refresh_notices(
+        &mut notifier.announced_refreshes,
+        &overview.accounts,
+        overview.now,
+    ) {
+        notify(app, &notice.title, &notice.body);
+    }
+    // A session whose refresh keeps failing was announced above (it may come back by itself):
+    // "log in again" is for a session that ended.
+    let renewal_failing = overview
+        .accounts
+        .iter()
+        .any(|a| a.refresh_failure.is_some());
+    let ended = ended_notice(&status, &overview.accounts);
     for account in &overview.accounts {
         let Some(asked) = &account.login_requested else {
             continue;
@@ -307,8 +320,8 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
         notify(app, &notice.title, &notice.body);
     }
     let was_signed_in = matches!(notifier.last_icon, Some(Icon::Active | Icon::Expiring));
-    if was_signed_in && matches!(status.icon, Icon::Expired | Icon::Error) {
-        notify(app, "Latchkey needs you to log in again", &status.title);
+    if was_signed_in && matches!(status.icon, Icon::Expired | Icon::Error) && !renewal_failing {
+        notify(app, &ended.title, &ended.body);
     }
     notifier.last_icon = Some(status.icon);
 }

@@ -283,6 +283,7 @@ pub(crate) fn with_config_state(status: TrayStatus, config: &ConfigView) -> Tray
             title: "Set up Latchkey…".to_owned(),
             tooltip: format!("No configuration yet ({})", config.path),
             warn_expiry: false,
+            renewing: false,
         },
         (ConfigState::Invalid, Some(problem)) => TrayStatus {
             icon: TrayIcon::Error,
@@ -292,6 +293,7 @@ pub(crate) fn with_config_state(status: TrayStatus, config: &ConfigView) -> Tray
             ),
             tooltip: format!("fix: {}", problem.fix),
             warn_expiry: false,
+            renewing: false,
         },
         _ => match &config.restart_needed {
             Some(note) => TrayStatus {

@@ -545,6 +545,7 @@ impl Latchkey {
                     request.client
                 ),
                 warn_expiry: false,
+                renewing: false,
             });
         }
         statuses

@@ -8,7 +8,7 @@ use latchkey_core::remote::ServerState;
 use latchkey_core::session::SessionState;
 use latchkey_core::{Class, Code};
 
-use crate::view::{ConfigState, LoginFailure, LoginRequest, ServerView};
+use crate::view::{AccountView, ConfigState, LoginFailure, LoginRequest, ServerView};
 
 /// The tray icon variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,6 +37,9 @@ pub struct TrayStatus {
     pub tooltip: String,
     /// True when the "expires soon" notification should be shown (once per session).
     pub warn_expiry: bool,
+    /// A refresh is in flight: the line says "renewing", which tells nothing new about the
+    /// expiry (the "expires soon" warning is not shown again after it).
+    pub renewing: bool,
 }
 
 /// Seconds before the end at which a session counts as expiring, whatever its length.
@@ -83,6 +86,7 @@ pub fn tray_status(state: &SessionState, now: i64) -> TrayStatus {
     };
     TrayStatus {
         warn_expiry: icon == TrayIcon::Expiring,
+        renewing: matches!(state, SessionState::Refreshing { .. }),
         tooltip: format!("Latchkey — {title}"),
         icon,
         title,
@@ -147,6 +151,7 @@ pub fn with_login_failure(
         tooltip: format!("Latchkey — Login failed: {}", failure.message),
         title,
         warn_expiry: false,
+        renewing: false,
     }
 }
 
@@ -186,6 +191,7 @@ pub fn with_login_request(
         ),
         title,
         warn_expiry: false,
+        renewing: false,
     }
 }
 
@@ -365,10 +371,11 @@ pub fn service_lines(
         .collect()
 }
 
-/// A desktop notification about a remote MCP server that came to need the person.
+/// A desktop notification: what happened in its title, what it means and what to do in its body.
+/// Never a secret: built from states, names and the runtime's sentences only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerNotice {
-    /// "Log in to linear" or "linear needs more access".
+pub struct Notice {
+    /// "Log in to linear", "Latchkey could not renew your session".
     pub title: String,
     /// The runtime's sentence, with what to do.
     pub body: String,
@@ -380,7 +387,7 @@ pub struct ServerNotice {
 pub fn server_notices(
     announced: &mut Vec<(String, String)>,
     servers: &[ServerView],
-) -> Vec<ServerNotice> {
+) -> Vec<Notice> {
     let needs = |state: &str| {
         state == ServerState::NeedsLogin.as_str() || state == ServerState::NeedsStepUp.as_str()
     };
@@ -406,10 +413,114 @@ pub fn server_notices(
             .message
             .clone()
             .unwrap_or_else(|| "Open the tray menu to sign in again.".to_owned());
-        notices.push(ServerNotice { title, body });
+        notices.push(Notice { title, body });
         announced.push((server.name.clone(), server.state.clone()));
     }
     notices
+}
+
+/// The "session ends soon" notification, once per stretch of expiring: due when the tray turns
+/// to expiring, not again while it stays so (its line counts down every minute), nor after the
+/// brief "renewing" of a refresh in flight, which says nothing about the expiry. `warned`
+/// remembers the stretch; it ends when the tray shows anything else.
+pub fn expiry_notice(warned: &mut bool, status: &TrayStatus) -> Option<Notice> {
+    if !status.warn_expiry {
+        if !status.renewing {
+            *warned = false;
+        }
+        return None;
+    }
+    if std::mem::replace(warned, true) {
+        return None;
+    }
+    Some(Notice {
+        title: "Your Latchkey session ends soon".to_owned(),
+        body: status.title.clone(),
+    })
+}
+
+/// "The identity provider is unreachable": a short reason with a capital, for a sentence.
+fn sentence(reason: &str) -> String {
+    let mut chars = reason.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect::<String>()
+    })
+}
+
+/// Failed refreshes already announced, as `(account, since, still usable)`: a run of failures is
+/// announced once while the session still works and once more if it stops working before a
+/// refresh succeeds; retries are not announced.
+pub type RefreshAnnouncements = Vec<(String, i64, bool)>;
+
+/// The notifications due for sessions whose refresh keeps failing (the identity provider
+/// unreachable or silent, a refused token request, the keychain): one when a run of failures
+/// starts, saying whether requests still work and until when, and one when the access token runs
+/// out before a refresh succeeded. `announced` is brought up to date (a run that ended is
+/// forgotten, so the next one is announced again).
+pub fn refresh_notices(
+    announced: &mut RefreshAnnouncements,
+    accounts: &[AccountView],
+    now: i64,
+) -> Vec<Notice> {
+    announced.retain(|(name, since, _)| {
+        accounts.iter().any(|a| {
+            a.name == *name
+                && a.refresh_failure
+                    .as_ref()
+                    .is_some_and(|f| f.since == *since)
+        })
+    });
+    let mut notices = Vec::new();
+    for account in accounts {
+        let Some(failure) = &account.refresh_failure else {
+            continue;
+        };
+        let left = account
+            .state
+            .expires_at()
+            .map(|at| at - now)
+            .filter(|left| *left > 0);
+        let usable = left.is_some();
+        let key = (account.name.clone(), failure.since, usable);
+        if announced.contains(&key) {
+            continue;
+        }
+        announced.push(key);
+        let reason = sentence(short_login_reason(failure.code));
+        let name = &account.name;
+        notices.push(match left {
+            Some(left) => Notice {
+                title: "Latchkey could not renew your session".to_owned(),
+                body: format!(
+                    "{reason}. Requests keep working for {} more, until the access token of {name} expires; Latchkey keeps trying meanwhile.",
+                    format_remaining(left)
+                ),
+            },
+            None => Notice {
+                title: "Latchkey cannot renew your session".to_owned(),
+                body: format!(
+                    "{reason} and the access token of {name} has expired: requests that need it fail. Latchkey keeps trying; if this lasts, open Latchkey to see why."
+                ),
+            },
+        });
+    }
+    notices
+}
+
+/// The notification when a session that worked has ended: the title says to log in again, the
+/// body why it ended (the identity provider ended it, no refresh token was granted, ...), from
+/// the first ended account, or the tray's status line when none has a reason.
+pub fn ended_notice(status: &TrayStatus, accounts: &[AccountView]) -> Notice {
+    let reason = accounts.iter().find_map(|a| match &a.state {
+        SessionState::Expired { reason, .. } if !reason.is_empty() => {
+            Some(format!("{} (account {}).", sentence(reason), a.name))
+        }
+        _ => None,
+    });
+    Notice {
+        title: "Latchkey needs you to log in again".to_owned(),
+        body: reason.unwrap_or_else(|| status.title.clone()),
+    }
 }
 
 /// A tray menu line that needs the person before anything else works, and the window it opens.
@@ -936,7 +1047,7 @@ mod server_tests {
         let first = server_notices(&mut announced, &list);
         assert_eq!(
             first,
-            [ServerNotice {
+            [Notice {
                 title: "Log in to linear".to_owned(),
                 body: "sign in to the MCP server `linear`".to_owned(),
             }]
@@ -963,6 +1074,193 @@ mod server_tests {
             .len(),
             1,
             "and announced again when it needs the person again"
+        );
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use latchkey_core::login::UserInfo;
+    use latchkey_core::session::RefreshFailure;
+
+    use super::*;
+
+    fn account(state: SessionState, failure: Option<(Code, i64, i64)>) -> AccountView {
+        AccountView {
+            name: "work".to_owned(),
+            issuer: "https://idp.example.com".to_owned(),
+            state,
+            last_login_error: None,
+            login_requested: None,
+            refresh_failure: failure.map(|(code, since, at)| RefreshFailure {
+                code,
+                message: format!("{code}: the message"),
+                since,
+                at,
+                attempts: 1,
+            }),
+        }
+    }
+
+    fn active(expires_at: i64) -> SessionState {
+        SessionState::Active {
+            user: UserInfo {
+                subject: "alice".to_owned(),
+                name: None,
+                email: Some("alice@example.test".to_owned()),
+            },
+            expires_at,
+            issued_at: 0,
+            renewable: true,
+        }
+    }
+
+    #[test]
+    fn a_failed_refresh_is_announced_once_with_how_long_the_session_still_works() {
+        let mut announced = Vec::new();
+        let down = [account(
+            active(1_300),
+            Some((Code::IdpUnreachable, 1_000, 1_000)),
+        )];
+        let notices = refresh_notices(&mut announced, &down, 1_000);
+        assert_eq!(
+            notices,
+            [Notice {
+                title: "Latchkey could not renew your session".to_owned(),
+                body: "The identity provider is unreachable. Requests keep working for 5 min more, until the access token of work expires; Latchkey keeps trying meanwhile.".to_owned(),
+            }]
+        );
+        let retried = [account(
+            active(1_300),
+            Some((Code::IdpTimeout, 1_000, 1_060)),
+        )];
+        assert!(
+            refresh_notices(&mut announced, &retried, 1_060).is_empty(),
+            "a retry of the same run is not announced again"
+        );
+    }
+
+    #[test]
+    fn a_run_that_outlasts_the_access_token_is_announced_once_more_then_forgotten_when_it_ends() {
+        let mut announced = Vec::new();
+        let down = |expires_at| {
+            [account(
+                active(expires_at),
+                Some((Code::IdpUnreachable, 1_000, 1_000)),
+            )]
+        };
+        assert_eq!(
+            refresh_notices(&mut announced, &down(1_300), 1_000).len(),
+            1
+        );
+        let lapsed = [account(
+            SessionState::Error {
+                code: Code::IdpUnreachable,
+                message: "the identity provider is unreachable".to_owned(),
+            },
+            Some((Code::IdpUnreachable, 1_000, 1_400)),
+        )];
+        let notices = refresh_notices(&mut announced, &lapsed, 1_400);
+        assert_eq!(notices.len(), 1, "the session stopped working: news");
+        assert_eq!(notices[0].title, "Latchkey cannot renew your session");
+        assert!(
+            notices[0]
+                .body
+                .contains("has expired: requests that need it fail"),
+            "{}",
+            notices[0].body
+        );
+        assert!(refresh_notices(&mut announced, &lapsed, 1_460).is_empty());
+
+        let renewed = [account(active(5_000), None)];
+        assert!(refresh_notices(&mut announced, &renewed, 1_500).is_empty());
+        assert!(announced.is_empty(), "a run that ended is forgotten");
+        let again = [account(
+            active(5_000),
+            Some((Code::IdpTimeout, 4_000, 4_000)),
+        )];
+        assert_eq!(
+            refresh_notices(&mut announced, &again, 4_000).len(),
+            1,
+            "and the next run is announced"
+        );
+    }
+
+    #[test]
+    fn an_access_token_past_its_expiry_does_not_count_as_working() {
+        let mut announced = Vec::new();
+        let renewing = [account(
+            active(1_000),
+            Some((Code::IdpUnreachable, 990, 990)),
+        )];
+        let notices = refresh_notices(&mut announced, &renewing, 1_000);
+        assert_eq!(notices[0].title, "Latchkey cannot renew your session");
+    }
+
+    #[test]
+    fn the_expiry_warning_is_shown_once_per_stretch_even_across_a_refresh_in_flight() {
+        let mut warned = false;
+        let expiring = |left: i64| tray_status(&active(1_000 + left), 1_000);
+        let first = expiry_notice(&mut warned, &expiring(300)).expect("due");
+        assert_eq!(first.title, "Your Latchkey session ends soon");
+        assert_eq!(
+            first.body,
+            "Signed in as alice@example.test · expires in 5 min"
+        );
+        assert_eq!(expiry_notice(&mut warned, &expiring(240)), None);
+        let renewing = tray_status(
+            &SessionState::Refreshing {
+                user: UserInfo {
+                    subject: "alice".to_owned(),
+                    name: None,
+                    email: None,
+                },
+                expires_at: 1_240,
+            },
+            1_000,
+        );
+        assert_eq!(expiry_notice(&mut warned, &renewing), None);
+        assert_eq!(
+            expiry_notice(&mut warned, &expiring(230)),
+            None,
+            "a refresh that failed leaves the same stretch: not warned twice"
+        );
+        let renewed = tray_status(&active(1_000 + 7_200), 1_000);
+        assert_eq!(expiry_notice(&mut warned, &renewed), None);
+        assert!(
+            expiry_notice(&mut warned, &expiring(300)).is_some(),
+            "a new stretch after the session was renewed for long"
+        );
+    }
+
+    #[test]
+    fn an_ended_session_says_why_and_to_log_in_again() {
+        let status = tray_status(
+            &SessionState::Expired {
+                user: None,
+                reason: String::new(),
+            },
+            0,
+        );
+        let ended = [account(
+            SessionState::Expired {
+                user: None,
+                reason: "the identity provider ended the session; log in again".to_owned(),
+            },
+            None,
+        )];
+        assert_eq!(
+            ended_notice(&status, &ended),
+            Notice {
+                title: "Latchkey needs you to log in again".to_owned(),
+                body: "The identity provider ended the session; log in again (account work)."
+                    .to_owned(),
+            }
+        );
+        assert_eq!(
+            ended_notice(&status, &[]).body,
+            "Session ended · log in again",
+            "the tray's line when no account says more"
         );
     }
 }
