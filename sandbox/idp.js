@@ -64,10 +64,13 @@ export async function startIdp({
   if (!['rotate', 'static', 'none'].includes(refreshTokens)) {
     throw new Error(`refreshTokens must be rotate, static or none, not ${refreshTokens}`);
   }
-  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0 };
+  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0, dropped_token_requests: 0 };
   // Fault tests: while `hold` is set, token requests wait (counted) until `POST /__release-token`;
-  // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh).
+  // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh). While
+  // `dropping` is set (`POST /__drop-token`), token requests get their connection closed without
+  // an answer, as from a provider behind a failing proxy (counted), until `/__release-token`.
   let hold = null;
+  let dropping = false;
   const server = http.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -282,10 +285,21 @@ export async function startIdp({
         res.writeHead(204).end();
         return;
       }
+      if (req.method === 'POST' && url.pathname === '/__drop-token') {
+        dropping = true;
+        res.writeHead(204).end();
+        return;
+      }
       if (req.method === 'POST' && url.pathname === '/__release-token') {
         hold?.release();
         hold = null;
+        dropping = false;
         res.writeHead(204).end();
+        return;
+      }
+      if (dropping && req.method === 'POST' && url.pathname === '/token') {
+        counters.dropped_token_requests += 1;
+        req.socket.destroy();
         return;
       }
       if (hold && req.method === 'POST' && url.pathname === '/token') {

@@ -140,6 +140,21 @@ test('a full login yields a gateway JWT and a rotating refresh token; revocation
   assert.ok(stats.token_requests >= 3);
 });
 
+test('while told to drop token requests, the IdP closes their connections without an answer', async () => {
+  const tokenRequest = () => fetch(`${idp.issuer}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'unknown', client_id: 'latchkey' }).toString(),
+  });
+  assert.equal((await fetch(`${idp.issuer}/__drop-token`, { method: 'POST' })).status, 204);
+  await assert.rejects(tokenRequest(), TypeError, 'no answer: the connection is closed');
+  assert.equal((await (await fetch(`${idp.issuer}/__stats`)).json()).dropped_token_requests, 1);
+  assert.equal((await fetch(`${idp.issuer}/__release-token`, { method: 'POST' })).status, 204);
+  const answered = await tokenRequest();
+  assert.equal(answered.status, 400, 'answered again (the unknown refresh token is refused)');
+  assert.equal((await answered.json()).error, 'invalid_grant');
+});
+
 test('a wrong password keeps the user on the sign-in page', async () => {
   // Refused by the sign-in page itself (401, the form shown again with the reason), not by a
   // provider that is down (fetch fails) or broken (another status): those must fail this test.

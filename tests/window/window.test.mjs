@@ -8,6 +8,10 @@
 // login window, the server listed as ready with its expiry, the tray summing it up, a step-up
 // after a call that needs more scope (window, tray, "Grant more access"), removed. The login
 // window's title names the sign-in page's origin, and a plain-http page off this computer is refused.
+// The notices a person should see are read where the desktop reads them (a real notification
+// daemon on the session bus): the expiry warning, a refresh that fails while the session still
+// works (once, however many retries), and a session the identity provider ended. The window comes
+// back where it was left, at the size it was given, after it was closed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -19,8 +23,10 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const app = join(root, 'target', 'debug', 'latchkey-app');
-const cli = join(root, 'target', 'debug', 'latchkey');
+// The binaries cargo built: under CARGO_TARGET_DIR when it is set, as cargo itself does.
+const target = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
+const app = join(target, 'debug', 'latchkey-app');
+const cli = join(target, 'debug', 'latchkey');
 const shots = join(root, 'tests', 'output', 'window');
 const children = [];
 let driver;
@@ -28,8 +34,11 @@ let session;
 let env;
 /** The MCP authorization server's issuer and the SDK MCP server's URL. */
 let mcp;
+/** The sandbox stack's ready line: its IdP's issuer, gateway and upstream. */
+let sandbox;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const occurrences = (haystack, needle) => haystack.split(needle).length - 1;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -146,6 +155,20 @@ function accountEntries() {
   return out.split('\n').filter((l) => /^attribute\.username = [a-z]+:sandbox/.test(l)).length;
 }
 
+/**
+ * A keychain entry's value as Latchkey stored it (`lk1:{count}:` then the first chunk, the rest
+ * in `{entry}#1`…): the test reads the session's refresh token to revoke it at the provider.
+ */
+function keychainValue(service, entry) {
+  const lookup = (name) => execFileSync('secret-tool', ['lookup', 'service', service, 'username', name], { encoding: 'utf8' });
+  const head = lookup(entry);
+  const [, count, first] = head.match(/^lk1:(\d+):([\s\S]*)$/) ?? [];
+  assert.ok(count, `${entry} is a Latchkey keychain entry`);
+  let value = first;
+  for (let i = 1; i < Number(count); i += 1) value += lookup(`${entry}#${i}`);
+  return value;
+}
+
 /** What the app sent to the desktop's notification service (dbus-monitor's text of each Notify call). */
 let notices = '';
 
@@ -175,7 +198,8 @@ before(async () => {
     createInterface({ input: stack.stdout }).once('line', resolve);
     stack.once('exit', (c) => reject(new Error(`sandbox exited ${c}`)));
   });
-  assert.ok(JSON.parse(ready).issuer, 'the sandbox is up');
+  sandbox = JSON.parse(ready);
+  assert.ok(sandbox.issuer, 'the sandbox is up');
   const configFile = join(env.LATCHKEY_CONFIG_DIR, 'config.toml');
   const proxyPort = await freePort();
   writeFileSync(configFile, readFileSync(configFile, 'utf8').replace('127.0.0.1:47821', `127.0.0.1:${proxyPort}`));
@@ -292,6 +316,35 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.match(claude.mcpServers['latchkey-demo'].headersHelper, / headers window-test$/);
   assert.ok(!JSON.stringify(claude).includes(token), 'no token in the host file');
 
+  // The identity provider stops answering token requests (it closes their connections) while
+  // the access token is still valid: "Refresh now" fails, the session is kept, and one notice
+  // reaches the notification daemon saying what happened, that requests keep working until the
+  // access token expires, and that Latchkey keeps trying. A retry is the same run of failures
+  // (no second notice, counted at the end); the provider back, the next refresh succeeds.
+  await click("//nav//button[normalize-space()='Session']");
+  const renewFailed = 'string "Latchkey could not renew your session"';
+  assert.equal(occurrences(notices, renewFailed), 0, 'no failed-refresh notice before a refresh failed');
+  const refreshNow = "//button[normalize-space()='Refresh now' and not(@disabled)]";
+  const dropped = async () => (await (await fetch(`${sandbox.issuer}/__stats`)).json()).dropped_token_requests;
+  const account = () => JSON.parse(execFileSync(cli, ['status', '--json'], { env, encoding: 'utf8' })).accounts[0];
+  assert.equal((await fetch(`${sandbox.issuer}/__drop-token`, { method: 'POST' })).status, 204);
+  await click(refreshNow);
+  await until('the failed-refresh notice at the notification daemon', () => notices.includes(renewFailed));
+  assert.match(notices, /string "The identity provider is unreachable\. Requests keep working for \d+ (min|s) more, until the access token of sandbox expires; Latchkey keeps trying meanwhile\."/);
+  const failing = account();
+  assert.equal(failing.state.kind, 'active', `the session is kept: ${JSON.stringify(failing.state)}`);
+  assert.equal(failing.refresh_failure?.code, 'idp_unreachable', 'the run of failures is in the status');
+  await shot('5b-refresh-failed');
+  const attempts = await dropped();
+  await until('Refresh now again', () => find(refreshNow));
+  await click(refreshNow);
+  await until('the retry to fail too', async () => (await dropped()) > attempts && account().refresh_failure?.attempts >= 2);
+  assert.equal((await fetch(`${sandbox.issuer}/__release-token`, { method: 'POST' })).status, 204);
+  await until('Refresh now again', () => find(refreshNow));
+  await click(refreshNow);
+  await until('the refresh to succeed with the provider back', () => account().refresh_failure === undefined);
+  assert.equal(account().state.kind, 'active');
+
   await click("//nav//button[normalize-space()='Session']");
   await click("//button[normalize-space()='Log out']");
   await until('logged out', () => find("//button[normalize-space()='Log in']"));
@@ -332,6 +385,9 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.equal(status.accounts[0].state.kind, 'logged_out', `a cancelled login leaves "logged out": ${JSON.stringify(status.accounts[0].state)}`);
   assert.equal(accountEntries(), 0, 'a cancelled login stores nothing');
   await shot('7-login-cancelled');
+  assert.equal(occurrences(notices, renewFailed), 1, `one failed-refresh notice for the run, not one per retry: ${notices}`);
+  assert.equal(occurrences(notices, 'string "Your Latchkey session ends soon"'), 1, `one expiry warning for the session, the refreshes in between did not repeat it: ${notices}`);
+  assert.ok(!/eyJ|window-gateway-key|access_token|refresh_token/.test(notices), `no secret in a notice: ${notices}`);
 });
 
 test('add a remote MCP server by URL, sign in inside the login window, see it ready with its expiry, remove it', async () => {
@@ -459,6 +515,35 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   await shot('12-mcp-server-removed');
 });
 
+// The window remembers its size and place (tauri-plugin-store's settings.json): moved and
+// resized, closed (which destroys it), and opened again from the tray, it comes back as it was.
+test('the window comes back where it was left, at the size it was given', async () => {
+  const main = await wd('GET', s('/window'));
+  const wanted = { x: 130, y: 90, width: 620, height: 540 };
+  const set = await wd('POST', s('/window/rect'), wanted);
+  assert.deepEqual({ x: set.x, y: set.y, width: set.width, height: set.height }, wanted, 'the window took the size and place asked for');
+  const file = join(env.XDG_DATA_HOME, 'dev.latchkey.app', 'settings.json');
+  const kept = await until('the geometry written to settings.json', () => {
+    const g = existsSync(file) && JSON.parse(readFileSync(file, 'utf8')).main_window;
+    return g && g.x === wanted.x && g.y === wanted.y && g.width === wanted.width && g.height === wanted.height ? g : null;
+  });
+  assert.ok(kept, 'kept for the next start too');
+  await shot('16-window-moved');
+  execFileSync(join(root, 'scripts', 'x11-close'), ['Latchkey'], { env });
+  await until('the window to be gone', async () => !(await wd('GET', s('/window/handles'))).includes(main));
+  await until('the tray to open the window again', async () => {
+    trayMenu().click('Open Latchkey');
+    return (await wd('GET', s('/window/handles'))).length === 1;
+  });
+  const [reopened] = await wd('GET', s('/window/handles'));
+  assert.notEqual(reopened, main, 'a new window, the old one was destroyed');
+  await wd('POST', s('/window'), { handle: reopened });
+  await until('the window\'s page', () => find("//nav//button[normalize-space()='Session']"), 30000);
+  const rect = await wd('GET', s('/window/rect'));
+  assert.deepEqual({ x: rect.x, y: rect.y, width: rect.width, height: rect.height }, wanted, 'the same size and place as when it was closed');
+  await shot('17-window-reopened');
+});
+
 // First run, self-contained: the app started on a fresh configuration directory opens on Set up
 // Latchkey; the sandbox's issuer and client ID pass discovery, Save writes the file, the running
 // app loads it and logs in through the login window; a service added from Services is picked up
@@ -544,4 +629,27 @@ test('first run: set up from the window against the sandbox, log in, add a servi
   const res = await fetch(`http://127.0.0.1:${proxyPort}/echo/whoami`, { headers: { 'x-latchkey-client': token } });
   assert.equal(res.status, 200, 'the proxy serves the service added in the window');
   assert.equal((await res.json()).received.authorization, 'present', 'with the session\'s access token injected');
+
+  // The identity provider ends the session of the account set up above (`work`): its refresh
+  // token is revoked, as an administrator or a "sign out everywhere" does. The next refresh is
+  // refused, the session ends, and the notice at the notification daemon says why and to log in
+  // again, with no secret in it.
+  const refreshToken = keychainValue(freshEnv.LATCHKEY_KEYCHAIN_SERVICE, 'tokens:work').match(/"refresh_token":"([^"]+)"/)?.[1];
+  assert.ok(refreshToken, 'the session holds a refresh token');
+  const revoked = await fetch(`${issuer}/token/revocation`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token: refreshToken, client_id: 'latchkey' }).toString(),
+  });
+  assert.equal(revoked.status, 200, 'the provider revoked the grant');
+  const mark = notices.length;
+  await click("//nav//button[normalize-space()='Session']");
+  await click("//button[normalize-space()='Refresh now']");
+  await until('the ended-session notice at the notification daemon', () => notices.slice(mark).includes('string "Latchkey needs you to log in again"'));
+  const ended = notices.slice(mark);
+  assert.match(ended, /string "The identity provider ended the session; log in again \(account work\)\."/);
+  assert.ok(!ended.includes(refreshToken) && !ended.includes(token), 'no token in the notice');
+  assert.ok(!/eyJ|window-gateway-key|access_token|refresh_token/.test(notices), `no secret in any notice: ${notices}`);
+  await until('the window to offer Log in', () => find("//button[normalize-space()='Log in']"));
+  await shot('18-session-ended');
 });
