@@ -13,7 +13,7 @@ use latchkey_runtime::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
     Overview, ServerView,
 };
-use latchkey_runtime::{ActivityBuckets, AuditPage, RuntimeError};
+use latchkey_runtime::{ActivityBuckets, AuditPage, RuntimeError, TrayIcon};
 use ts_rs::{Config, ExportError, TS};
 
 use crate::commands::AddServerRequest;
@@ -64,6 +64,8 @@ fn export(dir: &Path) -> Result<(), ExportError> {
     // Every error code (with the types above) and its class, so the window maps them as Rust does.
     Code::export_all(&cfg)?;
     Class::export_all(&cfg)?;
+    // The tray's icons, which the window's state badges draw too.
+    TrayIcon::export_all(&cfg)?;
     std::fs::write(dir.join("codeClasses.ts"), code_classes())?;
 
     let mut index = String::from(

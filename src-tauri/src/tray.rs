@@ -22,15 +22,19 @@ use tauri_plugin_notification::NotificationExt;
 
 const TRAY_ID: &str = "latchkey";
 
+/// The icon's image: `icons/tray-<state>.png`, the file the window's state badges show too.
 fn image(icon: Icon) -> Option<Image<'static>> {
-    let bytes: &'static [u8] = match icon {
+    Image::from_bytes(png(icon)).ok()
+}
+
+fn png(icon: Icon) -> &'static [u8] {
+    match icon {
         Icon::LoggedOut => include_bytes!("../../icons/tray-logged-out.png"),
         Icon::Active => include_bytes!("../../icons/tray-active.png"),
         Icon::Expiring => include_bytes!("../../icons/tray-expiring.png"),
         Icon::Expired => include_bytes!("../../icons/tray-expired.png"),
         Icon::Error => include_bytes!("../../icons/tray-error.png"),
-    };
-    Image::from_bytes(bytes).ok()
+    }
 }
 
 fn menu(app: &AppHandle, lk: &Latchkey, status: &TrayStatus) -> tauri::Result<Menu<Wry>> {
@@ -329,5 +333,35 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
 fn notify(app: &AppHandle, title: &str, body: &str) {
     if let Err(e) = app.notification().builder().title(title).body(body).show() {
         tracing::debug!(error = %e, "notification not shown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window's badges import `icons/tray-<state>.png` by the state's name
+    /// (ui/src/lib/badges.ts): the tray must show the very same files.
+    #[test]
+    fn each_tray_icon_is_the_file_named_after_its_state() {
+        let icons = [
+            Icon::LoggedOut,
+            Icon::Active,
+            Icon::Expiring,
+            Icon::Expired,
+            Icon::Error,
+        ];
+        for icon in icons {
+            let state = serde_json::to_value(icon).expect("an icon serialises");
+            let state = state
+                .as_str()
+                .expect("as its state's name")
+                .replace('_', "-");
+            let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../icons/tray-{state}.png"));
+            let on_disk = std::fs::read(&file).expect("the icon file exists");
+            assert_eq!(png(icon), on_disk.as_slice(), "{}", file.display());
+            assert!(image(icon).is_some(), "{state} decodes");
+        }
     }
 }

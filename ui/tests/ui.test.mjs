@@ -4,6 +4,7 @@
 // (light and dark) go to tests/output/ui/ at the repository root.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { shots, start } from './chromium.mjs';
@@ -86,6 +87,41 @@ test('a refused login shows its reason and fix in the Session section, and goes 
   await page.getByTestId('user').waitFor();
   assert.equal(await page.getByTestId('login-error').count(), 0, 'a successful login clears the failure');
   assert.deepEqual(errors, []);
+  await context.close();
+});
+
+// The state badges draw the tray's own icons (icons/tray-<state>.png) under the production CSP:
+// each picture loads (a blocked one has no natural size), is the very file the tray shows, and the
+// badge's words name the state.
+test('state badges show the tray icon of their state, loaded under the CSP, and name the state in words', async () => {
+  const { page, context, errors } = await open();
+  const badgeOf = async (testid) => {
+    const shown = await page.getByTestId(testid).first().evaluate(async (el) => {
+      const img = el.querySelector('img');
+      if (!img.complete) await new Promise((r) => img.addEventListener('load', r, { once: true }));
+      return { icon: el.dataset.icon, text: el.textContent.trim(), width: img.naturalWidth, src: img.src };
+    });
+    // Small pictures are inlined by the build (data:, which the CSP allows for images only).
+    const bytes = shown.src.startsWith('data:')
+      ? Buffer.from(shown.src.slice(shown.src.indexOf(',') + 1), 'base64')
+      : Buffer.from(await (await fetch(new URL(shown.src, base))).arrayBuffer());
+    return { ...shown, bytes };
+  };
+  const tray = (icon) => readFileSync(join(here, '..', '..', 'icons', `tray-${icon.replace('_', '-')}.png`));
+  const signedOut = await badgeOf('session-badge');
+  assert.deepEqual({ icon: signedOut.icon, text: signedOut.text }, { icon: 'logged_out', text: 'Signed out' });
+  assert.equal(signedOut.width, 32, 'the picture loaded under the CSP');
+  assert.ok(signedOut.bytes.equals(tray('logged_out')), 'the tray\'s own file');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user').waitFor();
+  const active = await badgeOf('session-badge');
+  assert.deepEqual({ icon: active.icon, text: active.text, width: active.width }, { icon: 'active', text: 'Active', width: 32 });
+  assert.ok(active.bytes.equals(tray('active')), 'the tray\'s own file');
+  await nav(page, 'Services');
+  await page.getByText('Cached (gateway down)').waitFor();
+  const cached = await page.getByTestId('credential-badge').filter({ hasText: 'Cached (gateway down)' }).evaluate((el) => el.dataset.icon);
+  assert.equal(cached, 'expiring', 'served from the cache: the tray\'s amber padlock');
+  assert.deepEqual(errors, [], 'no CSP violation');
   await context.close();
 });
 

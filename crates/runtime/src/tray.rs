@@ -10,8 +10,10 @@ use latchkey_core::{Class, Code};
 
 use crate::view::{AccountView, ConfigState, LoginFailure, LoginRequest, ServerView};
 
-/// The tray icon variants.
+/// The tray icon variants: `icons/tray-<state>.png` each (`logged_out` is `tray-logged-out.png`),
+/// also drawn by the window's state badges, so a state looks the same in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum TrayIcon {
     /// Nobody logged in.

@@ -59,11 +59,11 @@ describe('checkServerName', () => {
 
 describe('serverBadge and serverAction', () => {
   it('reads each state with its action', () => {
-    expect(serverBadge(server({}), 1000)).toEqual({ label: 'Ready', tone: 'ok' });
+    expect(serverBadge(server({}), 1000)).toEqual({ label: 'Ready', icon: 'active', tone: 'ok' });
     expect(serverBadge(server({ expires_at: 900 }), 1000).label, 'past expiry, refresh is under way').toBe('Renewing');
     expect(serverBadge(server({ expires_at: null }), 1000).label).toBe('Ready');
-    expect(serverBadge(server({ state: 'needs_login' }), 1000)).toEqual({ label: 'Log in needed', tone: 'bad' });
-    expect(serverBadge(server({ state: 'needs_step_up' }), 1000)).toEqual({ label: 'More access needed', tone: 'warn' });
+    expect(serverBadge(server({ state: 'needs_login' }), 1000)).toEqual({ label: 'Log in needed', icon: 'expired', tone: 'bad' });
+    expect(serverBadge(server({ state: 'needs_step_up' }), 1000)).toEqual({ label: 'More access needed', icon: 'expiring', tone: 'warn' });
     expect(serverBadge(server({ state: 'logging_in' }), 1000).label).toBe('Signing in…');
     expect(serverBadge(server({ state: 'failing' }), 1000).tone).toBe('bad');
     expect(serverAction('needs_login')).toBe('Log in');

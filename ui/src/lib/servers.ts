@@ -1,7 +1,7 @@
 // What the MCP servers section shows and checks, as pure functions: the URL a person pastes is
 // checked here before anything is sent, and a server's state becomes a badge and an action (a
 // refused add or login is titled in ./failures).
-import type { Badge } from './time';
+import { badge, type Badge } from './badges';
 import type { ServerState, ServerView } from './types';
 
 /** The outcome of checking a pasted URL: the URL to send, or why not. */
@@ -48,19 +48,20 @@ export function checkServerName(input: string): string | null {
   return 'Use 1–64 letters, digits, ".", "_" or "-" (it becomes the proxy path /<name>/).';
 }
 
-/** The badge for a server's state at `now`. */
+/** The badge for a server's state at `now`, with the tray's icon for it (a server that needs a
+ *  login is the tray's "log in again"). */
 export function serverBadge(server: ServerView, now: number): Badge {
   switch (server.state) {
     case 'ready':
-      return server.expires_at !== null && server.expires_at <= now ? { label: 'Renewing', tone: 'ok' } : { label: 'Ready', tone: 'ok' };
+      return server.expires_at !== null && server.expires_at <= now ? badge('Renewing', 'active') : badge('Ready', 'active');
     case 'needs_login':
-      return { label: 'Log in needed', tone: 'bad' };
+      return badge('Log in needed', 'expired');
     case 'needs_step_up':
-      return { label: 'More access needed', tone: 'warn' };
+      return badge('More access needed', 'expiring');
     case 'logging_in':
-      return { label: 'Signing in…', tone: 'idle' };
+      return badge('Signing in…', 'logged_out');
     case 'failing':
-      return { label: 'Failing', tone: 'bad' };
+      return badge('Failing', 'error');
   }
 }
 

@@ -23,8 +23,8 @@ describe('expiring soon', () => {
 
   it('drives the session badge', () => {
     const active = { kind: 'active' as const, user, issued_at: 0, expires_at: 3600, renewable: true };
-    expect(sessionBadge(active, 100)).toEqual({ label: 'Active', tone: 'ok' });
-    expect(sessionBadge(active, 3300)).toEqual({ label: 'Expiring soon', tone: 'warn' });
+    expect(sessionBadge(active, 100)).toEqual({ label: 'Active', icon: 'active', tone: 'ok' });
+    expect(sessionBadge(active, 3300)).toEqual({ label: 'Expiring soon', icon: 'expiring', tone: 'warn' });
     expect(sessionBadge({ kind: 'expired', user, reason: 'log in again' }, 0).tone).toBe('bad');
     expect(sessionBadge({ kind: 'logged_out' }, 0).label).toBe('Signed out');
     expect(sessionBadge({ kind: 'error', code: 'keychain_unavailable', message: 'x' }, 0).tone).toBe('bad');
@@ -33,7 +33,7 @@ describe('expiring soon', () => {
 
 describe('credential badges', () => {
   it('say when a credential is served from the cache because the gateway is down', () => {
-    expect(credentialBadge('cached')).toEqual({ label: 'Cached (gateway down)', tone: 'warn' });
+    expect(credentialBadge('cached')).toEqual({ label: 'Cached (gateway down)', icon: 'expiring', tone: 'warn' });
     expect(credentialBadge('forbidden').tone).toBe('bad');
     expect(credentialBadge('fresh').tone).toBe('ok');
   });

@@ -1,5 +1,8 @@
 // Pure helpers for what the window shows about time and state; unit-tested.
+import { badge, type Badge } from './badges';
 import type { CredentialState, SessionState } from './types';
+
+export type { Badge } from './badges';
 
 /** "41 min 12 s", "2 h 05 min", "12 s", "expired". */
 export function formatRemaining(seconds: number): string {
@@ -30,48 +33,42 @@ export function isExpiringSoon(issuedAt: number, expiresAt: number, now: number)
   return left <= 600 || left * 10 <= lifetime;
 }
 
-export interface Badge {
-  label: string;
-  tone: 'ok' | 'warn' | 'bad' | 'idle';
-}
-
-/** The session badge for a state at `now`. */
+/** The session badge for a state at `now`, with the icon the tray shows for it (`tray_status`). */
 export function sessionBadge(state: SessionState, now: number): Badge {
   switch (state.kind) {
     case 'logged_out':
-      return { label: 'Signed out', tone: 'idle' };
+      return badge('Signed out', 'logged_out');
     case 'logging_in':
-      return { label: 'Signing in…', tone: 'idle' };
+      return badge('Signing in…', 'logged_out');
     case 'refreshing':
-      return { label: 'Renewing', tone: 'ok' };
+      return badge('Renewing', 'active');
     case 'active':
-      return isExpiringSoon(state.issued_at, state.expires_at, now)
-        ? { label: 'Expiring soon', tone: 'warn' }
-        : { label: 'Active', tone: 'ok' };
+      return isExpiringSoon(state.issued_at, state.expires_at, now) ? badge('Expiring soon', 'expiring') : badge('Active', 'active');
     case 'expired':
-      return { label: 'Log in again', tone: 'bad' };
+      return badge('Log in again', 'expired');
     case 'error':
-      return { label: 'Attention needed', tone: 'bad' };
+      return badge('Attention needed', 'error');
   }
 }
 
-/** How a service's credential state reads. */
+/** How a service's credential state reads: served (active), served but aging (expiring), not yet
+ *  asked for (logged out), or not to be had (error). */
 export function credentialBadge(state: CredentialState): Badge {
   switch (state) {
     case 'fresh':
-      return { label: 'Fresh', tone: 'ok' };
+      return badge('Fresh', 'active');
     case 'cached':
-      return { label: 'Cached (gateway down)', tone: 'warn' };
+      return badge('Cached (gateway down)', 'expiring');
     case 'stale':
-      return { label: 'Stale', tone: 'warn' };
+      return badge('Stale', 'expiring');
     case 'missing':
-      return { label: 'Missing', tone: 'bad' };
+      return badge('Missing', 'error');
     case 'forbidden':
-      return { label: 'Not allowed', tone: 'bad' };
+      return badge('Not allowed', 'error');
     case 'not_fetched':
-      return { label: 'Not fetched yet', tone: 'idle' };
+      return badge('Not fetched yet', 'logged_out');
     case 'error':
-      return { label: 'Error', tone: 'bad' };
+      return badge('Error', 'error');
   }
 }
 

@@ -41,6 +41,7 @@ export type * from './SessionState';
 export type * from './Settings';
 export type * from './SetupError';
 export type * from './Summary';
+export type * from './TrayIcon';
 export type * from './UserInfo';
 export type * from './Written';
 export type * from './codeClasses';
