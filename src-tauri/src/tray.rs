@@ -239,7 +239,7 @@ pub struct Notifier {
     /// `(account, client, service)` of refused requests, with when each was last announced.
     announced_requests: Vec<((String, String, String), i64)>,
     /// `(server, state)` of remote MCP servers announced as needing a login or more access.
-    announced_servers: Vec<(String, String)>,
+    announced_servers: Vec<(String, latchkey_core::remote::ServerState)>,
     /// Runs of failed refreshes already announced.
     announced_refreshes: RefreshAnnouncements,
 }

@@ -34,7 +34,8 @@ impl serde::Serialize for ConnectionId {
 }
 
 /// What kind of exchange it is, from the response content type or the upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ConnectionKind {
@@ -44,6 +45,7 @@ pub enum ConnectionKind {
     Sse,
     /// A WebSocket tunnel.
     #[serde(rename = "websocket")]
+    #[cfg_attr(feature = "ts", ts(rename = "websocket"))]
     WebSocket,
 }
 

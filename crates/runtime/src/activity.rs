@@ -65,7 +65,7 @@ impl Latchkey {
                 id: c.id.to_string(),
                 client: c.client,
                 service: c.service,
-                kind: c.kind.as_str().to_owned(),
+                kind: c.kind,
                 started_at: c.started_at,
                 last_activity_at: c.last_activity_at,
                 bytes_in: c.bytes_in,

@@ -219,7 +219,7 @@ impl Latchkey {
                 ),
                 url: settings.url.to_string(),
                 issuer: status.issuer,
-                state: status.state.as_str().to_owned(),
+                state: status.state,
                 expires_at: status.expires_at,
                 scopes: status.scopes,
                 message,

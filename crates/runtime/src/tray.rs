@@ -317,19 +317,17 @@ pub fn server_lines(servers: &[ServerView], now: i64) -> Vec<ServerLine> {
         .map(|server| {
             let name = server.name.as_str();
             let login = || ServerLineAction::Login(name.to_owned());
-            let (what, action) = match server.state.as_str() {
-                s if s == ServerState::Ready.as_str() => (
+            let (what, action) = match server.state {
+                ServerState::Ready => (
                     format!("ready{}", expiry("token expires", server.expires_at, now)),
                     ServerLineAction::OpenWindow,
                 ),
-                s if s == ServerState::NeedsLogin.as_str() => ("log in needed".into(), login()),
-                s if s == ServerState::NeedsStepUp.as_str() => {
-                    ("more access needed".into(), login())
+                ServerState::NeedsLogin => ("log in needed".into(), login()),
+                ServerState::NeedsStepUp => ("more access needed".into(), login()),
+                ServerState::LoggingIn => ("signing in…".into(), ServerLineAction::None),
+                ServerState::Failing => {
+                    ("failing, see Latchkey".into(), ServerLineAction::OpenWindow)
                 }
-                s if s == ServerState::LoggingIn.as_str() => {
-                    ("signing in…".into(), ServerLineAction::None)
-                }
-                _ => ("failing, see Latchkey".into(), ServerLineAction::OpenWindow),
             };
             ServerLine {
                 label: format!("{name}: {what}"),
@@ -387,12 +385,11 @@ pub struct Notice {
 /// access, not again while it stays so. `announced` holds `(name, state)` already announced and
 /// is brought up to date (a server that recovered can be announced again later).
 pub fn server_notices(
-    announced: &mut Vec<(String, String)>,
+    announced: &mut Vec<(String, ServerState)>,
     servers: &[ServerView],
 ) -> Vec<Notice> {
-    let needs = |state: &str| {
-        state == ServerState::NeedsLogin.as_str() || state == ServerState::NeedsStepUp.as_str()
-    };
+    let needs =
+        |state: &ServerState| matches!(state, ServerState::NeedsLogin | ServerState::NeedsStepUp);
     announced.retain(|(name, state)| {
         servers
             .iter()
@@ -406,7 +403,7 @@ pub fn server_notices(
         {
             continue;
         }
-        let title = if server.state == ServerState::NeedsStepUp.as_str() {
+        let title = if server.state == ServerState::NeedsStepUp {
             format!("{} needs more access", server.name)
         } else {
             format!("Log in to {}", server.name)
@@ -416,7 +413,7 @@ pub fn server_notices(
             .clone()
             .unwrap_or_else(|| "Open the tray menu to sign in again.".to_owned());
         notices.push(Notice { title, body });
-        announced.push((server.name.clone(), server.state.clone()));
+        announced.push((server.name.clone(), server.state));
     }
     notices
 }
@@ -903,7 +900,7 @@ mod server_tests {
                 url: format!("https://mcp.{name}.example/mcp"),
                 proxy_url: format!("http://127.0.0.1:47821/{name}/mcp"),
                 issuer: Some(format!("https://auth.{name}.example")),
-                state: state.as_str().to_owned(),
+                state: *state,
                 expires_at: Some(4_600),
                 scopes: vec!["read".to_owned()],
                 message: None,

@@ -144,14 +144,8 @@ pub struct ServerView {
     pub proxy_url: String,
     /// The authorization server's issuer, once discovered.
     pub issuer: Option<String>,
-    /// `ready`, `needs_login`, `needs_step_up`, `logging_in` or `failing`.
-    #[cfg_attr(
-        feature = "ts",
-        ts(
-            type = "\"ready\" | \"needs_login\" | \"needs_step_up\" | \"logging_in\" | \"failing\""
-        )
-    )]
-    pub state: String,
+    /// Where it stands.
+    pub state: latchkey_core::remote::ServerState,
     /// When the access token expires, unix seconds (renewed automatically while `ready`).
     pub expires_at: Option<i64>,
     /// Scopes granted (or asked for).
@@ -256,9 +250,8 @@ pub struct ConnectionView {
     pub client: String,
     /// Service name.
     pub service: String,
-    /// `http`, `sse` or `websocket`.
-    #[cfg_attr(feature = "ts", ts(type = "\"http\" | \"sse\" | \"websocket\""))]
-    pub kind: String,
+    /// Request/response, event stream or WebSocket tunnel.
+    pub kind: latchkey_proxy::ConnectionKind,
     /// Unix seconds.
     pub started_at: i64,
     /// Unix seconds.

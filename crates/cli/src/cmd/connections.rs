@@ -33,7 +33,7 @@ pub async fn run(paths: &Paths, close: Option<String>, json: bool) -> anyhow::Re
             c.id,
             c.client,
             c.service,
-            c.kind,
+            c.kind.as_str().to_owned(),
             format_time(Some(c.started_at)),
             c.bytes_in.to_string(),
             c.bytes_out.to_string(),

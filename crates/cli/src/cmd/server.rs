@@ -141,7 +141,7 @@ pub(crate) fn render_servers(servers: &[ServerView], now: i64) -> String {
     let mut table = super::table::Listing::bare(2);
     for s in servers {
         let expiry = match s.expires_at {
-            Some(exp) if s.state == "ready" => {
+            Some(exp) if s.state == latchkey_core::remote::ServerState::Ready => {
                 format!("token expires in {}", format_remaining(exp - now))
             }
             _ => "-".to_owned(),
@@ -154,7 +154,12 @@ pub(crate) fn render_servers(servers: &[ServerView], now: i64) -> String {
         if let Some(msg) = &s.message {
             detail.push_str(&format!(" — {msg}"));
         }
-        table.row(vec![s.name.clone(), s.state.clone(), expiry, detail]);
+        table.row(vec![
+            s.name.clone(),
+            s.state.as_str().to_owned(),
+            expiry,
+            detail,
+        ]);
     }
     out.push_str(&table.render());
     out

@@ -37,7 +37,8 @@ pub const ACCESS_TOKEN: &str = "access_token";
 const REFRESH_RETRY: Duration = Duration::from_secs(30);
 
 /// Where a server stands, as the window, the tray and `latchkey status` show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
     /// Tokens are in hand (refreshed as needed).
