@@ -39,6 +39,24 @@ describe('Session section', () => {
     unmount(component);
   });
 
+  it('says while the session still works that its renewal keeps failing, and why', () => {
+    const active = { kind: 'active', user: { subject: 'u1', name: 'Alice', email: null }, expires_at: 1600, issued_at: 400, renewable: true } as const;
+    const quiet = render(overview({ state: active }));
+    expect(quiet.target.querySelector('[data-testid=refresh-failure]')).toBeNull();
+    unmount(quiet.component);
+    const message = 'the identity provider is unreachable (request failed (127.0.0.1)); check your network and try again';
+    const { target, component } = render(
+      overview({ state: active, refresh_failure: { code: 'idp_unreachable', message, since: 880, at: 990, attempts: 3 } }),
+    );
+    const box = target.querySelector<HTMLElement>('[data-testid=refresh-failure]');
+    expect(box?.dataset.code).toBe('idp_unreachable');
+    expect(box?.getAttribute('role')).toBe('status');
+    expect(box?.textContent).toContain('Renewal failing: first failure 2 min ago, 3 attempts');
+    expect(box?.textContent).toContain(message);
+    expect(box?.textContent).toContain('Requests keep working until the session expires');
+    unmount(component);
+  });
+
   it('shows why the last login failed, with the fix, as an alert', () => {
     const message =
       'the identity provider refuses the redirect URI `http://127.0.0.1:41234/oauth/callback` for client id `latchkey` (invalid_redirect_uri): register `http://127.0.0.1/oauth/callback` for client `latchkey` at the provider';

@@ -73,6 +73,19 @@ fn render(r: &StatusReport, running: bool) -> String {
                 failure.code, failure.message
             );
         }
+        if let Some(failure) = &a.refresh_failure {
+            let attempts = match failure.attempts {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
+            let _ = writeln!(
+                out,
+                "  Renewal failing for {} ({attempts}) [{}]: {}; requests keep working until the session expires, and Latchkey keeps trying",
+                format_remaining(now - failure.since),
+                failure.code,
+                failure.message
+            );
+        }
     }
     out.push_str(&render_servers(&o.servers, now));
     if !o.services.is_empty() {
@@ -150,6 +163,38 @@ mod tests {
         let text = render(&r, true);
         assert!(
             text.contains("Activity log: 3 requests since start not recorded"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_says_when_renewal_keeps_failing_and_that_the_session_still_works() {
+        let account = |failure: serde_json::Value| {
+            serde_json::json!([{
+                "name": "work", "issuer": "https://idp.example.com/",
+                "state": { "kind": "active", "user": { "subject": "u1", "name": null, "email": null }, "expires_at": 1900, "issued_at": 0, "renewable": true },
+                "last_login_error": null, "login_requested": null, "refresh_failure": failure,
+            }])
+        };
+        let text = render(&report(account(serde_json::Value::Null)), true);
+        assert!(
+            !text.contains("Renewal failing"),
+            "no failure, no line: {text}"
+        );
+        let text = render(
+            &report(account(serde_json::json!({
+                "code": "idp_unreachable",
+                "message": "the identity provider is unreachable (request failed (127.0.0.1)); check your network and try again",
+                "since": 40, "at": 95, "attempts": 3,
+            }))),
+            true,
+        );
+        assert!(
+            text.contains("  Renewal failing for 1 min (3 attempts) [idp_unreachable]: the identity provider is unreachable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("requests keep working until the session expires"),
             "{text}"
         );
     }
