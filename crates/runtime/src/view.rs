@@ -265,7 +265,7 @@ pub struct ConnectionView {
 }
 
 /// A detected MCP host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostView {
     /// `claude-desktop`, `cursor`, `vscode` or `claude-code`.
@@ -292,7 +292,7 @@ pub struct HostView {
 }
 
 /// The entry Latchkey would add to a host's config (token never shown).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostPreview {
     /// Host id.
@@ -312,7 +312,7 @@ pub struct HostPreview {
 }
 
 /// What adding an entry did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HostApplied {
     /// Host id.

@@ -32,12 +32,16 @@ use latchkey_core::config::Config;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
 use latchkey_runtime::control::{
-    ActivityStream, AddedServerView, EphemeralToken, NewClient, NewServer, StatusReport, TokenInfo,
+    ActivityStream, AddedServerView, EphemeralToken, EventStream, HostEntry, NewClient, NewServer,
+    StatusReport, TokenInfo,
 };
 use latchkey_runtime::view::{
-    ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview, ServerView,
+    ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
+    Overview, ServerView,
 };
-use latchkey_runtime::{AuditPage, Control, ControlClient, Latchkey, RuntimeError, StartOptions};
+use latchkey_runtime::{
+    ActivityBuckets, AuditPage, Control, ControlClient, Latchkey, RuntimeError, StartOptions,
+};
 
 use crate::cli::{Cli, Command, ConfigAction};
 use crate::exit::Coded;
@@ -126,8 +130,12 @@ macro_rules! delegate {
 
 delegate! {
     fn status(&self) -> StatusReport;
+    fn overview(&self) -> Overview;
+    fn follow_events(&self) -> EventStream;
     fn begin_login(&self, account: &str) -> Url;
     fn wait_login(&self, account: &str) -> Overview;
+    fn cancel_login(&self, account: &str) -> ();
+    fn refresh_now(&self, account: &str) -> ();
     fn logout(&self, account: &str) -> ();
     fn access_token(&self, account: &str) -> Secret;
     fn set_gateway_api_key(&self, key: Secret) -> ();
@@ -140,14 +148,20 @@ delegate! {
     fn revoke_client_token(&self, name: &str, label: &str) -> ();
     fn issue_ephemeral_token(&self, client: &str, ttl: Option<Duration>) -> EphemeralToken;
     fn query_activity(&self, filter: ActivityFilter) -> AuditPage;
+    fn activity_chart(&self, span: &str) -> ActivityBuckets;
     fn follow_activity(&self) -> ActivityStream;
     fn list_connections(&self) -> Vec<ConnectionView>;
     fn close_connection(&self, id: &str) -> ();
+    fn detect_hosts(&self) -> Vec<HostView>;
+    fn preview_host_entry(&self, entry: &HostEntry) -> HostPreview;
+    fn apply_host_entry(&self, entry: &HostEntry) -> HostApplied;
+    fn undo_host_entry(&self, host: &str) -> ();
     fn list_servers(&self) -> Vec<ServerView>;
     fn add_server(&self, server: &NewServer) -> AddedServerView;
     fn remove_server(&self, name: &str) -> Option<String>;
     fn server_login(&self, name: &str) -> Url;
     fn wait_server_login(&self, name: &str) -> Vec<ServerView>;
+    fn cancel_server_login(&self, name: &str) -> ();
 }
 
 /// Runs `command` on `target`, then releases a local instance whatever the outcome.

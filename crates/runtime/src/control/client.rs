@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
@@ -22,17 +23,18 @@ use latchkey_core::Code;
 use latchkey_core::paths::Paths;
 use latchkey_core::secret::Secret;
 use latchkey_core::vault::{Vault, VaultKey};
-use latchkey_store::{AuditPage, AuditRow, TokenInfo};
+use latchkey_store::{ActivityBuckets, AuditPage, AuditRow, TokenInfo};
 
 use super::wire;
 use super::{
-    ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, NewClient, NewServer,
-    PREFIX, Route, StatusReport,
+    ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, EventStream,
+    HostEntry, InstanceEvent, NewClient, NewServer, PREFIX, Route, StatusReport,
 };
 use crate::RuntimeError;
 use crate::instance::{self, InstanceError};
 use crate::view::{
-    ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview, ServerView,
+    ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
+    Overview, ServerView,
 };
 
 /// The header that carries the control token (and a local client's token on the proxy).
@@ -289,8 +291,7 @@ fn segment(text: &str) -> String {
         .collect()
 }
 
-/// Server-sent events: `data:` lines are audit rows, a `lagged` event says how many were missed,
-/// an `error` event carries a `{error, message}` body.
+/// Server-sent events as `(event, data)` pairs; keep-alive comments are skipped.
 #[derive(Default)]
 struct EventParser {
     buffer: String,
@@ -298,7 +299,7 @@ struct EventParser {
 
 impl EventParser {
     /// Adds `chunk` and returns the events it completed.
-    fn push(&mut self, chunk: &[u8]) -> Vec<Result<ActivityEvent, RuntimeError>> {
+    fn push(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
         self.buffer.push_str(&String::from_utf8_lossy(chunk));
         let mut events = Vec::new();
         while let Some(end) = self.buffer.find("\n\n") {
@@ -312,27 +313,97 @@ impl EventParser {
                     data.push_str(d.trim());
                 }
             }
-            if data.is_empty() {
-                continue; // a keep-alive comment
+            if !data.is_empty() {
+                events.push((kind.to_owned(), data));
             }
-            let event = match kind {
-                "lagged" => data.parse().ok().map(|n| Ok(ActivityEvent::Lagged(n))),
-                "error" => Some(Err(error_body(data.as_bytes()).unwrap_or_else(|| {
-                    RuntimeError::new(Code::UnexpectedAnswer, "the audit stream failed")
-                }))),
-                _ => serde_json::from_str::<AuditRow>(&data)
-                    .ok()
-                    .map(|row| Ok(ActivityEvent::Row(Box::new(row)))),
-            };
-            events.extend(event);
         }
         events
+    }
+}
+
+/// An `error` event's `{error, message}` body as the runtime's error.
+fn stream_error(data: &str) -> RuntimeError {
+    error_body(data.as_bytes())
+        .unwrap_or_else(|| RuntimeError::new(Code::UnexpectedAnswer, "the event stream failed"))
+}
+
+/// The audit stream: default events are audit rows, `lagged` says how many were missed.
+fn activity_event(kind: &str, data: &str) -> Option<Result<ActivityEvent, RuntimeError>> {
+    match kind {
+        "lagged" => data.parse().ok().map(|n| Ok(ActivityEvent::Lagged(n))),
+        "error" => Some(Err(stream_error(data))),
+        _ => serde_json::from_str::<AuditRow>(data)
+            .ok()
+            .map(|row| Ok(ActivityEvent::Row(Box::new(row)))),
+    }
+}
+
+/// The instance's events: `changed`, `activity` (an audit row), `lagged`; an event of a kind this
+/// build does not know (from a newer instance) is skipped.
+fn instance_event(kind: &str, data: &str) -> Option<Result<InstanceEvent, RuntimeError>> {
+    match kind {
+        "changed" => Some(Ok(InstanceEvent::Changed)),
+        "activity" => serde_json::from_str::<AuditRow>(data)
+            .ok()
+            .map(|row| Ok(InstanceEvent::Activity(Box::new(row)))),
+        "lagged" => data.parse().ok().map(|n| Ok(InstanceEvent::Lagged(n))),
+        "error" => Some(Err(stream_error(data))),
+        _ => None,
+    }
+}
+
+impl ControlClient {
+    /// The server-sent events of `route`, each read by `read`; the stream ends with an error when
+    /// the connection does (the instance stopped).
+    async fn events<E: Send + 'static>(
+        &self,
+        route: Route,
+        read: fn(&str, &str) -> Option<Result<E, RuntimeError>>,
+    ) -> Result<BoxStream<'static, Result<E, RuntimeError>>, RuntimeError> {
+        let response = self
+            .request(route, &[])
+            .send()
+            .await
+            .map_err(|_| self.not_answering())?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(decode::<()>(status, &bytes)
+                .err()
+                .unwrap_or_else(|| RuntimeError::new(Code::UnexpectedAnswer, "no stream")));
+        }
+        let stream = response
+            .bytes_stream()
+            .scan(EventParser::default(), move |parser, chunk| {
+                let events: Vec<_> = match chunk {
+                    Ok(chunk) => parser
+                        .push(&chunk)
+                        .iter()
+                        .filter_map(|(kind, data)| read(kind, data))
+                        .collect(),
+                    Err(e) => vec![Err(RuntimeError::new(
+                        Code::NotRunning,
+                        format!("the event stream ended: {e}"),
+                    ))],
+                };
+                std::future::ready(Some(futures_util::stream::iter(events)))
+            })
+            .flatten();
+        Ok(Box::pin(stream))
     }
 }
 
 impl Control for ControlClient {
     async fn status(&self) -> Result<StatusReport, RuntimeError> {
         self.call(Route::Status, &[]).await
+    }
+
+    async fn overview(&self) -> Result<Overview, RuntimeError> {
+        self.call(Route::Overview, &[]).await
+    }
+
+    async fn follow_events(&self) -> Result<EventStream, RuntimeError> {
+        self.events(Route::Events, instance_event).await
     }
 
     async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
@@ -342,6 +413,16 @@ impl Control for ControlClient {
 
     async fn wait_login(&self, account: &str) -> Result<Overview, RuntimeError> {
         self.send(Route::WaitLogin, &[account], &()).await
+    }
+
+    async fn cancel_login(&self, account: &str) -> Result<(), RuntimeError> {
+        let _: wire::Done = self.send(Route::CancelLogin, &[account], &()).await?;
+        Ok(())
+    }
+
+    async fn refresh_now(&self, account: &str) -> Result<(), RuntimeError> {
+        let _: wire::Done = self.send(Route::RefreshNow, &[account], &()).await?;
+        Ok(())
     }
 
     async fn logout(&self, account: &str) -> Result<(), RuntimeError> {
@@ -432,33 +513,16 @@ impl Control for ControlClient {
             .await
     }
 
-    async fn follow_activity(&self) -> Result<ActivityStream, RuntimeError> {
-        let response = self
-            .request(Route::ActivityStream, &[])
-            .send()
+    async fn activity_chart(&self, span: &str) -> Result<ActivityBuckets, RuntimeError> {
+        let query = wire::ChartQuery {
+            span: span.to_owned(),
+        };
+        self.answer(self.request(Route::ActivityChart, &[]).query(&query))
             .await
-            .map_err(|_| self.not_answering())?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response.bytes().await.unwrap_or_default();
-            return Err(decode::<()>(status, &bytes)
-                .err()
-                .unwrap_or_else(|| RuntimeError::new(Code::UnexpectedAnswer, "no stream")));
-        }
-        let stream = response
-            .bytes_stream()
-            .scan(EventParser::default(), |parser, chunk| {
-                let events = match chunk {
-                    Ok(chunk) => parser.push(&chunk),
-                    Err(e) => vec![Err(RuntimeError::new(
-                        Code::NotRunning,
-                        format!("the audit stream ended: {e}"),
-                    ))],
-                };
-                std::future::ready(Some(futures_util::stream::iter(events)))
-            })
-            .flatten();
-        Ok(Box::pin(stream))
+    }
+
+    async fn follow_activity(&self) -> Result<ActivityStream, RuntimeError> {
+        self.events(Route::ActivityStream, activity_event).await
     }
 
     async fn list_connections(&self) -> Result<Vec<ConnectionView>, RuntimeError> {
@@ -467,6 +531,33 @@ impl Control for ControlClient {
 
     async fn close_connection(&self, id: &str) -> Result<(), RuntimeError> {
         let _: wire::Done = self.call(Route::CloseConnection, &[id]).await?;
+        Ok(())
+    }
+
+    async fn detect_hosts(&self) -> Result<Vec<HostView>, RuntimeError> {
+        self.call(Route::DetectHosts, &[]).await
+    }
+
+    async fn preview_host_entry(&self, entry: &HostEntry) -> Result<HostPreview, RuntimeError> {
+        let body = wire::EntryBody {
+            client: entry.client.clone(),
+            service: entry.service.clone(),
+        };
+        self.send(Route::PreviewHostEntry, &[&entry.host], &body)
+            .await
+    }
+
+    async fn apply_host_entry(&self, entry: &HostEntry) -> Result<HostApplied, RuntimeError> {
+        let body = wire::EntryBody {
+            client: entry.client.clone(),
+            service: entry.service.clone(),
+        };
+        self.send(Route::ApplyHostEntry, &[&entry.host], &body)
+            .await
+    }
+
+    async fn undo_host_entry(&self, host: &str) -> Result<(), RuntimeError> {
+        let _: wire::Done = self.send(Route::UndoHostEntry, &[host], &()).await?;
         Ok(())
     }
 
@@ -499,6 +590,11 @@ impl Control for ControlClient {
 
     async fn wait_server_login(&self, name: &str) -> Result<Vec<ServerView>, RuntimeError> {
         self.send(Route::WaitServerLogin, &[name], &()).await
+    }
+
+    async fn cancel_server_login(&self, name: &str) -> Result<(), RuntimeError> {
+        let _: wire::Done = self.send(Route::CancelServerLogin, &[name], &()).await?;
+        Ok(())
     }
 }
 
@@ -577,12 +673,34 @@ mod tests {
             ":keep-alive\n\ndata: {row}\n\nevent: lagged\ndata: 4\n\nevent: error\ndata: {{\"error\":\"keychain_locked\",\"message\":\"m\"}}\n\n"
         );
         let (first, second) = text.split_at(20);
-        let mut events = parser.push(first.as_bytes());
-        events.extend(parser.push(second.as_bytes()));
+        let mut blocks = parser.push(first.as_bytes());
+        blocks.extend(parser.push(second.as_bytes()));
+        let events: Vec<_> = blocks
+            .iter()
+            .filter_map(|(kind, data)| activity_event(kind, data))
+            .collect();
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(matches!(&events[0], Ok(ActivityEvent::Row(r)) if r.id == 7));
         assert_eq!(events[1], Ok(ActivityEvent::Lagged(4)));
         assert_eq!(events[2], Err(RuntimeError::new(Code::KeychainLocked, "m")));
+    }
+
+    #[test]
+    fn instance_events_are_read_and_an_unknown_kind_is_skipped() {
+        let row = r#"{"id":9,"kind":"control","time":1000,"client":null,"service":null,"method":"GET","path":"/v1/control/status","status":200,"bytes_in":0,"bytes_out":3,"duration_ms":1,"error_code":null}"#;
+        let text = format!(
+            "event: changed\ndata: 1\n\nevent: activity\ndata: {row}\n\nevent: from-a-newer-instance\ndata: x\n\nevent: lagged\ndata: 2\n\nevent: error\ndata: {{\"error\":\"internal\",\"message\":\"m\"}}\n\n"
+        );
+        let events: Vec<_> = EventParser::default()
+            .push(text.as_bytes())
+            .iter()
+            .filter_map(|(kind, data)| instance_event(kind, data))
+            .collect();
+        assert_eq!(events.len(), 4, "the unknown kind is skipped: {events:?}");
+        assert_eq!(events[0], Ok(InstanceEvent::Changed));
+        assert!(matches!(&events[1], Ok(InstanceEvent::Activity(r)) if r.id == 9));
+        assert_eq!(events[2], Ok(InstanceEvent::Lagged(2)));
+        assert_eq!(events[3], Err(RuntimeError::new(Code::Internal, "m")));
     }
 
     /// Every route of the table, served by a probe that answers with a coded error naming it.
@@ -626,10 +744,19 @@ mod tests {
             services: vec![],
             allow_raw_credentials: false,
         };
+        let entry = HostEntry {
+            host: "cursor".into(),
+            client: "c".into(),
+            service: "s".into(),
+        };
         let errors = vec![
             client.status().await.err(),
+            client.overview().await.err(),
+            client.follow_events().await.err(),
             client.begin_login("a").await.err(),
             client.wait_login("a").await.err(),
+            client.cancel_login("a").await.err(),
+            client.refresh_now("a").await.err(),
             client.logout("a").await.err(),
             client.access_token("a").await.err(),
             client.set_gateway_api_key(Secret::new("k")).await.err(),
@@ -642,14 +769,20 @@ mod tests {
             client.revoke_client_token("c", "l").await.err(),
             client.issue_ephemeral_token("c", None).await.err(),
             client.query_activity(ActivityFilter::default()).await.err(),
+            client.activity_chart("hour").await.err(),
             client.follow_activity().await.err(),
             client.list_connections().await.err(),
             client.close_connection("1").await.err(),
+            client.detect_hosts().await.err(),
+            client.preview_host_entry(&entry).await.err(),
+            client.apply_host_entry(&entry).await.err(),
+            client.undo_host_entry("cursor").await.err(),
             client.list_servers().await.err(),
             client.add_server(&NewServer::default()).await.err(),
             client.remove_server("s").await.err(),
             client.server_login("s").await.err(),
             client.wait_server_login("s").await.err(),
+            client.cancel_server_login("s").await.err(),
         ];
         let answered: BTreeSet<String> = errors
             .into_iter()

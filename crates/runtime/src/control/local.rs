@@ -10,14 +10,15 @@ use url::Url;
 
 use latchkey_core::Code;
 use latchkey_core::secret::Secret;
-use latchkey_store::{AuditPage, TokenInfo};
+use latchkey_store::{ActivityBuckets, AuditPage, TokenInfo};
 
 use super::{
-    ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, LOGIN_WAIT, NewClient,
-    NewServer, StatusReport,
+    ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, EventStream,
+    HostEntry, InstanceEvent, LOGIN_WAIT, NewClient, NewServer, StatusReport,
 };
 use crate::view::{
-    ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview, ServerView,
+    ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
+    Overview, ServerView,
 };
 use crate::{AddServer, ClientOptions, Latchkey, RuntimeError};
 
@@ -34,6 +35,39 @@ impl Control for Latchkey {
             overview: self.overview(),
             clients: self.list_clients(),
         })
+    }
+
+    async fn overview(&self) -> Result<Overview, RuntimeError> {
+        Ok(Latchkey::overview(self))
+    }
+
+    async fn follow_events(&self) -> Result<EventStream, RuntimeError> {
+        let mut changes = self.subscribe();
+        // Only changes from now on: the follower reads the overview once it is subscribed.
+        changes.mark_unchanged();
+        let rows = self.subscribe_activity();
+        // Ends with the instance, so an open stream never holds up its shutdown.
+        let stopped = Box::pin(self.shutdown_signal());
+        let state = (changes, rows, stopped);
+        let stream = futures_util::stream::unfold(
+            state,
+            |(mut changes, mut rows, mut stopped)| async move {
+                let event = tokio::select! {
+                    () = &mut stopped => return None,
+                    changed = changes.changed() => match changed {
+                        Ok(()) => InstanceEvent::Changed,
+                        Err(_) => return None,
+                    },
+                    row = rows.recv() => match row {
+                        Ok(row) => InstanceEvent::Activity(Box::new(row)),
+                        Err(RecvError::Lagged(n)) => InstanceEvent::Lagged(n),
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                Some((Ok(event), (changes, rows, stopped)))
+            },
+        );
+        Ok(Box::pin(stream))
     }
 
     async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
@@ -54,6 +88,15 @@ impl Control for Latchkey {
             }
         }
         Ok(self.overview())
+    }
+
+    async fn cancel_login(&self, account: &str) -> Result<(), RuntimeError> {
+        Latchkey::cancel_login(self, account);
+        Ok(())
+    }
+
+    async fn refresh_now(&self, account: &str) -> Result<(), RuntimeError> {
+        Latchkey::refresh_now(self, account).await
     }
 
     async fn logout(&self, account: &str) -> Result<(), RuntimeError> {
@@ -127,6 +170,10 @@ impl Control for Latchkey {
         Latchkey::query_activity(self, filter).await
     }
 
+    async fn activity_chart(&self, span: &str) -> Result<ActivityBuckets, RuntimeError> {
+        Latchkey::activity_chart(self, span).await
+    }
+
     async fn follow_activity(&self) -> Result<ActivityStream, RuntimeError> {
         let rows = self.subscribe_activity();
         // A lagging reader is told how many rows it missed, then carries on.
@@ -147,6 +194,31 @@ impl Control for Latchkey {
 
     async fn close_connection(&self, id: &str) -> Result<(), RuntimeError> {
         Latchkey::close_connection(self, id)
+    }
+
+    async fn detect_hosts(&self) -> Result<Vec<HostView>, RuntimeError> {
+        blocking(self, |lk| lk.detect_hosts()).await
+    }
+
+    async fn preview_host_entry(&self, entry: &HostEntry) -> Result<HostPreview, RuntimeError> {
+        let entry = entry.clone();
+        blocking(self, move |lk| {
+            lk.preview_host_entry(&entry.host, &entry.client, &entry.service)
+        })
+        .await
+    }
+
+    async fn apply_host_entry(&self, entry: &HostEntry) -> Result<HostApplied, RuntimeError> {
+        let entry = entry.clone();
+        blocking(self, move |lk| {
+            lk.apply_host_entry(&entry.host, &entry.client, &entry.service)
+        })
+        .await
+    }
+
+    async fn undo_host_entry(&self, host: &str) -> Result<(), RuntimeError> {
+        let host = host.to_owned();
+        blocking(self, move |lk| lk.undo_host_entry(&host)).await
     }
 
     async fn list_servers(&self) -> Result<Vec<ServerView>, RuntimeError> {
@@ -195,4 +267,20 @@ impl Control for Latchkey {
         Latchkey::wait_server_login(self, name).await?;
         Ok(self.server_views())
     }
+
+    async fn cancel_server_login(&self, name: &str) -> Result<(), RuntimeError> {
+        Latchkey::cancel_server_login(self, name);
+        Ok(())
+    }
+}
+
+/// Runs `f` (files, SQLite) on the blocking pool, off the async workers that serve the proxy.
+async fn blocking<T: Send + 'static>(
+    lk: &Latchkey,
+    f: impl FnOnce(&Latchkey) -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    let lk = lk.clone();
+    tokio::task::spawn_blocking(move || f(&lk))
+        .await
+        .map_err(|e| RuntimeError::internal(format!("a blocking task failed: {e}")))?
 }

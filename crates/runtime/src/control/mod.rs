@@ -20,11 +20,12 @@ use url::Url;
 use latchkey_core::secret::Secret;
 /// A client's stored token as listed (no token, no hash).
 pub use latchkey_store::TokenInfo;
-use latchkey_store::{AuditPage, AuditRow};
+use latchkey_store::{ActivityBuckets, AuditPage, AuditRow};
 
 use crate::RuntimeError;
 use crate::view::{
-    ActivityFilter, ClientView, ConnectionView, CreatedClient, Overview, ServerView,
+    ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
+    Overview, ServerView,
 };
 
 pub use client::ControlClient;
@@ -43,6 +44,13 @@ pub trait Control: Send + Sync {
     /// clients: `latchkey status`.
     fn status(&self) -> impl Future<Output = Result<StatusReport, RuntimeError>> + Send;
 
+    /// Accounts, services, servers, proxy, keychain and configuration: the window's first screen.
+    fn overview(&self) -> impl Future<Output = Result<Overview, RuntimeError>> + Send;
+
+    /// Changes to the overview and the audit rows, as they happen, until the instance stops:
+    /// what a window in another process follows.
+    fn follow_events(&self) -> impl Future<Output = Result<EventStream, RuntimeError>> + Send;
+
     /// Starts a login to `account`; the page to open in a browser.
     fn begin_login(&self, account: &str) -> impl Future<Output = Result<Url, RuntimeError>> + Send;
 
@@ -51,6 +59,12 @@ pub trait Control: Send + Sync {
         &self,
         account: &str,
     ) -> impl Future<Output = Result<Overview, RuntimeError>> + Send;
+
+    /// Gives up the pending login to `account` (nothing happens when none is pending).
+    fn cancel_login(&self, account: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Refreshes the tokens of `account` now.
+    fn refresh_now(&self, account: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Ends the session of `account` and deletes its keychain entries.
     fn logout(&self, account: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
@@ -122,6 +136,12 @@ pub trait Control: Send + Sync {
         filter: ActivityFilter,
     ) -> impl Future<Output = Result<AuditPage, RuntimeError>> + Send;
 
+    /// Requests and errors per service over the last `span` (`hour` or `day`).
+    fn activity_chart(
+        &self,
+        span: &str,
+    ) -> impl Future<Output = Result<ActivityBuckets, RuntimeError>> + Send;
+
     /// The audit rows written from now on, as they are written.
     fn follow_activity(&self) -> impl Future<Output = Result<ActivityStream, RuntimeError>> + Send;
 
@@ -132,6 +152,26 @@ pub trait Control: Send + Sync {
 
     /// Closes one live connection.
     fn close_connection(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The MCP hosts found on this machine (Claude Desktop, Cursor, VS Code, Claude Code).
+    fn detect_hosts(&self) -> impl Future<Output = Result<Vec<HostView>, RuntimeError>> + Send;
+
+    /// The entry adding `client`'s access to `service` would put in `host`'s configuration (no
+    /// token in it); nothing is written.
+    fn preview_host_entry(
+        &self,
+        entry: &HostEntry,
+    ) -> impl Future<Output = Result<HostPreview, RuntimeError>> + Send;
+
+    /// Adds that entry to the host's configuration, with a backup (a token the host needs goes
+    /// into the file, never into the answer).
+    fn apply_host_entry(
+        &self,
+        entry: &HostEntry,
+    ) -> impl Future<Output = Result<HostApplied, RuntimeError>> + Send;
+
+    /// Restores `host`'s configuration from its newest backup.
+    fn undo_host_entry(&self, host: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// The remote MCP servers.
     fn list_servers(&self) -> impl Future<Output = Result<Vec<ServerView>, RuntimeError>> + Send;
@@ -157,6 +197,12 @@ pub trait Control: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Vec<ServerView>, RuntimeError>> + Send;
+
+    /// Stops the pending sign-in to `name` (a server still being added is forgotten).
+    fn cancel_server_login(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
 /// How a route is called.
@@ -198,8 +244,12 @@ impl Verb {
 #[allow(missing_docs)] // Each variant is the [`Control`] method of the same name.
 pub enum Route {
     Status,
+    Overview,
+    Events,
     BeginLogin,
     WaitLogin,
+    CancelLogin,
+    RefreshNow,
     Logout,
     AccessToken,
     GatewayKey,
@@ -212,22 +262,32 @@ pub enum Route {
     RevokeClientToken,
     Ephemeral,
     Activity,
+    ActivityChart,
     ActivityStream,
     Connections,
     CloseConnection,
+    DetectHosts,
+    PreviewHostEntry,
+    ApplyHostEntry,
+    UndoHostEntry,
     ListServers,
     AddServer,
     RemoveServer,
     ServerLogin,
     WaitServerLogin,
+    CancelServerLogin,
 }
 
 impl Route {
     /// All routes, for the router and the tests.
-    pub const ALL: [Route; 23] = [
+    pub const ALL: [Route; 33] = [
         Self::Status,
+        Self::Overview,
+        Self::Events,
         Self::BeginLogin,
         Self::WaitLogin,
+        Self::CancelLogin,
+        Self::RefreshNow,
         Self::Logout,
         Self::AccessToken,
         Self::GatewayKey,
@@ -240,14 +300,20 @@ impl Route {
         Self::RevokeClientToken,
         Self::Ephemeral,
         Self::Activity,
+        Self::ActivityChart,
         Self::ActivityStream,
         Self::Connections,
         Self::CloseConnection,
+        Self::DetectHosts,
+        Self::PreviewHostEntry,
+        Self::ApplyHostEntry,
+        Self::UndoHostEntry,
         Self::ListServers,
         Self::AddServer,
         Self::RemoveServer,
         Self::ServerLogin,
         Self::WaitServerLogin,
+        Self::CancelServerLogin,
     ];
 
     /// Method and path (under [`PREFIX`]).
@@ -255,8 +321,12 @@ impl Route {
         use Verb::{Delete, Get, Post};
         match self {
             Self::Status => (Get, "/status"),
+            Self::Overview => (Get, "/overview"),
+            Self::Events => (Get, "/events"),
             Self::BeginLogin => (Post, "/login/{account}"),
             Self::WaitLogin => (Post, "/login/{account}/wait"),
+            Self::CancelLogin => (Post, "/login/{account}/cancel"),
+            Self::RefreshNow => (Post, "/refresh/{account}"),
             Self::Logout => (Post, "/logout/{account}"),
             Self::AccessToken => (Get, "/token/{account}"),
             Self::GatewayKey => (Post, "/gateway-key"),
@@ -269,14 +339,20 @@ impl Route {
             Self::RevokeClientToken => (Delete, "/clients/{name}/tokens/{label}"),
             Self::Ephemeral => (Post, "/ephemeral"),
             Self::Activity => (Get, "/activity"),
+            Self::ActivityChart => (Get, "/activity/chart"),
             Self::ActivityStream => (Get, "/activity/stream"),
             Self::Connections => (Get, "/connections"),
             Self::CloseConnection => (Delete, "/connections/{id}"),
+            Self::DetectHosts => (Get, "/hosts"),
+            Self::PreviewHostEntry => (Post, "/hosts/{host}/preview"),
+            Self::ApplyHostEntry => (Post, "/hosts/{host}/entries"),
+            Self::UndoHostEntry => (Post, "/hosts/{host}/undo"),
             Self::ListServers => (Get, "/servers"),
             Self::AddServer => (Post, "/servers"),
             Self::RemoveServer => (Delete, "/servers/{name}"),
             Self::ServerLogin => (Post, "/servers/{name}/login"),
             Self::WaitServerLogin => (Post, "/servers/{name}/wait"),
+            Self::CancelServerLogin => (Post, "/servers/{name}/cancel"),
         }
     }
 
@@ -289,7 +365,7 @@ impl Route {
             Self::RevokeClient | Self::RevokeClientToken | Self::CloseConnection => {
                 Some(Duration::from_secs(10))
             }
-            Self::ActivityStream => None,
+            Self::ActivityStream | Self::Events => None,
             _ => Some(Duration::from_secs(30)),
         }
     }
@@ -345,6 +421,17 @@ pub struct AddedServerView {
     pub name: String,
 }
 
+/// An entry for an MCP host's configuration: `client` reaching `service` through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host: `claude-desktop`, `cursor`, `vscode` or `claude-code`.
+    pub host: String,
+    /// The local client the host acts as.
+    pub client: String,
+    /// The service it reaches.
+    pub service: String,
+}
+
 /// A short-lived token and how long it lasts.
 #[derive(Debug)]
 pub struct EphemeralToken {
@@ -365,6 +452,22 @@ pub enum ActivityEvent {
 
 /// The audit rows as they are written, until the instance stops.
 pub type ActivityStream = BoxStream<'static, Result<ActivityEvent, RuntimeError>>;
+
+/// What following the instance yields: what the in-process window gets from
+/// [`Latchkey::subscribe`](crate::Latchkey::subscribe) and
+/// [`Latchkey::subscribe_activity`](crate::Latchkey::subscribe_activity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceEvent {
+    /// Something in the overview may have changed: read it again.
+    Changed,
+    /// An audit row, as written.
+    Activity(Box<AuditRow>),
+    /// This many audit rows went by while the reader was behind.
+    Lagged(u64),
+}
+
+/// The instance's events, until it stops.
+pub type EventStream = BoxStream<'static, Result<InstanceEvent, RuntimeError>>;
 
 /// The request and answer bodies that only the wire sees: secrets travel in them as plain
 /// strings for the length of one request, so none derives `Debug`.
@@ -420,6 +523,19 @@ mod wire {
         /// Seconds, for ephemeral tokens.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(super) expires_in: Option<u64>,
+    }
+
+    /// `GET /activity/chart?span=`.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct ChartQuery {
+        pub(super) span: String,
+    }
+
+    /// `POST /hosts/{host}/preview`, `POST /hosts/{host}/entries`.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct EntryBody {
+        pub(super) client: String,
+        pub(super) service: String,
     }
 
     /// `POST /ephemeral`.

@@ -1,7 +1,8 @@
 //! The HTTP side of [`Control`]: the routes of [`Route`] nested at [`PREFIX`](super::PREFIX) on
 //! the proxy's port, behind the proxy's Host and Origin gates and accepted only with the
 //! instance's control token (kept in the keychain). Each handler is one call to the in-process
-//! implementation. The tray UI does not use it: it calls [`Latchkey`] in-process.
+//! implementation. The tray app's window, which runs in a process of its own, uses it as the
+//! `latchkey` command does.
 
 use std::time::Duration;
 
@@ -19,8 +20,13 @@ use latchkey_core::{Class, Code};
 use latchkey_store::TokenInfo;
 
 use super::wire;
-use super::{ActivityEvent, AddedServerView, Control, NewClient, NewServer, Route, StatusReport};
-use crate::view::{ConnectionView, CreatedClient, Overview, ServerView};
+use super::{
+    ActivityEvent, AddedServerView, Control, HostEntry, InstanceEvent, NewClient, NewServer, Route,
+    StatusReport,
+};
+use crate::view::{
+    ConnectionView, CreatedClient, HostApplied, HostPreview, HostView, Overview, ServerView,
+};
 use crate::{Latchkey, RuntimeError};
 
 #[derive(Clone)]
@@ -44,8 +50,12 @@ fn handler(route: Route) -> MethodRouter<ControlState> {
     let method = route.endpoint().0.filter();
     match route {
         Route::Status => on(method, status),
+        Route::Overview => on(method, overview),
+        Route::Events => on(method, events),
         Route::BeginLogin => on(method, begin_login),
         Route::WaitLogin => on(method, wait_login),
+        Route::CancelLogin => on(method, cancel_login),
+        Route::RefreshNow => on(method, refresh_now),
         Route::Logout => on(method, logout),
         Route::AccessToken => on(method, access_token),
         Route::GatewayKey => on(method, gateway_key),
@@ -58,14 +68,20 @@ fn handler(route: Route) -> MethodRouter<ControlState> {
         Route::RevokeClientToken => on(method, revoke_client_token),
         Route::Ephemeral => on(method, ephemeral),
         Route::Activity => on(method, activity),
+        Route::ActivityChart => on(method, activity_chart),
         Route::ActivityStream => on(method, activity_stream),
         Route::Connections => on(method, connections),
         Route::CloseConnection => on(method, close_connection),
+        Route::DetectHosts => on(method, detect_hosts),
+        Route::PreviewHostEntry => on(method, preview_host_entry),
+        Route::ApplyHostEntry => on(method, apply_host_entry),
+        Route::UndoHostEntry => on(method, undo_host_entry),
         Route::ListServers => on(method, list_servers),
         Route::AddServer => on(method, add_server),
         Route::RemoveServer => on(method, remove_server),
         Route::ServerLogin => on(method, server_login),
         Route::WaitServerLogin => on(method, wait_server_login),
+        Route::CancelServerLogin => on(method, cancel_server_login),
     }
 }
 
@@ -146,6 +162,55 @@ fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>, token: Secret) -
 
 async fn status(State(c): State<ControlState>) -> ApiResult<StatusReport> {
     Ok(Json(Control::status(&c.lk).await?))
+}
+
+async fn overview(State(c): State<ControlState>) -> ApiResult<Overview> {
+    Ok(Json(Control::overview(&c.lk).await?))
+}
+
+/// An error event of a stream: the `{error, message}` body the client reads as the runtime's
+/// error.
+fn error_event(e: &RuntimeError) -> Option<Event> {
+    Event::default()
+        .event("error")
+        .json_data(serde_json::json!({ "error": e.code, "message": e.message }))
+        .ok()
+}
+
+/// `changed` events (the data is only there because an event needs some), `activity` events
+/// carrying an audit row, `lagged` with how many rows were missed.
+async fn events(
+    State(c): State<ControlState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let events = Control::follow_events(&c.lk).await?;
+    let stream = events.filter_map(|event| async move {
+        let event = match event {
+            Ok(InstanceEvent::Changed) => Event::default().event("changed").data("1"),
+            Ok(InstanceEvent::Activity(row)) => {
+                Event::default().event("activity").json_data(row).ok()?
+            }
+            Ok(InstanceEvent::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(e) => error_event(&e)?,
+        };
+        Some(Ok(event))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn cancel_login(
+    State(c): State<ControlState>,
+    Path(account): Path<String>,
+) -> ApiResult<wire::Done> {
+    Control::cancel_login(&c.lk, &account).await?;
+    Ok(done())
+}
+
+async fn refresh_now(
+    State(c): State<ControlState>,
+    Path(account): Path<String>,
+) -> ApiResult<wire::Done> {
+    Control::refresh_now(&c.lk, &account).await?;
+    Ok(done())
 }
 
 async fn begin_login(
@@ -276,14 +341,18 @@ async fn activity_stream(
         let event = match event {
             Ok(ActivityEvent::Row(row)) => Event::default().json_data(row).ok()?,
             Ok(ActivityEvent::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-            Err(e) => Event::default()
-                .event("error")
-                .json_data(serde_json::json!({ "error": e.code, "message": e.message }))
-                .ok()?,
+            Err(e) => error_event(&e)?,
         };
         Some(Ok(event))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn activity_chart(
+    State(c): State<ControlState>,
+    Query(q): Query<wire::ChartQuery>,
+) -> ApiResult<latchkey_store::ActivityBuckets> {
+    Ok(Json(Control::activity_chart(&c.lk, &q.span).await?))
 }
 
 async fn connections(State(c): State<ControlState>) -> ApiResult<Vec<ConnectionView>> {
@@ -295,6 +364,44 @@ async fn close_connection(
     Path(id): Path<String>,
 ) -> ApiResult<wire::Done> {
     Control::close_connection(&c.lk, &id).await?;
+    Ok(done())
+}
+
+async fn detect_hosts(State(c): State<ControlState>) -> ApiResult<Vec<HostView>> {
+    Ok(Json(Control::detect_hosts(&c.lk).await?))
+}
+
+fn host_entry(host: String, body: wire::EntryBody) -> HostEntry {
+    HostEntry {
+        host,
+        client: body.client,
+        service: body.service,
+    }
+}
+
+async fn preview_host_entry(
+    State(c): State<ControlState>,
+    Path(host): Path<String>,
+    Json(body): Json<wire::EntryBody>,
+) -> ApiResult<HostPreview> {
+    let entry = host_entry(host, body);
+    Ok(Json(Control::preview_host_entry(&c.lk, &entry).await?))
+}
+
+async fn apply_host_entry(
+    State(c): State<ControlState>,
+    Path(host): Path<String>,
+    Json(body): Json<wire::EntryBody>,
+) -> ApiResult<HostApplied> {
+    let entry = host_entry(host, body);
+    Ok(Json(Control::apply_host_entry(&c.lk, &entry).await?))
+}
+
+async fn undo_host_entry(
+    State(c): State<ControlState>,
+    Path(host): Path<String>,
+) -> ApiResult<wire::Done> {
+    Control::undo_host_entry(&c.lk, &host).await?;
     Ok(done())
 }
 
@@ -331,6 +438,14 @@ async fn wait_server_login(
     Path(name): Path<String>,
 ) -> ApiResult<Vec<ServerView>> {
     Ok(Json(Control::wait_server_login(&c.lk, &name).await?))
+}
+
+async fn cancel_server_login(
+    State(c): State<ControlState>,
+    Path(name): Path<String>,
+) -> ApiResult<wire::Done> {
+    Control::cancel_server_login(&c.lk, &name).await?;
+    Ok(done())
 }
 
 async fn remove_server(

@@ -180,3 +180,245 @@ async fn the_control_client_reads_the_real_answers_and_errors_as_the_in_process_
     assert_eq!(missing.code, latchkey_core::Code::NotFound, "{missing:?}");
     lk.shutdown().await;
 }
+
+/// Each route's path with its parameters filled in (`{x}` → `x`).
+fn sample_path(route: latchkey_runtime::control::Route) -> String {
+    let (_, template) = route.endpoint();
+    let filled: Vec<String> = template
+        .split('/')
+        .map(|part| {
+            part.trim_start_matches('{')
+                .trim_end_matches('}')
+                .to_owned()
+        })
+        .collect();
+    format!("{}{}", latchkey_runtime::control::PREFIX, filled.join("/"))
+}
+
+#[tokio::test]
+async fn every_route_of_the_table_refuses_a_client_token_and_no_token_before_its_handler() {
+    use latchkey_runtime::control::Route;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let port = lk.proxy_addr().expect("serving").port();
+    let client = lk
+        .create_client("reader", &["demo".to_owned()])
+        .expect("client");
+    let http = reqwest::Client::new();
+    for route in Route::ALL {
+        let (verb, _) = route.endpoint();
+        let url = format!("http://127.0.0.1:{port}{}", sample_path(route));
+        for token in [Some(client.token.as_str()), None] {
+            let mut request = http
+                .request(verb.method(), &url)
+                .header("content-type", "application/json")
+                .body("{ not json");
+            if let Some(token) = token {
+                request = request.header("x-latchkey-client", token);
+            }
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            // Without any token the proxy's own gate answers first; a client's token passes it
+            // and is refused by the control API's layer.
+            let want = if token.is_some() {
+                "control_unauthorized"
+            } else {
+                "client_unauthorized"
+            };
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some(want)),
+                "{route:?} ({url}) with {}: refused before its body is read",
+                if token.is_some() {
+                    "a client token"
+                } else {
+                    "no token"
+                }
+            );
+        }
+    }
+    lk.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_window_routes_answer_over_http_as_the_in_process_calls_do() {
+    use latchkey_core::Code;
+    use latchkey_runtime::Control;
+    use latchkey_runtime::control::{ControlClient, HostEntry};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+
+    let over_http = remote.overview().await.expect("overview");
+    assert_eq!(
+        serde_json::to_value(&over_http.services).expect("json"),
+        serde_json::to_value(&lk.overview().services).expect("json"),
+        "the same overview"
+    );
+    assert_eq!(over_http.accounts[0].name, "work");
+
+    let chart = remote.activity_chart("hour").await.expect("chart");
+    assert_eq!(chart.bucket_ms, 60_000, "an hour in minutes");
+    let bad_span = remote
+        .activity_chart("week")
+        .await
+        .expect_err("no such span");
+    assert_eq!(
+        bad_span,
+        Control::activity_chart(&lk, "week")
+            .await
+            .expect_err("no such span"),
+        "the same code and message either way"
+    );
+    assert_eq!(bad_span.code, Code::InvalidInput);
+
+    let refresh = remote
+        .refresh_now("work")
+        .await
+        .expect_err("nobody logged in");
+    assert_eq!(
+        refresh,
+        Control::refresh_now(&lk, "work")
+            .await
+            .expect_err("nobody logged in")
+    );
+    let unknown = remote
+        .refresh_now("nobody")
+        .await
+        .expect_err("no such account");
+    assert_eq!(
+        unknown,
+        lk.refresh_now("nobody").await.expect_err("no such account"),
+        "an unknown account keeps its code: {unknown:?}"
+    );
+
+    remote
+        .cancel_login("work")
+        .await
+        .expect("nothing pending is fine");
+    remote
+        .cancel_server_login("nowhere")
+        .await
+        .expect("nothing pending is fine");
+
+    let hosts = remote.detect_hosts().await.expect("hosts");
+    assert_eq!(
+        hosts.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        lk.detect_hosts()
+            .expect("hosts")
+            .iter()
+            .map(|h| h.id.clone())
+            .collect::<Vec<_>>(),
+        "the same hosts"
+    );
+    let unknown_host = HostEntry {
+        host: "notepad".into(),
+        client: "cursor".into(),
+        service: "demo".into(),
+    };
+    for e in [
+        remote
+            .preview_host_entry(&unknown_host)
+            .await
+            .expect_err("no such host"),
+        remote
+            .apply_host_entry(&unknown_host)
+            .await
+            .expect_err("no such host"),
+        remote
+            .undo_host_entry("notepad")
+            .await
+            .expect_err("no such host"),
+    ] {
+        assert_eq!(
+            e,
+            lk.undo_host_entry("notepad").expect_err("no such host"),
+            "refused with the in-process code and message"
+        );
+    }
+    let no_client = HostEntry {
+        host: "cursor".into(),
+        client: "nobody".into(),
+        service: "demo".into(),
+    };
+    let e = remote
+        .preview_host_entry(&no_client)
+        .await
+        .expect_err("no such client");
+    assert_eq!(
+        e,
+        lk.preview_host_entry("cursor", "nobody", "demo")
+            .expect_err("no such client")
+    );
+    lk.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_delivers_a_change_and_an_activity_row() {
+    use futures_util::StreamExt;
+    use latchkey_runtime::Control;
+    use latchkey_runtime::control::{ControlClient, InstanceEvent};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+    let mut events = remote.follow_events().await.expect("following");
+
+    // A change made through the control API (which audits the call): a login that cannot
+    // reach its provider is recorded as the account's last login failure.
+    let failed = remote.begin_login("work").await.expect_err("idp.invalid");
+    assert_eq!(
+        lk.last_login_error("work").map(|f| f.code),
+        Some(failed.code),
+        "kept, so the overview changed"
+    );
+
+    let (mut changed, mut row) = (false, None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(changed && row.is_some()) {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("a change and a row within 10 s")
+            .expect("the stream goes on while the instance runs")
+            .expect("no error");
+        match event {
+            InstanceEvent::Changed => changed = true,
+            InstanceEvent::Activity(r) => row = Some(r),
+            InstanceEvent::Lagged(n) => panic!("nothing to lag behind on: {n}"),
+        }
+    }
+    let row = row.expect("a row");
+    assert_eq!(
+        row.path, "/v1/control/login/work",
+        "the call's audit row: {row:?}"
+    );
+    assert!(row.status >= 400, "audited as refused: {row:?}");
+
+    // Ended with the instance: the stream ends (or reports that it ended), never hangs.
+    lk.shutdown().await;
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(event) = events.next().await {
+            if event.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "the stream ends when the instance stops, without waiting for the server's grace period"
+    );
+    let _ = Control::status(&remote).await.expect_err("stopped");
+}
