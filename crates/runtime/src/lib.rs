@@ -236,8 +236,13 @@ impl Latchkey {
         });
         let me = Self { inner };
         me.restore_servers().await;
-        if let Some(listeners) = proxy {
-            me.serve(listeners).await?;
+        if let Some(listeners) = proxy
+            && let Err(e) = me.serve(listeners).await
+        {
+            // Tasks already started (servers' refreshers, the control socket) hold the instance:
+            // end them, or a failed start would leave them (and the published instance) running.
+            me.shutdown().await;
+            return Err(e);
         }
         for (name, session) in &me.inner.sessions {
             me.watch_session(&name, session);
