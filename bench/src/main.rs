@@ -6,11 +6,19 @@
 //! many connections (throughput, CPU time per request from `/proc`) and at one (median
 //! latency); then SSE forwarding delay over many concurrent streams, RSS per idle stream, and
 //! headless start-to-ready time. Run it with `scripts/bench` (release build, private keychain).
+//!
+//! Beside them, (d) the floor ([`floor`]): a minimal proxy from the same crates (hyper, hyper-util,
+//! Tokio, thread per core) adding the same header, no gates and no audit, so the report shows how
+//! much of the cost is the stack and how much is Latchkey's own.
+//!
+//! `latchkey-bench ab <latchkey A> <latchkey B>` compares two builds instead ([`ab`]).
 
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+mod ab;
 mod cpu;
+mod floor;
 mod load;
 mod targets;
 mod upstream;
@@ -55,8 +63,28 @@ fn settings() -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(floor::SUBCOMMAND) {
+        let upstream = args
+            .next()
+            .context("floor-proxy needs the upstream's address")?
+            .parse()
+            .context("floor-proxy's upstream address")?;
+        return floor::serve(upstream);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(ab::SUBCOMMAND) {
+        raise_fd_limit();
+        return runtime.block_on(ab::run(&args[1..]));
+    }
+    runtime.block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let settings = settings()?;
     raise_fd_limit();
     let upstream = upstream::start(settings.body_bytes).await?;
@@ -64,10 +92,12 @@ async fn main() -> anyhow::Result<()> {
 
     let latchkey = targets::Latchkey::start(upstream.addr).await?;
     let nginx = targets::Nginx::start(upstream.addr, targets::HEADER_VALUE).await?;
+    let floor = floor::Floor::start(upstream.addr)?;
 
     let direct_url = format!("http://{}/echo", upstream.addr);
     let latchkey_url = format!("{}/bench/echo", latchkey.url);
     let nginx_url = format!("http://{}/echo", nginx.addr);
+    let floor_url = format!("http://{}/echo", floor.addr);
     let lk_token = latchkey.client_token.clone();
     let lk_header = ("x-latchkey-client", lk_token.as_str());
     let targets = [
@@ -90,6 +120,14 @@ async fn main() -> anyhow::Result<()> {
             url: &nginx_url,
             header: None,
             cpu: Some(cpu::Processes::with_children(nginx.pid)?),
+            audit_of: None,
+        },
+        // Last, so the first three run in the order of the earlier reports.
+        Target {
+            name: "through the floor (hyper alone)",
+            url: &floor_url,
+            header: None,
+            cpu: Some(cpu::Processes::one(floor.pid)),
             audit_of: None,
         },
     ];
@@ -162,8 +200,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let sse_nginx = load::sse(&format!("http://{}", nginx.addr), None, &settings).await?;
+    let sse_floor = load::sse(&format!("http://{}", floor.addr), None, &settings).await?;
     let idle = load::idle_stream_rss(&latchkey, &settings).await?;
     drop(nginx);
+    drop(floor);
     let lk_bin = latchkey.binary.clone();
     let home = latchkey.stop().await?;
     let ready = targets::start_to_ready(&lk_bin, &home, 5).await?;
@@ -219,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         ("direct", &sse_direct),
         ("through Latchkey", &sse),
         ("through nginx", &sse_nginx),
+        ("through the floor", &sse_floor),
     ] {
         println!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} |",
@@ -258,7 +299,7 @@ struct Target<'a> {
 }
 
 /// The name of Latchkey's audit writer thread (`latchkey_store::AuditLog`).
-const AUDIT_THREAD: &str = "latchkey-audit";
+pub(crate) const AUDIT_THREAD: &str = "latchkey-audit";
 
 /// What the side-by-side table shows of one target beyond the built-in 64-connection run.
 struct Side {
@@ -291,7 +332,7 @@ fn side_by_side(
     println!("## Side by side (issue 12)");
     println!();
     println!(
-        "Same upstream (the harness's hyper upstream) behind all three. Latchkey with its audit log on, nginx with its access log on (2 workers). CPU time per request = (utime + stime) delta of the proxy's processes in `/proc/<pid>/stat` over the {c}-connection run / requests completed. p50 @ 1 conn from a separate one-connection run of {d} s.",
+        "Same upstream (the harness's hyper upstream) behind every target. Latchkey with its audit log on, nginx with its access log on (2 workers), the floor a minimal hyper proxy (thread per core, no gates, no audit). CPU time per request = (utime + stime) delta of the proxy's processes in `/proc/<pid>/stat` over the {c}-connection run / requests completed. p50 @ 1 conn from a separate one-connection run of {d} s.",
         c = settings.connections,
         d = settings.duration.as_secs()
     );
@@ -324,7 +365,7 @@ fn side_by_side(
             s.wrk_many.errors
         );
     }
-    let (lk, ngx) = (&side[1], &side[2]);
+    let (lk, ngx, floor) = (&side[1], &side[2], &side[3]);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "n/a".to_owned(),
@@ -337,6 +378,14 @@ fn side_by_side(
         settings.connections,
         lk.wrk_many.rps / ngx.wrk_many.rps.max(1.0),
         rows[1].1.rps / rows[2].1.rps.max(1.0),
+    );
+    println!(
+        "The floor (hyper alone, same threads) / nginx: CPU per request {} (wrk), {} (built-in); throughput {:.2} (wrk). Latchkey / floor: CPU per request {} (wrk), {} (built-in).",
+        ratio(floor.wrk_cpu, ngx.wrk_cpu),
+        ratio(floor.builtin_cpu, ngx.builtin_cpu),
+        floor.wrk_many.rps / ngx.wrk_many.rps.max(1.0),
+        ratio(lk.wrk_cpu, floor.wrk_cpu),
+        ratio(lk.builtin_cpu, floor.builtin_cpu),
     );
     println!(
         "The upstream (in the harness's process, idle otherwise under wrk) used {} per request behind Latchkey and {} behind nginx.",

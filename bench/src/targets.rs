@@ -59,7 +59,11 @@ impl Latchkey {
     /// Configures a home with one `manual` service pointing at `upstream`, stores its secret,
     /// creates a client, and starts `latchkey serve --port 0`.
     pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
-        let binary = latchkey_binary()?;
+        Self::start_binary(latchkey_binary()?, upstream).await
+    }
+
+    /// [`Latchkey::start`] with another build of `latchkey` (the A/B mode).
+    pub async fn start_binary(binary: PathBuf, upstream: SocketAddr) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("config"))?;
         let config = format!(
