@@ -196,6 +196,14 @@ impl Tracked {
             in_flight: Some(in_flight),
         }
     }
+
+    /// Wraps the body of an answer whose request is no longer counted as in flight.
+    pub(crate) fn finished(inner: Body) -> Self {
+        Self {
+            inner,
+            in_flight: None,
+        }
+    }
 }
 
 impl http_body::Body for Tracked {

@@ -9,7 +9,8 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::Method;
+use http::header::Entry;
+use http::{HeaderMap, HeaderName, Method, header};
 use http_body::Body as HttpBody;
 use latchkey_core::secret::ct_eq_str;
 use latchkey_store::ClientGrant;
@@ -109,8 +110,38 @@ impl<'a> Target<'a> {
     }
 }
 
-/// Axum handler for every path.
-pub(crate) async fn handle(State(state): State<ProxyState>, req: Request) -> Response {
+/// Request headers whose values are secrets: marked sensitive before anything else sees the
+/// request, so no `Debug` of it (a trace, an error) can print them.
+static SENSITIVE_REQUEST: [&HeaderName; 4] = [
+    &header::AUTHORIZATION,
+    &header::PROXY_AUTHORIZATION,
+    &header::COOKIE,
+    &gate::CLIENT_HEADER,
+];
+
+/// Marks every value of `name` in `headers` sensitive.
+fn mark_sensitive(headers: &mut HeaderMap, name: &HeaderName) {
+    if let Entry::Occupied(mut values) = headers.entry(name) {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
+        }
+    }
+}
+
+/// The handler of every path, as the router ([`crate::router`]) and the server
+/// ([`crate::serve`], directly) call it: secret headers marked sensitive on the way in (and
+/// `Set-Cookie` on the way out), then [`answer`].
+pub(crate) async fn handle(State(state): State<ProxyState>, mut req: Request) -> Response {
+    for name in SENSITIVE_REQUEST {
+        mark_sensitive(req.headers_mut(), name);
+    }
+    let mut response = answer(state, req).await;
+    mark_sensitive(response.headers_mut(), &header::SET_COOKIE);
+    response
+}
+
+/// The gates, the route and the audit record of one request.
+async fn answer(state: ProxyState, req: Request) -> Response {
     let started = Instant::now();
     // Gates 1 and 2 are not audited: a rebinding or cross-origin page must not be able to fill
     // the audit log with paths of its choosing and push real rows out of retention.

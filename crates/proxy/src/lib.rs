@@ -42,13 +42,7 @@ mod state;
 mod tunnel;
 mod upstream;
 
-use std::sync::Arc;
-
 use axum::Router;
-use http::{HeaderName, header};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
 
 pub use config::{ConfigError, InjectTarget, Injection, Limits, ProxyConfig, RateLimit, Route};
 pub use connections::{ConnectionId, ConnectionInfo, ConnectionKind, ConnectionRegistry};
@@ -58,20 +52,9 @@ pub use refusal::{JSONRPC_CREDENTIALS_UNAVAILABLE, LoginNeeded};
 pub use server::{bind_loopback, bind_loopback_ipv4, raise_open_file_limit, serve, serve_router};
 pub use state::ProxyState;
 
-/// The proxy as an axum router (every path goes through the same gates). Tests drive it with
-/// `oneshot`; [`serve`] runs it on real listeners.
+/// The proxy as an axum router (every path goes through the same gates, and secret headers are
+/// marked sensitive by the handler itself), for callers that wrap it in layers of their own
+/// ([`serve_router`]). [`serve`] calls the same handler without a router in between.
 pub fn router(state: ProxyState) -> Router {
-    let request_secrets: Arc<[HeaderName]> = Arc::new([
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::COOKIE,
-        gate::CLIENT_HEADER.clone(),
-    ]);
-    Router::new()
-        .fallback(handler::handle)
-        .with_state(state)
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-        .layer(SetSensitiveRequestHeadersLayer::from_shared(
-            request_secrets,
-        ))
+    Router::new().fallback(handler::handle).with_state(state)
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
@@ -138,8 +139,8 @@ pub async fn serve(
     state: ProxyState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = crate::router(state.clone());
-    serve_router(listeners, state, app, shutdown).await
+    let app = App::Proxy(state.clone());
+    serve_app(listeners, state, app, shutdown).await
 }
 
 /// [`serve`] with the proxy's router wrapped by the caller (the tests' request recorder): the
@@ -148,6 +149,38 @@ pub async fn serve_router(
     listeners: Vec<TcpListener>,
     state: ProxyState,
     app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_app(listeners, state, App::Router(app), shutdown).await
+}
+
+/// What answers the requests of admitted connections.
+#[derive(Clone)]
+enum App {
+    /// The proxy's handler, called directly: no router, its layers and their boxed futures
+    /// between hyper and the gates ([`serve`]).
+    Proxy(ProxyState),
+    /// A router around the proxy's ([`serve_router`]).
+    Router(Router),
+}
+
+impl App {
+    async fn call(&self, request: Request<Body>) -> Response {
+        match self {
+            Self::Proxy(state) => crate::handler::handle(State(state.clone()), request).await,
+            Self::Router(router) => router
+                .clone()
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {}),
+        }
+    }
+}
+
+async fn serve_app(
+    listeners: Vec<TcpListener>,
+    state: ProxyState,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     if listeners.is_empty() {
@@ -221,7 +254,7 @@ pub async fn serve_router(
 /// an accept loop on each listener.
 struct Worker {
     listeners: Vec<std::net::TcpListener>,
-    app: Router,
+    app: App,
     serving: Serving,
     stopped: watch::Receiver<bool>,
     limits: crate::config::Limits,
@@ -273,7 +306,7 @@ struct Serving {
 
 async fn accept_loop(
     listener: TcpListener,
-    app: Router,
+    app: App,
     serving: Serving,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -289,11 +322,14 @@ async fn accept_loop(
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(kind = ?e.kind(), "TCP_NODELAY not set");
                     }
-                    let slot = Arc::clone(&admitted.slot);
-                    let app = app.clone();
-                    let control = serving.control_token.clone();
+                    // One allocation per connection; each request clones one `Arc`.
+                    let conn = Arc::new(Conn {
+                        app: app.clone(),
+                        slot: Arc::clone(&admitted.slot),
+                        control_token: serving.control_token.clone(),
+                    });
                     let service = hyper::service::service_fn(move |request| {
-                        answer(app.clone(), Arc::clone(&slot), control.clone(), request)
+                        answer(Arc::clone(&conn), request)
                     });
                     let connection = serving
                         .builder
@@ -325,22 +361,29 @@ async fn accept_loop(
     }
 }
 
+/// What the requests of one admitted connection share.
+struct Conn {
+    app: App,
+    slot: Arc<Slot>,
+    control_token: Option<Secret>,
+}
+
 /// Answers one request on an admitted connection: counted as in flight until its response body
 /// ends; on a control-only slot, anything but the control token is refused and the connection
 /// closed.
 async fn answer(
-    app: Router,
-    slot: Arc<Slot>,
-    control_token: Option<Secret>,
+    conn: Arc<Conn>,
     request: Request<Incoming>,
-) -> Result<Response, Infallible> {
+) -> Result<Response<Tracked>, Infallible> {
+    let slot = &conn.slot;
     let in_flight = slot.begin();
-    if slot.control_only && !is_control_caller(&request, control_token.as_ref()) {
+    if slot.control_only && !is_control_caller(&request, conn.control_token.as_ref()) {
+        drop(in_flight);
         let mut refused = ProxyError::TooManyConnections.into_response();
         refused
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(refused);
+        return Ok(refused.map(Tracked::finished));
     }
     // A request whose body is still unread when its answer is ready (a refusal at the gates, an
     // upstream that answers early): closing the connection then would reset it under the bytes
@@ -355,7 +398,7 @@ async fn answer(
         None => request.map(Body::new),
         Some(read) => request.map(|body| Body::new(ReadToEnd::new(body, Arc::clone(read)))),
     };
-    let mut response = app.oneshot(request).await?;
+    let mut response = conn.app.call(request).await;
     if too_large_to_drain
         && body_read.is_some_and(|read| !read.load(std::sync::atomic::Ordering::Acquire))
     {
@@ -366,7 +409,7 @@ async fn answer(
     if let Some(TunnelEnded(ended)) = response.extensions_mut().remove::<TunnelEnded>() {
         slot.hold_for_tunnel(ended);
     }
-    Ok(response.map(|body| Body::new(Tracked::new(body, in_flight))))
+    Ok(response.map(|body| Tracked::new(body, in_flight)))
 }
 
 /// Most of a refused request body read and dropped to keep its connection usable.
