@@ -179,6 +179,10 @@ pub struct SseResult {
     pub p99_us: u64,
     /// Worst delay.
     pub max_us: u64,
+    /// 99th percentile of the first event of each stream, of the events between, and of the
+    /// last: a tail at either end points at the work a stream's start or end causes (its setup,
+    /// its audit row), one in the middle at forwarding itself.
+    pub p99_by_position_us: [u64; 3],
 }
 
 /// Opens `settings.streams` SSE streams to `base` (`…/sse` is appended), with `header` on each
@@ -238,16 +242,30 @@ pub async fn sse(
         }));
     }
     let mut all = Vec::new();
+    let mut by_position: [Vec<u64>; 3] = Default::default();
     let mut completed = 0;
     for task in tasks {
         if let Ok(Ok(delays)) = task.await {
             if delays.len() as u64 == count {
                 completed += 1;
             }
+            let last = delays.len().saturating_sub(1);
+            for (i, &delay) in delays.iter().enumerate() {
+                let position = match i {
+                    0 => 0,
+                    i if i == last => 2,
+                    _ => 1,
+                };
+                by_position[position].push(delay);
+            }
             all.extend(delays);
         }
     }
     all.sort_unstable();
+    let p99_by_position_us = by_position.map(|mut d| {
+        d.sort_unstable();
+        percentile(&d, 99.0)
+    });
     Ok(SseResult {
         streams: settings.streams,
         completed,
@@ -257,6 +275,7 @@ pub async fn sse(
         p50_us: percentile(&all, 50.0),
         p99_us: percentile(&all, 99.0),
         max_us: all.last().copied().unwrap_or(0),
+        p99_by_position_us,
     })
 }
 

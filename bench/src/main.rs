@@ -273,6 +273,22 @@ async fn bench() -> anyhow::Result<()> {
         );
     }
     println!();
+    println!("p99 by position in the stream (first event / the events between / last event):");
+    for (name, r) in [
+        ("direct", &sse_direct),
+        ("through Latchkey", &sse),
+        ("through nginx", &sse_nginx),
+        ("through the floor", &sse_floor),
+    ] {
+        let [first, middle, last] = r.p99_by_position_us;
+        println!(
+            "{name} {} / {} / {};",
+            fmt_us(first),
+            fmt_us(middle),
+            fmt_us(last)
+        );
+    }
+    println!();
     println!(
         "Idle streams: RSS {} KiB before, {} KiB with {} idle SSE streams open: {:.1} KiB per stream.",
         idle.before_kib, idle.after_kib, idle.streams, idle.per_stream_kib
