@@ -44,6 +44,7 @@ use latchkey_core::vault::{KeychainHealth, Vault, VaultKey};
 use latchkey_proxy::{ConnectionRegistry, ProxyState};
 use latchkey_store::{AuditLog, ClientRegistry, Database};
 
+use control::WindowRequest;
 pub use control::{Control, ControlClient};
 pub use error::RuntimeError;
 pub use instance::{InstanceInfo, InstanceLock};
@@ -89,6 +90,9 @@ struct Inner {
     started_with: StartedWith,
     proxy_error: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
+    /// Requests to show the window, to the window processes following the instance (each holds
+    /// a receiver: the count of receivers is the count of open windows).
+    windows: broadcast::Sender<WindowRequest>,
     /// Pending logins by account.
     logins: login::Logins,
     /// The last login failure per account, until its next login starts or succeeds.
@@ -172,6 +176,7 @@ impl Latchkey {
         let connections = ConnectionRegistry::default();
 
         let (changes, _) = watch::channel(0u64);
+        let (windows, _) = broadcast::channel(8);
         let mut proxy = None;
         let proxy_addr = if options.serve_proxy {
             let port = options.proxy_port.unwrap_or(config.proxy.listen.port());
@@ -225,6 +230,7 @@ impl Latchkey {
             },
             proxy_error: Mutex::new(None),
             changes,
+            windows,
             logins: login::Logins::default(),
             login_errors: Mutex::new(HashMap::new()),
             login_requests: Mutex::new(HashMap::new()),
@@ -336,6 +342,17 @@ impl Latchkey {
     /// Bumps whenever anything in the overview may have changed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// Asks the open windows (processes following the instance as windows) to show themselves,
+    /// at `at` (`<section>/<item>`) when given; `false` when no window is open to ask.
+    pub fn show_window(&self, at: Option<String>) -> bool {
+        self.inner.windows.send(WindowRequest { at }).is_ok()
+    }
+
+    /// The requests to show the window, for a window that follows the instance.
+    pub(crate) fn subscribe_windows(&self) -> broadcast::Receiver<WindowRequest> {
+        self.inner.windows.subscribe()
     }
 
     /// Audit rows as they are committed.

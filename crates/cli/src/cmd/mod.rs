@@ -131,7 +131,7 @@ macro_rules! delegate {
 delegate! {
     fn status(&self) -> StatusReport;
     fn overview(&self) -> Overview;
-    fn follow_events(&self) -> EventStream;
+    fn follow_events(&self, as_window: bool) -> EventStream;
     fn begin_login(&self, account: &str) -> Url;
     fn wait_login(&self, account: &str) -> Overview;
     fn cancel_login(&self, account: &str) -> ();

@@ -28,7 +28,7 @@ use latchkey_store::{ActivityBuckets, AuditPage, AuditRow, TokenInfo};
 use super::wire;
 use super::{
     ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, EventStream,
-    HostEntry, InstanceEvent, NewClient, NewServer, PREFIX, Route, StatusReport,
+    HostEntry, InstanceEvent, NewClient, NewServer, PREFIX, Route, StatusReport, WindowRequest,
 };
 use crate::RuntimeError;
 use crate::instance::{self, InstanceError};
@@ -347,6 +347,9 @@ fn instance_event(kind: &str, data: &str) -> Option<Result<InstanceEvent, Runtim
             .ok()
             .map(|row| Ok(InstanceEvent::Activity(Box::new(row)))),
         "lagged" => data.parse().ok().map(|n| Ok(InstanceEvent::Lagged(n))),
+        "show-window" => serde_json::from_str::<WindowRequest>(data)
+            .ok()
+            .map(|r| Ok(InstanceEvent::ShowWindow { at: r.at })),
         "error" => Some(Err(stream_error(data))),
         _ => None,
     }
@@ -357,14 +360,10 @@ impl ControlClient {
     /// the connection does (the instance stopped).
     async fn events<E: Send + 'static>(
         &self,
-        route: Route,
+        request: reqwest::RequestBuilder,
         read: fn(&str, &str) -> Option<Result<E, RuntimeError>>,
     ) -> Result<BoxStream<'static, Result<E, RuntimeError>>, RuntimeError> {
-        let response = self
-            .request(route, &[])
-            .send()
-            .await
-            .map_err(|_| self.not_answering())?;
+        let response = request.send().await.map_err(|_| self.not_answering())?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response.bytes().await.unwrap_or_default();
@@ -402,8 +401,10 @@ impl Control for ControlClient {
         self.call(Route::Overview, &[]).await
     }
 
-    async fn follow_events(&self) -> Result<EventStream, RuntimeError> {
-        self.events(Route::Events, instance_event).await
+    async fn follow_events(&self, as_window: bool) -> Result<EventStream, RuntimeError> {
+        let query = wire::EventsQuery { window: as_window };
+        let request = self.request(Route::Events, &[]).query(&query);
+        self.events(request, instance_event).await
     }
 
     async fn begin_login(&self, account: &str) -> Result<Url, RuntimeError> {
@@ -522,7 +523,8 @@ impl Control for ControlClient {
     }
 
     async fn follow_activity(&self) -> Result<ActivityStream, RuntimeError> {
-        self.events(Route::ActivityStream, activity_event).await
+        self.events(self.request(Route::ActivityStream, &[]), activity_event)
+            .await
     }
 
     async fn list_connections(&self) -> Result<Vec<ConnectionView>, RuntimeError> {
@@ -689,18 +691,24 @@ mod tests {
     fn instance_events_are_read_and_an_unknown_kind_is_skipped() {
         let row = r#"{"id":9,"kind":"control","time":1000,"client":null,"service":null,"method":"GET","path":"/v1/control/status","status":200,"bytes_in":0,"bytes_out":3,"duration_ms":1,"error_code":null}"#;
         let text = format!(
-            "event: changed\ndata: 1\n\nevent: activity\ndata: {row}\n\nevent: from-a-newer-instance\ndata: x\n\nevent: lagged\ndata: 2\n\nevent: error\ndata: {{\"error\":\"internal\",\"message\":\"m\"}}\n\n"
+            "event: changed\ndata: 1\n\nevent: activity\ndata: {row}\n\nevent: from-a-newer-instance\ndata: x\n\nevent: show-window\ndata: {{\"at\":\"services/demo\"}}\n\nevent: lagged\ndata: 2\n\nevent: error\ndata: {{\"error\":\"internal\",\"message\":\"m\"}}\n\n"
         );
         let events: Vec<_> = EventParser::default()
             .push(text.as_bytes())
             .iter()
             .filter_map(|(kind, data)| instance_event(kind, data))
             .collect();
-        assert_eq!(events.len(), 4, "the unknown kind is skipped: {events:?}");
+        assert_eq!(events.len(), 5, "the unknown kind is skipped: {events:?}");
         assert_eq!(events[0], Ok(InstanceEvent::Changed));
         assert!(matches!(&events[1], Ok(InstanceEvent::Activity(r)) if r.id == 9));
-        assert_eq!(events[2], Ok(InstanceEvent::Lagged(2)));
-        assert_eq!(events[3], Err(RuntimeError::new(Code::Internal, "m")));
+        assert_eq!(
+            events[2],
+            Ok(InstanceEvent::ShowWindow {
+                at: Some("services/demo".into())
+            })
+        );
+        assert_eq!(events[3], Ok(InstanceEvent::Lagged(2)));
+        assert_eq!(events[4], Err(RuntimeError::new(Code::Internal, "m")));
     }
 
     /// Every route of the table, served by a probe that answers with a coded error naming it.
@@ -752,7 +760,7 @@ mod tests {
         let errors = vec![
             client.status().await.err(),
             client.overview().await.err(),
-            client.follow_events().await.err(),
+            client.follow_events(true).await.err(),
             client.begin_login("a").await.err(),
             client.wait_login("a").await.err(),
             client.cancel_login("a").await.err(),

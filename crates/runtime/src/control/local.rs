@@ -14,7 +14,7 @@ use latchkey_store::{ActivityBuckets, AuditPage, TokenInfo};
 
 use super::{
     ActivityEvent, ActivityStream, AddedServerView, Control, EphemeralToken, EventStream,
-    HostEntry, InstanceEvent, LOGIN_WAIT, NewClient, NewServer, StatusReport,
+    HostEntry, InstanceEvent, LOGIN_WAIT, NewClient, NewServer, StatusReport, WindowRequest,
 };
 use crate::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
@@ -41,32 +41,36 @@ impl Control for Latchkey {
         Ok(Latchkey::overview(self))
     }
 
-    async fn follow_events(&self) -> Result<EventStream, RuntimeError> {
+    async fn follow_events(&self, as_window: bool) -> Result<EventStream, RuntimeError> {
         let mut changes = self.subscribe();
         // Only changes from now on: the follower reads the overview once it is subscribed.
         changes.mark_unchanged();
         let rows = self.subscribe_activity();
+        // Held for as long as the window follows: it counts as open.
+        let windows = as_window.then(|| self.subscribe_windows());
         // Ends with the instance, so an open stream never holds up its shutdown.
         let stopped = Box::pin(self.shutdown_signal());
-        let state = (changes, rows, stopped);
-        let stream = futures_util::stream::unfold(
-            state,
-            |(mut changes, mut rows, mut stopped)| async move {
-                let event = tokio::select! {
-                    () = &mut stopped => return None,
-                    changed = changes.changed() => match changed {
-                        Ok(()) => InstanceEvent::Changed,
-                        Err(_) => return None,
-                    },
-                    row = rows.recv() => match row {
-                        Ok(row) => InstanceEvent::Activity(Box::new(row)),
-                        Err(RecvError::Lagged(n)) => InstanceEvent::Lagged(n),
-                        Err(RecvError::Closed) => return None,
-                    },
-                };
-                Some((Ok(event), (changes, rows, stopped)))
-            },
-        );
+        let state = (changes, rows, windows, stopped);
+        let stream = futures_util::stream::unfold(state, |state| async move {
+            let (mut changes, mut rows, mut windows, mut stopped) = state;
+            let event = tokio::select! {
+                () = &mut stopped => return None,
+                changed = changes.changed() => match changed {
+                    Ok(()) => InstanceEvent::Changed,
+                    Err(_) => return None,
+                },
+                row = rows.recv() => match row {
+                    Ok(row) => InstanceEvent::Activity(Box::new(row)),
+                    Err(RecvError::Lagged(n)) => InstanceEvent::Lagged(n),
+                    Err(RecvError::Closed) => return None,
+                },
+                request = next_request(&mut windows) => match request {
+                    Some(request) => InstanceEvent::ShowWindow { at: request.at },
+                    None => return None,
+                },
+            };
+            Some((Ok(event), (changes, rows, windows, stopped)))
+        });
         Ok(Box::pin(stream))
     }
 
@@ -283,4 +287,21 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&lk))
         .await
         .map_err(|e| RuntimeError::internal(format!("a blocking task failed: {e}")))?
+}
+
+/// The next request to show the window; never, for a follower that is not a window. `None` when
+/// the instance is gone. A request missed while behind is dropped: the next one shows the window.
+async fn next_request(
+    windows: &mut Option<tokio::sync::broadcast::Receiver<WindowRequest>>,
+) -> Option<WindowRequest> {
+    let Some(windows) = windows else {
+        return std::future::pending().await;
+    };
+    loop {
+        match windows.recv().await {
+            Ok(request) => return Some(request),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return None,
+        }
+    }
 }

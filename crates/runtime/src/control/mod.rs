@@ -48,8 +48,12 @@ pub trait Control: Send + Sync {
     fn overview(&self) -> impl Future<Output = Result<Overview, RuntimeError>> + Send;
 
     /// Changes to the overview and the audit rows, as they happen, until the instance stops:
-    /// what a window in another process follows.
-    fn follow_events(&self) -> impl Future<Output = Result<EventStream, RuntimeError>> + Send;
+    /// what a window in another process follows. `as_window`: the follower is an open window,
+    /// which also gets the requests to show itself ([`InstanceEvent::ShowWindow`]).
+    fn follow_events(
+        &self,
+        as_window: bool,
+    ) -> impl Future<Output = Result<EventStream, RuntimeError>> + Send;
 
     /// Starts a login to `account`; the page to open in a browser.
     fn begin_login(&self, account: &str) -> impl Future<Output = Result<Url, RuntimeError>> + Send;
@@ -464,6 +468,19 @@ pub enum InstanceEvent {
     Activity(Box<AuditRow>),
     /// This many audit rows went by while the reader was behind.
     Lagged(u64),
+    /// The window should show itself (the tray's *Open*, a tray line, a second launch), at
+    /// `<section>/<item>` when given. Only followers that are windows get it.
+    ShowWindow {
+        /// Where to open: `<section>/<item>`.
+        at: Option<String>,
+    },
+}
+
+/// A request to show the window, at `<section>/<item>` when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowRequest {
+    /// Where to open: `<section>/<item>`.
+    pub at: Option<String>,
 }
 
 /// The instance's events, until it stops.
@@ -523,6 +540,13 @@ mod wire {
         /// Seconds, for ephemeral tokens.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(super) expires_in: Option<u64>,
+    }
+
+    /// `GET /events?window=`.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct EventsQuery {
+        #[serde(default)]
+        pub(super) window: bool,
     }
 
     /// `GET /activity/chart?span=`.

@@ -178,11 +178,13 @@ fn error_event(e: &RuntimeError) -> Option<Event> {
 }
 
 /// `changed` events (the data is only there because an event needs some), `activity` events
-/// carrying an audit row, `lagged` with how many rows were missed.
+/// carrying an audit row, `lagged` with how many rows were missed; with `?window=true`, also
+/// `show-window` requests.
 async fn events(
     State(c): State<ControlState>,
+    Query(q): Query<wire::EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
-    let events = Control::follow_events(&c.lk).await?;
+    let events = Control::follow_events(&c.lk, q.window).await?;
     let stream = events.filter_map(|event| async move {
         let event = match event {
             Ok(InstanceEvent::Changed) => Event::default().event("changed").data("1"),
@@ -190,6 +192,10 @@ async fn events(
                 Event::default().event("activity").json_data(row).ok()?
             }
             Ok(InstanceEvent::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Ok(InstanceEvent::ShowWindow { at }) => Event::default()
+                .event("show-window")
+                .json_data(super::WindowRequest { at })
+                .ok()?,
             Err(e) => error_event(&e)?,
         };
         Some(Ok(event))

@@ -374,7 +374,7 @@ async fn the_event_stream_delivers_a_change_and_an_activity_row() {
         .await
         .expect("found")
         .expect("running");
-    let mut events = remote.follow_events().await.expect("following");
+    let mut events = remote.follow_events(false).await.expect("following");
 
     // A change made through the control API (which audits the call): a login that cannot
     // reach its provider is recorded as the account's last login failure.
@@ -397,6 +397,7 @@ async fn the_event_stream_delivers_a_change_and_an_activity_row() {
             InstanceEvent::Changed => changed = true,
             InstanceEvent::Activity(r) => row = Some(r),
             InstanceEvent::Lagged(n) => panic!("nothing to lag behind on: {n}"),
+            InstanceEvent::ShowWindow { .. } => panic!("not following as a window"),
         }
     }
     let row = row.expect("a row");
@@ -421,4 +422,73 @@ async fn the_event_stream_delivers_a_change_and_an_activity_row() {
         "the stream ends when the instance stops, without waiting for the server's grace period"
     );
     let _ = Control::status(&remote).await.expect_err("stopped");
+}
+
+#[tokio::test]
+async fn a_request_to_show_the_window_reaches_the_windows_following_and_only_them() {
+    use futures_util::StreamExt;
+    use latchkey_runtime::Control;
+    use latchkey_runtime::control::{ControlClient, InstanceEvent};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+    assert!(
+        !lk.show_window(None),
+        "no window follows yet: the tray starts one instead"
+    );
+
+    let mut not_a_window = remote.follow_events(false).await.expect("following");
+    let mut window = remote.follow_events(true).await.expect("following");
+    // The window counts as open once its stream is served (the answer's head is sent after the
+    // stream is set up, so this holds from the first event on; poll briefly for the head).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lk.show_window(Some("services/demo".into())) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the window's stream counts as an open window"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let shown = loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), window.next())
+            .await
+            .expect("the request within 10 s")
+            .expect("the stream goes on")
+            .expect("no error");
+        if let InstanceEvent::ShowWindow { at } = event {
+            break at;
+        }
+    };
+    assert_eq!(shown.as_deref(), Some("services/demo"));
+
+    // The other follower saw the audit rows of the window's call but no request.
+    Control::status(&remote).await.expect("status");
+    let mut saw_rows = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), not_a_window.next()).await
+    {
+        let event = event.expect("no error");
+        assert!(
+            !matches!(event, InstanceEvent::ShowWindow { .. }),
+            "only windows are asked to show themselves"
+        );
+        saw_rows |= matches!(event, InstanceEvent::Activity(_));
+    }
+    assert!(saw_rows, "it follows the instance all the same");
+
+    drop(window);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lk.show_window(None) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed window's stream no longer counts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    lk.shutdown().await;
 }
