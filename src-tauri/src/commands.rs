@@ -1,36 +1,39 @@
-//! The window's commands: each takes the runtime, calls one of its functions, and returns its
-//! typed result or `{code, message}`. The only secret that crosses IPC is a newly created
-//! client's token, once.
+//! The window's commands: each takes the instance, makes one call on the control API (the window
+//! runs in a process of its own; the tray instance holds the runtime), and returns its typed
+//! result or `{code, message}`. The only secret that crosses IPC is a newly created client's
+//! token, once.
 //!
-//! Tauri runs a plain `#[tauri::command]` on the main (UI) thread: only those that read the
-//! runtime's memory are plain. Every command that touches SQLite (the client registry), a file
-//! (host configurations, the settings store, the autostart entry) or the keychain is an `async fn`
-//! or `#[tauri::command(async)]`, which Tauri runs on its async runtime instead.
+//! Tauri runs a plain `#[tauri::command]` on the main (UI) thread: every command here waits on
+//! the instance (or a file: the settings store, the autostart entry), so each is an `async fn` or
+//! `#[tauri::command(async)]`, which Tauri runs on its async runtime instead.
 
 use latchkey_core::Code;
+use latchkey_runtime::Control;
+use latchkey_runtime::RuntimeError;
+use latchkey_runtime::control::{HostEntry, NewClient, NewServer};
 use latchkey_runtime::view::{
     ActivityFilter, ClientView, ConnectionView, CreatedClient, HostApplied, HostPreview, HostView,
     Overview, ServerView,
 };
-use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
 use serde::Deserialize;
 use tauri::{AppHandle, State};
 
+use crate::Instance;
 use crate::settings::{self, Settings};
 
 type Result<T> = std::result::Result<T, RuntimeError>;
 
 /// Everything the first screen shows.
 #[tauri::command]
-pub fn overview(lk: State<'_, Latchkey>) -> Overview {
-    lk.overview()
+pub async fn overview(lk: State<'_, Instance>) -> Result<Overview> {
+    lk.overview().await
 }
 
 /// Starts a login in a Latchkey window or the system browser.
 #[tauri::command]
 pub async fn login(
     app: AppHandle,
-    lk: State<'_, Latchkey>,
+    lk: State<'_, Instance>,
     account: String,
     system_browser: Option<bool>,
 ) -> Result<()> {
@@ -40,60 +43,63 @@ pub async fn login(
 
 /// Cancels a pending login.
 #[tauri::command]
-pub fn cancel_login(app: AppHandle, lk: State<'_, Latchkey>, account: String) {
-    lk.cancel_login(&account);
+pub async fn cancel_login(app: AppHandle, lk: State<'_, Instance>, account: String) -> Result<()> {
     crate::login::close_window(&app);
+    lk.cancel_login(&account).await
 }
 
 /// Logs out: revokes, wipes the keychain entries.
 #[tauri::command]
-pub async fn logout(lk: State<'_, Latchkey>, account: String) -> Result<()> {
+pub async fn logout(lk: State<'_, Instance>, account: String) -> Result<()> {
     lk.logout(&account).await
 }
 
 /// Refreshes the account's tokens now.
 #[tauri::command]
-pub async fn refresh_now(lk: State<'_, Latchkey>, account: String) -> Result<()> {
+pub async fn refresh_now(lk: State<'_, Instance>, account: String) -> Result<()> {
     lk.refresh_now(&account).await
 }
 
 /// Stores the Auth Gateway API key in the keychain. Write-only: nothing reads it back.
-#[tauri::command(async)]
-pub async fn set_gateway_api_key(lk: State<'_, Latchkey>, key: String) -> Result<()> {
+#[tauri::command]
+pub async fn set_gateway_api_key(lk: State<'_, Instance>, key: String) -> Result<()> {
     lk.set_gateway_api_key(latchkey_core::secret::Secret::new(key))
         .await
 }
 
 /// Local clients (no tokens).
 #[tauri::command]
-pub fn list_clients(lk: State<'_, Latchkey>) -> Vec<ClientView> {
-    lk.list_clients()
+pub async fn list_clients(lk: State<'_, Instance>) -> Result<Vec<ClientView>> {
+    lk.list_clients().await
 }
 
 /// Creates a client (optionally with the right to read its services' raw credentials, off by
 /// default); its token is returned this once.
-#[tauri::command(async)]
-pub fn create_client(
-    lk: State<'_, Latchkey>,
+#[tauri::command]
+pub async fn create_client(
+    lk: State<'_, Instance>,
     name: String,
     services: Vec<String>,
     allow_raw_credentials: Option<bool>,
 ) -> Result<CreatedClient> {
-    let mut options = latchkey_runtime::ClientOptions::default();
-    options.allow_raw_credentials = allow_raw_credentials.unwrap_or(false);
-    lk.create_client_with(&name, &services, &options)
+    let client = NewClient {
+        name,
+        services,
+        allow_raw_credentials: allow_raw_credentials.unwrap_or(false),
+    };
+    lk.create_client(&client).await
 }
 
 /// Revokes a client.
-#[tauri::command(async)]
-pub fn revoke_client(lk: State<'_, Latchkey>, name: String) -> Result<()> {
-    lk.revoke_client(&name)
+#[tauri::command]
+pub async fn revoke_client(lk: State<'_, Instance>, name: String) -> Result<()> {
+    lk.revoke_client(&name).await
 }
 
 /// A page of the audit log.
 #[tauri::command]
 pub async fn query_activity(
-    lk: State<'_, Latchkey>,
+    lk: State<'_, Instance>,
     filter: ActivityFilter,
 ) -> Result<latchkey_runtime::AuditPage> {
     lk.query_activity(filter).await
@@ -102,7 +108,7 @@ pub async fn query_activity(
 /// Requests and errors per service over the last `span` (`hour` or `day`), for the Activity chart.
 #[tauri::command]
 pub async fn activity_chart(
-    lk: State<'_, Latchkey>,
+    lk: State<'_, Instance>,
     span: String,
 ) -> Result<latchkey_runtime::ActivityBuckets> {
     lk.activity_chart(&span).await
@@ -110,48 +116,58 @@ pub async fn activity_chart(
 
 /// Live proxied connections.
 #[tauri::command]
-pub fn list_connections(lk: State<'_, Latchkey>) -> Vec<ConnectionView> {
-    lk.list_connections()
+pub async fn list_connections(lk: State<'_, Instance>) -> Result<Vec<ConnectionView>> {
+    lk.list_connections().await
 }
 
 /// Closes one (the upstream is cancelled too).
 #[tauri::command]
-pub fn close_connection(lk: State<'_, Latchkey>, id: String) -> Result<()> {
-    lk.close_connection(&id)
+pub async fn close_connection(lk: State<'_, Instance>, id: String) -> Result<()> {
+    lk.close_connection(&id).await
 }
 
 /// MCP hosts on this machine.
-#[tauri::command(async)]
-pub fn detect_hosts(lk: State<'_, Latchkey>) -> Result<Vec<HostView>> {
-    lk.detect_hosts()
+#[tauri::command]
+pub async fn detect_hosts(lk: State<'_, Instance>) -> Result<Vec<HostView>> {
+    lk.detect_hosts().await
 }
 
 /// The entry that would be added.
-#[tauri::command(async)]
-pub fn preview_host_entry(
-    lk: State<'_, Latchkey>,
+#[tauri::command]
+pub async fn preview_host_entry(
+    lk: State<'_, Instance>,
     host: String,
     client: String,
     service: String,
 ) -> Result<HostPreview> {
-    lk.preview_host_entry(&host, &client, &service)
+    lk.preview_host_entry(&HostEntry {
+        host,
+        client,
+        service,
+    })
+    .await
 }
 
 /// Adds it, with a backup.
-#[tauri::command(async)]
-pub fn apply_host_entry(
-    lk: State<'_, Latchkey>,
+#[tauri::command]
+pub async fn apply_host_entry(
+    lk: State<'_, Instance>,
     host: String,
     client: String,
     service: String,
 ) -> Result<HostApplied> {
-    lk.apply_host_entry(&host, &client, &service)
+    lk.apply_host_entry(&HostEntry {
+        host,
+        client,
+        service,
+    })
+    .await
 }
 
 /// Restores the host's file from the newest backup.
-#[tauri::command(async)]
-pub fn undo_host_entry(lk: State<'_, Latchkey>, host: String) -> Result<()> {
-    lk.undo_host_entry(&host)
+#[tauri::command]
+pub async fn undo_host_entry(lk: State<'_, Instance>, host: String) -> Result<()> {
+    lk.undo_host_entry(&host).await
 }
 
 /// What *Add MCP server* sends.
@@ -175,25 +191,26 @@ pub struct AddServerRequest {
 #[tauri::command]
 pub async fn add_server(
     app: AppHandle,
-    lk: State<'_, Latchkey>,
+    lk: State<'_, Instance>,
     request: AddServerRequest,
     system_browser: Option<bool>,
 ) -> Result<ServerView> {
     let browser = system_browser.unwrap_or_else(|| settings::load(&app).use_system_browser);
-    let options = AddServer {
+    let server = NewServer {
+        url: request.url,
         name: request.name.filter(|n| !n.trim().is_empty()),
         client_id: request.client_id,
         allow_insecure_loopback: request.allow_insecure_loopback,
-        ..AddServer::default()
+        ..NewServer::default()
     };
-    crate::login::add_server(&app, &lk, &request.url, options, browser).await
+    crate::login::add_server(&app, &lk, &server, browser).await
 }
 
 /// Logs in to a remote MCP server again, or grants it more access.
 #[tauri::command]
 pub async fn server_login(
     app: AppHandle,
-    lk: State<'_, Latchkey>,
+    lk: State<'_, Instance>,
     name: String,
     system_browser: Option<bool>,
 ) -> Result<()> {
@@ -203,18 +220,21 @@ pub async fn server_login(
 
 /// Stops a remote MCP server's pending sign-in (one being added is forgotten).
 #[tauri::command]
-pub fn cancel_server_login(app: AppHandle, lk: State<'_, Latchkey>, name: String) {
-    lk.cancel_server_login(&name);
+pub async fn cancel_server_login(
+    app: AppHandle,
+    lk: State<'_, Instance>,
+    name: String,
+) -> Result<()> {
     crate::login::close_window(&app);
+    lk.cancel_server_login(&name).await
 }
 
 /// Removes a remote MCP server: revokes its tokens, wipes them, forgets it. Returns a note when
 /// the authorization server offers no revocation.
 #[tauri::command]
-pub async fn remove_server(lk: State<'_, Latchkey>, name: String) -> Result<Option<String>> {
+pub async fn remove_server(lk: State<'_, Instance>, name: String) -> Result<Option<String>> {
     lk.remove_server(&name).await
 }
-
 /// Preferences.
 #[tauri::command(async)]
 pub fn get_settings(app: AppHandle) -> Settings {

@@ -20,7 +20,7 @@ use crate::commands::AddServerRequest;
 use crate::login::LoginFailed;
 use crate::settings::Settings;
 use crate::setup::{ConnectForm, SetupError};
-use crate::tray::OpenAt;
+use crate::window::OpenAt;
 
 /// Set (to anything) to write the files in place instead of comparing: `scripts/gen-types`.
 const WRITE: &str = "LATCHKEY_WRITE_TYPES";

@@ -1,7 +1,11 @@
-//! Latchkey's tray app: a thin Tauri 2 shell over `latchkey-runtime`. It starts the runtime
-//! (sessions, credentials, the loopback proxy), shows the state in the tray, and serves the
-//! window's commands; every decision is made in the runtime.
+//! Latchkey's tray app: a thin Tauri 2 shell over `latchkey-runtime`, in two kinds of process.
+//! The tray instance (no arguments) starts the runtime (sessions, credentials, the loopback
+//! proxy) and shows the state in the tray; it never creates a webview. The window runs in a
+//! process of its own (`--window`, started by the tray with its own executable), which serves the
+//! window's commands by calling the instance's control API and exits when the window closes, so
+//! the memory WebKit took goes with it. Every decision is made in the runtime.
 
+mod args;
 mod commands;
 #[cfg(test)]
 mod ipc_types;
@@ -11,18 +15,35 @@ mod settings;
 mod setup;
 mod tray;
 mod window;
+mod window_process;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::StreamExt;
 use latchkey_core::paths::Paths;
-use latchkey_runtime::{Latchkey, StartOptions};
+use latchkey_runtime::control::InstanceEvent;
+use latchkey_runtime::{Control, ControlClient, Latchkey, StartOptions};
 use tauri::{Emitter, Manager, RunEvent};
 use tauri_plugin_autostart::MacosLauncher;
 
-/// Set by the tray's Quit item: the only way the app exits (closing windows keeps it in the tray).
+use crate::args::{Job, Mode};
+use crate::window_process::WindowProcesses;
+
+/// Set by the tray's Quit item: the only way the tray exits.
 static QUITTING: AtomicBool = AtomicBool::new(false);
 
-/// Runs the app until Quit.
+/// The running instance, as the window process reaches it (its control API).
+pub(crate) type Instance = Arc<ControlClient>;
+
+/// The window process's view of the instance's "something changed" ticks (from its event stream),
+/// for the login window, which waits for a login to end.
+pub(crate) type Changes = tokio::sync::watch::Sender<u64>;
+
+/// Work the window process finishes before it exits (cancelling a login whose window closed).
+pub(crate) type Pending = tokio_util::task::TaskTracker;
+
+/// Runs the tray until Quit, or a window until it closes, as the arguments say.
 pub fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -31,11 +52,90 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
+    match Mode::parse(std::env::args_os().skip(1)) {
+        Ok(Mode::Tray) => run_tray(),
+        Ok(Mode::Window { job, from_tray }) => run_window(job, from_tray),
+        Err(message) => fail(&format!(
+            "{message} (usage: latchkey-app [--window [--at <section>/<item>] | --login <account> | --server-login <server>])"
+        )),
+    }
+}
 
+/// The tray instance: runtime, proxy, tray icon and notices. A second launch, the menu and
+/// `LATCHKEY_OPEN_WINDOW` open the window in a window process.
+fn run_tray() {
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            window::show_main(app);
+            window_process::open(app, None);
         }))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_opener::init())
+        .plugin(tauri_plugin_clipboard_manager::init())
+        .setup(|app| {
+            let prefs = settings::read(app.handle());
+            let paths = match Paths::from_env() {
+                Ok(p) => p,
+                Err(e) => fail(&format!("{e}")),
+            };
+            let started = tauri::async_runtime::block_on(Latchkey::start(StartOptions {
+                paths,
+                proxy_port: prefs.proxy_port,
+                vault: None,
+                serve_proxy: true,
+            }));
+            let runtime = match started {
+                Ok(r) => r,
+                Err(e) => fail(&e.message),
+            };
+            app.manage(runtime.clone());
+            app.manage(WindowProcesses::default());
+            tray::install(app.handle(), &runtime)?;
+            follow_runtime(app.handle().clone(), runtime);
+            if std::env::var_os("LATCHKEY_OPEN_WINDOW").is_some() {
+                window_process::open(app.handle(), None);
+            }
+            Ok(())
+        })
+        .build(tauri::generate_context!());
+    let app = match app {
+        Ok(app) => app,
+        Err(e) => fail(&format!("cannot start the window system: {e}")),
+    };
+    app.run(|handle, event| match event {
+        RunEvent::ExitRequested { api, .. } if !QUITTING.load(Ordering::SeqCst) => {
+            api.prevent_exit();
+        }
+        RunEvent::Exit => {
+            // The window processes first (they follow the instance), then the instance.
+            if let Some(processes) = handle.try_state::<WindowProcesses>() {
+                tauri::async_runtime::block_on(processes.end_all());
+            }
+            if let Some(runtime) = handle.try_state::<Latchkey>() {
+                tauri::async_runtime::block_on(runtime.shutdown());
+            }
+        }
+        _ => {}
+    });
+}
+
+/// A window process: finds the running instance, shows the main window (or a login window) and
+/// serves its commands over the control API; exits when its last window closes, when the
+/// instance stops, or (started by the tray) when its stdin ends.
+fn run_window(job: Job, from_tray: bool) {
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => fail(&format!("{e}")),
+    };
+    let instance = match tauri::async_runtime::block_on(ControlClient::find(&paths)) {
+        Ok(Some(client)) => Arc::new(client),
+        Ok(None) => fail(
+            "its window needs Latchkey running, and it is not: start Latchkey (from your applications menu, or `latchkey-app`) first",
+        ),
+        Err(e) => fail(&e.message),
+    };
+    let as_window = matches!(job, Job::Main { .. });
+    let (changes, _) = tokio::sync::watch::channel(0u64);
+    let app = tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_store::Builder::default().build())
         .plugin(tauri_plugin_autostart::init(
@@ -44,6 +144,9 @@ pub fn run() {
         ))
         .plugin(tauri_plugin_opener::init())
         .plugin(tauri_plugin_clipboard_manager::init())
+        .manage(instance.clone())
+        .manage(changes)
+        .manage(Pending::new())
         .invoke_handler(tauri::generate_handler![
             commands::overview,
             commands::login,
@@ -76,27 +179,35 @@ pub fn run() {
             setup::service_remove,
             commands::set_gateway_api_key,
         ])
-        .setup(|app| {
-            let prefs = settings::load(app.handle());
-            let paths = match Paths::from_env() {
-                Ok(p) => p,
-                Err(e) => fail(&format!("{e}")),
-            };
-            let started = tauri::async_runtime::block_on(Latchkey::start(StartOptions {
-                paths,
-                proxy_port: prefs.proxy_port,
-                vault: None,
-                serve_proxy: true,
-            }));
-            let runtime = match started {
-                Ok(r) => r,
-                Err(e) => fail(&e.message),
-            };
-            app.manage(runtime.clone());
-            tray::install(app.handle(), &runtime)?;
-            forward_events(app.handle().clone(), runtime);
-            if std::env::var_os("LATCHKEY_OPEN_WINDOW").is_some() {
-                window::show_main(app.handle());
+        .setup(move |app| {
+            follow_instance(app.handle().clone(), instance.clone(), as_window);
+            if from_tray {
+                end_with_stdin(app.handle().clone());
+            }
+            match job {
+                Job::Main { at } => window::show(app.handle(), at.as_deref()),
+                Job::Login(account) => {
+                    let (app, lk) = (app.handle().clone(), instance);
+                    tauri::async_runtime::spawn(async move {
+                        let started = login::start(&app, &lk, &account, false).await;
+                        if let Err(e) = started {
+                            login_not_started(&app, &lk, &account, e).await;
+                        }
+                    });
+                }
+                Job::ServerLogin(name) => {
+                    let (app, lk) = (app.handle().clone(), instance);
+                    tauri::async_runtime::spawn(async move {
+                        if let Err(e) = login::start_server(&app, &lk, &name, false).await {
+                            notify(
+                                &app,
+                                &format!("Latchkey could not sign in to {name}"),
+                                &e.message,
+                            );
+                            app.exit(1);
+                        }
+                    });
+                }
             }
             Ok(())
         })
@@ -105,18 +216,69 @@ pub fn run() {
         Ok(app) => app,
         Err(e) => fail(&format!("cannot start the window system: {e}")),
     };
-    app.run(|handle, event| match event {
-        RunEvent::ExitRequested { api, .. } if !QUITTING.load(Ordering::SeqCst) => {
-            // Closing the last window keeps Latchkey in the tray.
+    app.run(|handle, event| {
+        if let RunEvent::ExitRequested {
+            api, code: None, ..
+        } = event
+        {
+            // The last window closed: finish what its closing started, then exit.
+            let Some(pending) = handle.try_state::<Pending>() else {
+                return;
+            };
             api.prevent_exit();
+            let (pending, handle) = (pending.inner().clone(), handle.clone());
+            tauri::async_runtime::spawn(async move {
+                pending.close();
+                pending.wait().await;
+                handle.exit(0);
+            });
         }
-        RunEvent::Exit => {
-            if let Some(runtime) = handle.try_state::<Latchkey>() {
-                tauri::async_runtime::block_on(runtime.shutdown());
-            }
-        }
-        _ => {}
     });
+}
+
+/// A login the tray's menu asked for could not start: say so, unless the instance kept the
+/// failure (the tray announces those), and exit.
+async fn login_not_started(
+    app: &tauri::AppHandle,
+    lk: &Instance,
+    account: &str,
+    e: latchkey_runtime::RuntimeError,
+) {
+    let kept = lk.overview().await.is_ok_and(|o| {
+        o.accounts.iter().any(|a| {
+            a.name == account
+                && a.last_login_error
+                    .as_ref()
+                    .is_some_and(|f| f.code == e.code)
+        })
+    });
+    if !kept {
+        notify(app, "Latchkey could not start the login", &e.message);
+    }
+    app.exit(1);
+}
+
+fn notify(app: &tauri::AppHandle, title: &str, body: &str) {
+    use tauri_plugin_notification::NotificationExt;
+    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+        tracing::debug!(error = %e, "notification not shown");
+    }
+}
+
+/// Started by the tray: its stdin is a pipe from the tray, which closes it to end this process
+/// (Quit) or dies with it; either way the window goes.
+fn end_with_stdin(app: tauri::AppHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("tray-pipe".into())
+        .spawn(move || {
+            // Nothing is sent on it; a read returns only at its end.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            tracing::debug!("the tray ended this window process");
+            app.exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the tray's pipe");
+    }
 }
 
 /// Quits for real (the tray's Quit).
@@ -186,11 +348,9 @@ fn show_error_dialog(text: &str) {
     }
 }
 
-/// Runtime changes become window events; the tray follows them too.
-fn forward_events(app: tauri::AppHandle, runtime: Latchkey) {
+/// The tray follows the runtime: its icon, menu and notices.
+fn follow_runtime(app: tauri::AppHandle, runtime: Latchkey) {
     let mut changes = runtime.subscribe();
-    let app_changes = app.clone();
-    let rt = runtime.clone();
     tauri::async_runtime::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(15));
         let mut notifier = tray::Notifier::default();
@@ -198,24 +358,51 @@ fn forward_events(app: tauri::AppHandle, runtime: Latchkey) {
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() { break; }
-                    let _ = app_changes.emit("latchkey://changed", ());
                 }
                 _ = ticker.tick() => {}
             }
-            tray::refresh(&app_changes, &rt, &mut notifier);
+            tray::refresh(&app, &runtime, &mut notifier);
         }
     });
-    let mut activity = runtime.subscribe_activity();
+}
+
+/// The window process follows the instance: its changes and audit rows become the window's
+/// `latchkey://changed` and `latchkey://activity` events, its requests to show the window are
+/// carried out, and when it stops (the tray quit), this process ends.
+fn follow_instance(app: tauri::AppHandle, instance: Instance, as_window: bool) {
     tauri::async_runtime::spawn(async move {
-        loop {
-            match activity.recv().await {
-                Ok(row) => {
+        let mut events = match instance.follow_events(as_window).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow Latchkey");
+                app.exit(1);
+                return;
+            }
+        };
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(InstanceEvent::Changed) => {
+                    if let Some(changes) = app.try_state::<Changes>() {
+                        changes.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    let _ = app.emit("latchkey://changed", ());
+                }
+                Ok(InstanceEvent::Activity(row)) => {
                     let _ = app.emit("latchkey://activity", row);
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Ok(InstanceEvent::ShowWindow { at }) => {
+                    let handle = app.clone();
+                    let _ = app.run_on_main_thread(move || window::show(&handle, at.as_deref()));
+                }
+                Ok(InstanceEvent::Lagged(_)) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "the instance's events ended");
+                    break;
+                }
             }
         }
+        tracing::info!("latchkey stopped; closing its window");
+        app.exit(0);
     });
 }
 
@@ -238,17 +425,10 @@ mod tests {
             .collect()
     }
 
-    /// The commands Tauri may run on the main (UI) thread: they only read or change the runtime's
-    /// memory (and close the login window). Every other command touches SQLite, a file or the
-    /// keychain, and must be an `async fn` or `#[tauri::command(async)]`.
-    const ON_THE_MAIN_THREAD: [&str; 6] = [
-        "overview",
-        "cancel_login",
-        "list_clients",
-        "list_connections",
-        "close_connection",
-        "cancel_server_login",
-    ];
+    /// The commands Tauri may run on the main (UI) thread: none, since every command asks the
+    /// instance over HTTP (or touches a file). A command must be an `async fn` or
+    /// `#[tauri::command(async)]`.
+    const ON_THE_MAIN_THREAD: [&str; 0] = [];
 
     /// A plain `#[tauri::command] fn` blocks the window while it runs; one that waits on SQLite,
     /// the disk or the keychain freezes it. A new command runs off the main thread unless it is

@@ -1,19 +1,23 @@
-//! "Log in": the runtime's authorization URL in a `login` window (no IPC capability) or in the
+//! "Log in": the instance's authorization URL in a `login` window (no IPC capability) or in the
 //! system browser, for an account or a remote MCP server (adding one, logging in again, a
-//! step-up). The window closes itself when the login ends; closing it cancels the login.
+//! step-up). The window closes itself when the login ends; closing it cancels the login. It runs
+//! in a window process (the main window's, or one the tray started for its menu's *Log in*),
+//! which asks the instance over the control API.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use latchkey_core::Code;
 use latchkey_core::session::SessionState;
+use latchkey_runtime::control::NewServer;
 use latchkey_runtime::view::ServerView;
-use latchkey_runtime::{AddServer, Latchkey, RuntimeError};
+use latchkey_runtime::{Control, RuntimeError};
 use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_opener::OpenerExt;
 use url::Url;
 
 use crate::origin::{self, Navigation};
+use crate::{Changes, Instance, Pending};
 
 /// Label of the login window.
 pub const LOGIN: &str = "login";
@@ -21,79 +25,104 @@ pub const LOGIN: &str = "login";
 /// Starts a login for `account`.
 pub async fn start(
     app: &AppHandle,
-    lk: &Latchkey,
+    lk: &Instance,
     account: &str,
     system_browser: bool,
 ) -> Result<(), RuntimeError> {
     close_window(app);
     let url = lk.begin_login(account).await?;
-    let rt = lk.clone();
-    let name = account.to_owned();
     // The login window shares one cookie jar with every later login window, so the identity
     // provider's session would sign the same person in again without asking after "Log out"
     // (anyone at the laptop could). OpenID Connect's `prompt=login` makes the provider ask
     // every time; the system browser, where single sign-on belongs (RFC 8252), is left as is.
-    open_page(app, url, system_browser, true, move || {
-        rt.cancel_login(&name)
-    })?;
+    let on_closed = cancel_on_close(app, lk, account, Cancel::Login);
+    open_page(app, url, system_browser, true, on_closed)?;
     watch(app.clone(), lk.clone(), account.to_owned());
     Ok(())
 }
 
+/// Which pending login closing the window cancels.
+#[derive(Clone, Copy)]
+enum Cancel {
+    Login,
+    ServerLogin,
+}
+
+/// What closing the login window does: cancel the login (a no-op once it ended), on a task the
+/// process waits for before it exits.
+fn cancel_on_close(
+    app: &AppHandle,
+    lk: &Instance,
+    name: &str,
+    what: Cancel,
+) -> impl Fn() + Send + 'static {
+    let (app, lk, name) = (app.clone(), lk.clone(), name.to_owned());
+    move || {
+        let (lk, name) = (lk.clone(), name.clone());
+        let task = async move {
+            let cancelled = match what {
+                Cancel::Login => lk.cancel_login(&name).await,
+                Cancel::ServerLogin => lk.cancel_server_login(&name).await,
+            };
+            if let Err(e) = cancelled {
+                tracing::debug!(error = %e, "login not cancelled");
+            }
+        };
+        // On Tauri's runtime (this runs on the UI thread, outside it), tracked when the process
+        // keeps a tracker.
+        match app.try_state::<Pending>() {
+            Some(pending) => {
+                tauri::async_runtime::spawn(pending.track_future(task));
+            }
+            None => {
+                tauri::async_runtime::spawn(task);
+            }
+        }
+    }
+}
+
 /// Adds a remote MCP server and signs in to it in the login window (or the system browser);
 /// returns it once ready. A refusal, a failed sign-in or a closed window leaves nothing behind
-/// (the runtime writes the server only after its first login), and the error says why.
+/// (the instance writes the server only after its first login), and the error says why.
 pub async fn add_server(
     app: &AppHandle,
-    lk: &Latchkey,
-    url: &str,
-    options: AddServer,
+    lk: &Instance,
+    server: &NewServer,
     system_browser: bool,
 ) -> Result<ServerView, RuntimeError> {
     close_window(app);
-    let added = lk.add_server_with(url, options).await?;
+    let added = lk.add_server(server).await?;
     let name = added.name;
-    let rt = lk.clone();
-    let closed = name.clone();
-    let opened = open_page(app, added.authorize_url, system_browser, false, move || {
-        rt.cancel_server_login(&closed)
-    });
+    let on_closed = cancel_on_close(app, lk, &name, Cancel::ServerLogin);
+    let opened = open_page(app, added.authorize_url, system_browser, false, on_closed);
     if let Err(e) = opened {
-        lk.cancel_server_login(&name);
+        let _ = lk.cancel_server_login(&name).await;
         return Err(e);
     }
     let done = lk.wait_server_login(&name).await;
     close_window(app);
-    done?;
-    lk.overview()
-        .servers
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| {
-            RuntimeError::new(
-                Code::UnknownServer,
-                format!("the MCP server `{name}` was removed meanwhile"),
-            )
-        })
+    done?.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        RuntimeError::new(
+            Code::UnknownServer,
+            format!("the MCP server `{name}` was removed meanwhile"),
+        )
+    })
 }
 
 /// Signs in to the remote MCP server `name` again, or grants it the scopes a step-up asks for;
 /// the login window closes itself when the login ends.
 pub async fn start_server(
     app: &AppHandle,
-    lk: &Latchkey,
+    lk: &Instance,
     name: &str,
     system_browser: bool,
 ) -> Result<(), RuntimeError> {
     close_window(app);
     let url = lk.server_login(name).await?;
-    let rt = lk.clone();
-    let closed = name.to_owned();
-    let opened = open_page(app, url, system_browser, false, move || {
-        rt.cancel_server_login(&closed)
-    });
+    let on_closed = cancel_on_close(app, lk, name, Cancel::ServerLogin);
+    let opened = open_page(app, url, system_browser, false, on_closed);
     if let Err(e) = opened {
-        lk.cancel_server_login(name);
+        let _ = lk.cancel_server_login(name).await;
         return Err(e);
     }
     let (app, lk, name) = (app.clone(), lk.clone(), name.to_owned());
@@ -219,16 +248,21 @@ pub fn check_scheme(url: &Url) -> Result<(), RuntimeError> {
 }
 
 /// Closes the login window when the login ends, and tells the window how it ended.
-fn watch(app: AppHandle, lk: Latchkey, account: String) {
-    let mut changes = lk.subscribe();
+fn watch(app: AppHandle, lk: Instance, account: String) {
+    let Some(mut changes) = app.try_state::<Changes>().map(|c| c.subscribe()) else {
+        return;
+    };
     tauri::async_runtime::spawn(async move {
         loop {
-            let state = lk
-                .overview()
-                .accounts
-                .into_iter()
-                .find(|a| a.name == account)
-                .map(|a| a.state);
+            let state = match lk.overview().await {
+                Ok(overview) => overview
+                    .accounts
+                    .into_iter()
+                    .find(|a| a.name == account)
+                    .map(|a| a.state),
+                // The instance is gone: so is the login.
+                Err(_) => None,
+            };
             match state {
                 Some(SessionState::LoggingIn) => {}
                 Some(s) if s.is_usable() => {
@@ -249,6 +283,7 @@ fn watch(app: AppHandle, lk: Latchkey, account: String) {
                 }
             }
             if changes.changed().await.is_err() {
+                close_window(&app);
                 break;
             }
         }

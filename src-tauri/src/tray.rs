@@ -1,4 +1,5 @@
-//! The tray icon: its image and tooltip show the session state (from the runtime's pure
+//! The tray icon (in the tray instance, which never creates a webview: the window and the menu's
+//! logins run in window processes, see [`crate::window_process`]): its image and tooltip show the session state (from the runtime's pure
 //! `tray_status`), its menu says who is signed in and until when, and offers log in/out, the
 //! window, the proxy URL and Quit. Notifications warn before expiry, when a session ends (and
 //! why), when its refresh keeps failing (once per run of failures, saying how long requests still
@@ -16,9 +17,10 @@ use latchkey_runtime::{Latchkey, TrayIcon as Icon, TrayStatus};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuBuilder, MenuEvent, MenuItemBuilder};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
-use tauri::{AppHandle, Emitter, Manager, Wry};
+use tauri::{AppHandle, Manager, Wry};
 use tauri_plugin_clipboard_manager::ClipboardExt;
 use tauri_plugin_notification::NotificationExt;
+use tauri_plugin_opener::OpenerExt;
 
 const TRAY_ID: &str = "latchkey";
 
@@ -122,7 +124,7 @@ pub fn install(app: &AppHandle, lk: &Latchkey) -> tauri::Result<()> {
                 ..
             } = event
             {
-                crate::window::show_main(tray.app_handle());
+                crate::window_process::open(tray.app_handle(), None);
             }
         });
     if let Some(icon) = image(status.icon) {
@@ -140,7 +142,9 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
     match id.as_str() {
         // The window opens on what needs doing: Setup without a configuration, the
         // configuration's mistake, the keychain's explanation.
-        "open" | "setup" | "config-invalid" | "keychain-help" => crate::window::show_main(app),
+        "open" | "setup" | "config-invalid" | "keychain-help" => {
+            crate::window_process::open(app, None);
+        }
         "copy-proxy" => {
             if let Err(e) = app.clipboard().write_text(lk.proxy_url()) {
                 tracing::warn!(error = %e, "clipboard unavailable");
@@ -149,10 +153,17 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
         "quit" => crate::quit(app),
         other => {
             if let Some(account) = other.strip_prefix("login:") {
+                if !crate::settings::read(app).use_system_browser {
+                    crate::window_process::login(app, &crate::args::login(account));
+                    return;
+                }
                 let (app, account) = (app.clone(), account.to_owned());
                 tauri::async_runtime::spawn(async move {
-                    let browser = crate::settings::load(&app).use_system_browser;
-                    if let Err(e) = crate::login::start(&app, &lk, &account, browser).await {
+                    let opened = match lk.begin_login(&account).await {
+                        Ok(url) => open_in_browser(&app, &url),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = opened {
                         // A refused login is kept by the runtime and announced by `refresh`.
                         let kept = lk
                             .last_login_error(&account)
@@ -163,10 +174,18 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                     }
                 });
             } else if let Some(server) = other.strip_prefix("server-login:") {
+                if !crate::settings::read(app).use_system_browser {
+                    crate::window_process::login(app, &crate::args::server_login(server));
+                    return;
+                }
                 let (app, server) = (app.clone(), server.to_owned());
                 tauri::async_runtime::spawn(async move {
-                    let browser = crate::settings::load(&app).use_system_browser;
-                    if let Err(e) = crate::login::start_server(&app, &lk, &server, browser).await {
+                    let opened = match lk.server_login(&server).await {
+                        Ok(url) => open_in_browser(&app, &url),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = opened {
+                        lk.cancel_server_login(&server);
                         notify(
                             &app,
                             &format!("Latchkey could not sign in to {server}"),
@@ -178,7 +197,7 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
                 .strip_prefix("open-item:")
                 .and_then(|target| target.split_once(':'))
             {
-                open_at(app, section, item);
+                crate::window_process::open(app, Some(&format!("{section}/{item}")));
             } else if let Some(account) = other.strip_prefix("logout:") {
                 let (app, account) = (app.clone(), account.to_owned());
                 tauri::async_runtime::spawn(async move {
@@ -191,41 +210,18 @@ fn on_menu(app: &AppHandle, event: MenuEvent) {
     }
 }
 
-/// Where a tray line opens the window: the window's section and the item in it.
-/// It is the `latchkey://open-section` event's payload.
-#[derive(Clone, serde::Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
-pub(crate) struct OpenAt<'a> {
-    section: &'a str,
-    item: &'a str,
-}
-
-/// Opens the window at a section and item. An open window gets the `latchkey://open-section`
-/// event; a window that is only being created cannot listen yet, so it is sent to the same place
-/// through its address (`#open=<section>/<item>`, read by the window when it starts).
-fn open_at(app: &AppHandle, section: &str, item: &str) {
-    let existed = app.get_webview_window(crate::window::MAIN).is_some();
-    crate::window::show_main(app);
-    if existed {
-        let _ = app.emit_to(
-            crate::window::MAIN,
-            "latchkey://open-section",
-            OpenAt { section, item },
-        );
-        return;
-    }
-    let Some(window) = app.get_webview_window(crate::window::MAIN) else {
-        return;
-    };
-    if let Ok(mut url) = window.url() {
-        let fragment: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("open", &format!("{section}/{item}"))
-            .finish();
-        url.set_fragment(Some(&fragment));
-        if let Err(e) = window.navigate(url) {
-            tracing::debug!(error = %e, "window not sent to the tray line's item");
-        }
-    }
+/// Opens a sign-in page in the system browser (the preference), through the opener, never a
+/// shell; only `http` and `https` pages.
+fn open_in_browser(app: &AppHandle, url: &url::Url) -> Result<(), latchkey_runtime::RuntimeError> {
+    crate::login::check_scheme(url)?;
+    app.opener()
+        .open_url(url.as_str(), None::<&str>)
+        .map_err(|e| {
+            latchkey_runtime::RuntimeError::new(
+                latchkey_core::Code::BrowserUnavailable,
+                format!("cannot open your browser ({e}); turn off \"Use system browser\""),
+            )
+        })
 }
 
 /// Remembers what was already announced, so each warning is shown once.
@@ -257,7 +253,7 @@ pub fn refresh(app: &AppHandle, lk: &Latchkey, notifier: &mut Notifier) {
             let _ = tray.set_menu(Some(m));
         }
     }
-    if !crate::settings::load(app).notifications {
+    if !crate::settings::read(app).notifications {
         notifier.last_icon = Some(status.icon);
         return;
     }

@@ -1,10 +1,11 @@
-//! The main window, created on demand and destroyed when closed, so no webview lives while
+//! The main window, in the window process: created when the process starts, shown again (at an
+//! item) when the tray asks, and the process ends when it is closed, so no webview lives while
 //! Latchkey sits in the tray. It comes back where the person left it, at the size they gave it
 //! (kept in tauri-plugin-store's `settings.json`, beside the preferences).
 
 use serde::{Deserialize, Serialize};
 use tauri::{
-    AppHandle, LogicalPosition, LogicalSize, Manager, WebviewUrl, WebviewWindow,
+    AppHandle, Emitter, LogicalPosition, LogicalSize, Manager, WebviewUrl, WebviewWindow,
     WebviewWindowBuilder, WindowEvent,
 };
 use tauri_plugin_store::StoreExt;
@@ -56,8 +57,45 @@ impl Geometry {
     }
 }
 
+/// Where a tray line opens the window: the window's section and the item in it.
+/// It is the `latchkey://open-section` event's payload.
+#[derive(Clone, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub(crate) struct OpenAt<'a> {
+    section: &'a str,
+    item: &'a str,
+}
+
+/// Shows the main window (creating it if needed), at `at` (`<section>/<item>`) when given. An
+/// open window gets the `latchkey://open-section` event; a window that is only being created
+/// cannot listen yet, so it is sent to the same place through its address
+/// (`#open=<section>/<item>`, read by the window when it starts).
+pub fn show(app: &AppHandle, at: Option<&str>) {
+    let existed = app.get_webview_window(MAIN).is_some();
+    show_main(app);
+    let Some((section, item)) = at.and_then(|at| at.split_once('/')) else {
+        return;
+    };
+    if existed {
+        let _ = app.emit_to(MAIN, "latchkey://open-section", OpenAt { section, item });
+        return;
+    }
+    let Some(window) = app.get_webview_window(MAIN) else {
+        return;
+    };
+    if let Ok(mut url) = window.url() {
+        let fragment: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("open", &format!("{section}/{item}"))
+            .finish();
+        url.set_fragment(Some(&fragment));
+        if let Err(e) = window.navigate(url) {
+            tracing::debug!(error = %e, "window not sent to the tray line's item");
+        }
+    }
+}
+
 /// Shows (creating if needed) and focuses the main window.
-pub fn show_main(app: &AppHandle) {
+fn show_main(app: &AppHandle) {
     if let Some(w) = app.get_webview_window(MAIN) {
         let _ = w.unminimize();
         let _ = w.show();
@@ -67,7 +105,13 @@ pub fn show_main(app: &AppHandle) {
     let mut builder = WebviewWindowBuilder::new(app, MAIN, WebviewUrl::App("index.html".into()))
         .title("Latchkey")
         .inner_size(DEFAULT.0, DEFAULT.1)
-        .min_inner_size(MIN.0, MIN.1);
+        .min_inner_size(MIN.0, MIN.1)
+        .on_page_load(|_, payload| {
+            // scripts/measure-app times opening the window up to this line.
+            if matches!(payload.event(), tauri::webview::PageLoadEvent::Finished) {
+                tracing::info!("window page loaded");
+            }
+        });
     if let Some(saved) = stored(app) {
         let (position, (width, height)) = saved.restored(&monitors(app));
         builder = builder.inner_size(width, height);

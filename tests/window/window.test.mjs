@@ -1,6 +1,9 @@
 // The real app window: the built latchkey-app under Xvfb (run by scripts/test inside a private
-// D-Bus session with an unlocked gnome-keyring), driven through tauri-driver + WebKitWebDriver,
-// against the sandbox stack. Log in through the login webview, see the user and a moving
+// D-Bus session with an unlocked gnome-keyring), against the sandbox stack. The test starts the
+// tray instance itself; tauri-driver + WebKitWebDriver start and drive the window process
+// (`latchkey-app --window`), which reaches the instance over its control API. The tray never
+// creates a webview: its menu's Open starts one window process (a second Open does not start
+// another), closing the window ends that process, quitting the tray ends a live one. Log in through the login webview, see the user and a moving
 // countdown, log out, and the keychain holds nothing of the account afterwards. The tray menu is
 // read where a desktop shell reads it, over D-Bus (libayatana's com.canonical.dbusmenu). Then
 // *Add MCP server* with the official SDK's OAuth-protected MCP server (tests/mcp/server-oauth.mjs)
@@ -32,6 +35,8 @@ const children = [];
 let driver;
 let session;
 let env;
+/** The tray instance the test started. */
+let tray;
 /** The MCP authorization server's issuer and the SDK MCP server's URL. */
 let mcp;
 /** The sandbox stack's ready line: its IdP's issuer, gateway and upstream. */
@@ -132,6 +137,57 @@ function windowTitles() {
   return [...tree.matchAll(/^\s*0x[0-9a-f]+ "((?:[^"\\]|\\.)*)"/gm)].map((m) => m[1]);
 }
 
+/** The processes whose parent is `pid`: `{ pid, stat, args }` (a zombie's stat starts with Z). */
+function childrenOf(pid) {
+  let out = '';
+  try {
+    out = execFileSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(pid)], { encoding: 'utf8' });
+  } catch {
+    return []; // none
+  }
+  return out.split('\n').filter((l) => l.trim()).map((l) => {
+    const [, p, stat, args] = l.trim().match(/^(\d+)\s+(\S+)\s+(.*)$/);
+    return { pid: Number(p), stat, args };
+  });
+}
+
+/** The window processes the tray started (`latchkey-app --window …` or `--login …`). */
+const trayWindows = (kind = '--window') => childrenOf(tray.pid).filter((c) => c.args.includes(` ${kind}`));
+
+/**
+ * The tray maps no WebKit page: no WebKit helper (web or network process) is the tray's child —
+ * WebKit starts them for the process that owns a web view — and every child the tray has is one
+ * of its own window processes.
+ */
+function assertTrayHasNoWebView(when) {
+  const kids = childrenOf(tray.pid);
+  assert.ok(!kids.some((c) => /WebKit/.test(c.args)), `${when}: no WebKit process under the tray: ${JSON.stringify(kids)}`);
+  assert.ok(kids.every((c) => c.args.startsWith(`${app} `)), `${when}: the tray's only children are window processes: ${JSON.stringify(kids)}`);
+}
+
+/** Starts the tray instance with `environment`, and waits until `latchkey status` finds it. */
+async function startTray(environment) {
+  const child = spawn(app, [], { env: environment, stdio: ['ignore', 'inherit', 'inherit'] });
+  children.push(child);
+  child.exited = new Promise((resolve) => child.once('exit', resolve));
+  await until('the tray instance (latchkey status)', () => {
+    try {
+      return JSON.parse(execFileSync(cli, ['status', '--json'], { env: environment, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })).running;
+    } catch {
+      return false;
+    }
+  }, 30000);
+  return child;
+}
+
+/** A WebDriver session whose application is a window process (`latchkey-app --window`). */
+async function windowSession() {
+  const created = await wd('POST', '/session', {
+    capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app, args: ['--window'] } } },
+  });
+  return created.sessionId;
+}
+
 /** Starts a Node peer that prints `{"url": ...}` when ready; it exits when its stdin closes. */
 async function startPeer(cwd, args) {
   const child = spawn('node', args, { cwd, stdio: ['pipe', 'pipe', 'inherit'] });
@@ -185,7 +241,6 @@ before(async () => {
     LATCHKEY_CONFIG_DIR: join(home, 'config'),
     LATCHKEY_DATA_DIR: join(home, 'data'),
     LATCHKEY_KEYCHAIN_SERVICE: `dev.latchkey.window.${process.pid}`,
-    LATCHKEY_OPEN_WINDOW: '1',
     // MCP host files (Claude Code's ~/.claude.json) land in this private home.
     HOME: join(home, 'home'),
     XDG_CONFIG_HOME: join(home, 'xdg-config'),
@@ -218,16 +273,17 @@ before(async () => {
     execFileSync('gdbus', ['call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method', 'org.freedesktop.DBus.NameHasOwner', 'org.freedesktop.Notifications'], { encoding: 'utf8' }).includes('true'),
   );
 
+  tray = await startTray(env);
+  assert.deepEqual(childrenOf(tray.pid), [], 'the tray alone: no window, no WebKit process');
+  assertTrayHasNoWebView('the tray started');
+
   const port = await freePort();
   // Its own WebKitWebDriver port: another run (or the first-run test's driver) may hold 4445.
   const d = spawn('tauri-driver', ['--port', String(port), '--native-port', String(await freePort())], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(d);
   driver = `http://127.0.0.1:${port}`;
   await until('tauri-driver', async () => (await fetch(`${driver}/status`)).ok);
-  const created = await wd('POST', '/session', {
-    capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app } } },
-  });
-  session = created.sessionId;
+  session = await windowSession();
 });
 
 after(async () => {
@@ -358,15 +414,33 @@ test('log in through the login webview, see the countdown, create a client, add 
   await until('the service to need a login in the tray', () => trayMenu()?.labels.includes('demo: needs login'));
 
   // Log in from the tray menu, then close the login window instead of signing in: the login is
-  // cancelled and everything is back to "logged out".
+  // cancelled and everything is back to "logged out". The tray opens it in a login window
+  // process of its own (the tray creates no webview); its title names the sign-in page's origin.
+  assertTrayHasNoWebView('before the tray\'s login');
   trayMenu().click('Log in (sandbox)');
-  const loginAgain = await until('the login window from the tray', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
+  const [loginProcess] = await until('a login window process started by the tray', () => {
+    const found = trayWindows('--login');
+    return found.length ? found : null;
+  });
+  assert.match(loginProcess.args, / --login sandbox --from-tray$/);
+  const idp = new URL(sandbox.issuer).origin;
+  await until(`the tray's login window titled with ${idp}`, () => windowTitles().some((t) => t.startsWith('Sign in') && t.includes(`${idp} (not encrypted, this computer)`)), 30000);
+  assertTrayHasNoWebView('with the tray\'s login window open');
+  await shot('7-tray-login-window');
+  execFileSync(join(root, 'scripts', 'x11-close'), ['Sign in'], { env });
+  await until('the login window process to exit, reaped by the tray', () => !childrenOf(tray.pid).some((c) => c.pid === loginProcess.pid));
+  await until('the tray to offer Log in again', () => trayMenu()?.labels.includes('Log in (sandbox)'));
+  await until('logged out after the cancel', () => JSON.parse(execFileSync(cli, ['status', '--json'], { env, encoding: 'utf8' })).accounts[0].state.kind === 'logged_out');
+
+  // The window's own Log in: the login window (in the window process) has no address bar, so its
+  // title names the page's origin (plain http is marked: the sandbox runs on this computer); a
+  // page off this computer in plain http is refused, and the window says so instead.
+  await click("//button[normalize-space()='Log in']");
+  const loginAgain = await until('the login window', async () => (await wd('GET', s('/window/handles'))).find((h) => h !== main));
   await wd('POST', s('/window'), { handle: loginAgain });
   await until('the sign-in form', () => find("//input[@name='login']"), 30000);
-  // The login window has no address bar, so its title names the page's origin (plain http is
-  // marked: the sandbox runs on this computer); a page off this computer in plain http is
-  // refused, and the window says so instead.
-  const idp = await wd('POST', s('/execute/sync'), { script: 'return location.origin', args: [] });
+  const pageOrigin = await wd('POST', s('/execute/sync'), { script: 'return location.origin', args: [] });
+  assert.equal(pageOrigin, idp);
   await until(`the login window titled with ${idp}`, () => windowTitles().some((t) => t.startsWith('Sign in') && t.includes(`${idp} (not encrypted, this computer)`)));
   await wd('POST', s('/execute/sync'), { script: "location.href = 'http://login.example.invalid/steal?user=alice'; return true", args: [] });
   const reason = await until('the refusal notice in the login window', () => text("//p[@id='reason']"));
@@ -385,6 +459,7 @@ test('log in through the login webview, see the countdown, create a client, add 
   assert.equal(status.accounts[0].state.kind, 'logged_out', `a cancelled login leaves "logged out": ${JSON.stringify(status.accounts[0].state)}`);
   assert.equal(accountEntries(), 0, 'a cancelled login stores nothing');
   await shot('7-login-cancelled');
+  assertTrayHasNoWebView('after the logins');
   assert.equal(occurrences(notices, renewFailed), 1, `one failed-refresh notice for the run, not one per retry: ${notices}`);
   assert.equal(occurrences(notices, 'string "Your Latchkey session ends soon"'), 1, `one expiry warning for the session, the refreshes in between did not repeat it: ${notices}`);
   assert.ok(!/eyJ|window-gateway-key|access_token|refresh_token/.test(notices), `no secret in a notice: ${notices}`);
@@ -515,10 +590,18 @@ test('add a remote MCP server by URL, sign in inside the login window, see it re
   await shot('12-mcp-server-removed');
 });
 
-// The window remembers its size and place (tauri-plugin-store's settings.json): moved and
-// resized, closed (which destroys it), and opened again from the tray, it comes back as it was.
-test('the window comes back where it was left, at the size it was given', async () => {
-  const main = await wd('GET', s('/window'));
+/** The geometry of the X window titled exactly `title`, as xwininfo reports it. */
+function xGeometry(title) {
+  const info = execFileSync('xwininfo', ['-name', title], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const n = (label) => Number(info.match(new RegExp(`${label}:\\s+(-?\\d+)`))[1]);
+  return { x: n('Absolute upper-left X'), y: n('Absolute upper-left Y'), width: n('Width'), height: n('Height') };
+}
+
+// The window remembers its size and place (tauri-plugin-store's settings.json), across window
+// processes: moved and resized, closed (its process ends), and opened again from the tray (a new
+// process), it comes back as it was. The tray starts exactly one window process however often
+// Open is clicked, closing the window ends it, and quitting the tray ends a live one.
+test('the window runs in its own process: back where it was left, one process per window, gone with the tray', async () => {
   const wanted = { x: 130, y: 90, width: 620, height: 540 };
   const set = await wd('POST', s('/window/rect'), wanted);
   assert.deepEqual({ x: set.x, y: set.y, width: set.width, height: set.height }, wanted, 'the window took the size and place asked for');
@@ -529,28 +612,72 @@ test('the window comes back where it was left, at the size it was given', async 
   });
   assert.ok(kept, 'kept for the next start too');
   await shot('16-window-moved');
+  const driven = Number(execFileSync('pgrep', ['-f', '-x', `${app} --window`], { encoding: 'utf8' }).trim().split('\n')[0]);
+  assert.ok(driven > 0, 'the window process tauri-driver started');
   execFileSync(join(root, 'scripts', 'x11-close'), ['Latchkey'], { env });
-  await until('the window to be gone', async () => !(await wd('GET', s('/window/handles'))).includes(main));
-  await until('the tray to open the window again', async () => {
-    trayMenu().click('Open Latchkey');
-    return (await wd('GET', s('/window/handles'))).length === 1;
+  await until('the window process to exit with its window', () => {
+    try {
+      execFileSync('kill', ['-0', String(driven)], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
   });
-  const [reopened] = await wd('GET', s('/window/handles'));
-  assert.notEqual(reopened, main, 'a new window, the old one was destroyed');
-  await wd('POST', s('/window'), { handle: reopened });
-  await until('the window\'s page', () => find("//nav//button[normalize-space()='Session']"), 30000);
-  const rect = await wd('GET', s('/window/rect'));
-  assert.deepEqual({ x: rect.x, y: rect.y, width: rect.width, height: rect.height }, wanted, 'the same size and place as when it was closed');
+  await wd('DELETE', `/session/${session}`).catch(() => {});
+  session = null;
+  assert.deepEqual(childrenOf(tray.pid), [], 'no window: the tray alone again');
+
+  // Open from the tray: exactly one window process, whatever the clicks.
+  trayMenu().click('Open Latchkey');
+  const [started] = await until('one window process started by the tray', () => {
+    const found = trayWindows();
+    return found.length ? found : null;
+  });
+  assert.match(started.args, / --window --from-tray$/);
+  await until('the reopened window', () => windowTitles().includes('Latchkey'), 30000);
+  trayMenu().click('Open Latchkey');
+  trayMenu().click('Open Latchkey');
+  await sleep(1500); // what a second process would need to appear
+  assert.deepEqual(trayWindows().map((c) => c.pid), [started.pid], 'a second Open shows the same window, it starts no other process');
+  assertTrayHasNoWebView('with the tray\'s window open');
+  const rect = await until('the window at its remembered place', () => {
+    const g = xGeometry('Latchkey');
+    return g.x === wanted.x && g.y === wanted.y && g.width === wanted.width && g.height === wanted.height ? g : null;
+  }, 10000).catch(() => xGeometry('Latchkey'));
+  assert.deepEqual(rect, wanted, 'the same size and place as when it was closed, in a new process');
   await shot('17-window-reopened');
+
+  // Closing the window ends its process, which the tray reaps (no zombie left).
+  execFileSync(join(root, 'scripts', 'x11-close'), ['Latchkey'], { env });
+  await until('the window process gone and reaped', () => childrenOf(tray.pid).length === 0);
+
+  // Quitting the tray ends a live window process.
+  trayMenu().click('Open Latchkey');
+  const [live] = await until('the window process again', () => {
+    const found = trayWindows();
+    return found.length ? found : null;
+  });
+  await until('its window', () => windowTitles().includes('Latchkey'), 30000);
+  trayMenu().click('Quit Latchkey');
+  await until('the tray to quit', () => tray.exitCode !== null || tray.signalCode !== null, 20000);
+  await until('its window process to end with it', () => {
+    try {
+      execFileSync('kill', ['-0', String(live.pid)], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  assert.ok(!windowTitles().includes('Latchkey'), 'no window left');
 });
 
 // First run, self-contained: the app started on a fresh configuration directory opens on Set up
 // Latchkey; the sandbox's issuer and client ID pass discovery, Save writes the file, the running
 // app loads it and logs in through the login window; a service added from Services is picked up
-// by the reload and served by the proxy. Runs last: it ends the first app (one instance per
-// desktop session) and starts another on its own tauri-driver.
+// by the reload and served by the proxy. Runs last: the first tray has quit (one instance per
+// desktop session); it starts another, and a window process on its own tauri-driver.
 test('first run: set up from the window against the sandbox, log in, add a service the proxy serves', async () => {
-  if (session) await wd('DELETE', `/session/${session}`);
+  if (session) await wd('DELETE', `/session/${session}`).catch(() => {});
   session = null;
   const sandboxConfig = readFileSync(join(env.LATCHKEY_CONFIG_DIR, 'config.toml'), 'utf8');
   const issuer = sandboxConfig.match(/^issuer = "(.*)"$/m)[1];
@@ -568,12 +695,17 @@ test('first run: set up from the window against the sandbox, log in, add a servi
   // The proxy on a free port (the window's Proxy port preference), not the default one.
   mkdirSync(join(fresh, 'xdg-data', 'dev.latchkey.app'), { recursive: true });
   writeFileSync(join(fresh, 'xdg-data', 'dev.latchkey.app', 'settings.json'), JSON.stringify({ preferences: { proxy_port: proxyPort } }));
+  if (tray.exitCode === null && tray.signalCode === null) {
+    tray.kill('SIGTERM'); // one tray per desktop session (an earlier test failed before its Quit)
+    await tray.exited;
+  }
+  tray = await startTray(freshEnv);
   const port = await freePort();
   const d = spawn('tauri-driver', ['--port', String(port), '--native-port', String(await freePort())], { env: freshEnv, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(d);
   driver = `http://127.0.0.1:${port}`;
   await until('the second tauri-driver', async () => (await fetch(`${driver}/status`)).ok);
-  session = (await wd('POST', '/session', { capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app } } } })).sessionId;
+  session = await windowSession();
   const main = await wd('GET', s('/window'));
 
   await until('the Set up Latchkey screen', () => find("//h1[normalize-space()='Set up Latchkey']"), 30000);
