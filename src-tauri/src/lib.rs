@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::StreamExt;
 use latchkey_core::paths::Paths;
 use latchkey_runtime::control::InstanceEvent;
-use latchkey_runtime::{Control, ControlClient, Latchkey, StartOptions};
+use latchkey_runtime::{AuditKind, Control, ControlClient, Latchkey, StartOptions};
 use tauri::{Emitter, Manager, RunEvent};
 use tauri_plugin_autostart::MacosLauncher;
 
@@ -387,9 +387,12 @@ fn follow_instance(app: tauri::AppHandle, instance: Instance, as_window: bool) {
                     }
                     let _ = app.emit("latchkey://changed", ());
                 }
-                Ok(InstanceEvent::Activity(row)) => {
+                // Client traffic, as the Activity screen lists it: the control calls (this
+                // window's own among them) stay out of its live rows too.
+                Ok(InstanceEvent::Activity(row)) if row.kind == AuditKind::Client => {
                     let _ = app.emit("latchkey://activity", row);
                 }
+                Ok(InstanceEvent::Activity(_)) => {}
                 Ok(InstanceEvent::ShowWindow { at }) => {
                     let handle = app.clone();
                     let _ = app.run_on_main_thread(move || window::show(&handle, at.as_deref()));
