@@ -17,7 +17,7 @@
 // back where it was left, at the size it was given, after it was closed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -272,6 +272,14 @@ before(async () => {
   await until('a notification daemon on the session bus', () =>
     execFileSync('gdbus', ['call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method', 'org.freedesktop.DBus.NameHasOwner', 'org.freedesktop.Notifications'], { encoding: 'utf8' }).includes('true'),
   );
+
+  // A window process with no instance to serve it says so and exits (no display here, so the
+  // message goes to stderr and startup.log only, not to a dialog waiting for a click).
+  const { DISPLAY: _display, WAYLAND_DISPLAY: _wayland, ...headless } = env;
+  const alone = spawnSync(app, ['--window'], { env: headless, encoding: 'utf8', timeout: 30000 });
+  assert.equal(alone.status, 2, `exits with its start-up failure code: ${alone.stderr}`);
+  assert.match(alone.stderr, /Latchkey cannot start: its window needs Latchkey running, and it is not/);
+  assert.ok(!/panicked/.test(alone.stderr), 'never a panic');
 
   tray = await startTray(env);
   assert.deepEqual(childrenOf(tray.pid), [], 'the tray alone: no window, no WebKit process');
