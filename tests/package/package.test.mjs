@@ -248,11 +248,14 @@ test('a first start with no configuration stays in the tray (the window offers t
 });
 
 test('the installed app\'s window says the workspace version in Settings, About', { skip }, async () => {
-  // The installed binary, driven as tests/window drives the built one (tauri-driver + WebKitWebDriver).
+  // The installed binary, driven as tests/window drives the built one: the tray instance started
+  // as the menu does, then its window process (`latchkey-app --window`) by tauri-driver +
+  // WebKitWebDriver.
+  const installedApp = await startInstalledApp(env);
   const port = await freePort();
   // A desktop session's locale: under LANG=C.UTF-8, WebKit's navigator.language is "C", which the
   // window's chart library hands to Intl.NumberFormat, and the window stays blank (a bug of its own).
-  const driverEnv = { ...env, PATH: process.env.PATH, LATCHKEY_OPEN_WINDOW: '1', LANG: 'en_US.UTF-8' };
+  const driverEnv = { ...env, PATH: process.env.PATH, LANG: 'en_US.UTF-8' };
   const driver = spawn('tauri-driver', ['--port', String(port)], { env: driverEnv, stdio: ['ignore', 'ignore', 'inherit'] });
   const base = `http://127.0.0.1:${port}`;
   const wd = async (method, path, body) => {
@@ -264,7 +267,7 @@ test('the installed app\'s window says the workspace version in Settings, About'
   let session;
   try {
     await until('tauri-driver', async () => (await fetch(`${base}/status`)).ok);
-    session = (await wd('POST', '/session', { capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: '/usr/bin/latchkey-app' } } } })).sessionId;
+    session = (await wd('POST', '/session', { capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: '/usr/bin/latchkey-app', args: ['--window'] } } } })).sessionId;
     const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
     const find = async (xpath) => (await wd('POST', `/session/${session}/element`, { using: 'xpath', value: xpath }))[ELEMENT];
     const settings = await until('the Settings button', () => find("//nav//button[normalize-space()='Settings']")).catch(async (e) => {
@@ -279,6 +282,9 @@ test('the installed app\'s window says the workspace version in Settings, About'
   } finally {
     if (session) await wd('DELETE', `/session/${session}`).catch(() => {});
     driver.kill('SIGTERM');
+    installedApp.tray.click('Quit Latchkey');
+    const end = await Promise.race([installedApp.exited, sleep(20000).then(() => null)]);
+    if (!end) installedApp.app.kill('SIGKILL');
   }
 });
 
