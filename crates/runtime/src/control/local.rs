@@ -180,14 +180,20 @@ impl Control for Latchkey {
 
     async fn follow_activity(&self) -> Result<ActivityStream, RuntimeError> {
         let rows = self.subscribe_activity();
+        // Ends with the instance, so `latchkey log --follow` never holds up its shutdown.
+        let stopped = Box::pin(self.shutdown_signal());
         // A lagging reader is told how many rows it missed, then carries on.
-        let stream = futures_util::stream::unfold(rows, |mut rows| async move {
-            let event = match rows.recv().await {
-                Ok(row) => ActivityEvent::Row(Box::new(row)),
-                Err(RecvError::Lagged(n)) => ActivityEvent::Lagged(n),
-                Err(RecvError::Closed) => return None,
+        let stream = futures_util::stream::unfold((rows, stopped), |state| async move {
+            let (mut rows, mut stopped) = state;
+            let event = tokio::select! {
+                () = &mut stopped => return None,
+                row = rows.recv() => match row {
+                    Ok(row) => ActivityEvent::Row(Box::new(row)),
+                    Err(RecvError::Lagged(n)) => ActivityEvent::Lagged(n),
+                    Err(RecvError::Closed) => return None,
+                },
             };
-            Some((Ok(event), rows))
+            Some((Ok(event), (rows, stopped)))
         });
         Ok(Box::pin(stream))
     }

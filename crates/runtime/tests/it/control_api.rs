@@ -492,3 +492,49 @@ async fn a_request_to_show_the_window_reaches_the_windows_following_and_only_the
     }
     lk.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_followed_activity_log_ends_with_the_instance_and_does_not_hold_up_its_shutdown() {
+    use futures_util::StreamExt;
+    use latchkey_runtime::Control;
+    use latchkey_runtime::control::{ActivityEvent, ControlClient};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+    let mut rows = remote.follow_activity().await.expect("following");
+    // The stream is live: a control call made now arrives as a row.
+    let _ = Control::status(&remote).await.expect("status");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), rows.next())
+        .await
+        .expect("a row within 10 s")
+        .expect("the stream goes on while the instance runs")
+        .expect("no error");
+    assert!(
+        matches!(&first, ActivityEvent::Row(row) if row.path == "/v1/control/status"),
+        "the status call's audit row: {first:?}"
+    );
+
+    // `latchkey log --follow` left open: shutdown does not wait out the server's grace period
+    // (5 s) for it, and the follower sees its stream end.
+    let started = std::time::Instant::now();
+    lk.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "shutdown waited {took:?} for an open activity stream"
+    );
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(event) = rows.next().await {
+            if event.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the follower's stream ends with the instance");
+}
