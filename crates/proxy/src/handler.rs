@@ -132,12 +132,22 @@ fn mark_sensitive(headers: &mut HeaderMap, name: &HeaderName) {
 /// ([`crate::serve`], directly) call it: secret headers marked sensitive on the way in (and
 /// `Set-Cookie` on the way out), then [`answer`].
 pub(crate) async fn handle(State(state): State<ProxyState>, mut req: Request) -> Response {
-    for name in SENSITIVE_REQUEST {
-        mark_sensitive(req.headers_mut(), name);
-    }
+    mark_request(req.headers_mut());
     let mut response = answer(state, req).await;
-    mark_sensitive(response.headers_mut(), &header::SET_COOKIE);
+    mark_response(response.headers_mut());
     response
+}
+
+/// Marks the secret request headers ([`SENSITIVE_REQUEST`]) sensitive.
+fn mark_request(headers: &mut HeaderMap) {
+    for name in SENSITIVE_REQUEST {
+        mark_sensitive(headers, name);
+    }
+}
+
+/// Marks the response's `Set-Cookie` values sensitive.
+fn mark_response(headers: &mut HeaderMap) {
+    mark_sensitive(headers, &header::SET_COOKIE);
 }
 
 /// The gates, the route and the audit record of one request.
@@ -290,6 +300,52 @@ fn authenticate(inner: &Inner, headers: &http::HeaderMap) -> Result<Caller, Prox
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+
+    /// Every value of a secret header is marked, so `Debug` of the headers (in a trace or an
+    /// error) prints `Sensitive` instead; other headers are left as they are.
+    #[test]
+    fn secret_headers_are_marked_sensitive_in_both_directions() {
+        let canary = "canary-7f3a9c";
+        let mut request = HeaderMap::new();
+        for name in SENSITIVE_REQUEST {
+            request.append(
+                name,
+                HeaderValue::from_str(&format!("{canary}-1")).expect("ascii"),
+            );
+            request.append(
+                name,
+                HeaderValue::from_str(&format!("{canary}-2")).expect("ascii"),
+            );
+        }
+        request.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        mark_request(&mut request);
+        for name in SENSITIVE_REQUEST {
+            assert_eq!(request.get_all(name).iter().count(), 2, "{name} kept");
+            assert!(
+                request.get_all(name).iter().all(HeaderValue::is_sensitive),
+                "{name} marked"
+            );
+        }
+        assert!(!request[header::ACCEPT].is_sensitive(), "others untouched");
+        let printed = format!("{request:?}");
+        assert!(!printed.contains(canary), "no secret in Debug: {printed}");
+        assert!(printed.contains("text/event-stream"), "{printed}");
+
+        let mut response = HeaderMap::new();
+        response.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!("session={canary}")).expect("ascii"),
+        );
+        response.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        mark_response(&mut response);
+        assert!(response[header::SET_COOKIE].is_sensitive());
+        assert!(!response[header::CONTENT_TYPE].is_sensitive());
+        assert!(!format!("{response:?}").contains(canary));
+    }
 
     #[test]
     fn paths_are_classified_by_their_first_segments() {
