@@ -70,39 +70,103 @@ pub fn socket_path(paths: &Paths) -> PathBuf {
     paths.data_dir().join("instance.sock")
 }
 
+/// The claim a serving instance (the tray app, `latchkey serve`) holds from before it takes the
+/// lock until it exits, beside the lock itself: a command about to run a local instance (no
+/// proxy) sees it and stands back, instead of taking the lock from under an instance that is
+/// starting. Without it, a script polling `latchkey status` every few milliseconds while the tray
+/// app starts kept the lock busy for the app's whole wait, and the app gave up ("already
+/// running") with nothing else running.
+fn serving_claim_path(paths: &Paths) -> PathBuf {
+    paths.data_dir().join("serving.lock")
+}
+
+/// A serving instance's claim; released when dropped (and by the OS if the process dies).
+#[derive(Debug)]
+pub struct ServingClaim {
+    _file: File,
+}
+
+impl ServingClaim {
+    /// Claims the data directory for a serving instance; `AlreadyRunning` when another serving
+    /// instance holds the claim (running, or starting).
+    pub fn acquire(paths: &Paths) -> Result<Self, InstanceError> {
+        let file = open_lock_file(paths, &serving_claim_path(paths))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(InstanceError::AlreadyRunning),
+            Err(TryLockError::Error(e)) => Err(InstanceError::Io {
+                path: serving_claim_path(paths),
+                source: e,
+            }),
+        }
+    }
+
+    /// Whether a serving instance holds the claim (it runs, or is starting).
+    pub fn held(paths: &Paths) -> Result<bool, InstanceError> {
+        let file = open_lock_file(paths, &serving_claim_path(paths))?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(InstanceError::Io {
+                path: serving_claim_path(paths),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// Opens (creating) a lock file in the data directory.
+fn open_lock_file(paths: &Paths, path: &Path) -> Result<File, InstanceError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InstanceError::Io { path, source }
+    };
+    paths.ensure_data_dir().map_err(io(paths.data_dir()))?;
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io(path))
+}
+
 /// The held lock; released when dropped (and by the OS if the process dies).
 #[derive(Debug)]
 pub struct InstanceLock {
     _file: File,
     info_path: PathBuf,
     socket_path: PathBuf,
+    /// A serving instance's claim, released after the lock (fields drop after `Drop::drop`).
+    _serving: Option<ServingClaim>,
 }
 
 impl InstanceLock {
     /// Claims the single-instance lock.
     pub fn acquire(paths: &Paths) -> Result<Self, InstanceError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| InstanceError::Io { path, source }
-        };
-        paths.ensure_data_dir().map_err(io(paths.data_dir()))?;
         let lock_path = paths.lock_file();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
+        let file = open_lock_file(paths, &lock_path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(InstanceError::AlreadyRunning),
-            Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+            Err(TryLockError::Error(e)) => {
+                return Err(InstanceError::Io {
+                    path: lock_path,
+                    source: e,
+                });
+            }
         }
         Ok(Self {
             _file: file,
             info_path: paths.instance_file(),
             socket_path: socket_path(paths),
+            _serving: None,
         })
+    }
+
+    /// Keeps a serving instance's claim for as long as this lock is held.
+    pub fn with_claim(mut self, claim: ServingClaim) -> Self {
+        self._serving = Some(claim);
+        self
     }
 
     /// Binds the control socket, mode `0600`. Holding the lock proves no other instance runs, so

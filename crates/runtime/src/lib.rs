@@ -431,17 +431,26 @@ fn audit_retention(config: &Config) -> latchkey_store::Retention {
 /// for a one-shot CLI command (`latchkey status` run while nothing serves takes the lock for a
 /// moment) but never for another serving instance, which publishes its port.
 async fn acquire_lock(paths: &Paths, serving: bool) -> Result<InstanceLock, RuntimeError> {
+    if !serving {
+        // A serving instance running or on its way: the command uses it, never the lock under it.
+        if instance::ServingClaim::held(paths)? {
+            return Err(instance::InstanceError::AlreadyRunning.into());
+        }
+        return Ok(InstanceLock::acquire(paths)?);
+    }
+    // Claimed first, so commands starting after this stand back; one already holding the lock
+    // (a local instance, nothing published) is waited for.
+    let claim = instance::ServingClaim::acquire(paths)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match InstanceLock::acquire(paths) {
+            Ok(lock) => return Ok(lock.with_claim(claim)),
             Err(instance::InstanceError::AlreadyRunning)
-                if serving
-                    && instance::running(paths).is_err()
-                    && tokio::time::Instant::now() < deadline =>
+                if instance::running(paths).is_err() && tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            other => return Ok(other?),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -54,21 +54,38 @@ pub enum Target {
     Local(Latchkey),
 }
 
+/// Longest a command waits for an instance that is starting, or for another command's local
+/// instance, before it says Latchkey is busy.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
 impl Target {
     /// The running instance if there is one, else a local instance without a proxy.
+    /// An instance that is starting (or another command's local instance) holds the data
+    /// directory for a moment: the command waits up to [`BUSY_WAIT`] for it, then uses the
+    /// running instance or starts its own.
     pub async fn open(paths: &Paths) -> anyhow::Result<Self> {
-        if let Some(remote) = ControlClient::find(paths).await.map_err(Coded::from)? {
-            return Ok(Self::Remote(remote));
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            if let Some(remote) = ControlClient::find(paths).await.map_err(Coded::from)? {
+                return Ok(Self::Remote(remote));
+            }
+            let started = Latchkey::start(StartOptions {
+                paths: paths.clone(),
+                proxy_port: None,
+                vault: None,
+                serve_proxy: false,
+            })
+            .await;
+            match started {
+                Ok(lk) => return Ok(Self::Local(lk)),
+                Err(e)
+                    if e.code == Code::AlreadyRunning && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(Coded::from(e).into()),
+            }
         }
-        let lk = Latchkey::start(StartOptions {
-            paths: paths.clone(),
-            proxy_port: None,
-            vault: None,
-            serve_proxy: false,
-        })
-        .await
-        .map_err(Coded::from)?;
-        Ok(Self::Local(lk))
     }
 
     /// True when this is the running instance (with its proxy).

@@ -76,3 +76,76 @@ async fn the_socket_opens_the_control_api_to_the_same_user_and_to_nobody_after_s
         .expect_err("nobody answers after shutdown");
     assert_eq!(gone.code(), latchkey_core::Code::NotRunning, "{gone}");
 }
+
+/// A script polling `latchkey status` in a tight loop while the tray app starts: each poll runs a
+/// local instance (no proxy) that holds the lock for a moment. The serving instance claims the
+/// directory first, so the polls stand back ("already running", which the command answers by
+/// waiting for the instance) and the serving instance starts — before, it could miss every gap
+/// between two polls and give up after 5 s, with nothing else running.
+#[tokio::test]
+async fn a_serving_instance_starts_while_commands_keep_opening_local_instances() {
+    use latchkey_core::vault::{MemoryStore, Vault};
+    use latchkey_runtime::{Latchkey, StartOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = serving_paths(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (local_runs, stood_back) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut pollers = Vec::new();
+    for _ in 0..2 {
+        let (paths, stop) = (paths.clone(), stop.clone());
+        let (local_runs, stood_back) = (local_runs.clone(), stood_back.clone());
+        pollers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let local = Latchkey::start(StartOptions {
+                    paths: paths.clone(),
+                    proxy_port: None,
+                    vault: Some(Vault::new(Arc::new(MemoryStore::new()))),
+                    serve_proxy: false,
+                })
+                .await;
+                match local {
+                    Ok(lk) => {
+                        local_runs.fetch_add(1, Ordering::SeqCst);
+                        let _ = lk.overview();
+                        lk.shutdown().await;
+                    }
+                    Err(e) if e.code == latchkey_core::Code::AlreadyRunning => {
+                        stood_back.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("a local instance failed: {e}"),
+                }
+            }
+        }));
+    }
+    // The polls are under way before the instance starts.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while local_runs.load(Ordering::SeqCst) < 5 {
+        assert!(tokio::time::Instant::now() < until, "the polls did not run");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let began = std::time::Instant::now();
+    let lk = start(&paths)
+        .await
+        .expect("the serving instance starts despite the polls");
+    let took = began.elapsed();
+    let before = stood_back.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    for poller in pollers {
+        poller.await.expect("poller");
+    }
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "the serving instance waited {took:?} for the polls"
+    );
+    assert!(
+        stood_back.load(Ordering::SeqCst) > before,
+        "polls made while it runs stand back rather than take the lock"
+    );
+    lk.shutdown().await;
+}
