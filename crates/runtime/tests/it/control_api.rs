@@ -6,7 +6,7 @@ use latchkey_runtime::instance::socket_path;
 use latchkey_runtime::socket;
 use serde_json::json;
 
-use crate::serving::{paths as serving_paths, start};
+use crate::serving::{paths as serving_paths, start, start_with_client};
 
 /// `GET path` on the instance with `token`; the status and the JSON body.
 async fn get(port: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
@@ -128,15 +128,9 @@ async fn tokens_are_issued_listed_and_revoked_one_by_one_through_the_control_api
 #[tokio::test]
 async fn the_control_client_reads_the_real_answers_and_errors_as_the_in_process_calls_give_them() {
     use latchkey_runtime::Control;
-    use latchkey_runtime::control::{ControlClient, NewClient};
+    use latchkey_runtime::control::NewClient;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = serving_paths(&dir);
-    let lk = start(&paths).await.expect("start");
-    let remote = ControlClient::find(&paths)
-        .await
-        .expect("found")
-        .expect("running");
+    let (_dir, _paths, lk, remote) = start_with_client().await;
 
     let over_http = remote
         .access_token("work")
@@ -247,15 +241,9 @@ async fn every_route_of_the_table_refuses_a_client_token_and_no_token_before_its
 async fn the_window_routes_answer_over_http_as_the_in_process_calls_do() {
     use latchkey_core::Code;
     use latchkey_runtime::Control;
-    use latchkey_runtime::control::{ControlClient, HostEntry};
+    use latchkey_runtime::control::HostEntry;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = serving_paths(&dir);
-    let lk = start(&paths).await.expect("start");
-    let remote = ControlClient::find(&paths)
-        .await
-        .expect("found")
-        .expect("running");
+    let (_dir, _paths, lk, remote) = start_with_client().await;
 
     let over_http = remote.overview().await.expect("overview");
     assert_eq!(
@@ -365,15 +353,9 @@ async fn the_window_routes_answer_over_http_as_the_in_process_calls_do() {
 async fn the_event_stream_delivers_a_change_and_an_activity_row() {
     use futures_util::StreamExt;
     use latchkey_runtime::Control;
-    use latchkey_runtime::control::{ControlClient, InstanceEvent};
+    use latchkey_runtime::control::InstanceEvent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = serving_paths(&dir);
-    let lk = start(&paths).await.expect("start");
-    let remote = ControlClient::find(&paths)
-        .await
-        .expect("found")
-        .expect("running");
+    let (_dir, _paths, lk, remote) = start_with_client().await;
     let mut events = remote.follow_events(false).await.expect("following");
 
     // A change made through the control API (which audits the call): a login that cannot
@@ -428,15 +410,9 @@ async fn the_event_stream_delivers_a_change_and_an_activity_row() {
 async fn a_request_to_show_the_window_reaches_the_windows_following_and_only_them() {
     use futures_util::StreamExt;
     use latchkey_runtime::Control;
-    use latchkey_runtime::control::{ControlClient, InstanceEvent};
+    use latchkey_runtime::control::InstanceEvent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = serving_paths(&dir);
-    let lk = start(&paths).await.expect("start");
-    let remote = ControlClient::find(&paths)
-        .await
-        .expect("found")
-        .expect("running");
+    let (_dir, _paths, lk, remote) = start_with_client().await;
     assert!(
         !lk.show_window(None),
         "no window follows yet: the tray starts one instead"
@@ -497,15 +473,9 @@ async fn a_request_to_show_the_window_reaches_the_windows_following_and_only_the
 async fn a_followed_activity_log_ends_with_the_instance_and_does_not_hold_up_its_shutdown() {
     use futures_util::StreamExt;
     use latchkey_runtime::Control;
-    use latchkey_runtime::control::{ActivityEvent, ControlClient};
+    use latchkey_runtime::control::ActivityEvent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = serving_paths(&dir);
-    let lk = start(&paths).await.expect("start");
-    let remote = ControlClient::find(&paths)
-        .await
-        .expect("found")
-        .expect("running");
+    let (_dir, _paths, lk, remote) = start_with_client().await;
     let mut rows = remote.follow_activity().await.expect("following");
     // The stream is live: a control call made now arrives as a row.
     let _ = Control::status(&remote).await.expect("status");

@@ -45,3 +45,21 @@ pub async fn start(paths: &Paths) -> Result<Latchkey, RuntimeError> {
     })
     .await
 }
+
+/// A serving instance ([`start`] on fresh [`paths`]) and the control client the `latchkey`
+/// command finds for it; the directories live as long as the returned `TempDir`.
+pub async fn start_with_client() -> (
+    tempfile::TempDir,
+    Paths,
+    Latchkey,
+    latchkey_runtime::control::ControlClient,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = paths(&dir);
+    let lk = start(&paths).await.expect("start");
+    let remote = latchkey_runtime::control::ControlClient::find(&paths)
+        .await
+        .expect("found")
+        .expect("running");
+    (dir, paths, lk, remote)
+}
