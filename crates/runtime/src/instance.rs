@@ -223,10 +223,18 @@ pub fn running(paths: &Paths) -> Result<InstanceInfo, InstanceError> {
     let text = std::fs::read(paths.instance_file()).map_err(|_| InstanceError::NotRunning)?;
     let info: InstanceInfo =
         serde_json::from_slice(&text).map_err(|_| InstanceError::NotRunning)?;
-    // A stale file from a crashed instance: the lock is free.
+    // A stale file from a crashed (or killed) instance: the lock is free, or held by a command's
+    // local instance, which never holds the serving claim.
     if let Ok(file) = OpenOptions::new().write(true).open(paths.lock_file())
         && file.try_lock().is_ok()
     {
+        return Err(InstanceError::NotRunning);
+    }
+    let claimed = OpenOptions::new()
+        .write(true)
+        .open(serving_claim_path(paths))
+        .is_ok_and(|file| matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)));
+    if !claimed {
         return Err(InstanceError::NotRunning);
     }
     Ok(info)
@@ -280,7 +288,9 @@ mod tests {
     fn published_info_is_found_while_running_only() {
         let (_dir, paths) = temp_paths();
         assert!(matches!(running(&paths), Err(InstanceError::NotRunning)));
-        let lock = InstanceLock::acquire(&paths).expect("lock");
+        let lock = InstanceLock::acquire(&paths)
+            .expect("lock")
+            .with_claim(ServingClaim::acquire(&paths).expect("claim"));
         let info = InstanceInfo {
             pid: 42,
             port: 47821,
@@ -290,6 +300,34 @@ mod tests {
         assert_eq!(running(&paths).expect("running"), info);
         drop(lock);
         assert!(matches!(running(&paths), Err(InstanceError::NotRunning)));
+    }
+
+    /// A serving instance killed without cleaning up leaves its instance file; a command's local
+    /// instance then holding the lock does not make that file look alive (it holds no claim).
+    #[test]
+    fn a_killed_instances_file_is_stale_while_a_command_holds_the_lock() {
+        let (_dir, paths) = temp_paths();
+        paths.ensure_data_dir().expect("dir");
+        let info = InstanceInfo {
+            pid: 42,
+            port: 47821,
+            started_at: 1,
+        };
+        // What a killed instance leaves: its file, no lock, no claim.
+        std::fs::write(
+            paths.instance_file(),
+            serde_json::to_vec(&info).expect("json"),
+        )
+        .expect("write");
+        let local = InstanceLock::acquire(&paths).expect("a command's local instance");
+        assert!(
+            matches!(running(&paths), Err(InstanceError::NotRunning)),
+            "not taken for a running instance"
+        );
+        // A serving instance holds the claim as well: then the file is believed.
+        let serving = local.with_claim(ServingClaim::acquire(&paths).expect("claim"));
+        assert_eq!(running(&paths).expect("running"), info);
+        drop(serving);
     }
 
     #[cfg(unix)]

@@ -438,15 +438,16 @@ async fn acquire_lock(paths: &Paths, serving: bool) -> Result<InstanceLock, Runt
         }
         return Ok(InstanceLock::acquire(paths)?);
     }
-    // Claimed first, so commands starting after this stand back; one already holding the lock
-    // (a local instance, nothing published) is waited for.
+    // Claimed first, so commands starting after this stand back. Holding the claim, no other
+    // serving instance runs: whoever holds the lock is a command's local instance (whatever a
+    // killed instance's file still says), and is waited for.
     let claim = instance::ServingClaim::acquire(paths)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match InstanceLock::acquire(paths) {
             Ok(lock) => return Ok(lock.with_claim(claim)),
             Err(instance::InstanceError::AlreadyRunning)
-                if instance::running(paths).is_err() && tokio::time::Instant::now() < deadline =>
+                if tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -77,8 +77,9 @@ async fn the_socket_opens_the_control_api_to_the_same_user_and_to_nobody_after_s
     assert_eq!(gone.code(), latchkey_core::Code::NotRunning, "{gone}");
 }
 
-/// A script polling `latchkey status` in a tight loop while the tray app starts: each poll runs a
-/// local instance (no proxy) that holds the lock for a moment. The serving instance claims the
+/// A script polling `latchkey status` in a tight loop while the tray app starts (and a killed
+/// instance's file still there): each poll runs a local instance (no proxy) that holds the lock
+/// for a moment. The serving instance claims the
 /// directory first, so the polls stand back ("already running", which the command answers by
 /// waiting for the instance) and the serving instance starts — before, it could miss every gap
 /// between two polls and give up after 5 s, with nothing else running.
@@ -91,6 +92,13 @@ async fn a_serving_instance_starts_while_commands_keep_opening_local_instances()
 
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = serving_paths(&dir);
+    // The tray app killed the last time (SIGTERM, no clean-up) left its instance file.
+    paths.ensure_data_dir().expect("data dir");
+    std::fs::write(
+        paths.instance_file(),
+        r#"{"pid":4194303,"port":9,"started_at":1}"#,
+    )
+    .expect("stale instance file");
     let stop = Arc::new(AtomicBool::new(false));
     let (local_runs, stood_back) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut pollers = Vec::new();
