@@ -369,6 +369,27 @@ mod tests {
         let (_conn, _) = listener.accept().expect("the new socket answers");
     }
 
+    /// Something at the socket's path that is not a stale socket (here a directory) stops the
+    /// bind before anything is created: an error naming the path, no temporary socket left.
+    #[cfg(unix)]
+    #[test]
+    fn a_socket_path_that_cannot_be_cleared_fails_before_binding() {
+        let (_dir, paths) = temp_paths();
+        let lock = InstanceLock::acquire(&paths).expect("lock");
+        std::fs::create_dir(socket_path(&paths)).expect("a directory in the way");
+        let err = lock
+            .bind_socket()
+            .expect_err("cannot bind over a directory");
+        assert!(
+            matches!(&err, InstanceError::Io { path, .. } if *path == socket_path(&paths)),
+            "{err:?}"
+        );
+        assert!(
+            !socket_path(&paths).with_extension("sock.tmp").exists(),
+            "nothing bound before the path was cleared"
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_second_instance_cannot_take_the_socket() {
