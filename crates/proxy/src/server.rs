@@ -193,6 +193,9 @@ async fn serve_app(
     let mut builder = http1::Builder::new();
     // hyper arms this deadline whenever it waits for a request head, so it bounds both the first
     // head after connecting and the idle time between requests on a keep-alive connection.
+    // hyper's read buffer must hold a head of the configured limit as sent, which is longer than
+    // the size gate counts (whitespace around values, which hyper trims), so it gets 16 KiB of
+    // slack: the gate, not hyper's bare 431, is what refuses an oversized head.
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)

@@ -63,12 +63,22 @@ fn refused_head(port: u16, length: usize) -> String {
 /// on it is served.
 #[tokio::test]
 async fn a_refusal_before_the_body_was_read_keeps_the_connection_for_the_next_request() {
+    refused_body_is_drained_and_the_connection_serves_on(64).await;
+}
+
+/// A body of exactly the most the proxy drains (1 MiB) is still drained, not cut off.
+#[tokio::test]
+async fn a_refused_body_of_exactly_the_drain_limit_is_drained() {
+    refused_body_is_drained_and_the_connection_serves_on(1024 * 1024).await;
+}
+
+async fn refused_body_is_drained_and_the_connection_serves_on(length: usize) {
     let proxy = Proxy::start().await;
     let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))
         .await
         .expect("connect");
     stream
-        .write_all(refused_head(proxy.port, 64).as_bytes())
+        .write_all(refused_head(proxy.port, length).as_bytes())
         .await
         .expect("write head");
     let (head, body) = read_response(&mut stream).await;
@@ -76,7 +86,10 @@ async fn a_refusal_before_the_body_was_read_keeps_the_connection_for_the_next_re
     assert!(body.contains("client_unauthorized"), "{body}");
     assert!(!connection_close(&head), "the connection is kept: {head}");
     // The body arrives after the answer, is discarded, and the connection serves on.
-    stream.write_all(&[b' '; 64]).await.expect("write body");
+    stream
+        .write_all(&vec![b' '; length])
+        .await
+        .expect("write body");
     let next = format!(
         "GET /demo/next HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-latchkey-client: {}\r\n\r\n",
         proxy.port, proxy.token
