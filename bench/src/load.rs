@@ -185,6 +185,18 @@ pub struct SseResult {
     pub p99_by_position_us: [u64; 3],
 }
 
+/// How the streams' events fall in time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Phases {
+    /// Every stream's events come one interval after its answer: the streams, all requested at
+    /// once, emit in bursts of up to all of them within a few milliseconds, so the p99 is the
+    /// wait behind a burst (per-event cost × streams ÷ cores) more than any one event's path.
+    Together,
+    /// Stream `k` of `n` is delayed by `k / n` of an interval: the same event rate spread evenly,
+    /// as independent sessions' events fall.
+    Spread,
+}
+
 /// Opens `settings.streams` SSE streams to `base` (`…/sse` is appended), with `header` on each
 /// request; each event carries its emission time (same process, same clock), so arrival minus
 /// emission is the delivery delay. Run direct, it is the harness's own share (its upstream and
@@ -193,13 +205,19 @@ pub async fn sse(
     base: &str,
     header: Option<(&str, &str)>,
     settings: &Settings,
+    phases: Phases,
 ) -> anyhow::Result<SseResult> {
     let (count, interval_ms) = (20u64, 50u64);
-    let url = format!("{base}/sse?count={count}&interval_ms={interval_ms}");
     let header = header.map(|(name, value)| (name.to_owned(), value.to_owned()));
     let mut tasks = Vec::new();
-    for _ in 0..settings.streams {
-        let url = url.clone();
+    let streams = settings.streams.max(1) as u64;
+    for k in 0..streams {
+        let offset_us = match phases {
+            Phases::Together => 0,
+            Phases::Spread => k * interval_ms * 1000 / streams,
+        };
+        let url =
+            format!("{base}/sse?count={count}&interval_ms={interval_ms}&offset_us={offset_us}");
         let header = header.clone();
         tasks.push(tokio::spawn(async move {
             let mut delays = Vec::new();

@@ -192,15 +192,30 @@ async fn bench() -> anyhow::Result<()> {
         settings.streams
     );
     let upstream_base = format!("http://{}", upstream.addr);
-    let sse_direct = load::sse(&upstream_base, None, &settings).await?;
-    let sse = load::sse(
-        &format!("{}/bench", latchkey.url),
-        Some(lk_header),
-        &settings,
-    )
-    .await?;
-    let sse_nginx = load::sse(&format!("http://{}", nginx.addr), None, &settings).await?;
-    let sse_floor = load::sse(&format!("http://{}", floor.addr), None, &settings).await?;
+    let lk_base = format!("{}/bench", latchkey.url);
+    let nginx_base = format!("http://{}", nginx.addr);
+    let floor_base = format!("http://{}", floor.addr);
+    // Per path: its base, its header, and the processes whose CPU it charges (targets 0–3).
+    let paths = [
+        (upstream_base.as_str(), None, &targets[0]),
+        (lk_base.as_str(), Some(lk_header), &targets[1]),
+        (nginx_base.as_str(), None, &targets[2]),
+        (floor_base.as_str(), None, &targets[3]),
+    ];
+    let mut sse_runs = Vec::new();
+    for phases in [load::Phases::Together, load::Phases::Spread] {
+        let mut runs = Vec::new();
+        for (base, header, target) in paths {
+            let before = cpu_of(target.cpu.as_ref())?;
+            let result = load::sse(base, header, &settings, phases).await?;
+            let after = cpu_of(target.cpu.as_ref())?;
+            let per_event = before
+                .zip(after)
+                .map(|(b, a)| a.saturating_sub(b) as f64 / result.events.max(1) as f64);
+            runs.push((target.name, result, per_event));
+        }
+        sse_runs.push((phases, runs));
+    }
     let idle = load::idle_stream_rss(&latchkey, &settings).await?;
     drop(nginx);
     drop(floor);
@@ -248,47 +263,50 @@ async fn bench() -> anyhow::Result<()> {
     println!();
     println!("## Streaming");
     println!();
-    println!(
-        "{} concurrent SSE streams, {} events each, one every {} ms; delay from the upstream's emission to the client's arrival (both in the harness, one clock). Direct is the harness's own share; the proxy adds the rest.",
-        sse.streams, sse.events_per_stream, sse.interval_ms
-    );
-    println!();
-    println!("| path | p50 | p99 | max | added p50 | added p99 | events | streams completed |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in [
-        ("direct", &sse_direct),
-        ("through Latchkey", &sse),
-        ("through nginx", &sse_nginx),
-        ("through the floor", &sse_floor),
-    ] {
+    for (phases, runs) in &sse_runs {
+        let direct = &runs[0].1;
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
-            fmt_us(r.p50_us),
-            fmt_us(r.p99_us),
-            fmt_us(r.max_us),
-            fmt_delta(r.p50_us, sse_direct.p50_us),
-            fmt_delta(r.p99_us, sse_direct.p99_us),
-            r.events,
-            r.completed
+            "{} concurrent SSE streams, {} events each, one every {} ms, {}; delay from the upstream's emission to the client's arrival (both in the harness, one clock). Direct is the harness's own share; the proxy adds the rest. CPU per event: the proxy's processes over the phase (`/proc`), divided by the events delivered.",
+            direct.streams,
+            direct.events_per_stream,
+            direct.interval_ms,
+            match phases {
+                load::Phases::Together =>
+                    "every stream's events in step (bursts of up to all streams at once)",
+                load::Phases::Spread => "the streams' events spread evenly over the interval",
+            }
         );
-    }
-    println!();
-    println!("p99 by position in the stream (first event / the events between / last event):");
-    for (name, r) in [
-        ("direct", &sse_direct),
-        ("through Latchkey", &sse),
-        ("through nginx", &sse_nginx),
-        ("through the floor", &sse_floor),
-    ] {
-        let [first, middle, last] = r.p99_by_position_us;
+        println!();
         println!(
-            "{name} {} / {} / {};",
-            fmt_us(first),
-            fmt_us(middle),
-            fmt_us(last)
+            "| path | p50 | p99 | max | added p50 | added p99 | CPU per event | events | streams completed |"
         );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, r, per_event) in runs {
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt_us(r.p50_us),
+                fmt_us(r.p99_us),
+                fmt_us(r.max_us),
+                fmt_delta(r.p50_us, direct.p50_us),
+                fmt_delta(r.p99_us, direct.p99_us),
+                per_event.map_or("–".to_owned(), |us| format!("{us:.1} µs")),
+                r.events,
+                r.completed
+            );
+        }
+        println!();
+        println!("p99 by position in the stream (first event / the events between / last event):");
+        for (name, r, _) in runs {
+            let [first, middle, last] = r.p99_by_position_us;
+            println!(
+                "{name} {} / {} / {};",
+                fmt_us(first),
+                fmt_us(middle),
+                fmt_us(last)
+            );
+        }
+        println!();
     }
-    println!();
     println!(
         "Idle streams: RSS {} KiB before, {} KiB with {} idle SSE streams open: {:.1} KiB per stream.",
         idle.before_kib, idle.after_kib, idle.streams, idle.per_stream_kib

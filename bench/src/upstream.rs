@@ -94,11 +94,14 @@ async fn handle(
         "/sse" => {
             let count = param("count", 20);
             let interval = Duration::from_millis(param("interval_ms", 50));
+            // A stream's phase: its events come `offset_us` later than the interval alone says.
+            let offset = Duration::from_micros(param("offset_us", 0));
             let stream = futures_util::stream::unfold(0u64, move |i| async move {
                 if i >= count {
                     return None;
                 }
-                tokio::time::sleep(interval).await;
+                let wait = if i == 0 { interval + offset } else { interval };
+                tokio::time::sleep(wait).await;
                 let t = epoch().elapsed().as_nanos();
                 let frame = Frame::data(Bytes::from(format!("data: {{\"i\":{i},\"t\":{t}}}\n\n")));
                 Some((Ok::<_, Infallible>(frame), i + 1))
