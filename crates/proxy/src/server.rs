@@ -79,7 +79,7 @@ pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
     for _ in 0..attempts {
         let v4 = bind_one(Ipv4Addr::LOCALHOST.into(), port).await?;
         let chosen = v4.local_addr()?.port();
-        match TcpListener::bind((Ipv6Addr::LOCALHOST, chosen)).await {
+        match listen(Ipv6Addr::LOCALHOST.into(), chosen) {
             Ok(v6) => return Ok(vec![v4, v6]),
             Err(e) if ipv6_unavailable(&e) => {
                 info!(kind = ?e.kind(), "no IPv6 loopback on this machine: serving 127.0.0.1 only");
@@ -99,9 +99,27 @@ pub async fn bind_loopback_ipv4(port: u16) -> io::Result<Vec<TcpListener>> {
 
 /// Binds one address; the error keeps its kind and names the address.
 async fn bind_one(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind((ip, port))
-        .await
-        .map_err(|e| named(e, ip, port))
+    listen(ip, port).map_err(|e| named(e, ip, port))
+}
+
+/// How many connections the kernel holds for the proxy before it accepts them. Tokio's `bind`
+/// asks for 128; a burst above that (a host reconnecting all its streams at once, 1,000 SSE
+/// streams in the bench) overflowed the queue, and each connection dropped there waited for the
+/// client's SYN retry, a second or more, before it was even seen. nginx asks for 511; the kernel
+/// caps the number at `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on `ip:port` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR` on Unix, as
+/// Tokio's `bind` sets it, so a restart is not refused while old connections linger).
+fn listen(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let socket = match ip {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::new(ip, port))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// `e` with the address it is about, its kind kept.
@@ -583,6 +601,35 @@ mod tests {
     use rlimit::Resource;
 
     use super::*;
+
+    /// A burst of connections the proxy has not accepted yet is queued by the kernel, not
+    /// dropped: with Tokio's default backlog (128) every connection past it waited a second or
+    /// more for the client's SYN retry.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_not_dropped() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = 600.min(somaxconn);
+        let listener = bind_loopback_ipv4(0).await.expect("bind").remove(0);
+        let addr = listener.local_addr().expect("address");
+        let connects = (0..burst).map(|_| async move {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let queued = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            queued, burst,
+            "every connection of the burst was queued at once"
+        );
+        drop(listener);
+    }
 
     #[test]
     fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
