@@ -50,7 +50,12 @@ type Answer = Response<Either<Incoming, Empty<Bytes>>>;
 /// Serves on `127.0.0.1:0`, prints the URL on standard output, and runs until standard input
 /// closes.
 pub fn serve(upstream: SocketAddr) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    // The backlog Latchkey's proxy listens with (std's `bind` asks for 128).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(crate::upstream::LISTEN_BACKLOG)?;
+    let listener = std::net::TcpListener::from(socket);
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let workers = std::thread::available_parallelism()

@@ -277,7 +277,7 @@ http {{
   scgi_temp_path {p}/scgi;
   upstream backend {{ server {upstream}; keepalive 128; }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port} backlog=1024;
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
