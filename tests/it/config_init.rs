@@ -32,6 +32,11 @@ async fn config_init_with_flags_checks_the_sandbox_then_the_login_works() {
         "a missing file points to config init: {}",
         status.stderr
     );
+    assert!(
+        !status.stderr.contains("ERROR"),
+        "said once by the command, not again by an ERROR log line: {}",
+        status.stderr
+    );
 
     let out = home
         .run(

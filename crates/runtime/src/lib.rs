@@ -132,7 +132,11 @@ impl Latchkey {
     /// serving instance (tray or `serve`) also runs with a missing or invalid configuration file,
     /// with nothing configured, shows why in the overview, and follows the file from then on; a
     /// one-shot command refuses such a file.
-    #[instrument(skip_all, err)]
+    ///
+    /// Its error is logged at debug level only: every caller reports it to the person (the CLI's
+    /// message, the tray's start-up notice, `serve`'s exit), and a command standing back for a
+    /// starting instance retries quietly instead of printing an ERROR line per attempt.
+    #[instrument(skip_all, err(level = "debug"))]
     pub async fn start(options: StartOptions) -> Result<Self, RuntimeError> {
         let config_path = options.paths.config_file();
         let initial = if options.serve_proxy {
