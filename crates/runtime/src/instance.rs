@@ -29,6 +29,14 @@ pub enum InstanceError {
         "Latchkey is already running (the tray app or `latchkey serve`): quit it first, or use it"
     )]
     AlreadyRunning,
+    /// Another `latchkey` command holds the data directory for longer than a moment (a login
+    /// waiting for the browser): nothing serves, so "already running" would send the person
+    /// looking for a tray app that is not there. The same code as [`Self::AlreadyRunning`]: the
+    /// data directory is taken, and a command waits a moment for either.
+    #[error(
+        "another `latchkey` command is using Latchkey's data right now (a `latchkey login` waiting for the browser, for example): let it finish or stop it, then try again"
+    )]
+    InUse,
     /// The lock or instance file could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -46,7 +54,7 @@ impl InstanceError {
     /// Stable code.
     pub fn code(&self) -> Code {
         match self {
-            Self::AlreadyRunning => Code::AlreadyRunning,
+            Self::AlreadyRunning | Self::InUse => Code::AlreadyRunning,
             Self::Io { .. } => Code::InstanceIo,
             Self::NotRunning => Code::NotRunning,
         }
