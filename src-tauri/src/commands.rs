@@ -171,7 +171,7 @@ pub async fn undo_host_entry(lk: State<'_, Instance>, host: String) -> Result<()
 }
 
 /// What *Add MCP server* sends.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(test, ts(optional_fields = nullable))]
 pub struct AddServerRequest {
@@ -181,10 +181,55 @@ pub struct AddServerRequest {
     pub name: Option<String>,
     /// A client id registered beforehand, when the server's authorization server needs one.
     pub client_id: Option<String>,
+    /// That client's secret, for a confidential client: it goes to the keychain with the
+    /// registration, never to a file, and is never sent back to the window.
+    pub client_secret: Option<String>,
+    /// Scopes to ask for instead of the ones the server advertises.
+    pub scopes: Option<Vec<String>>,
+    /// A fixed loopback port for the sign-in's callback, for authorization servers that match
+    /// redirect URIs exactly (`http://127.0.0.1:<port>/oauth/callback` registered beforehand).
+    pub callback_port: Option<u16>,
     /// Plain `http://` on this computer, allowed explicitly (local servers).
     #[serde(default)]
     #[cfg_attr(test, ts(as = "Option<_>", optional))]
     pub allow_insecure_loopback: bool,
+}
+
+/// The secret never printed.
+impl std::fmt::Debug for AddServerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddServerRequest")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("scopes", &self.scopes)
+            .field("callback_port", &self.callback_port)
+            .field("allow_insecure_loopback", &self.allow_insecure_loopback)
+            .finish()
+    }
+}
+
+impl From<AddServerRequest> for NewServer {
+    /// Blank optional fields are left out: a form sends what the person left empty.
+    fn from(request: AddServerRequest) -> Self {
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        Self {
+            url: request.url,
+            name: given(request.name),
+            client_id: given(request.client_id),
+            client_secret: request
+                .client_secret
+                .filter(|s| !s.is_empty())
+                .map(latchkey_core::secret::Secret::new),
+            scopes: request.scopes.filter(|s| !s.is_empty()),
+            callback_port: request.callback_port,
+            allow_insecure_loopback: request.allow_insecure_loopback,
+        }
+    }
 }
 
 /// Adds a remote MCP server and signs in; resolves once it is ready, nothing kept on failure.
@@ -196,13 +241,7 @@ pub async fn add_server(
     system_browser: Option<bool>,
 ) -> Result<ServerView> {
     let browser = system_browser.unwrap_or_else(|| settings::load(&app).use_system_browser);
-    let server = NewServer {
-        url: request.url,
-        name: request.name.filter(|n| !n.trim().is_empty()),
-        client_id: request.client_id,
-        allow_insecure_loopback: request.allow_insecure_loopback,
-        ..NewServer::default()
-    };
+    let server = NewServer::from(request);
     crate::login::add_server(&app, &lk, &server, browser).await
 }
 
@@ -261,4 +300,56 @@ pub fn set_settings(app: AppHandle, settings: Settings) -> Result<Settings> {
         )
     })?;
     Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "canary-client-secret-7f3a9c";
+
+    fn request(json: serde_json::Value) -> AddServerRequest {
+        serde_json::from_value(json).expect("a request the window sends")
+    }
+
+    #[test]
+    fn the_client_secret_reaches_the_engine_wrapped_and_is_never_printed() {
+        let request = request(serde_json::json!({
+            "url": "https://mcp.example.com/mcp",
+            "client_id": "latchkey-desktop",
+            "client_secret": CANARY,
+            "scopes": ["read", "write"],
+            "callback_port": 33418,
+        }));
+        assert!(!format!("{request:?}").contains(CANARY), "{request:?}");
+        let server = NewServer::from(request);
+        assert!(!format!("{server:?}").contains(CANARY), "{server:?}");
+        assert_eq!(
+            server.client_secret.as_ref().map(|s| s.expose()),
+            Some(CANARY)
+        );
+        assert_eq!(server.client_id.as_deref(), Some("latchkey-desktop"));
+        assert_eq!(
+            server.scopes,
+            Some(vec!["read".to_owned(), "write".to_owned()])
+        );
+        assert_eq!(server.callback_port, Some(33418));
+        assert!(!server.allow_insecure_loopback);
+    }
+
+    #[test]
+    fn blank_optional_fields_are_left_out() {
+        let server = NewServer::from(request(serde_json::json!({
+            "url": "https://mcp.example.com/mcp",
+            "name": "  ",
+            "client_id": "",
+            "client_secret": "",
+            "scopes": [],
+        })));
+        assert!(server.name.is_none());
+        assert!(server.client_id.is_none());
+        assert!(server.client_secret.is_none());
+        assert!(server.scopes.is_none());
+        assert!(server.callback_port.is_none());
+    }
 }

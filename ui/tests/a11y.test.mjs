@@ -38,6 +38,9 @@ for (const scheme of ['light', 'dark']) {
     await page.getByRole('button', { name: 'Add MCP server' }).click();
     await page.getByRole('dialog').waitFor();
     for (const v of await violations(page)) found.push(`Add MCP server dialog: ${v}`);
+    await page.getByRole('button', { name: 'More options…' }).click();
+    await page.getByLabel('Client secret (optional)').waitFor();
+    for (const v of await violations(page)) found.push(`Add MCP server dialog, more options: ${v}`);
     assert.deepEqual(found, [], 'axe-core reports no serious or critical violation');
     await context.close();
   });

@@ -71,6 +71,9 @@
     ],
     /** @type {RuntimeError | null} */
     refuseNextAdd: null,
+    /** What the last add sent (a test checks the fields of "More options"). */
+    /** @type {import('../src/lib/generated').AddServerRequest | null} */
+    lastAddRequest: null,
     holdServerLogins: false,
     /** @type {(() => void)[]} */
     serverLogins: [],
@@ -225,7 +228,9 @@
     },
     // Like the Tauri command: resolves once signed in, or rejects with the engine's error and
     // leaves nothing behind.
-    add_server: (/** @type {{ request: import('../src/lib/generated').AddServerRequest }} */ { request: { url, name } }) => {
+    add_server: (/** @type {{ request: import('../src/lib/generated').AddServerRequest }} */ { request }) => {
+      const { url, name } = request;
+      state.lastAddRequest = request;
       const refusal = state.refuseNextAdd;
       state.refuseNextAdd = null;
       if (refusal) return new Promise((_, reject) => setTimeout(() => reject(refusal), 150));

@@ -97,6 +97,43 @@ test('add an MCP server by URL: it signs in, then is listed as ready with its ex
   await context.close();
 });
 
+test('More options: a client ID and secret registered beforehand, scopes and a callback port, from the keyboard', async () => {
+  const { page, context, errors } = await open({ width: 360 });
+  await page.getByRole('button', { name: 'Add MCP server' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Add MCP server' });
+  await dialog.waitFor();
+  await page.getByLabel('Server URL').fill('https://mcp.corp.example/mcp');
+  await page.getByRole('button', { name: 'More options…' }).click();
+  const secret = page.getByLabel('Client secret (optional)');
+  assert.equal(await secret.getAttribute('type'), 'password', 'the secret is masked');
+  await page.getByLabel('Client ID').fill('latchkey-desktop');
+  await secret.fill('canary-client-secret');
+  await page.getByLabel('Scopes (optional)').fill('read write');
+  await page.getByLabel('Callback port (optional)').fill('80');
+  await page.getByLabel('Callback port (optional)').press('Enter');
+  await dialog.getByTestId('port-problem').waitFor();
+  assert.equal(await page.evaluate(() => window.__latchkeyMock.lastAddRequest ?? null), null, 'nothing sent with a refused port');
+  await assertNoSidewaysScroll(page, 'add dialog, more options, 360 px');
+  await page.screenshot({ path: join(shots, 'servers-add-more-options-360-light.png') });
+
+  await page.getByLabel('Callback port (optional)').fill('33418');
+  await page.getByLabel('Callback port (optional)').press('Enter');
+  await dialog.waitFor({ state: 'detached' });
+  assert.deepEqual(await page.evaluate(() => window.__latchkeyMock.lastAddRequest), {
+    url: 'https://mcp.corp.example/mcp',
+    name: undefined,
+    client_id: 'latchkey-desktop',
+    client_secret: 'canary-client-secret',
+    scopes: ['read', 'write'],
+    callback_port: 33418,
+    allow_insecure_loopback: false,
+  });
+  assert.equal(await card(page, 'corp').getByTestId('server-badge').innerText(), 'Ready');
+  assert.ok(!(await page.content()).includes('canary-client-secret'), 'the secret is nowhere on the page afterwards');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test("a refused add shows the engine's heading and message, and adds nothing", async () => {
   const { page, context, errors } = await open({ width: 360 });
   const message =

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkServerName, checkServerUrl, isLoopbackHost, pendingServer, readySummary, serverAction, serverBadge } from './servers';
+import { checkCallbackPort, checkServerName, checkServerUrl, isLoopbackHost, parseScopes, pendingServer, readySummary, serverAction, serverBadge } from './servers';
 import type { ServerView } from './types';
 
 const server = (over: Partial<ServerView>): ServerView => ({
@@ -54,6 +54,28 @@ describe('checkServerName', () => {
     expect(checkServerName('with space')).toMatch(/letters, digits/);
     expect(checkServerName('a/b')).not.toBeNull();
     expect(checkServerName('x'.repeat(65))).not.toBeNull();
+  });
+});
+
+describe('checkCallbackPort', () => {
+  it('allows none, or a whole port a person may listen on', () => {
+    expect(checkCallbackPort('')).toEqual({ ok: true, port: undefined });
+    expect(checkCallbackPort(' 33418 ')).toEqual({ ok: true, port: 33418 });
+    expect(checkCallbackPort('1024')).toEqual({ ok: true, port: 1024 });
+    expect(checkCallbackPort('65535')).toEqual({ ok: true, port: 65535 });
+  });
+  it('refuses privileged, out-of-range and non-numeric ports', () => {
+    for (const bad of ['80', '1023', '65536', '0', '-1', '33418.5', '1e4', 'abc', '123456']) {
+      expect(checkCallbackPort(bad).ok, bad).toBe(false);
+    }
+  });
+});
+
+describe('parseScopes', () => {
+  it('splits on spaces and commas, and leaves none for the advertised ones', () => {
+    expect(parseScopes(' read  write,admin ')).toEqual(['read', 'write', 'admin']);
+    expect(parseScopes('   ')).toBeUndefined();
+    expect(parseScopes('')).toBeUndefined();
   });
 });
 

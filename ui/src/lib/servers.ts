@@ -48,6 +48,29 @@ export function checkServerName(input: string): string | null {
   return 'Use 1–64 letters, digits, ".", "_" or "-" (it becomes the proxy path /<name>/).';
 }
 
+/** The outcome of checking the optional callback port: the port (or none), or why not. */
+export type PortCheck = { ok: true; port: number | undefined } | { ok: false; message: string };
+
+/**
+ * An optional fixed callback port: empty, or a whole number from 1024 to 65535 (a lower port
+ * needs administrator rights to listen on).
+ */
+export function checkCallbackPort(input: string): PortCheck {
+  const raw = input.trim();
+  if (!raw) return { ok: true, port: undefined };
+  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(port) || port < 1024 || port > 65535) {
+    return { ok: false, message: 'Use a port from 1024 to 65535: the one in the redirect URI registered for Latchkey.' };
+  }
+  return { ok: true, port };
+}
+
+/** Scopes typed as the provider lists them (spaces or commas between): none means the advertised ones. */
+export function parseScopes(input: string): string[] | undefined {
+  const scopes = input.split(/[\s,]+/).filter((s) => s !== '');
+  return scopes.length ? scopes : undefined;
+}
+
 /** The badge for a server's state at `now`, with the tray's icon for it (a server that needs a
  *  login is the tray's "log in again"). */
 export function serverBadge(server: ServerView, now: number): Badge {

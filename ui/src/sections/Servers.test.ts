@@ -278,6 +278,57 @@ describe('MCP servers section', () => {
     unmount(component);
   });
 
+  it('offers a client secret, scopes and a fixed callback port under More options, checked before sending', async () => {
+    const calls: Array<[string, unknown]> = [];
+    mockIPC((cmd, args) => {
+      calls.push([cmd, args]);
+      return cmd === 'add_server' ? server({ name: 'corp' }) : null;
+    });
+    const { target, component } = render([]);
+    button(target, 'Add MCP server')?.click();
+    flushSync();
+    expect(target.querySelector('#server-client-secret'), 'hidden until asked for').toBeNull();
+    const more = button(target, 'More options…') as HTMLButtonElement;
+    expect(more.getAttribute('aria-expanded')).toBe('false');
+    more.click();
+    flushSync();
+    const secret = target.querySelector('#server-client-secret') as HTMLInputElement;
+    expect(secret.type, 'the secret is masked').toBe('password');
+    expect(target.querySelector('label[for=server-client-id]')?.textContent).toBe('Client ID');
+    fill(target.querySelector('#server-url') as HTMLInputElement, 'https://mcp.corp.example/mcp');
+
+    fill(secret, 'canary-client-secret');
+    fill(target.querySelector('#server-callback-port') as HTMLInputElement, '80');
+    submit(target);
+    expect(target.querySelector('[data-testid=secret-problem]')?.textContent).toMatch(/client ID/);
+    expect(target.querySelector('[data-testid=port-problem]')?.textContent).toMatch(/1024 to 65535/);
+    expect((target.querySelector('#server-callback-port') as HTMLInputElement).getAttribute('aria-invalid')).toBe('true');
+    expect(calls, 'nothing is sent with a field refused').toEqual([]);
+
+    fill(target.querySelector('#server-client-id') as HTMLInputElement, 'latchkey-desktop');
+    fill(target.querySelector('#server-scopes') as HTMLInputElement, ' read  write,admin ');
+    fill(target.querySelector('#server-callback-port') as HTMLInputElement, '33418');
+    submit(target);
+    await settle();
+    expect(calls).toEqual([
+      [
+        'add_server',
+        {
+          request: {
+            url: 'https://mcp.corp.example/mcp',
+            client_id: 'latchkey-desktop',
+            client_secret: 'canary-client-secret',
+            scopes: ['read', 'write', 'admin'],
+            callback_port: 33418,
+            allow_insecure_loopback: false,
+          },
+        },
+      ],
+    ]);
+    expect(target.textContent, 'the secret is never shown back').not.toContain('canary-client-secret');
+    unmount(component);
+  });
+
   it('shows why the last login of a server failed, titled by its code', () => {
     mockIPC(() => null);
     const message = 'the authorization server refused the token request (invalid_client); remove the server and add it again';

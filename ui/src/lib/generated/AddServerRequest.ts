@@ -17,6 +17,20 @@ name?: string | null,
  */
 client_id?: string | null, 
 /**
+ * That client's secret, for a confidential client: it goes to the keychain with the
+ * registration, never to a file, and is never sent back to the window.
+ */
+client_secret?: string | null, 
+/**
+ * Scopes to ask for instead of the ones the server advertises.
+ */
+scopes?: Array<string> | null, 
+/**
+ * A fixed loopback port for the sign-in's callback, for authorization servers that match
+ * redirect URIs exactly (`http://127.0.0.1:<port>/oauth/callback` registered beforehand).
+ */
+callback_port?: number | null, 
+/**
  * Plain `http://` on this computer, allowed explicitly (local servers).
  */
 allow_insecure_loopback?: boolean, };
