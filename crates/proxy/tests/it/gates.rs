@@ -4,7 +4,7 @@
 use latchkey_proxy::RateLimit;
 use latchkey_store::ClientName;
 
-use crate::support::{Options, Proxy, error_code, new_client, raw_request};
+use crate::support::{Options, Proxy, error_code, new_client, raw_request, status_and_body};
 
 async fn assert_refused(proxy: &Proxy, response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(response.status().as_u16(), status, "status for {code}");
@@ -359,17 +359,7 @@ async fn send_in_two_parts(port: u16, head: &str, at: usize) -> (u16, String) {
     )
     .await
     .expect("an answer in time");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    status_and_body(&answer)
 }
 
 /// With the limit raised above hyper's default buffer (about 400 KiB), a head of exactly the

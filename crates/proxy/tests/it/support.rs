@@ -643,7 +643,12 @@ pub async fn raw_request(port: u16, request: &str) -> (u16, String) {
         .await
         .expect("answer in time")
         .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    status_and_body(&buf)
+}
+
+/// The status and the body of a raw HTTP/1.1 answer (status 0 when there is none).
+pub fn status_and_body(answer: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(answer).into_owned();
     let status = text
         .split(' ')
         .nth(1)
