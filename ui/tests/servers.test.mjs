@@ -103,7 +103,10 @@ test('More options: a client ID and secret registered beforehand, scopes and a c
   const dialog = page.getByRole('dialog', { name: 'Add MCP server' });
   await dialog.waitFor();
   await page.getByLabel('Server URL').fill('https://mcp.corp.example/mcp');
-  await page.getByRole('button', { name: 'More options…' }).click();
+  await page.getByRole('button', { name: 'More options…' }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByLabel('Client secret (optional)').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'server-client-id', 'focus moves to the first field shown');
   const secret = page.getByLabel('Client secret (optional)');
   assert.equal(await secret.getAttribute('type'), 'password', 'the secret is masked');
   await page.getByLabel('Client ID').fill('latchkey-desktop');

@@ -288,10 +288,10 @@ describe('MCP servers section', () => {
     button(target, 'Add MCP server')?.click();
     flushSync();
     expect(target.querySelector('#server-client-secret'), 'hidden until asked for').toBeNull();
-    const more = button(target, 'More options…') as HTMLButtonElement;
-    expect(more.getAttribute('aria-expanded')).toBe('false');
-    more.click();
-    flushSync();
+    (button(target, 'More options…') as HTMLButtonElement).click();
+    await settle();
+    expect(document.activeElement?.id, 'focus moves to the first field it shows').toBe('server-client-id');
+    expect(button(target, 'More options…'), 'shown once').toBeUndefined();
     const secret = target.querySelector('#server-client-secret') as HTMLInputElement;
     expect(secret.type, 'the secret is masked').toBe('password');
     expect(target.querySelector('label[for=server-client-id]')?.textContent).toBe('Client ID');
