@@ -513,20 +513,42 @@ impl Provider {
         &self,
         fut: impl Future<Output = Result<T, LoginError>>,
     ) -> Result<T, LoginError> {
-        tokio::time::timeout(self.inner.settings.timeout, fut)
+        self.within(self.inner.settings.timeout, fut).await
+    }
+
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, LoginError>>,
+    ) -> Result<T, LoginError> {
+        tokio::time::timeout(limit, fut)
             .await
-            .map_err(|_| LoginError::Timeout(self.inner.settings.timeout))?
+            .map_err(|_| LoginError::Timeout(limit))?
     }
 
     /// Exchanges a refresh token for the session of `subject`. `invalid_grant` is
     /// [`LoginError::InvalidGrant`]. An id token in the answer is validated (no nonce) and must
     /// name the same `iss` and `sub` (OIDC Core §12.2); an answer without one is fine.
-    #[instrument(skip_all, fields(auth = auth.method.as_str()), err)]
     pub async fn refresh(
         &self,
         refresh_token: &Secret,
         auth: &ClientAuth,
         subject: &str,
+    ) -> Result<TokenSet, LoginError> {
+        self.refresh_within(refresh_token, auth, subject, self.inner.settings.timeout)
+            .await
+    }
+
+    /// [`Provider::refresh`], waiting up to `limit` for the token endpoint instead of the
+    /// provider's timeout: a session keeps a refresh going after its callers stopped waiting,
+    /// since a provider that rotates refresh tokens may still honour it.
+    #[instrument(skip_all, fields(auth = auth.method.as_str()), err)]
+    pub async fn refresh_within(
+        &self,
+        refresh_token: &Secret,
+        auth: &ClientAuth,
+        subject: &str,
+        limit: Duration,
     ) -> Result<TokenSet, LoginError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let oauth = self.oauth(auth);
@@ -539,9 +561,12 @@ impl Provider {
         let recording = StatusRecorder {
             http: &self.inner.http,
             status: std::sync::Mutex::new(None),
+            timeout: Some(limit),
         };
         let result = self
-            .timed(async { request.request_async(&recording).await.map_err(token_error) })
+            .within(limit, async {
+                request.request_async(&recording).await.map_err(token_error)
+            })
             .await;
         let status = recording.status;
         let answer = match result {
@@ -963,6 +988,8 @@ impl Provider {
 struct StatusRecorder<'a> {
     http: &'a reqwest::Client,
     status: std::sync::Mutex<Option<http::StatusCode>>,
+    /// The request's own time limit, in place of the client's (a refresh kept going).
+    timeout: Option<Duration>,
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
@@ -973,7 +1000,21 @@ impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let answer = oauth2::AsyncHttpClient::call(self.http, request).await?;
+            let answer = match self.timeout {
+                None => oauth2::AsyncHttpClient::call(self.http, request).await?,
+                Some(limit) => {
+                    let mut request = reqwest::Request::try_from(request).map_err(Box::new)?;
+                    *request.timeout_mut() = Some(limit);
+                    let response = self.http.execute(request).await.map_err(Box::new)?;
+                    let (status, headers) = (response.status(), response.headers().clone());
+                    let body = response.bytes().await.map_err(Box::new)?;
+                    let mut answer = http::Response::builder()
+                        .status(status)
+                        .body(body.to_vec())?;
+                    *answer.headers_mut() = headers;
+                    answer
+                }
+            };
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.status());
             Ok(answer)
         })

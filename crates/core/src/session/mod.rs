@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 use url::Url;
 
 use crate::config::Account;
@@ -228,6 +228,28 @@ pub struct Session {
     /// The run of failed refreshes since the tokens held were last replaced (none while every
     /// refresh succeeds): cleared whenever the session's tokens change.
     refresh_failure: std::sync::Mutex<Option<RefreshFailure>>,
+    /// A refresh whose callers stopped waiting (the provider silent past [`Session::timeout`])
+    /// while its request goes on, with the generation it refreshes. A provider that rotates
+    /// refresh tokens may still answer it: sending the same refresh token again would be taken
+    /// as a replay and end the whole session (reuse detection), so the next refresh of that
+    /// generation waits for this one instead.
+    inflight: std::sync::Mutex<Option<InFlight>>,
+}
+
+/// How long a refresh's request may go on after its callers stopped waiting.
+const INFLIGHT_LIMIT: Duration = Duration::from_secs(180);
+
+/// A refresh request that outlived its callers' wait ([`Session::inflight`]).
+struct InFlight {
+    generation: u64,
+    answer: tokio::task::JoinHandle<Result<TokenSet, LoginError>>,
+}
+
+impl Drop for InFlight {
+    /// A refresh nobody will read (logged out, logged in again) is stopped, not left running.
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
 }
 
 /// A copy of an outage error (`LoginError` holds no secret but is not `Clone`).
@@ -258,6 +280,7 @@ impl Session {
             outages: std::sync::atomic::AtomicU64::new(0),
             last_outage: std::sync::Mutex::new(None),
             refresh_failure: std::sync::Mutex::new(None),
+            inflight: std::sync::Mutex::new(None),
         }
     }
 
@@ -286,10 +309,18 @@ impl Session {
     }
 
     fn set_live(&self, live: Option<Arc<Live>>) {
+        let generation = live.as_ref().map(|l| l.generation);
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         // New tokens (a refresh, a login) or none (logout, an ended session): the failures were
-        // about the tokens replaced.
+        // about the tokens replaced, and a refresh still going for them is stopped.
         *self.lock_refresh_failure() = None;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight
+            .as_ref()
+            .is_some_and(|f| Some(f.generation) != generation)
+        {
+            *inflight = None;
+        }
     }
 
     fn lock_refresh_failure(&self) -> std::sync::MutexGuard<'_, Option<RefreshFailure>> {
@@ -597,8 +628,7 @@ impl Session {
             }
             let auth = self.client_auth(&provider).await?;
             Ok::<_, SessionError>(
-                provider
-                    .refresh(&refresh_token, &auth, &live.user.subject)
+                self.refresh_request(&provider, &live, &refresh_token, &auth)
                     .await?,
             )
         }
@@ -658,6 +688,70 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// Sends the refresh of `live` (or joins the one already sent for it, whose callers stopped
+    /// waiting) and waits up to the session's timeout for its answer. A request still
+    /// unanswered then is kept going (up to [`INFLIGHT_LIMIT`]) for the next refresh to read.
+    async fn refresh_request(
+        &self,
+        provider: &Provider,
+        live: &Live,
+        refresh_token: &Secret,
+        auth: &ClientAuth,
+    ) -> Result<TokenSet, LoginError> {
+        let pending = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|f| f.generation == live.generation);
+        if let Some(inflight) = pending {
+            debug!("waiting for the refresh sent before, not sending the refresh token again");
+            match self.wait_for(inflight).await {
+                // It failed without an answer (the provider unreachable, the connection lost):
+                // nothing was refreshed that we know of, so a new request is the only way on.
+                Err(e) if outage_copy(&e).is_some() && self.inflight_is_empty() => {}
+                answer => return answer,
+            }
+        }
+        let (provider, token, auth, subject) = (
+            provider.clone(),
+            refresh_token.clone(),
+            auth.clone(),
+            live.user.subject.clone(),
+        );
+        self.wait_for(InFlight {
+            generation: live.generation,
+            answer: tokio::spawn(async move {
+                provider
+                    .refresh_within(&token, &auth, &subject, INFLIGHT_LIMIT)
+                    .await
+            }),
+        })
+        .await
+    }
+
+    /// Waits up to the session's timeout for `inflight`'s answer; a request still unanswered
+    /// then is kept (up to [`INFLIGHT_LIMIT`]) for the next refresh to read.
+    async fn wait_for(&self, mut inflight: InFlight) -> Result<TokenSet, LoginError> {
+        match tokio::time::timeout(self.timeout, &mut inflight.answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(LoginError::Unreachable {
+                reason: format!("the refresh stopped: {join}"),
+            }),
+            Err(_) => {
+                *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(inflight);
+                Err(LoginError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn inflight_is_empty(&self) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
     }
 
     /// Ends a session without a refresh token whose access token expired.
