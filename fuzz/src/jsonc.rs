@@ -91,6 +91,25 @@ pub fn run(data: &[u8]) {
         );
         return;
     }
+    // A servers object listed twice, or our entry listed twice in it, is refused on purpose:
+    // hosts read the last duplicate, so editing the first would change nothing they use.
+    let doubled = jsonc::parse_top(text, jsonc).is_ok_and(|top| {
+        let mut servers = top.members.iter().filter(|m| m.key == servers_key(id));
+        let first = servers.next();
+        servers.next().is_some()
+            || first.is_some_and(|m| {
+                jsonc::object_at(text, m.value.start, jsonc)
+                    .is_ok_and(|o| o.members.iter().filter(|s| s.key == NAME).count() > 1)
+            })
+    });
+    if doubled {
+        let refused = result.expect_err("a duplicate the host would read past was spliced");
+        assert!(
+            format!("{refused:?}").contains("appears twice"),
+            "refused for the duplicate: {refused:?}"
+        );
+        return;
+    }
     result.unwrap_or_else(|e| panic!("a valid file refused: {e:?} for {text:?}"));
     let after = std::fs::read_to_string(&file).expect("apply wrote the file");
     let kept = untouched(&after, id, jsonc)
