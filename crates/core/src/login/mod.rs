@@ -561,7 +561,7 @@ impl Provider {
         let recording = StatusRecorder {
             http: &self.inner.http,
             status: std::sync::Mutex::new(None),
-            timeout: Some(limit),
+            timeout: limit,
         };
         let result = self
             .within(limit, async {
@@ -988,8 +988,9 @@ impl Provider {
 struct StatusRecorder<'a> {
     http: &'a reqwest::Client,
     status: std::sync::Mutex<Option<http::StatusCode>>,
-    /// The request's own time limit, in place of the client's (a refresh kept going).
-    timeout: Option<Duration>,
+    /// The request's own time limit, in place of the client's: a refresh may be kept going
+    /// longer than the client's other requests ([`Provider::refresh_within`]).
+    timeout: Duration,
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
@@ -1000,21 +1001,16 @@ impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let answer = match self.timeout {
-                None => oauth2::AsyncHttpClient::call(self.http, request).await?,
-                Some(limit) => {
-                    let mut request = reqwest::Request::try_from(request).map_err(Box::new)?;
-                    *request.timeout_mut() = Some(limit);
-                    let response = self.http.execute(request).await.map_err(Box::new)?;
-                    let (status, headers) = (response.status(), response.headers().clone());
-                    let body = response.bytes().await.map_err(Box::new)?;
-                    let mut answer = http::Response::builder()
-                        .status(status)
-                        .body(body.to_vec())?;
-                    *answer.headers_mut() = headers;
-                    answer
-                }
-            };
+            // As `oauth2`'s own client for `reqwest` does, with the request's time limit set.
+            let mut request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            *request.timeout_mut() = Some(self.timeout);
+            let response = self.http.execute(request).await.map_err(Box::new)?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.bytes().await.map_err(Box::new)?;
+            let mut answer = http::Response::builder()
+                .status(status)
+                .body(body.to_vec())?;
+            *answer.headers_mut() = headers;
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.status());
             Ok(answer)
         })

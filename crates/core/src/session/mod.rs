@@ -314,7 +314,7 @@ impl Session {
         // New tokens (a refresh, a login) or none (logout, an ended session): the failures were
         // about the tokens replaced, and a refresh still going for them is stopped.
         *self.lock_refresh_failure() = None;
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inflight = self.lock_inflight();
         if inflight
             .as_ref()
             .is_some_and(|f| Some(f.generation) != generation)
@@ -700,19 +700,18 @@ impl Session {
         refresh_token: &Secret,
         auth: &ClientAuth,
     ) -> Result<TokenSet, LoginError> {
-        let pending = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let sent_before = self
+            .lock_inflight()
             .take()
             .filter(|f| f.generation == live.generation);
-        if let Some(inflight) = pending {
+        if let Some(inflight) = sent_before {
             debug!("waiting for the refresh sent before, not sending the refresh token again");
             match self.wait_for(inflight).await {
                 // It failed without an answer (the provider unreachable, the connection lost):
                 // nothing was refreshed that we know of, so a new request is the only way on.
-                Err(e) if outage_copy(&e).is_some() && self.inflight_is_empty() => {}
-                answer => return answer,
+                Some(Err(e)) if outage_copy(&e).is_some() => {}
+                Some(answer) => return answer,
+                None => return Err(LoginError::Timeout(self.timeout)),
             }
         }
         let (provider, token, auth, subject) = (
@@ -721,37 +720,37 @@ impl Session {
             auth.clone(),
             live.user.subject.clone(),
         );
-        self.wait_for(InFlight {
+        let sent = InFlight {
             generation: live.generation,
             answer: tokio::spawn(async move {
                 provider
                     .refresh_within(&token, &auth, &subject, INFLIGHT_LIMIT)
                     .await
             }),
-        })
-        .await
+        };
+        self.wait_for(sent)
+            .await
+            .unwrap_or(Err(LoginError::Timeout(self.timeout)))
     }
 
-    /// Waits up to the session's timeout for `inflight`'s answer; a request still unanswered
-    /// then is kept (up to [`INFLIGHT_LIMIT`]) for the next refresh to read.
-    async fn wait_for(&self, mut inflight: InFlight) -> Result<TokenSet, LoginError> {
+    /// Waits up to the session's timeout for `inflight`'s answer. `None`: still unanswered, and
+    /// kept (up to [`INFLIGHT_LIMIT`]) for the next refresh to read.
+    async fn wait_for(&self, mut inflight: InFlight) -> Option<Result<TokenSet, LoginError>> {
         match tokio::time::timeout(self.timeout, &mut inflight.answer).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(join)) => Err(LoginError::Unreachable {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(join)) => Some(Err(LoginError::Unreachable {
                 reason: format!("the refresh stopped: {join}"),
-            }),
+            })),
             Err(_) => {
-                *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(inflight);
-                Err(LoginError::Timeout(self.timeout))
+                *self.lock_inflight() = Some(inflight);
+                None
             }
         }
     }
 
-    fn inflight_is_empty(&self) -> bool {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, Option<InFlight>> {
+        // A poisoned lock only means a panic elsewhere while replacing the value: it is intact.
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends a session without a refresh token whose access token expired.
