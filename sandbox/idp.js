@@ -66,7 +66,9 @@ export async function startIdp({
   }
   const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0, dropped_token_requests: 0 };
   // Fault tests: while `hold` is set, token requests wait (counted) until `POST /__release-token`;
-  // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh). While
+  // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh), or, after
+  // `POST /__hold-token?abandoned=process`, processed all the same, as a slow provider does that
+  // never notices its client gave up (its refresh token is rotated; the answer goes nowhere). While
   // `dropping` is set (`POST /__drop-token`), token requests get their connection closed without
   // an answer, as from a provider behind a failing proxy (counted), until `/__release-token`.
   let hold = null;
@@ -280,7 +282,7 @@ export async function startIdp({
         if (!hold) {
           let release;
           const released = new Promise((r) => { release = r; });
-          hold = { released, release };
+          hold = { released, release, processAbandoned: url.searchParams.get('abandoned') === 'process' };
         }
         res.writeHead(204).end();
         return;
@@ -302,18 +304,22 @@ export async function startIdp({
         req.socket.destroy();
         return;
       }
+      let heldBody = null;
       if (hold && req.method === 'POST' && url.pathname === '/token') {
         counters.held_token_requests += 1;
+        const held = hold;
         let gone = false;
         req.socket.once('close', () => { gone = true; });
-        await hold.released;
-        if (gone || req.socket.destroyed) {
+        // Read while the client is there, so the request can be processed after it has gone.
+        if (held.processAbandoned) heldBody = await readBody(req);
+        await held.released;
+        if ((gone || req.socket.destroyed) && !held.processAbandoned) {
           res.destroy();
           return;
         }
       }
       if (req.method === 'POST' && (url.pathname === '/token' || url.pathname === '/token/revocation' || url.pathname.startsWith('/interaction/'))) {
-        let body = await readBody(req);
+        let body = heldBody ?? await readBody(req);
         if (url.pathname === '/token') {
           counters.token_requests += 1;
           const params = new URLSearchParams(body);

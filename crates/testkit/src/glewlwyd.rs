@@ -194,6 +194,17 @@ impl Glewlwyd {
         &self.issuer
     }
 
+    /// Freezes the provider (`SIGSTOP`): its port still accepts connections, nothing answers
+    /// until [`Glewlwyd::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        crate::sandbox::send_signal(&self.child, "STOP")
+    }
+
+    /// Thaws a [`Glewlwyd::pause`]d provider (`SIGCONT`): it reads what arrived meanwhile.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        crate::sandbox::send_signal(&self.child, "CONT")
+    }
+
     /// The client's registered redirect URI for `port`.
     pub fn redirect_uri(port: u16) -> String {
         format!("http://127.0.0.1:{port}/oauth/callback")

@@ -125,16 +125,9 @@ impl Server {
         })
     }
 
-    /// Sends `signal` (`STOP`, `CONT`, …) to the server process with `kill(1)`.
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server process.
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self.child.id().context("the sandbox process has exited")?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .context("run kill")?;
-        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
-        Ok(())
+        send_signal(&self.child, signal)
     }
 
     async fn post(&self, path: &str) -> anyhow::Result<()> {
@@ -329,6 +322,13 @@ impl Idp {
         self.server.post("/__hold-token").await
     }
 
+    /// As [`Idp::hold_token_requests`], but a held request whose client has gone is processed all
+    /// the same once released, as a slow provider that never notices does: its refresh token is
+    /// rotated and the answer goes nowhere.
+    pub async fn hold_token_requests_processing_abandoned(&self) -> anyhow::Result<()> {
+        self.server.post("/__hold-token?abandoned=process").await
+    }
+
     /// Lets held token requests go on; one whose client has gone is dropped unprocessed, so its
     /// refresh token is not rotated.
     pub async fn release_token_requests(&self) -> anyhow::Result<()> {
@@ -418,4 +418,17 @@ impl Upstream {
     pub fn url(&self) -> Url {
         self.server.parsed.clone()
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, …) to `child` with `kill(1)`: a peer frozen (`STOP`) still
+/// accepts connections, and answers nothing until thawed (`CONT`).
+pub(crate) fn send_signal(child: &Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().context("the process has exited")?;
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("run kill")?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }

@@ -228,3 +228,57 @@ async fn a_refresh_token_retired_at_glewlwyd_ends_the_session_with_log_in_again(
         "the ended session left the keychain"
     );
 }
+
+/// Glewlwyd rotates refresh tokens and disables the whole chain when a rotated-out one comes
+/// back. Frozen while a refresh is on its way, it reads that request once thawed, after the
+/// session stopped waiting; the session keeps the request going and reads its answer (or, when
+/// the connection did not survive, sends the refresh anew), and goes on without a new login.
+#[tokio::test]
+async fn a_glewlwyd_that_stalls_during_a_refresh_does_not_end_the_session() {
+    let callback_port = free_port();
+    let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
+        .await
+        .expect("Glewlwyd starts (run scripts/setup)");
+    let vault = test_vault();
+    let account = unique("glewlwyd-stall");
+    let cfg = config(&idp, &account, callback_port);
+    let session = Session::new(
+        cfg.accounts[0].clone(),
+        vault.clone(),
+        http(),
+        system_clock(),
+    );
+    log_in(&idp, &session).await;
+
+    idp.pause().expect("SIGSTOP");
+    let gave_up = session.refresh_now().await;
+    idp.resume().expect("SIGCONT");
+    assert!(
+        matches!(
+            gave_up,
+            Err(SessionError::Login(
+                latchkey_core::login::LoginError::Timeout(_)
+            ))
+        ),
+        "the caller stops waiting at the session's timeout: {gave_up:?}"
+    );
+
+    session
+        .refresh_now()
+        .await
+        .expect("the stalled refresh's answer (or a new one) renews the session");
+    session
+        .refresh_now()
+        .await
+        .expect("and the refresh token kept is the live one: the chain goes on");
+    let token = session.access_token().await.expect("access token");
+    assert!(
+        idp.userinfo(token.expose())
+            .await
+            .expect("userinfo")
+            .is_some(),
+        "the provider honours the access token after the stall"
+    );
+    assert!(matches!(session.state(), SessionState::Active { .. }));
+    vault.wipe_account(&account).await.expect("cleanup");
+}

@@ -207,6 +207,77 @@ async fn refresh_runs_once_for_a_thousand_concurrent_callers() {
     vault.wipe_account(&account).await.expect("cleanup");
 }
 
+/// A provider that rotates refresh tokens, with reuse detection (a rotated-out refresh token
+/// presented again ends the whole grant), answers a refresh only after the session stopped
+/// waiting for it, and processes it although nobody may be listening any more. The session keeps
+/// that request going and reads its late answer: the refresh token is never sent twice, the
+/// rotated one is kept, and the session goes on. (Sending the old token again, as a new refresh
+/// after the timeout once did, ended the session with `invalid_grant`.)
+#[tokio::test]
+async fn a_refresh_answered_after_its_callers_gave_up_is_read_not_sent_again() {
+    let Rig {
+        idp,
+        vault,
+        account,
+        session,
+        ..
+    } = Rig::logged_in("late-answer").await;
+    let before = idp.stats().await.expect("stats");
+    idp.hold_token_requests_processing_abandoned()
+        .await
+        .expect("hold");
+    let gave_up = session.refresh_now().await;
+    assert!(
+        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
+        "the caller stops waiting at the session's timeout: {gave_up:?}"
+    );
+    assert!(
+        matches!(session.state(), SessionState::Active { .. }),
+        "the token held is still valid: {:?}",
+        session.state()
+    );
+
+    idp.release_token_requests().await.expect("release");
+    // The provider processes the held refresh: the refresh token it carried is rotated out.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while idp.stats().await.expect("stats").refresh_grants == before.refresh_grants {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held refresh was processed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    session
+        .refresh_now()
+        .await
+        .expect("the late answer is read, not the old refresh token sent again");
+    let after = idp.stats().await.expect("stats");
+    assert_eq!(
+        after.token_requests - before.token_requests,
+        1,
+        "one token request for both refreshes"
+    );
+    assert_eq!(after.refresh_grants - before.refresh_grants, 1);
+
+    // The rotated refresh token is the one kept: the chain goes on.
+    session.refresh_now().await.expect("the next refresh");
+    let last = idp.stats().await.expect("stats");
+    assert_eq!(last.refresh_grants - before.refresh_grants, 2);
+    assert!(matches!(session.state(), SessionState::Active { .. }));
+    let stored = vault
+        .load_tokens(&account)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        stored
+            .access_token
+            .ct_eq(&session.access_token().await.expect("token"))
+    );
+    vault.wipe_account(&account).await.expect("cleanup");
+}
+
 #[tokio::test]
 async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
     let Rig {
