@@ -8,6 +8,7 @@
 //! `#[tauri::command(async)]`, which Tauri runs on its async runtime instead.
 
 use latchkey_core::Code;
+use latchkey_core::secret::Secret;
 use latchkey_runtime::Control;
 use latchkey_runtime::RuntimeError;
 use latchkey_runtime::control::{HostEntry, NewClient, NewServer};
@@ -171,7 +172,7 @@ pub async fn undo_host_entry(lk: State<'_, Instance>, host: String) -> Result<()
 }
 
 /// What *Add MCP server* sends.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(test, ts(optional_fields = nullable))]
 pub struct AddServerRequest {
@@ -183,7 +184,8 @@ pub struct AddServerRequest {
     pub client_id: Option<String>,
     /// That client's secret, for a confidential client: it goes to the keychain with the
     /// registration, never to a file, and is never sent back to the window.
-    pub client_secret: Option<String>,
+    #[cfg_attr(test, ts(as = "Option<String>"))]
+    pub client_secret: Option<Secret>,
     /// Scopes to ask for instead of the ones the server advertises.
     pub scopes: Option<Vec<String>>,
     /// A fixed loopback port for the sign-in's callback, for authorization servers that match
@@ -195,24 +197,6 @@ pub struct AddServerRequest {
     pub allow_insecure_loopback: bool,
 }
 
-/// The secret never printed.
-impl std::fmt::Debug for AddServerRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddServerRequest")
-            .field("url", &self.url)
-            .field("name", &self.name)
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field("scopes", &self.scopes)
-            .field("callback_port", &self.callback_port)
-            .field("allow_insecure_loopback", &self.allow_insecure_loopback)
-            .finish()
-    }
-}
-
 impl From<AddServerRequest> for NewServer {
     /// Blank optional fields are left out: a form sends what the person left empty.
     fn from(request: AddServerRequest) -> Self {
@@ -221,10 +205,7 @@ impl From<AddServerRequest> for NewServer {
             url: request.url,
             name: given(request.name),
             client_id: given(request.client_id),
-            client_secret: request
-                .client_secret
-                .filter(|s| !s.is_empty())
-                .map(latchkey_core::secret::Secret::new),
+            client_secret: request.client_secret.filter(|s| !s.is_empty()),
             scopes: request.scopes.filter(|s| !s.is_empty()),
             callback_port: request.callback_port,
             allow_insecure_loopback: request.allow_insecure_loopback,

@@ -57,6 +57,15 @@ impl From<String> for Secret {
     }
 }
 
+/// A secret arriving in a request (the window's *Add MCP server*, say) is wrapped as it is read,
+/// so the type holding it keeps a derived `Debug` that cannot print it. There is still no
+/// `Serialize`.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
         self.ct_eq(other)
@@ -97,6 +106,13 @@ impl fmt::Debug for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deserialised_secret_keeps_its_value_and_never_prints_it() {
+        let s: Secret = serde_json::from_str("\"canary-d3e5a\"").expect("a JSON string");
+        assert_eq!(s.expose(), "canary-d3e5a");
+        assert!(!format!("{s:?}").contains("canary"));
+    }
 
     #[test]
     fn debug_never_shows_the_value() {
