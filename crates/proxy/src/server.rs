@@ -77,7 +77,7 @@ pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
     let attempts = if port == 0 { PORT_ZERO_ATTEMPTS } else { 1 };
     let mut taken = None;
     for _ in 0..attempts {
-        let v4 = bind_one(Ipv4Addr::LOCALHOST.into(), port).await?;
+        let v4 = bind_one(Ipv4Addr::LOCALHOST.into(), port)?;
         let chosen = v4.local_addr()?.port();
         match listen(Ipv6Addr::LOCALHOST.into(), chosen) {
             Ok(v6) => return Ok(vec![v4, v6]),
@@ -94,11 +94,11 @@ pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
 
 /// Binds `127.0.0.1:port` only (the configuration's `[proxy] ipv6 = false`).
 pub async fn bind_loopback_ipv4(port: u16) -> io::Result<Vec<TcpListener>> {
-    Ok(vec![bind_one(Ipv4Addr::LOCALHOST.into(), port).await?])
+    Ok(vec![bind_one(Ipv4Addr::LOCALHOST.into(), port)?])
 }
 
 /// Binds one address; the error keeps its kind and names the address.
-async fn bind_one(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+fn bind_one(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
     listen(ip, port).map_err(|e| named(e, ip, port))
 }
 
