@@ -58,8 +58,8 @@ export type PortCheck = { ok: true; port: number | undefined } | { ok: false; me
 export function checkCallbackPort(input: string): PortCheck {
   const raw = input.trim();
   if (!raw) return { ok: true, port: undefined };
-  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isInteger(port) || port < 1024 || port > 65535) {
+  const port = Number(raw);
+  if (!/^\d{1,5}$/.test(raw) || port < 1024 || port > 65535) {
     return { ok: false, message: 'Use a port from 1024 to 65535: the one in the redirect URI registered for Latchkey.' };
   }
   return { ok: true, port };
