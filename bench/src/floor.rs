@@ -54,7 +54,7 @@ pub fn serve(upstream: SocketAddr) -> anyhow::Result<()> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    socket.listen(crate::upstream::LISTEN_BACKLOG)?;
+    socket.listen(i32::try_from(crate::upstream::LISTEN_BACKLOG)?)?;
     let listener = std::net::TcpListener::from(socket);
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

@@ -44,14 +44,14 @@ type Body = BoxBody<Bytes, Infallible>;
 /// The backlog of the harness's listeners, as Latchkey's proxy listens: a proxy opens 1,000
 /// connections to the upstream at once in the SSE phase, and with Tokio's 128 the rest waited a
 /// second or more for a SYN retry.
-pub const LISTEN_BACKLOG: i32 = 1024;
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// Starts the upstream on 127.0.0.1:0.
 pub async fn start(body_bytes: usize) -> anyhow::Result<Upstream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(([127, 0, 0, 1], 0).into())?;
-    let listener = socket.listen(LISTEN_BACKLOG.unsigned_abs())?;
+    let listener = socket.listen(LISTEN_BACKLOG)?;
     let addr = listener.local_addr()?;
     let answer = Bytes::from(vec![b'x'; body_bytes]);
     let with_header = Arc::new(AtomicU64::new(0));
