@@ -278,6 +278,76 @@ async fn a_refresh_answered_after_its_callers_gave_up_is_read_not_sent_again() {
     vault.wipe_account(&account).await.expect("cleanup");
 }
 
+/// The same late answer, but a refusal: the provider revoked the refresh token while the request
+/// waited. The session reads the refusal and ends; it does not send the refused token again.
+#[tokio::test]
+async fn a_late_refusal_of_a_refresh_ends_the_session_without_a_second_request() {
+    let Rig {
+        idp,
+        vault,
+        account,
+        session,
+        config: cfg,
+        ..
+    } = Rig::logged_in("late-refusal").await;
+    let before = idp.stats().await.expect("stats");
+    idp.hold_token_requests_processing_abandoned()
+        .await
+        .expect("hold");
+    let gave_up = session.refresh_now().await;
+    assert!(
+        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
+        "{gave_up:?}"
+    );
+    let refresh = vault
+        .load_tokens(&account)
+        .await
+        .expect("read")
+        .expect("stored")
+        .refresh_token
+        .expect("refresh token");
+    let provider =
+        latchkey_core::login::Provider::discover(http(), crate::support::provider_settings(&cfg))
+            .await
+            .expect("discover");
+    assert!(
+        provider
+            .revoke(&refresh, TokenHint::RefreshToken, &ClientAuth::public())
+            .await
+            .expect("revoke")
+    );
+    idp.release_token_requests().await.expect("release");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while idp.stats().await.expect("stats").token_requests == before.token_requests {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held refresh was processed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let err = session
+        .refresh_now()
+        .await
+        .expect_err("the provider refused the held refresh");
+    assert!(matches!(err, SessionError::LoginRequired { .. }), "{err:?}");
+    assert!(
+        matches!(session.state(), SessionState::Expired { .. }),
+        "{:?}",
+        session.state()
+    );
+    let after = idp.stats().await.expect("stats");
+    assert_eq!(
+        after.token_requests - before.token_requests,
+        1,
+        "the refused refresh token was not sent again"
+    );
+    assert!(
+        vault.load_tokens(&account).await.expect("read").is_none(),
+        "the ended session left the keychain"
+    );
+}
+
 #[tokio::test]
 async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
     let Rig {
