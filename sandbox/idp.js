@@ -64,7 +64,7 @@ export async function startIdp({
   if (!['rotate', 'static', 'none'].includes(refreshTokens)) {
     throw new Error(`refreshTokens must be rotate, static or none, not ${refreshTokens}`);
   }
-  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0, dropped_token_requests: 0 };
+  const counters = { token_requests: 0, refresh_grants: 0, revocations: 0, refresh_id_tokens: 0, held_token_requests: 0, abandoned_token_requests: 0, dropped_token_requests: 0 };
   // Fault tests: while `hold` is set, token requests wait (counted) until `POST /__release-token`;
   // one whose client has gone meanwhile is dropped unprocessed (a kill mid-refresh), or, after
   // `POST /__hold-token?abandoned=process`, processed all the same, as a slow provider does that
@@ -314,6 +314,7 @@ export async function startIdp({
         if (held.processAbandoned) heldBody = await readBody(req);
         await held.released;
         if ((gone || req.socket.destroyed) && !held.processAbandoned) {
+          counters.abandoned_token_requests += 1;
           res.destroy();
           return;
         }

@@ -232,6 +232,9 @@ pub struct IdpStats {
     /// Token requests that arrived while [`Idp::hold_token_requests`] was in force.
     #[serde(default)]
     pub held_token_requests: u64,
+    /// Held token requests whose client had gone when they were released: dropped unprocessed.
+    #[serde(default)]
+    pub abandoned_token_requests: u64,
 }
 
 /// The sandbox IdP: a real `oidc-provider` with the public client `latchkey` (PKCE S256,

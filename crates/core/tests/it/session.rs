@@ -348,6 +348,40 @@ async fn a_late_refusal_of_a_refresh_ends_the_session_without_a_second_request()
     );
 }
 
+/// Logging out stops a refresh still going for the tokens it wipes: the provider never processes
+/// it (a rotation nobody would read, of a grant just revoked).
+#[tokio::test]
+async fn logging_out_stops_a_refresh_still_going() {
+    let Rig { idp, session, .. } = Rig::logged_in("logout-inflight").await;
+    let before = idp.stats().await.expect("stats");
+    idp.hold_token_requests().await.expect("hold");
+    let gave_up = session.refresh_now().await;
+    assert!(
+        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
+        "{gave_up:?}"
+    );
+    session.logout().await.expect("logout");
+    idp.release_token_requests().await.expect("release");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = idp.stats().await.expect("stats");
+        assert_eq!(
+            now.token_requests, before.token_requests,
+            "the held refresh reached the provider after logout"
+        );
+        if now.abandoned_token_requests > before.abandoned_token_requests {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held refresh's client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(matches!(session.state(), SessionState::LoggedOut));
+}
+
 #[tokio::test]
 async fn a_revoked_refresh_token_ends_the_session_with_log_in_again() {
     let Rig {
