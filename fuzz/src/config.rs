@@ -43,7 +43,6 @@ fn proxy_config(config: &Config) -> Result<ProxyConfig, latchkey_proxy::ConfigEr
             max_connections: config.proxy.max_connections,
             ..Limits::default()
         },
-        ..ProxyConfig::default()
     })
 }
 

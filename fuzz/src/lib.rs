@@ -12,8 +12,11 @@ pub mod jsonc;
 pub mod path;
 pub mod sse;
 
+/// A target: its name and its `run`.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, in the order the runners take them.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [Target; 7] = [
     ("challenge", challenge::run),
     ("config", config::run),
     ("gate", gate::run),

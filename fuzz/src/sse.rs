@@ -3,10 +3,10 @@
 
 #[allow(dead_code, missing_docs)]
 #[path = "../../crates/cli/src/cmd/mcp/sse.rs"]
-mod sse;
+mod parser;
 
-fn parse_chunks(chunks: &[&[u8]]) -> Option<(Vec<sse::Event>, Option<std::time::Duration>)> {
-    let mut p = sse::Parser::new();
+fn parse_chunks(chunks: &[&[u8]]) -> Option<(Vec<parser::Event>, Option<std::time::Duration>)> {
+    let mut p = parser::Parser::new();
     let mut events = Vec::new();
     for chunk in chunks {
         events.extend(p.feed(chunk).ok()?);
