@@ -61,6 +61,9 @@ impl InstanceError {
     }
 }
 
+/// How long a serving instance starting waits for a one-shot command holding the lock.
+const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the running instance publishes about itself (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {
@@ -171,6 +174,48 @@ impl InstanceLock {
         })
     }
 
+    /// Claims the lock for a new instance: a serving one (`serving`: the tray app, `latchkey
+    /// serve`) or a command's own. A serving instance waits a few seconds for a one-shot command
+    /// (`latchkey status` run while nothing serves takes the lock for a moment) but never for
+    /// another serving instance, which publishes its port for commands to use. When the lock
+    /// stays taken, the error says by whom: a serving instance ([`InstanceError::AlreadyRunning`])
+    /// or another command ([`InstanceError::InUse`]). Whoever holds the lock cannot tell
+    /// (`flock` lets this process claim its own lock again), so the serving claim decides.
+    pub async fn claim(paths: &Paths, serving: bool) -> Result<Self, InstanceError> {
+        if !serving {
+            // A serving instance running or on its way: the command uses it, never the lock
+            // under it.
+            if ServingClaim::held(paths)? {
+                return Err(InstanceError::AlreadyRunning);
+            }
+            return match Self::acquire(paths) {
+                // Nothing claimed the directory to serve a moment ago, so the lock's holder is
+                // most likely another command; a serving instance that claimed it since says so.
+                Err(InstanceError::AlreadyRunning) if !ServingClaim::held(paths)? => {
+                    Err(InstanceError::InUse)
+                }
+                other => other,
+            };
+        }
+        // Claimed first, so commands starting after this stand back. Holding the claim, no other
+        // serving instance runs: whoever holds the lock is a command's local instance (whatever
+        // a killed instance's file still says), and is waited for.
+        let claim = ServingClaim::acquire(paths)?;
+        let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
+        loop {
+            match Self::acquire(paths) {
+                Ok(lock) => return Ok(lock.with_claim(claim)),
+                Err(InstanceError::AlreadyRunning) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                // Holding the claim, the lock's holder is a command, never another serving
+                // instance.
+                Err(InstanceError::AlreadyRunning) => return Err(InstanceError::InUse),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Keeps a serving instance's claim for as long as this lock is held.
     pub fn with_claim(mut self, claim: ServingClaim) -> Self {
         self._serving = Some(claim);
@@ -277,6 +322,66 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = Paths::new(dir.path().join("config"), dir.path().join("data"));
         (dir, paths)
+    }
+
+    /// While another command holds the data directory (a login waiting for the browser), a
+    /// command or a serving instance is told that, not that Latchkey is already running.
+    #[tokio::test]
+    async fn a_command_holding_the_data_directory_is_named_as_such() {
+        let (_dir, paths) = temp_paths();
+        let command = InstanceLock::acquire(&paths).expect("a command's lock");
+
+        let other = InstanceLock::claim(&paths, false)
+            .await
+            .expect_err("the lock is taken");
+        assert!(matches!(other, InstanceError::InUse), "{other:?}");
+        assert!(
+            other.to_string().contains("another `latchkey` command"),
+            "{other}"
+        );
+        assert_eq!(
+            other.code(),
+            Code::AlreadyRunning,
+            "waited for like a start"
+        );
+
+        let started = tokio::time::Instant::now();
+        let serving = InstanceLock::claim(&paths, true)
+            .await
+            .expect_err("still taken after the wait");
+        assert!(matches!(serving, InstanceError::InUse), "{serving:?}");
+        assert!(
+            started.elapsed() >= COMMAND_WAIT,
+            "a serving instance waits for a command"
+        );
+        drop(command);
+        InstanceLock::claim(&paths, true)
+            .await
+            .expect("free once the command ends");
+    }
+
+    /// A running serving instance is still reported as one, to commands and to a second serving
+    /// instance, which does not wait for it.
+    #[tokio::test]
+    async fn a_serving_instance_is_reported_as_already_running() {
+        let (_dir, paths) = temp_paths();
+        let _serving = InstanceLock::claim(&paths, true).await.expect("serving");
+        let command = InstanceLock::claim(&paths, false).await.expect_err("taken");
+        assert!(
+            matches!(command, InstanceError::AlreadyRunning),
+            "{command:?}"
+        );
+        assert!(command.to_string().contains("already running"), "{command}");
+
+        let started = tokio::time::Instant::now();
+        let second = InstanceLock::claim(&paths, true)
+            .await
+            .expect_err("one serving instance");
+        assert!(
+            matches!(second, InstanceError::AlreadyRunning),
+            "{second:?}"
+        );
+        assert!(started.elapsed() < COMMAND_WAIT, "not waited for");
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Latchkey {
             reload::Initial::loaded(Config::load_from(&config_path)?)
         };
         let config = Arc::new(initial.config.clone());
-        let lock = acquire_lock(&options.paths, options.serve_proxy).await?;
+        let lock = InstanceLock::claim(&options.paths, options.serve_proxy).await?;
         let vault = match options.vault {
             Some(v) => v,
             None => Vault::platform()?,
@@ -431,49 +431,6 @@ fn audit_retention(config: &Config) -> latchkey_store::Retention {
     }
 }
 
-/// Claims the single-instance lock. A long-lived instance (tray or `serve`) waits a few seconds
-/// for a one-shot CLI command (`latchkey status` run while nothing serves takes the lock for a
-/// moment) but never for another serving instance, which publishes its port.
-async fn acquire_lock(paths: &Paths, serving: bool) -> Result<InstanceLock, RuntimeError> {
-    if !serving {
-        // A serving instance running or on its way: the command uses it, never the lock under it.
-        if instance::ServingClaim::held(paths)? {
-            return Err(instance::InstanceError::AlreadyRunning.into());
-        }
-        return match InstanceLock::acquire(paths) {
-            Ok(lock) => Ok(lock),
-            // Nothing claimed the directory to serve a moment ago, so the lock's holder is most
-            // likely another command; a serving instance that claimed it since says so.
-            Err(instance::InstanceError::AlreadyRunning)
-                if !instance::ServingClaim::held(paths)? =>
-            {
-                Err(instance::InstanceError::InUse.into())
-            }
-            Err(e) => Err(e.into()),
-        };
-    }
-    // Claimed first, so commands starting after this stand back. Holding the claim, no other
-    // serving instance runs: whoever holds the lock is a command's local instance (whatever a
-    // killed instance's file still says), and is waited for.
-    let claim = instance::ServingClaim::acquire(paths)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match InstanceLock::acquire(paths) {
-            Ok(lock) => return Ok(lock.with_claim(claim)),
-            Err(instance::InstanceError::AlreadyRunning)
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // Holding the claim, the lock's holder is a command, never another serving instance.
-            Err(instance::InstanceError::AlreadyRunning) => {
-                return Err(instance::InstanceError::InUse.into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// The HTTP client for the identity provider and the gateway: rustls, no redirects, timeouts.
 pub fn http_client() -> Result<reqwest::Client, RuntimeError> {
     reqwest::Client::builder()
@@ -519,56 +476,6 @@ mod tests {
             lk.inner.tasks.len(),
             0,
             "every background task has ended when shutdown returns"
-        );
-    }
-
-    /// While another command holds the data directory (a login waiting for the browser), a
-    /// command or a serving instance is told that, not that Latchkey is already running.
-    #[tokio::test]
-    async fn a_command_holding_the_data_directory_is_named_as_such() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let paths = paths(&dir, "version = 1\n");
-        let command = super::InstanceLock::acquire(&paths).expect("a command's lock");
-
-        let other = super::acquire_lock(&paths, false)
-            .await
-            .expect_err("the lock is taken");
-        assert!(
-            other.message.contains("another `latchkey` command"),
-            "{}",
-            other.message
-        );
-        assert_eq!(
-            other.code,
-            latchkey_core::Code::AlreadyRunning,
-            "waited for like a start"
-        );
-
-        let serving = super::acquire_lock(&paths, true)
-            .await
-            .expect_err("still taken after the wait");
-        assert!(
-            serving.message.contains("another `latchkey` command"),
-            "{}",
-            serving.message
-        );
-        drop(command);
-        super::acquire_lock(&paths, true)
-            .await
-            .expect("free once the command ends");
-    }
-
-    /// A running serving instance is still reported as one.
-    #[tokio::test]
-    async fn a_serving_instance_is_reported_as_already_running() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let paths = paths(&dir, "version = 1\n");
-        let _serving = super::acquire_lock(&paths, true).await.expect("serving");
-        let command = super::acquire_lock(&paths, false).await.expect_err("taken");
-        assert!(
-            command.message.contains("already running"),
-            "{}",
-            command.message
         );
     }
 
