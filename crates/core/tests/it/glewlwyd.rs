@@ -8,6 +8,7 @@ use latchkey_core::config::Config;
 use latchkey_core::login::Provider;
 use latchkey_core::login::UserInfo;
 use latchkey_core::session::{Session, SessionError, SessionState, system_clock};
+use latchkey_core::vault::Vault;
 use latchkey_testkit::glewlwyd::{Glewlwyd, GlewlwydOptions};
 
 use crate::support::{http, provider_settings, test_vault, unique};
@@ -29,6 +30,41 @@ fn config(idp: &Glewlwyd, account: &str, callback_port: u16) -> Config {
         Glewlwyd::CLIENT_ID,
     );
     Config::parse(&text, std::path::Path::new("test.toml")).expect("test config is valid")
+}
+
+/// A Glewlwyd and a session of a fresh account configured for it (not logged in yet), with the
+/// real keychain.
+struct Rig {
+    idp: Glewlwyd,
+    vault: Vault,
+    account: String,
+    config: Config,
+    session: Session,
+}
+
+impl Rig {
+    async fn start(prefix: &str) -> Self {
+        let callback_port = free_port();
+        let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
+            .await
+            .expect("Glewlwyd starts (run scripts/setup)");
+        let vault = test_vault();
+        let account = unique(prefix);
+        let config = config(&idp, &account, callback_port);
+        let session = Session::new(
+            config.accounts[0].clone(),
+            vault.clone(),
+            http(),
+            system_clock(),
+        );
+        Self {
+            idp,
+            vault,
+            account,
+            config,
+            session,
+        }
+    }
 }
 
 /// Logs `session` in through Glewlwyd's sign-in app and checks who it says logged in.
@@ -60,13 +96,13 @@ async fn log_in(idp: &Glewlwyd, session: &Session) -> UserInfo {
 
 #[tokio::test]
 async fn a_glewlwyd_session_logs_in_refreshes_with_rotation_and_logs_out() {
-    let callback_port = free_port();
-    let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
-        .await
-        .expect("Glewlwyd starts (run scripts/setup)");
-    let vault = test_vault();
-    let account = unique("glewlwyd");
-    let cfg = config(&idp, &account, callback_port);
+    let Rig {
+        idp,
+        vault,
+        account,
+        config: cfg,
+        session,
+    } = Rig::start("glewlwyd").await;
 
     // Discovery: the issuer has a path; revocation is advertised.
     let provider = Provider::discover(http(), provider_settings(&cfg))
@@ -79,12 +115,6 @@ async fn a_glewlwyd_session_logs_in_refreshes_with_rotation_and_logs_out() {
     );
 
     // Login through the sign-in app's API.
-    let session = Session::new(
-        cfg.accounts[0].clone(),
-        vault.clone(),
-        http(),
-        system_clock(),
-    );
     let user = log_in(&idp, &session).await;
     let first = vault
         .load_tokens(&account)
@@ -181,19 +211,13 @@ async fn a_glewlwyd_session_logs_in_refreshes_with_rotation_and_logs_out() {
 
 #[tokio::test]
 async fn a_refresh_token_retired_at_glewlwyd_ends_the_session_with_log_in_again() {
-    let callback_port = free_port();
-    let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
-        .await
-        .expect("Glewlwyd starts (run scripts/setup)");
-    let vault = test_vault();
-    let account = unique("glewlwyd-retired");
-    let cfg = config(&idp, &account, callback_port);
-    let session = Session::new(
-        cfg.accounts[0].clone(),
-        vault.clone(),
-        http(),
-        system_clock(),
-    );
+    let Rig {
+        idp,
+        vault,
+        account,
+        session,
+        ..
+    } = Rig::start("glewlwyd-retired").await;
     log_in(&idp, &session).await;
     let stored = vault
         .load_tokens(&account)
@@ -235,19 +259,13 @@ async fn a_refresh_token_retired_at_glewlwyd_ends_the_session_with_log_in_again(
 /// the connection did not survive, sends the refresh anew), and goes on without a new login.
 #[tokio::test]
 async fn a_glewlwyd_that_stalls_during_a_refresh_does_not_end_the_session() {
-    let callback_port = free_port();
-    let idp = Glewlwyd::start(GlewlwydOptions::for_redirect_port(callback_port))
-        .await
-        .expect("Glewlwyd starts (run scripts/setup)");
-    let vault = test_vault();
-    let account = unique("glewlwyd-stall");
-    let cfg = config(&idp, &account, callback_port);
-    let session = Session::new(
-        cfg.accounts[0].clone(),
-        vault.clone(),
-        http(),
-        system_clock(),
-    );
+    let Rig {
+        idp,
+        vault,
+        account,
+        session,
+        ..
+    } = Rig::start("glewlwyd-stall").await;
     log_in(&idp, &session).await;
 
     idp.pause().expect("SIGSTOP");

@@ -13,7 +13,7 @@ use latchkey_core::login::{ClientAuth, LoginError, TokenHint};
 use latchkey_core::secret::Secret;
 use latchkey_core::session::{Clock, Session, SessionError, SessionState};
 use latchkey_core::vault::{Vault, VaultKey};
-use latchkey_testkit::{Gateway, Idp, IdpOptions, LogCapture, browser_login};
+use latchkey_testkit::{Gateway, Idp, IdpOptions, IdpStats, LogCapture, browser_login};
 
 use crate::support::{http, test_vault, unique};
 
@@ -114,6 +114,41 @@ impl Rig {
             session,
             config,
         }
+    }
+}
+
+/// Asks `session` for a refresh the provider holds, and checks the caller stops waiting at the
+/// session's timeout while the token held is still served.
+async fn give_up_on_a_held_refresh(session: &Session) {
+    let gave_up = session.refresh_now().await;
+    assert!(
+        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
+        "the caller stops waiting at the session's timeout: {gave_up:?}"
+    );
+    assert!(
+        matches!(session.state(), SessionState::Active { .. }),
+        "the token held is still valid: {:?}",
+        session.state()
+    );
+}
+
+/// Waits (up to 10 s) until the provider's counters show `what`, checking `invariant` at every
+/// look; returns the counters.
+async fn wait_for_stats(
+    idp: &Idp,
+    what: &str,
+    until: impl Fn(&IdpStats) -> bool,
+    invariant: impl Fn(&IdpStats),
+) -> IdpStats {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = idp.stats().await.expect("stats");
+        invariant(&now);
+        if until(&now) {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -226,27 +261,17 @@ async fn a_refresh_answered_after_its_callers_gave_up_is_read_not_sent_again() {
     idp.hold_token_requests_processing_abandoned()
         .await
         .expect("hold");
-    let gave_up = session.refresh_now().await;
-    assert!(
-        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
-        "the caller stops waiting at the session's timeout: {gave_up:?}"
-    );
-    assert!(
-        matches!(session.state(), SessionState::Active { .. }),
-        "the token held is still valid: {:?}",
-        session.state()
-    );
+    give_up_on_a_held_refresh(&session).await;
 
     idp.release_token_requests().await.expect("release");
     // The provider processes the held refresh: the refresh token it carried is rotated out.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while idp.stats().await.expect("stats").refresh_grants == before.refresh_grants {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the held refresh was processed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_stats(
+        &idp,
+        "the held refresh was processed",
+        |now| now.refresh_grants > before.refresh_grants,
+        |_| {},
+    )
+    .await;
 
     session
         .refresh_now()
@@ -294,11 +319,7 @@ async fn a_late_refusal_of_a_refresh_ends_the_session_without_a_second_request()
     idp.hold_token_requests_processing_abandoned()
         .await
         .expect("hold");
-    let gave_up = session.refresh_now().await;
-    assert!(
-        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
-        "{gave_up:?}"
-    );
+    give_up_on_a_held_refresh(&session).await;
     let refresh = vault
         .load_tokens(&account)
         .await
@@ -317,14 +338,13 @@ async fn a_late_refusal_of_a_refresh_ends_the_session_without_a_second_request()
             .expect("revoke")
     );
     idp.release_token_requests().await.expect("release");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while idp.stats().await.expect("stats").token_requests == before.token_requests {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the held refresh was processed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_stats(
+        &idp,
+        "the held refresh was processed",
+        |now| now.token_requests > before.token_requests,
+        |_| {},
+    )
+    .await;
 
     let err = session
         .refresh_now()
@@ -355,30 +375,22 @@ async fn logging_out_stops_a_refresh_still_going() {
     let Rig { idp, session, .. } = Rig::logged_in("logout-inflight").await;
     let before = idp.stats().await.expect("stats");
     idp.hold_token_requests().await.expect("hold");
-    let gave_up = session.refresh_now().await;
-    assert!(
-        matches!(gave_up, Err(SessionError::Login(LoginError::Timeout(_)))),
-        "{gave_up:?}"
-    );
+    give_up_on_a_held_refresh(&session).await;
     session.logout().await.expect("logout");
     idp.release_token_requests().await.expect("release");
 
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let now = idp.stats().await.expect("stats");
-        assert_eq!(
-            now.token_requests, before.token_requests,
-            "the held refresh reached the provider after logout"
-        );
-        if now.abandoned_token_requests > before.abandoned_token_requests {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the held refresh's client left"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_stats(
+        &idp,
+        "the held refresh's client left",
+        |now| now.abandoned_token_requests > before.abandoned_token_requests,
+        |now| {
+            assert_eq!(
+                now.token_requests, before.token_requests,
+                "the held refresh reached the provider after logout"
+            );
+        },
+    )
+    .await;
     assert!(matches!(session.state(), SessionState::LoggedOut));
 }
 
