@@ -303,7 +303,14 @@ describe('MCP servers section', () => {
     expect(target.querySelector('[data-testid=secret-problem]')?.textContent).toMatch(/client ID/);
     expect(target.querySelector('[data-testid=port-problem]')?.textContent).toMatch(/1024 to 65535/);
     expect((target.querySelector('#server-callback-port') as HTMLInputElement).getAttribute('aria-invalid')).toBe('true');
+    expect(secret.getAttribute('aria-describedby'), 'the problem is read with the field, in place of its help').toBe('server-client-secret-problem');
+    expect(target.querySelector('#server-client-secret-help'), 'the help gives way to the problem').toBeNull();
+    expect(document.activeElement, 'focus goes to the first field refused').toBe(secret);
     expect(calls, 'nothing is sent with a field refused').toEqual([]);
+    fill(secret, 'canary-client-secret');
+    flushSync();
+    expect(secret.getAttribute('aria-invalid'), 'typing clears the problem').toBeNull();
+    expect(secret.getAttribute('aria-describedby')).toBe('server-client-secret-help');
 
     fill(target.querySelector('#server-client-id') as HTMLInputElement, 'latchkey-desktop');
     fill(target.querySelector('#server-scopes') as HTMLInputElement, ' read  write,admin ');
