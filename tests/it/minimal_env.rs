@@ -178,6 +178,16 @@ async fn host_started_commands_need_only_the_hosts_environment_and_the_entrys_en
             .any(|r| r["path"] == "/v1/control/ephemeral" && r["kind"] == "control"),
         "--control shows the CLI's control calls: {with_control:#?}"
     );
+    // Reads of the instance's state that were answered (each `latchkey log` above is a GET of
+    // the activity) leave no row, so a window polling all day cannot push client traffic out
+    // of the row cap.
+    let again = log_rows(&stack, &["--control"]);
+    assert!(
+        again.iter().all(|r| r["kind"] != "control"
+            || r["method"] != "GET"
+            || r["status"].as_u64().is_some_and(|s| s >= 400)),
+        "no answered control read is recorded: {again:#?}"
+    );
     let default = log_rows(&stack, &[]);
     assert!(
         default.iter().all(|r| r["kind"] != "control"),

@@ -1,8 +1,10 @@
-//! One audit event and one log line per request, written when the exchange is over (its body
-//! finished, failed, was closed or the client went away), with the bytes counted each way. This
+//! One log line per request and one audit event per request worth one ([`recorded`]), written when
+//! the exchange is over (its body finished, failed, was closed or the client went away), with the
+//! bytes counted each way. This
 //! is the single place the request path logs: method, service, status, code and duration, never
-//! headers or query values. The `latchkey` command's own control calls are recorded as
-//! [`AuditKind::Control`] so readers can leave them out; its credential reads stay client traffic.
+//! headers or query values. The `latchkey` command's and the window's own control calls are
+//! recorded as [`AuditKind::Control`] so readers can leave them out, and only when they changed
+//! something or were refused ([`recorded`]); their credential reads stay client traffic.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -191,8 +193,12 @@ impl Record {
                 service, status, code, duration_ms, bytes_in, bytes_out, "request"
             );
         }
+        let kind = kind(self.control, &self.path);
+        if !recorded(kind, &self.method, status) {
+            return;
+        }
         self.audit.record(AuditEvent {
-            kind: kind(self.control, &self.path),
+            kind,
             time: self.time_ms,
             client: self.client,
             service: self.service,
@@ -221,6 +227,17 @@ fn kind(control_caller: bool, path: &str) -> AuditKind {
     }
 }
 
+/// Whether a request leaves an audit row. A control call that read the instance's state and was
+/// answered leaves none: the window polls its Connections screen every 2 s and the overview every
+/// 30 s, and those thousands of rows a day would push client traffic out of the log's row cap
+/// (retention's `max_rows`) long before its age limit, while saying nothing an audit needs.
+/// Client traffic, credential reads, every control call that changes something (a login, a token
+/// issued, a host entry written, a server added) and every refusal or failure are kept.
+fn recorded(kind: AuditKind, method: &Method, status: u16) -> bool {
+    let read = method == Method::GET || method == Method::HEAD;
+    kind == AuditKind::Client || !read || status >= 400
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +258,25 @@ mod tests {
             "a client probing the control API is client traffic"
         );
         assert_eq!(kind(false, "/demo/mcp"), AuditKind::Client);
+    }
+
+    #[test]
+    fn an_answered_read_of_the_instances_state_leaves_no_row() {
+        use AuditKind::{Client, Control};
+        assert!(!recorded(Control, &Method::GET, 200), "the window's polls");
+        assert!(!recorded(Control, &Method::HEAD, 204));
+        assert!(!recorded(Control, &Method::GET, 399));
+        assert!(
+            recorded(Control, &Method::GET, 400),
+            "a refused read is kept"
+        );
+        assert!(recorded(Control, &Method::GET, CLIENT_CLOSED));
+        assert!(recorded(Control, &Method::POST, 200), "a change is kept");
+        assert!(recorded(Control, &Method::DELETE, 204));
+        assert!(
+            recorded(Client, &Method::GET, 200),
+            "client traffic is kept"
+        );
+        assert!(recorded(Client, &Method::HEAD, 200));
     }
 }
