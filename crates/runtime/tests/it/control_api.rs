@@ -442,8 +442,11 @@ async fn a_request_to_show_the_window_reaches_the_windows_following_and_only_the
     };
     assert_eq!(shown.as_deref(), Some("services/demo"));
 
-    // The other follower saw the audit rows of the window's call but no request.
-    Control::status(&remote).await.expect("status");
+    // The other follower saw the audit row of a control call (a refused revocation: an
+    // answered read leaves none) but no request.
+    Control::revoke_client(&remote, "nobody")
+        .await
+        .expect_err("no such client");
     let mut saw_rows = false;
     while let Ok(Some(event)) =
         tokio::time::timeout(std::time::Duration::from_millis(500), not_a_window.next()).await
@@ -477,16 +480,20 @@ async fn a_followed_activity_log_ends_with_the_instance_and_does_not_hold_up_its
 
     let (_dir, _paths, lk, remote) = start_with_client().await;
     let mut rows = remote.follow_activity().await.expect("following");
-    // The stream is live: a control call made now arrives as a row.
+    // The stream is live: a control call made now arrives as a row. A read of the state that
+    // was answered (status) leaves none, so the first row is the refused revocation after it.
     let _ = Control::status(&remote).await.expect("status");
+    Control::revoke_client(&remote, "nobody")
+        .await
+        .expect_err("no such client");
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), rows.next())
         .await
         .expect("a row within 10 s")
         .expect("the stream goes on while the instance runs")
         .expect("no error");
     assert!(
-        matches!(&first, ActivityEvent::Row(row) if row.path == "/v1/control/status"),
-        "the status call's audit row: {first:?}"
+        matches!(&first, ActivityEvent::Row(row) if row.path == "/v1/control/clients/nobody" && row.status == 404),
+        "the refused revocation's audit row, not the status read's: {first:?}"
     );
 
     // `latchkey log --follow` left open: shutdown does not wait out the server's grace period
