@@ -74,10 +74,19 @@ const EAFNOSUPPORT: i32 = i32::MIN;
 /// where the machine has no IPv6 loopback at all is `127.0.0.1` served alone. Port 0 picks a
 /// port free on both. Never binds anything but loopback.
 pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
+    bind_both(port, listen)
+}
+
+/// [`bind_loopback`] through `listen`, which the tests wrap to make `[::1]` taken or missing.
+fn bind_both(
+    port: u16,
+    listen: impl Fn(IpAddr, u16) -> io::Result<TcpListener>,
+) -> io::Result<Vec<TcpListener>> {
     let attempts = if port == 0 { PORT_ZERO_ATTEMPTS } else { 1 };
     let mut taken = None;
     for _ in 0..attempts {
-        let v4 = bind_one(Ipv4Addr::LOCALHOST.into(), port)?;
+        let v4 = listen(Ipv4Addr::LOCALHOST.into(), port)
+            .map_err(|e| named(e, Ipv4Addr::LOCALHOST.into(), port))?;
         let chosen = v4.local_addr()?.port();
         match listen(Ipv6Addr::LOCALHOST.into(), chosen) {
             Ok(v6) => return Ok(vec![v4, v6]),
@@ -598,9 +607,86 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use rlimit::Resource;
 
     use super::*;
+
+    /// [`listen`], with `[::1]` answering `fault` to its first `times` binds; counts them.
+    fn v6_failing(
+        times: usize,
+        fault: fn() -> io::Error,
+        v6_binds: &AtomicUsize,
+    ) -> impl Fn(IpAddr, u16) -> io::Result<TcpListener> + '_ {
+        move |ip, port| {
+            if ip.is_ipv6() && v6_binds.fetch_add(1, Ordering::SeqCst) < times {
+                return Err(fault());
+            }
+            listen(ip, port)
+        }
+    }
+
+    fn in_use() -> io::Error {
+        io::Error::from(io::ErrorKind::AddrInUse)
+    }
+
+    /// Port 0 picks another port when another program holds the chosen one on `[::1]`, and
+    /// serves both addresses on the port it finds.
+    #[tokio::test]
+    async fn port_zero_moves_on_while_the_chosen_port_is_taken_on_ipv6() {
+        let v6_binds = AtomicUsize::new(0);
+        let listeners = bind_both(0, v6_failing(3, in_use, &v6_binds)).expect("a free pair");
+        assert_eq!(
+            v6_binds.load(Ordering::SeqCst),
+            4,
+            "three taken, the fourth bound"
+        );
+        let [v4, v6] = listeners.as_slice() else {
+            panic!("both addresses: {listeners:?}");
+        };
+        let (v4, v6) = (v4.local_addr().expect("v4"), v6.local_addr().expect("v6"));
+        assert!(v4.ip().is_loopback() && v4.is_ipv4() && v6.ip().is_loopback() && v6.is_ipv6());
+        assert_eq!(v4.port(), v6.port());
+
+        let v6_binds = AtomicUsize::new(0);
+        let err = bind_both(0, v6_failing(usize::MAX, in_use, &v6_binds))
+            .expect_err("never free on [::1]");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(v6_binds.load(Ordering::SeqCst), PORT_ZERO_ATTEMPTS);
+    }
+
+    /// A port asked for by number is that port or nothing: taken on `[::1]`, it fails at once,
+    /// naming the address.
+    #[tokio::test]
+    async fn a_fixed_port_taken_on_ipv6_fails_at_once_naming_it() {
+        let port = {
+            let free = bind_loopback_ipv4(0).await.expect("a free port").remove(0);
+            free.local_addr().expect("address").port()
+        };
+        let v6_binds = AtomicUsize::new(0);
+        let err = bind_both(port, v6_failing(usize::MAX, in_use, &v6_binds)).expect_err("taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&format!("[::1]:{port}")), "{err}");
+        assert_eq!(v6_binds.load(Ordering::SeqCst), 1, "tried once");
+    }
+
+    /// A machine without an IPv6 loopback (disabled, or not in the kernel) is served on
+    /// 127.0.0.1 alone, whichever way its kernel says so.
+    #[tokio::test]
+    async fn without_an_ipv6_loopback_ipv4_is_served_alone() {
+        for fault in [
+            (|| io::Error::from_raw_os_error(EAFNOSUPPORT)) as fn() -> io::Error,
+            || io::Error::from(io::ErrorKind::AddrNotAvailable),
+        ] {
+            let v6_binds = AtomicUsize::new(0);
+            let listeners =
+                bind_both(0, v6_failing(usize::MAX, fault, &v6_binds)).expect("served on IPv4");
+            assert_eq!(listeners.len(), 1, "{listeners:?}");
+            assert!(listeners[0].local_addr().expect("v4").is_ipv4());
+            assert_eq!(v6_binds.load(Ordering::SeqCst), 1);
+        }
+    }
 
     /// A burst of connections the proxy has not accepted yet is queued by the kernel, not
     /// dropped: with Tokio's default backlog (128) every connection past it waited a second or
