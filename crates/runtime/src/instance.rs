@@ -190,10 +190,9 @@ impl InstanceLock {
             }
             return match Self::acquire(paths) {
                 // Nothing claimed the directory to serve a moment ago, so the lock's holder is
-                // most likely another command; a serving instance that claimed it since says so.
-                Err(InstanceError::AlreadyRunning) if !ServingClaim::held(paths)? => {
-                    Err(InstanceError::InUse)
-                }
+                // another command. (A serving instance that claimed it since is found by the
+                // command's next look, within its wait: the message is never shown for it.)
+                Err(InstanceError::AlreadyRunning) => Err(InstanceError::InUse),
                 other => other,
             };
         }
