@@ -91,6 +91,8 @@ test('with no configuration the window connects to the organisation: exact reaso
   assert.match(await page.locator('#issuer-problem').innerText(), /issuer URL/);
   assert.match(await page.locator('#client-problem').innerText(), /client ID/);
   assert.equal(await page.getByLabel('Issuer URL').getAttribute('aria-invalid'), 'true');
+  const focused = () => page.evaluate(() => document.activeElement?.getAttribute('name'));
+  assert.equal(await focused(), 'issuer', 'the first field refused takes the focus');
 
   await page.getByLabel('Issuer URL').fill('http://login.example.com');
   await page.getByLabel('Client ID').fill('latchkey');
@@ -110,6 +112,7 @@ test('with no configuration the window connects to the organisation: exact reaso
   await page.getByRole('button', { name: 'Check' }).click();
   await page.locator('#client-problem').waitFor();
   assert.match(await page.getByRole('alert').innerText(), /does not know this client ID/);
+  assert.equal(await focused(), 'client_id', "the field the provider refused takes the focus");
 
   await page.getByLabel('Client ID').fill('latchkey');
   await page.getByRole('button', { name: 'Check' }).click();
