@@ -59,6 +59,8 @@ test('a service is added (a bad upstream refused on its field), listed, and remo
   assert.match(await page.locator('#svc-name-problem').innerText(), /Enter a name/);
   assert.match(await page.locator('#svc-upstream-problem').innerText(), /upstream URL/);
   assert.deepEqual(await page.evaluate(() => window.__latchkeyMock.requests), [], 'nothing sent with empty fields');
+  const focused = () => page.evaluate(() => document.activeElement?.getAttribute('name'));
+  assert.equal(await focused(), 'name', 'the first field refused takes the focus');
 
   await form.getByRole('textbox', { name: /^Name/ }).fill('linear');
   await form.getByLabel('Upstream URL').fill('http://api.linear.app');
@@ -67,6 +69,7 @@ test('a service is added (a bad upstream refused on its field), listed, and remo
   await problem.waitFor();
   assert.match(await problem.innerText(), /upstream `http:\/\/api\.linear\.app\/` is not https:\/\//);
   assert.equal(await form.getByLabel('Upstream URL').getAttribute('aria-invalid'), 'true');
+  assert.equal(await focused(), 'upstream', 'the field the engine refused takes the focus');
   assert.equal(await rows.count(), 1, 'a refused service is not listed');
 
   await form.getByLabel('Upstream URL').fill('https://api.linear.app');
