@@ -20,6 +20,11 @@ pub async fn rows(proxy: &Proxy) -> Vec<AuditRow> {
 #[tokio::test]
 async fn each_request_is_recorded_once_with_its_outcome_and_sizes() {
     let proxy = Proxy::start().await;
+    let now_ms = || {
+        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .expect("milliseconds")
+    };
+    let before = now_ms();
     let body = vec![b'x'; 1000];
     let ok = proxy
         .client()
@@ -40,7 +45,8 @@ async fn each_request_is_recorded_once_with_its_outcome_and_sizes() {
     assert_eq!(events.len(), 4);
     let refused = proxy.get("/other/x").send().await.expect("send");
     assert_eq!(refused.status(), 403);
-    let _ = refused.bytes().await;
+    let refusal_body = refused.bytes().await.expect("body");
+    let after = now_ms();
 
     let recorded =
         crate::support::eventually_async(|| async { rows(&proxy).await.len() >= 3 }).await;
@@ -73,6 +79,19 @@ async fn each_request_is_recorded_once_with_its_outcome_and_sizes() {
     let refusal = find("/other/x");
     assert_eq!(refusal.status, 403);
     assert_eq!(refusal.error_code.as_deref(), Some("forbidden_scope"));
+    assert!(!refusal_body.is_empty());
+    assert_eq!(
+        refusal.bytes_out,
+        refusal_body.len() as u64,
+        "the proxy's own answer is counted too"
+    );
+    for row in &rows {
+        assert!(
+            (before..=after).contains(&row.time),
+            "each row is stamped with its request's time in ms: {} not in {before}..={after}",
+            row.time
+        );
+    }
     assert_eq!(proxy.upstream.hits(), 2);
     proxy.stop().await;
 }
@@ -90,5 +109,123 @@ async fn requests_refused_at_the_host_gate_are_not_recorded() {
         rows(&proxy).await.is_empty(),
         "a rebinding page cannot fill the audit log"
     );
+    proxy.stop().await;
+}
+
+/// The `latchkey` command's and the window's own calls (the control token) are control rows, and
+/// only when they change something or are refused: an answered read of the instance's state
+/// leaves none, while the same read by a client is client traffic like any other.
+#[tokio::test]
+async fn the_control_tokens_answered_reads_leave_no_row_and_its_changes_a_control_row() {
+    use axum::routing::get;
+    use latchkey_store::AuditKind;
+
+    let control =
+        axum::Router::new().route("/state", get(|| async { "{}" }).post(|| async { "done" }));
+    let control_token = "lkc_control-token-for-the-audit-test".to_owned();
+    let proxy = Proxy::start_with(crate::support::Options {
+        control: Some(control),
+        control_token: Some(control_token.clone()),
+        ..crate::support::Options::default()
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let call = |method: reqwest::Method, token: &str| {
+        http.request(method, format!("{}/v1/control/state", proxy.url))
+            .header("x-latchkey-client", token)
+            .send()
+    };
+    let read = call(reqwest::Method::GET, &control_token)
+        .await
+        .expect("read");
+    assert_eq!(read.status(), 200);
+    let change = call(reqwest::Method::POST, &control_token)
+        .await
+        .expect("change");
+    assert_eq!(change.status(), 200);
+    let by_a_client = call(reqwest::Method::GET, &proxy.token)
+        .await
+        .expect("client read");
+    assert_eq!(by_a_client.status(), 200);
+    let refused = http
+        .get(format!("{}/v1/control/nowhere", proxy.url))
+        .header("x-latchkey-client", &control_token)
+        .send()
+        .await
+        .expect("refused read");
+    assert_eq!(refused.status(), 404);
+
+    let recorded =
+        crate::support::eventually_async(|| async { rows(&proxy).await.len() >= 3 }).await;
+    assert!(recorded, "three rows");
+    let rows: Vec<(AuditKind, String, String, u16)> = rows(&proxy)
+        .await
+        .into_iter()
+        .map(|r| (r.kind, r.method, r.path, r.status))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                AuditKind::Control,
+                "POST".into(),
+                "/v1/control/state".into(),
+                200
+            ),
+            (
+                AuditKind::Client,
+                "GET".into(),
+                "/v1/control/state".into(),
+                200
+            ),
+            (
+                AuditKind::Control,
+                "GET".into(),
+                "/v1/control/nowhere".into(),
+                404
+            ),
+        ]
+    );
+    proxy.stop().await;
+}
+
+/// The log line of a request says how it went at a level an operator can filter on: a failure
+/// (5xx) is a warning, a refusal (4xx) information, the rest debug.
+#[tokio::test]
+async fn a_requests_log_line_is_a_warning_when_it_failed_and_information_when_refused() {
+    let proxy = Proxy::start().await;
+    let failed = proxy.get("/demo/status/500").send().await.expect("send");
+    assert_eq!(failed.status(), 500);
+    let _ = failed.bytes().await;
+    let refused = proxy.get("/other/x").send().await.expect("send");
+    assert_eq!(refused.status(), 403);
+    let _ = refused.bytes().await;
+    let fine = proxy.get("/demo/anything").send().await.expect("send");
+    assert_eq!(fine.status(), 200);
+    let _ = fine.bytes().await;
+    let recorded =
+        crate::support::eventually_async(|| async { rows(&proxy).await.len() >= 3 }).await;
+    assert!(recorded, "three rows");
+
+    let text = crate::support::captured_logs();
+    let line = |status: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("status={status}")))
+            .unwrap_or_else(|| panic!("a line for {status}: {text}"))
+            .to_owned()
+    };
+    let (failed, refused, fine) = (line("500"), line("403"), line("200"));
+    assert!(
+        failed.contains("WARN") && failed.contains("request failed"),
+        "{failed}"
+    );
+    assert!(
+        refused.contains("INFO") && refused.contains("request refused"),
+        "{refused}"
+    );
+    assert!(fine.contains("DEBUG"), "{fine}");
     proxy.stop().await;
 }

@@ -281,6 +281,13 @@ async fn upstream_reset_mid_stream_ends_the_clients_stream_in_an_error_not_a_cle
         "a cut stream must not look complete to the client: {rest:?}"
     );
     assert_nothing_lost(&proxy, &token).await;
+    // The audit row says what happened to the stream it had already answered 200.
+    let rows = crate::audit::rows(&proxy).await;
+    let cut = rows
+        .iter()
+        .find(|r| r.path.starts_with("/faulty/events"))
+        .unwrap_or_else(|| panic!("the cut stream's row: {rows:#?}"));
+    assert_eq!(cut.error_code.as_deref(), Some("upstream_reset"), "{cut:?}");
     proxy.stop().await;
 }
 

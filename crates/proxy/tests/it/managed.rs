@@ -17,7 +17,7 @@ use latchkey_proxy::{
     ConnectionRegistry, CredentialError, CredentialSource, CredentialValues, InjectTarget,
     Injection, ProxyConfig, ProxyState, Route, UpstreamRefusal,
 };
-use latchkey_store::{AuditLog, ClientRegistry, Database, Retention};
+use latchkey_store::{AuditFilter, AuditLog, ClientRegistry, Database, Retention};
 use url::Url;
 
 use crate::support::new_client;
@@ -146,6 +146,7 @@ struct Running {
     url: String,
     token: String,
     state: ProxyState,
+    audit: AuditLog,
     _dir: tempfile::TempDir,
 }
 
@@ -165,7 +166,7 @@ async fn start_proxy(source: Arc<TokenSource>, upstream: &str) -> Running {
         config,
         source,
         clients.clone(),
-        audit,
+        audit.clone(),
         ConnectionRegistry::default(),
         None,
     )
@@ -189,6 +190,7 @@ async fn start_proxy(source: Arc<TokenSource>, upstream: &str) -> Running {
         url: format!("http://127.0.0.1:{port}"),
         token: new_client(&clients, "host", &["tracker".to_owned()]),
         state,
+        audit,
         _dir: dir,
     }
 }
@@ -242,6 +244,17 @@ async fn a_refused_token_is_refreshed_once_and_the_request_replayed_unseen_by_th
     assert_eq!(call(&proxy, "/mcp").await.status(), StatusCode::OK);
     assert_eq!(server.hits.load(Ordering::SeqCst), 3);
     assert_eq!(source.refreshes.load(Ordering::SeqCst), 1);
+    // The audit log has the upstream's refusal under its own status, then each answer: one row
+    // per attempt sent, none for the host's request beside them.
+    proxy.audit.flush().await;
+    let rows = proxy
+        .audit
+        .query(&AuditFilter::default())
+        .await
+        .expect("audit")
+        .rows;
+    let statuses: Vec<u16> = rows.iter().rev().map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 200, 200], "{rows:#?}");
 }
 
 #[tokio::test]
