@@ -4,12 +4,13 @@
 //! the proxy checks the request (in order: Host, Origin, token, scope, rate limit), takes the
 //! service's credentials from a [`CredentialSource`], injects them per the service's [`Route`],
 //! and streams the exchange to and from the upstream (SSE, MCP Streamable HTTP, chunked uploads,
-//! WebSocket tunnels). Every request leaves one audit event; live exchanges are listed in a
+//! WebSocket tunnels). Every request leaves one audit event, but for the control token's
+//! answered reads of the instance's state; live exchanges are listed in a
 //! [`ConnectionRegistry`] and can be closed.
 //!
 //! ```no_run
 //! # async fn run(state: latchkey_proxy::ProxyState) -> std::io::Result<()> {
-//! let listeners = latchkey_proxy::bind_loopback(47821).await?;
+//! let listeners = latchkey_proxy::bind_loopback(47821)?;
 //! latchkey_proxy::serve(listeners, state, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```

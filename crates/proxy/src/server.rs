@@ -72,8 +72,9 @@ const EAFNOSUPPORT: i32 = i32::MIN;
 /// by another program this fails (kind `AddrInUse`, naming the address) like a taken IPv4 port,
 /// since clients that resolve `localhost` to `::1` would hand their token to that program. Only
 /// where the machine has no IPv6 loopback at all is `127.0.0.1` served alone. Port 0 picks a
-/// port free on both. Never binds anything but loopback.
-pub async fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
+/// port free on both. Never binds anything but loopback. Call it inside a Tokio runtime (the
+/// listeners register with its reactor).
+pub fn bind_loopback(port: u16) -> io::Result<Vec<TcpListener>> {
     bind_both(port, listen)
 }
 
@@ -85,8 +86,7 @@ fn bind_both(
     let attempts = if port == 0 { PORT_ZERO_ATTEMPTS } else { 1 };
     let mut taken = None;
     for _ in 0..attempts {
-        let v4 = listen(Ipv4Addr::LOCALHOST.into(), port)
-            .map_err(|e| named(e, Ipv4Addr::LOCALHOST.into(), port))?;
+        let v4 = bind_one(&listen, Ipv4Addr::LOCALHOST.into(), port)?;
         let chosen = v4.local_addr()?.port();
         match listen(Ipv6Addr::LOCALHOST.into(), chosen) {
             Ok(v6) => return Ok(vec![v4, v6]),
@@ -101,13 +101,18 @@ fn bind_both(
         .unwrap_or_else(|| io::Error::other("no loopback port free on both 127.0.0.1 and [::1]")))
 }
 
-/// Binds `127.0.0.1:port` only (the configuration's `[proxy] ipv6 = false`).
-pub async fn bind_loopback_ipv4(port: u16) -> io::Result<Vec<TcpListener>> {
-    Ok(vec![bind_one(Ipv4Addr::LOCALHOST.into(), port)?])
+/// Binds `127.0.0.1:port` only (the configuration's `[proxy] ipv6 = false`), inside a Tokio
+/// runtime.
+pub fn bind_loopback_ipv4(port: u16) -> io::Result<Vec<TcpListener>> {
+    Ok(vec![bind_one(&listen, Ipv4Addr::LOCALHOST.into(), port)?])
 }
 
-/// Binds one address; the error keeps its kind and names the address.
-fn bind_one(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+/// Binds one address through `listen`; the error keeps its kind and names the address.
+fn bind_one(
+    listen: &impl Fn(IpAddr, u16) -> io::Result<TcpListener>,
+    ip: IpAddr,
+    port: u16,
+) -> io::Result<TcpListener> {
     listen(ip, port).map_err(|e| named(e, ip, port))
 }
 
@@ -661,7 +666,7 @@ mod tests {
     #[tokio::test]
     async fn a_fixed_port_taken_on_ipv6_fails_at_once_naming_it() {
         let port = {
-            let free = bind_loopback_ipv4(0).await.expect("a free port").remove(0);
+            let free = bind_loopback_ipv4(0).expect("a free port").remove(0);
             free.local_addr().expect("address").port()
         };
         let v6_binds = AtomicUsize::new(0);
@@ -699,7 +704,7 @@ mod tests {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(4096);
         let burst = 600.min(somaxconn);
-        let listener = bind_loopback_ipv4(0).await.expect("bind").remove(0);
+        let listener = bind_loopback_ipv4(0).expect("bind").remove(0);
         let addr = listener.local_addr().expect("address");
         let connects = (0..burst).map(|_| async move {
             tokio::time::timeout(

@@ -189,9 +189,9 @@ impl Latchkey {
                 Err(e) => warn!(kind = ?e.kind(), "open file limit not raised"),
             }
             let bound = if config.proxy.ipv6 {
-                latchkey_proxy::bind_loopback(port).await
+                latchkey_proxy::bind_loopback(port)
             } else {
-                latchkey_proxy::bind_loopback_ipv4(port).await
+                latchkey_proxy::bind_loopback_ipv4(port)
             };
             let listeners = bound.map_err(|e| RuntimeError::port_taken(port, &e))?;
             let addr = listeners

@@ -291,27 +291,23 @@ async fn redirects_come_back_through_the_proxy_without_the_injected_parameter() 
 async fn both_loopback_listeners_or_none() {
     let Ok(squatter) = std::net::TcpListener::bind("[::1]:0") else {
         // No IPv6 loopback on this machine ("unavailable", not "taken"): IPv4 alone.
-        let listeners = latchkey_proxy::bind_loopback(0).await.expect("ipv4");
+        let listeners = latchkey_proxy::bind_loopback(0).expect("ipv4");
         assert_eq!(listeners.len(), 1);
         return;
     };
     let port = squatter.local_addr().expect("addr").port();
-    let err = latchkey_proxy::bind_loopback(port)
-        .await
-        .expect_err("another program holds [::1] on the port");
+    let err =
+        latchkey_proxy::bind_loopback(port).expect_err("another program holds [::1] on the port");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     assert!(
         err.to_string().contains("[::1]"),
         "names the address: {err}"
     );
-    let v4 = latchkey_proxy::bind_loopback_ipv4(port)
-        .await
-        .expect("IPv4 only when the configuration says so");
+    let v4 =
+        latchkey_proxy::bind_loopback_ipv4(port).expect("IPv4 only when the configuration says so");
     assert_eq!(v4.len(), 1);
     drop(v4);
-    let both = latchkey_proxy::bind_loopback(0)
-        .await
-        .expect("port 0 finds a port free on both");
+    let both = latchkey_proxy::bind_loopback(0).expect("port 0 finds a port free on both");
     assert_eq!(both.len(), 2, "127.0.0.1 and [::1]");
     let ports: Vec<u16> = both
         .iter()

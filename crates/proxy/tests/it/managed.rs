@@ -156,7 +156,7 @@ async fn start_proxy(source: Arc<TokenSource>, upstream: &str) -> Running {
     let db = Database::open(&dir.path().join("latchkey.db")).expect("database");
     let clients = ClientRegistry::open(&db).expect("clients");
     let audit = AuditLog::open(&db, Retention::default()).expect("audit");
-    let listeners = latchkey_proxy::bind_loopback(0).await.expect("bind");
+    let listeners = latchkey_proxy::bind_loopback(0).expect("bind");
     let port = listeners[0].local_addr().expect("addr").port();
     let config = ProxyConfig {
         port,

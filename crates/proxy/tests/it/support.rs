@@ -496,7 +496,7 @@ impl Proxy {
         let audit = AuditLog::open(&db, Retention::default()).expect("audit log");
         let connections = ConnectionRegistry::default();
 
-        let listeners = latchkey_proxy::bind_loopback(0).await.expect("bind proxy");
+        let listeners = latchkey_proxy::bind_loopback(0).expect("bind proxy");
         let port = listeners[0].local_addr().expect("addr").port();
         let mut services = standard_routes(&upstream.url());
         services.extend(options.extra_routes);
