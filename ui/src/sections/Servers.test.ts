@@ -305,6 +305,7 @@ describe('MCP servers section', () => {
     expect((target.querySelector('#server-callback-port') as HTMLInputElement).getAttribute('aria-invalid')).toBe('true');
     expect(secret.getAttribute('aria-describedby'), 'the problem is read with the field, in place of its help').toBe('server-client-secret-problem');
     expect(target.querySelector('#server-client-secret-help'), 'the help gives way to the problem').toBeNull();
+    await settle();
     expect(document.activeElement, 'focus goes to the first field refused').toBe(secret);
     expect(calls, 'nothing is sent with a field refused').toEqual([]);
     fill(secret, 'canary-client-secret');
