@@ -1004,8 +1004,8 @@ impl<'c> oauth2::AsyncHttpClient<'c> for StatusRecorder<'_> {
             // As `oauth2`'s own client for `reqwest` does, with the request's time limit set.
             let mut request = reqwest::Request::try_from(request).map_err(Box::new)?;
             *request.timeout_mut() = Some(self.timeout);
-            let response = self.http.execute(request).await.map_err(Box::new)?;
-            let (status, headers) = (response.status(), response.headers().clone());
+            let mut response = self.http.execute(request).await.map_err(Box::new)?;
+            let (status, headers) = (response.status(), std::mem::take(response.headers_mut()));
             let body = response.bytes().await.map_err(Box::new)?;
             let mut answer = http::Response::builder()
                 .status(status)
