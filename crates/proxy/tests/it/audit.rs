@@ -129,34 +129,22 @@ async fn the_control_tokens_answered_reads_leave_no_row_and_its_changes_a_contro
         ..crate::support::Options::default()
     })
     .await;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let call = |method: reqwest::Method, token: &str| {
-        http.request(method, format!("{}/v1/control/state", proxy.url))
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        proxy
+            .client()
+            .request(method, format!("{}/v1/control/{path}", proxy.url))
             .header("x-latchkey-client", token)
             .send()
     };
-    let read = call(reqwest::Method::GET, &control_token)
-        .await
-        .expect("read");
-    assert_eq!(read.status(), 200);
-    let change = call(reqwest::Method::POST, &control_token)
-        .await
-        .expect("change");
-    assert_eq!(change.status(), 200);
-    let by_a_client = call(reqwest::Method::GET, &proxy.token)
-        .await
-        .expect("client read");
-    assert_eq!(by_a_client.status(), 200);
-    let refused = http
-        .get(format!("{}/v1/control/nowhere", proxy.url))
-        .header("x-latchkey-client", &control_token)
-        .send()
-        .await
-        .expect("refused read");
-    assert_eq!(refused.status(), 404);
+    for (method, path, token, status) in [
+        (reqwest::Method::GET, "state", &control_token, 200),
+        (reqwest::Method::POST, "state", &control_token, 200),
+        (reqwest::Method::GET, "state", &proxy.token, 200),
+        (reqwest::Method::GET, "nowhere", &control_token, 404),
+    ] {
+        let answer = call(method.clone(), path, token).await.expect("send");
+        assert_eq!(answer.status(), status, "{method} {path}");
+    }
 
     let recorded =
         crate::support::eventually_async(|| async { rows(&proxy).await.len() >= 3 }).await;
