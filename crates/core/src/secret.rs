@@ -117,7 +117,11 @@ mod tests {
     #[test]
     fn debug_never_shows_the_value() {
         let s = Secret::new("canary-5f2b9");
-        assert!(!format!("{s:?}").contains("canary"), "Debug must redact");
+        assert_eq!(
+            format!("{s:?}"),
+            "Secret([redacted])",
+            "Debug says a secret was there, and nothing of it"
+        );
         assert!(!format!("{:?}", Some(s)).contains("canary"));
     }
 
@@ -127,6 +131,17 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_eq!(a, Secret::new("value").fingerprint().to_string());
         assert_ne!(a, Secret::new("value2").fingerprint().to_string());
+        assert_eq!(
+            format!("{:?}", Secret::new("value").fingerprint()),
+            format!("Fingerprint({a})")
+        );
+    }
+
+    #[test]
+    fn emptiness_and_length_are_of_the_value() {
+        assert!(Secret::new("").is_empty());
+        assert!(!Secret::new("x").is_empty());
+        assert_eq!(Secret::new("abc").len(), 3);
     }
 
     #[test]
@@ -135,5 +150,11 @@ mod tests {
         assert!(!ct_eq_str("abc", "abd"));
         assert!(!ct_eq_str("abc", "abcd"));
         assert_eq!(Secret::new("x"), Secret::new("x"));
+        assert_ne!(
+            Secret::new("x"),
+            Secret::new("y"),
+            "`==` compares the values"
+        );
+        assert_ne!(Secret::new("x"), Secret::new("xy"));
     }
 }
