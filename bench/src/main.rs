@@ -71,7 +71,11 @@ fn main() -> anyhow::Result<()> {
             .context("floor-proxy needs the upstream's address")?
             .parse()
             .context("floor-proxy's upstream address")?;
-        return floor::serve(upstream);
+        let variant = match args.next() {
+            Some(word) => word.parse()?,
+            None => floor::Variant::HyperUtil,
+        };
+        return floor::serve(upstream, variant);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,7 +96,7 @@ async fn bench() -> anyhow::Result<()> {
 
     let latchkey = targets::Latchkey::start(upstream.addr).await?;
     let nginx = targets::Nginx::start(upstream.addr, targets::HEADER_VALUE).await?;
-    let floor = floor::Floor::start(upstream.addr)?;
+    let floor = floor::Floor::start(upstream.addr, floor::Variant::HyperUtil)?;
 
     let direct_url = format!("http://{}/echo", upstream.addr);
     let latchkey_url = format!("{}/bench/echo", latchkey.url);
