@@ -5,7 +5,8 @@
 //! It is what Latchkey's serving path is without Latchkey: hyper 1's HTTP/1 server connection
 //! (keep-alive, the same head deadline and its timer, `TCP_NODELAY`), one serving thread per core
 //! (at most 8) each with a current-thread Tokio runtime accepting on a clone of the listener, and
-//! per thread a hyper-util pooled client to the upstream; each request gets the same header
+//! per thread a stack of idle hyper client connections to the upstream, as Latchkey's own pool
+//! (`crates/proxy/src/upstream/pool.rs`) keeps them; each request gets the same header
 //! nginx and Latchkey inject and is forwarded with its body streaming both ways. No gates, no
 //! audit, no axum, no connection registry. It runs as its own process (`latchkey-bench
 //! floor-proxy <upstream>`) so `/proc` charges it alone, and it exits when its parent closes its
@@ -13,8 +14,9 @@
 //!
 //! It comes in [`Variant`]s, so the harness's A/B mode can tell what a setting of the stack is
 //! worth against nginx before anyone changes Latchkey for it: hyper's default vectored writes
-//! or one flattened buffer, and hyper-util's pooled client or a plain per-thread stack of hyper
-//! client connections.
+//! or one flattened buffer, hyper-util's pooled client (what Latchkey forwarded with until the
+//! pool of its own) or a plain per-thread stack of hyper client connections (what it does now),
+//! or one upstream connection driven by each client connection's task.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read};
@@ -55,15 +57,16 @@ const MAX_WORKERS: usize = 8;
 type Upstream = Client<HttpConnector, Incoming>;
 type Answer = Response<Either<Incoming, Either<Pooled, Empty<Bytes>>>>;
 
-/// How the floor is built; `hyper-util` is the one that matches Latchkey.
+/// How the floor is built; `conn` is the one that matches Latchkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
-    /// hyper-util's pooled client, hyper's default (vectored) writes: Latchkey's stack.
+    /// hyper-util's pooled client, hyper's default (vectored) writes: Latchkey's stack until it
+    /// had a pool of its own.
     HyperUtil,
     /// The same with vectored writes off on both sides (head and body in one buffer).
     Flat,
     /// A per-thread stack of idle `hyper::client::conn::http1` connections in place of
-    /// hyper-util's pool (no pool keys, no checkout futures, no boxed connector).
+    /// hyper-util's pool (no task per request, no checkout futures): Latchkey's stack now.
     Conn,
     /// One upstream connection per client connection, driven by the client connection's own
     /// task: no wake-up crosses from one task to another on a request's way.

@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             .context("floor-proxy's upstream address")?;
         let variant = match args.next() {
             Some(word) => word.parse()?,
-            None => floor::Variant::HyperUtil,
+            None => floor::Variant::Conn,
         };
         return floor::serve(upstream, variant);
     }
@@ -96,7 +96,7 @@ async fn bench() -> anyhow::Result<()> {
 
     let latchkey = targets::Latchkey::start(upstream.addr).await?;
     let nginx = targets::Nginx::start(upstream.addr, targets::HEADER_VALUE).await?;
-    let floor = floor::Floor::start(upstream.addr, floor::Variant::HyperUtil)?;
+    let floor = floor::Floor::start(upstream.addr, floor::Variant::Conn)?;
 
     let direct_url = format!("http://{}/echo", upstream.addr);
     let latchkey_url = format!("{}/bench/echo", latchkey.url);

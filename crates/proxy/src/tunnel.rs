@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::Response;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use latchkey_core::Code;
@@ -22,12 +21,13 @@ use crate::audit::Finish;
 use crate::connections::{ConnectionKind, Live};
 use crate::headers;
 use crate::state::PreparedRoute;
+use crate::upstream::PooledBody;
 
 /// Answers the client with the upstream's 101 and splices both sides in a task of its own,
 /// which records the exchange when the tunnel ends.
 pub(crate) fn splice(
     client_upgrade: OnUpgrade,
-    mut upstream: hyper::Response<Incoming>,
+    mut upstream: hyper::Response<PooledBody>,
     route: &PreparedRoute,
     live: Arc<Live>,
     mut finish: Finish,

@@ -1,24 +1,20 @@
-//! The client the proxy forwards with: hyper's pooled HTTP/1 client (keep-alive, `TCP_NODELAY`,
-//! connect timeout) over rustls with the platform's trust store plus the Mozilla roots. It never
-//! follows redirects and never touches bodies, so streams and upgrades pass through as they are.
+//! The client the proxy forwards with: pooled HTTP/1 connections ([`pool`]: keep-alive,
+//! `TCP_NODELAY`, connect timeout) over rustls with the platform's trust store plus the Mozilla
+//! roots. It never follows redirects and never touches bodies, so streams and upgrades pass
+//! through as they are.
+
+mod pool;
+
+pub(crate) use pool::{PooledBody, UpstreamClient};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::debug;
 
-use crate::body::UploadBody;
 use crate::config::Limits;
-
-/// The pooled upstream client.
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UploadBody>;
-
-/// Idle upstream connections kept per host.
-const MAX_IDLE_PER_HOST: usize = 512;
 
 /// Builds the client. TLS roots are loaded once per process.
 pub(crate) fn client(limits: &Limits) -> Result<UpstreamClient, rustls::Error> {
@@ -32,13 +28,7 @@ pub(crate) fn client(limits: &Limits) -> Result<UpstreamClient, rustls::Error> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(limits.idle_timeout)
-        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-        .set_host(false)
-        .build(https))
+    Ok(UpstreamClient::new(https, limits.idle_timeout))
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {

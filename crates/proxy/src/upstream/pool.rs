@@ -1,0 +1,684 @@
+//! The pool of upstream connections: idle HTTP/1 connections kept per scheme and authority,
+//! each driven by its own task, handed to one request at a time.
+//!
+//! hyper-util's pooled client did this before, and spawned a task for every request (to wait
+//! for the connection to come free while the answer streams), boxed a checkout future and copied
+//! the URI: 14–17 % of the CPU per request of a minimal hyper proxy, 3–5 % of Latchkey's
+//! (BENCHMARKS.md, "the upstream pool"). Here the answer's body puts its connection back when it
+//! has been read to its end; a body cut short or failed closes it, and after a `101` the
+//! connection belongs to the upgrade.
+//!
+//! What it keeps of hyper-util's client:
+//! - a connection carries its next request only once hyper says it is ready for one (its last
+//!   exchange is over in both directions), so an answer can never reach another request than
+//!   its own, whichever client sent that one;
+//! - a request refused before a byte of it was written (its connection closed between being
+//!   taken and being written to, which only another thread's task can cause) goes out on
+//!   another connection; a request that was written is never sent twice, even when the upstream
+//!   closed the idle connection under it (the keep-alive race: the request fails);
+//! - idle connections expire after `idle_timeout`, and a background task closes expired ones;
+//!   at most [`MAX_IDLE_PER_HOST`] idle per host;
+//! - requests go out in origin form, with the `Host` header the header policy wrote.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::Service;
+use tracing::debug;
+
+use crate::body::UploadBody;
+
+/// Idle upstream connections kept per host.
+pub(crate) const MAX_IDLE_PER_HOST: usize = 512;
+
+/// Why a request did not get an answer from its upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// The URI has no scheme or authority (the forwarder always sets both).
+    #[error("upstream URI is not absolute")]
+    NotAbsolute,
+    /// Connecting (TCP, then TLS) failed.
+    #[error("connecting to the upstream failed")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The HTTP/1 handshake on a new connection failed.
+    #[error("HTTP handshake with the upstream failed")]
+    Handshake(#[source] hyper::Error),
+    /// The request was sent, or could not be, and no answer came.
+    #[error("the upstream did not answer")]
+    Send(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether no connection to the upstream could be opened.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+type Key = (Scheme, Authority);
+
+/// A connection waiting for its next request.
+struct Idle {
+    sender: SendRequest<UploadBody>,
+    since: Instant,
+}
+
+struct Shared {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
+    /// Whether the sweeping task runs (started with the first connection, inside a runtime).
+    sweeping: std::sync::atomic::AtomicBool,
+}
+
+/// The upstream client: cheap to clone, every clone sharing one pool.
+#[derive(Clone)]
+pub(crate) struct UpstreamClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    pub(crate) fn new(connector: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                connector,
+                idle: Mutex::new(HashMap::new()),
+                idle_timeout,
+                max_idle_per_host: MAX_IDLE_PER_HOST,
+                sweeping: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `request` (an absolute URI) on an idle connection to its host, or a new one. The
+    /// future owns what it needs, so it can be polled after `self` is gone.
+    pub(crate) fn request(
+        &self,
+        mut request: Request<UploadBody>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + use<> {
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let key = origin_form(request.uri_mut())?;
+            loop {
+                let (mut sender, reused) = match shared.checkout(&key) {
+                    Some(sender) => (sender, true),
+                    None => (shared.connect(&key).await?, false),
+                };
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(PooledBody::wrap(response, sender, &shared, key)),
+                    Err(mut refused) => match refused.take_message() {
+                        // Refused before a byte was written: the upstream had closed this idle
+                        // connection. Another one may take it; a new one that refuses is final.
+                        Some(unsent) if reused => {
+                            debug!("idle upstream connection was closed; sending again");
+                            request = unsent;
+                        }
+                        _ => return Err(UpstreamError::Send(refused.into_error())),
+                    },
+                }
+            }
+        }
+    }
+
+    /// How many idle connections the pool holds (tests).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.shared.lock().values().map(Vec::len).sum()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+        // Nothing panics while holding it; a poisoned map is still a valid map.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection to `key` that is ready now. Expired and closed
+    /// ones are dropped on the way; ones not yet ready (their connection task has not yet seen
+    /// the last answer end) stay for a later request.
+    fn checkout(&self, key: &Key) -> Option<SendRequest<UploadBody>> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        // Oldest first: the expired ones are a prefix.
+        let now = Instant::now();
+        let expired = list.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
+        list.drain(..expired);
+        let mut found = None;
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            if list[i].sender.is_closed() {
+                list.remove(i);
+            } else if list[i].sender.is_ready() {
+                found = Some(list.remove(i).sender);
+                break;
+            }
+        }
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    fn checkin(&self, key: Key, sender: SendRequest<UploadBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        let list = idle.entry(key).or_default();
+        if list.len() < self.max_idle_per_host {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops every expired or closed idle connection.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, list| {
+            list.retain(|c| {
+                !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout
+            });
+            !list.is_empty()
+        });
+    }
+
+    async fn connect(
+        self: &Arc<Self>,
+        key: &Key,
+    ) -> Result<SendRequest<UploadBody>, UpstreamError> {
+        self.start_sweeping();
+        let uri = Uri::builder()
+            .scheme(key.0.clone())
+            .authority(key.1.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| UpstreamError::NotAbsolute)?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let io = connector.call(uri).await.map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            // Upgrades (WebSocket) take the connection over once its 101 is read.
+            if let Err(e) = connection.with_upgrades().await {
+                debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Starts the task that sweeps expired connections, once, from inside a runtime. It ends
+    /// with the last clone of the client.
+    fn start_sweeping(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = self
+            .idle_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(shared) => shared.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// Leaves only the path and query in `uri` (origin form, as a request to an origin server
+/// is written) and returns where it goes.
+fn origin_form(uri: &mut Uri) -> Result<Key, UpstreamError> {
+    let parts = std::mem::take(uri).into_parts();
+    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+        return Err(UpstreamError::NotAbsolute);
+    };
+    let path = parts
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(path);
+    Ok((scheme, authority))
+}
+
+/// An upstream answer's body. Read to its end, it puts its connection back in the pool; dropped
+/// before that, the connection closes with it.
+pub(crate) struct PooledBody {
+    body: Incoming,
+    finished: bool,
+    back: Option<(SendRequest<UploadBody>, Arc<Shared>, Key)>,
+}
+
+impl PooledBody {
+    fn wrap(
+        response: Response<Incoming>,
+        sender: SendRequest<UploadBody>,
+        shared: &Arc<Shared>,
+        key: Key,
+    ) -> Response<Self> {
+        // After a 101 the connection belongs to the upgrade: it never returns.
+        let back = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| (sender, Arc::clone(shared), key));
+        response.map(|body| Self {
+            body,
+            finished: false,
+            back,
+        })
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finished = true,
+            // A failed body leaves the connection in no state to reuse.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if (self.finished || self.body.is_end_stream())
+            && let Some((sender, shared, key)) = self.back.take()
+        {
+            shared.checkin(key, sender);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body as AxumBody;
+    use http_body_util::BodyExt;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::connections::ConnectionRegistry;
+
+    /// Connections the upstream accepted, and how many of them have ended.
+    #[derive(Default)]
+    struct Seen {
+        opened: AtomicUsize,
+        ended: AtomicUsize,
+    }
+
+    /// A hyper upstream on loopback: `/small` answers 5 bytes, `/large` 256 KiB, `/switch` a
+    /// `101`; `keep_alive` false answers with `Connection: close`.
+    async fn upstream(keep_alive: bool) -> (SocketAddr, Arc<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback listener");
+        let addr = listener.local_addr().expect("bound address");
+        let seen = Arc::new(Seen::default());
+        let counted = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.opened.fetch_add(1, Ordering::SeqCst);
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let service = service_fn(|request: Request<Incoming>| async move {
+                        let response = match request.uri().path() {
+                            "/large" => Response::new(AxumBody::from(vec![b'x'; 256 * 1024])),
+                            "/switch" => Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(AxumBody::empty())
+                                .expect("static response"),
+                            _ => Response::new(AxumBody::from("hello")),
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = server::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                    counted.ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn client(idle_timeout: Duration) -> UpstreamClient {
+        let limits = Limits {
+            idle_timeout,
+            ..Limits::default()
+        };
+        super::super::client(&limits).expect("TLS roots load")
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> Request<UploadBody> {
+        let live = ConnectionRegistry::default().open("client", "service", 0);
+        Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .header("host", addr.to_string())
+            .body(UploadBody::new(AxumBody::empty(), live, None))
+            .expect("valid request")
+    }
+
+    async fn read(client: &UpstreamClient, addr: SocketAddr, path: &str) -> Bytes {
+        let response = client.request(get(addr, path)).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("whole body")
+            .to_bytes()
+    }
+
+    /// Lets the connection tasks run (they are other tasks of this runtime).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_end_carries_the_next_request() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_secs(90));
+        for _ in 0..3 {
+            assert_eq!(read(&client, addr, "/small").await, "hello");
+            assert_eq!(read(&client, addr, "/large").await.len(), 256 * 1024);
+            settle().await;
+        }
+        assert_eq!(
+            seen.opened.load(Ordering::SeqCst),
+            1,
+            "one connection for six requests"
+        );
+        assert_eq!(client.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_request_goes_out_in_origin_form_with_its_own_host() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound address");
+        let head = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accepted");
+            let mut buf = vec![0u8; 4096];
+            let n = stream.read(&mut buf).expect("request head");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .expect("answer written");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let client = client(Duration::from_secs(90));
+        let mut request = get(addr, "/a/b?c=d");
+        request
+            .headers_mut()
+            .insert("host", http::HeaderValue::from_static("upstream.example"));
+        let response = client.request(request).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let head = head.join().expect("upstream thread");
+        assert!(head.starts_with("GET /a/b?c=d HTTP/1.1\r\n"), "{head}");
+        assert_eq!(
+            head.to_ascii_lowercase().matches("host:").count(),
+            1,
+            "the pool adds no Host of its own: {head}"
+        );
+        assert!(head.contains("host: upstream.example\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_before_its_end_closes_its_connection() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_secs(90));
+        let response = client.request(get(addr, "/large")).await.expect("answered");
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("a frame").expect("frame read");
+        assert!(first.is_data());
+        drop(body);
+        settle().await;
+        assert_eq!(
+            client.idle_count(),
+            0,
+            "a half-read connection is not reused"
+        );
+        assert_eq!(seen.ended.load(Ordering::SeqCst), 1, "and it is closed");
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        assert_eq!(seen.opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closes_is_not_reused() {
+        let (addr, seen) = upstream(false).await;
+        let client = client(Duration::from_secs(90));
+        for _ in 0..3 {
+            assert_eq!(read(&client, addr, "/small").await, "hello");
+        }
+        assert_eq!(seen.opened.load(Ordering::SeqCst), 3);
+        settle().await;
+        assert_eq!(client.idle_count(), 0, "closed connections are dropped");
+    }
+
+    #[tokio::test]
+    async fn a_switched_connection_never_returns_to_the_pool() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_secs(90));
+        let response = client
+            .request(get(addr, "/switch"))
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(response.body().is_end_stream());
+        drop(response);
+        settle().await;
+        assert_eq!(client.idle_count(), 0);
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        assert_eq!(seen.opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire_and_are_swept() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_millis(100));
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        settle().await;
+        assert_eq!(client.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        assert_eq!(
+            seen.opened.load(Ordering::SeqCst),
+            2,
+            "an expired connection is not taken"
+        );
+        // The sweep (every second at the least) closes the one left idle without a request.
+        settle().await;
+        assert_eq!(client.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        assert_eq!(client.idle_count(), 0);
+        assert_eq!(seen.ended.load(Ordering::SeqCst), 2, "both are closed");
+    }
+
+    #[tokio::test]
+    async fn at_most_the_cap_of_idle_connections_is_kept_per_host() {
+        let (addr, seen) = upstream(true).await;
+        let mut client = client(Duration::from_secs(90));
+        Arc::get_mut(&mut client.shared)
+            .expect("the only clone")
+            .max_idle_per_host = 2;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(client.request(get(addr, "/small")).await.expect("answered"));
+        }
+        assert_eq!(
+            seen.opened.load(Ordering::SeqCst),
+            3,
+            "none was free to reuse"
+        );
+        for response in held {
+            response.into_body().collect().await.expect("whole body");
+        }
+        settle().await;
+        assert_eq!(client.idle_count(), 2);
+        assert_eq!(seen.ended.load(Ordering::SeqCst), 1, "the third is closed");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+            listener.local_addr().expect("bound address")
+        };
+        let client = client(Duration::from_secs(90));
+        let Err(error) = client.request(get(addr, "/small")).await else {
+            panic!("nothing listens there");
+        };
+        assert!(error.is_connect(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_as_the_upstream_closed_its_idle_connection_fails_once_and_is_not_resent()
+     {
+        // A raw upstream that answers one request with keep-alive, then closes the connection
+        // when told to; the next connection answers too.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound address");
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let served = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for round in 0..2 {
+                let (mut stream, _) = listener.accept().expect("accepted");
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).expect("request head");
+                heads.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .expect("answer written");
+                if round == 0 {
+                    close_rx.recv().expect("told to close");
+                    stream.shutdown(std::net::Shutdown::Both).expect("closed");
+                    drop(stream);
+                    closed_tx.send(()).expect("test waits");
+                }
+            }
+            heads
+        });
+        let client = client(Duration::from_secs(90));
+        let response = client.request(get(addr, "/one")).await.expect("answered");
+        assert_eq!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("whole body")
+                .to_bytes(),
+            "ok"
+        );
+        settle().await;
+        assert_eq!(client.idle_count(), 1);
+        // The upstream closes the idle connection, and this test waits for that without
+        // yielding, so the connection task cannot see the close before the next request is
+        // written to it: the keep-alive race, made certain.
+        close_tx.send(()).expect("upstream waits");
+        closed_rx.recv().expect("upstream closed");
+        let Err(error) = client.request(get(addr, "/two")).await else {
+            panic!("the request went out on a closed connection");
+        };
+        assert!(!error.is_connect(), "{error:?}");
+        // It had been written, so it is not written again (it may not be idempotent); the
+        // closed connection is gone and the next request opens a new one.
+        assert_eq!(client.idle_count(), 0);
+        let response = client
+            .request(get(addr, "/three"))
+            .await
+            .expect("a new connection");
+        assert_eq!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("whole body")
+                .to_bytes(),
+            "ok"
+        );
+        let heads = served.join().expect("upstream thread");
+        assert!(heads[0].starts_with("GET /one "), "{heads:?}");
+        assert!(heads[1].starts_with("GET /three "), "{heads:?}");
+    }
+
+    #[test]
+    fn origin_form_keeps_the_path_and_query_and_says_where_it_goes() {
+        let mut uri: Uri = "https://api.example:8443/a/b?c=d"
+            .parse()
+            .expect("valid URI");
+        let (scheme, authority) = origin_form(&mut uri).expect("absolute");
+        assert_eq!(scheme, Scheme::HTTPS);
+        assert_eq!(authority.as_str(), "api.example:8443");
+        assert_eq!(uri.to_string(), "/a/b?c=d");
+        let mut bare: Uri = "http://api.example".parse().expect("valid URI");
+        origin_form(&mut bare).expect("absolute");
+        assert_eq!(bare.to_string(), "/");
+        let mut relative: Uri = "/a".parse().expect("valid URI");
+        assert!(matches!(
+            origin_form(&mut relative),
+            Err(UpstreamError::NotAbsolute)
+        ));
+    }
+}
