@@ -12,10 +12,12 @@
 //! - a connection carries its next request only once hyper says it is ready for one (its last
 //!   exchange is over in both directions), so an answer can never reach another request than
 //!   its own, whichever client sent that one;
-//! - a request refused before a byte of it was written (its connection closed between being
-//!   taken and being written to, which only another thread's task can cause) goes out on
-//!   another connection; a request that was written is never sent twice, even when the upstream
-//!   closed the idle connection under it (the keep-alive race: the request fails);
+//! - a request is sent once. When the upstream closes an idle connection just as a request is
+//!   written to it (the keep-alive race), that request fails with `502` rather than being sent
+//!   again: it may not be idempotent. (hyper-util resent a request only when its connection
+//!   failed before writing a byte, which needs another thread to close the connection between
+//!   its checkout and its write; each serving thread has a pool of its own, so it cannot
+//!   happen here.) A connection hyper has seen close is never handed out;
 //! - idle connections expire after `idle_timeout`, and a background task closes expired ones;
 //!   at most [`MAX_IDLE_PER_HOST`] idle per host;
 //! - requests go out in origin form, with the `Host` header the header policy wrote.
@@ -89,12 +91,6 @@ pub(crate) struct UpstreamClient {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for UpstreamClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamClient").finish_non_exhaustive()
-    }
-}
-
 impl UpstreamClient {
     pub(crate) fn new(connector: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> Self {
         Self {
@@ -117,23 +113,15 @@ impl UpstreamClient {
         let shared = Arc::clone(&self.shared);
         async move {
             let key = origin_form(request.uri_mut())?;
-            loop {
-                let (mut sender, reused) = match shared.checkout(&key) {
-                    Some(sender) => (sender, true),
-                    None => (shared.connect(&key).await?, false),
-                };
-                match sender.try_send_request(request).await {
-                    Ok(response) => return Ok(PooledBody::wrap(response, sender, &shared, key)),
-                    Err(mut refused) => match refused.take_message() {
-                        // Refused before a byte was written: the upstream had closed this idle
-                        // connection. Another one may take it; a new one that refuses is final.
-                        Some(unsent) if reused => {
-                            debug!("idle upstream connection was closed; sending again");
-                            request = unsent;
-                        }
-                        _ => return Err(UpstreamError::Send(refused.into_error())),
-                    },
-                }
+            let mut sender = match shared.checkout(&key) {
+                Some(sender) => sender,
+                None => shared.connect(&key).await?,
+            };
+            // Sent once: a connection that fails its request, before writing it or after, fails
+            // it for good (a written request may not be idempotent; see the module's notes).
+            match sender.send_request(request).await {
+                Ok(response) => Ok(PooledBody::wrap(response, sender, &shared, key)),
+                Err(e) => Err(UpstreamError::Send(e)),
             }
         }
     }
@@ -308,11 +296,9 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.finished = true,
-            // A failed body leaves the connection in no state to reuse.
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            _ => {}
+        // A body that failed never gets here, so its connection is not reused.
+        if let Poll::Ready(None) = polled {
+            self.finished = true;
         }
         polled
     }
@@ -359,8 +345,8 @@ mod tests {
         ended: AtomicUsize,
     }
 
-    /// A hyper upstream on loopback: `/small` answers 5 bytes, `/large` 256 KiB, `/switch` a
-    /// `101`; `keep_alive` false answers with `Connection: close`.
+    /// A hyper upstream on loopback: `/small` answers 5 bytes, `/large` 256 KiB, `/chunked` 5
+    /// bytes in two chunks, `/switch` a `101`; `keep_alive` false answers with `Connection: close`.
     async fn upstream(keep_alive: bool) -> (SocketAddr, Arc<Seen>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -379,6 +365,12 @@ mod tests {
                     let service = service_fn(|request: Request<Incoming>| async move {
                         let response = match request.uri().path() {
                             "/large" => Response::new(AxumBody::from(vec![b'x'; 256 * 1024])),
+                            // No length known ahead: sent chunked.
+                            "/chunked" => Response::new(AxumBody::from_stream(
+                                futures_util::stream::iter(["hel", "lo"].map(|part| {
+                                    Ok::<_, std::convert::Infallible>(Bytes::from(part))
+                                })),
+                            )),
                             "/switch" => Response::builder()
                                 .status(StatusCode::SWITCHING_PROTOCOLS)
                                 .header("connection", "upgrade")
@@ -444,12 +436,13 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(read(&client, addr, "/small").await, "hello");
             assert_eq!(read(&client, addr, "/large").await.len(), 256 * 1024);
+            assert_eq!(read(&client, addr, "/chunked").await, "hello");
             settle().await;
         }
         assert_eq!(
             seen.opened.load(Ordering::SeqCst),
             1,
-            "one connection for six requests"
+            "one connection for nine requests, chunked answers included"
         );
         assert_eq!(client.idle_count(), 1);
     }
@@ -553,6 +546,68 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         assert_eq!(client.idle_count(), 0);
         assert_eq!(seen.ended.load(Ordering::SeqCst), 2, "both are closed");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_keeps_fresh_connections_and_drops_closed_ones() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_secs(90));
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        settle().await;
+        client.shared.sweep();
+        assert_eq!(client.idle_count(), 1, "a fresh open connection stays");
+        assert_eq!(read(&client, addr, "/small").await, "hello");
+        assert_eq!(
+            seen.opened.load(Ordering::SeqCst),
+            1,
+            "and carries the next"
+        );
+
+        // A connection the upstream closes while it waits in the pool.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let raw = listener.local_addr().expect("bound address");
+        let upstream_side = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accepted");
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).expect("request head");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .expect("answer written");
+            stream
+        });
+        let response = client.request(get(raw, "/one")).await.expect("answered");
+        response.into_body().collect().await.expect("whole body");
+        settle().await;
+        assert_eq!(client.idle_count(), 2);
+        drop(upstream_side.join().expect("upstream thread"));
+        settle().await;
+        client.shared.sweep();
+        assert_eq!(
+            client.idle_count(),
+            1,
+            "the closed one is dropped, the open one kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_body_returns_its_connection_unread() {
+        let (addr, seen) = upstream(true).await;
+        let client = client(Duration::from_secs(90));
+        let mut head = get(addr, "/small");
+        *head.method_mut() = http::Method::HEAD;
+        let response = client.request(head).await.expect("answered");
+        assert!(response.body().is_end_stream());
+        drop(response);
+        settle().await;
+        assert_eq!(client.idle_count(), 1, "nothing was left to read");
+        let response = client.request(get(addr, "/small")).await.expect("answered");
+        assert_eq!(
+            response.body().size_hint().exact(),
+            Some(5),
+            "the upstream's length is known ahead, so the client's answer can carry it"
+        );
+        drop(response);
+        assert_eq!(seen.opened.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
