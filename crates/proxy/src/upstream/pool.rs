@@ -611,6 +611,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_connection_that_receives_an_unasked_answer_is_closed_not_reused() {
+        // A raw upstream that answers one request, then sends a second answer nobody asked for
+        // while the connection waits in the pool: it must never become the next request's.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound address");
+        let (unasked_tx, unasked_rx) = std::sync::mpsc::channel::<()>();
+        let served = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            let mut first = None;
+            for round in 0..2 {
+                let (mut stream, _) = listener.accept().expect("accepted");
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).expect("request head");
+                heads.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .expect("answer written");
+                if round == 0 {
+                    unasked_rx.recv().expect("told to");
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
+                        .expect("unasked answer written");
+                    first = Some(stream);
+                }
+            }
+            drop(first);
+            heads
+        });
+        let client = client(Duration::from_secs(90));
+        let first = client.request(get(addr, "/one")).await.expect("answered");
+        first.into_body().collect().await.expect("whole body");
+        settle().await;
+        assert_eq!(client.idle_count(), 1);
+        unasked_tx.send(()).expect("upstream waits");
+        settle().await;
+        settle().await;
+        let response = client.request(get(addr, "/two")).await.expect("answered");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("whole body")
+            .to_bytes();
+        assert_eq!(body, "ok", "the unasked answer was not taken for this one");
+        let heads = served.join().expect("upstream thread");
+        assert!(
+            heads[1].starts_with("GET /two "),
+            "on a new connection: {heads:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn at_most_the_cap_of_idle_connections_is_kept_per_host() {
         let (addr, seen) = upstream(true).await;
         let mut client = client(Duration::from_secs(90));
