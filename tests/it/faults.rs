@@ -3,7 +3,7 @@
 //! real sandbox IdP (which rotates refresh tokens) and the real Secret Service. The session must
 //! restore, the next refresh succeed, and the refresh token it rotates must reach the keychain.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use latchkey_testkit::IdpOptions;
 
@@ -11,20 +11,13 @@ use crate::{Stack, keychain_available};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it holds or [`DEADLINE`] passes.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Polls `check` every 100 ms (some checks run the CLI) until it holds; fails after [`DEADLINE`].
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within {DEADLINE:?}: {what}");
+    latchkey_testkit::eventually(what, DEADLINE, Duration::from_millis(100), check).await;
 }
 
 /// `latchkey token` in the background (it waits while the refresh is held).

@@ -4,7 +4,7 @@
 //! force and `latchkey status` names the file and line until the file is fixed; a removed
 //! service's next request gets `unknown_service`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use latchkey_testkit::IdpOptions;
 
@@ -21,21 +21,13 @@ fn with_second_service(config: &str, upstream: &str) -> String {
     )
 }
 
-/// Polls `check` until it holds or [`DEADLINE`] passes; returns how long it took.
-async fn until<F, Fut>(what: &str, mut check: F) -> Duration
+/// Polls `check` every 20 ms until it holds; returns how long it took, fails after [`DEADLINE`].
+async fn until<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < DEADLINE, "{what} within {DEADLINE:?}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    latchkey_testkit::eventually(what, DEADLINE, Duration::from_millis(20), check).await
 }
 
 async fn error_code(http: &reqwest::Client, url: &str, token: &str) -> Option<String> {

@@ -1,15 +1,18 @@
 //! Latchkey's test kit: the Node sandbox (a real `oidc-provider` IdP, the Auth Gateway double and
 //! a demo upstream) as child processes on loopback ports, a browser stand-in for the sign-in
-//! page, canary secrets and an in-memory log capture. Dev-only; never shipped.
+//! page, canary secrets, an in-memory log capture and a poll-until helper. Dev-only; never
+//! shipped.
 
 mod browser;
 pub mod glewlwyd;
 mod logs;
 pub mod mcp_auth;
+mod poll;
 mod sandbox;
 
 pub use browser::browser_login;
 pub use logs::LogCapture;
+pub use poll::eventually;
 pub use sandbox::{
     AccessTokenFormat, Gateway, Idp, IdpOptions, IdpProfile, IdpStats, RefreshTokens, Upstream,
 };

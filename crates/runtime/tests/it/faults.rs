@@ -255,20 +255,13 @@ fn account_state(lk: &Latchkey) -> SessionState {
         .expect("account")
 }
 
-/// Polls `check` until it holds or [`DEADLINE`] passes.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Polls `check` every 50 ms until it holds; fails after [`DEADLINE`].
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within {DEADLINE:?}: {what}");
+    latchkey_testkit::eventually(what, DEADLINE, Duration::from_millis(50), check).await;
 }
 
 fn is_active(state: &SessionState) -> bool {
