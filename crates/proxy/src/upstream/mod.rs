@@ -18,17 +18,22 @@ use crate::config::Limits;
 
 /// Builds the client. TLS roots are loaded once per process.
 pub(crate) fn client(limits: &Limits) -> Result<UpstreamClient, rustls::Error> {
+    Ok(client_with(limits, tls_config()?.as_ref().clone()))
+}
+
+/// The client with `tls` (trust roots, protocol versions) in place of the platform's.
+pub(crate) fn client_with(limits: &Limits, tls: rustls::ClientConfig) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.upstream_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?.as_ref().clone())
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(UpstreamClient::new(https, limits.idle_timeout))
+    UpstreamClient::new(https, limits.idle_timeout)
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {

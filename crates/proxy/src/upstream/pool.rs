@@ -333,6 +333,7 @@ mod tests {
     use hyper::server::conn::http1 as server;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use super::*;
     use crate::config::Limits;
@@ -343,6 +344,7 @@ mod tests {
     struct Seen {
         opened: AtomicUsize,
         ended: AtomicUsize,
+        requests: AtomicUsize,
     }
 
     /// A hyper upstream on loopback: `/small` answers 5 bytes, `/large` 256 KiB, `/chunked` 5
@@ -402,9 +404,13 @@ mod tests {
     }
 
     fn get(addr: SocketAddr, path: &str) -> Request<UploadBody> {
+        get_url(&format!("http://{addr}{path}"), addr)
+    }
+
+    fn get_url(url: &str, addr: SocketAddr) -> Request<UploadBody> {
         let live = ConnectionRegistry::default().open("client", "service", 0);
         Request::builder()
-            .uri(format!("http://{addr}{path}"))
+            .uri(url)
             .header("host", addr.to_string())
             .body(UploadBody::new(AxumBody::empty(), live, None))
             .expect("valid request")
@@ -660,6 +666,108 @@ mod tests {
             heads[1].starts_with("GET /two "),
             "on a new connection: {heads:?}"
         );
+    }
+
+    /// A TLS upstream on loopback with a fresh self-signed certificate for `127.0.0.1`,
+    /// answering `hello`; returns its address, its certificate, and how many connections and
+    /// requests it saw.
+    async fn tls_upstream() -> (SocketAddr, CertificateDer<'static>, Arc<Seen>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+        let cert = certified.cert.der().clone();
+        let key =
+            PrivateKeyDer::try_from(certified.signing_key.serialize_der()).expect("a PKCS#8 key");
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback listener");
+        let addr = listener.local_addr().expect("bound address");
+        let seen = Arc::new(Seen::default());
+        let counted = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.opened.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(|_: Request<Incoming>| {
+                        counted.requests.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(Response::new(AxumBody::from(
+                                "hello",
+                            )))
+                        }
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (addr, cert, seen)
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    #[tokio::test]
+    async fn a_tls_upstream_is_reached_over_tls_and_its_connection_reused() {
+        let (addr, cert, seen) = tls_upstream().await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("a trust root");
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = super::super::client_with(&Limits::default(), tls);
+        for _ in 0..3 {
+            let response = client
+                .request(get_url(&format!("https://{addr}/small"), addr))
+                .await
+                .expect("answered over TLS");
+            let body = response.into_body().collect().await.expect("whole body");
+            assert_eq!(body.to_bytes(), "hello");
+            settle().await;
+        }
+        assert_eq!(seen.requests.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            seen.opened.load(Ordering::SeqCst),
+            1,
+            "one TLS connection for three"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_whose_certificate_no_trusted_root_signed_is_refused() {
+        let (addr, _, seen) = tls_upstream().await;
+        // The client the proxy uses: the platform's roots and the Mozilla roots.
+        let client = client(Duration::from_secs(90));
+        let Err(error) = client
+            .request(get_url(&format!("https://{addr}/small"), addr))
+            .await
+        else {
+            panic!("a self-signed upstream was trusted");
+        };
+        assert!(error.is_connect(), "refused while connecting: {error:?}");
+        assert_eq!(
+            seen.requests.load(Ordering::SeqCst),
+            0,
+            "no request reached it"
+        );
+        assert_eq!(client.idle_count(), 0, "and nothing was pooled");
     }
 
     #[tokio::test]
