@@ -275,3 +275,71 @@ async fn a_plain_http_upstream_off_this_machine_is_refused_at_construction() {
         "ProxyState::new validates too"
     );
 }
+
+/// An https upstream whose certificate no trusted root signed (a fresh self-signed one, as a
+/// machine in the middle would present): the proxy refuses it while connecting, so neither the
+/// request nor the credential it would carry is ever sent.
+#[tokio::test]
+async fn an_upstream_with_an_untrusted_certificate_gets_nothing_and_the_client_a_502() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("a PKCS#8 key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (connections, handshakes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (seen, done) = (Arc::clone(&connections), Arc::clone(&handshakes));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if acceptor.accept(stream).await.is_ok() {
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+
+    let route = Route::new(
+        "mitm",
+        Url::parse(&format!("https://{addr}/")).expect("url"),
+        vec![crate::support::header_injection("api_key", "X-API-Key", "")],
+    )
+    .expect("route");
+    let proxy = Proxy::start_with(Options {
+        extra_routes: vec![route],
+        ..Options::default()
+    })
+    .await;
+    proxy.source.set("mitm", &[("api_key", CANARY_KEY)]);
+    let token = crate::support::new_client(&proxy.clients, "mitm-client", &["mitm".to_owned()]);
+    let response = proxy
+        .client()
+        .get(format!("{}/mitm/x", proxy.url))
+        .header("x-latchkey-client", &token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("upstream_unreachable"), "{body}");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "the proxy did try");
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        0,
+        "no TLS session was set up, so no byte of the request (or its credential) was sent"
+    );
+    proxy.stop().await;
+}
