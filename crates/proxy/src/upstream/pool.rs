@@ -350,6 +350,14 @@ mod tests {
     /// A hyper upstream on loopback: `/small` answers 5 bytes, `/large` 256 KiB, `/chunked` 5
     /// bytes in two chunks, `/switch` a `101`; `keep_alive` false answers with `Connection: close`.
     async fn upstream(keep_alive: bool) -> (SocketAddr, Arc<Seen>) {
+        serve_upstream(keep_alive, None).await
+    }
+
+    /// [`upstream`] behind `tls` when given.
+    async fn serve_upstream(
+        keep_alive: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (SocketAddr, Arc<Seen>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("loopback listener");
@@ -362,37 +370,51 @@ mod tests {
                     return;
                 };
                 counted.opened.fetch_add(1, Ordering::SeqCst);
-                let counted = Arc::clone(&counted);
+                let (tls, counted) = (tls.clone(), Arc::clone(&counted));
                 tokio::spawn(async move {
-                    let service = service_fn(|request: Request<Incoming>| async move {
-                        let response = match request.uri().path() {
-                            "/large" => Response::new(AxumBody::from(vec![b'x'; 256 * 1024])),
-                            // No length known ahead: sent chunked.
-                            "/chunked" => Response::new(AxumBody::from_stream(
-                                futures_util::stream::iter(["hel", "lo"].map(|part| {
-                                    Ok::<_, std::convert::Infallible>(Bytes::from(part))
-                                })),
-                            )),
-                            "/switch" => Response::builder()
-                                .status(StatusCode::SWITCHING_PROTOCOLS)
-                                .header("connection", "upgrade")
-                                .header("upgrade", "websocket")
-                                .body(AxumBody::empty())
-                                .expect("static response"),
-                            _ => Response::new(AxumBody::from("hello")),
-                        };
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
-                    let _ = server::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        None => answer(TokioIo::new(stream), keep_alive, &counted).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                answer(TokioIo::new(stream), keep_alive, &counted).await;
+                            }
+                        }
+                    }
                     counted.ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         (addr, seen)
+    }
+
+    /// Serves one connection of [`upstream`].
+    async fn answer<I>(io: I, keep_alive: bool, counted: &Seen)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let service = service_fn(|request: Request<Incoming>| {
+            counted.requests.fetch_add(1, Ordering::SeqCst);
+            let response = match request.uri().path() {
+                "/large" => Response::new(AxumBody::from(vec![b'x'; 256 * 1024])),
+                // No length known ahead: sent chunked.
+                "/chunked" => Response::new(AxumBody::from_stream(futures_util::stream::iter(
+                    ["hel", "lo"].map(|part| Ok::<_, std::convert::Infallible>(Bytes::from(part))),
+                ))),
+                "/switch" => Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .body(AxumBody::empty())
+                    .expect("static response"),
+                _ => Response::new(AxumBody::from("hello")),
+            };
+            async { Ok::<_, std::convert::Infallible>(response) }
+        });
+        let _ = server::Builder::new()
+            .keep_alive(keep_alive)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
     }
 
     fn client(idle_timeout: Duration) -> UpstreamClient {
@@ -455,17 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_request_goes_out_in_origin_form_with_its_own_host() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
-        let addr = listener.local_addr().expect("bound address");
-        let head = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().expect("accepted");
-            let mut buf = vec![0u8; 4096];
-            let n = stream.read(&mut buf).expect("request head");
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                .expect("answer written");
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        });
+        let (addr, heads) = raw_upstream(1, |_| {});
         let client = client(Duration::from_secs(90));
         let mut request = get(addr, "/a/b?c=d");
         request
@@ -473,7 +485,7 @@ mod tests {
             .insert("host", http::HeaderValue::from_static("upstream.example"));
         let response = client.request(request).await.expect("answered");
         assert_eq!(response.status(), StatusCode::OK);
-        let head = head.join().expect("upstream thread");
+        let head = &heads.join().expect("upstream thread")[0];
         assert!(head.starts_with("GET /a/b?c=d HTTP/1.1\r\n"), "{head}");
         assert_eq!(
             head.to_ascii_lowercase().matches("host:").count(),
@@ -570,22 +582,16 @@ mod tests {
         );
 
         // A connection the upstream closes while it waits in the pool.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
-        let raw = listener.local_addr().expect("bound address");
-        let upstream_side = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().expect("accepted");
-            let mut buf = vec![0u8; 4096];
-            let _ = stream.read(&mut buf).expect("request head");
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .expect("answer written");
-            stream
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        let (raw, upstream_side) = raw_upstream(1, move |_| {
+            let _ = close_rx.recv();
         });
         let response = client.request(get(raw, "/one")).await.expect("answered");
         response.into_body().collect().await.expect("whole body");
         settle().await;
         assert_eq!(client.idle_count(), 2);
-        drop(upstream_side.join().expect("upstream thread"));
+        close_tx.send(()).expect("upstream waits");
+        upstream_side.join().expect("upstream thread");
         settle().await;
         client.shared.sweep();
         assert_eq!(
@@ -616,17 +622,21 @@ mod tests {
         assert_eq!(seen.opened.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_that_receives_an_unasked_answer_is_closed_not_reused() {
-        // A raw upstream that answers one request, then sends a second answer nobody asked for
-        // while the connection waits in the pool: it must never become the next request's.
+    /// A raw HTTP/1 upstream on a thread: on each of `connections` connections it reads one
+    /// request and answers `ok` with keep-alive; after the first answer it runs `then` on that
+    /// connection, and it keeps every connection open until it has served the last. Joined, it
+    /// hands back the request heads it read.
+    fn raw_upstream(
+        connections: usize,
+        then: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
         let addr = listener.local_addr().expect("bound address");
-        let (unasked_tx, unasked_rx) = std::sync::mpsc::channel::<()>();
         let served = std::thread::spawn(move || {
+            let mut then = Some(then);
             let mut heads = Vec::new();
-            let mut first = None;
-            for round in 0..2 {
+            let mut kept = Vec::new();
+            for _ in 0..connections {
                 let (mut stream, _) = listener.accept().expect("accepted");
                 let mut buf = vec![0u8; 4096];
                 let n = stream.read(&mut buf).expect("request head");
@@ -634,16 +644,26 @@ mod tests {
                 stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .expect("answer written");
-                if round == 0 {
-                    unasked_rx.recv().expect("told to");
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
-                        .expect("unasked answer written");
-                    first = Some(stream);
+                if let Some(then) = then.take() {
+                    then(&mut stream);
                 }
+                kept.push(stream);
             }
-            drop(first);
             heads
+        });
+        (addr, served)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_that_receives_an_unasked_answer_is_closed_not_reused() {
+        // A raw upstream that answers one request, then sends a second answer nobody asked for
+        // while the connection waits in the pool: it must never become the next request's.
+        let (unasked_tx, unasked_rx) = std::sync::mpsc::channel::<()>();
+        let (addr, served) = raw_upstream(2, move |stream| {
+            unasked_rx.recv().expect("told to");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
+                .expect("unasked answer written");
         });
         let client = client(Duration::from_secs(90));
         let first = client.request(get(addr, "/one")).await.expect("answered");
@@ -668,9 +688,8 @@ mod tests {
         );
     }
 
-    /// A TLS upstream on loopback with a fresh self-signed certificate for `127.0.0.1`,
-    /// answering `hello`; returns its address, its certificate, and how many connections and
-    /// requests it saw.
+    /// [`upstream`] over TLS with a fresh self-signed certificate for `127.0.0.1`; returns its
+    /// certificate too.
     async fn tls_upstream() -> (SocketAddr, CertificateDer<'static>, Arc<Seen>) {
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
             .expect("self-signed certificate");
@@ -684,37 +703,7 @@ mod tests {
             .with_single_cert(vec![cert.clone()], key)
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("loopback listener");
-        let addr = listener.local_addr().expect("bound address");
-        let seen = Arc::new(Seen::default());
-        let counted = Arc::clone(&seen);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                counted.opened.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(|_: Request<Incoming>| {
-                        counted.requests.fetch_add(1, Ordering::SeqCst);
-                        async {
-                            Ok::<_, std::convert::Infallible>(Response::new(AxumBody::from(
-                                "hello",
-                            )))
-                        }
-                    });
-                    let _ = server::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, seen) = serve_upstream(true, Some(acceptor)).await;
         (addr, cert, seen)
     }
 
@@ -812,28 +801,12 @@ mod tests {
      {
         // A raw upstream that answers one request with keep-alive, then closes the connection
         // when told to; the next connection answers too.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
-        let addr = listener.local_addr().expect("bound address");
         let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
         let (closed_tx, closed_rx) = std::sync::mpsc::channel();
-        let served = std::thread::spawn(move || {
-            let mut heads = Vec::new();
-            for round in 0..2 {
-                let (mut stream, _) = listener.accept().expect("accepted");
-                let mut buf = vec![0u8; 4096];
-                let n = stream.read(&mut buf).expect("request head");
-                heads.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .expect("answer written");
-                if round == 0 {
-                    close_rx.recv().expect("told to close");
-                    stream.shutdown(std::net::Shutdown::Both).expect("closed");
-                    drop(stream);
-                    closed_tx.send(()).expect("test waits");
-                }
-            }
-            heads
+        let (addr, served) = raw_upstream(2, move |stream| {
+            close_rx.recv().expect("told to close");
+            stream.shutdown(std::net::Shutdown::Both).expect("closed");
+            closed_tx.send(()).expect("test waits");
         });
         let client = client(Duration::from_secs(90));
         let response = client.request(get(addr, "/one")).await.expect("answered");

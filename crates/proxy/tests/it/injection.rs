@@ -214,28 +214,9 @@ async fn an_unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
-    let route = Route::new(
-        "gone",
-        Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url"),
-        vec![],
-    )
-    .expect("route");
-    let proxy = Proxy::start_with(Options {
-        extra_routes: vec![route],
-        ..Options::default()
-    })
-    .await;
-    proxy.source.set("gone", &[]);
-    let token = crate::support::new_client(&proxy.clients, "gone-client", &["gone".to_owned()]);
-    let response = proxy
-        .client()
-        .get(format!("{}/gone/x", proxy.url))
-        .header("x-latchkey-client", &token)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 502);
-    let body = response.text().await.expect("body");
+    let (proxy, status, body) =
+        get_through_one_service("gone", &format!("http://127.0.0.1:{port}/"), vec![], &[]).await;
+    assert_eq!(status, 502);
     assert!(body.contains("upstream_unreachable"), "{body}");
     assert!(
         !body.contains(&port.to_string()),
@@ -312,28 +293,14 @@ async fn an_upstream_with_an_untrusted_certificate_gets_nothing_and_the_client_a
         }
     });
 
-    let route = Route::new(
+    let (proxy, status, body) = get_through_one_service(
         "mitm",
-        Url::parse(&format!("https://{addr}/")).expect("url"),
+        &format!("https://{addr}/"),
         vec![crate::support::header_injection("api_key", "X-API-Key", "")],
+        &[("api_key", CANARY_KEY)],
     )
-    .expect("route");
-    let proxy = Proxy::start_with(Options {
-        extra_routes: vec![route],
-        ..Options::default()
-    })
     .await;
-    proxy.source.set("mitm", &[("api_key", CANARY_KEY)]);
-    let token = crate::support::new_client(&proxy.clients, "mitm-client", &["mitm".to_owned()]);
-    let response = proxy
-        .client()
-        .get(format!("{}/mitm/x", proxy.url))
-        .header("x-latchkey-client", &token)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 502);
-    let body = response.text().await.expect("body");
+    assert_eq!(status, 502);
     assert!(body.contains("upstream_unreachable"), "{body}");
     assert_eq!(connections.load(Ordering::SeqCst), 1, "the proxy did try");
     assert_eq!(
@@ -342,4 +309,35 @@ async fn an_upstream_with_an_untrusted_certificate_gets_nothing_and_the_client_a
         "no TLS session was set up, so no byte of the request (or its credential) was sent"
     );
     proxy.stop().await;
+}
+
+/// A proxy with one more service, `name`, to `upstream`, holding `credentials`, and a client
+/// scoped to it; that client's `GET /{name}/x`, answered: the proxy (to stop), status and body.
+async fn get_through_one_service(
+    name: &str,
+    upstream: &str,
+    injections: Vec<latchkey_proxy::Injection>,
+    credentials: &[(&str, &str)],
+) -> (Proxy, u16, String) {
+    let route = Route::new(name, Url::parse(upstream).expect("url"), injections).expect("route");
+    let proxy = Proxy::start_with(Options {
+        extra_routes: vec![route],
+        ..Options::default()
+    })
+    .await;
+    proxy.source.set(name, credentials);
+    let token = crate::support::new_client(
+        &proxy.clients,
+        &format!("{name}-client"),
+        &[name.to_owned()],
+    );
+    let response = proxy
+        .client()
+        .get(format!("{}/{name}/x", proxy.url))
+        .header("x-latchkey-client", &token)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (proxy, status, response.text().await.expect("body"))
 }
