@@ -1,9 +1,10 @@
 //! One log line per request and one audit event per request worth one ([`recorded`]), written
 //! when the exchange is over (its body finished, failed, was closed or the client went away), with
 //! the bytes counted each way. This is the single place the request path logs: method, service,
-//! status, code and duration, never headers or query values. The `latchkey` command's and the window's own control calls are
-//! recorded as [`AuditKind::Control`] so readers can leave them out, and only when they changed
-//! something or were refused ([`recorded`]); their credential reads stay client traffic.
+//! status, code and duration, never headers or query values. The `latchkey` command's and the
+//! window's own control calls are recorded as [`AuditKind::Control`] so readers can leave them
+//! out, and only when they changed something or were refused ([`recorded`]); their credential
+//! reads stay client traffic.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -42,7 +42,7 @@ use tracing::debug;
 use crate::body::UploadBody;
 
 /// Idle upstream connections kept per host.
-pub(crate) const MAX_IDLE_PER_HOST: usize = 512;
+const MAX_IDLE_PER_HOST: usize = 512;
 
 /// Why a request did not get an answer from its upstream.
 #[derive(Debug, thiserror::Error)]
@@ -737,6 +737,77 @@ mod tests {
             1,
             "one TLS connection for three"
         );
+    }
+
+    /// Node's `https` server, another make of TLS upstream: it closes idle keep-alive
+    /// connections after its own `keepAliveTimeout` (5 s by default, 300 ms here, plus the
+    /// second Node 20 adds), well before the pool's `idle_timeout`. Reuse still works while the connection lives, and the request
+    /// after Node closed it goes out on a new connection instead of failing.
+    #[tokio::test]
+    async fn a_node_https_upstream_that_closes_idle_connections_early_fails_no_request() {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).expect("cert");
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .expect("key");
+        // Answers each request with the client's port, so a new connection shows.
+        let script = r#"
+            const fs = require('fs'), https = require('https'), dir = process.argv[1];
+            const server = https.createServer(
+              { cert: fs.readFileSync(dir + '/cert.pem'), key: fs.readFileSync(dir + '/key.pem') },
+              (req, res) => res.end(String(req.socket.remotePort)));
+            server.keepAliveTimeout = 300;
+            server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+            process.stdin.on('end', () => process.exit(0)).resume();
+        "#;
+        let mut node = tokio::process::Command::new("node")
+            .args(["-e", script])
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (the sandbox's runtime) starts");
+        let stdout = node.stdout.take().expect("node's stdout");
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut line)
+            .await
+            .expect("node says its port");
+        let port: u16 = line.trim().parse().expect("a port");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(certified.cert.der().clone())
+            .expect("a trust root");
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = super::super::client_with(&Limits::default(), tls);
+        let ask = async || {
+            let response = client
+                .request(get_url(&format!("https://{addr}/port"), addr))
+                .await
+                .expect("Node answers");
+            let body = response.into_body().collect().await.expect("whole body");
+            String::from_utf8_lossy(&body.to_bytes()).into_owned()
+        };
+        let first = ask().await;
+        settle().await;
+        assert_eq!(ask().await, first, "reused while Node keeps it open");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_ne!(
+            ask().await,
+            first,
+            "Node closed it idle; a new one carried the request"
+        );
+        drop(node.stdin.take());
     }
 
     #[tokio::test]
