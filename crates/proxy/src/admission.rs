@@ -25,6 +25,8 @@ use axum::body::{Body, Bytes};
 use http_body::{Frame, SizeHint};
 use tokio_util::sync::CancellationToken;
 
+use crate::signal::Signal;
+
 /// Connections accepted beyond the cap, for the control token only.
 pub(crate) const CONTROL_RESERVE: usize = 8;
 
@@ -41,7 +43,14 @@ struct Table {
     open: BTreeMap<u64, Arc<Slot>>,
     /// Slots taken by connections that are not [`Slot::control_only`].
     regular: usize,
+    /// The proxy is stopping: every slot, open or admitted from now on, is told to close.
+    stopping: bool,
 }
+
+/// [`Slot::closing`]: the connection was evicted for a newcomer.
+pub(crate) const EVICTED: u8 = 1;
+/// [`Slot::closing`]: the proxy is stopping.
+pub(crate) const STOPPING: u8 = 2;
 
 /// One admitted connection's state.
 #[derive(Debug)]
@@ -53,8 +62,9 @@ pub(crate) struct Slot {
     requests: AtomicU64,
     /// Requests whose response has not finished yet.
     in_flight: AtomicUsize,
-    /// Cancelled when the connection is evicted for a newcomer.
-    pub(crate) evicted: CancellationToken,
+    /// Raised with [`EVICTED`] when the connection is evicted for a newcomer, with [`STOPPING`]
+    /// when the proxy stops. Waited on by the connection's task only.
+    pub(crate) closing: Signal,
     /// Set when the connection became a WebSocket tunnel: cancelled when the tunnel ends. Until
     /// then the slot stays taken and busy (a tunnel counts against the cap like a stream).
     tunnel: Mutex<Option<CancellationToken>>,
@@ -139,7 +149,7 @@ impl Admission {
         {
             table.open.remove(&victim.id);
             table.regular = table.regular.saturating_sub(1);
-            victim.evicted.cancel();
+            victim.closing.raise(EVICTED);
         }
         let control_only = table.regular >= self.max;
         if control_only && table.open.len() >= self.max + CONTROL_RESERVE {
@@ -151,9 +161,13 @@ impl Admission {
             control_only,
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            evicted: CancellationToken::new(),
+            closing: Signal::default(),
             tunnel: Mutex::new(None),
         });
+        if table.stopping {
+            // Accepted as the proxy stops: served as gracefully as those already open.
+            slot.closing.raise(STOPPING);
+        }
         table.open.insert(slot.id, Arc::clone(&slot));
         if !control_only {
             table.regular += 1;
@@ -163,6 +177,15 @@ impl Admission {
             admission: Arc::clone(self),
             slot,
         })
+    }
+
+    /// Tells every open connection, and any admitted from now on, that the proxy is stopping.
+    pub(crate) fn stop_all(&self) {
+        let mut table = self.lock();
+        table.stopping = true;
+        for slot in table.open.values() {
+            slot.closing.raise(STOPPING);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -234,6 +257,10 @@ impl http_body::Body for Tracked {
 mod tests {
     use super::*;
 
+    fn evicted(admitted: &Admitted) -> bool {
+        admitted.slot.closing.raised(EVICTED | STOPPING) == EVICTED
+    }
+
     #[test]
     fn at_the_cap_the_oldest_connection_that_never_sent_a_request_is_evicted() {
         let admission = Admission::new(3);
@@ -247,22 +274,19 @@ mod tests {
             .admit()
             .expect("a newcomer evicts an idle connection");
         assert!(
-            silent.slot.evicted.is_cancelled(),
+            evicted(&silent),
             "the connection that never sent a request goes first, though it is the youngest"
         );
-        assert!(!served.slot.evicted.is_cancelled());
-        assert!(!busy.slot.evicted.is_cancelled());
+        assert!(!evicted(&served));
+        assert!(!evicted(&busy));
         assert!(!newcomer.slot.control_only);
         drop(newcomer.slot.begin());
 
         let next = admission
             .admit()
             .expect("then the idle keep-alive connection");
-        assert!(served.slot.evicted.is_cancelled());
-        assert!(
-            !busy.slot.evicted.is_cancelled(),
-            "a request in flight is never evicted"
-        );
+        assert!(evicted(&served));
+        assert!(!evicted(&busy), "a request in flight is never evicted");
         assert!(!next.slot.control_only);
     }
 
@@ -297,14 +321,28 @@ mod tests {
             newcomer.slot.control_only,
             "a live tunnel is not evicted: the newcomer only gets the control reserve"
         );
-        assert!(!tunnel.slot.evicted.is_cancelled());
+        assert!(!evicted(&tunnel));
         drop(newcomer);
         ended.cancel();
         let next = admission.admit().expect("the ended tunnel's slot");
-        assert!(
-            tunnel.slot.evicted.is_cancelled(),
-            "an ended tunnel is idle"
-        );
+        assert!(evicted(&tunnel), "an ended tunnel is idle");
         assert!(!next.slot.control_only);
+    }
+
+    #[test]
+    fn stopping_tells_every_open_connection_and_every_later_one() {
+        let admission = Admission::new(3);
+        let idle = admission.admit().expect("slot 1");
+        let busy = admission.admit().expect("slot 2");
+        let _in_flight = busy.slot.begin();
+        admission.stop_all();
+        let late = admission.admit().expect("slot 3");
+        for (name, admitted) in [("idle", &idle), ("busy", &busy), ("late", &late)] {
+            assert_eq!(
+                admitted.slot.closing.raised(EVICTED | STOPPING),
+                STOPPING,
+                "the {name} connection is told the proxy stops (and was not evicted)"
+            );
+        }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -13,10 +12,10 @@ use axum::body::{Body, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use latchkey_core::Code;
 use pin_project_lite::pin_project;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::audit::Finish;
 use crate::connections::Live;
+use crate::signal::Waiter;
 
 /// Boxed error of a streamed body.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
@@ -76,7 +75,7 @@ impl HttpBody for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if this.live.cancel.is_cancelled() {
+        if this.live.is_cancelled() {
             return Poll::Ready(Some(Err(BodyError::Closed)));
         }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -137,9 +136,9 @@ pin_project! {
     {
         #[pin]
         inner: B,
-        #[pin]
-        cancel: Option<WaitForCancellationFutureOwned>,
         live: Option<Arc<Live>>,
+        // Until the exchange's closing was reported, the body watches for it (with `live`).
+        watch_close: bool,
         events: Option<EventCounter>,
         finish: Finish,
     }
@@ -163,10 +162,9 @@ where
 {
     /// Wraps `inner`; with `live`, the bytes go to the live counters and `close` aborts it.
     pub(crate) fn new(inner: B, live: Option<Arc<Live>>, sse: bool, finish: Finish) -> Self {
-        let cancel = live.as_ref().map(|l| l.cancel.clone().cancelled_owned());
         Self {
             inner,
-            cancel,
+            watch_close: live.is_some(),
             live,
             events: sse.then(EventCounter::default),
             finish,
@@ -186,11 +184,12 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Some(cancel) = this.cancel.as_mut().as_pin_mut()
-            && cancel.poll(cx).is_ready()
+        let this = self.project();
+        if *this.watch_close
+            && let Some(live) = this.live
+            && live.poll_cancelled(Waiter::Connection, cx).is_ready()
         {
-            this.cancel.set(None);
+            *this.watch_close = false;
             this.finish.set_error_if_none(Code::Closed);
             this.finish.commit();
             return Poll::Ready(Some(Err(Box::new(BodyError::Closed))));

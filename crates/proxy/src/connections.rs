@@ -7,7 +7,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio_util::sync::CancellationToken;
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use crate::signal::{Signal, Waiter};
 
 /// Opaque id of a live exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,7 +132,7 @@ impl ConnectionRegistry {
         let live = self.lock().get(&id.0).cloned();
         match live {
             Some(live) => {
-                live.cancel.cancel();
+                live.cancel();
                 true
             }
             None => false,
@@ -150,7 +153,7 @@ impl ConnectionRegistry {
     pub(crate) fn close_all(&self) {
         let live: Vec<Arc<Live>> = self.lock().values().cloned().collect();
         for l in live {
-            l.cancel.cancel();
+            l.cancel();
         }
     }
 
@@ -168,7 +171,7 @@ impl ConnectionRegistry {
             events: AtomicU64::new(0),
             kind: AtomicU8::new(0),
             over_limit: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
+            closed: Signal::default(),
         });
         self.lock().insert(id, live.clone());
         live
@@ -197,8 +200,12 @@ pub(crate) struct Live {
     events: AtomicU64,
     kind: AtomicU8,
     over_limit: AtomicBool,
-    pub(crate) cancel: CancellationToken,
+    /// Raised with [`CLOSED`] by [`ConnectionRegistry::close`] and at shutdown.
+    closed: Signal,
 }
+
+/// The one bit of [`Live::closed`].
+const CLOSED: u8 = 1;
 
 impl Live {
     fn info(&self) -> ConnectionInfo {
@@ -260,6 +267,26 @@ impl Live {
         self.over_limit.load(Ordering::Relaxed)
     }
 
+    /// Aborts the exchange: its waiters end it with an error.
+    pub(crate) fn cancel(&self) {
+        self.closed.raise(CLOSED);
+    }
+
+    /// The exchange was closed.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.closed.raised(CLOSED) != 0
+    }
+
+    /// Ready once the exchange is closed; `waiter` is the task that polls.
+    pub(crate) fn poll_cancelled(&self, waiter: Waiter, cx: &mut Context<'_>) -> Poll<()> {
+        self.closed.poll_raised(CLOSED, waiter, cx).map(drop)
+    }
+
+    /// Resolves once the exchange is closed; `waiter` is the task that waits.
+    pub(crate) fn cancelled(&self, waiter: Waiter) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_cancelled(waiter, cx))
+    }
+
     fn touch(&self) {
         self.last_activity.store(unix_seconds(), Ordering::Relaxed);
     }
@@ -288,8 +315,8 @@ mod tests {
         assert_eq!(list[1].kind, ConnectionKind::Sse);
 
         assert!(registry.close(&list[1].id.to_string()));
-        assert!(b.cancel.is_cancelled(), "close cancels the exchange");
-        assert!(!a.cancel.is_cancelled());
+        assert!(b.is_cancelled(), "close cancels the exchange");
+        assert!(!a.is_cancelled());
         assert!(!registry.close("999"), "unknown id");
         assert!(!registry.close("not-a-number"));
 

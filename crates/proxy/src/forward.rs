@@ -18,6 +18,7 @@ use crate::audit::Finish;
 use crate::body::{ResponseBody, UploadBody};
 use crate::connections::{ConnectionKind, unix_seconds};
 use crate::error::ProxyError;
+use crate::signal::Waiter;
 use crate::state::{Prepared, PreparedRoute, ProxyState};
 use crate::upstream::UpstreamClient;
 use crate::{headers, path, query, refusal, tunnel};
@@ -97,7 +98,7 @@ pub(crate) async fn forward(
     });
     let sent = tokio::select! {
         biased;
-        () = live.cancel.cancelled() => return Err(ProxyError::ConnectionClosed),
+        () = live.cancelled(Waiter::Connection) => return Err(ProxyError::ConnectionClosed),
         sent = tokio::time::timeout(limits.upstream_timeout, sending) => sent,
     };
     let response = match sent {

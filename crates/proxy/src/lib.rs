@@ -39,6 +39,7 @@ mod query;
 mod rate;
 mod refusal;
 mod server;
+mod signal;
 mod state;
 mod tunnel;
 mod upstream;

@@ -25,9 +25,10 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Admission, Admitted, Slot, Tracked, TunnelEnded};
+use crate::admission::{Admission, Admitted, EVICTED, STOPPING, Slot, Tracked, TunnelEnded};
 use crate::error::ProxyError;
 use crate::gate::presented_token;
+use crate::signal::Waiter;
 use crate::state::ProxyState;
 
 /// How long connections get to finish after shutdown is asked for.
@@ -277,6 +278,7 @@ async fn serve_app(
     shutdown.await;
     info!("proxy stopping");
     let _ = stop.send(true);
+    serving.admission.stop_all();
     connections.close_all();
     // Each receiver resolves when its thread has drained and ended (or died).
     for worker in finished {
@@ -370,7 +372,7 @@ async fn accept_loop(
                         .builder
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades();
-                    connections.spawn(serve_connection(connection, admitted, stopped.clone()));
+                    connections.spawn(serve_connection(connection, admitted));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -557,29 +559,30 @@ fn is_control_caller(request: &Request<Incoming>, control_token: Option<&Secret>
 
 /// Serves one client connection; on shutdown, or when evicted for a newcomer, finishes the
 /// request in flight and closes. The slot is freed when this returns.
-async fn serve_connection<C>(connection: C, admitted: Admitted, mut stopped: watch::Receiver<bool>)
+async fn serve_connection<C>(connection: C, admitted: Admitted)
 where
     C: Future<Output = hyper::Result<()>> + GracefulConnection,
 {
-    let evicted = admitted.slot.evicted.clone();
+    let closing = &admitted.slot.closing;
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
+        biased;
         served = connection.as_mut() => served,
-        () = stop_requested(&mut stopped) => {
+        raised = closing.wait(EVICTED | STOPPING, Waiter::Connection) => {
             connection.as_mut().shutdown_gracefully();
-            connection.await
-        }
-        () = evicted.cancelled() => {
-            debug!("idle connection closed for a newcomer");
-            connection.as_mut().shutdown_gracefully();
-            tokio::time::timeout(EVICTION_GRACE, connection).await.unwrap_or(Ok(()))
+            if raised & STOPPING != 0 {
+                connection.await
+            } else {
+                debug!("idle connection closed for a newcomer");
+                tokio::time::timeout(EVICTION_GRACE, connection).await.unwrap_or(Ok(()))
+            }
         }
     };
     // An upgraded connection keeps its slot while its tunnel lives.
     if let Some(tunnel) = admitted.slot.tunnel() {
         tokio::select! {
             () = tunnel.cancelled() => {}
-            () = stop_requested(&mut stopped) => {}
+            _ = closing.wait(STOPPING, Waiter::Connection) => {}
         }
     }
     drop(admitted);

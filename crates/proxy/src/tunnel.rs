@@ -20,6 +20,7 @@ use crate::admission::TunnelEnded;
 use crate::audit::Finish;
 use crate::connections::{ConnectionKind, Live};
 use crate::headers;
+use crate::signal::Waiter;
 use crate::state::PreparedRoute;
 use crate::upstream::PooledBody;
 
@@ -42,9 +43,8 @@ pub(crate) fn splice(
     parts.extensions.insert(TunnelEnded(ended.clone()));
     tokio::spawn(async move {
         let _ended = ended.drop_guard();
-        let cancel = live.cancel.clone();
         let upgraded = tokio::select! {
-            () = cancel.cancelled() => {
+            () = live.cancelled(Waiter::Tunnel) => {
                 finish.set_error(Code::Closed);
                 return;
             }
@@ -63,7 +63,7 @@ pub(crate) fn splice(
         };
         let mut upstream = TokioIo::new(upstream);
         tokio::select! {
-            () = cancel.cancelled() => finish.set_error(Code::Closed),
+            () = live.cancelled(Waiter::Tunnel) => finish.set_error(Code::Closed),
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(e) = copied {
                     debug!(kind = ?e.kind(), "tunnel ended with an error");

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use latchkey_proxy::Limits;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{Options, Proxy, error_code};
+use crate::support::{Options, Proxy, closed_by_server, error_code};
 
 /// The control token of these proxies.
 const CONTROL: &str = "lk_control_token_for_the_flood_tests_0123456789";
@@ -43,21 +43,6 @@ async fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
         );
     }
     flood
-}
-
-/// Reads until the server closes `stream` (or `deadline` passes); true when it closed.
-async fn closed_by_server(stream: &mut TcpStream, deadline: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(deadline, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod audit;
 mod body_cap;
 mod browser;
 mod canary;
+mod closing;
 mod control;
 mod control_token;
 mod credentials_rate;
