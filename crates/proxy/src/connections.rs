@@ -103,7 +103,9 @@ pub struct ConnectionRegistry {
 #[derive(Default)]
 struct RegistryInner {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, Arc<Live>>>,
+    /// By id. The ids are this registry's own counter, so foldhash (cheaper than SipHash on the
+    /// request path, where each exchange is inserted and removed) needs no flooding defence.
+    live: Mutex<HashMap<u64, Arc<Live>, foldhash::fast::RandomState>>,
 }
 
 impl fmt::Debug for ConnectionRegistry {
@@ -181,7 +183,9 @@ impl ConnectionRegistry {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Live>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Live>, foldhash::fast::RandomState>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -70,6 +70,11 @@ impl UpstreamError {
 
 type Key = (Scheme, Authority);
 
+/// Idle connections by host. Hashed with foldhash rather than SipHash: the keys are the
+/// configured upstreams, never chosen by a request, so flooding one bucket is not a concern, and
+/// the key is hashed twice per request (checkout, checkin).
+type IdleMap = HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>;
+
 /// A connection waiting for its next request.
 struct Idle {
     sender: SendRequest<UploadBody>,
@@ -78,7 +83,7 @@ struct Idle {
 
 struct Shared {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<IdleMap>,
     idle_timeout: Duration,
     max_idle_per_host: usize,
     /// Whether the sweeping task runs (started with the first connection, inside a runtime).
@@ -96,7 +101,7 @@ impl UpstreamClient {
         Self {
             shared: Arc::new(Shared {
                 connector,
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(IdleMap::default()),
                 idle_timeout,
                 max_idle_per_host: MAX_IDLE_PER_HOST,
                 sweeping: std::sync::atomic::AtomicBool::new(false),
@@ -134,7 +139,7 @@ impl UpstreamClient {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, IdleMap> {
         // Nothing panics while holding it; a poisoned map is still a valid map.
         self.idle
             .lock()
