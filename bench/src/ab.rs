@@ -188,7 +188,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A, B, C, … by position.
-fn name(v: usize) -> String {
+pub fn name(v: usize) -> String {
     char::from_u32(u32::from(b'A') + u32::try_from(v).unwrap_or(25).min(25))
         .unwrap_or('?')
         .to_string()

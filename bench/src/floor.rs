@@ -376,8 +376,25 @@ pub struct Floor {
 impl Floor {
     /// Starts `latchkey-bench floor-proxy <upstream> <variant>` and waits for its address.
     pub fn start(upstream: SocketAddr, variant: Variant) -> anyhow::Result<Self> {
+        Self::start_wrapped(upstream, variant, &[])
+    }
+
+    /// [`Floor::start`], run by `wrapper` (a program and its arguments, such as valgrind).
+    pub fn start_wrapped(
+        upstream: SocketAddr,
+        variant: Variant,
+        wrapper: &[String],
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = match wrapper.split_first() {
+            Some((program, before)) => {
+                let mut command = Command::new(program);
+                command.args(before).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args([SUBCOMMAND, &upstream.to_string(), variant.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

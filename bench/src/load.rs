@@ -55,6 +55,16 @@ impl Client {
         Ok(status)
     }
 
+    /// A POST of `body`; the status code.
+    pub async fn post(
+        &mut self,
+        url: &str,
+        header: Option<(&str, &str)>,
+        body: Bytes,
+    ) -> anyhow::Result<u16> {
+        self.send("POST", url, header, body).await
+    }
+
     /// A GET; the status code.
     pub async fn get(&mut self, url: &str, header: Option<(&str, &str)>) -> anyhow::Result<u16> {
         self.send("GET", url, header, Bytes::new()).await

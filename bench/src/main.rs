@@ -11,12 +11,15 @@
 //! Tokio, thread per core) adding the same header, no gates and no audit, so the report shows how
 //! much of the cost is the stack and how much is Latchkey's own.
 //!
-//! `latchkey-bench ab <latchkey A> <latchkey B>` compares two builds instead ([`ab`]).
+//! `latchkey-bench ab <latchkey A> <latchkey B>` compares two builds instead ([`ab`]), and
+//! `latchkey-bench count <latchkey A> <latchkey B>` counts their instructions per request under
+//! valgrind ([`count`]).
 
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
 mod ab;
+mod count;
 mod cpu;
 mod floor;
 mod load;
@@ -84,6 +87,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some(ab::SUBCOMMAND) {
         raise_fd_limit();
         return runtime.block_on(ab::run(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some(count::SUBCOMMAND) {
+        return runtime.block_on(count::run(&args[1..]));
     }
     runtime.block_on(bench())
 }

@@ -20,7 +20,19 @@ pub struct Home {
 
 impl Home {
     fn command(&self, binary: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary);
+        self.wrapped_command(&[], binary, args)
+    }
+
+    /// `binary args`, run by `wrapper` (a program and its arguments, such as valgrind) when given.
+    fn wrapped_command(&self, wrapper: &[String], binary: &Path, args: &[&str]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, before)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(before).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.args(args)
             .env("LATCHKEY_CONFIG_DIR", self.dir.path().join("config"))
             .env("LATCHKEY_DATA_DIR", self.dir.path().join("data"))
@@ -64,6 +76,16 @@ impl Latchkey {
 
     /// [`Latchkey::start`] with another build of `latchkey` (the A/B mode).
     pub async fn start_binary(binary: PathBuf, upstream: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_wrapped(binary, upstream, &[]).await
+    }
+
+    /// [`Latchkey::start_binary`], with `latchkey serve` run by `wrapper` (the count mode's
+    /// valgrind); set-up commands run bare.
+    pub async fn start_wrapped(
+        binary: PathBuf,
+        upstream: SocketAddr,
+        wrapper: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("config"))?;
         let config = format!(
@@ -107,7 +129,7 @@ credentials = [{{ name = "key", header = "X-API-Key" }}]
             ),
             "",
         )?;
-        let (child, url) = spawn_serve(&home, &binary)?;
+        let (child, url) = spawn_serve(&home, wrapper, &binary)?;
         Ok(Self {
             pid: child.id(),
             binary,
@@ -118,6 +140,12 @@ credentials = [{{ name = "key", header = "X-API-Key" }}]
         })
     }
 
+    /// Stops the server (SIGTERM), waits up to `within` for it to exit, and hands back its home.
+    pub async fn stop_within(mut self, within: Duration) -> anyhow::Result<Home> {
+        terminate_within(&mut self.child, within)?;
+        Ok(self.home)
+    }
+
     /// Stops the server (SIGTERM) and hands back its home for the start-up runs.
     pub async fn stop(mut self) -> anyhow::Result<Home> {
         terminate(&mut self.child)?;
@@ -125,9 +153,13 @@ credentials = [{{ name = "key", header = "X-API-Key" }}]
     }
 }
 
-fn spawn_serve(home: &Home, binary: &Path) -> anyhow::Result<(Child, String)> {
+fn spawn_serve(
+    home: &Home,
+    wrapper: &[String],
+    binary: &Path,
+) -> anyhow::Result<(Child, String)> {
     let mut child = home
-        .command(binary, &["serve", "--port", "0"])
+        .wrapped_command(wrapper, binary, &["serve", "--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -152,10 +184,14 @@ fn spawn_serve(home: &Home, binary: &Path) -> anyhow::Result<(Child, String)> {
 }
 
 fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    terminate_within(child, Duration::from_secs(10))
+}
+
+fn terminate_within(child: &mut Child, within: Duration) -> anyhow::Result<()> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if child.try_wait()?.is_some() {
             return Ok(());
@@ -212,7 +248,7 @@ pub async fn start_to_ready(binary: &Path, home: &Home, runs: usize) -> anyhow::
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let (mut child, url) = spawn_serve(home, binary)?;
+        let (mut child, url) = spawn_serve(home, &[], binary)?;
         let client = crate::load::Client::connect(&url).await?;
         let mut client = client;
         loop {
