@@ -65,7 +65,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         for &n in &runs {
             let out = scratch.path().join(format!("target{t}-{n}.cachegrind"));
             let total = count_one(spec, upstream.addr, &out, n, connections).await?;
-            eprintln!("count: {} after {n} requests: {total} instructions", name(t));
+            eprintln!(
+                "count: {} after {n} requests: {total} instructions",
+                name(t)
+            );
             totals.push(total);
         }
         let extra = totals[1].saturating_sub(totals[0]) as f64;
@@ -127,8 +130,7 @@ async fn count_one(
         // Dropping it closes its standard input; it exits and valgrind writes the counts.
         drop(floor);
     } else {
-        let lk =
-            targets::Latchkey::start_wrapped(PathBuf::from(spec), upstream, &wrapper).await?;
+        let lk = targets::Latchkey::start_wrapped(PathBuf::from(spec), upstream, &wrapper).await?;
         let url = format!("{}/bench/echo", lk.url);
         let token = lk.client_token.clone();
         send(&url, Some(("x-latchkey-client", &token)), n, connections).await?;

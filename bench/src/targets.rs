@@ -153,11 +153,7 @@ credentials = [{{ name = "key", header = "X-API-Key" }}]
     }
 }
 
-fn spawn_serve(
-    home: &Home,
-    wrapper: &[String],
-    binary: &Path,
-) -> anyhow::Result<(Child, String)> {
+fn spawn_serve(home: &Home, wrapper: &[String], binary: &Path) -> anyhow::Result<(Child, String)> {
     let mut child = home
         .wrapped_command(wrapper, binary, &["serve", "--port", "0"])
         .stdin(Stdio::null())

@@ -48,8 +48,16 @@ impl HeaderPolicy {
     }
 
     /// The header names the mapping injects.
-    pub fn injected_headers(&self) -> &[HeaderName] {
-        &self.route.injected_headers
+    pub fn injected_headers(&self) -> Vec<HeaderName> {
+        self.route
+            .route
+            .injections
+            .iter()
+            .filter_map(|injection| match &injection.target {
+                crate::config::InjectTarget::Header { name, .. } => Some(name.clone()),
+                crate::config::InjectTarget::Query { .. } => None,
+            })
+            .collect()
     }
 
     /// Rewrites a client's request head as the forwarder does before sending it upstream.

@@ -12,8 +12,6 @@
 //! the proxy's route (`/{service}/…`), so a client follows it through the proxy instead of
 //! calling the upstream without its credential, or another service of the proxy.
 
-use std::borrow::Cow;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use url::Url;
 
@@ -56,51 +54,34 @@ const STRIP_RESPONSE_PREFIXES: [&str; 2] = ["access-control-", "proxy-"];
 /// The headers whose values are URLs an upstream may echo its request URL in.
 const URL_HEADERS: [HeaderName; 3] = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
 
-/// A header name as servers that fold `_` into `-` and ignore case see it.
-fn canonical(name: &HeaderName) -> Cow<'_, str> {
-    let name = name.as_str();
-    if name.contains('_') {
-        Cow::Owned(name.replace('_', "-"))
-    } else {
-        Cow::Borrowed(name)
-    }
-}
-
 /// Makes a client's request head fit to send upstream for `route`, with `prepared`'s
 /// credentials. `websocket` keeps the handshake's `Connection: upgrade` and `Upgrade`.
+///
+/// One pass compares each name present (a handful) with the policy; looking every stripped
+/// name up in the map instead cost more than the rest of the request's header work.
 pub(crate) fn rewrite_request(
     headers: &mut HeaderMap,
     route: &PreparedRoute,
     prepared: &Prepared,
     websocket: bool,
 ) {
-    remove_connection_named(headers, websocket);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let canonical = canonical(name);
-            let canonical = canonical.as_ref();
-            STRIP_REQUEST.iter().any(|s| s.as_str() == canonical)
-                || CLIENT_HEADER.as_str() == canonical
-                // Both sides folded: an injected name spelled with `_` (`X-Api_Key`) is the
-                // same header as the client's `x_api_key` to a server that folds them.
-                || route
-                    .injected_headers
-                    .iter()
-                    .any(|i| self::canonical(i).as_ref() == canonical)
-                || STRIP_REQUEST_PREFIXES
-                    .iter()
-                    .any(|p| canonical.starts_with(p))
-        })
-        .cloned()
-        .collect();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if strips_from_request(name, route, websocket) {
+            doomed.push(name.clone());
+        }
+    }
+    if connection {
+        remove_connection_named(headers, websocket);
+    }
     for name in doomed {
         headers.remove(name);
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
     for (name, value) in &prepared.headers {
         headers.insert(name.clone(), value.clone());
@@ -108,33 +89,72 @@ pub(crate) fn rewrite_request(
     headers.insert(header::HOST, route.host.clone());
 }
 
+/// Whether the client's header `name` stays behind: compared as a server that folds `_` into
+/// `-` and ignores case sees it (`X_API_Key` is `X-API-Key` to WSGI servers).
+fn strips_from_request(name: &HeaderName, route: &PreparedRoute, websocket: bool) -> bool {
+    if !websocket && name == header::UPGRADE {
+        return true;
+    }
+    let text = name.as_str();
+    if text.as_bytes().contains(&b'_') {
+        let folded = text.replace('_', "-");
+        return strips_folded(&folded, route);
+    }
+    // No `_`: the name is its own folded form, and equal names are equal `HeaderName`s (the
+    // `http` crate stores every standard name in one form), so the fixed lists compare cheaply.
+    STRIP_REQUEST.contains(name)
+        || name == CLIENT_HEADER
+        || route.injected_folded.iter().any(|i| i == text)
+        || STRIP_REQUEST_PREFIXES.iter().any(|p| text.starts_with(p))
+}
+
+/// [`strips_from_request`] for a name already folded.
+fn strips_folded(folded: &str, route: &PreparedRoute) -> bool {
+    STRIP_REQUEST.iter().any(|s| s.as_str() == folded)
+        || CLIENT_HEADER.as_str() == folded
+        // Both sides folded: an injected name spelled with `_` (`X-Api_Key`) is the same header
+        // as the client's `x_api_key` to a server that folds them.
+        || route.injected_folded.iter().any(|i| i == folded)
+        || STRIP_REQUEST_PREFIXES.iter().any(|p| folded.starts_with(p))
+}
+
 /// Makes an upstream's answer head fit to pass back to the client (`upgrade` keeps the
-/// handshake's `Connection` and `Upgrade`).
+/// handshake's `Connection` and `Upgrade`). One pass over the names, as for requests.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, route: &PreparedRoute, upgrade: bool) {
-    remove_connection_named(headers, upgrade);
-    for name in &STRIP_RESPONSE {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let (mut connection, mut urls) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if strips_from_response(name, upgrade) {
+            doomed.push(name.clone());
+        } else if URL_HEADERS.contains(name) {
+            urls = true;
+        }
+    }
+    if connection {
+        remove_connection_named(headers, upgrade);
+    }
+    for name in doomed {
         headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            STRIP_RESPONSE_PREFIXES
-                .iter()
-                .any(|p| k.as_str().starts_with(p))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
+    if urls {
+        for name in &URL_HEADERS {
+            rewrite_url_header(headers, name, route);
+        }
     }
-    for name in &URL_HEADERS {
-        rewrite_url_header(headers, name, route);
-    }
+}
+
+/// Whether the upstream's header `name` stays behind.
+fn strips_from_response(name: &HeaderName, upgrade: bool) -> bool {
+    (!upgrade && name == header::UPGRADE)
+        || STRIP_RESPONSE.contains(name)
+        || STRIP_RESPONSE_PREFIXES
+            .iter()
+            .any(|p| name.as_str().starts_with(p))
 }
 
 /// Removes the headers `Connection` names (hop-by-hop by declaration), keeping `Upgrade` for a
@@ -160,7 +180,11 @@ fn remove_connection_named(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Rewrites every value of `name` that needs it (see [`rewrite_url`]; `Link` values hold their
 /// URLs in `<…>`). A value that is not text is dropped when it names an injected parameter.
-fn rewrite_url_header(headers: &mut HeaderMap, name: &HeaderName, route: &PreparedRoute) {
+pub(crate) fn rewrite_url_header(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    route: &PreparedRoute,
+) {
     if !headers.contains_key(name) {
         return;
     }

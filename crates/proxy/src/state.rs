@@ -240,8 +240,10 @@ pub(crate) struct PreparedRoute {
     /// The upstream's path without its trailing slash (`""` for the root).
     pub(crate) base_path: String,
     pub(crate) route: Route,
-    /// Header names the mapping injects (removed from the client's request first).
-    pub(crate) injected_headers: Vec<HeaderName>,
+    /// Header names the mapping injects (removed from the client's request first), as a server
+    /// that folds `_` into `-` sees them: the header policy compares every request header with
+    /// these.
+    pub(crate) injected_folded: Vec<String>,
     /// Query parameters the mapping injects (removed from the client's query first).
     pub(crate) injected_params: Vec<String>,
     /// A remote MCP server whose token Latchkey manages ([`crate::managed`]).
@@ -276,11 +278,13 @@ impl PreparedRoute {
         let host = HeaderValue::from_str(&authority_text)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"));
         let base_path = url.path().trim_end_matches('/').to_owned();
-        let mut injected_headers = Vec::new();
+        let mut injected_folded = Vec::new();
         let mut injected_params = Vec::new();
         for injection in &route.injections {
             match &injection.target {
-                InjectTarget::Header { name, .. } => injected_headers.push(name.clone()),
+                InjectTarget::Header { name, .. } => {
+                    injected_folded.push(name.as_str().replace('_', "-"));
+                }
                 InjectTarget::Query { param } => injected_params.push(param.clone()),
             }
         }
@@ -291,7 +295,7 @@ impl PreparedRoute {
             host,
             base_path,
             route: route.clone(),
-            injected_headers,
+            injected_folded,
             injected_params,
             managed: false,
             cache: Mutex::new(None),
