@@ -65,18 +65,16 @@ pub(crate) fn rewrite_request(
     prepared: &Prepared,
     websocket: bool,
 ) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    let mut connection = false;
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if strips_from_request(name, route, websocket) {
-            doomed.push(name.clone());
-        }
-    }
-    if connection {
-        remove_connection_named(headers, websocket);
-    }
+    let named = ConnectionNamed::of(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            *name == header::CONNECTION
+                || named.names(name)
+                || strips_from_request(name, route, websocket)
+        })
+        .cloned()
+        .collect();
     for name in doomed {
         headers.remove(name);
     }
@@ -121,20 +119,19 @@ fn strips_folded(folded: &str, route: &PreparedRoute) -> bool {
 /// Makes an upstream's answer head fit to pass back to the client (`upgrade` keeps the
 /// handshake's `Connection` and `Upgrade`). One pass over the names, as for requests.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, route: &PreparedRoute, upgrade: bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    let (mut connection, mut urls) = (false, false);
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if strips_from_response(name, upgrade) {
-            doomed.push(name.clone());
-        } else if URL_HEADERS.contains(name) {
-            urls = true;
-        }
-    }
-    if connection {
-        remove_connection_named(headers, upgrade);
-    }
+    let named = ConnectionNamed::of(headers);
+    let mut urls = false;
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let doomed = *name == header::CONNECTION
+                || named.names(name)
+                || strips_from_response(name, upgrade);
+            urls |= !doomed && URL_HEADERS.contains(name);
+            doomed
+        })
+        .cloned()
+        .collect();
     for name in doomed {
         headers.remove(name);
     }
@@ -157,25 +154,32 @@ fn strips_from_response(name: &HeaderName, upgrade: bool) -> bool {
             .any(|p| name.as_str().starts_with(p))
 }
 
-/// Removes the headers `Connection` names (hop-by-hop by declaration), keeping `Upgrade` for a
-/// WebSocket handshake.
-fn remove_connection_named(headers: &mut HeaderMap, upgrade: bool) {
-    if !headers.contains_key(header::CONNECTION) {
-        return;
+/// The names a `Connection` header lists: hop-by-hop by declaration, so they are dropped with
+/// it. `upgrade` is left to the upgrade rule (kept in a WebSocket handshake, whose `Connection:
+/// upgrade` the caller puts back; dropped anywhere else). Each name present is checked against
+/// the list, so a listed option that names no header present (`keep-alive`, `close`) costs no
+/// lookup.
+struct ConnectionNamed<'h> {
+    values: http::header::GetAll<'h, HeaderValue>,
+}
+
+impl<'h> ConnectionNamed<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
+        Self {
+            values: headers.get_all(header::CONNECTION),
+        }
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+
+    /// `name` is listed (in any case), and is not `Upgrade`.
+    fn names(&self, name: &HeaderName) -> bool {
+        name != header::UPGRADE
+            && self
+                .values
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
     }
-    headers.remove(header::CONNECTION);
 }
 
 /// Rewrites every value of `name` that needs it (see [`rewrite_url`]; `Link` values hold their
@@ -448,7 +452,8 @@ mod tests {
             ("location", "https://elsewhere.test/"),
         ]);
         rewrite_response(&mut h, &r, false);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
         assert_eq!(left, ["content-type", "location"]);
         assert_eq!(h["location"], "https://elsewhere.test/");
     }

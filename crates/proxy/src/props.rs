@@ -678,6 +678,16 @@ fn any_policy_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// `sent`, with a WebSocket handshake's `Connection: Upgrade` and `Upgrade` when `handshake`
+/// (random names alone would rarely put the two together).
+fn with_handshake(mut sent: Vec<(String, String)>, handshake: bool) -> Vec<(String, String)> {
+    if handshake {
+        sent.push(("Connection".to_owned(), "Upgrade, keep-alive".to_owned()));
+        sent.push(("Upgrade".to_owned(), "websocket".to_owned()));
+    }
+    sent
+}
+
 fn header_map(sent: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (n, v) in sent {
@@ -699,9 +709,10 @@ proptest! {
         injected in prop_oneof![Just("x-api-key"), Just("X-Api_Key"), Just("authorization"), Just("private-token")],
         sent in prop::collection::vec((any_policy_name(), any_policy_value()), 0..10),
         websocket in any::<bool>(),
+        handshake in any::<bool>(),
     ) {
         let (route, prepared) = policy(injected)?;
-        let mut fast = header_map(&sent);
+        let mut fast = header_map(&with_handshake(sent, handshake));
         let mut slow = fast.clone();
         headers::rewrite_request(&mut fast, &route, &prepared, websocket);
         reference::rewrite_request(&mut slow, &route, &prepared, websocket);
@@ -712,9 +723,10 @@ proptest! {
     fn the_single_pass_response_policy_matches_the_reference(
         sent in prop::collection::vec((any_policy_name(), any_policy_value()), 0..10),
         upgrade in any::<bool>(),
+        handshake in any::<bool>(),
     ) {
         let (route, _) = policy("x-api-key")?;
-        let mut fast = header_map(&sent);
+        let mut fast = header_map(&with_handshake(sent, handshake));
         let mut slow = fast.clone();
         headers::rewrite_response(&mut fast, &route, upgrade);
         reference::rewrite_response(&mut slow, &route, upgrade);
