@@ -345,4 +345,20 @@ mod tests {
             );
         }
     }
+
+    /// Found by mutation testing: every other test frees slots by evicting them, so a closed
+    /// connection that kept its slot went unnoticed.
+    #[test]
+    fn a_closed_connection_frees_its_slot_for_the_next_one() {
+        let admission = Admission::new(1);
+        let closed = admission.admit().expect("slot 1");
+        // Busy, so the next connection could not take the slot by evicting it.
+        let _in_flight = closed.slot.begin();
+        drop(closed);
+        let next = admission.admit().expect("the freed slot");
+        assert!(
+            !next.slot.control_only,
+            "the closed connection's slot is free, not only the control reserve"
+        );
+    }
 }

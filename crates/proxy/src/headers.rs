@@ -65,16 +65,19 @@ pub(crate) fn rewrite_request(
     prepared: &Prepared,
     websocket: bool,
 ) {
-    let named = ConnectionNamed::of(headers);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            *name == header::CONNECTION
-                || named.names(name)
-                || strips_from_request(name, route, websocket)
-        })
-        .cloned()
-        .collect();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+            doomed.push(name.clone());
+        } else if strips_from_request(name, route, websocket) {
+            doomed.push(name.clone());
+        }
+    }
+    if connection {
+        add_connection_named(headers, &mut doomed);
+    }
     for name in doomed {
         headers.remove(name);
     }
@@ -119,19 +122,21 @@ fn strips_folded(folded: &str, route: &PreparedRoute) -> bool {
 /// Makes an upstream's answer head fit to pass back to the client (`upgrade` keeps the
 /// handshake's `Connection` and `Upgrade`). One pass over the names, as for requests.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, route: &PreparedRoute, upgrade: bool) {
-    let named = ConnectionNamed::of(headers);
-    let mut urls = false;
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let doomed = *name == header::CONNECTION
-                || named.names(name)
-                || strips_from_response(name, upgrade);
-            urls |= !doomed && URL_HEADERS.contains(name);
-            doomed
-        })
-        .cloned()
-        .collect();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let (mut connection, mut urls) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+            doomed.push(name.clone());
+        } else if strips_from_response(name, upgrade) {
+            doomed.push(name.clone());
+        } else if URL_HEADERS.contains(name) {
+            urls = true;
+        }
+    }
+    if connection {
+        add_connection_named(headers, &mut doomed);
+    }
     for name in doomed {
         headers.remove(name);
     }
@@ -154,31 +159,24 @@ fn strips_from_response(name: &HeaderName, upgrade: bool) -> bool {
             .any(|p| name.as_str().starts_with(p))
 }
 
-/// The names a `Connection` header lists: hop-by-hop by declaration, so they are dropped with
-/// it. `upgrade` is left to the upgrade rule (kept in a WebSocket handshake, whose `Connection:
-/// upgrade` the caller puts back; dropped anywhere else). Each name present is checked against
-/// the list, so a listed option that names no header present (`keep-alive`, `close`) costs no
-/// lookup.
-struct ConnectionNamed<'h> {
-    values: http::header::GetAll<'h, HeaderValue>,
-}
-
-impl<'h> ConnectionNamed<'h> {
-    fn of(headers: &'h HeaderMap) -> Self {
-        Self {
-            values: headers.get_all(header::CONNECTION),
-        }
-    }
-
-    /// `name` is listed (in any case), and is not `Upgrade`.
-    fn names(&self, name: &HeaderName) -> bool {
-        name != header::UPGRADE
-            && self
-                .values
+/// Adds to `doomed` the names present that a `Connection` header lists: hop-by-hop by
+/// declaration, so they are dropped with it. `upgrade` is left to the upgrade rule (kept in a
+/// WebSocket handshake, whose `Connection: upgrade` the caller puts back; dropped anywhere
+/// else). Each name present is checked against the list, so a listed option that names no
+/// header present (`keep-alive`, `close`) costs no lookup.
+fn add_connection_named(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
+    let listed = headers.get_all(header::CONNECTION);
+    for name in headers.keys() {
+        if name != header::UPGRADE
+            && !doomed.contains(name)
+            && listed
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+        {
+            doomed.push(name.clone());
+        }
     }
 }
 
