@@ -160,20 +160,25 @@ fn strips_from_response(name: &HeaderName, upgrade: bool) -> bool {
 }
 
 /// Adds to `doomed` the names present that a `Connection` header lists: hop-by-hop by
-/// declaration, so they are dropped with it. `upgrade` is left to the upgrade rule (kept in a
-/// WebSocket handshake, whose `Connection: upgrade` the caller puts back; dropped anywhere
-/// else). Each name present is checked against the list, so a listed option that names no
-/// header present (`keep-alive`, `close`) costs no lookup.
+/// declaration, so they are dropped with it. Two options are passed over: `keep-alive` (the
+/// header of that name is stripped in both directions anyway; it is the option nearly every
+/// upstream sends) and `upgrade` (left to the upgrade rule: kept in a WebSocket handshake,
+/// whose `Connection: upgrade` the caller puts back, and dropped anywhere else).
 fn add_connection_named(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
-    let listed = headers.get_all(header::CONNECTION);
-    for name in headers.keys() {
-        if name != header::UPGRADE
-            && !doomed.contains(name)
-            && listed
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+    let options = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    for option in options {
+        if option.eq_ignore_ascii_case("keep-alive") || option.eq_ignore_ascii_case("upgrade") {
+            continue;
+        }
+        // Removing a name twice (listed, and stripped by the policy too) is harmless.
+        if let Some(name) = headers
+            .keys()
+            .find(|name| name.as_str().eq_ignore_ascii_case(option))
         {
             doomed.push(name.clone());
         }

@@ -661,6 +661,7 @@ fn any_policy_name() -> impl Strategy<Value = String> {
         Just("location".to_owned()),
         Just("content-location".to_owned()),
         Just("link".to_owned()),
+        Just("close".to_owned()),
         "[a-z][a-z0-9_-]{0,12}",
     ]
 }
@@ -678,11 +679,15 @@ fn any_policy_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// `sent`, with a WebSocket handshake's `Connection: Upgrade` and `Upgrade` when `handshake`
-/// (random names alone would rarely put the two together).
+/// `sent`, with a WebSocket handshake's `Connection` and `Upgrade` when `handshake` (random
+/// names alone would rarely put the two together). Its `Connection` also lists the options
+/// nearly every peer sends, and `close`, which names a header when there is one of that name.
 fn with_handshake(mut sent: Vec<(String, String)>, handshake: bool) -> Vec<(String, String)> {
     if handshake {
-        sent.push(("Connection".to_owned(), "Upgrade, keep-alive".to_owned()));
+        sent.push((
+            "Connection".to_owned(),
+            "Upgrade, keep-alive, close".to_owned(),
+        ));
         sent.push(("Upgrade".to_owned(), "websocket".to_owned()));
     }
     sent
