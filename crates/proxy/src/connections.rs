@@ -327,4 +327,32 @@ mod tests {
         registry.remove(a.id);
         assert_eq!(registry.len(), 1);
     }
+
+    /// Found by mutation testing: nothing checked that traffic moves an exchange's last
+    /// activity to the wall clock's now (the Connections view sorts and ages by it).
+    #[test]
+    fn traffic_either_way_marks_the_exchange_active_now() {
+        let registry = ConnectionRegistry::default();
+        let live = registry.open("cli", "github", 100);
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0)
+        };
+        for (direction, send) in [("in", true), ("out", false)] {
+            let before = wall();
+            if send {
+                live.add_in(1);
+            } else {
+                live.add_out(1);
+            }
+            let active = registry.list()[0].last_activity_at;
+            assert!(
+                (before..=wall()).contains(&active),
+                "bytes {direction}: last activity {active}, the clock {before}"
+            );
+            assert_eq!(registry.list()[0].started_at, 100, "the start is kept");
+        }
+    }
 }
