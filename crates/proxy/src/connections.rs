@@ -326,6 +326,9 @@ mod tests {
 
         registry.remove(a.id);
         assert_eq!(registry.len(), 1);
+        assert!(!registry.is_empty());
+        registry.remove(b.id);
+        assert!(registry.is_empty(), "the last exchange removed");
     }
 
     /// Found by mutation testing: nothing checked that traffic moves an exchange's last
