@@ -1,15 +1,12 @@
 //! A full mix of traffic with every log level of every crate captured: no credential and no
 //! client token appears in any log line.
 
-use std::time::Duration;
-
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{
     CANARY_BEARER, CANARY_KEY, CANARY_QUERY, CLIENT_OWN_AUTH, Proxy, SCOPED, captured_logs,
-    new_raw_client, read_events,
+    new_raw_client, open_tunnel, read_events,
 };
 
 #[tokio::test]
@@ -83,19 +80,7 @@ async fn no_canary_credential_or_client_token_reaches_the_logs() {
         200
     );
     // A WebSocket exchange.
-    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("x-latchkey-client", proxy.token.parse().expect("value"));
-    let (mut socket, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .expect("in time")
-    .expect("handshake");
+    let mut socket = open_tunnel(&proxy).await;
     socket.send(Message::text("ping")).await.expect("send");
     assert!(socket.next().await.is_some());
     socket.close(None).await.expect("close");

@@ -9,9 +9,8 @@ use latchkey_proxy::ConnectionKind;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{Proxy, closed_by_server, error_code, eventually, read_response};
+use crate::support::{Proxy, closed_by_server, error_code, eventually, open_tunnel, read_response};
 
 /// How long the proxy's serving threads wait for open connections once it stops, before they
 /// abort them (`GRACE` in `server.rs`).
@@ -35,20 +34,7 @@ async fn the_one_live(proxy: &Proxy, kind: ConnectionKind) -> String {
 #[tokio::test]
 async fn closing_a_websocket_tunnel_ends_it_for_the_client() {
     let proxy = Proxy::start().await;
-    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "x-latchkey-client",
-        proxy.token.parse().expect("header value"),
-    );
-    let (mut socket, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
+    let mut socket = open_tunnel(&proxy).await;
     socket.send(Message::text("ping")).await.expect("send");
     let echo = socket.next().await.expect("a reply").expect("frame");
     assert_eq!(echo, Message::text("echo: ping"), "the tunnel is up");

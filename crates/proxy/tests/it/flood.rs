@@ -9,7 +9,7 @@ use latchkey_proxy::Limits;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{Options, Proxy, closed_by_server, error_code};
+use crate::support::{Options, Proxy, closed_by_server, error_code, open_tunnel};
 
 /// The control token of these proxies.
 const CONTROL: &str = "lk_control_token_for_the_flood_tests_0123456789";
@@ -130,27 +130,6 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_head_timeout() {
         "closed by the timeout, not at once"
     );
     proxy.stop().await;
-}
-
-/// Opens a WebSocket tunnel through the proxy to the demo upstream's echo.
-async fn open_tunnel(
-    proxy: &Proxy,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "x-latchkey-client",
-        proxy.token.parse().expect("header value"),
-    );
-    let (socket, response) =
-        tokio::time::timeout(SERVED_WITHIN, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("handshake in time")
-            .expect("handshake");
-    assert_eq!(response.status(), 101);
-    socket
 }
 
 #[tokio::test]

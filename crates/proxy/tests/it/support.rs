@@ -768,3 +768,28 @@ pub async fn closed_by_server(stream: &mut TcpStream, deadline: Duration) -> boo
     .await
     .is_ok()
 }
+
+/// A client's WebSocket through the proxy.
+pub type Tunnel = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket tunnel through `proxy` (with its client token) to the upstream's echo;
+/// the handshake must be answered `101` within 10 s.
+pub async fn open_tunnel(proxy: &Proxy) -> Tunnel {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "x-latchkey-client",
+        proxy.token.parse().expect("header value"),
+    );
+    let (socket, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    assert_eq!(response.status(), 101);
+    socket
+}

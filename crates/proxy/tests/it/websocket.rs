@@ -6,28 +6,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use latchkey_proxy::ConnectionKind;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{CANARY_KEY, Proxy, eventually};
+use crate::support::{CANARY_KEY, Proxy, eventually, open_tunnel};
 
 #[tokio::test]
 async fn a_websocket_echo_works_through_the_proxy() {
     let proxy = Proxy::start().await;
-    let mut request = format!("ws://127.0.0.1:{}/demo/ws", proxy.port)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "x-latchkey-client",
-        proxy.token.parse().expect("header value"),
-    );
-    let (mut socket, response) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    assert_eq!(response.status(), 101);
+    let mut socket = open_tunnel(&proxy).await;
 
     socket
         .send(Message::text("hello"))
