@@ -393,6 +393,12 @@ mod tests {
                 "https://api.example.test/other?api_key=SECRET",
                 "https://api.example.test/other",
             ),
+            // An absolute URL outside the base keeps its own form, userinfo included (found by
+            // mutation testing: rebuilding it from the upstream's origin dropped that).
+            (
+                "https://user@api.example.test/other?api_key=SECRET",
+                "https://user@api.example.test/other",
+            ),
         ];
         for (from, to) in cases {
             assert_eq!(rewrite_url(from, &r).as_deref(), Some(to), "{from}");
