@@ -20,6 +20,11 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// Where cargo puts what scripts/package built (CARGO_TARGET_DIR or a config may move it off
+// `target/`), found as scripts/package finds it.
+const targetDir = JSON.parse(
+  execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }),
+).target_directory;
 const pkg = 'latchkey';
 const isRoot = process.getuid?.() === 0;
 const skip = isRoot ? false : 'needs root to install a package (apt-get, dpkg): run as root, as CI does';
@@ -180,7 +185,7 @@ test('apt-get installs it; the CLI and the app are on PATH with the desktop entr
   }
   assert.ok(files.some((f) => f.startsWith('/usr/share/doc/latchkey/sbom/') && f.endsWith('.cdx.json')), 'the SBOMs');
   // The CLI is the one this workspace built, not a copy of something else.
-  assert.equal(sha256('/usr/bin/latchkey'), sha256(join(root, 'target', 'debug', 'latchkey')), '/usr/bin/latchkey is target/debug/latchkey');
+  assert.equal(sha256('/usr/bin/latchkey'), sha256(join(targetDir, 'debug', 'latchkey')), '/usr/bin/latchkey is the debug build of latchkey');
 
   const entry = readFileSync('/usr/share/applications/Latchkey.desktop', 'utf8');
   const key = (k) => entry.match(new RegExp(`^${k}=(.*)$`, 'm'))?.[1];
