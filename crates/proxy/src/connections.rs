@@ -358,4 +358,18 @@ mod tests {
             assert_eq!(registry.list()[0].started_at, 100, "the start is kept");
         }
     }
+
+    /// The CLI's table prints `as_str`, the window gets the serialised kind: they must agree
+    /// (mutation testing found `as_str` unchecked).
+    #[test]
+    fn a_kind_reads_the_same_in_the_cli_and_in_the_window() {
+        for kind in [
+            ConnectionKind::Http,
+            ConnectionKind::Sse,
+            ConnectionKind::WebSocket,
+        ] {
+            let serialised = serde_json::to_value(kind).expect("a kind serialises");
+            assert_eq!(serialised.as_str(), Some(kind.as_str()), "{kind:?}");
+        }
+    }
 }
