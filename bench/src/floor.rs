@@ -22,7 +22,7 @@ use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -386,15 +386,7 @@ impl Floor {
         wrapper: &[String],
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut command = match wrapper.split_first() {
-            Some((program, before)) => {
-                let mut command = Command::new(program);
-                command.args(before).arg(exe);
-                command
-            }
-            None => Command::new(exe),
-        };
-        let mut child = command
+        let mut child = crate::targets::wrapped(wrapper, &exe)
             .args([SUBCOMMAND, &upstream.to_string(), variant.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

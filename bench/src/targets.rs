@@ -25,20 +25,26 @@ impl Home {
 
     /// `binary args`, run by `wrapper` (a program and its arguments, such as valgrind) when given.
     fn wrapped_command(&self, wrapper: &[String], binary: &Path, args: &[&str]) -> Command {
-        let mut cmd = match wrapper.split_first() {
-            Some((program, before)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(before).arg(binary);
-                cmd
-            }
-            None => Command::new(binary),
-        };
+        let mut cmd = wrapped(wrapper, binary);
         cmd.args(args)
             .env("LATCHKEY_CONFIG_DIR", self.dir.path().join("config"))
             .env("LATCHKEY_DATA_DIR", self.dir.path().join("data"))
             .env("LATCHKEY_KEYCHAIN_SERVICE", &self.namespace)
             .env("LATCHKEY_LOG", "warn");
         cmd
+    }
+}
+
+/// `program`, run by `wrapper` (a program and its arguments, such as valgrind) when it is not
+/// empty.
+pub fn wrapped(wrapper: &[String], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((runner, before)) => {
+            let mut cmd = Command::new(runner);
+            cmd.args(before).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
