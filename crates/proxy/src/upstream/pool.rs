@@ -716,9 +716,8 @@ mod tests {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    #[tokio::test]
-    async fn a_tls_upstream_is_reached_over_tls_and_its_connection_reused() {
-        let (addr, cert, seen) = tls_upstream().await;
+    /// The client exactly as the proxy builds it, with `cert` as its only trust root.
+    fn client_trusting(cert: CertificateDer<'static>) -> UpstreamClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("a trust root");
         let tls = rustls::ClientConfig::builder_with_provider(provider())
@@ -726,7 +725,13 @@ mod tests {
             .expect("protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let client = super::super::client_with(&Limits::default(), tls);
+        super::super::client_with(&Limits::default(), tls)
+    }
+
+    #[tokio::test]
+    async fn a_tls_upstream_is_reached_over_tls_and_its_connection_reused() {
+        let (addr, cert, seen) = tls_upstream().await;
+        let client = client_trusting(cert);
         for _ in 0..3 {
             let response = client
                 .request(get_url(&format!("https://{addr}/small"), addr))
@@ -785,16 +790,7 @@ mod tests {
         let port: u16 = line.trim().parse().expect("a port");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(certified.cert.der().clone())
-            .expect("a trust root");
-        let tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = super::super::client_with(&Limits::default(), tls);
+        let client = client_trusting(certified.cert.der().clone());
         let ask = async || {
             let response = client
                 .request(get_url(&format!("https://{addr}/port"), addr))
