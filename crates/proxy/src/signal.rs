@@ -49,7 +49,8 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    /// Sets `bits` and wakes every waiter. Setting a bit again changes nothing.
+    /// Sets `bits` and wakes every waiter, also one waiting for other bits (it finds nothing on
+    /// its next poll and waits on). Setting a bit again changes nothing and wakes no one.
     pub(crate) fn raise(&self, bits: u8) {
         let before = self.bits.fetch_or(bits, Ordering::AcqRel);
         if before & bits != bits {
@@ -107,23 +108,48 @@ mod tests {
         assert_eq!(signal.raised(A | B), A | B);
     }
 
-    #[tokio::test]
-    async fn a_waiting_task_is_woken_by_a_bit_it_waits_for_and_not_by_another() {
-        let signal = Arc::new(Signal::default());
-        let waiting = tokio::spawn({
-            let signal = Arc::clone(&signal);
-            async move { signal.wait(B, Waiter::Connection).await }
-        });
-        tokio::task::yield_now().await;
+    /// A waker that records whether it was woken.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl futures_util::task::ArcWake for Woken {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Woken {
+        fn take(&self) -> bool {
+            self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_waiter_is_ready_for_a_bit_it_waits_for_and_not_for_another() {
+        let signal = Signal::default();
+        let woken = Arc::new(Woken::default());
+        let waker = futures_util::task::waker(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(
+            signal.poll_raised(B, Waiter::Connection, &mut cx),
+            Poll::Pending
+        );
         signal.raise(A);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "A is not what the task waits for");
+        // Raising a bit wakes every waiter (a spurious wake for this one); it finds nothing.
+        woken.take();
+        assert_eq!(
+            signal.poll_raised(B, Waiter::Connection, &mut cx),
+            Poll::Pending,
+            "A is not what the waiter waits for"
+        );
         signal.raise(B);
-        let raised = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("raising B wakes the task")
-            .expect("the task ends");
-        assert_eq!(raised, B);
+        assert!(woken.take(), "raising B wakes the waiter");
+        assert_eq!(
+            signal.poll_raised(B, Waiter::Connection, &mut cx),
+            Poll::Ready(B)
+        );
+        signal.raise(B);
+        assert!(!woken.take(), "raising a bit already raised wakes no one");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
