@@ -223,3 +223,58 @@ async fn the_rust_sdk_lists_and_calls_tools_through_the_proxy() {
     proxy.stop().await;
     let _ = server.kill().await;
 }
+
+/// Node's HTTP server (under the official TypeScript SDK) answers with `Connection: keep-alive`
+/// (and a refusal also with `Keep-Alive: timeout=…`), unlike the hyper and axum upstreams of the
+/// other tests. Both describe the proxy's own upstream connection, so the client never sees
+/// them, and the answer itself passes.
+#[tokio::test]
+async fn a_node_upstreams_hop_by_hop_headers_stay_behind() {
+    let (mut server, server_url) = start_server().await;
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"hop-by-hop","version":"1"}}}"#;
+    let direct = reqwest::Client::new()
+        .post(server_url.as_str())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-api-key", MCP_CANARY)
+        .body(initialize)
+        .send()
+        .await
+        .expect("direct request");
+    assert_eq!(direct.status(), 200);
+    let sent = direct.headers().clone();
+    assert_eq!(
+        sent.get("connection").map(|v| v.as_bytes()),
+        Some(&b"keep-alive"[..]),
+        "the peer sends what this test is about: {sent:?}"
+    );
+
+    let proxy = proxy_for(&server_url).await;
+    let through = proxy
+        .client()
+        .post(format!("{}/mcp{}", proxy.url, server_url.path()))
+        .header("x-latchkey-client", &proxy.token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize)
+        .send()
+        .await
+        .expect("request through the proxy");
+    assert_eq!(through.status(), 200, "the injected key opened the server");
+    let answered = through.headers().clone();
+    assert!(!answered.contains_key("keep-alive"), "{answered:?}");
+    assert!(
+        answered
+            .get_all("connection")
+            .iter()
+            .all(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive")),
+        "the upstream's Connection stays behind: {answered:?}"
+    );
+    let body = through.text().await.expect("body");
+    assert!(
+        body.contains(r#""id":1"#),
+        "the answer itself passes: {body}"
+    );
+    proxy.stop().await;
+    let _ = server.kill().await;
+}
