@@ -212,6 +212,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // transaction, which for last-used times and audit rows is acceptable.
     conn.pragma_update(None, "synchronous", "normal")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // The audit writer alone keeps six `INSERT`s (one per chunk size) beside the clients'
+    // statements; rusqlite's default of 16 would leave little room before they evict each other.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 

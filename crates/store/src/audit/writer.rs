@@ -79,34 +79,78 @@ pub(super) fn run(
     debug!("audit writer stopped");
 }
 
+/// Rows per `INSERT` statement, largest first: a batch goes in as chunks of these sizes, so six
+/// statements at most are ever prepared (and cached). One statement of many rows runs its program
+/// and updates `sqlite_sequence` (the `AUTOINCREMENT` high-water mark) once for all of them, not
+/// once per row.
+const CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+/// Columns bound per row.
+const COLUMNS: usize = 11;
+
+/// The `INSERT` of `CHUNKS[i]` rows.
+fn insert_sql(i: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; CHUNKS.len()]> = std::sync::OnceLock::new();
+    &SQL.get_or_init(|| {
+        CHUNKS.map(|rows| {
+            let one = format!("({})", ["?"; COLUMNS].join(", "));
+            format!(
+                "INSERT INTO audit (time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code, kind) VALUES {}",
+                vec![one; rows].join(", ")
+            )
+        })
+    })[i]
+}
+
 /// Inserts and drains `events` in one transaction; returns the committed rows.
 fn insert(conn: &mut Connection, events: &mut Vec<AuditEvent>) -> rusqlite::Result<Vec<AuditRow>> {
     let tx = conn.transaction()?;
     let mut rows = Vec::with_capacity(events.len());
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO audit (time, client, service, method, path, status, bytes_in, bytes_out, duration_ms, error_code, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        for e in events.drain(..) {
-            stmt.execute((
-                e.time,
-                e.client.as_deref(),
-                e.service.as_deref(),
-                e.method.as_str(),
-                e.path.as_str(),
-                e.status,
-                clamp(e.bytes_in),
-                clamp(e.bytes_out),
-                clamp(e.duration_ms),
-                e.error_code.as_deref(),
-                e.kind.as_str(),
-            ))?;
-            rows.push(AuditRow::new(tx.last_insert_rowid(), e));
+    let mut pending = events.drain(..);
+    let mut left = pending.len();
+    for (i, &size) in CHUNKS.iter().enumerate() {
+        while left >= size {
+            let mut stmt = tx.prepare_cached(insert_sql(i))?;
+            let chunk: Vec<AuditEvent> = pending.by_ref().take(size).collect();
+            for (row, e) in chunk.iter().enumerate() {
+                bind(&mut stmt, row * COLUMNS, e)?;
+            }
+            stmt.raw_execute()?;
+            // The rows of one statement take consecutive ids in order: with `AUTOINCREMENT`
+            // each new id is one above the largest ever used, and this transaction is the only
+            // writer.
+            let first = tx.last_insert_rowid() - (size as i64 - 1);
+            rows.extend(
+                chunk
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(e, id)| AuditRow::new(id, e)),
+            );
+            left -= size;
         }
     }
+    drop(pending);
     tx.commit()?;
     Ok(rows)
+}
+
+/// Binds one event's columns, the `row`-th of its statement (parameters from `at + 1`).
+fn bind(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    e: &AuditEvent,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, e.time)?;
+    stmt.raw_bind_parameter(at + 2, e.client.as_deref())?;
+    stmt.raw_bind_parameter(at + 3, e.service.as_deref())?;
+    stmt.raw_bind_parameter(at + 4, e.method.as_str())?;
+    stmt.raw_bind_parameter(at + 5, e.path.as_str())?;
+    stmt.raw_bind_parameter(at + 6, e.status)?;
+    stmt.raw_bind_parameter(at + 7, clamp(e.bytes_in))?;
+    stmt.raw_bind_parameter(at + 8, clamp(e.bytes_out))?;
+    stmt.raw_bind_parameter(at + 9, clamp(e.duration_ms))?;
+    stmt.raw_bind_parameter(at + 10, e.error_code.as_deref())?;
+    stmt.raw_bind_parameter(at + 11, e.kind.as_str())
 }
 
 /// SQLite integers are signed; counters beyond `i64::MAX` are recorded as `i64::MAX`.

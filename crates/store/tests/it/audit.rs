@@ -348,11 +348,34 @@ async fn the_writer_enforces_retention_while_running() {
 async fn subscribers_receive_committed_rows_with_their_ids() {
     let log = memory_log();
     let mut rx = log.subscribe();
-    for i in 0..3 {
-        log.record(event("a", "x", 200, &format!("/s/{i}")));
+    // 63 rows recorded at once land in one batch, which the writer inserts in statements of
+    // 32, 16, 8, 4, 2 and 1 rows: every column of every position in a statement must come back
+    // as it was recorded, with the id it was stored under. Each field varies, nulls included.
+    const ROWS: u64 = 63;
+    let mut recorded = Vec::new();
+    for i in 0..ROWS {
+        let e = AuditEvent {
+            kind: if i % 4 == 3 {
+                AuditKind::Control
+            } else {
+                AuditKind::Client
+            },
+            time: now_ms() + i64::try_from(i).expect("small"),
+            client: (i % 3 != 0).then(|| format!("client-{i}")),
+            service: (i % 5 != 0).then(|| format!("service-{i}")),
+            method: ["GET", "POST", "DELETE"][usize::try_from(i % 3).expect("small")].to_owned(),
+            path: format!("/s/{i}"),
+            status: 200 + u16::try_from(i).expect("small"),
+            bytes_in: i * 7,
+            bytes_out: i * 11,
+            duration_ms: i * 13,
+            error_code: (i % 2 == 1).then(|| format!("code_{i}")),
+        };
+        recorded.push(e.clone());
+        log.record(e);
     }
     let mut live = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..ROWS {
         let row = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("a row within 10 s")
@@ -366,6 +389,27 @@ async fn subscribers_receive_committed_rows_with_their_ids() {
         "live rows are exactly the committed rows, ids included"
     );
     assert!(live.iter().all(|r| r.id > 0));
+    assert!(
+        live.windows(2).all(|w| w[1].id > w[0].id),
+        "ids grow in the order of recording"
+    );
+    for (row, e) in live.iter().zip(&recorded) {
+        let as_recorded = AuditRow {
+            id: row.id,
+            kind: e.kind,
+            time: e.time,
+            client: e.client.clone(),
+            service: e.service.clone(),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            status: e.status,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            duration_ms: e.duration_ms,
+            error_code: e.error_code.clone(),
+        };
+        assert_eq!(row, &as_recorded, "row {} as recorded", e.path);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
