@@ -20,11 +20,15 @@ use crate::query;
 use crate::state::{Prepared, PreparedRoute};
 
 /// Request headers never forwarded (besides those `Connection` names and the injected ones).
-const STRIP_REQUEST: [HeaderName; 10] = [
+/// `Host` is not removed but replaced: the route's own is inserted last, which drops every value
+/// the client sent.
+///
+/// The lists are `static`, not `const`: a `const` array of `HeaderName`s is built and dropped
+/// again at every use.
+static STRIP_REQUEST: [HeaderName; 9] = [
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     header::COOKIE,
-    header::HOST,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
@@ -39,7 +43,7 @@ const STRIP_REQUEST_PREFIXES: [&str; 2] = ["proxy-", "x-forwarded-"];
 /// Response headers never passed back. `Set-Cookie` is dropped: the proxy never forwards the
 /// client's `Cookie`, so upstream cookies could not work anyway, and every service shares the
 /// proxy's one origin, where a browser would otherwise mix (and expose) their cookies.
-const STRIP_RESPONSE: [HeaderName; 6] = [
+static STRIP_RESPONSE: [HeaderName; 6] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
@@ -52,7 +56,7 @@ const STRIP_RESPONSE: [HeaderName; 6] = [
 const STRIP_RESPONSE_PREFIXES: [&str; 2] = ["access-control-", "proxy-"];
 
 /// The headers whose values are URLs an upstream may echo its request URL in.
-const URL_HEADERS: [HeaderName; 3] = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
+static URL_HEADERS: [HeaderName; 3] = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
 
 /// Makes a client's request head fit to send upstream for `route`, with `prepared`'s
 /// credentials. `websocket` keeps the handshake's `Connection: upgrade` and `Upgrade`.
@@ -87,6 +91,7 @@ pub(crate) fn rewrite_request(
     for (name, value) in &prepared.headers {
         headers.insert(name.clone(), value.clone());
     }
+    // Replaces every `Host` the client sent (see `STRIP_REQUEST`).
     headers.insert(header::HOST, route.host.clone());
 }
 
