@@ -18,11 +18,12 @@ pub type CredentialValues = BTreeMap<String, Secret>;
 /// and run at most one refresh per service at a time (single flight) when it has to go out.
 pub trait CredentialSource: Send + Sync + 'static {
     /// The credentials of `service`. Returning the same `Arc` while the values are unchanged lets
-    /// the proxy reuse the header values it prepared from them.
-    fn credentials(
-        &self,
-        service: &str,
-    ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>>;
+    /// the proxy reuse the header values it prepared from them. The future may borrow `service`
+    /// (the route's own name), so the request path copies nothing to ask.
+    fn credentials<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<CredentialValues>, CredentialError>>;
 
     /// Account, user, session expiry and per-service credential state. Never secrets. Shown to
     /// the instance's control token only.

@@ -101,20 +101,19 @@ impl CredentialSource for SessionCredentials {
             .map(|s| s.account.to_string())
     }
 
-    fn credentials(
-        &self,
-        service: &str,
-    ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
-        let service = service.to_owned();
+    fn credentials<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<CredentialValues>, CredentialError>> {
         Box::pin(async move {
-            if let Some(server) = self.lk.servers().get(&service) {
+            if let Some(server) = self.lk.servers().get(service) {
                 return self.lk.server_credentials(&server).await;
             }
-            let result = self.lk.inner.credentials.get(&service).await;
+            let result = self.lk.inner.credentials.get(service).await;
             if result.is_err() {
                 self.lk.changed();
             }
-            result.map_err(|e| to_proxy_error(&e, || self.idp_unavailable(&service)))
+            result.map_err(|e| to_proxy_error(&e, || self.idp_unavailable(service)))
         })
     }
 

@@ -48,10 +48,10 @@ impl TokenSource {
 }
 
 impl CredentialSource for TokenSource {
-    fn credentials(
-        &self,
-        _service: &str,
-    ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
+    fn credentials<'a>(
+        &'a self,
+        _service: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<CredentialValues>, CredentialError>> {
         let current = self.current.lock().expect("lock").clone();
         Box::pin(async move { Ok(current) })
     }

@@ -135,10 +135,10 @@ impl MapSource {
 }
 
 impl CredentialSource for MapSource {
-    fn credentials(
-        &self,
-        service: &str,
-    ) -> BoxFuture<'_, Result<Arc<CredentialValues>, CredentialError>> {
+    fn credentials<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<CredentialValues>, CredentialError>> {
         let answer = self
             .lock()
             .get(service)
