@@ -183,13 +183,13 @@ impl RouteTable {
 
     fn insert(&self, route: Arc<PreparedRoute>) -> Result<(), ConfigError> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(&route.service) {
+        if map.contains_key(&*route.service) {
             return Err(ConfigError::DuplicateService {
-                service: route.service.clone(),
+                service: route.service.to_string(),
             });
         }
         let mut next = HashMap::clone(&map);
-        next.insert(route.service.clone(), route);
+        next.insert(route.service.to_string(), route);
         *map = Arc::new(next);
         Ok(())
     }
@@ -233,7 +233,7 @@ impl RouteTable {
 
 /// A route with its upstream split into the parts every forwarded request reuses.
 pub(crate) struct PreparedRoute {
-    pub(crate) service: String,
+    pub(crate) service: Arc<str>,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
     pub(crate) host: HeaderValue,
@@ -289,7 +289,7 @@ impl PreparedRoute {
             }
         }
         Self {
-            service: route.service.clone(),
+            service: Arc::from(route.service.as_str()),
             scheme,
             authority,
             host,
