@@ -160,14 +160,12 @@ impl ConnectionRegistry {
     }
 
     /// Registers a new exchange.
-    ///
-    /// The names are shared, not copied: opening allocates the entry alone.
-    pub(crate) fn open(&self, client: &Arc<str>, service: &Arc<str>, now_unix: i64) -> Arc<Live> {
+    pub(crate) fn open(&self, client: &str, service: &str, now_unix: i64) -> Arc<Live> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
         let live = Arc::new(Live {
             id,
-            client: Arc::clone(client),
-            service: Arc::clone(service),
+            client: client.to_owned(),
+            service: service.to_owned(),
             started_at: now_unix,
             last_activity: AtomicI64::new(now_unix),
             bytes_in: AtomicU64::new(0),
@@ -197,8 +195,8 @@ impl ConnectionRegistry {
 #[derive(Debug)]
 pub(crate) struct Live {
     pub(crate) id: u64,
-    client: Arc<str>,
-    service: Arc<str>,
+    client: String,
+    service: String,
     started_at: i64,
     last_activity: AtomicI64,
     bytes_in: AtomicU64,
@@ -217,8 +215,8 @@ impl Live {
     fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
             id: ConnectionId(self.id),
-            client: self.client.to_string(),
-            service: self.service.to_string(),
+            client: self.client.clone(),
+            service: self.service.clone(),
             kind: self.kind(),
             started_at: self.started_at,
             last_activity_at: self.last_activity.load(Ordering::Relaxed),
@@ -310,8 +308,8 @@ mod tests {
     #[test]
     fn open_exchanges_are_listed_and_closed_by_id() {
         let registry = ConnectionRegistry::default();
-        let a = registry.open(&"cli".into(), &"github".into(), 100);
-        let b = registry.open(&"cli".into(), &"jira".into(), 101);
+        let a = registry.open("cli", "github", 100);
+        let b = registry.open("cli", "jira", 101);
         a.add_in(5);
         a.add_out(7);
         b.set_kind(ConnectionKind::Sse);
@@ -338,7 +336,7 @@ mod tests {
     #[test]
     fn traffic_either_way_marks_the_exchange_active_now() {
         let registry = ConnectionRegistry::default();
-        let live = registry.open(&"cli".into(), &"github".into(), 100);
+        let live = registry.open("cli", "github", 100);
         let wall = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

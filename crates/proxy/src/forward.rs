@@ -39,7 +39,7 @@ pub(crate) fn use_thread_upstream(client: UpstreamClient) {
 pub(crate) async fn forward(
     state: &ProxyState,
     route: &Arc<PreparedRoute>,
-    client: &Arc<str>,
+    client: &str,
     req: Request,
     finish: &mut Finish,
 ) -> Result<Response, ProxyError> {

@@ -4,7 +4,6 @@
 //! discovery and registration requests are answered right after the `Host` and `Origin` gates,
 //! unaudited ([`crate::probe`]).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -40,15 +39,6 @@ impl Caller {
         match self {
             Self::Control => CONTROL_CLIENT,
             Self::Client(grant) => grant.client.as_str(),
-        }
-    }
-
-    /// [`Caller::name`] as shared text, for the registry of live exchanges: a reference-count
-    /// increment for a client (the control caller's is made once per request, which is rare).
-    fn shared_name(&self) -> Arc<str> {
-        match self {
-            Self::Control => Arc::from(CONTROL_CLIENT),
-            Self::Client(grant) => grant.client.shared(),
         }
     }
 
@@ -236,7 +226,7 @@ async fn dispatch(
             managed::forward(
                 state,
                 &route,
-                &caller.shared_name(),
+                caller.name(),
                 Request::from_parts(parts, body),
                 finish,
             )

@@ -183,13 +183,13 @@ impl RouteTable {
 
     fn insert(&self, route: Arc<PreparedRoute>) -> Result<(), ConfigError> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(&*route.service) {
+        if map.contains_key(&route.service) {
             return Err(ConfigError::DuplicateService {
-                service: route.service.to_string(),
+                service: route.service.clone(),
             });
         }
         let mut next = HashMap::clone(&map);
-        next.insert(route.service.to_string(), route);
+        next.insert(route.service.clone(), route);
         *map = Arc::new(next);
         Ok(())
     }
@@ -233,7 +233,7 @@ impl RouteTable {
 
 /// A route with its upstream split into the parts every forwarded request reuses.
 pub(crate) struct PreparedRoute {
-    pub(crate) service: Arc<str>,
+    pub(crate) service: String,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
     pub(crate) host: HeaderValue,
@@ -289,7 +289,7 @@ impl PreparedRoute {
             }
         }
         Self {
-            service: Arc::from(route.service.as_str()),
+            service: route.service.clone(),
             scheme,
             authority,
             host,

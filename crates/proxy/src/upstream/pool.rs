@@ -465,7 +465,7 @@ mod tests {
     }
 
     fn get_url(url: &str, addr: SocketAddr) -> Request<UploadBody> {
-        let live = ConnectionRegistry::default().open(&"client".into(), &"service".into(), 0);
+        let live = ConnectionRegistry::default().open("client", "service", 0);
         Request::builder()
             .uri(url)
             .header("host", addr.to_string())

@@ -36,12 +36,6 @@ impl ClientName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The name as shared text: a reference-count increment, for holders that outlive the
-    /// grant (the proxy's registry of live exchanges).
-    pub fn shared(&self) -> Arc<str> {
-        Arc::clone(&self.0)
-    }
 }
 
 impl fmt::Display for ClientName {
