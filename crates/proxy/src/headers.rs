@@ -13,7 +13,6 @@
 //! calling the upstream without its credential, or another service of the proxy.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use smallvec::SmallVec;
 use url::Url;
 
 use crate::gate::CLIENT_HEADER;
@@ -59,10 +58,6 @@ const STRIP_RESPONSE_PREFIXES: [&str; 2] = ["access-control-", "proxy-"];
 /// The headers whose values are URLs an upstream may echo its request URL in.
 static URL_HEADERS: [HeaderName; 3] = [header::LOCATION, header::CONTENT_LOCATION, header::LINK];
 
-/// The names a pass will remove. A head rarely has more than a few, so they are gathered on the
-/// stack; a head with more spills to the heap.
-type Doomed = SmallVec<[HeaderName; 8]>;
-
 /// Makes a client's request head fit to send upstream for `route`, with `prepared`'s
 /// credentials. `websocket` keeps the handshake's `Connection: upgrade` and `Upgrade`.
 ///
@@ -74,7 +69,7 @@ pub(crate) fn rewrite_request(
     prepared: &Prepared,
     websocket: bool,
 ) {
-    let mut doomed = Doomed::new();
+    let mut doomed: Vec<HeaderName> = Vec::new();
     let mut connection = false;
     for name in headers.keys() {
         if name == header::CONNECTION {
@@ -132,7 +127,7 @@ fn strips_folded(folded: &str, route: &PreparedRoute) -> bool {
 /// Makes an upstream's answer head fit to pass back to the client (`upgrade` keeps the
 /// handshake's `Connection` and `Upgrade`). One pass over the names, as for requests.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, route: &PreparedRoute, upgrade: bool) {
-    let mut doomed = Doomed::new();
+    let mut doomed: Vec<HeaderName> = Vec::new();
     let (mut connection, mut urls) = (false, false);
     for name in headers.keys() {
         if name == header::CONNECTION {
@@ -174,7 +169,7 @@ fn strips_from_response(name: &HeaderName, upgrade: bool) -> bool {
 /// header of that name is stripped in both directions anyway; it is the option nearly every
 /// upstream sends) and `upgrade` (left to the upgrade rule: kept in a WebSocket handshake,
 /// whose `Connection: upgrade` the caller puts back, and dropped anywhere else).
-fn add_connection_named(headers: &HeaderMap, doomed: &mut Doomed) {
+fn add_connection_named(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
     let options = headers
         .get_all(header::CONNECTION)
         .iter()
