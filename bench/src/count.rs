@@ -10,14 +10,20 @@
 //! time lost to locks and cache misses, which an instruction count cannot see. It is a way to
 //! compare builds of the same code, not a replacement for the CPU figures.
 //!
-//! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4]`, where a
-//! target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
+//! The requests are paced (`--rate`, 400 a second by default, below what a build serves under
+//! valgrind on a busy machine): the audit writer commits whatever arrived in its last 10 ms as
+//! one transaction, so its cost per row depends on the rate, and an unpaced count charged a
+//! build more whenever the machine was busier. The report gives the rate each run reached; one
+//! well below the asked rate is flagged, as its audit batches were smaller.
+//!
+//! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]`,
+//! where a target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
 //! reference. nginx is left out: its workers are separate processes, and its instructions are
 //! not comparable with a Rust build's anyway.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -37,7 +43,7 @@ const BODY_BYTES: usize = 1024;
 /// Runs the count and prints a Markdown report.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut specs = Vec::new();
-    let (mut requests, mut connections) = (4000u64, 4usize);
+    let (mut requests, mut connections, mut rate) = (4000u64, 4usize, 400u64);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -45,6 +51,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             "--connections" => {
                 connections = it.next().context("--connections needs a value")?.parse()?;
             }
+            "--rate" => rate = it.next().context("--rate needs a value")?.parse()?,
             spec => specs.push(spec.to_owned()),
         }
     }
@@ -56,29 +63,34 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         requests >= connections as u64 && connections > 0,
         "--requests must be at least --connections, and both above zero"
     );
+    anyhow::ensure!(rate > 0, "--rate must be above zero");
+    let pace = Pace { connections, rate };
     let upstream = upstream::start(BODY_BYTES).await?;
     let scratch = tempfile::tempdir()?;
     let runs = [requests, 3 * requests];
     let mut per_request = Vec::new();
     for (t, spec) in specs.iter().enumerate() {
         let mut totals = Vec::new();
+        let mut reached = Vec::new();
         for &n in &runs {
             let out = scratch.path().join(format!("target{t}-{n}.cachegrind"));
-            let total = count_one(spec, upstream.addr, &out, n, connections).await?;
+            let (total, per_second) = count_one(spec, upstream.addr, &out, n, pace).await?;
             eprintln!(
-                "count: {} after {n} requests: {total} instructions",
+                "count: {} after {n} requests ({per_second:.0}/s): {total} instructions",
                 name(t)
             );
             totals.push(total);
+            reached.push(per_second);
         }
         let extra = totals[1].saturating_sub(totals[0]) as f64;
         let each = extra / (runs[1] - runs[0]) as f64;
         let start_and_stop = totals[0] as f64 - each * runs[0] as f64;
-        per_request.push((each, start_and_stop));
+        let slowest = reached.iter().copied().fold(f64::INFINITY, f64::min);
+        per_request.push((each, start_and_stop, slowest));
     }
 
     println!(
-        "## Instructions per request: {} → {} requests, {connections} connections, POST of {BODY_BYTES} B",
+        "## Instructions per request: {} → {} requests, {connections} connections, {rate} a second, POST of {BODY_BYTES} B",
         runs[0], runs[1]
     );
     println!();
@@ -93,30 +105,65 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         println!("- {}: `{spec}`", name(t));
     }
     println!();
-    println!("| target | instructions per request | ÷ A | start and stop (millions) |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| target | instructions per request | ÷ A | start and stop (millions) | slowest run, requests/s |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     let reference = per_request[0].0.max(1.0);
-    for (t, (each, fixed)) in per_request.iter().enumerate() {
+    let mut behind = false;
+    for (t, (each, fixed, slowest)) in per_request.iter().enumerate() {
+        let flag = if pace.fell_behind(*slowest) {
+            behind = true;
+            " ¹"
+        } else {
+            ""
+        };
         println!(
-            "| {} | {:.0} | {:.4} | {:.1} |",
+            "| {} | {:.0} | {:.4} | {:.1} | {:.0}{flag} |",
             name(t),
             each,
             each / reference,
-            fixed / 1e6
+            fixed / 1e6,
+            slowest
+        );
+    }
+    if behind {
+        println!();
+        println!(
+            "¹ below 90 % of the asked {rate}/s: that target's audit batches were smaller, so its count is not comparable; ask for a lower `--rate`."
         );
     }
     Ok(())
 }
 
-/// Starts `spec` under valgrind, sends `n` requests over `connections`, stops it and returns
-/// the instructions it executed in all.
+/// How the requests are sent: over how many connections, and how many a second in all.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    connections: usize,
+    rate: u64,
+}
+
+impl Pace {
+    /// The time between two requests on one connection.
+    fn period(self) -> Duration {
+        Duration::from_secs_f64(self.connections as f64 / self.rate as f64)
+    }
+
+    /// Whether a run that reached `per_second` fell too far behind the asked rate to compare.
+    fn fell_behind(self, per_second: f64) -> bool {
+        per_second < 0.9 * self.rate as f64
+    }
+}
+
+/// Starts `spec` under valgrind, sends `n` requests at `pace`, stops it and returns the
+/// instructions it executed in all and the rate the requests reached.
 async fn count_one(
     spec: &str,
     upstream: SocketAddr,
     out: &Path,
     n: u64,
-    connections: usize,
-) -> anyhow::Result<u64> {
+    pace: Pace,
+) -> anyhow::Result<(u64, f64)> {
     let wrapper = vec![
         "valgrind".to_owned(),
         "--tool=cachegrind".to_owned(),
@@ -126,36 +173,42 @@ async fn count_one(
     ];
     if let Some(variant) = spec.strip_prefix("floor:") {
         let floor = floor::Floor::start_wrapped(upstream, variant.parse()?, &wrapper)?;
-        send(&format!("http://{}/echo", floor.addr), None, n, connections).await?;
+        let per_second = send(&format!("http://{}/echo", floor.addr), None, n, pace).await?;
         // Dropping it closes its standard input; it exits and valgrind writes the counts.
         drop(floor);
+        Ok((total_instructions(out)?, per_second))
     } else {
         let lk = targets::Latchkey::start_wrapped(PathBuf::from(spec), upstream, &wrapper).await?;
         let url = format!("{}/bench/echo", lk.url);
         let token = lk.client_token.clone();
-        send(&url, Some(("x-latchkey-client", &token)), n, connections).await?;
+        let per_second = send(&url, Some(("x-latchkey-client", &token)), n, pace).await?;
         lk.stop_within(EXIT_WITHIN).await?;
+        Ok((total_instructions(out)?, per_second))
     }
-    total_instructions(out)
 }
 
-/// `n` POSTs, spread over `connections` keep-alive connections; every answer must be a `200`.
-async fn send(
-    url: &str,
-    header: Option<(&str, &str)>,
-    n: u64,
-    connections: usize,
-) -> anyhow::Result<()> {
+/// `n` POSTs, spread over keep-alive connections and paced; every answer must be a `200`.
+/// Returns the requests per second reached.
+async fn send(url: &str, header: Option<(&str, &str)>, n: u64, pace: Pace) -> anyhow::Result<f64> {
     let body = Bytes::from(vec![b'b'; BODY_BYTES]);
-    let mut tasks = Vec::with_capacity(connections);
-    for c in 0..connections as u64 {
-        let share = n / connections as u64 + u64::from(c < n % connections as u64);
+    let connections = pace.connections as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(pace.connections);
+    for c in 0..connections {
+        let share = n / connections + u64::from(c < n % connections);
         let url = url.to_owned();
         let header = header.map(|(k, v)| (k.to_owned(), v.to_owned()));
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = load::Client::connect(&url).await?;
+            // Spaced out, the connections out of phase, and not caught up in a burst after a
+            // stall: a burst is a larger batch.
+            let offset = pace.period().mul_f64(c as f64 / connections as f64);
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, pace.period());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             for _ in 0..share {
+                ticks.tick().await;
                 let header = header.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
                 let status = client.post(&url, header, body.clone()).await?;
                 anyhow::ensure!(status == 200, "answered {status}, not 200");
@@ -166,7 +219,7 @@ async fn send(
     for task in tasks {
         task.await??;
     }
-    Ok(())
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The `summary:` line of a cachegrind output file: the instructions executed.
