@@ -10,11 +10,12 @@
 //! time lost to locks and cache misses, which an instruction count cannot see. It is a way to
 //! compare builds of the same code, not a replacement for the CPU figures.
 //!
-//! The requests are paced (`--rate`, 400 a second by default, below what a build serves under
-//! valgrind on a busy machine): the audit writer commits whatever arrived in its last 10 ms as
-//! one transaction, so its cost per row depends on the rate, and an unpaced count charged a
-//! build more whenever the machine was busier. The report gives the rate each run reached; one
-//! well below the asked rate is flagged, as its audit batches were smaller.
+//! The requests are paced (`--rate`, 400 a second by default, about half what a build serves
+//! under valgrind on a quiet machine): the audit writer commits whatever arrived in its last
+//! 10 ms as one transaction, so its cost per row depends on the rate, and an unpaced count
+//! charged a build more whenever the machine was busier. The report gives the rate each target's
+//! slower run reached, and flags a target more than 10 % off the reference's rate: its audit
+//! batches differed, so its count does not compare.
 //!
 //! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]`,
 //! where a target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
@@ -110,9 +111,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|");
     let reference = per_request[0].0.max(1.0);
+    let reference_rate = per_request[0].2;
     let mut behind = false;
     for (t, (each, fixed, slowest)) in per_request.iter().enumerate() {
-        let flag = if pace.fell_behind(*slowest) {
+        let flag = if off_pace(*slowest, reference_rate) {
             behind = true;
             " ¹"
         } else {
@@ -130,7 +132,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     if behind {
         println!();
         println!(
-            "¹ below 90 % of the asked {rate}/s: that target's audit batches were smaller, so its count is not comparable; ask for a lower `--rate`."
+            "¹ more than 10 % off A's rate: that target's audit batches were of another size, so its count does not compare with A's; run again, or ask for a lower `--rate`."
         );
     }
     Ok(())
@@ -148,11 +150,12 @@ impl Pace {
     fn period(self) -> Duration {
         Duration::from_secs_f64(self.connections as f64 / self.rate as f64)
     }
+}
 
-    /// Whether a run that reached `per_second` fell too far behind the asked rate to compare.
-    fn fell_behind(self, per_second: f64) -> bool {
-        per_second < 0.9 * self.rate as f64
-    }
+/// Whether a target that reached `per_second` ran too far from the reference's rate for their
+/// counts to compare.
+fn off_pace(per_second: f64, reference: f64) -> bool {
+    (per_second / reference - 1.0).abs() > 0.1
 }
 
 /// Starts `spec` under valgrind, sends `n` requests at `pace`, stops it and returns the
@@ -201,12 +204,15 @@ async fn send(url: &str, header: Option<(&str, &str)>, n: u64, pace: Pace) -> an
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = load::Client::connect(&url).await?;
-            // Spaced out, the connections out of phase. A request that came late is caught up
-            // at once (the interval's default), so the rate holds on average: spacing each
-            // request from the last one's answer instead fell 10-15 % short on a busy machine.
+            // Spaced out, the connections out of phase, and a late request not caught up in a
+            // burst: catching up held the asked rate on a busy machine, but its bursts made
+            // batches of random size, and two processes of one build then differed by up to
+            // 2.7 % instead of 0.2-0.5 %. Spaced, a busy machine lowers every target's rate
+            // alike (the report shows it).
             let offset = pace.period().mul_f64(c as f64 / connections as f64);
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, pace.period());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             for _ in 0..share {
                 ticks.tick().await;
                 let header = header.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
@@ -237,5 +243,28 @@ fn total_instructions(out: &Path) -> anyhow::Result<u64> {
             .context("an empty summary line")?
             .parse()?),
         None => bail!("no summary line in {}", out.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_sends_its_share_of_the_rate() {
+        let pace = Pace {
+            connections: 4,
+            rate: 400,
+        };
+        assert_eq!(pace.period(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_target_is_flagged_only_beyond_a_tenth_off_the_references_rate() {
+        assert!(!off_pace(400.0, 400.0));
+        assert!(!off_pace(361.0, 400.0));
+        assert!(!off_pace(439.0, 400.0));
+        assert!(off_pace(359.0, 400.0));
+        assert!(off_pace(441.0, 400.0));
     }
 }
