@@ -337,6 +337,8 @@ mod tests {
     fn traffic_either_way_marks_the_exchange_active_now() {
         let registry = ConnectionRegistry::default();
         let live = registry.open("cli", "github", 100);
+        // The test's own clock, not `unix_seconds`: that is the function under test (mutation
+        // testing made it return 0), and an oracle calling it would agree with any mutant.
         let wall = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
