@@ -78,6 +78,15 @@ pub(crate) async fn start_server() -> (Child, Url) {
     (child, Url::parse(&ready).expect("server URL"))
 }
 
+/// A JSON-RPC POST to an MCP Streamable HTTP endpoint, with the headers the transport requires.
+fn mcp_post(client: &reqwest::Client, url: &str, body: &'static str) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+}
+
 /// A proxy whose `mcp` route points at the server and injects its API key.
 async fn proxy_for(server: &Url) -> Proxy {
     let mut base = server.clone();
@@ -104,11 +113,8 @@ async fn proxy_for(server: &Url) -> Proxy {
 #[tokio::test]
 async fn the_typescript_sdk_client_talks_to_a_protected_server_through_the_proxy() {
     let (mut server, server_url) = start_server().await;
-    let direct = reqwest::Client::new()
-        .post(server_url.as_str())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let direct = mcp_post(&reqwest::Client::new(), server_url.as_str(), ping)
         .send()
         .await
         .expect("direct request");
@@ -232,12 +238,8 @@ async fn the_rust_sdk_lists_and_calls_tools_through_the_proxy() {
 async fn a_node_upstreams_hop_by_hop_headers_stay_behind() {
     let (mut server, server_url) = start_server().await;
     let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"hop-by-hop","version":"1"}}}"#;
-    let direct = reqwest::Client::new()
-        .post(server_url.as_str())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let direct = mcp_post(&reqwest::Client::new(), server_url.as_str(), initialize)
         .header("x-api-key", MCP_CANARY)
-        .body(initialize)
         .send()
         .await
         .expect("direct request");
@@ -250,13 +252,9 @@ async fn a_node_upstreams_hop_by_hop_headers_stay_behind() {
     );
 
     let proxy = proxy_for(&server_url).await;
-    let through = proxy
-        .client()
-        .post(format!("{}/mcp{}", proxy.url, server_url.path()))
+    let url = format!("{}/mcp{}", proxy.url, server_url.path());
+    let through = mcp_post(&proxy.client(), &url, initialize)
         .header("x-latchkey-client", &proxy.token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(initialize)
         .send()
         .await
         .expect("request through the proxy");
