@@ -45,6 +45,7 @@ const BODY_BYTES: usize = 1024;
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut specs = Vec::new();
     let (mut requests, mut connections, mut rate) = (4000u64, 4usize, 400u64);
+    let mut keep: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -53,6 +54,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 connections = it.next().context("--connections needs a value")?.parse()?;
             }
             "--rate" => rate = it.next().context("--rate needs a value")?.parse()?,
+            "--keep" => keep = Some(it.next().context("--keep needs a folder")?.into()),
             spec => specs.push(spec.to_owned()),
         }
     }
@@ -67,14 +69,24 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0, "--rate must be above zero");
     let pace = Pace { connections, rate };
     let upstream = upstream::start(BODY_BYTES).await?;
+    // The counts per function stay in `--keep`'s folder when given: `cg_diff` of a target's two
+    // files, read with `cg_annotate`, then says where its instructions per request go.
     let scratch = tempfile::tempdir()?;
+    let folder = match &keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.as_path()
+        }
+        None => scratch.path(),
+    };
     let runs = [requests, 3 * requests];
     let mut per_request = Vec::new();
     for (t, spec) in specs.iter().enumerate() {
         let mut totals = Vec::new();
         let mut reached = Vec::new();
         for &n in &runs {
-            let out = scratch.path().join(format!("target{t}-{n}.cachegrind"));
+            let out = folder.join(format!("target{t}-{n}.cachegrind"));
             let (total, per_second) = count_one(spec, upstream.addr, &out, n, pace).await?;
             eprintln!(
                 "count: {} after {n} requests ({per_second:.0}/s): {total} instructions",
