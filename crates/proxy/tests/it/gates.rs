@@ -218,6 +218,40 @@ async fn a_revoked_token_is_unauthorized() {
     proxy.stop().await;
 }
 
+/// The tray's and `latchkey client list`'s "last used" comes from the proxy: a request with a
+/// client's token marks that client, and only that one; a refused token marks no one.
+#[tokio::test]
+async fn a_request_marks_its_own_client_used_and_a_refused_one_marks_no_one() {
+    let proxy = Proxy::start().await;
+    let other = new_client(&proxy.clients, "other", &["demo".to_owned()]);
+    let last_used = |client: &str| {
+        let name = ClientName::parse(client).expect("name");
+        proxy.clients.get(&name).expect("listed").last_used_at
+    };
+    assert_eq!((last_used("tester"), last_used("other")), (None, None));
+
+    let refused = proxy
+        .client()
+        .get(format!("{}/demo/echo", proxy.url))
+        .header("x-latchkey-client", format!("{other}x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+    assert_eq!((last_used("tester"), last_used("other")), (None, None));
+
+    let ok = proxy.get("/demo/echo").send().await.expect("send");
+    assert_eq!(ok.status(), 200);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = last_used("tester").expect("the client that made the request is marked");
+    assert!(
+        (now - at).abs() < 60,
+        "unix seconds, now: {at} against {now}"
+    );
+    assert_eq!(last_used("other"), None, "another client is not");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_service_outside_the_tokens_scope_is_forbidden() {
     let proxy = Proxy::start().await;

@@ -98,7 +98,7 @@ pub struct ClientOptions {
 /// request path. Cheap to clone; clones share everything.
 ///
 /// Writes (`add`, `issue_token`, `revoke`, `set_services`) are short blocking SQLite
-/// transactions; `verify` and `touch` never wait on SQLite.
+/// transactions; `verify` never waits on SQLite.
 #[derive(Clone)]
 pub struct ClientRegistry {
     inner: Arc<Inner>,
@@ -393,10 +393,15 @@ impl ClientRegistry {
 
     /// The grant of a presented token, or `None` if it is unknown, revoked or expired.
     ///
-    /// Never touches SQLite and does not allocate. The presented string is hashed before any
-    /// comparison, so timing cannot reveal how much of a stored token an attacker has guessed;
-    /// the map is keyed by that hash (which the attacker cannot steer) and the entry found is
-    /// confirmed with a constant-time comparison.
+    /// A token that passes is a use: its own last use and its client's are recorded in memory
+    /// and written to SQLite by a background flush at most every [`LAST_USED_FLUSH_INTERVAL`]
+    /// (when a Tokio runtime is running) and by [`ClientRegistry::flush_last_used`]. Recording it
+    /// here, on the entry already found, spares the request path a second lookup by name.
+    ///
+    /// Never touches SQLite, never blocks and does not allocate. The presented string is hashed
+    /// before any comparison, so timing cannot reveal how much of a stored token an attacker has
+    /// guessed; the map is keyed by that hash (which the attacker cannot steer) and the entry
+    /// found is confirmed with a constant-time comparison.
     pub fn verify(&self, presented: &str) -> Option<ClientGrant> {
         if presented.len() > MAX_PRESENTED_LEN {
             return None;
@@ -415,27 +420,17 @@ impl ClientRegistry {
             return None;
         }
         entry.used.record(now);
-        Some(ClientGrant {
+        entry.client.last_used.fetch_max(now, Ordering::AcqRel);
+        entry.client.dirty.store(true, Ordering::Release);
+        let grant = ClientGrant {
             client: entry.client.name.clone(),
             services: Arc::clone(&entry.client.services),
             ephemeral: entry.expires_at.is_some(),
             raw_credentials: entry.client.raw_credentials,
-        })
-    }
-
-    /// Records that `client` just made a request. Updates memory only; SQLite is written by a
-    /// background flush at most every [`LAST_USED_FLUSH_INTERVAL`] (when a Tokio runtime is
-    /// running) and by [`ClientRegistry::flush_last_used`]. Never blocks.
-    pub fn touch(&self, client: &ClientName) {
-        {
-            let snap = self.inner.read();
-            let Some(state) = snap.clients.get(client.as_str()) else {
-                return;
-            };
-            state.last_used.fetch_max(unix_now(), Ordering::AcqRel);
-            state.dirty.store(true, Ordering::Release);
-        }
+        };
+        drop(snap);
         self.inner.schedule_flush();
+        Some(grant)
     }
 
     /// Writes pending last-used times to SQLite now (shutdown, tests). Blocking.
@@ -558,7 +553,7 @@ impl Inner {
             let Some(inner) = weak.upgrade() else {
                 return;
             };
-            // Cleared before collecting, so a touch from now on schedules the next flush.
+            // Cleared before collecting, so a use from now on schedules the next flush.
             inner.flush_scheduled.store(false, Ordering::Release);
             let joined = tokio::task::spawn_blocking(move || inner.flush_last_used()).await;
             match joined {

@@ -146,11 +146,11 @@ fn verify_refuses_oversized_and_malformed_input_without_panicking() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn touch_is_flushed_in_the_background_after_the_interval() {
+async fn a_use_is_flushed_in_the_background_after_the_interval() {
     let (db, reg) = registry();
-    reg.add(&name("cli"), &[]).expect("add");
-    reg.touch(&name("cli"));
-    reg.touch(&name("cli"));
+    let (_, token) = reg.add(&name("cli"), &[]).expect("add");
+    assert!(reg.verify(token.expose()).is_some());
+    assert!(reg.verify(token.expose()).is_some());
     assert!(
         reg.get(&name("cli"))
             .expect("listed")
@@ -187,33 +187,39 @@ async fn touch_is_flushed_in_the_background_after_the_interval() {
 }
 
 #[test]
-fn touch_without_a_runtime_waits_for_an_explicit_flush() {
+fn a_use_without_a_runtime_waits_for_an_explicit_flush() {
     let (db, reg) = registry();
-    reg.add(&name("cli"), &[]).expect("add");
-    reg.touch(&name("cli"));
-    reg.touch(&name("nobody"));
+    let (_, token) = reg.add(&name("cli"), &[]).expect("add");
+    reg.add(&name("idle"), &[]).expect("add");
+    assert!(reg.verify(token.expose()).is_some());
+    assert!(
+        reg.verify("lk_unknown").is_none(),
+        "a refused token is no use"
+    );
     assert!(!reg.inner.flush_scheduled.load(Ordering::Acquire));
     reg.flush_last_used().expect("flush");
-    let stored: Option<i64> = db
-        .read(|c| {
+    let stored = |client: &str| -> Option<i64> {
+        db.read(|c| {
             c.query_row(
-                "SELECT last_used_at FROM clients WHERE name = 'cli'",
-                [],
+                "SELECT last_used_at FROM clients WHERE name = ?1",
+                [client],
                 |r| r.get(0),
             )
         })
-        .expect("read");
+        .expect("read")
+    };
     assert!(
-        stored.is_some_and(|t| t > 1_600_000_000),
+        stored("cli").is_some_and(|t| t > 1_600_000_000),
         "unix seconds recorded"
     );
+    assert_eq!(stored("idle"), None, "only the token's own client is used");
 }
 
 #[test]
 fn unflushed_last_use_survives_a_snapshot_rebuild() {
     let (_db, reg) = registry();
-    reg.add(&name("cli"), &[]).expect("add");
-    reg.touch(&name("cli"));
+    let (_, token) = reg.add(&name("cli"), &[]).expect("add");
+    assert!(reg.verify(token.expose()).is_some());
     let before = reg.get(&name("cli")).expect("listed").last_used_at;
     reg.add(&name("other"), &[]).expect("rebuild");
     assert_eq!(reg.get(&name("cli")).expect("listed").last_used_at, before);

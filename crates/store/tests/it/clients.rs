@@ -56,7 +56,7 @@ fn only_token_hashes_reach_the_disk() {
     let ephemeral = rt
         .block_on(async { reg.issue_ephemeral(&name("claude-desktop"), Duration::from_secs(60)) })
         .expect("ephemeral");
-    reg.touch(&name("claude-desktop"));
+    assert!(reg.verify(first.expose()).is_some());
     reg.flush_last_used().expect("flush");
 
     let tokens = [first.expose(), second.expose(), ephemeral.expose()];
@@ -278,12 +278,12 @@ fn last_use_is_flushed_and_read_back_after_a_restart() {
     {
         let db = Database::open(&path).expect("open");
         let reg = ClientRegistry::open(&db).expect("registry");
-        reg.add(&name("explicit"), &[]).expect("add");
-        reg.add(&name("on-drop"), &[]).expect("add");
+        let (_, explicit) = reg.add(&name("explicit"), &[]).expect("add");
+        let (_, on_drop) = reg.add(&name("on-drop"), &[]).expect("add");
         reg.add(&name("idle"), &[]).expect("add");
-        reg.touch(&name("explicit"));
+        assert!(reg.verify(explicit.expose()).is_some());
         reg.flush_last_used().expect("flush");
-        reg.touch(&name("on-drop"));
+        assert!(reg.verify(on_drop.expose()).is_some());
         // Dropping the last handle flushes what is pending.
     }
     let db = Database::open(&path).expect("reopen");
