@@ -1,5 +1,5 @@
 //! Count mode: the user-space instructions a build executes per proxied request, counted by
-//! valgrind (`cachegrind --cache-sim=no`), so that a change worth 1 % can be told from none.
+//! valgrind (`callgrind`, one count per thread), so that a change worth 1 % can be told from none.
 //!
 //! The CPU time the other modes read from `/proc` moves by several percent from one burst to
 //! the next on a shared machine; an instruction count does not depend on what else runs. Each
@@ -16,6 +16,14 @@
 //! charged a build more whenever the machine was busier. The report gives the rate each target's
 //! slower run reached, and flags a target more than 10 % off the reference's rate: its audit
 //! batches differed, so its count does not compare.
+//!
+//! Even paced, the writer's batches are not the same size from one process to the next (how
+//! many rows one 10 ms linger gathers depends on the scheduler), and on a busy machine that moved
+//! the whole count by up to 3.4 % between two processes of one build (2026-12-07, third session),
+//! sqlite's functions making up the difference. So each thread is counted apart
+//! (`--separate-threads`), and the report gives the audit writer's thread on its own beside
+//! everything else: a change to the request path shows in the second figure without the
+//! writer's noise.
 //!
 //! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]`,
 //! where a target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
@@ -69,8 +77,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0, "--rate must be above zero");
     let pace = Pace { connections, rate };
     let upstream = upstream::start(BODY_BYTES).await?;
-    // The counts per function stay in `--keep`'s folder when given: `cg_diff` of a target's two
-    // files, read with `cg_annotate`, then says where its instructions per request go.
+    // The counts per thread and function stay in `--keep`'s folder when given (callgrind's
+    // format, one file per thread, `callgrind_annotate` reads them).
     let scratch = tempfile::tempdir()?;
     let folder = match &keep {
         Some(dir) => {
@@ -86,20 +94,31 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         let mut totals = Vec::new();
         let mut reached = Vec::new();
         for &n in &runs {
-            let out = folder.join(format!("target{t}-{n}.cachegrind"));
-            let (total, per_second) = count_one(spec, upstream.addr, &out, n, pace).await?;
+            let out = folder.join(format!("target{t}-{n}.callgrind"));
+            let (counts, per_second) = count_one(spec, upstream.addr, &out, n, pace).await?;
             eprintln!(
-                "count: {} after {n} requests ({per_second:.0}/s): {total} instructions",
-                name(t)
+                "count: {} after {n} requests ({per_second:.0}/s): {} instructions, {} of them the audit writer's",
+                name(t),
+                counts.all,
+                counts.writer
             );
-            totals.push(total);
+            totals.push(counts);
             reached.push(per_second);
         }
-        let extra = totals[1].saturating_sub(totals[0]) as f64;
-        let each = extra / (runs[1] - runs[0]) as f64;
-        let start_and_stop = totals[0] as f64 - each * runs[0] as f64;
+        let requests = (runs[1] - runs[0]) as f64;
+        let slope = |of: fn(&Counts) -> u64| {
+            of(&totals[1]).saturating_sub(of(&totals[0])) as f64 / requests
+        };
+        let each = slope(|c| c.all);
+        let writer = slope(|c| c.writer);
+        let start_and_stop = totals[0].all as f64 - each * runs[0] as f64;
         let slowest = reached.iter().copied().fold(f64::INFINITY, f64::min);
-        per_request.push((each, start_and_stop, slowest));
+        per_request.push(PerRequest {
+            each,
+            writer,
+            start_and_stop,
+            slowest,
+        });
     }
 
     println!(
@@ -108,7 +127,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "valgrind `--tool=cachegrind --cache-sim=no`, user space only, audit log on; per request = (total after {} − total after {}) ÷ {}.",
+        "valgrind `--tool=callgrind --separate-threads=yes`, user space only, audit log on; per request = (total after {} − total after {}) ÷ {}. \"Without the writer\" leaves out the audit writer's thread, whose batches vary from one process to the next.",
         runs[1],
         runs[0],
         runs[1] - runs[0]
@@ -119,26 +138,28 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| target | instructions per request | ÷ A | start and stop (millions) | slowest run, requests/s |"
+        "| target | instructions per request | ÷ A | without the writer | ÷ A | the audit writer | start and stop (millions) | slowest run, requests/s |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    let reference = per_request[0].0.max(1.0);
-    let reference_rate = per_request[0].2;
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let reference = &per_request[0];
     let mut behind = false;
-    for (t, (each, fixed, slowest)) in per_request.iter().enumerate() {
-        let flag = if off_pace(*slowest, reference_rate) {
+    for (t, p) in per_request.iter().enumerate() {
+        let flag = if off_pace(p.slowest, reference.slowest) {
             behind = true;
             " ¹"
         } else {
             ""
         };
         println!(
-            "| {} | {:.0} | {:.4} | {:.1} | {:.0}{flag} |",
+            "| {} | {:.0} | {:.4} | {:.0} | {:.4} | {:.0} | {:.1} | {:.0}{flag} |",
             name(t),
-            each,
-            each / reference,
-            fixed / 1e6,
-            slowest
+            p.each,
+            p.each / reference.each.max(1.0),
+            p.serving(),
+            p.serving() / reference.serving().max(1.0),
+            p.writer,
+            p.start_and_stop / 1e6,
+            p.slowest
         );
     }
     if behind {
@@ -148,6 +169,29 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One target's figures, per request.
+struct PerRequest {
+    each: f64,
+    /// The audit writer thread's share of `each`.
+    writer: f64,
+    start_and_stop: f64,
+    slowest: f64,
+}
+
+impl PerRequest {
+    /// Everything but the audit writer's thread.
+    fn serving(&self) -> f64 {
+        self.each - self.writer
+    }
+}
+
+/// The instructions one process executed: in all, and on the audit writer's thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    all: u64,
+    writer: u64,
 }
 
 /// How the requests are sent: over how many connections, and how many a second in all.
@@ -178,27 +222,33 @@ async fn count_one(
     out: &Path,
     n: u64,
     pace: Pace,
-) -> anyhow::Result<(u64, f64)> {
+) -> anyhow::Result<(Counts, f64)> {
     let wrapper = vec![
         "valgrind".to_owned(),
-        "--tool=cachegrind".to_owned(),
-        "--cache-sim=no".to_owned(),
+        "--tool=callgrind".to_owned(),
+        "--separate-threads=yes".to_owned(),
+        // Per function only, names written out in full, so the writer's thread can be found by
+        // name and the files stay small.
+        "--dump-instr=no".to_owned(),
+        "--dump-line=no".to_owned(),
+        "--compress-strings=no".to_owned(),
+        "--compress-pos=no".to_owned(),
         "--quiet".to_owned(),
-        format!("--cachegrind-out-file={}", out.display()),
+        format!("--callgrind-out-file={}", out.display()),
     ];
     if let Some(variant) = spec.strip_prefix("floor:") {
         let floor = floor::Floor::start_wrapped(upstream, variant.parse()?, &wrapper)?;
         let per_second = send(&format!("http://{}/echo", floor.addr), None, n, pace).await?;
         // Dropping it closes its standard input; it exits and valgrind writes the counts.
         drop(floor);
-        Ok((total_instructions(out)?, per_second))
+        Ok((counts(out)?, per_second))
     } else {
         let lk = targets::Latchkey::start_wrapped(PathBuf::from(spec), upstream, &wrapper).await?;
         let url = format!("{}/bench/echo", lk.url);
         let token = lk.client_token.clone();
         let per_second = send(&url, Some(("x-latchkey-client", &token)), n, pace).await?;
         lk.stop_within(EXIT_WITHIN).await?;
-        Ok((total_instructions(out)?, per_second))
+        Ok((counts(out)?, per_second))
     }
 }
 
@@ -240,27 +290,105 @@ async fn send(url: &str, header: Option<(&str, &str)>, n: u64, pace: Pace) -> an
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The `summary:` line of a cachegrind output file: the instructions executed.
-fn total_instructions(out: &Path) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(out).with_context(|| {
-        format!(
-            "valgrind wrote no counts to {} (is valgrind installed?)",
-            out.display()
-        )
-    })?;
-    match text.lines().find_map(|l| l.strip_prefix("summary:")) {
-        Some(numbers) => Ok(numbers
-            .split_whitespace()
-            .next()
-            .context("an empty summary line")?
-            .parse()?),
-        None => bail!("no summary line in {}", out.display()),
+/// A function only the audit writer's thread runs.
+const WRITER_MARK: &str = "fn=latchkey_store::audit::writer::";
+
+/// Sums the per-thread files callgrind wrote beside `out` (`out-01`, `out-02`, …).
+fn counts(out: &Path) -> anyhow::Result<Counts> {
+    let folder = out.parent().context("an output path without a folder")?;
+    let prefix = format!(
+        "{}-",
+        out.file_name()
+            .context("an output path without a name")?
+            .to_string_lossy()
+    );
+    let mut total = Counts::default();
+    let mut threads = 0;
+    for entry in std::fs::read_dir(folder)? {
+        let path = entry?.path();
+        let is_thread = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_thread {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let one = thread_counts(&text).with_context(|| format!("in {}", path.display()))?;
+        total.all += one.all;
+        total.writer += one.writer;
+        threads += 1;
     }
+    if threads == 0 {
+        bail!(
+            "valgrind wrote no counts beside {} (is valgrind installed?)",
+            out.display()
+        );
+    }
+    Ok(total)
+}
+
+/// One thread's file: its `summary:` line, all of it the writer's if it ran the writer's code.
+fn thread_counts(text: &str) -> anyhow::Result<Counts> {
+    let all = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .context("no summary line")?
+        .split_whitespace()
+        .next()
+        .context("an empty summary line")?
+        .parse()?;
+    let writer = if text.contains(WRITER_MARK) { all } else { 0 };
+    Ok(Counts { all, writer })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writers_thread_is_told_by_its_code_and_every_threads_file_is_summed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("target0-4000.callgrind");
+        let thread = |summary: u64, body: &str| {
+            format!(
+                "# callgrind format\nevents: Ir\nsummary: {summary}\n\n{body}\ntotals: {summary}\n"
+            )
+        };
+        std::fs::write(
+            dir.path().join("target0-4000.callgrind-01"),
+            thread(1000, "fn=main\n0 1000"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("target0-4000.callgrind-02"),
+            thread(300, "fn=latchkey_store::audit::writer::insert\n0 300"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("target0-4000.callgrind-03"),
+            thread(20, "fn=other\n0 20"),
+        )
+        .expect("write");
+        // Neither another run's threads nor the empty base file count.
+        std::fs::write(
+            dir.path().join("target0-12000.callgrind-01"),
+            thread(9, "fn=main"),
+        )
+        .expect("write");
+        std::fs::write(&out, "").expect("write");
+        assert_eq!(
+            counts(&out).expect("counts"),
+            Counts {
+                all: 1320,
+                writer: 300
+            }
+        );
+        let missing = dir.path().join("target1-4000.callgrind");
+        assert!(counts(&missing).is_err(), "no thread files is an error");
+    }
 
     #[test]
     fn each_connection_sends_its_share_of_the_rate() {
