@@ -4,10 +4,12 @@
 //! (types that keep tokens out of logs), [`vault`] (the OS keychain), [`login`] (OIDC + PKCE and
 //! JWT validation), [`session`] (per-account state, refresh, logout) and [`gateway`] (per-service
 //! credentials from the Auth Gateway), [`mcp_oauth`] and [`remote`] (remote MCP servers Latchkey
-//! is the OAuth client of), and [`code`]: the one table of error codes every surface maps.
+//! is the OAuth client of), [`clock`] (the wall clock as Unix time), and [`code`]: the one table
+//! of error codes every surface maps.
 
 pub use code::{Class, Code};
 
+pub mod clock;
 pub mod code;
 pub mod config;
 pub mod credentials;

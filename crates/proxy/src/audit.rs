@@ -45,9 +45,7 @@ struct Record {
 impl Finish {
     /// Starts the record of a request that passed the `Host` gate.
     pub(crate) fn start(audit: &AuditLog, started: Instant, method: &Method, path: &str) -> Self {
-        let time_ms =
-            i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                .unwrap_or(i64::MAX);
+        let time_ms = latchkey_core::clock::unix_millis();
         Self {
             record: Some(Record {
                 audit: audit.clone(),

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::future::Future;
 use std::task::{Context, Poll};
 
+use latchkey_core::clock::unix_seconds;
+
 use crate::signal::{Signal, Waiter};
 
 /// Opaque id of a live exchange.
@@ -294,11 +296,6 @@ impl Live {
     fn touch(&self) {
         self.last_activity.store(unix_seconds(), Ordering::Relaxed);
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_seconds() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[cfg(test)]

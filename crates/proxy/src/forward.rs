@@ -12,11 +12,12 @@ use axum::response::Response;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version, header};
 use hyper::upgrade::OnUpgrade;
+use latchkey_core::clock::unix_seconds;
 use tracing::debug;
 
 use crate::audit::Finish;
 use crate::body::{ResponseBody, UploadBody};
-use crate::connections::{ConnectionKind, unix_seconds};
+use crate::connections::ConnectionKind;
 use crate::error::ProxyError;
 use crate::signal::Waiter;
 use crate::state::{Prepared, PreparedRoute, ProxyState};

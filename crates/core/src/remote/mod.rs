@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use time::OffsetDateTime;
 use tracing::{info, instrument, warn};
 use url::Url;
 
@@ -193,7 +192,7 @@ impl std::fmt::Debug for RemoteServer {
 }
 
 fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::unix_seconds()
 }
 
 impl RemoteServer {

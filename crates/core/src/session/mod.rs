@@ -43,7 +43,7 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp())
+    Arc::new(crate::clock::unix_seconds)
 }
 
 /// Why a session operation failed.

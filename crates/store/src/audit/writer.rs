@@ -20,8 +20,7 @@ const LINGER: Duration = Duration::from_millis(10);
 
 /// Wall-clock now, unix milliseconds.
 pub(super) fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
+    latchkey_core::clock::unix_millis()
 }
 
 /// The thread body. Returns when every sender is gone and the queue is empty.

@@ -623,7 +623,7 @@ impl Drop for Inner {
 }
 
 fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    latchkey_core::clock::unix_seconds()
 }
 
 fn client_id(conn: &Connection, name: &ClientName) -> rusqlite::Result<Option<i64>> {
