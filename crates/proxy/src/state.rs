@@ -154,21 +154,26 @@ impl ProxyState {
     }
 }
 
+/// Routes by service name. Hashed with foldhash rather than SipHash (a request looks its service
+/// up once or twice): the keys come from the configuration and the user's remote servers, and a
+/// request's name is only ever looked up, never inserted, so it cannot crowd a bucket.
+pub(crate) type Routes = HashMap<String, Arc<PreparedRoute>, foldhash::fast::RandomState>;
+
 /// The routes by service name, replaced as a whole when a remote server is added or removed, so
 /// a request holds a consistent snapshot and never a lock.
 pub(crate) struct RouteTable {
-    map: RwLock<Arc<HashMap<String, Arc<PreparedRoute>>>>,
+    map: RwLock<Arc<Routes>>,
 }
 
 impl RouteTable {
-    fn new(map: HashMap<String, Arc<PreparedRoute>>) -> Self {
+    fn new(map: Routes) -> Self {
         Self {
             map: RwLock::new(Arc::new(map)),
         }
     }
 
     /// Every route now.
-    pub(crate) fn snapshot(&self) -> Arc<HashMap<String, Arc<PreparedRoute>>> {
+    pub(crate) fn snapshot(&self) -> Arc<Routes> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -188,7 +193,7 @@ impl RouteTable {
                 service: route.service.clone(),
             });
         }
-        let mut next = HashMap::clone(&map);
+        let mut next = Routes::clone(&map);
         next.insert(route.service.clone(), route);
         *map = Arc::new(next);
         Ok(())
@@ -198,7 +203,7 @@ impl RouteTable {
     /// state of a configured route that did not change).
     fn replace_configured(&self, routes: Vec<Route>) -> Result<(), ConfigError> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: HashMap<String, Arc<PreparedRoute>> = map
+        let mut next: Routes = map
             .iter()
             .filter(|(_, r)| r.managed)
             .map(|(k, r)| (k.clone(), r.clone()))
@@ -224,7 +229,7 @@ impl RouteTable {
         if !map.get(service).is_some_and(|r| r.managed) {
             return false;
         }
-        let mut next = HashMap::clone(&map);
+        let mut next = Routes::clone(&map);
         next.remove(service);
         *map = Arc::new(next);
         true

@@ -112,7 +112,10 @@ struct Inner {
 
 #[derive(Default)]
 struct Snapshot {
-    tokens: HashMap<TokenHash, TokenEntry>,
+    /// Keyed by the SHA-256 of each token the registry issued, hashed with foldhash rather than
+    /// SipHash (one lookup per request): only issued tokens are inserted, and a presented one is
+    /// only looked up, so nobody can choose keys that crowd a bucket.
+    tokens: HashMap<TokenHash, TokenEntry, foldhash::fast::RandomState>,
     clients: HashMap<ClientName, Arc<ClientState>>,
 }
 
@@ -477,7 +480,7 @@ impl Inner {
         let mut snap = self.write();
         let now = Instant::now();
         let mut clients = HashMap::with_capacity(stored.len());
-        let mut tokens = HashMap::new();
+        let mut tokens = HashMap::default();
         for c in stored {
             let Ok(name) = ClientName::parse(&c.name) else {
                 warn!(id = c.id, "skipping a stored client with an invalid name");
