@@ -370,14 +370,17 @@ impl Credentials {
     /// never past its TTL.
     pub async fn get(&self, service_name: &str) -> Result<Arc<CredentialValues>, CredentialsError> {
         let service = self.service(service_name)?;
+        // The slow paths (a refresh, a keychain read, a fetch) are boxed: in place, their
+        // futures made this one large, and the proxy moves it on every request, when nearly
+        // every request is answered from memory.
         match &service.source {
             CredentialSource::AccessToken => {
-                let token = self.session(service)?.access_token().await?;
+                let token = Box::pin(self.session(service)?.access_token()).await?;
                 let mut values = CredentialValues::new();
                 values.insert("access_token".to_owned(), token);
                 Ok(Arc::new(values))
             }
-            CredentialSource::Manual => self.manual(service).await,
+            CredentialSource::Manual => Box::pin(self.manual(service)).await,
             CredentialSource::Gateway { endpoint } => self.via_gateway(service, endpoint).await,
         }
     }
@@ -404,6 +407,19 @@ impl Credentials {
         if let Some(hit) = self.cache.get_fresh(account, name, now) {
             return Ok(hit.values);
         }
+        Box::pin(self.refill(service, endpoint, session)).await
+    }
+
+    /// [`Self::via_gateway`] once the cache had nothing fresh: one fetch per service at a time,
+    /// a cached value while the gateway is down, never past its TTL.
+    async fn refill(
+        &self,
+        service: &Service,
+        endpoint: &str,
+        session: &Arc<Session>,
+    ) -> Result<Arc<CredentialValues>, CredentialsError> {
+        let account = service.account.as_str();
+        let name = service.name.as_str();
         let lock = self
             .fetch_locks
             .get(name)

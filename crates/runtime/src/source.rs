@@ -107,7 +107,9 @@ impl CredentialSource for SessionCredentials {
     ) -> BoxFuture<'a, Result<Arc<CredentialValues>, CredentialError>> {
         Box::pin(async move {
             if let Some(server) = self.lk.servers().get(service) {
-                return self.lk.server_credentials(&server).await;
+                // Boxed apart, so the common path's future (copied into this box on every
+                // request) does not carry the remote server's refresh.
+                return Box::pin(self.lk.server_credentials(&server)).await;
             }
             let result = self.lk.inner.credentials.get(service).await;
             if result.is_err() {
