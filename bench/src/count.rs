@@ -352,32 +352,21 @@ mod tests {
     fn the_writers_thread_is_told_by_its_code_and_every_threads_file_is_summed() {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("target0-4000.callgrind");
-        let thread = |summary: u64, body: &str| {
-            format!(
+        let thread = |file: &str, summary: u64, body: &str| {
+            let text = format!(
                 "# callgrind format\nevents: Ir\nsummary: {summary}\n\n{body}\ntotals: {summary}\n"
-            )
+            );
+            std::fs::write(dir.path().join(file), text).expect("write");
         };
-        std::fs::write(
-            dir.path().join("target0-4000.callgrind-01"),
-            thread(1000, "fn=main\n0 1000"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("target0-4000.callgrind-02"),
-            thread(300, "fn=latchkey_store::audit::writer::insert\n0 300"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("target0-4000.callgrind-03"),
-            thread(20, "fn=other\n0 20"),
-        )
-        .expect("write");
+        thread("target0-4000.callgrind-01", 1000, "fn=main\n0 1000");
+        thread(
+            "target0-4000.callgrind-02",
+            300,
+            "fn=latchkey_store::audit::writer::insert\n0 300",
+        );
+        thread("target0-4000.callgrind-03", 20, "fn=other\n0 20");
         // Neither another run's threads nor the empty base file count.
-        std::fs::write(
-            dir.path().join("target0-12000.callgrind-01"),
-            thread(9, "fn=main"),
-        )
-        .expect("write");
+        thread("target0-12000.callgrind-01", 9, "fn=main");
         std::fs::write(&out, "").expect("write");
         assert_eq!(
             counts(&out).expect("counts"),
