@@ -10,16 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, rounded down (towards the past, also before 1970).
 pub fn unix_seconds() -> i64 {
-    signed(since_epoch(), Duration::as_secs, |d| d.subsec_nanos() > 0)
+    seconds(since_epoch())
 }
 
 /// Milliseconds since the Unix epoch, rounded down (towards the past, also before 1970).
 pub fn unix_millis() -> i64 {
-    signed(
-        since_epoch(),
-        |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-        |d| d.subsec_nanos() % 1_000_000 > 0,
-    )
+    millis(since_epoch())
 }
 
 /// How far the clock is from the epoch, and whether it is before it.
@@ -30,18 +26,21 @@ fn since_epoch() -> (Duration, bool) {
     }
 }
 
-/// `whole(d)` units after the epoch, or before it rounded down (one more unit back when there is
-/// a remainder), saturating at `i64`'s ends.
-fn signed(
-    (d, before): (Duration, bool),
-    whole: impl Fn(&Duration) -> u64,
-    remainder: impl Fn(&Duration) -> bool,
-) -> i64 {
-    let units = i64::try_from(whole(&d)).unwrap_or(i64::MAX);
+fn seconds((d, before): (Duration, bool)) -> i64 {
+    signed(d.as_secs(), d.subsec_nanos() > 0, before)
+}
+
+fn millis((d, before): (Duration, bool)) -> i64 {
+    let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    signed(whole, d.subsec_nanos() % 1_000_000 > 0, before)
+}
+
+/// `units` after the epoch, or before it rounded down (one unit further back when a part of
+/// one is left over), saturating at `i64`'s ends.
+fn signed(units: u64, part_left: bool, before: bool) -> i64 {
+    let units = i64::try_from(units).unwrap_or(i64::MAX);
     if before {
-        units
-            .saturating_add(i64::from(remainder(&d)))
-            .saturating_neg()
+        units.saturating_add(i64::from(part_left)).saturating_neg()
     } else {
         units
     }
@@ -73,12 +72,21 @@ mod tests {
 
     #[test]
     fn before_the_epoch_rounds_towards_the_past() {
-        let seconds = |d, before| signed((d, before), Duration::as_secs, |d| d.subsec_nanos() > 0);
-        assert_eq!(seconds(Duration::from_millis(1500), false), 1);
-        assert_eq!(seconds(Duration::from_millis(1500), true), -2);
-        assert_eq!(seconds(Duration::from_secs(2), true), -2);
-        assert_eq!(seconds(Duration::ZERO, true), 0);
-        assert_eq!(seconds(Duration::MAX, false), i64::MAX);
-        assert_eq!(seconds(Duration::MAX, true), -i64::MAX);
+        let ms = Duration::from_millis;
+        assert_eq!(seconds((ms(1500), false)), 1);
+        assert_eq!(seconds((ms(1500), true)), -2);
+        assert_eq!(seconds((ms(2000), true)), -2);
+        assert_eq!(seconds((Duration::ZERO, true)), 0);
+        assert_eq!(seconds((Duration::MAX, false)), i64::MAX);
+        assert_eq!(seconds((Duration::MAX, true)), -i64::MAX);
+
+        let us = Duration::from_micros;
+        assert_eq!(millis((us(1500), false)), 1);
+        assert_eq!(millis((us(1500), true)), -2);
+        assert_eq!(millis((us(2000), true)), -2);
+        // A whole second and a part of a millisecond: the part counts, the seconds do not.
+        assert_eq!(millis((us(3_000_500), true)), -3001);
+        assert_eq!(millis((us(3_000_000), true)), -3000);
+        assert_eq!(millis((Duration::MAX, false)), i64::MAX);
     }
 }
