@@ -118,6 +118,29 @@ mod tests {
         );
     }
 
+    /// Found by mutation testing: at one token a second, refilling by `elapsed * rate` and by
+    /// `elapsed / rate` agree.
+    #[test]
+    fn the_refill_scales_with_the_rate() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 4.0,
+            burst: 1,
+        });
+        let t0 = Instant::now();
+        assert!(limiter.acquire("a", t0).is_ok());
+        assert!(
+            limiter
+                .acquire("a", t0 + Duration::from_millis(300))
+                .is_ok(),
+            "0.3 s at 4 a second is 1.2 tokens"
+        );
+        assert_eq!(
+            limiter.acquire("a", t0 + Duration::from_millis(300)),
+            Err(1),
+            "0.2 tokens left, 0.2 s to the next"
+        );
+    }
+
     #[test]
     fn clients_have_separate_buckets() {
         let limiter = RateLimiter::new(RateLimit {
