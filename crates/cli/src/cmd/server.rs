@@ -66,7 +66,7 @@ pub async fn run(paths: &Paths, action: ServerAction) -> anyhow::Result<ExitCode
             if json {
                 print_json(&servers)?;
             } else {
-                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let now = latchkey_core::clock::unix_seconds();
                 let text = render_servers(&servers, now);
                 if text.is_empty() {
                     eprintln!("No remote MCP servers. Add one with `latchkey server add <url>`.");

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 use url::Url;
 
+use crate::clock::unix_seconds;
 use crate::config::ServerSettings;
 use crate::credentials::CredentialValues;
 use crate::mcp_oauth::authorize::{self, AuthorizationAttempt, AuthorizationRequest};
@@ -191,10 +192,6 @@ impl std::fmt::Debug for RemoteServer {
     }
 }
 
-fn now() -> i64 {
-    crate::clock::unix_seconds()
-}
-
 impl RemoteServer {
     /// A server with nothing loaded (see [`RemoteServer::restore`]).
     pub fn new(settings: ServerSettings, vault: Vault) -> Result<Self, RemoteError> {
@@ -273,10 +270,9 @@ impl RemoteServer {
             .as_ref()
             .map(|t| t.stored.scopes.clone())
             .unwrap_or_default();
-        let usable = current
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.stored.expires_at > now() || t.stored.refresh_token.is_some());
+        let usable = current.tokens.as_ref().is_some_and(|t| {
+            t.stored.expires_at > unix_seconds() || t.stored.refresh_token.is_some()
+        });
         let (state, message) = if current.logging_in {
             (
                 ServerState::LoggingIn,
@@ -451,12 +447,12 @@ impl RemoteServer {
             return Err(login());
         }
         let tokens = current.tokens.as_ref().ok_or_else(login)?;
-        if !tokens.stored.refresh_due(now()) {
+        if !tokens.stored.refresh_due(unix_seconds()) {
             return Ok(Some(tokens.values.clone()));
         }
         if tokens.stored.refresh_token.is_none() {
             // Nothing to refresh with: usable until it expires.
-            return if tokens.stored.expires_at > now() {
+            return if tokens.stored.expires_at > unix_seconds() {
                 Ok(Some(tokens.values.clone()))
             } else {
                 Err(login())
@@ -485,7 +481,7 @@ impl RemoteServer {
             let tokens = current.tokens.as_ref().ok_or_else(login)?;
             let stale = match used {
                 Some(used) => Arc::ptr_eq(used, &tokens.values),
-                None => tokens.stored.refresh_due(now()),
+                None => tokens.stored.refresh_due(unix_seconds()),
             };
             if !stale && !current.login_required {
                 return Ok(tokens.values.clone());
@@ -531,7 +527,7 @@ impl RemoteServer {
                 current.failure = Some(e.to_string());
                 // A token that has not expired yet still serves while the server is down.
                 match current.tokens.as_ref() {
-                    Some(t) if t.stored.expires_at > now() && used.is_none() => {
+                    Some(t) if t.stored.expires_at > unix_seconds() && used.is_none() => {
                         Ok(t.values.clone())
                     }
                     _ => Err(e.into()),
@@ -610,7 +606,7 @@ impl RemoteServer {
         tokens.stored.refresh_token.as_ref()?;
         let due = tokens.stored.refresh_at();
         Some(Duration::from_secs(
-            u64::try_from(due.saturating_sub(now())).unwrap_or(0),
+            u64::try_from(due.saturating_sub(unix_seconds())).unwrap_or(0),
         ))
     }
 

@@ -63,7 +63,7 @@ async fn restored(vault: &Vault, t: Option<StoredServerTokens>) -> RemoteServer 
 #[tokio::test]
 async fn tokens_kept_in_the_keychain_serve_after_a_restart_without_the_network() {
     let vault = Vault::new(Arc::new(MemoryStore::new()));
-    let server = restored(&vault, Some(tokens(now(), now() + 3600))).await;
+    let server = restored(&vault, Some(tokens(unix_seconds(), unix_seconds() + 3600))).await;
     let status = server.status();
     assert_eq!(status.state, ServerState::Ready);
     assert_eq!(status.issuer.as_deref(), Some("https://as.example.com"));
@@ -90,7 +90,11 @@ async fn a_server_without_tokens_or_with_expired_unrenewable_ones_needs_a_login(
         "{e}"
     );
 
-    let server = restored(&vault, Some(tokens(now() - 7200, now() - 3600))).await;
+    let server = restored(
+        &vault,
+        Some(tokens(unix_seconds() - 7200, unix_seconds() - 3600)),
+    )
+    .await;
     assert_eq!(server.status().state, ServerState::NeedsLogin);
     assert_eq!(
         server.credentials().await.expect_err("expired").code(),
@@ -108,7 +112,7 @@ fn a_refresh_is_due_at_about_eighty_percent_of_the_lifetime() {
 #[tokio::test]
 async fn insufficient_scope_asks_the_next_login_for_the_union() {
     let vault = Vault::new(Arc::new(MemoryStore::new()));
-    let server = restored(&vault, Some(tokens(now(), now() + 3600))).await;
+    let server = restored(&vault, Some(tokens(unix_seconds(), unix_seconds() + 3600))).await;
     let union = server.step_up(&["mcp:admin".into(), "read".into()]);
     assert_eq!(union, ["read", "mcp:admin"]);
     assert_eq!(server.status().state, ServerState::NeedsStepUp);
@@ -125,7 +129,7 @@ async fn insufficient_scope_asks_the_next_login_for_the_union() {
 #[tokio::test]
 async fn removing_a_server_wipes_its_keychain_entries() {
     let vault = Vault::new(Arc::new(MemoryStore::new()));
-    let server = restored(&vault, Some(tokens(now(), now() + 3600))).await;
+    let server = restored(&vault, Some(tokens(unix_seconds(), unix_seconds() + 3600))).await;
     let note = server.remove().await.expect("removed");
     assert!(note.is_some(), "no revocation endpoint is said");
     for key in [

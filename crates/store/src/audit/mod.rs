@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use latchkey_core::clock::unix_millis;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -296,7 +297,7 @@ impl AuditLog {
         retention: Retention,
         options: AuditOptions,
     ) -> Result<Self, StoreError> {
-        db.write(|conn| writer::prune(conn, retention, writer::now_ms()))
+        db.write(|conn| writer::prune(conn, retention, unix_millis()))
             .map_err(StoreError::db("apply the audit log retention"))?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let (live, _) = broadcast::channel(LIVE_CAPACITY);

@@ -8,7 +8,7 @@ use super::*;
 fn event(i: u64) -> AuditEvent {
     AuditEvent {
         kind: AuditKind::Client,
-        time: writer::now_ms(),
+        time: latchkey_core::clock::unix_millis(),
         client: Some("cli".to_owned()),
         service: Some("github".to_owned()),
         method: "GET".to_owned(),
@@ -184,7 +184,7 @@ async fn buckets_count_requests_and_errors_per_service_per_minute() {
     let db = Database::open_in_memory().expect("db");
     let log = AuditLog::open(&db, Retention::default()).expect("log");
     let minute = 60_000;
-    let now = writer::now_ms();
+    let now = latchkey_core::clock::unix_millis();
     let at = |ago_minutes: i64, service: &str, status: u16| AuditEvent {
         time: now - ago_minutes * minute,
         service: Some(service.to_owned()),

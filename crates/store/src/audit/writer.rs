@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use latchkey_core::clock::unix_millis;
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -17,11 +18,6 @@ const BATCH: usize = 1024;
 /// rarely have to wake a parked writer. The price is that a row reaches `subscribe` and `flush`
 /// at most this much later.
 const LINGER: Duration = Duration::from_millis(10);
-
-/// Wall-clock now, unix milliseconds.
-pub(super) fn now_ms() -> i64 {
-    latchkey_core::clock::unix_millis()
-}
 
 /// The thread body. Returns when every sender is gone and the queue is empty.
 pub(super) fn run(
@@ -63,7 +59,10 @@ pub(super) fn run(
             since_prune += count;
             if since_prune >= prune_every {
                 since_prune = 0;
-                match shared.db.write(|conn| prune(conn, retention, now_ms())) {
+                match shared
+                    .db
+                    .write(|conn| prune(conn, retention, unix_millis()))
+                {
                     Ok(0) => {}
                     Ok(n) => debug!(deleted = n, "audit retention applied"),
                     Err(e) => warn!(error = %e, "audit retention not applied"),

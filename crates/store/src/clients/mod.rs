@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
+use latchkey_core::clock::unix_seconds;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -222,7 +223,7 @@ impl ClientRegistry {
         let services = normalise_services(services)?;
         let token = ClientToken::generate()?;
         let hash = token.hash();
-        let now = unix_now();
+        let now = unix_seconds();
         let fail = StoreError::db("add the client");
         self.mutate(|tx| {
             if client_id(tx, name).map_err(fail)?.is_some() {
@@ -273,7 +274,7 @@ impl ClientRegistry {
         if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
             return Err(StoreError::InvalidLabel);
         }
-        let now = unix_now();
+        let now = unix_seconds();
         let expires_at = expires_in.map(|d| stored::expiry(now, d)).transpose()?;
         let token = ClientToken::generate()?;
         let hash = token.hash();
@@ -418,7 +419,7 @@ impl ClientRegistry {
         if entry.expires_at.is_some_and(|at| Instant::now() >= at) {
             return None;
         }
-        let now = unix_now();
+        let now = unix_seconds();
         if entry.expires_unix.is_some_and(|at| now >= at) {
             return None;
         }
@@ -623,10 +624,6 @@ impl Drop for Inner {
             warn!(code = %e.code(), error = %e, "last-used times not saved at shutdown");
         }
     }
-}
-
-fn unix_now() -> i64 {
-    latchkey_core::clock::unix_seconds()
 }
 
 fn client_id(conn: &Connection, name: &ClientName) -> rusqlite::Result<Option<i64>> {
