@@ -25,7 +25,8 @@
 //! everything else: a change to the request path shows in the second figure without the
 //! writer's noise.
 //!
-//! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]`,
+//! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]
+//! [--keep DIR]`,
 //! where a target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
 //! reference. nginx is left out: its workers are separate processes, and its instructions are
 //! not comparable with a Rust build's anyway.
@@ -248,7 +249,15 @@ async fn count_one(
         let token = lk.client_token.clone();
         let per_second = send(&url, Some(("x-latchkey-client", &token)), n, pace).await?;
         lk.stop_within(EXIT_WITHIN).await?;
-        Ok((counts(out)?, per_second))
+        let counts = counts(out)?;
+        // Latchkey always runs the writer; a count without it means the mark no longer names
+        // the writer's code, and "without the writer" would silently be everything.
+        anyhow::ensure!(
+            counts.writer > 0,
+            "no thread of {spec} ran {WRITER_MARK}…: has the audit writer moved? (see {})",
+            out.display()
+        );
+        Ok((counts, per_second))
     }
 }
 

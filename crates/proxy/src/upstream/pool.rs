@@ -487,7 +487,6 @@ mod tests {
             .to_bytes()
     }
 
-    /// Lets the connection tasks run (they are other tasks of this runtime).
     /// A keep-alive upstream and a pool (`idle_timeout`) that has had one answer from it read
     /// to its end, its connection now idle in the pool.
     async fn one_answered(idle_timeout: Duration) -> (SocketAddr, Arc<Seen>, UpstreamClient) {
@@ -498,6 +497,7 @@ mod tests {
         (addr, seen, client)
     }
 
+    /// Lets the connection tasks run (they are other tasks of this runtime).
     async fn settle() {
         for _ in 0..20 {
             tokio::task::yield_now().await;
