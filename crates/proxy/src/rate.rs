@@ -98,47 +98,28 @@ mod tests {
         assert_eq!(limiter.acquire("a", t0), Err(1), "ceil(0.5 s) = 1 s");
     }
 
+    /// At one token a second and at four: refilling by `elapsed * rate` and by `elapsed / rate`
+    /// agree at one a second (mutation testing found the division unnoticed), not at four.
     #[test]
     fn tokens_refill_at_the_configured_rate() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 1.0,
-            burst: 1,
-        });
-        let t0 = Instant::now();
-        assert!(limiter.acquire("a", t0).is_ok());
-        assert!(
-            limiter
-                .acquire("a", t0 + Duration::from_millis(500))
-                .is_err()
-        );
-        assert!(
-            limiter
-                .acquire("a", t0 + Duration::from_millis(1600))
-                .is_ok()
-        );
-    }
-
-    /// Found by mutation testing: at one token a second, refilling by `elapsed * rate` and by
-    /// `elapsed / rate` agree.
-    #[test]
-    fn the_refill_scales_with_the_rate() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 4.0,
-            burst: 1,
-        });
-        let t0 = Instant::now();
-        assert!(limiter.acquire("a", t0).is_ok());
-        assert!(
-            limiter
-                .acquire("a", t0 + Duration::from_millis(300))
-                .is_ok(),
-            "0.3 s at 4 a second is 1.2 tokens"
-        );
-        assert_eq!(
-            limiter.acquire("a", t0 + Duration::from_millis(300)),
-            Err(1),
-            "0.2 tokens left, 0.2 s to the next"
-        );
+        for (per_second, early_ms, later_ms) in [(1.0, 500, 1600), (4.0, 200, 300)] {
+            let limiter = RateLimiter::new(RateLimit {
+                per_second,
+                burst: 1,
+            });
+            let t0 = Instant::now();
+            let at = |ms| t0 + Duration::from_millis(ms);
+            assert!(limiter.acquire("a", t0).is_ok());
+            assert_eq!(
+                limiter.acquire("a", at(early_ms)),
+                Err(1),
+                "{per_second}/s: less than a token after {early_ms} ms"
+            );
+            assert!(
+                limiter.acquire("a", at(later_ms)).is_ok(),
+                "{per_second}/s: a token again after {later_ms} ms"
+            );
+        }
     }
 
     #[test]
