@@ -23,9 +23,17 @@ fn is_unsafe(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Printable ASCII (space to `~`) holds none of [`is_unsafe`]'s characters: nearly every
+/// field is all of it, and one pass over the bytes answers without decoding a `char`.
+fn printable_ascii(raw: &str) -> bool {
+    raw.bytes().all(|b| matches!(b, b' '..=b'~'))
+}
+
 /// The request target as the audit log keeps it.
 pub(crate) fn path(raw: String) -> String {
-    let clean = raw.len() <= MAX_PATH && !raw.contains(['?', '#']) && !raw.chars().any(is_unsafe);
+    let clean = raw.len() <= MAX_PATH
+        && !raw.contains(['?', '#'])
+        && (printable_ascii(&raw) || !raw.chars().any(is_unsafe));
     if clean {
         return raw;
     }
@@ -55,7 +63,7 @@ pub(crate) fn path(raw: String) -> String {
 
 /// A short text field (method, client, service, error code): unsafe characters removed, capped.
 pub(crate) fn field(raw: String, max: usize) -> String {
-    if raw.len() <= max && !raw.chars().any(is_unsafe) {
+    if raw.len() <= max && (printable_ascii(&raw) || !raw.chars().any(is_unsafe)) {
         return raw;
     }
     truncate(raw.chars().filter(|&c| !is_unsafe(c)).collect(), max)
@@ -124,5 +132,21 @@ mod tests {
             field("client_unauthorized".to_owned(), MAX_NAME),
             "client_unauthorized"
         );
+    }
+
+    /// The byte check is a shortcut of the character check, never a looser one: every ASCII
+    /// character it passes is safe, and it passes no control (DEL included).
+    #[test]
+    fn the_printable_ascii_shortcut_passes_only_safe_characters() {
+        for b in 0u8..=127 {
+            let c = char::from(b);
+            let text = c.to_string();
+            if printable_ascii(&text) {
+                assert!(!is_unsafe(c), "{b:#04x} passed but unsafe");
+            }
+            assert_eq!(printable_ascii(&text), !c.is_control(), "{b:#04x}");
+        }
+        assert!(!printable_ascii("caf\u{e9}"), "non-ASCII goes the long way");
+        assert_eq!(field("a\u{7f}b".to_owned(), MAX_NAME), "ab");
     }
 }
