@@ -215,10 +215,13 @@ impl Record {
 /// credentials (`latchkey exec`) or an account's access token (`latchkey token`), which stay in
 /// the client traffic everyone sees.
 fn kind(control_caller: bool, path: &str) -> AuditKind {
+    if !control_caller {
+        return AuditKind::Client;
+    }
     let path = path.split('?').next().unwrap_or(path);
     let credential_read =
         path.starts_with("/v1/credentials/") || path.starts_with("/v1/control/token/");
-    if control_caller && !credential_read {
+    if !credential_read {
         AuditKind::Control
     } else {
         AuditKind::Client
