@@ -11,6 +11,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version, header};
+use http_body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use latchkey_core::clock::unix_seconds;
 use tracing::debug;
@@ -54,7 +55,8 @@ pub(crate) async fn forward(
         .get(1 + route.service.len()..)
         .unwrap_or_default();
     let rest = path::normalise(rest)?;
-    if let (Some(max), Some(len)) = (limits.max_body_bytes, content_length(&parts.headers))
+    // hyper has parsed and checked `Content-Length`: the body's exact size is its value.
+    if let (Some(max), Some(len)) = (limits.max_body_bytes, body.size_hint().exact())
         && len > max
     {
         return Err(ProxyError::BodyTooLarge);
@@ -173,16 +175,6 @@ fn upstream_uri(
     uri.authority = Some(route.authority.clone());
     uri.path_and_query = Some(path_and_query);
     Uri::from_parts(uri).map_err(|_| ProxyError::InvalidPath)
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {

@@ -428,7 +428,8 @@ async fn answer(
     // So the rest of the body is read and dropped ([`ReadToEnd`]'s `Drop`, as nginx discards a
     // refused body) and the connection stays usable; a body declared larger than that is not
     // waited for, and the answer says `Connection: close` (RFC 9112 §9.6).
-    let too_large_to_drain = content_length(request.headers()).is_some_and(|n| n > DRAIN_BYTES);
+    // hyper has parsed and checked `Content-Length`: the body's size hint is its value.
+    let too_large_to_drain = http_body::Body::size_hint(request.body()).lower() > DRAIN_BYTES;
     let body_read = (!http_body::Body::is_end_stream(request.body()))
         .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let request = match &body_read {
@@ -454,14 +455,6 @@ const DRAIN_BYTES: u64 = 1024 * 1024;
 
 /// Longest a refused request body is waited for.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
-
-/// The request's declared `Content-Length`, if any.
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
 
 /// A request body that records when it was read to its end, and when dropped before that, has
 /// the rest read and discarded in the background (at most [`DRAIN_BYTES`] within
