@@ -54,7 +54,12 @@ pub(crate) async fn forward(
         .path()
         .get(1 + route.service.len()..)
         .unwrap_or_default();
-    let rest = path::normalise(rest)?;
+    // The upstream's target is built in one buffer: its base path, this path in its one
+    // spelling, then the query ([`upstream_uri`]).
+    let query_len = parts.uri.query().map_or(0, |q| q.len() + 1);
+    let mut target = String::with_capacity(route.base_path.len() + rest.len() + query_len + 1);
+    target.push_str(&route.base_path);
+    path::normalise_into(&mut target, rest)?;
     // hyper has parsed and checked `Content-Length`: the body's exact size is its value.
     if let (Some(max), Some(len)) = (limits.max_body_bytes, body.size_hint().exact())
         && len > max
@@ -76,7 +81,7 @@ pub(crate) async fn forward(
     };
 
     let websocket = is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
-    parts.uri = upstream_uri(route, &rest, parts.uri.query(), &prepared)?;
+    parts.uri = upstream_uri(route, target, parts.uri.query(), &prepared)?;
     headers::rewrite_request(&mut parts.headers, route, &prepared, websocket);
     let client_upgrade = if websocket {
         parts.extensions.remove::<OnUpgrade>()
@@ -144,19 +149,18 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
-/// `{upstream base path}{rest}?{client query without injected params}&{injected params}`.
+/// `{upstream base path}{rest}?{client query without injected params}&{injected params}`, where
+/// `target` holds the first two.
 fn upstream_uri(
     route: &PreparedRoute,
-    rest: &str,
+    mut target: String,
     query: Option<&str>,
     prepared: &Prepared,
 ) -> Result<Uri, ProxyError> {
     let injected = prepared.query.expose();
-    let capacity =
-        route.base_path.len() + rest.len() + query.map_or(0, str::len) + injected.len() + 3;
-    let mut target = String::with_capacity(capacity);
-    target.push_str(&route.base_path);
-    target.push_str(rest);
+    if !injected.is_empty() {
+        target.reserve(injected.len() + 1);
+    }
     if target.is_empty() {
         target.push('/');
     }

@@ -15,11 +15,22 @@ const MAX_DECODE_ROUNDS: usize = 8;
 
 /// The canonical form of `rest`, the part of the request path after `/{service}` (empty, or
 /// starting with `/`). Refuses a segment that would climb or split after decoding.
+///
+/// The proxy itself builds the upstream's target with [`normalise_into`]; this form is the
+/// one the tests, the property tests and the fuzz target check.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn normalise(rest: &str) -> Result<String, ProxyError> {
     let mut out = String::with_capacity(rest.len());
+    normalise_into(&mut out, rest)?;
+    Ok(out)
+}
+
+/// [`normalise`], appended to `out` (the forwarded target, after the upstream's base path).
+/// On a refusal, `out` may hold part of the path.
+pub(crate) fn normalise_into(out: &mut String, rest: &str) -> Result<(), ProxyError> {
     let Some(segments) = rest.strip_prefix('/') else {
         return if rest.is_empty() {
-            Ok(out)
+            Ok(())
         } else {
             Err(ProxyError::InvalidPath)
         };
@@ -34,9 +45,9 @@ pub(crate) fn normalise(rest: &str) -> Result<String, ProxyError> {
         if kept == b"." || kept == b".." || kept.iter().any(|&b| b == b'/' || b == b'\\') {
             return Err(ProxyError::InvalidPath);
         }
-        encode_into(&mut out, kept);
+        encode_into(out, kept);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Percent-decodes `segment` until a round changes nothing. A segment without `%` is its own
