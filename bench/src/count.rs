@@ -3,12 +3,16 @@
 //!
 //! The CPU time the other modes read from `/proc` moves by several percent from one burst to
 //! the next on a shared machine; an instruction count does not depend on what else runs. Each
-//! target is run twice under valgrind, once for `--requests` requests and once for three times
-//! as many; the difference of the two totals, divided by the difference of the requests, is the
-//! cost of one request with start-up and shutdown taken out. What it leaves out: the kernel
-//! (system calls, loopback delivery: about the same for every target, see BENCHMARKS.md), and
-//! time lost to locks and cache misses, which an instruction count cannot see. It is a way to
-//! compare builds of the same code, not a replacement for the CPU figures.
+//! target runs once under valgrind: `--warm-up` requests, then the counters are zeroed
+//! (`callgrind_control --zero`), then `--requests` requests, then the counts are dumped
+//! (`callgrind_control --dump`). What the window holds is what those requests cost: start-up,
+//! warm-up (first connections, the statement cache, the allocator's first pages) and shutdown
+//! stay outside. (Until 2026-12-08 each target ran twice, for N and 3N requests, and the
+//! difference was divided by 2N; a start-up that differed between the two processes, by
+//! 15 million instructions at times, moved a build's figure by up to 0.8 %.) What it leaves out:
+//! the kernel (system calls, loopback delivery: about the same for every target, see
+//! BENCHMARKS.md), and time lost to locks and cache misses, which an instruction count cannot
+//! see. It is a way to compare builds of the same code, not a replacement for the CPU figures.
 //!
 //! The requests are paced (`--rate`, 400 a second by default, about half what a build serves
 //! under valgrind on a quiet machine): the audit writer commits whatever arrived in its last
@@ -25,8 +29,8 @@
 //! everything else: a change to the request path shows in the second figure without the
 //! writer's noise.
 //!
-//! `latchkey-bench count <target> [<target>…] [--requests 4000] [--connections 4] [--rate 400]
-//! [--keep DIR]`,
+//! `latchkey-bench count <target> [<target>…] [--requests 8000] [--warm-up 1000] [--connections 4]
+//! [--rate 400] [--keep DIR]`,
 //! where a target is the path of a `latchkey` build or `floor:<variant>`. The first target is the
 //! reference. nginx is left out: its workers are separate processes, and its instructions are
 //! not comparable with a Rust build's anyway.
@@ -53,12 +57,13 @@ const BODY_BYTES: usize = 1024;
 /// Runs the count and prints a Markdown report.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut specs = Vec::new();
-    let (mut requests, mut connections, mut rate) = (4000u64, 4usize, 400u64);
+    let (mut requests, mut warm_up, mut connections, mut rate) = (8000u64, 1000u64, 4usize, 400u64);
     let mut keep: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--requests" => requests = it.next().context("--requests needs a value")?.parse()?,
+            "--warm-up" => warm_up = it.next().context("--warm-up needs a value")?.parse()?,
             "--connections" => {
                 connections = it.next().context("--connections needs a value")?.parse()?;
             }
@@ -72,8 +77,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         "count needs a target or more (a latchkey binary, floor:<variant>)"
     );
     anyhow::ensure!(
-        requests >= connections as u64 && connections > 0,
-        "--requests must be at least --connections, and both above zero"
+        requests >= connections as u64 && warm_up >= connections as u64 && connections > 0,
+        "--requests and --warm-up must be at least --connections, and all above zero"
     );
     anyhow::ensure!(rate > 0, "--rate must be above zero");
     let pace = Pace { connections, rate };
@@ -89,49 +94,36 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         }
         None => scratch.path(),
     };
-    let runs = [requests, 3 * requests];
+    let window = Window {
+        warm_up,
+        requests,
+        pace,
+    };
     let mut per_request = Vec::new();
     for (t, spec) in specs.iter().enumerate() {
-        let mut totals = Vec::new();
-        let mut reached = Vec::new();
-        for &n in &runs {
-            let out = folder.join(format!("target{t}-{n}.callgrind"));
-            let (counts, per_second) = count_one(spec, upstream.addr, &out, n, pace).await?;
-            eprintln!(
-                "count: {} after {n} requests ({per_second:.0}/s): {} instructions, {} of them the audit writer's",
-                name(t),
-                counts.all,
-                counts.writer
-            );
-            totals.push(counts);
-            reached.push(per_second);
-        }
-        let requests = (runs[1] - runs[0]) as f64;
-        let slope = |of: fn(&Counts) -> u64| {
-            of(&totals[1]).saturating_sub(of(&totals[0])) as f64 / requests
-        };
-        let each = slope(|c| c.all);
-        let writer = slope(|c| c.writer);
-        let start_and_stop = totals[0].all as f64 - each * runs[0] as f64;
-        let slowest = reached.iter().copied().fold(f64::INFINITY, f64::min);
+        let out = folder.join(format!("target{t}.callgrind"));
+        let (counts, per_second) = count_one(spec, upstream.addr, &out, window).await?;
+        eprintln!(
+            "count: {} over {requests} requests ({per_second:.0}/s): {} instructions, {} of them the audit writer's, {} the serving threads' parking",
+            name(t),
+            counts.all,
+            counts.writer,
+            counts.parking
+        );
         per_request.push(PerRequest {
-            each,
-            writer,
-            start_and_stop,
-            slowest,
+            each: counts.all as f64 / requests as f64,
+            writer: counts.writer as f64 / requests as f64,
+            parking: counts.parking as f64 / requests as f64,
+            per_second,
         });
     }
 
     println!(
-        "## Instructions per request: {} → {} requests, {connections} connections, {rate} a second, POST of {BODY_BYTES} B",
-        runs[0], runs[1]
+        "## Instructions per request: {requests} requests after {warm_up} of warm-up, {connections} connections, {rate} a second, POST of {BODY_BYTES} B"
     );
     println!();
     println!(
-        "valgrind `--tool=callgrind --separate-threads=yes`, user space only, audit log on; per request = (total after {} − total after {}) ÷ {}. \"Without the writer\" leaves out the audit writer's thread, whose batches vary from one process to the next.",
-        runs[1],
-        runs[0],
-        runs[1] - runs[0]
+        "valgrind `--tool=callgrind --separate-threads=yes`, user space only, audit log on; the counters are zeroed after the warm-up and dumped after the last answer (`callgrind_control`), so start-up and shutdown are outside the window. \"Without the writer\" leaves out the audit writer's thread, whose batches vary from one process to the next; \"working\" also leaves out the serving threads' parking in the runtime (waiting, and the timer wheel's and I/O driver's work on waking), which follows the machine's timing more than the build."
     );
     println!();
     for (t, spec) in specs.iter().enumerate() {
@@ -139,28 +131,30 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| target | instructions per request | ÷ A | without the writer | ÷ A | the audit writer | start and stop (millions) | slowest run, requests/s |"
+        "| target | instructions per request | ÷ A | without the writer | ÷ A | working | ÷ A | the audit writer | parking | requests/s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let reference = &per_request[0];
     let mut behind = false;
     for (t, p) in per_request.iter().enumerate() {
-        let flag = if off_pace(p.slowest, reference.slowest) {
+        let flag = if off_pace(p.per_second, reference.per_second) {
             behind = true;
             " ¹"
         } else {
             ""
         };
         println!(
-            "| {} | {:.0} | {:.4} | {:.0} | {:.4} | {:.0} | {:.1} | {:.0}{flag} |",
+            "| {} | {:.0} | {:.4} | {:.0} | {:.4} | {:.0} | {:.4} | {:.0} | {:.0} | {:.0}{flag} |",
             name(t),
             p.each,
             p.each / reference.each.max(1.0),
             p.serving(),
             p.serving() / reference.serving().max(1.0),
+            p.working(),
+            p.working() / reference.working().max(1.0),
             p.writer,
-            p.start_and_stop / 1e6,
-            p.slowest
+            p.parking,
+            p.per_second
         );
     }
     if behind {
@@ -177,8 +171,10 @@ struct PerRequest {
     each: f64,
     /// The audit writer thread's share of `each`.
     writer: f64,
-    start_and_stop: f64,
-    slowest: f64,
+    /// The serving threads' parking, a share of `each` too.
+    parking: f64,
+    /// The rate the counted requests reached.
+    per_second: f64,
 }
 
 impl PerRequest {
@@ -186,13 +182,21 @@ impl PerRequest {
     fn serving(&self) -> f64 {
         self.each - self.writer
     }
+
+    /// The serving threads without their parking: what a request's own work costs.
+    fn working(&self) -> f64 {
+        self.serving() - self.parking
+    }
 }
 
-/// The instructions one process executed: in all, and on the audit writer's thread.
+/// The instructions one process executed: in all, on the audit writer's thread, and in the
+/// serving threads' runtime parking (waiting for I/O and timers, and the timer wheel's and the
+/// I/O driver's work on waking).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
     all: u64,
     writer: u64,
+    parking: u64,
 }
 
 /// How the requests are sent: over how many connections, and how many a second in all.
@@ -215,14 +219,28 @@ fn off_pace(per_second: f64, reference: f64) -> bool {
     (per_second / reference - 1.0).abs() > 0.1
 }
 
-/// Starts `spec` under valgrind, sends `n` requests at `pace`, stops it and returns the
-/// instructions it executed in all and the rate the requests reached.
+/// What one target is asked: `warm_up` requests before the counters are zeroed, `requests`
+/// counted ones, both at `pace`.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    warm_up: u64,
+    requests: u64,
+    pace: Pace,
+}
+
+/// How long the target is left alone before the counters are zeroed and before they are
+/// dumped: the audit writer's last batch (a 10 ms linger, then the commit) and the answers'
+/// bookkeeping fall on the side of the window they belong to.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Starts `spec` under valgrind, sends the warm-up, zeroes the counters, sends the counted
+/// requests, dumps the counters, stops it, and returns the instructions of the window (in all,
+/// and the audit writer's) and the rate the counted requests reached.
 async fn count_one(
     spec: &str,
     upstream: SocketAddr,
     out: &Path,
-    n: u64,
-    pace: Pace,
+    window: Window,
 ) -> anyhow::Result<(Counts, f64)> {
     let wrapper = vec![
         "valgrind".to_owned(),
@@ -237,28 +255,69 @@ async fn count_one(
         "--quiet".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
     ];
-    if let Some(variant) = spec.strip_prefix("floor:") {
+    let counted = |url: String, header: Option<(String, String)>, pid: u32| async move {
+        let header = header.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+        send(&url, header, window.warm_up, window.pace).await?;
+        tokio::time::sleep(SETTLE).await;
+        callgrind_control("--zero", pid).await?;
+        let per_second = send(&url, header, window.requests, window.pace).await?;
+        tokio::time::sleep(SETTLE).await;
+        callgrind_control("--dump", pid).await?;
+        anyhow::Ok(per_second)
+    };
+    let (per_second, spec_is_latchkey) = if let Some(variant) = spec.strip_prefix("floor:") {
         let floor = floor::Floor::start_wrapped(upstream, variant.parse()?, &wrapper)?;
-        let per_second = send(&format!("http://{}/echo", floor.addr), None, n, pace).await?;
-        // Dropping it closes its standard input; it exits and valgrind writes the counts.
+        let url = format!("http://{}/echo", floor.addr);
+        let per_second = counted(url, None, floor.pid).await?;
+        // Dropping it closes its standard input; it exits and valgrind writes its last counts.
         drop(floor);
-        Ok((counts(out)?, per_second))
+        (per_second, false)
     } else {
         let lk = targets::Latchkey::start_wrapped(PathBuf::from(spec), upstream, &wrapper).await?;
         let url = format!("{}/bench/echo", lk.url);
-        let token = lk.client_token.clone();
-        let per_second = send(&url, Some(("x-latchkey-client", &token)), n, pace).await?;
+        let header = ("x-latchkey-client".to_owned(), lk.client_token.clone());
+        let per_second = counted(url, Some(header), lk.pid).await?;
         lk.stop_within(EXIT_WITHIN).await?;
-        let counts = counts(out)?;
-        // Latchkey always runs the writer; a count without it means the mark no longer names
-        // the writer's code, and "without the writer" would silently be everything.
-        anyhow::ensure!(
-            counts.writer > 0,
-            "no thread of {spec} ran {WRITER_MARK}…: has the audit writer moved? (see {})",
-            out.display()
-        );
-        Ok((counts, per_second))
-    }
+        (per_second, true)
+    };
+    let counts = counts(out, DUMP_PART)?;
+    // Latchkey always runs the writer; a count without it means the mark no longer names the
+    // writer's code, and "without the writer" would silently be everything.
+    anyhow::ensure!(
+        !spec_is_latchkey || counts.writer > 0,
+        "no thread of {spec} ran {WRITER_MARK}… in the window: has the audit writer moved? (see {})",
+        out.display()
+    );
+    Ok((counts, per_second))
+}
+
+/// The part number callgrind gives the files of the first dump asked for.
+const DUMP_PART: u32 = 1;
+
+/// Asks callgrind in process `pid` to `--zero` or `--dump` its counters, and waits for its
+/// answer. `callgrind_control` reaches a process blocked in a system call too (through
+/// valgrind's gdbserver), and exits with 0 even when it found no such process, so its answer is
+/// read.
+async fn callgrind_control(action: &str, pid: u32) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("callgrind_control")
+        .arg(action)
+        .arg(pid.to_string())
+        .output()
+        .await
+        .context("cannot run callgrind_control (is valgrind installed?)")?;
+    let answer = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success() && answered_ok(&answer),
+        "callgrind_control {action} {pid} failed: {}{}",
+        answer.trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Whether `callgrind_control`'s output says the process did what it was asked.
+fn answered_ok(stdout: &str) -> bool {
+    stdout.lines().any(|l| l.trim() == "OK.")
 }
 
 /// `n` POSTs, spread over keep-alive connections and paced; every answer must be a `200`.
@@ -302,11 +361,12 @@ async fn send(url: &str, header: Option<(&str, &str)>, n: u64, pace: Pace) -> an
 /// A function only the audit writer's thread runs.
 const WRITER_MARK: &str = "fn=latchkey_store::audit::writer::";
 
-/// Sums the per-thread files callgrind wrote beside `out` (`out-01`, `out-02`, …).
-fn counts(out: &Path) -> anyhow::Result<Counts> {
+/// Sums the per-thread files callgrind wrote beside `out` for dump `part` (`out.1-01`,
+/// `out.1-02`, …).
+fn counts(out: &Path, part: u32) -> anyhow::Result<Counts> {
     let folder = out.parent().context("an output path without a folder")?;
     let prefix = format!(
-        "{}-",
+        "{}.{part}-",
         out.file_name()
             .context("an output path without a name")?
             .to_string_lossy()
@@ -328,18 +388,29 @@ fn counts(out: &Path) -> anyhow::Result<Counts> {
         let one = thread_counts(&text).with_context(|| format!("in {}", path.display()))?;
         total.all += one.all;
         total.writer += one.writer;
+        total.parking += one.parking;
         threads += 1;
     }
     if threads == 0 {
         bail!(
-            "valgrind wrote no counts beside {} (is valgrind installed?)",
+            "valgrind wrote no counts of dump {part} beside {} (is valgrind installed?)",
             out.display()
         );
     }
     Ok(total)
 }
 
-/// One thread's file: its `summary:` line, all of it the writer's if it ran the writer's code.
+/// The function a Tokio current-thread runtime parks its thread in.
+const PARK_FN: &str = "tokio::runtime::scheduler::current_thread::Context::park";
+
+/// One thread's file: its `summary:` line, all of it the writer's if it ran the writer's code,
+/// and what the calls into [`PARK_FN`] cost, with everything they called (the call lines'
+/// inclusive costs, from callers other than the parking itself).
+///
+/// How often a serving thread parks depends on timing (whether the upstream's answer is in
+/// before the thread runs out of work), not on the build: in one run two processes of one
+/// build parked for 1,487 and 1,984 instructions a request, while the rest of their serving
+/// threads' counts differed by 0.3 %.
 fn thread_counts(text: &str) -> anyhow::Result<Counts> {
     let all = text
         .lines()
@@ -350,7 +421,29 @@ fn thread_counts(text: &str) -> anyhow::Result<Counts> {
         .context("an empty summary line")?
         .parse()?;
     let writer = if text.contains(WRITER_MARK) { all } else { 0 };
-    Ok(Counts { all, writer })
+    let (mut caller, mut callee) = ("", "");
+    let mut parking = 0u64;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("fn=") {
+            caller = name;
+        } else if let Some(name) = line.strip_prefix("cfn=") {
+            callee = name;
+        } else if line.starts_with("calls=") {
+            // The line after `calls=` is the call's position and inclusive cost.
+            let cost = lines.next().and_then(|l| l.split_whitespace().nth(1));
+            if callee == PARK_FN && !caller.starts_with(PARK_FN) {
+                parking += cost.context("a call without its cost")?.parse::<u64>()?;
+            }
+        }
+    }
+    // The writer's thread is left out whole already.
+    let parking = if writer > 0 { 0 } else { parking };
+    Ok(Counts {
+        all,
+        writer,
+        parking,
+    })
 }
 
 #[cfg(test)]
@@ -358,34 +451,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_writers_thread_is_told_by_its_code_and_every_threads_file_is_summed() {
+    fn the_writers_thread_is_told_by_its_code_and_every_threads_file_of_the_dump_is_summed() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = dir.path().join("target0-4000.callgrind");
+        let out = dir.path().join("target0.callgrind");
         let thread = |file: &str, summary: u64, body: &str| {
             let text = format!(
                 "# callgrind format\nevents: Ir\nsummary: {summary}\n\n{body}\ntotals: {summary}\n"
             );
             std::fs::write(dir.path().join(file), text).expect("write");
         };
-        thread("target0-4000.callgrind-01", 1000, "fn=main\n0 1000");
+        // A serving thread: the run loop calls the parking twice (its cost counted), the
+        // parking calls the I/O driver (inside it, not counted again) and itself (a recursion,
+        // not counted again).
+        let park = PARK_FN;
         thread(
-            "target0-4000.callgrind-02",
-            300,
-            "fn=latchkey_store::audit::writer::insert\n0 300",
+            "target0.callgrind.1-01",
+            1000,
+            &format!(
+                "fn=main\n0 100\ncfn={park}\ncalls=3 0\n0 200\ncfn=other\ncalls=1 0\n0 50\ncfn={park}\ncalls=1 0\n0 40\nfn={park}\n0 10\ncfn=io::turn\ncalls=2 0\n0 150\ncfn={park}\ncalls=1 0\n0 30"
+            ),
         );
-        thread("target0-4000.callgrind-03", 20, "fn=other\n0 20");
-        // Neither another run's threads nor the empty base file count.
-        thread("target0-12000.callgrind-01", 9, "fn=main");
-        std::fs::write(&out, "").expect("write");
+        // The writer's thread: whatever it calls is the writer's.
+        thread(
+            "target0.callgrind.1-02",
+            300,
+            &format!(
+                "fn=latchkey_store::audit::writer::insert\n0 280\ncfn={park}\ncalls=1 0\n0 20"
+            ),
+        );
+        thread("target0.callgrind.1-03", 20, "fn=other\n0 20");
+        // Neither the files written at exit, nor another dump's, nor another target's count.
+        thread("target0.callgrind-01", 9, "fn=main");
+        thread("target0.callgrind.2-01", 7, "fn=main");
+        thread("target1.callgrind.1-01", 5, "fn=main");
         assert_eq!(
-            counts(&out).expect("counts"),
+            counts(&out, 1).expect("counts"),
             Counts {
                 all: 1320,
-                writer: 300
+                writer: 300,
+                parking: 240,
             }
         );
-        let missing = dir.path().join("target1-4000.callgrind");
-        assert!(counts(&missing).is_err(), "no thread files is an error");
+        assert!(counts(&out, 3).is_err(), "no thread files is an error");
+    }
+
+    #[test]
+    fn only_an_ok_from_the_process_counts_as_done() {
+        assert!(answered_ok(
+            "PID 25503: /usr/bin/sleep 20\nsending command zero to pid 25503\n  OK.\n"
+        ));
+        assert!(!answered_ok(
+            "Error: Callgrind task with PID/name '25438' not detected.\n"
+        ));
+        assert!(!answered_ok(""));
     }
 
     #[test]
