@@ -25,7 +25,7 @@ use crate::state::{Prepared, PreparedRoute};
 ///
 /// The lists are `static`, not `const`: a `const` array of `HeaderName`s is built and dropped
 /// again at every use.
-static STRIP_REQUEST: [HeaderName; 9] = [
+static STRIP_REQUEST: [HeaderName; STRIP_REQUEST_COUNT] = [
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     header::COOKIE,
@@ -36,6 +36,10 @@ static STRIP_REQUEST: [HeaderName; 9] = [
     header::EXPECT,
     HeaderName::from_static("keep-alive"),
 ];
+
+/// How many names [`STRIP_REQUEST`] holds: one bit each in [`rewrite_request`]'s flags.
+const STRIP_REQUEST_COUNT: usize = 9;
+const _: () = assert!(STRIP_REQUEST_COUNT <= u16::BITS as usize);
 
 /// Request header name prefixes never forwarded.
 const STRIP_REQUEST_PREFIXES: [&str; 2] = ["proxy-", "x-forwarded-"];
@@ -69,18 +73,36 @@ pub(crate) fn rewrite_request(
     prepared: &Prepared,
     websocket: bool,
 ) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // What to remove, gathered first (the map cannot change while its names are read): the
+    // fixed names as flags, so the usual request (a Latchkey token, perhaps `Connection`)
+    // allocates nothing; a name outside them (an injected name the client sent too, a
+    // `x-forwarded-*`, one its `Connection` lists) is copied into `doomed`.
     let mut connection = false;
+    let mut client_header = false;
+    let mut listed = 0u16;
+    let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if name == header::CONNECTION {
             connection = true;
-            doomed.push(name.clone());
+        } else if name == CLIENT_HEADER {
+            client_header = true;
+        } else if let Some(i) = STRIP_REQUEST.iter().position(|s| s == name) {
+            listed |= 1 << i;
         } else if strips_from_request(name, route, websocket) {
             doomed.push(name.clone());
         }
     }
     if connection {
         add_connection_named(headers, &mut doomed);
+        headers.remove(header::CONNECTION);
+    }
+    if client_header {
+        headers.remove(&CLIENT_HEADER);
+    }
+    while listed != 0 {
+        let i = listed.trailing_zeros() as usize;
+        listed &= listed - 1;
+        headers.remove(&STRIP_REQUEST[i]);
     }
     for name in doomed {
         headers.remove(name);
