@@ -19,6 +19,7 @@ mod sanitize;
 mod sanitize_props;
 mod writer;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -80,12 +81,13 @@ pub struct AuditEvent {
     pub kind: AuditKind,
     /// When the request started, unix milliseconds.
     pub time: i64,
-    /// The local client, if it was identified.
-    pub client: Option<String>,
-    /// The service, if the route named one.
-    pub service: Option<String>,
-    /// HTTP method.
-    pub method: String,
+    /// The local client, if it was identified. Shared with the client registry's own copy of
+    /// the name: the request path hands it over without copying it.
+    pub client: Option<Arc<str>>,
+    /// The service, if the route named one (shared with the route, as the client's name).
+    pub service: Option<Arc<str>>,
+    /// HTTP method (a standard method's name is a `'static` string).
+    pub method: Cow<'static, str>,
     /// Request target (path and query); query values are stripped on record.
     pub path: String,
     /// Status sent to the client.
@@ -138,9 +140,9 @@ impl AuditRow {
             id,
             kind: e.kind,
             time: e.time,
-            client: e.client,
-            service: e.service,
-            method: e.method,
+            client: e.client.as_deref().map(str::to_owned),
+            service: e.service.as_deref().map(str::to_owned),
+            method: e.method.into_owned(),
             path: e.path,
             status: e.status,
             bytes_in: e.bytes_in,
@@ -320,11 +322,13 @@ impl AuditLog {
         let event = AuditEvent {
             kind: event.kind,
             time: event.time,
-            client: event.client.map(|c| sanitize::field(c, sanitize::MAX_NAME)),
+            client: event
+                .client
+                .map(|c| sanitize::shared_field(c, sanitize::MAX_NAME)),
             service: event
                 .service
-                .map(|s| sanitize::field(s, sanitize::MAX_NAME)),
-            method: sanitize::field(event.method, sanitize::MAX_METHOD),
+                .map(|s| sanitize::shared_field(s, sanitize::MAX_NAME)),
+            method: sanitize::method(event.method),
             path: sanitize::path(event.path),
             status: event.status,
             bytes_in: event.bytes_in,

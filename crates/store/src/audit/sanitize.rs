@@ -9,6 +9,9 @@
 //! client that puts a secret of its own into a path segment would have it recorded; that is the
 //! documented limit of this module.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 /// Longest path (with its sanitised query) kept, in bytes.
 pub(crate) const MAX_PATH: usize = 2048;
 /// Longest method kept, in bytes.
@@ -67,6 +70,24 @@ pub(crate) fn field(raw: String, max: usize) -> String {
         return raw;
     }
     truncate(raw.chars().filter(|&c| !is_unsafe(c)).collect(), max)
+}
+
+/// [`field`] for a name shared with the request path: returned as it is (a reference count)
+/// when nothing is to be removed, which is nearly always.
+pub(crate) fn shared_field(raw: Arc<str>, max: usize) -> Arc<str> {
+    if raw.len() <= max && (printable_ascii(&raw) || !raw.chars().any(is_unsafe)) {
+        return raw;
+    }
+    Arc::from(field(raw.to_string(), max))
+}
+
+/// [`field`] for the method, capped at [`MAX_METHOD`]: a standard method's `'static` name is
+/// kept as it is.
+pub(crate) fn method(raw: Cow<'static, str>) -> Cow<'static, str> {
+    match raw {
+        Cow::Borrowed(name) if name.len() <= MAX_METHOD && printable_ascii(name) => raw,
+        other => Cow::Owned(field(other.into_owned(), MAX_METHOD)),
+    }
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -9,9 +9,9 @@ fn event(i: u64) -> AuditEvent {
     AuditEvent {
         kind: AuditKind::Client,
         time: latchkey_core::clock::unix_millis(),
-        client: Some("cli".to_owned()),
-        service: Some("github".to_owned()),
-        method: "GET".to_owned(),
+        client: Some("cli".into()),
+        service: Some("github".into()),
+        method: "GET".into(),
         path: format!("/items/{i}"),
         status: 200,
         bytes_in: 0,
@@ -163,7 +163,7 @@ fn record_sanitises_before_queueing() {
     let log = AuditLog::open(&db, Retention::default()).expect("log");
     let mut e = event(1);
     e.path = "/x?token=abc\r\n&q=1".to_owned();
-    e.method = "GET\n".to_owned();
+    e.method = "GET\n".into();
     e.error_code = Some("x".repeat(500));
     log.record(e);
     rt.block_on(log.flush());
@@ -187,7 +187,7 @@ async fn buckets_count_requests_and_errors_per_service_per_minute() {
     let now = latchkey_core::clock::unix_millis();
     let at = |ago_minutes: i64, service: &str, status: u16| AuditEvent {
         time: now - ago_minutes * minute,
-        service: Some(service.to_owned()),
+        service: Some(service.into()),
         status,
         ..event(0)
     };

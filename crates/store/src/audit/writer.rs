@@ -43,12 +43,17 @@ pub(super) fn run(
         }
         if !events.is_empty() {
             let count = events.len() as u64;
-            match shared.db.write(|conn| insert(conn, &mut events)) {
-                Ok(rows) => {
-                    for row in rows {
-                        // No subscriber is not an error.
-                        let _ = shared.live.send(row);
+            match shared.db.write(|conn| insert(conn, &events)) {
+                Ok(first) => {
+                    // Rows are built only for a live view that is subscribed now: one that
+                    // subscribes later reads these from the table, where they already are.
+                    if shared.live.receiver_count() > 0 {
+                        for (event, id) in events.drain(..).zip(first..) {
+                            // A view that went away meanwhile is not an error.
+                            let _ = shared.live.send(AuditRow::new(id, event));
+                        }
                     }
+                    events.clear();
                 }
                 Err(e) => {
                     events.clear();
@@ -100,36 +105,26 @@ fn insert_sql(i: usize) -> &'static str {
     })[i]
 }
 
-/// Inserts and drains `events` in one transaction; returns the committed rows.
-fn insert(conn: &mut Connection, events: &mut Vec<AuditEvent>) -> rusqlite::Result<Vec<AuditRow>> {
+/// Inserts `events` in one transaction; returns the id of the first. The rows of a batch take
+/// consecutive ids in order: with `AUTOINCREMENT` each new id is one above the largest ever
+/// used, and this transaction is the only writer.
+fn insert(conn: &mut Connection, events: &[AuditEvent]) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
-    let mut rows = Vec::with_capacity(events.len());
-    let mut pending = events.drain(..);
-    let mut left = pending.len();
+    let mut pending = events;
     for (i, &size) in CHUNKS.iter().enumerate() {
-        while left >= size {
+        while pending.len() >= size {
+            let (chunk, rest) = pending.split_at(size);
             let mut stmt = tx.prepare_cached(insert_sql(i))?;
-            let chunk: Vec<AuditEvent> = pending.by_ref().take(size).collect();
             for (row, e) in chunk.iter().enumerate() {
                 bind(&mut stmt, row * COLUMNS, e)?;
             }
             stmt.raw_execute()?;
-            // The rows of one statement take consecutive ids in order: with `AUTOINCREMENT`
-            // each new id is one above the largest ever used, and this transaction is the only
-            // writer.
-            let first = tx.last_insert_rowid() - (size as i64 - 1);
-            rows.extend(
-                chunk
-                    .into_iter()
-                    .zip(first..)
-                    .map(|(e, id)| AuditRow::new(id, e)),
-            );
-            left -= size;
+            pending = rest;
         }
     }
-    drop(pending);
+    let last = tx.last_insert_rowid();
     tx.commit()?;
-    Ok(rows)
+    Ok(last - (events.len() as i64 - 1))
 }
 
 /// Binds one event's columns, the `row`-th of its statement (parameters from `at + 1`).
@@ -141,7 +136,7 @@ fn bind(
     stmt.raw_bind_parameter(at + 1, e.time)?;
     stmt.raw_bind_parameter(at + 2, e.client.as_deref())?;
     stmt.raw_bind_parameter(at + 3, e.service.as_deref())?;
-    stmt.raw_bind_parameter(at + 4, e.method.as_str())?;
+    stmt.raw_bind_parameter(at + 4, e.method.as_ref())?;
     stmt.raw_bind_parameter(at + 5, e.path.as_str())?;
     stmt.raw_bind_parameter(at + 6, e.status)?;
     stmt.raw_bind_parameter(at + 7, clamp(e.bytes_in))?;

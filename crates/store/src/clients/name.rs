@@ -36,6 +36,11 @@ impl ClientName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as shared text (a reference count, no copy): what an audit record carries.
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl fmt::Display for ClientName {

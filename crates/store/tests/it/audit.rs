@@ -19,9 +19,9 @@ fn event(client: &str, service: &str, status: u16, path: &str) -> AuditEvent {
     AuditEvent {
         kind: AuditKind::Client,
         time: now_ms(),
-        client: Some(client.to_owned()),
-        service: Some(service.to_owned()),
-        method: "POST".to_owned(),
+        client: Some(client.into()),
+        service: Some(service.into()),
+        method: "POST".into(),
         path: path.to_owned(),
         status,
         bytes_in: 12,
@@ -344,6 +344,36 @@ async fn the_writer_enforces_retention_while_running() {
     assert_eq!(rows[0].path, "/w/199", "the newest rows are the ones kept");
 }
 
+/// With no live view subscribed the writer builds no live rows; the rows are stored all the
+/// same, with consecutive ids across the batch's statements, and a view that subscribes
+/// afterwards receives only what is recorded after it.
+#[tokio::test]
+async fn rows_without_a_view_are_stored_and_a_later_view_gets_only_later_rows() {
+    let log = memory_log();
+    // 37 rows in one batch: statements of 32, 4 and 1 rows.
+    for i in 0..37 {
+        log.record(event("a", "x", 200, &format!("/before/{i}")));
+    }
+    log.flush().await;
+    let mut rx = log.subscribe();
+    log.record(event("b", "y", 201, "/after"));
+    log.flush().await;
+
+    let mut stored = all_rows(&log, AuditFilter::default()).await;
+    stored.reverse();
+    assert_eq!(stored.len(), 38);
+    for (i, row) in stored.iter().take(37).enumerate() {
+        assert_eq!(row.path, format!("/before/{i}"), "recorded in order");
+    }
+    assert!(
+        stored.windows(2).all(|w| w[1].id == w[0].id + 1),
+        "consecutive ids"
+    );
+    let live = rx.recv().await.expect("the later row");
+    assert_eq!(live, stored[37], "the later row, as stored");
+    assert!(rx.try_recv().is_err(), "nothing from before the view");
+}
+
 #[tokio::test]
 async fn subscribers_receive_committed_rows_with_their_ids() {
     let log = memory_log();
@@ -361,9 +391,9 @@ async fn subscribers_receive_committed_rows_with_their_ids() {
                 AuditKind::Client
             },
             time: now_ms() + i64::try_from(i).expect("small"),
-            client: (i % 3 != 0).then(|| format!("client-{i}")),
-            service: (i % 5 != 0).then(|| format!("service-{i}")),
-            method: ["GET", "POST", "DELETE"][usize::try_from(i % 3).expect("small")].to_owned(),
+            client: (i % 3 != 0).then(|| format!("client-{i}").into()),
+            service: (i % 5 != 0).then(|| format!("service-{i}").into()),
+            method: ["GET", "POST", "DELETE"][usize::try_from(i % 3).expect("small")].into(),
             path: format!("/s/{i}"),
             status: 200 + u16::try_from(i).expect("small"),
             bytes_in: i * 7,
@@ -398,9 +428,9 @@ async fn subscribers_receive_committed_rows_with_their_ids() {
             id: row.id,
             kind: e.kind,
             time: e.time,
-            client: e.client.clone(),
-            service: e.service.clone(),
-            method: e.method.clone(),
+            client: e.client.as_deref().map(str::to_owned),
+            service: e.service.as_deref().map(str::to_owned),
+            method: e.method.to_string(),
             path: e.path.clone(),
             status: e.status,
             bytes_in: e.bytes_in,
