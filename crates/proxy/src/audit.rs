@@ -6,6 +6,7 @@
 //! out, and only when they changed something or were refused ([`recorded`]); their credential
 //! reads stay client traffic.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +34,8 @@ struct Record {
     time_ms: i64,
     method: Method,
     path: String,
-    client: Option<String>,
-    service: Option<String>,
+    client: Option<Arc<str>>,
+    service: Option<Arc<str>>,
     /// The caller is the `latchkey` command (the instance's control token).
     control: bool,
     status: u16,
@@ -90,9 +91,9 @@ impl Finish {
         self.record.is_some()
     }
 
-    pub(crate) fn set_client(&mut self, client: &str) {
+    pub(crate) fn set_client(&mut self, client: Arc<str>) {
         if let Some(r) = &mut self.record {
-            r.client = Some(client.to_owned());
+            r.client = Some(client);
         }
     }
 
@@ -103,9 +104,15 @@ impl Finish {
         }
     }
 
+    /// The service a request named that is no route's (copied: it came from the path).
     pub(crate) fn set_service(&mut self, service: &str) {
+        self.set_route(Arc::from(service));
+    }
+
+    /// The route's own name (shared, not copied).
+    pub(crate) fn set_route(&mut self, service: Arc<str>) {
         if let Some(r) = &mut self.record {
-            r.service = Some(service.to_owned());
+            r.service = Some(service);
         }
     }
 
@@ -200,7 +207,7 @@ impl Record {
             time: self.time_ms,
             client: self.client,
             service: self.service,
-            method: self.method.as_str().to_owned(),
+            method: method_name(&self.method),
             path: self.path,
             status,
             bytes_in,
@@ -209,6 +216,23 @@ impl Record {
             error_code: error.map(|c| c.as_str().to_owned()),
         });
     }
+}
+
+/// The method's name as the audit row keeps it: a standard method's is a `'static` string, so
+/// only an extension method is copied.
+fn method_name(method: &Method) -> Cow<'static, str> {
+    Cow::Borrowed(match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        other => return Cow::Owned(other.to_owned()),
+    })
 }
 
 /// A control-token call is a control call unless it hands out a credential: a service's

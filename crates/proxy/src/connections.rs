@@ -162,12 +162,13 @@ impl ConnectionRegistry {
     }
 
     /// Registers a new exchange.
-    pub(crate) fn open(&self, client: &str, service: &str, now_unix: i64) -> Arc<Live> {
+    /// Registers an exchange of `client` with `service`; the names are shared, not copied.
+    pub(crate) fn open(&self, client: &Arc<str>, service: &Arc<str>, now_unix: i64) -> Arc<Live> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
         let live = Arc::new(Live {
             id,
-            client: client.to_owned(),
-            service: service.to_owned(),
+            client: Arc::clone(client),
+            service: Arc::clone(service),
             started_at: now_unix,
             last_activity: AtomicI64::new(now_unix),
             bytes_in: AtomicU64::new(0),
@@ -197,8 +198,8 @@ impl ConnectionRegistry {
 #[derive(Debug)]
 pub(crate) struct Live {
     pub(crate) id: u64,
-    client: String,
-    service: String,
+    client: Arc<str>,
+    service: Arc<str>,
     started_at: i64,
     last_activity: AtomicI64,
     bytes_in: AtomicU64,
@@ -217,8 +218,8 @@ impl Live {
     fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
             id: ConnectionId(self.id),
-            client: self.client.clone(),
-            service: self.service.clone(),
+            client: self.client.to_string(),
+            service: self.service.to_string(),
             kind: self.kind(),
             started_at: self.started_at,
             last_activity_at: self.last_activity.load(Ordering::Relaxed),
@@ -305,8 +306,8 @@ mod tests {
     #[test]
     fn open_exchanges_are_listed_and_closed_by_id() {
         let registry = ConnectionRegistry::default();
-        let a = registry.open("cli", "github", 100);
-        let b = registry.open("cli", "jira", 101);
+        let a = registry.open(&"cli".into(), &"github".into(), 100);
+        let b = registry.open(&"cli".into(), &"jira".into(), 101);
         a.add_in(5);
         a.add_out(7);
         b.set_kind(ConnectionKind::Sse);
@@ -333,7 +334,7 @@ mod tests {
     #[test]
     fn traffic_either_way_marks_the_exchange_active_now() {
         let registry = ConnectionRegistry::default();
-        let live = registry.open("cli", "github", 100);
+        let live = registry.open(&"cli".into(), &"github".into(), 100);
         // The test's own clock, not `unix_seconds`: that is the function under test (mutation
         // testing made it return 0), and an oracle calling it would agree with any mutant.
         let wall = || {

@@ -41,7 +41,7 @@ pub(crate) fn use_thread_upstream(client: UpstreamClient) {
 pub(crate) async fn forward(
     state: &ProxyState,
     route: &Arc<PreparedRoute>,
-    client: &str,
+    client: &Arc<str>,
     req: Request,
     finish: &mut Finish,
 ) -> Result<Response, ProxyError> {

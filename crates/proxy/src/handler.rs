@@ -4,6 +4,7 @@
 //! discovery and registration requests are answered right after the `Host` and `Origin` gates,
 //! unaudited ([`crate::probe`]).
 
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -39,6 +40,15 @@ impl Caller {
         match self {
             Self::Control => CONTROL_CLIENT,
             Self::Client(grant) => grant.client.as_str(),
+        }
+    }
+
+    /// The name as the audit record and the live exchange keep it: shared, not copied.
+    fn shared_name(&self) -> Arc<str> {
+        static CONTROL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(CONTROL_CLIENT));
+        match self {
+            Self::Control => Arc::clone(&CONTROL),
+            Self::Client(grant) => grant.client.shared(),
         }
     }
 
@@ -209,27 +219,27 @@ async fn dispatch(
     gate::check_head_size(&parts, inner.config.limits.max_header_bytes)?;
     gate::check_method(&parts.method)?;
     let caller = authenticate(inner, &parts.headers)?;
-    finish.set_client(caller.name());
+    let client = caller.shared_name();
+    finish.set_client(Arc::clone(&client));
     if matches!(caller, Caller::Control) {
         finish.set_control_caller();
     }
 
     match Target::parse(parts.uri.path()) {
         Target::Service(service) => {
-            finish.set_service(service);
             // An authenticated caller learns that a service does not exist before being told
             // that it may not use it (a name it cannot use tells it nothing new).
-            let route = inner
-                .routes
-                .get(service)
-                .ok_or(ProxyError::UnknownService)?
-                .clone();
+            let Some(route) = inner.routes.get(service) else {
+                finish.set_service(service);
+                return Err(ProxyError::UnknownService);
+            };
+            finish.set_route(Arc::clone(&route.service));
             caller.check_scope(service)?;
             caller.check_rate(inner)?;
             managed::forward(
                 state,
                 &route,
-                caller.name(),
+                &client,
                 Request::from_parts(parts, body),
                 finish,
             )

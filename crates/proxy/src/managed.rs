@@ -38,7 +38,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn forward(
     state: &ProxyState,
     route: &Arc<PreparedRoute>,
-    client: &str,
+    client: &Arc<str>,
     req: Request,
     finish: &mut Finish,
 ) -> Result<Response, ProxyError> {
@@ -92,7 +92,7 @@ pub(crate) async fn forward(
             Ok(()) if !retried => retried = true,
             Ok(()) => {
                 let e = CredentialError::ServerLoginRequired {
-                    server: route.service.clone(),
+                    server: route.service.to_string(),
                 };
                 return Ok(refuse(state, route, client, e, &parts, bytes, finish).await);
             }
@@ -106,7 +106,7 @@ pub(crate) async fn forward(
 async fn forward_once(
     state: &ProxyState,
     route: &Arc<PreparedRoute>,
-    client: &str,
+    client: &Arc<str>,
     parts: Parts,
     body: Body,
     finish: &mut Finish,
@@ -140,7 +140,7 @@ async fn forward_once(
         .await
     {
         Ok(()) => CredentialError::ServerTokenRenewed {
-            server: route.service.clone(),
+            server: route.service.to_string(),
         },
         Err(e) => e,
     };

@@ -188,13 +188,13 @@ impl RouteTable {
 
     fn insert(&self, route: Arc<PreparedRoute>) -> Result<(), ConfigError> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(&route.service) {
+        if map.contains_key(&*route.service) {
             return Err(ConfigError::DuplicateService {
-                service: route.service.clone(),
+                service: route.service.to_string(),
             });
         }
         let mut next = Routes::clone(&map);
-        next.insert(route.service.clone(), route);
+        next.insert(route.service.to_string(), route);
         *map = Arc::new(next);
         Ok(())
     }
@@ -238,7 +238,8 @@ impl RouteTable {
 
 /// A route with its upstream split into the parts every forwarded request reuses.
 pub(crate) struct PreparedRoute {
-    pub(crate) service: String,
+    /// The route's name, shared with the audit records and live exchanges of its requests.
+    pub(crate) service: Arc<str>,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
     pub(crate) host: HeaderValue,
@@ -294,7 +295,7 @@ impl PreparedRoute {
             }
         }
         Self {
-            service: route.service.clone(),
+            service: Arc::from(route.service.as_str()),
             scheme,
             authority,
             host,

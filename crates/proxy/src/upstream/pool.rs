@@ -468,7 +468,7 @@ mod tests {
     }
 
     fn get_url(url: &str, addr: SocketAddr) -> Request<UploadBody> {
-        let live = ConnectionRegistry::default().open("client", "service", 0);
+        let live = ConnectionRegistry::default().open(&"client".into(), &"service".into(), 0);
         Request::builder()
             .uri(url)
             .header("host", addr.to_string())
@@ -510,7 +510,7 @@ mod tests {
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let client = client(Duration::from_secs(90));
-        let live = ConnectionRegistry::default().open("c", "s", 0);
+        let live = ConnectionRegistry::default().open(&"c".into(), &"s".into(), 0);
         let request = Request::builder()
             .uri("http://127.0.0.1:9/x")
             .body(UploadBody::new(AxumBody::empty(), live, None))
