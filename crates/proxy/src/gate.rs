@@ -28,9 +28,13 @@ impl HostAllowlist {
     }
 
     fn allows(&self, authority: &[u8]) -> bool {
-        self.allowed
-            .iter()
-            .any(|a| a.as_bytes().eq_ignore_ascii_case(authority))
+        // Clients write the spelling as given (lower case) nearly always: an exact comparison
+        // (one `memcmp`) answers those before the byte-by-byte case folding does the rest.
+        self.allowed.iter().any(|a| a.as_bytes() == authority)
+            || self
+                .allowed
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(authority))
     }
 
     /// Gate 1: exactly one `Host` header naming us, and an absolute-form URI (if any) naming us.
