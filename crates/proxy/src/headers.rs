@@ -117,8 +117,10 @@ pub(crate) fn rewrite_request(
     headers.insert(header::HOST, route.host.clone());
 }
 
-/// Whether the client's header `name` stays behind: compared as a server that folds `_` into
-/// `-` and ignores case sees it (`X_API_Key` is `X-API-Key` to WSGI servers).
+/// Whether the client's header `name`, which is neither `Connection`, the client header nor one
+/// of [`STRIP_REQUEST`] as spelled (the caller compared those), stays behind: compared as a
+/// server that folds `_` into `-` and ignores case sees it (`X_API_Key` is `X-API-Key` to WSGI
+/// servers).
 fn strips_from_request(name: &HeaderName, route: &PreparedRoute, websocket: bool) -> bool {
     if !websocket && name == header::UPGRADE {
         return true;
@@ -129,10 +131,9 @@ fn strips_from_request(name: &HeaderName, route: &PreparedRoute, websocket: bool
         return strips_folded(&folded, route);
     }
     // No `_`: the name is its own folded form, and equal names are equal `HeaderName`s (the
-    // `http` crate stores every standard name in one form), so the fixed lists compare cheaply.
-    STRIP_REQUEST.contains(name)
-        || name == CLIENT_HEADER
-        || route.injected_folded.iter().any(|i| i == text)
+    // `http` crate stores every standard name in one form), so the fixed lists, which the
+    // caller compared already, cannot match it under another spelling.
+    route.injected_folded.iter().any(|i| i == text)
         || STRIP_REQUEST_PREFIXES.iter().any(|p| text.starts_with(p))
 }
 
