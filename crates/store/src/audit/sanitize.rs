@@ -34,9 +34,12 @@ fn printable_ascii(raw: &str) -> bool {
 
 /// The request target as the audit log keeps it.
 pub(crate) fn path(raw: String) -> String {
+    // One pass for the usual target: printable ASCII without a query or fragment.
+    let plain = raw
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'?' && b != b'#');
     let clean = raw.len() <= MAX_PATH
-        && !raw.contains(['?', '#'])
-        && (printable_ascii(&raw) || !raw.chars().any(is_unsafe));
+        && (plain || (!raw.contains(['?', '#']) && !raw.chars().any(is_unsafe)));
     if clean {
         return raw;
     }
