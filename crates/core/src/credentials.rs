@@ -380,7 +380,10 @@ impl Credentials {
                 values.insert("access_token".to_owned(), token);
                 Ok(Arc::new(values))
             }
-            CredentialSource::Manual => Box::pin(self.manual(service)).await,
+            CredentialSource::Manual => match self.manual_in_memory(service) {
+                Some(hit) => Ok(hit),
+                None => Box::pin(self.manual(service)).await,
+            },
             CredentialSource::Gateway { endpoint } => self.via_gateway(service, endpoint).await,
         }
     }
@@ -561,14 +564,18 @@ impl Credentials {
         Ok(())
     }
 
-    async fn manual(&self, service: &Service) -> Result<Arc<CredentialValues>, CredentialsError> {
-        if let Some(hit) = self
-            .manual
+    /// A manual service's values when they are in memory (read from the keychain before).
+    fn manual_in_memory(&self, service: &Service) -> Option<Arc<CredentialValues>> {
+        self.manual
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(service.name.as_str())
-        {
-            return Ok(hit.clone());
+            .cloned()
+    }
+
+    async fn manual(&self, service: &Service) -> Result<Arc<CredentialValues>, CredentialsError> {
+        if let Some(hit) = self.manual_in_memory(service) {
+            return Ok(hit);
         }
         let key = VaultKey::ManualSecret {
             service: service.name.to_string(),
