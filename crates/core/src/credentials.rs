@@ -162,7 +162,9 @@ pub struct Credentials {
     /// One gateway fetch per service at a time.
     fetch_locks: HashMap<String, Mutex<()>>,
     api_key: Mutex<Option<Secret>>,
-    manual: RwLock<HashMap<String, Arc<CredentialValues>>>,
+    /// Keyed by configured service names only, so the fast hash needs no protection against
+    /// chosen keys (every request of a manual service looks its values up here).
+    manual: RwLock<HashMap<String, Arc<CredentialValues>, foldhash::fast::RandomState>>,
     statuses: RwLock<BTreeMap<String, ServiceStatus>>,
 }
 
@@ -194,7 +196,7 @@ impl Credentials {
             clock,
             fetch_locks,
             api_key: Mutex::new(None),
-            manual: RwLock::new(HashMap::new()),
+            manual: RwLock::new(HashMap::default()),
             statuses: RwLock::new(statuses),
         }
     }

@@ -1,4 +1,4 @@
-//! In-memory cache of gateway credentials, keyed by (account, service).
+//! In-memory cache of gateway credentials, keyed by account, then service.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -40,10 +40,17 @@ impl fmt::Debug for CachedCredentials {
     }
 }
 
+/// A map keyed by configured names (accounts, services): nothing a request sends is ever
+/// inserted, so the fast hash needs no protection against chosen keys.
+type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Thread-safe credential cache. No lock is held across an `.await` (all methods are sync).
+///
+/// Keyed by account, then service, so a lookup (every proxied request of a gateway service)
+/// borrows both names: a `(String, String)` key had to be built, two allocations, to look up.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    entries: Mutex<HashMap<(String, String), CachedCredentials>>,
+    entries: Mutex<Names<Names<CachedCredentials>>>,
 }
 
 impl CredentialCache {
@@ -52,14 +59,18 @@ impl CredentialCache {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), CachedCredentials>> {
+    fn lock(&self) -> MutexGuard<'_, Names<Names<CachedCredentials>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores (or replaces) an entry.
     pub fn insert(&self, account: &str, service: &str, credentials: CachedCredentials) {
-        self.lock()
-            .insert((account.to_owned(), service.to_owned()), credentials);
+        let mut entries = self.lock();
+        let services = match entries.get_mut(account) {
+            Some(services) => services,
+            None => entries.entry(account.to_owned()).or_default(),
+        };
+        services.insert(service.to_owned(), credentials);
     }
 
     fn get_if(
@@ -69,7 +80,8 @@ impl CredentialCache {
         keep: impl FnOnce(&CachedCredentials) -> bool,
     ) -> Option<CachedCredentials> {
         self.lock()
-            .get(&(account.to_owned(), service.to_owned()))
+            .get(account)
+            .and_then(|services| services.get(service))
             .filter(|c| keep(c))
             .cloned()
     }
@@ -86,18 +98,23 @@ impl CredentialCache {
 
     /// Forgets one entry.
     pub fn remove(&self, account: &str, service: &str) {
-        self.lock()
-            .remove(&(account.to_owned(), service.to_owned()));
+        let mut entries = self.lock();
+        if let Some(services) = entries.get_mut(account) {
+            services.remove(service);
+            if services.is_empty() {
+                entries.remove(account);
+            }
+        }
     }
 
     /// Forgets every entry of `account`.
     pub fn clear_account(&self, account: &str) {
-        self.lock().retain(|(a, _), _| a != account);
+        self.lock().remove(account);
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(HashMap::len).sum()
     }
 
     /// True when empty.
@@ -152,8 +169,18 @@ mod tests {
         cache.insert("work", "github", creds(0, 100));
         cache.insert("work", "jira", creds(0, 100));
         cache.insert("home", "github", creds(0, 100));
+        assert_eq!(cache.len(), 3);
         cache.remove("work", "jira");
         assert!(cache.get_usable("work", "jira", 1).is_none());
+        assert!(
+            cache.get_usable("work", "github", 1).is_some(),
+            "the account's other services stay"
+        );
+        assert_eq!(cache.len(), 2);
+        cache.remove("work", "github");
+        cache.remove("nobody", "github");
+        assert_eq!(cache.len(), 1);
+        cache.insert("work", "github", creds(0, 100));
         cache.clear_account("work");
         assert!(cache.get_usable("work", "github", 1).is_none());
         assert!(
