@@ -39,6 +39,13 @@ fn memory_log() -> AuditLog {
     .expect("log")
 }
 
+/// Records `n` answered requests of client `a` to service `x`, at `/{prefix}/0`, `/{prefix}/1`, …
+fn record_paths(log: &AuditLog, prefix: &str, n: usize) {
+    for i in 0..n {
+        log.record(event("a", "x", 200, &format!("/{prefix}/{i}")));
+    }
+}
+
 /// Every row, newest first, by walking pages.
 async fn all_rows(log: &AuditLog, mut filter: AuditFilter) -> Vec<AuditRow> {
     filter.limit = MAX_PAGE;
@@ -142,9 +149,7 @@ async fn recorded_events_are_queryable_with_each_filter() {
 #[tokio::test]
 async fn paging_walks_three_pages_without_gaps_or_repeats() {
     let log = memory_log();
-    for i in 0..25 {
-        log.record(event("a", "x", 200, &format!("/p/{i}")));
-    }
+    record_paths(&log, "p", 25);
     log.flush().await;
     let mut filter = AuditFilter {
         limit: 10,
@@ -176,9 +181,7 @@ async fn paging_walks_three_pages_without_gaps_or_repeats() {
     );
 
     let exact = memory_log();
-    for i in 0..20 {
-        exact.record(event("a", "x", 200, &format!("/q/{i}")));
-    }
+    record_paths(&exact, "q", 20);
     exact.flush().await;
     let first = exact
         .query(&AuditFilter {
@@ -265,9 +268,7 @@ async fn retention_by_rows_keeps_the_newest_at_open() {
     {
         let log = AuditLog::open(&Database::open(&path).expect("open"), Retention::default())
             .expect("log");
-        for i in 0..25 {
-            log.record(event("a", "x", 200, &format!("/r/{i}")));
-        }
+        record_paths(&log, "r", 25);
         log.flush().await;
     }
     let db = Database::open(&path).expect("reopen");
@@ -351,9 +352,7 @@ async fn the_writer_enforces_retention_while_running() {
 async fn rows_without_a_view_are_stored_and_a_later_view_gets_only_later_rows() {
     let log = memory_log();
     // 37 rows in one batch: statements of 32, 4 and 1 rows.
-    for i in 0..37 {
-        log.record(event("a", "x", 200, &format!("/before/{i}")));
-    }
+    record_paths(&log, "before", 37);
     log.flush().await;
     let mut rx = log.subscribe();
     log.record(event("b", "y", 201, "/after"));
