@@ -173,4 +173,42 @@ mod tests {
         assert!(!printable_ascii("caf\u{e9}"), "non-ASCII goes the long way");
         assert_eq!(field("a\u{7f}b".to_owned(), MAX_NAME), "ab");
     }
+
+    /// A shared name goes through the same rules as an owned one: unsafe characters removed,
+    /// capped (the registry and the configuration only let safe names through, but the audit
+    /// log does not rely on that).
+    #[test]
+    fn shared_names_are_sanitised_like_owned_ones() {
+        let forged: Arc<str> = Arc::from("cli\r\nX: forged\u{202E}");
+        assert_eq!(&*shared_field(forged, MAX_NAME), "cliX: forged");
+        let long: Arc<str> = Arc::from("a".repeat(MAX_NAME + 10));
+        assert_eq!(shared_field(long, MAX_NAME).len(), MAX_NAME);
+        assert_eq!(method(Cow::Owned("PO\u{1b}ST".to_owned())), "POST");
+        assert_eq!(method(Cow::Borrowed("GET\n")), "GET");
+        assert_eq!(method(Cow::Owned("X".repeat(40))).len(), MAX_METHOD);
+    }
+
+    /// The fast paths are the point of these functions: a clean value, ASCII or not, comes back
+    /// as the same allocation (a standard method as the same `'static` name), not rebuilt.
+    #[test]
+    fn clean_values_come_back_as_they_are_not_rebuilt() {
+        for text in ["/v1/items/42", "/caf\u{e9}/\u{65e5}\u{672c}"] {
+            let raw = text.to_owned();
+            let at = raw.as_ptr();
+            let kept = path(raw);
+            assert_eq!(kept.as_ptr(), at, "{text}");
+        }
+        for text in ["client-1", "caf\u{e9}"] {
+            let raw = text.to_owned();
+            let at = raw.as_ptr();
+            let kept = field(raw, MAX_NAME);
+            assert_eq!(kept.as_ptr(), at, "{text}");
+            let shared: Arc<str> = Arc::from(text);
+            assert!(
+                Arc::ptr_eq(&shared_field(Arc::clone(&shared), MAX_NAME), &shared),
+                "{text}"
+            );
+        }
+        assert!(matches!(method(Cow::Borrowed("GET")), Cow::Borrowed("GET")));
+    }
 }
