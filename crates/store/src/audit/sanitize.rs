@@ -123,12 +123,15 @@ mod tests {
     fn bare_query_items_count_as_values() {
         assert_eq!(p("/x?sekrit&q=1"), "/x?&q=");
         assert_eq!(p("/x?"), "/x?");
+        // Nothing but the delimiters: the one-pass check must not take them for a plain path.
+        assert_eq!(p("??"), "?");
     }
 
     #[test]
     fn fragments_are_dropped_even_before_a_query() {
         assert_eq!(p("/x#frag?token=abc"), "/x");
         assert_eq!(p("/x?k=v#frag"), "/x?k=");
+        assert_eq!(p("##"), "");
     }
 
     #[test]
