@@ -161,8 +161,7 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Registers a new exchange.
-    /// Registers an exchange of `client` with `service`; the names are shared, not copied.
+    /// Registers a new exchange of `client` with `service`; the names are shared, not copied.
     pub(crate) fn open(&self, client: &Arc<str>, service: &Arc<str>, now_unix: i64) -> Arc<Live> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
         let live = Arc::new(Live {

@@ -229,11 +229,7 @@ async fn dispatch(
         Target::Service(service) => {
             // An authenticated caller learns that a service does not exist before being told
             // that it may not use it (a name it cannot use tells it nothing new).
-            let Some(route) = inner.routes.get(service) else {
-                finish.set_service(service);
-                return Err(ProxyError::UnknownService);
-            };
-            finish.set_route(Arc::clone(&route.service));
+            let route = route(inner, service, finish)?;
             caller.check_scope(service)?;
             caller.check_rate(inner)?;
             managed::forward(
@@ -254,16 +250,12 @@ async fn dispatch(
             })
         }
         Target::Credentials(service) => {
-            finish.set_service(service);
-            let route = &inner
-                .routes
-                .get(service)
-                .ok_or(ProxyError::UnknownService)?;
+            let route = route(inner, service, finish)?;
             caller.check_scope(service)?;
-            caller.check_raw_credentials(route)?;
+            caller.check_raw_credentials(&route)?;
             caller.check_rate(inner)?;
             require_get(&parts.method)?;
-            match native::credentials(state, route).await {
+            match native::credentials(state, &route).await {
                 Err(e @ ProxyError::Credentials(_)) => {
                     let client = caller.name();
                     Ok(refusal::refuse(state, service, client, &e, &parts, body, finish).await)
@@ -284,6 +276,21 @@ async fn dispatch(
         }
         Target::Other => Err(ProxyError::NotFound),
     }
+}
+
+/// The route named `service`, recorded as the request's service (the route's own name, shared);
+/// a name that is no route's is recorded as the path gave it, and refused.
+fn route(
+    inner: &Inner,
+    service: &str,
+    finish: &mut Finish,
+) -> Result<Arc<PreparedRoute>, ProxyError> {
+    let Some(route) = inner.routes.get(service) else {
+        finish.set_service(service);
+        return Err(ProxyError::UnknownService);
+    };
+    finish.set_route(Arc::clone(&route.service));
+    Ok(route)
 }
 
 fn require_get(method: &Method) -> Result<(), ProxyError> {
