@@ -67,9 +67,14 @@ pub(crate) fn path(raw: String) -> String {
     truncate(out, MAX_PATH)
 }
 
+/// Whether a short field is kept as it is: within `max` bytes and without an unsafe character.
+fn clean_field(raw: &str, max: usize) -> bool {
+    raw.len() <= max && (printable_ascii(raw) || !raw.chars().any(is_unsafe))
+}
+
 /// A short text field (method, client, service, error code): unsafe characters removed, capped.
 pub(crate) fn field(raw: String, max: usize) -> String {
-    if raw.len() <= max && (printable_ascii(&raw) || !raw.chars().any(is_unsafe)) {
+    if clean_field(&raw, max) {
         return raw;
     }
     truncate(raw.chars().filter(|&c| !is_unsafe(c)).collect(), max)
@@ -78,7 +83,7 @@ pub(crate) fn field(raw: String, max: usize) -> String {
 /// [`field`] for a name shared with the request path: returned as it is (a reference count)
 /// when nothing is to be removed, which is nearly always.
 pub(crate) fn shared_field(raw: Arc<str>, max: usize) -> Arc<str> {
-    if raw.len() <= max && (printable_ascii(&raw) || !raw.chars().any(is_unsafe)) {
+    if clean_field(&raw, max) {
         return raw;
     }
     Arc::from(field(raw.to_string(), max))
@@ -88,7 +93,7 @@ pub(crate) fn shared_field(raw: Arc<str>, max: usize) -> Arc<str> {
 /// kept as it is.
 pub(crate) fn method(raw: Cow<'static, str>) -> Cow<'static, str> {
     match raw {
-        Cow::Borrowed(name) if name.len() <= MAX_METHOD && printable_ascii(name) => raw,
+        Cow::Borrowed(name) if clean_field(name, MAX_METHOD) => raw,
         other => Cow::Owned(field(other.into_owned(), MAX_METHOD)),
     }
 }
