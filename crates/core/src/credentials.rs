@@ -384,7 +384,7 @@ impl Credentials {
             }
             CredentialSource::Manual => match self.manual_in_memory(service) {
                 Some(hit) => Ok(hit),
-                None => Box::pin(self.manual(service)).await,
+                None => Box::pin(self.manual_from_keychain(service)).await,
             },
             CredentialSource::Gateway { endpoint } => self.via_gateway(service, endpoint).await,
         }
@@ -575,10 +575,12 @@ impl Credentials {
             .cloned()
     }
 
-    async fn manual(&self, service: &Service) -> Result<Arc<CredentialValues>, CredentialsError> {
-        if let Some(hit) = self.manual_in_memory(service) {
-            return Ok(hit);
-        }
+    /// A manual service's values read from the keychain (the first request after a start or a
+    /// change), then kept in memory.
+    async fn manual_from_keychain(
+        &self,
+        service: &Service,
+    ) -> Result<Arc<CredentialValues>, CredentialsError> {
         let key = VaultKey::ManualSecret {
             service: service.name.to_string(),
         };
