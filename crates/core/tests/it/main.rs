@@ -2,6 +2,7 @@
 //! `oidc-provider`, the gateway double and (under `scripts/with-keychain`) the real Secret Service.
 
 mod glewlwyd;
+mod manual;
 mod mcp_oauth;
 mod providers;
 mod remote;
